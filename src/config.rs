@@ -1,0 +1,1 @@
+//! Daemon configuration: embedded defaults, a TOML file, then flags.

@@ -1,0 +1,2 @@
+//! Container lifecycle and its state machine (created, running, exited,
+//! unknown), exit codes and CRI log files.

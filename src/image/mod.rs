@@ -1,0 +1,2 @@
+//! Images: registry client, content-addressed blob store, layer unpack,
+//! image config and the overlay rootfs of a container.

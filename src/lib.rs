@@ -1,0 +1,12 @@
+//! capcri: a Kubernetes CRI runtime with policy-driven Linux capabilities.
+
+pub mod caps;
+pub mod config;
+pub mod container;
+pub mod cri;
+pub mod image;
+pub mod policy;
+pub mod runtime;
+pub mod sandbox;
+pub mod spec;
+pub mod store;

@@ -1,0 +1,3 @@
+fn main() {
+    println!("capcri {}", env!("CARGO_PKG_VERSION"));
+}

@@ -1,0 +1,2 @@
+//! CEL capability policies: loading, validation, evaluation, merging, and
+//! the decision record with its reasons.

@@ -1,0 +1,1 @@
+//! Pod sandbox lifecycle: namespaces, hostname, DNS files, the pod monitor.
