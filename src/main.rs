@@ -1,3 +1,134 @@
-fn main() {
-    println!("capcri {}", env!("CARGO_PKG_VERSION"));
+//! The `capcri` binary: the daemon, its per-pod monitor, and the admin CLI.
+
+use capcri::config::{Config, LogFormat};
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "capcri", version, about = "A Kubernetes CRI runtime with policy-driven Linux capabilities")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the CRI on a unix socket (defaults embedded; see --help).
+    Serve(ServeArgs),
+    /// Print the version.
+    Version,
+    /// The per-pod monitor; started by `capcri serve`, not by hand.
+    #[command(hide = true)]
+    Monitor {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// TOML config file; flags override it, it overrides the embedded defaults.
+    #[arg(long, env = "CAPCRI_CONFIG")]
+    config: Option<PathBuf>,
+    /// CRI socket path [default: /run/capcri/capcri.sock]
+    #[arg(long)]
+    socket: Option<PathBuf>,
+    /// Volatile state directory [default: /run/capcri]
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// Persistent data directory [default: /var/lib/capcri]
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Log format on stderr [default: human]
+    #[arg(long, value_enum)]
+    log_format: Option<LogFormat>,
+    /// tracing filter, e.g. info or capcri=debug [default: info]
+    #[arg(long)]
+    log_level: Option<String>,
+    /// Absolute cgroup parent of all pods [default: /capcri]
+    #[arg(long)]
+    cgroup_parent: Option<String>,
+    /// Registry mirror, HOST=ENDPOINT (repeatable, tried in order), e.g. registry.k8s.io=127.0.0.1:5000
+    #[arg(long = "registry-mirror", value_name = "HOST=ENDPOINT")]
+    registry_mirrors: Vec<String>,
+    /// Registry spoken to over plain HTTP, HOST:PORT (repeatable); loopback always is
+    #[arg(long = "insecure-registry", value_name = "HOST:PORT")]
+    insecure_registries: Vec<String>,
+}
+
+impl ServeArgs {
+    fn into_config(self) -> anyhow::Result<Config> {
+        let mut c = match &self.config {
+            Some(path) => Config::from_toml_file(path)?,
+            None => Config::default(),
+        };
+        if let Some(v) = self.socket {
+            c.socket = v;
+        }
+        if let Some(v) = self.state_dir {
+            c.state_dir = v;
+        }
+        if let Some(v) = self.data_dir {
+            c.data_dir = v;
+        }
+        if let Some(v) = self.log_format {
+            c.log_format = v;
+        }
+        if let Some(v) = self.log_level {
+            c.log_level = v;
+        }
+        if let Some(v) = self.cgroup_parent {
+            c.cgroup_parent = v;
+        }
+        for m in self.registry_mirrors {
+            let Some((host, endpoint)) = m.split_once('=') else {
+                anyhow::bail!("--registry-mirror {m:?} is not HOST=ENDPOINT, e.g. registry.k8s.io=127.0.0.1:5000");
+            };
+            c.registries.mirrors.entry(host.to_string()).or_default().push(endpoint.to_string());
+        }
+        c.registries.insecure.extend(self.insecure_registries);
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Version => {
+            println!("capcri {} (CRI {})", env!("CARGO_PKG_VERSION"), capcri::cri::CRI_API_VERSION);
+            std::process::ExitCode::SUCCESS
+        }
+        Command::Monitor { args } => {
+            // Single-threaded on purpose: libcontainer must not be called
+            // from a multi-threaded process (see runtime/).
+            let code = capcri::runtime::monitor_main(&args);
+            std::process::ExitCode::from(code.clamp(0, 255) as u8)
+        }
+        Command::Serve(args) => {
+            let config = match args.into_config() {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("capcri: {e:#}");
+                    return std::process::ExitCode::from(2);
+                }
+            };
+            capcri::server::init_tracing(config.log_format, &config.log_level);
+            let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("capcri: cannot start the async runtime: {e}");
+                    return std::process::ExitCode::FAILURE;
+                }
+            };
+            match rt.block_on(capcri::server::serve(config)) {
+                Ok(()) => std::process::ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e:#}");
+                    eprintln!("capcri: {e:#}");
+                    std::process::ExitCode::FAILURE
+                }
+            }
+        }
+    }
 }

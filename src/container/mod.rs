@@ -1,2 +1,78 @@
 //! Container lifecycle and its state machine (created, running, exited,
 //! unknown), exit codes and CRI log files.
+
+mod lifecycle;
+pub mod paths;
+pub mod rootfs_read;
+
+use k8s_cri::v1::ContainerConfig;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ContainerState {
+    Created,
+    Running,
+    Exited,
+    /// The monitor holding it is gone and its fate cannot be known.
+    Unknown,
+}
+
+/// The persisted record of one container. Runtime facts (pid, exit code)
+/// come from the pod monitor, which records them the moment they happen;
+/// this record caches the last known values.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ContainerRecord {
+    pub id: String,
+    pub pod_id: String,
+    pub config: ContainerConfig,
+    /// The image as the user named it in the request.
+    pub image_ref: String,
+    /// The image id ("sha256:<config digest>").
+    pub image_id: String,
+    /// A repo digest of the image, or its id when it has none.
+    pub image_digest_ref: String,
+    pub created_at: i64,
+    pub started_at: i64,
+    pub finished_at: i64,
+    pub exit_code: i32,
+    pub state: ContainerState,
+    pub reason: String,
+    pub message: String,
+    /// Absolute path of the CRI log file, empty when kubelet asked for none.
+    pub log_path: PathBuf,
+    /// Bundle directory: config.json and the rootfs mount point.
+    pub bundle: PathBuf,
+    /// Writable layer: overlay upper and work dirs.
+    pub writable_dir: PathBuf,
+    pub uid: u32,
+    pub gid: u32,
+    pub additional_gids: Vec<u32>,
+}
+
+impl ContainerRecord {
+    pub fn name_key(&self) -> String {
+        container_name_key(&self.pod_id, &self.config)
+    }
+    pub fn rootfs(&self) -> PathBuf {
+        self.bundle.join("rootfs")
+    }
+    pub fn name(&self) -> &str {
+        self.config.metadata.as_ref().map(|m| m.name.as_str()).unwrap_or("")
+    }
+}
+
+pub(crate) fn container_name_key(pod_id: &str, config: &ContainerConfig) -> String {
+    let m = config.metadata.clone().unwrap_or_default();
+    format!("container/{pod_id}/{}/{}", m.name, m.attempt)
+}
+
+pub fn cri_state(s: ContainerState) -> k8s_cri::v1::ContainerState {
+    match s {
+        ContainerState::Created => k8s_cri::v1::ContainerState::ContainerCreated,
+        ContainerState::Running => k8s_cri::v1::ContainerState::ContainerRunning,
+        ContainerState::Exited => k8s_cri::v1::ContainerState::ContainerExited,
+        ContainerState::Unknown => k8s_cri::v1::ContainerState::ContainerUnknown,
+    }
+}
+

@@ -1,2 +1,15 @@
 //! The CRI gRPC surface: request validation, mapping to domain calls and
 //! mapping domain errors to gRPC status codes. No business logic here.
+
+mod convert;
+mod image_service;
+mod runtime_service;
+mod status;
+
+pub use image_service::CriImageService;
+pub use runtime_service::CriRuntimeService;
+pub use status::to_status;
+
+/// The CRI API version capcri implements.
+pub const CRI_API_VERSION: &str = "v1";
+pub const RUNTIME_NAME: &str = "capcri";

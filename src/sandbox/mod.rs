@@ -1,1 +1,67 @@
 //! Pod sandbox lifecycle: namespaces, hostname, DNS files, the pod monitor.
+//!
+//! capcri runs no pause container: the pod's network, IPC and UTS
+//! namespaces are created and pinned (bind mounts under the pod directory)
+//! by the pod's monitor, and every container joins them by path.
+
+pub mod cgroups;
+pub mod files;
+mod lifecycle;
+
+use k8s_cri::v1::{NamespaceMode, PodSandboxConfig};
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PodState {
+    Ready,
+    NotReady,
+}
+
+/// The persisted record of one pod.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PodSandbox {
+    pub id: String,
+    pub config: PodSandboxConfig,
+    pub runtime_handler: String,
+    pub created_at: i64,
+    pub state: PodState,
+    /// Volatile directory: monitor socket, pinned namespaces, DNS files, shm.
+    pub pod_dir: PathBuf,
+}
+
+impl PodSandbox {
+    /// The reservation key of its metadata, unique per node (containerd's rule).
+    pub fn name_key(&self) -> String {
+        pod_name_key(&self.config)
+    }
+
+    fn namespace_mode(&self, pick: impl Fn(&k8s_cri::v1::NamespaceOption) -> i32) -> NamespaceMode {
+        self.config
+            .linux
+            .as_ref()
+            .and_then(|l| l.security_context.as_ref())
+            .and_then(|s| s.namespace_options.as_ref())
+            .map(|o| NamespaceMode::try_from(pick(o)).unwrap_or(NamespaceMode::Pod))
+            .unwrap_or(NamespaceMode::Pod)
+    }
+
+    pub fn host_network(&self) -> bool {
+        self.namespace_mode(|o| o.network) == NamespaceMode::Node
+    }
+    pub fn host_ipc(&self) -> bool {
+        self.namespace_mode(|o| o.ipc) == NamespaceMode::Node
+    }
+    pub fn host_pid(&self) -> bool {
+        self.namespace_mode(|o| o.pid) == NamespaceMode::Node
+    }
+
+    pub fn shm_dir(&self) -> PathBuf {
+        self.pod_dir.join("shm")
+    }
+}
+
+pub(crate) fn pod_name_key(config: &PodSandboxConfig) -> String {
+    let m = config.metadata.clone().unwrap_or_default();
+    format!("pod/{}/{}/{}/{}", m.namespace, m.name, m.uid, m.attempt)
+}

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Runs capcri's whole test suite on a Debian 12 machine, as root:
+# installs what it needs (idempotently), starts a local registry with the
+# test images of ../shared/testimages, runs the checks and the tests, and
+# stops the registry again.
+set -euo pipefail
+
+repo=$(cd "$(dirname "$0")/.." && pwd)
+testimages=${CAPCRI_TESTIMAGES:-$repo/../shared/testimages}
+port=${CAPCRI_TEST_REGISTRY_PORT:-5055}
+regdir=${CAPCRI_TEST_REGISTRY_DIR:-/var/tmp/capcri-test-registry}
+ocidir=${CAPCRI_TEST_OCI_DIR:-/var/tmp/capcri-test-oci}
+
+if [ "$(id -u)" != 0 ]; then
+    echo "hack/test.sh: the tests run real containers and need root (sudo $0)" >&2
+    exit 2
+fi
+
+packages=(
+    # build
+    gcc libc6-dev pkg-config libseccomp-dev protobuf-compiler
+    # the test images and their registry (../shared/testimages/README.md)
+    python3 busybox-static procps util-linux libcap2-bin libssl3 libpcre2-8-0 zlib1g libcrypt1
+    docker-registry skopeo umoci
+    # tests
+    iproute2 curl
+)
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "hack/test.sh: installing ${missing[*]}"
+    apt-get update -q
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+# Debian's docker-registry package starts its own service on :5000 where
+# systemd runs; ours listens on $port only, so both can coexist.
+
+cleanup() {
+    "$testimages/stop-registry.sh" "$regdir" >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+"$testimages/start-registry.sh" "$regdir" "$port"
+"$testimages/build.py" --out "$ocidir" --push "127.0.0.1:$port"
+
+cd "$repo"
+cargo fmt --check
+cargo clippy --all-targets --locked -- -D warnings
+
+# The daemon under test runs in a private mount namespace: whatever a
+# failing test leaves mounted disappears with it, and the host's mount
+# table is never touched.
+export CAPCRI_PRIVILEGED_TESTS=1
+export CAPCRI_TEST_REGISTRY="127.0.0.1:$port"
+export CAPCRI_TEST_OCI_LAYOUT="$ocidir"
+unshare --mount --propagation private -- cargo test --locked -- --test-threads=2

@@ -1,0 +1,470 @@
+//! CreateContainer, StartContainer, StopContainer, RemoveContainer,
+//! ContainerStatus, ListContainers and ExecSync.
+
+use super::paths::log_file_path;
+use super::rootfs_read::read_in_root;
+use super::{ContainerRecord, ContainerState, container_name_key, cri_state};
+use crate::image::rootfs::{mount_overlay, unmount};
+use crate::node::{Node, NodeError, labels_match, lock, new_id, now_nanos};
+use crate::runtime::{
+    ContainerRuntimeState, CreateContainer, ExecOutput, ExecSpec, NamespaceKind, RuntimeError,
+    RuntimeStatus, pinned_namespace_path,
+};
+use crate::sandbox::{PodSandbox, PodState};
+use crate::spec::{ContainerSpecInput, ImageUserDb, PodFiles, PodNamespacePaths};
+use k8s_cri::v1::{ContainerConfig, ContainerFilter, PodSandboxConfig};
+use std::path::PathBuf;
+use std::time::Duration;
+use tracing::{info, warn};
+
+impl Node {
+    pub async fn create_container(
+        &self,
+        pod_id: &str,
+        config: ContainerConfig,
+        _sandbox_config: Option<PodSandboxConfig>,
+    ) -> Result<String, NodeError> {
+        let pod = self.pod(pod_id)?;
+        if pod.state != PodState::Ready {
+            return Err(NodeError::FailedPrecondition(format!(
+                "pod sandbox {} is not ready (it was stopped): create containers in a running pod",
+                pod.id
+            )));
+        }
+        let name = config.metadata.as_ref().map(|m| m.name.clone()).unwrap_or_default();
+        if name.is_empty() {
+            return Err(NodeError::InvalidArgument(
+                "container metadata.name is empty: give the container a name".into(),
+            ));
+        }
+        let image_name = config.image.as_ref().map(|i| i.image.clone()).unwrap_or_default();
+        if image_name.is_empty() {
+            return Err(NodeError::InvalidArgument(format!(
+                "container {name:?} names no image: set image.image"
+            )));
+        }
+        let image = self.images.resolve(&image_name).ok_or_else(|| NodeError::NotFound {
+            kind: "image",
+            id: format!("{image_name} (pull it first, e.g. `crictl pull {image_name}`)"),
+        })?;
+        let log_path = log_file_path(&pod.config.log_directory, &config.log_path)
+            .map_err(NodeError::InvalidArgument)?;
+
+        let key = container_name_key(&pod.id, &config);
+        self.reserve_name(key.clone())?;
+        let id = match new_id() {
+            Ok(id) => id,
+            Err(e) => {
+                self.release_name(&key);
+                return Err(e);
+            }
+        };
+        let _guard = self.container_locks.lock(&id).await;
+        let mut record = ContainerRecord {
+            id: id.clone(),
+            pod_id: pod.id.clone(),
+            image_ref: image_name,
+            image_id: image.id.clone(),
+            image_digest_ref: image.repo_digests.first().cloned().unwrap_or_else(|| image.id.clone()),
+            created_at: now_nanos(),
+            started_at: 0,
+            finished_at: 0,
+            exit_code: 0,
+            state: ContainerState::Created,
+            reason: String::new(),
+            message: String::new(),
+            log_path: log_path.unwrap_or_default(),
+            bundle: self.config.bundles_dir().join(&id),
+            writable_dir: self.config.writable_layers_dir().join(&id),
+            uid: 0,
+            gid: 0,
+            additional_gids: Vec::new(),
+            config,
+        };
+        match self.set_up_container(&pod, &image, &mut record).await {
+            Ok(()) => {
+                lock(&self.containers).insert(id.clone(), record);
+                info!(pod.id = %pod.id, container.id = %id, "container created");
+                Ok(id)
+            }
+            Err(e) => {
+                if let Ok(m) = self.monitor(&pod).await {
+                    let _ = m.delete(&id).await;
+                }
+                self.tear_down_container(&record);
+                self.release_name(&key);
+                Err(e)
+            }
+        }
+    }
+
+    async fn set_up_container(
+        &self,
+        pod: &PodSandbox,
+        image: &crate::image::ImageRecord,
+        record: &mut ContainerRecord,
+    ) -> Result<(), NodeError> {
+        let upper = record.writable_dir.join("upper");
+        let work = record.writable_dir.join("work");
+        let rootfs = record.rootfs();
+        for d in [&upper, &work, &rootfs] {
+            std::fs::create_dir_all(d).map_err(|e| NodeError::io(d, e))?;
+        }
+        let layers = self.images.layer_dirs(image)?;
+        mount_overlay(&layers, &upper, &work, &rootfs)?;
+
+        let passwd = read_in_root(&rootfs, "/etc/passwd").map_err(|e| NodeError::io(&rootfs.join("etc/passwd"), e))?;
+        let group = read_in_root(&rootfs, "/etc/group").map_err(|e| NodeError::io(&rootfs.join("etc/group"), e))?;
+        let users = ImageUserDb {
+            passwd: passwd.as_deref(),
+            group: group.as_deref(),
+        };
+        let image_config = image.config.config().as_ref();
+        let user = crate::spec::resolve_user(&record.config, image_config, &users)?;
+        record.uid = user.uid;
+        record.gid = user.gid;
+        record.additional_gids = user.additional_gids.clone();
+
+        let ns = |kind| pinned_namespace_path(&pod.pod_dir, kind);
+        let namespaces = PodNamespacePaths {
+            net: (!pod.host_network()).then(|| ns(NamespaceKind::Net)),
+            ipc: (!pod.host_ipc()).then(|| ns(NamespaceKind::Ipc)),
+            uts: (!pod.host_network()).then(|| ns(NamespaceKind::Uts)),
+            pid: None,
+        };
+        let pod_files = PodFiles {
+            hostname: Some(pod.pod_dir.join("hostname")),
+            resolv_conf: Some(pod.pod_dir.join("resolv.conf")),
+            hosts: Some(pod.pod_dir.join("hosts")),
+            shm: Some(if pod.host_ipc() { PathBuf::from("/dev/shm") } else { pod.shm_dir() }),
+        };
+        let localhost_profile = self.localhost_seccomp_profile(&record.config)?;
+        let spec = crate::spec::container_spec(&ContainerSpecInput {
+            pod: &pod.config,
+            container: &record.config,
+            image_config,
+            rootfs: &rootfs,
+            namespaces: &namespaces,
+            pod_files: &pod_files,
+            cgroups_path: format!("{}/{}/{}", self.config.cgroup_parent, pod.id, record.id),
+            users,
+            capabilities: None,
+            localhost_seccomp_profile: localhost_profile.as_deref(),
+        })?;
+        let spec_json = serde_json::to_vec_pretty(&spec)
+            .map_err(|e| NodeError::Internal(format!("cannot encode OCI spec: {e}")))?;
+        crate::store::write_atomic(&record.bundle.join("config.json"), &spec_json)?;
+
+        if !record.log_path.as_os_str().is_empty()
+            && let Some(parent) = record.log_path.parent()
+        {
+            std::fs::create_dir_all(parent).map_err(|e| NodeError::io(parent, e))?;
+        }
+        let monitor = self.monitor(pod).await?;
+        monitor
+            .create(CreateContainer {
+                id: record.id.clone(),
+                bundle: record.bundle.clone(),
+                log_path: (!record.log_path.as_os_str().is_empty()).then(|| record.log_path.clone()),
+                stdin: record.config.stdin,
+                tty: record.config.tty,
+            })
+            .await?;
+        self.container_records.put(&record.id, record)?;
+        Ok(())
+    }
+
+    /// The JSON of a Localhost seccomp profile, read from the node.
+    fn localhost_seccomp_profile(&self, config: &ContainerConfig) -> Result<Option<String>, NodeError> {
+        let Some(profile) = config
+            .linux
+            .as_ref()
+            .and_then(|l| l.security_context.as_ref())
+            .and_then(|s| s.seccomp.as_ref())
+        else {
+            return Ok(None);
+        };
+        if profile.profile_type != k8s_cri::v1::security_profile::ProfileType::Localhost as i32 {
+            return Ok(None);
+        }
+        let path = PathBuf::from(&profile.localhost_ref);
+        if !path.is_absolute() {
+            return Err(NodeError::InvalidArgument(format!(
+                "seccomp localhost profile {:?} must be an absolute path on the node",
+                profile.localhost_ref
+            )));
+        }
+        std::fs::read_to_string(&path).map(Some).map_err(|e| {
+            NodeError::InvalidArgument(format!(
+                "cannot read seccomp localhost profile {}: {e}; put the profile on the node or fix the path",
+                path.display()
+            ))
+        })
+    }
+
+    /// Unmounts and deletes what CreateContainer made. Best effort.
+    fn tear_down_container(&self, record: &ContainerRecord) {
+        if let Err(e) = unmount(&record.rootfs()) {
+            warn!(container.id = %record.id, error = %e, "rootfs unmount failed");
+        }
+        for d in [&record.bundle, &record.writable_dir] {
+            if let Err(e) = std::fs::remove_dir_all(d)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                warn!(container.id = %record.id, path = %d.display(), error = %e, "cleanup failed");
+            }
+        }
+    }
+
+    pub async fn start_container(&self, id: &str) -> Result<(), NodeError> {
+        let record = self.container(id)?;
+        let _guard = self.container_locks.lock(&record.id).await;
+        let pod = self.pod(&record.pod_id)?;
+        let monitor = self.monitor(&pod).await?;
+        let state = monitor.state(&record.id).await?;
+        if state.status != RuntimeStatus::Created {
+            return Err(NodeError::FailedPrecondition(format!(
+                "container {} is not in the created state; a container is started once",
+                record.id
+            )));
+        }
+        monitor.start(&record.id).await?;
+        let state = monitor.state(&record.id).await?;
+        let record = self.apply_runtime_state(record, &state)?;
+        if record.state == ContainerState::Exited && !record.message.is_empty() && record.started_at == 0 {
+            return Err(NodeError::FailedPrecondition(format!(
+                "container {} failed to start: {}",
+                record.id, record.message
+            )));
+        }
+        info!(pod.id = %record.pod_id, container.id = %record.id, "container started");
+        Ok(())
+    }
+
+    pub async fn stop_container(&self, id: &str, timeout: Duration) -> Result<(), NodeError> {
+        let Some(record) = self.find_container(id) else {
+            return Ok(());
+        };
+        let _guard = self.container_locks.lock(&record.id).await;
+        let pod = self.pod(&record.pod_id)?;
+        let monitor = self.monitor(&pod).await?;
+        let state = monitor.state(&record.id).await?;
+        if state.status == RuntimeStatus::Running {
+            let signal = self.stop_signal(&record);
+            monitor.stop(&record.id, timeout, signal).await?;
+        }
+        let state = monitor.state(&record.id).await?;
+        self.apply_runtime_state(record, &state)?;
+        Ok(())
+    }
+
+    /// The image's STOPSIGNAL, as containerd honours it; SIGTERM otherwise.
+    fn stop_signal(&self, record: &ContainerRecord) -> i32 {
+        self.images
+            .resolve(&record.image_id)
+            .and_then(|img| img.config.config().as_ref().and_then(|c| c.stop_signal().clone()))
+            .and_then(|s| parse_signal(&s))
+            .unwrap_or(libc::SIGTERM)
+    }
+
+    pub async fn remove_container(&self, id: &str) -> Result<(), NodeError> {
+        let Some(record) = self.find_container(id) else {
+            return Ok(());
+        };
+        let guard = self.container_locks.lock(&record.id).await;
+        if let Some(pod) = self.find_pod(&record.pod_id) {
+            match self.monitor(&pod).await {
+                Ok(m) => m.delete(&record.id).await?,
+                Err(e) => warn!(container.id = %record.id, error = %e, "monitor unreachable while removing; cleaning up files only"),
+            }
+        }
+        self.tear_down_container(&record);
+        self.container_records.delete(&record.id)?;
+        lock(&self.containers).remove(&record.id);
+        self.release_name(&record.name_key());
+        drop(guard);
+        self.container_locks.forget(&record.id);
+        info!(pod.id = %record.pod_id, container.id = %record.id, "container removed");
+        Ok(())
+    }
+
+    /// Status with fresh runtime facts from the monitor.
+    pub async fn container_status(&self, id: &str) -> Result<ContainerRecord, NodeError> {
+        let record = self.container(id)?;
+        self.refresh(record).await
+    }
+
+    async fn refresh(&self, record: ContainerRecord) -> Result<ContainerRecord, NodeError> {
+        if matches!(record.state, ContainerState::Exited) {
+            return Ok(record);
+        }
+        let Some(pod) = self.find_pod(&record.pod_id) else {
+            return Ok(record);
+        };
+        let state = match self.monitor(&pod).await {
+            Ok(m) => m.state(&record.id).await,
+            Err(NodeError::Runtime(e)) => Err(e),
+            Err(e) => return Err(e),
+        };
+        match state {
+            Ok(s) => self.apply_runtime_state(record, &s),
+            Err(RuntimeError::NotFound { .. }) | Err(RuntimeError::MonitorUnreachable { .. }) => {
+                let mut r = record;
+                if r.state != ContainerState::Unknown {
+                    r.state = ContainerState::Unknown;
+                    r.reason = "Unknown".into();
+                    r.message = "the pod's monitor is gone; the container's fate cannot be known".into();
+                    self.container_records.put(&r.id, &r)?;
+                    lock(&self.containers).insert(r.id.clone(), r.clone());
+                }
+                Ok(r)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Folds the monitor's facts into the record and persists changes.
+    fn apply_runtime_state(
+        &self,
+        mut record: ContainerRecord,
+        state: &ContainerRuntimeState,
+    ) -> Result<ContainerRecord, NodeError> {
+        let before = (record.state, record.started_at, record.finished_at, record.exit_code);
+        record.state = match state.status {
+            RuntimeStatus::Created => ContainerState::Created,
+            RuntimeStatus::Running => ContainerState::Running,
+            RuntimeStatus::Exited => ContainerState::Exited,
+        };
+        if let Some(t) = state.started_at {
+            record.started_at = t;
+        }
+        if record.state == ContainerState::Exited {
+            record.finished_at = state.finished_at.unwrap_or_else(now_nanos);
+            record.exit_code = state.exit_code.unwrap_or(-1);
+            record.reason = state.reason.clone().unwrap_or_else(|| {
+                if record.exit_code == 0 { "Completed".into() } else { "Error".into() }
+            });
+            record.message = state.message.clone().unwrap_or_default();
+        }
+        if before != (record.state, record.started_at, record.finished_at, record.exit_code) {
+            self.container_records.put(&record.id, &record)?;
+            lock(&self.containers).insert(record.id.clone(), record.clone());
+        }
+        Ok(record)
+    }
+
+    pub fn find_container(&self, id: &str) -> Option<ContainerRecord> {
+        if id.is_empty() {
+            return None;
+        }
+        let containers = lock(&self.containers);
+        if let Some(c) = containers.get(id) {
+            return Some(c.clone());
+        }
+        let mut matches = containers.values().filter(|c| c.id.starts_with(id));
+        match (matches.next(), matches.next()) {
+            (Some(c), None) => Some(c.clone()),
+            _ => None,
+        }
+    }
+
+    pub fn container(&self, id: &str) -> Result<ContainerRecord, NodeError> {
+        self.find_container(id).ok_or_else(|| NodeError::not_found("container", id))
+    }
+
+    pub(crate) fn containers_of(&self, pod_id: &str) -> Vec<ContainerRecord> {
+        lock(&self.containers)
+            .values()
+            .filter(|c| c.pod_id == pod_id)
+            .cloned()
+            .collect()
+    }
+
+    pub async fn list_containers(&self, filter: Option<&ContainerFilter>) -> Result<Vec<ContainerRecord>, NodeError> {
+        let candidates: Vec<ContainerRecord> = lock(&self.containers)
+            .values()
+            .filter(|c| {
+                let Some(f) = filter else { return true };
+                (f.id.is_empty() || c.id.starts_with(&f.id))
+                    && (f.pod_sandbox_id.is_empty() || c.pod_id.starts_with(&f.pod_sandbox_id))
+                    && labels_match(&c.config.labels, &f.label_selector)
+            })
+            .cloned()
+            .collect();
+        let mut out = Vec::with_capacity(candidates.len());
+        for c in candidates {
+            let c = self.refresh(c).await?;
+            if let Some(s) = filter.and_then(|f| f.state.as_ref())
+                && cri_state(c.state) as i32 != s.state
+            {
+                continue;
+            }
+            out.push(c);
+        }
+        out.sort_by_key(|c| c.created_at);
+        Ok(out)
+    }
+
+    pub async fn exec_sync(
+        &self,
+        id: &str,
+        cmd: Vec<String>,
+        timeout: Option<Duration>,
+    ) -> Result<ExecOutput, NodeError> {
+        if cmd.is_empty() {
+            return Err(NodeError::InvalidArgument("exec command is empty: give the command to run".into()));
+        }
+        let record = self.container_status(id).await?;
+        if record.state != ContainerState::Running {
+            return Err(NodeError::FailedPrecondition(format!(
+                "container {} is not running: exec needs a running container",
+                record.id
+            )));
+        }
+        let spec_path = record.bundle.join("config.json");
+        let spec = oci_spec::runtime::Spec::load(&spec_path)
+            .map_err(|e| NodeError::Internal(format!("cannot read {}: {e}", spec_path.display())))?;
+        let process = crate::spec::exec_process(&spec, cmd.clone())?;
+        let user = process.user();
+        let pod = self.pod(&record.pod_id)?;
+        let monitor = self.monitor(&pod).await?;
+        let out = monitor
+            .exec_sync(
+                &record.id,
+                ExecSpec {
+                    args: cmd,
+                    env: process.env().clone().unwrap_or_default(),
+                    cwd: Some(process.cwd().display().to_string()),
+                    uid: user.uid(),
+                    gid: user.gid(),
+                    additional_gids: user.additional_gids().clone().unwrap_or_default(),
+                    timeout,
+                },
+            )
+            .await?;
+        Ok(out)
+    }
+}
+
+/// "SIGQUIT", "QUIT" or "3" to a signal number.
+pub(crate) fn parse_signal(s: &str) -> Option<i32> {
+    if let Ok(n) = s.parse::<i32>() {
+        return Some(n);
+    }
+    let name = s.trim().to_ascii_uppercase();
+    let name = if name.starts_with("SIG") { name } else { format!("SIG{name}") };
+    name.parse::<nix::sys::signal::Signal>().ok().map(|s| s as i32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signals_parse_like_docker() {
+        assert_eq!(parse_signal("SIGQUIT"), Some(libc::SIGQUIT));
+        assert_eq!(parse_signal("quit"), Some(libc::SIGQUIT));
+        assert_eq!(parse_signal("9"), Some(9));
+        assert_eq!(parse_signal("SIGNOPE"), None);
+    }
+}

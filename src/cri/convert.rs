@@ -1,0 +1,127 @@
+//! Domain records to CRI messages. Pure.
+
+use crate::container::{ContainerRecord, ContainerState};
+use crate::image::ImageRecord;
+use crate::sandbox::{PodSandbox, PodState};
+use k8s_cri::v1 as cri;
+
+fn pod_state(s: PodState) -> cri::PodSandboxState {
+    match s {
+        PodState::Ready => cri::PodSandboxState::SandboxReady,
+        PodState::NotReady => cri::PodSandboxState::SandboxNotready,
+    }
+}
+
+pub fn pod_sandbox(p: &PodSandbox) -> cri::PodSandbox {
+    cri::PodSandbox {
+        id: p.id.clone(),
+        metadata: p.config.metadata.clone(),
+        state: pod_state(p.state) as i32,
+        created_at: p.created_at,
+        labels: p.config.labels.clone(),
+        annotations: p.config.annotations.clone(),
+        runtime_handler: p.runtime_handler.clone(),
+    }
+}
+
+pub fn pod_sandbox_status(p: &PodSandbox) -> cri::PodSandboxStatus {
+    let options = p
+        .config
+        .linux
+        .as_ref()
+        .and_then(|l| l.security_context.as_ref())
+        .and_then(|s| s.namespace_options.clone());
+    cri::PodSandboxStatus {
+        id: p.id.clone(),
+        metadata: p.config.metadata.clone(),
+        state: pod_state(p.state) as i32,
+        created_at: p.created_at,
+        network: Some(cri::PodSandboxNetworkStatus::default()),
+        linux: Some(cri::LinuxPodSandboxStatus {
+            namespaces: Some(cri::Namespace { options }),
+        }),
+        labels: p.config.labels.clone(),
+        annotations: p.config.annotations.clone(),
+        runtime_handler: p.runtime_handler.clone(),
+    }
+}
+
+fn container_state(s: ContainerState) -> i32 {
+    crate::container::cri_state(s) as i32
+}
+
+fn image_spec(c: &ContainerRecord) -> cri::ImageSpec {
+    let mut spec = c.config.image.clone().unwrap_or_default();
+    spec.image = c.image_ref.clone();
+    spec
+}
+
+pub fn container(c: &ContainerRecord) -> cri::Container {
+    cri::Container {
+        id: c.id.clone(),
+        pod_sandbox_id: c.pod_id.clone(),
+        metadata: c.config.metadata.clone(),
+        image: Some(image_spec(c)),
+        image_ref: c.image_id.clone(),
+        state: container_state(c.state),
+        created_at: c.created_at,
+        labels: c.config.labels.clone(),
+        annotations: c.config.annotations.clone(),
+        image_id: c.image_id.clone(),
+    }
+}
+
+pub fn container_status(c: &ContainerRecord) -> cri::ContainerStatus {
+    let mounts = c
+        .config
+        .mounts
+        .iter()
+        .cloned()
+        .collect();
+    cri::ContainerStatus {
+        id: c.id.clone(),
+        metadata: c.config.metadata.clone(),
+        state: container_state(c.state),
+        created_at: c.created_at,
+        started_at: c.started_at,
+        finished_at: c.finished_at,
+        exit_code: c.exit_code,
+        image: Some(image_spec(c)),
+        image_ref: c.image_digest_ref.clone(),
+        reason: c.reason.clone(),
+        message: c.message.clone(),
+        labels: c.config.labels.clone(),
+        annotations: c.config.annotations.clone(),
+        mounts,
+        log_path: c.log_path.display().to_string(),
+        resources: c.config.linux.as_ref().and_then(|l| l.resources.clone()).map(|r| cri::ContainerResources {
+            linux: Some(r),
+            windows: None,
+        }),
+        image_id: c.image_id.clone(),
+        user: Some(cri::ContainerUser {
+            linux: Some(cri::LinuxContainerUser {
+                uid: c.uid as i64,
+                gid: c.gid as i64,
+                supplemental_groups: c.additional_gids.iter().map(|g| *g as i64).collect(),
+            }),
+        }),
+    }
+}
+
+pub fn image(i: &ImageRecord) -> cri::Image {
+    let (uid, username) = i.uid_and_username();
+    cri::Image {
+        id: i.id.clone(),
+        repo_tags: i.repo_tags.clone(),
+        repo_digests: i.repo_digests.clone(),
+        size: i.size,
+        uid: uid.map(|value| cri::Int64Value { value }),
+        username,
+        spec: Some(cri::ImageSpec {
+            image: i.id.clone(),
+            ..Default::default()
+        }),
+        pinned: false,
+    }
+}

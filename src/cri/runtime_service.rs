@@ -1,0 +1,355 @@
+//! runtime.v1 RuntimeService: each handler validates, calls one domain
+//! function and maps the result.
+
+use super::{CRI_API_VERSION, RUNTIME_NAME, convert, to_status};
+use crate::node::Node;
+use k8s_cri::v1 as cri;
+use k8s_cri::v1::runtime_service_server::RuntimeService;
+use std::sync::Arc;
+use std::time::Duration;
+use tonic::{Request, Response, Status};
+use tracing::{Instrument, info_span};
+
+pub struct CriRuntimeService {
+    node: Arc<Node>,
+}
+
+impl CriRuntimeService {
+    pub fn new(node: Arc<Node>) -> Self {
+        CriRuntimeService { node }
+    }
+}
+
+type R<T> = Result<Response<T>, Status>;
+
+fn unimplemented(rpc: &str) -> Status {
+    Status::unimplemented(format!("capcri does not implement {rpc} yet"))
+}
+
+fn require_id(id: &str, what: &str) -> Result<(), Status> {
+    if id.is_empty() {
+        return Err(Status::invalid_argument(format!("{what} id is empty: pass the id returned when it was created")));
+    }
+    Ok(())
+}
+
+#[tonic::async_trait]
+impl RuntimeService for CriRuntimeService {
+    async fn version(&self, _r: Request<cri::VersionRequest>) -> R<cri::VersionResponse> {
+        Ok(Response::new(cri::VersionResponse {
+            version: "0.1.0".into(),
+            runtime_name: RUNTIME_NAME.into(),
+            runtime_version: env!("CARGO_PKG_VERSION").into(),
+            runtime_api_version: CRI_API_VERSION.into(),
+        }))
+    }
+
+    async fn run_pod_sandbox(&self, r: Request<cri::RunPodSandboxRequest>) -> R<cri::RunPodSandboxResponse> {
+        let req = r.into_inner();
+        let config = req
+            .config
+            .ok_or_else(|| Status::invalid_argument("RunPodSandbox needs a config"))?;
+        let name = config.metadata.as_ref().map(|m| m.name.clone()).unwrap_or_default();
+        let span = info_span!("RunPodSandbox", pod.name = %name, pod.id = tracing::field::Empty);
+        let id = self
+            .node
+            .run_pod_sandbox(config, req.runtime_handler)
+            .instrument(span.clone())
+            .await
+            .map_err(to_status)?;
+        span.record("pod.id", id.as_str());
+        Ok(Response::new(cri::RunPodSandboxResponse { pod_sandbox_id: id }))
+    }
+
+    async fn stop_pod_sandbox(&self, r: Request<cri::StopPodSandboxRequest>) -> R<cri::StopPodSandboxResponse> {
+        let id = r.into_inner().pod_sandbox_id;
+        require_id(&id, "pod sandbox")?;
+        self.node
+            .stop_pod_sandbox(&id)
+            .instrument(info_span!("StopPodSandbox", pod.id = %id))
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(cri::StopPodSandboxResponse {}))
+    }
+
+    async fn remove_pod_sandbox(&self, r: Request<cri::RemovePodSandboxRequest>) -> R<cri::RemovePodSandboxResponse> {
+        let id = r.into_inner().pod_sandbox_id;
+        require_id(&id, "pod sandbox")?;
+        self.node
+            .remove_pod_sandbox(&id)
+            .instrument(info_span!("RemovePodSandbox", pod.id = %id))
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(cri::RemovePodSandboxResponse {}))
+    }
+
+    async fn pod_sandbox_status(&self, r: Request<cri::PodSandboxStatusRequest>) -> R<cri::PodSandboxStatusResponse> {
+        let req = r.into_inner();
+        let _span = info_span!("PodSandboxStatus", pod.id = %req.pod_sandbox_id).entered();
+        require_id(&req.pod_sandbox_id, "pod sandbox")?;
+        let pod = self.node.pod(&req.pod_sandbox_id).map_err(to_status)?;
+        let mut info = std::collections::HashMap::new();
+        if req.verbose {
+            let value = serde_json::json!({ "pid": 0, "config": pod.config, "podDir": pod.pod_dir, "runtimeHandler": pod.runtime_handler });
+            info.insert("info".to_string(), value.to_string());
+        }
+        Ok(Response::new(cri::PodSandboxStatusResponse {
+            status: Some(convert::pod_sandbox_status(&pod)),
+            info,
+            containers_statuses: Vec::new(),
+            timestamp: 0,
+        }))
+    }
+
+    async fn list_pod_sandbox(&self, r: Request<cri::ListPodSandboxRequest>) -> R<cri::ListPodSandboxResponse> {
+        let filter = r.into_inner().filter;
+        let _span = info_span!("ListPodSandbox").entered();
+        let items = self
+            .node
+            .list_pod_sandboxes(filter.as_ref())
+            .iter()
+            .map(convert::pod_sandbox)
+            .collect();
+        Ok(Response::new(cri::ListPodSandboxResponse { items }))
+    }
+
+    async fn create_container(&self, r: Request<cri::CreateContainerRequest>) -> R<cri::CreateContainerResponse> {
+        let req = r.into_inner();
+        require_id(&req.pod_sandbox_id, "pod sandbox")?;
+        let config = req
+            .config
+            .ok_or_else(|| Status::invalid_argument("CreateContainer needs a container config"))?;
+        let name = config.metadata.as_ref().map(|m| m.name.clone()).unwrap_or_default();
+        let span = info_span!("CreateContainer", pod.id = %req.pod_sandbox_id, container.name = %name, container.id = tracing::field::Empty);
+        let id = self
+            .node
+            .create_container(&req.pod_sandbox_id, config, req.sandbox_config)
+            .instrument(span.clone())
+            .await
+            .map_err(to_status)?;
+        span.record("container.id", id.as_str());
+        Ok(Response::new(cri::CreateContainerResponse { container_id: id }))
+    }
+
+    async fn start_container(&self, r: Request<cri::StartContainerRequest>) -> R<cri::StartContainerResponse> {
+        let id = r.into_inner().container_id;
+        require_id(&id, "container")?;
+        self.node
+            .start_container(&id)
+            .instrument(info_span!("StartContainer", container.id = %id))
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(cri::StartContainerResponse {}))
+    }
+
+    async fn stop_container(&self, r: Request<cri::StopContainerRequest>) -> R<cri::StopContainerResponse> {
+        let req = r.into_inner();
+        require_id(&req.container_id, "container")?;
+        let timeout = Duration::from_secs(req.timeout.max(0) as u64);
+        self.node
+            .stop_container(&req.container_id, timeout)
+            .instrument(info_span!("StopContainer", container.id = %req.container_id))
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(cri::StopContainerResponse {}))
+    }
+
+    async fn remove_container(&self, r: Request<cri::RemoveContainerRequest>) -> R<cri::RemoveContainerResponse> {
+        let id = r.into_inner().container_id;
+        require_id(&id, "container")?;
+        self.node
+            .remove_container(&id)
+            .instrument(info_span!("RemoveContainer", container.id = %id))
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(cri::RemoveContainerResponse {}))
+    }
+
+    async fn list_containers(&self, r: Request<cri::ListContainersRequest>) -> R<cri::ListContainersResponse> {
+        let filter = r.into_inner().filter;
+        let containers = self
+            .node
+            .list_containers(filter.as_ref())
+            .instrument(info_span!("ListContainers"))
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(cri::ListContainersResponse {
+            containers: containers.iter().map(convert::container).collect(),
+        }))
+    }
+
+    async fn container_status(&self, r: Request<cri::ContainerStatusRequest>) -> R<cri::ContainerStatusResponse> {
+        let req = r.into_inner();
+        require_id(&req.container_id, "container")?;
+        let record = self
+            .node
+            .container_status(&req.container_id)
+            .instrument(info_span!("ContainerStatus", container.id = %req.container_id))
+            .await
+            .map_err(to_status)?;
+        let mut info = std::collections::HashMap::new();
+        if req.verbose {
+            let value = serde_json::json!({
+                "sandboxID": record.pod_id,
+                "bundle": record.bundle,
+                "config": record.config,
+            });
+            info.insert("info".to_string(), value.to_string());
+        }
+        Ok(Response::new(cri::ContainerStatusResponse {
+            status: Some(convert::container_status(&record)),
+            info,
+        }))
+    }
+
+    async fn update_container_resources(
+        &self,
+        _r: Request<cri::UpdateContainerResourcesRequest>,
+    ) -> R<cri::UpdateContainerResourcesResponse> {
+        Err(unimplemented("UpdateContainerResources"))
+    }
+
+    async fn reopen_container_log(&self, _r: Request<cri::ReopenContainerLogRequest>) -> R<cri::ReopenContainerLogResponse> {
+        Err(unimplemented("ReopenContainerLog"))
+    }
+
+    async fn exec_sync(&self, r: Request<cri::ExecSyncRequest>) -> R<cri::ExecSyncResponse> {
+        let req = r.into_inner();
+        require_id(&req.container_id, "container")?;
+        let timeout = (req.timeout > 0).then(|| Duration::from_secs(req.timeout as u64));
+        let out = self
+            .node
+            .exec_sync(&req.container_id, req.cmd, timeout)
+            .instrument(info_span!("ExecSync", container.id = %req.container_id))
+            .await
+            .map_err(to_status)?;
+        if out.timed_out {
+            return Err(Status::deadline_exceeded(format!(
+                "command in container {} timed out after {}s and was killed",
+                req.container_id, req.timeout
+            )));
+        }
+        Ok(Response::new(cri::ExecSyncResponse {
+            stdout: out.stdout,
+            stderr: out.stderr,
+            exit_code: out.exit_code,
+        }))
+    }
+
+    async fn exec(&self, _r: Request<cri::ExecRequest>) -> R<cri::ExecResponse> {
+        Err(unimplemented("Exec (streaming)"))
+    }
+
+    async fn attach(&self, _r: Request<cri::AttachRequest>) -> R<cri::AttachResponse> {
+        Err(unimplemented("Attach"))
+    }
+
+    async fn port_forward(&self, _r: Request<cri::PortForwardRequest>) -> R<cri::PortForwardResponse> {
+        Err(unimplemented("PortForward"))
+    }
+
+    async fn container_stats(&self, _r: Request<cri::ContainerStatsRequest>) -> R<cri::ContainerStatsResponse> {
+        Err(unimplemented("ContainerStats"))
+    }
+
+    async fn list_container_stats(&self, _r: Request<cri::ListContainerStatsRequest>) -> R<cri::ListContainerStatsResponse> {
+        Err(unimplemented("ListContainerStats"))
+    }
+
+    async fn pod_sandbox_stats(&self, _r: Request<cri::PodSandboxStatsRequest>) -> R<cri::PodSandboxStatsResponse> {
+        Err(unimplemented("PodSandboxStats"))
+    }
+
+    async fn list_pod_sandbox_stats(
+        &self,
+        _r: Request<cri::ListPodSandboxStatsRequest>,
+    ) -> R<cri::ListPodSandboxStatsResponse> {
+        Err(unimplemented("ListPodSandboxStats"))
+    }
+
+    async fn update_runtime_config(
+        &self,
+        _r: Request<cri::UpdateRuntimeConfigRequest>,
+    ) -> R<cri::UpdateRuntimeConfigResponse> {
+        // kubelet sends the pod CIDR here; capcri has no CNI yet, so there
+        // is nothing to update, and refusing would fail kubelet's start.
+        Ok(Response::new(cri::UpdateRuntimeConfigResponse {}))
+    }
+
+    async fn status(&self, r: Request<cri::StatusRequest>) -> R<cri::StatusResponse> {
+        let verbose = r.into_inner().verbose;
+        let conditions = vec![
+            cri::RuntimeCondition {
+                r#type: "RuntimeReady".into(),
+                status: true,
+                reason: String::new(),
+                message: String::new(),
+            },
+            cri::RuntimeCondition {
+                r#type: "NetworkReady".into(),
+                status: false,
+                reason: "NetworkPluginNotReady".into(),
+                message: "capcri has no CNI support yet: pods get a network namespace with loopback only".into(),
+            },
+        ];
+        let mut info = std::collections::HashMap::new();
+        if verbose {
+            let cfg = self.node.config();
+            let value = serde_json::json!({
+                "socket": cfg.socket, "stateDir": cfg.state_dir, "dataDir": cfg.data_dir,
+                "cgroupParent": cfg.cgroup_parent, "registries": cfg.registries,
+            });
+            info.insert("config".to_string(), value.to_string());
+        }
+        Ok(Response::new(cri::StatusResponse {
+            status: Some(cri::RuntimeStatus { conditions }),
+            info,
+            runtime_handlers: vec![cri::RuntimeHandler {
+                name: String::new(),
+                features: Some(cri::RuntimeHandlerFeatures {
+                    recursive_read_only_mounts: false,
+                    user_namespaces: false,
+                }),
+            }],
+            features: Some(cri::RuntimeFeatures {
+                supplemental_groups_policy: false,
+            }),
+        }))
+    }
+
+    async fn checkpoint_container(
+        &self,
+        _r: Request<cri::CheckpointContainerRequest>,
+    ) -> R<cri::CheckpointContainerResponse> {
+        Err(unimplemented("CheckpointContainer"))
+    }
+
+    type GetContainerEventsStream =
+        std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<cri::ContainerEventResponse, Status>> + Send>>;
+
+    async fn get_container_events(&self, _r: Request<cri::GetEventsRequest>) -> R<Self::GetContainerEventsStream> {
+        Err(unimplemented("GetContainerEvents"))
+    }
+
+    async fn list_metric_descriptors(
+        &self,
+        _r: Request<cri::ListMetricDescriptorsRequest>,
+    ) -> R<cri::ListMetricDescriptorsResponse> {
+        Err(unimplemented("ListMetricDescriptors"))
+    }
+
+    async fn list_pod_sandbox_metrics(
+        &self,
+        _r: Request<cri::ListPodSandboxMetricsRequest>,
+    ) -> R<cri::ListPodSandboxMetricsResponse> {
+        Err(unimplemented("ListPodSandboxMetrics"))
+    }
+
+    async fn runtime_config(&self, _r: Request<cri::RuntimeConfigRequest>) -> R<cri::RuntimeConfigResponse> {
+        Ok(Response::new(cri::RuntimeConfigResponse {
+            linux: Some(cri::LinuxRuntimeConfiguration {
+                cgroup_driver: cri::CgroupDriver::Cgroupfs as i32,
+            }),
+        }))
+    }
+}

@@ -1,0 +1,49 @@
+//! The one place where domain errors become gRPC status codes.
+
+use crate::image::ImageError;
+use crate::node::NodeError;
+use crate::runtime::RuntimeError;
+use crate::spec::SpecError;
+use tonic::{Code, Status};
+
+pub fn to_status(err: NodeError) -> Status {
+    let code = match &err {
+        NodeError::NotFound { .. } => Code::NotFound,
+        NodeError::AlreadyExists { .. } => Code::AlreadyExists,
+        NodeError::InvalidArgument(_) => Code::InvalidArgument,
+        NodeError::FailedPrecondition(_) => Code::FailedPrecondition,
+        NodeError::Spec(e) => spec_code(e),
+        NodeError::Image(e) => image_code(e),
+        NodeError::Runtime(e) => runtime_code(e),
+        NodeError::Io { .. } | NodeError::Store(_) | NodeError::Internal(_) => Code::Internal,
+    };
+    Status::new(code, err.to_string())
+}
+
+fn spec_code(_e: &SpecError) -> Code {
+    // Every spec error is a property of the request (or of the image it
+    // names), never a transient failure: retrying the same request fails again.
+    Code::InvalidArgument
+}
+
+fn image_code(e: &ImageError) -> Code {
+    match e {
+        ImageError::NotFound { .. } => Code::NotFound,
+        ImageError::InvalidReference { .. } => Code::InvalidArgument,
+        ImageError::Unauthorized { .. } => Code::PermissionDenied,
+        ImageError::Registry { .. } => Code::Unavailable,
+        ImageError::DigestMismatch { .. }
+        | ImageError::HostileLayer { .. }
+        | ImageError::TooLarge { .. }
+        | ImageError::Unsupported { .. } => Code::FailedPrecondition,
+        _ => Code::Internal,
+    }
+}
+
+fn runtime_code(e: &RuntimeError) -> Code {
+    match e {
+        RuntimeError::NotFound { .. } => Code::NotFound,
+        RuntimeError::MonitorUnreachable { .. } => Code::Unavailable,
+        _ => Code::Internal,
+    }
+}

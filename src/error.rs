@@ -1,0 +1,48 @@
+//! The domain error every lifecycle operation returns. Module errors are
+//! aggregated here with `#[from]`; `cri::status` maps them to gRPC codes at
+//! exactly one place.
+
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("{kind} {id:?} not found")]
+    NotFound { kind: &'static str, id: String },
+    #[error("name {name:?} is already reserved by another object; remove it first or use another attempt number")]
+    AlreadyExists { name: String },
+    #[error("invalid request: {0}")]
+    InvalidArgument(String),
+    #[error("{0}")]
+    FailedPrecondition(String),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Image(#[from] crate::image::ImageError),
+    #[error(transparent)]
+    Runtime(#[from] crate::runtime::RuntimeError),
+    #[error(transparent)]
+    Spec(#[from] crate::spec::SpecError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl NodeError {
+    pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
+        NodeError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+    pub(crate) fn not_found(kind: &'static str, id: &str) -> Self {
+        NodeError::NotFound {
+            kind,
+            id: id.to_string(),
+        }
+    }
+}

@@ -1,0 +1,161 @@
+//! Everything this node runs: pods, containers and images, and the per-pod
+//! monitors that hold the containers. The CRI layer calls into this; the
+//! lifecycle operations live in `sandbox/` and `container/`.
+
+use crate::config::Config;
+use crate::container::ContainerRecord;
+use crate::image::{ImageStore, ImageStoreConfig};
+use crate::runtime::MonitorClient;
+use crate::sandbox::PodSandbox;
+use crate::store::RecordDir;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+pub use crate::error::NodeError;
+
+/// Per-object async locks: lifecycle calls on one pod or container are
+/// serialised (stop while start, remove while exec) without blocking calls
+/// on other objects.
+#[derive(Default)]
+pub(crate) struct KeyedLocks {
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl KeyedLocks {
+    pub(crate) async fn lock(&self, key: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = {
+            let mut map = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+            map.entry(key.to_string()).or_default().clone()
+        };
+        lock.lock_owned().await
+    }
+
+    pub(crate) fn forget(&self, key: &str) {
+        let mut map = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(l) = map.get(key)
+            && Arc::strong_count(l) == 1
+        {
+            map.remove(key);
+        }
+    }
+}
+
+pub struct Node {
+    pub(crate) config: Config,
+    pub(crate) images: ImageStore,
+    pub(crate) pod_records: RecordDir<PodSandbox>,
+    pub(crate) container_records: RecordDir<ContainerRecord>,
+    pub(crate) pods: Mutex<HashMap<String, PodSandbox>>,
+    pub(crate) containers: Mutex<HashMap<String, ContainerRecord>>,
+    pub(crate) monitors: Mutex<HashMap<String, MonitorClient>>,
+    /// Names reserved by pods and containers, as containerd does: a second
+    /// RunPodSandbox/CreateContainer with the same metadata is refused.
+    pub(crate) names: Mutex<HashSet<String>>,
+    pub(crate) pod_locks: KeyedLocks,
+    pub(crate) container_locks: KeyedLocks,
+}
+
+/// Poisoning only follows a panic elsewhere; the maps stay consistent
+/// because every critical section is a single insert/remove/clone.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Node {
+    /// Opens the stores and loads what a previous run left.
+    pub fn open(config: Config) -> Result<Arc<Node>, NodeError> {
+        for dir in [
+            config.state_dir.clone(),
+            config.pods_dir(),
+            config.bundles_dir(),
+            config.runtime_root(),
+            config.data_dir.clone(),
+            config.writable_layers_dir(),
+        ] {
+            std::fs::create_dir_all(&dir).map_err(|e| NodeError::io(&dir, e))?;
+        }
+        let images = ImageStore::open(ImageStoreConfig {
+            root: config.images_dir(),
+            registries: config.registries.clone(),
+            max_layer_bytes: config.max_layer_bytes,
+        })?;
+        let pod_records = RecordDir::open(config.meta_dir().join("pods"))?;
+        let container_records = RecordDir::open(config.meta_dir().join("containers"))?;
+        let mut names = HashSet::new();
+        let mut pods = HashMap::new();
+        for pod in pod_records.load_all()? {
+            names.insert(pod.name_key());
+            pods.insert(pod.id.clone(), pod);
+        }
+        let mut containers = HashMap::new();
+        for c in container_records.load_all()? {
+            names.insert(c.name_key());
+            containers.insert(c.id.clone(), c);
+        }
+        Ok(Arc::new(Node {
+            config,
+            images,
+            pod_records,
+            container_records,
+            pods: Mutex::new(pods),
+            containers: Mutex::new(containers),
+            monitors: Mutex::new(HashMap::new()),
+            names: Mutex::new(names),
+            pod_locks: KeyedLocks::default(),
+            container_locks: KeyedLocks::default(),
+        }))
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn images(&self) -> &ImageStore {
+        &self.images
+    }
+
+    pub(crate) fn reserve_name(&self, key: String) -> Result<(), NodeError> {
+        let mut names = lock(&self.names);
+        if !names.insert(key.clone()) {
+            return Err(NodeError::AlreadyExists { name: key });
+        }
+        Ok(())
+    }
+
+    pub(crate) fn release_name(&self, key: &str) {
+        lock(&self.names).remove(key);
+    }
+
+    /// The pod's monitor client, reconnecting after a daemon restart.
+    pub(crate) async fn monitor(&self, pod: &PodSandbox) -> Result<MonitorClient, NodeError> {
+        if let Some(m) = lock(&self.monitors).get(&pod.id) {
+            return Ok(m.clone());
+        }
+        let client = MonitorClient::connect(&pod.pod_dir).await?;
+        lock(&self.monitors).insert(pod.id.clone(), client.clone());
+        Ok(client)
+    }
+}
+
+/// A new random 64-hex id, like containerd's.
+pub(crate) fn new_id() -> Result<String, NodeError> {
+    let mut bytes = [0u8; 32];
+    let mut f = std::fs::File::open("/dev/urandom").map_err(|e| NodeError::io("/dev/urandom".as_ref(), e))?;
+    std::io::Read::read_exact(&mut f, &mut bytes).map_err(|e| NodeError::io("/dev/urandom".as_ref(), e))?;
+    Ok(hex::encode(bytes))
+}
+
+pub(crate) fn now_nanos() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+/// Matches a CRI label selector: every pair must be present.
+pub(crate) fn labels_match(
+    labels: &HashMap<String, String>,
+    selector: &HashMap<String, String>,
+) -> bool {
+    selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+}

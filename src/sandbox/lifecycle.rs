@@ -1,0 +1,227 @@
+//! RunPodSandbox, StopPodSandbox, RemovePodSandbox, status and list.
+
+use super::files::{render_hosts, render_resolv_conf, write_pod_file};
+use super::{PodSandbox, PodState, pod_name_key};
+use crate::node::{Node, NodeError, labels_match, lock, new_id, now_nanos};
+use crate::runtime::{MonitorSpawn, PodNamespaceSet, spawn_monitor};
+use k8s_cri::v1::{PodSandboxConfig, PodSandboxFilter};
+use nix::mount::{MntFlags, MsFlags};
+use std::path::Path;
+use std::time::Duration;
+use tracing::{info, warn};
+
+/// Size of the pod's /dev/shm, as containerd's default.
+const SHM_SIZE: &str = "size=65536k";
+
+impl Node {
+    pub async fn run_pod_sandbox(
+        &self,
+        config: PodSandboxConfig,
+        runtime_handler: String,
+    ) -> Result<String, NodeError> {
+        let meta = config
+            .metadata
+            .as_ref()
+            .ok_or_else(|| NodeError::InvalidArgument("pod config has no metadata: set metadata.name and metadata.namespace".into()))?;
+        if meta.name.is_empty() {
+            return Err(NodeError::InvalidArgument("pod metadata.name is empty: give the pod a name".into()));
+        }
+        if !runtime_handler.is_empty() && runtime_handler != "capcri" && runtime_handler != "runc" {
+            return Err(NodeError::InvalidArgument(format!(
+                "unknown runtime handler {runtime_handler:?}: capcri serves the default handler (\"\") and \"capcri\""
+            )));
+        }
+        let key = pod_name_key(&config);
+        self.reserve_name(key.clone())?;
+        let id = match new_id() {
+            Ok(id) => id,
+            Err(e) => {
+                self.release_name(&key);
+                return Err(e);
+            }
+        };
+        let pod = PodSandbox {
+            pod_dir: self.config.pods_dir().join(&id),
+            id: id.clone(),
+            config,
+            runtime_handler,
+            created_at: now_nanos(),
+            state: PodState::Ready,
+        };
+        let _guard = self.pod_locks.lock(&id).await;
+        match self.set_up_pod(&pod).await {
+            Ok(()) => {
+                lock(&self.pods).insert(id.clone(), pod);
+                info!(pod.id = %id, "pod sandbox ready");
+                Ok(id)
+            }
+            Err(e) => {
+                self.tear_down_pod(&pod).await;
+                self.release_name(&key);
+                Err(e)
+            }
+        }
+    }
+
+    async fn set_up_pod(&self, pod: &PodSandbox) -> Result<(), NodeError> {
+        let dir = &pod.pod_dir;
+        std::fs::create_dir_all(dir).map_err(|e| NodeError::io(dir, e))?;
+        let hostname = if pod.host_network() {
+            nix::unistd::gethostname()
+                .map(|h| h.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        } else {
+            pod.config.hostname.clone()
+        };
+        let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        for (name, content) in [
+            ("hostname", format!("{hostname}\n")),
+            ("resolv.conf", render_resolv_conf(pod.config.dns_config.as_ref(), &host_resolv)),
+            ("hosts", render_hosts(&hostname)),
+        ] {
+            let path = dir.join(name);
+            write_pod_file(&path, &content).map_err(|e| NodeError::io(&path, e))?;
+        }
+        if !pod.host_ipc() {
+            let shm = pod.shm_dir();
+            std::fs::create_dir_all(&shm).map_err(|e| NodeError::io(&shm, e))?;
+            nix::mount::mount(
+                Some("shm"),
+                &shm,
+                Some("tmpfs"),
+                MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+                Some(SHM_SIZE),
+            )
+            .map_err(|e| NodeError::io(&shm, e.into()))?;
+        }
+        let client = spawn_monitor(MonitorSpawn {
+            pod_id: pod.id.clone(),
+            pod_dir: dir.clone(),
+            runtime_root: self.config.runtime_root(),
+            new_namespaces: PodNamespaceSet {
+                net: !pod.host_network(),
+                ipc: !pod.host_ipc(),
+                uts: !pod.host_network(),
+            },
+            hostname: (!pod.host_network() && !hostname.is_empty()).then(|| hostname.clone()),
+            program: None,
+        })
+        .await?;
+        lock(&self.monitors).insert(pod.id.clone(), client);
+        self.pod_records.put(&pod.id, pod)?;
+        Ok(())
+    }
+
+    /// Best effort: used on a failed RunPodSandbox and by RemovePodSandbox.
+    async fn tear_down_pod(&self, pod: &PodSandbox) {
+        let client = lock(&self.monitors).remove(&pod.id);
+        let client = match client {
+            Some(c) => Some(c),
+            None => crate::runtime::MonitorClient::connect(&pod.pod_dir).await.ok(),
+        };
+        if let Some(c) = client
+            && let Err(e) = c.shutdown().await
+        {
+            warn!(pod.id = %pod.id, error = %e, "monitor shutdown failed");
+        }
+        if let Err(e) = crate::runtime::unpin_namespaces(&pod.pod_dir) {
+            warn!(pod.id = %pod.id, error = %e, "unpinning namespaces failed");
+        }
+        unmount_if_mounted(&pod.shm_dir());
+        for failure in super::cgroups::remove_pod_cgroups(&self.config.cgroup_parent, &pod.id) {
+            warn!(pod.id = %pod.id, %failure, "pod cgroup not removed");
+        }
+        if let Err(e) = std::fs::remove_dir_all(&pod.pod_dir)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            warn!(pod.id = %pod.id, error = %e, "removing pod dir failed");
+        }
+    }
+
+    pub async fn stop_pod_sandbox(&self, id: &str) -> Result<(), NodeError> {
+        let Some(pod) = self.find_pod(id) else {
+            // CRI: stopping an unknown pod succeeds (kubelet retries after a restart).
+            return Ok(());
+        };
+        let _guard = self.pod_locks.lock(&pod.id).await;
+        for c in self.containers_of(&pod.id) {
+            self.stop_container(&c.id, Duration::ZERO).await?;
+        }
+        let mut pod = pod;
+        if pod.state != PodState::NotReady {
+            pod.state = PodState::NotReady;
+            self.pod_records.put(&pod.id, &pod)?;
+            lock(&self.pods).insert(pod.id.clone(), pod.clone());
+        }
+        info!(pod.id = %pod.id, "pod sandbox stopped");
+        Ok(())
+    }
+
+    pub async fn remove_pod_sandbox(&self, id: &str) -> Result<(), NodeError> {
+        let Some(pod) = self.find_pod(id) else {
+            return Ok(());
+        };
+        let guard = self.pod_locks.lock(&pod.id).await;
+        for c in self.containers_of(&pod.id) {
+            self.remove_container(&c.id).await?;
+        }
+        self.tear_down_pod(&pod).await;
+        self.pod_records.delete(&pod.id)?;
+        lock(&self.pods).remove(&pod.id);
+        self.release_name(&pod.name_key());
+        drop(guard);
+        self.pod_locks.forget(&pod.id);
+        info!(pod.id = %pod.id, "pod sandbox removed");
+        Ok(())
+    }
+
+    /// A pod by full id or unique prefix (crictl passes prefixes).
+    pub fn find_pod(&self, id: &str) -> Option<PodSandbox> {
+        if id.is_empty() {
+            return None;
+        }
+        let pods = lock(&self.pods);
+        if let Some(p) = pods.get(id) {
+            return Some(p.clone());
+        }
+        let mut matches = pods.values().filter(|p| p.id.starts_with(id));
+        match (matches.next(), matches.next()) {
+            (Some(p), None) => Some(p.clone()),
+            _ => None,
+        }
+    }
+
+    pub fn pod(&self, id: &str) -> Result<PodSandbox, NodeError> {
+        self.find_pod(id).ok_or_else(|| NodeError::not_found("pod sandbox", id))
+    }
+
+    pub fn list_pod_sandboxes(&self, filter: Option<&PodSandboxFilter>) -> Vec<PodSandbox> {
+        let pods = lock(&self.pods);
+        let mut out: Vec<PodSandbox> = pods
+            .values()
+            .filter(|p| {
+                let Some(f) = filter else { return true };
+                if !f.id.is_empty() && !p.id.starts_with(&f.id) {
+                    return false;
+                }
+                if let Some(s) = &f.state {
+                    let ready = s.state == k8s_cri::v1::PodSandboxState::SandboxReady as i32;
+                    if ready != (p.state == PodState::Ready) {
+                        return false;
+                    }
+                }
+                labels_match(&p.config.labels, &f.label_selector)
+            })
+            .cloned()
+            .collect();
+        out.sort_by_key(|p| p.created_at);
+        out
+    }
+}
+
+pub(crate) fn unmount_if_mounted(path: &Path) {
+    match nix::mount::umount2(path, MntFlags::MNT_DETACH) {
+        Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
+        Err(e) => warn!(path = %path.display(), error = %e, "unmount failed"),
+    }
+}

@@ -1,0 +1,105 @@
+//! `capcri serve`: the CRI socket, its exclusivity, and graceful shutdown.
+
+use crate::config::{Config, LogFormat};
+use crate::cri::{CriImageService, CriRuntimeService};
+use crate::node::Node;
+use anyhow::{Context, bail};
+use k8s_cri::v1::image_service_server::ImageServiceServer;
+use k8s_cri::v1::runtime_service_server::RuntimeServiceServer;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use tokio::net::UnixListener;
+use tokio_stream::wrappers::UnixListenerStream;
+use tracing::info;
+
+/// gRPC message limit: kubelet uses 16 MiB, ExecSync output and large pod
+/// lists can exceed tonic's 4 MiB default.
+const MAX_MESSAGE_BYTES: usize = 16 << 20;
+
+pub fn init_tracing(format: LogFormat, level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Holds an exclusive flock next to the socket for the daemon's lifetime,
+/// so a second `capcri serve` refuses instead of unlinking a live socket.
+struct SocketLock {
+    _file: std::fs::File,
+}
+
+fn lock_socket(socket: &Path) -> anyhow::Result<SocketLock> {
+    let lock_path = socket.with_extension("lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&lock_path)
+        .with_context(|| format!("cannot open lock file {}", lock_path.display()))?;
+    // SAFETY: flock on an fd we own.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        let holder = std::fs::read_to_string(&lock_path).unwrap_or_default();
+        bail!(
+            "another capcri serve (pid {}) already serves {}: stop it first, or give this one another --socket",
+            holder.trim(),
+            socket.display()
+        );
+    }
+    file.set_len(0)?;
+    std::fs::write(&lock_path, format!("{}\n", std::process::id()))?;
+    Ok(SocketLock { _file: file })
+}
+
+fn bind_socket(config: &Config) -> anyhow::Result<UnixListener> {
+    let socket = &config.socket;
+    if let Some(dir) = socket.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    match std::fs::remove_file(socket) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot remove stale socket {}", socket.display())),
+    }
+    let listener = UnixListener::bind(socket).with_context(|| format!("cannot listen on {}", socket.display()))?;
+    std::os::unix::fs::chown(socket, Some(0), Some(config.socket_gid))?;
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o660))?;
+    Ok(listener)
+}
+
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    config.validate()?;
+    let _lock = lock_socket(&config.socket)?;
+    let node = Node::open(config.clone()).context("cannot open capcri's state")?;
+    let listener = bind_socket(&config)?;
+    info!(socket = %config.socket.display(), state_dir = %config.state_dir.display(), data_dir = %config.data_dir.display(), "capcri serving the CRI");
+
+    let runtime = RuntimeServiceServer::new(CriRuntimeService::new(node.clone()))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let images = ImageServiceServer::new(CriImageService::new(node.clone()))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let shutdown = async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing a SIGTERM handler cannot fail at startup");
+        tokio::select! {
+            _ = term.recv() => info!("SIGTERM: shutting down, containers keep running"),
+            _ = tokio::signal::ctrl_c() => info!("SIGINT: shutting down, containers keep running"),
+        }
+    };
+    tonic::transport::Server::builder()
+        .add_service(runtime)
+        .add_service(images)
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
+        .await
+        .context("gRPC server failed")?;
+    let _ = std::fs::remove_file(&config.socket);
+    Ok(())
+}
