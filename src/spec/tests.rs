@@ -361,3 +361,21 @@ fn exec_process_keeps_identity() {
         .is_err()
     );
 }
+
+#[test]
+fn unset_fields_stay_out_of_the_json() {
+    // An explicit `noNewPrivileges: false` next to a seccomp filter breaks
+    // libcontainer's create; the hostname belongs to the pod's UTS namespace.
+    let sc = LinuxContainerSecurityContext {
+        seccomp: Some(SecurityProfile {
+            profile_type: ProfileType::RuntimeDefault as i32,
+            localhost_ref: String::new(),
+        }),
+        ..Default::default()
+    };
+    let spec = build(&pod(false), &container(sc), None, None).unwrap();
+    let value = serde_json::to_value(&spec).unwrap();
+    assert!(value["process"].get("noNewPrivileges").is_none());
+    assert!(value.get("hostname").is_none());
+    assert!(value["linux"]["seccomp"].is_object());
+}
