@@ -1,0 +1,174 @@
+//! Linux namespaces of a container: its own mount namespace, the pod's
+//! network, IPC and UTS namespaces (pinned by the sandbox), and the PID
+//! namespace chosen by the container's NamespaceOption.
+
+use std::path::{Path, PathBuf};
+
+use k8s_cri::v1::{ContainerConfig, NamespaceMode};
+use oci_spec::runtime::{LinuxNamespace, LinuxNamespaceType};
+
+use super::{SpecError, security_context};
+
+/// The pod's pinned namespaces. For net, ipc and uts, `None` means the
+/// host's (the pod asked for NODE mode), so no namespace entry is written
+/// and the container inherits the runtime's. For pid, `None` means the pod
+/// has no shared PID namespace; see [`container_namespaces`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PodNamespacePaths {
+    pub net: Option<PathBuf>,
+    pub ipc: Option<PathBuf>,
+    pub uts: Option<PathBuf>,
+    pub pid: Option<PathBuf>,
+}
+
+fn namespace(typ: LinuxNamespaceType, path: Option<&Path>) -> LinuxNamespace {
+    let mut ns = LinuxNamespace::default();
+    ns.set_typ(typ);
+    ns.set_path(path.map(Path::to_path_buf));
+    ns
+}
+
+/// The namespace list, in containerd's order (pid, ipc, uts, mount,
+/// network). No cgroup namespace: on this cgroup v1 host containerd does
+/// not create one either. No user namespace: not supported yet.
+pub fn container_namespaces(
+    container: &ContainerConfig,
+    pod: &PodNamespacePaths,
+) -> Result<Vec<LinuxNamespace>, SpecError> {
+    let pid_mode = security_context(container)
+        .and_then(|sc| sc.namespace_options.as_ref())
+        .map(|o| o.pid())
+        // CRI's zero value is POD, but an absent NamespaceOption means the
+        // container was not asked to share: kubelet always sends it, and
+        // crictl leaves it out for "container" mode.
+        .unwrap_or(NamespaceMode::Container);
+    let mut list = Vec::new();
+    match pid_mode {
+        NamespaceMode::Container => list.push(namespace(LinuxNamespaceType::Pid, None)),
+        NamespaceMode::Node => {}
+        NamespaceMode::Target => {
+            return Err(SpecError::invalid(
+                "security_context.namespace_options.pid",
+                "TARGET mode (sharing another container's PID namespace, used by ephemeral debug containers) is not supported; use POD or CONTAINER",
+            ));
+        }
+        NamespaceMode::Pod => match &pod.pid {
+            Some(path) => list.push(namespace(LinuxNamespaceType::Pid, Some(path))),
+            None => {
+                return Err(SpecError::invalid(
+                    "security_context.namespace_options.pid",
+                    "POD mode asks to share the pod's PID namespace but the sandbox has none \
+                     (its own pid mode is not POD); set shareProcessNamespace on the pod or use CONTAINER",
+                ));
+            }
+        },
+    }
+    if let Some(path) = &pod.ipc {
+        list.push(namespace(LinuxNamespaceType::Ipc, Some(path)));
+    }
+    if let Some(path) = &pod.uts {
+        list.push(namespace(LinuxNamespaceType::Uts, Some(path)));
+    }
+    list.push(namespace(LinuxNamespaceType::Mount, None));
+    if let Some(path) = &pod.net {
+        list.push(namespace(LinuxNamespaceType::Network, Some(path)));
+    }
+    Ok(list)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_cri::v1::{LinuxContainerConfig, LinuxContainerSecurityContext, NamespaceOption};
+
+    fn ctr(pid: Option<NamespaceMode>) -> ContainerConfig {
+        ContainerConfig {
+            linux: Some(LinuxContainerConfig {
+                resources: None,
+                security_context: Some(LinuxContainerSecurityContext {
+                    namespace_options: pid.map(|p| NamespaceOption {
+                        pid: p as i32,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn pod(net: bool, pid: bool) -> PodNamespacePaths {
+        PodNamespacePaths {
+            net: net.then(|| PathBuf::from("/run/capcri/ns/p/net")),
+            ipc: Some(PathBuf::from("/run/capcri/ns/p/ipc")),
+            uts: Some(PathBuf::from("/run/capcri/ns/p/uts")),
+            pid: pid.then(|| PathBuf::from("/run/capcri/ns/p/pid")),
+        }
+    }
+
+    fn summary(list: &[LinuxNamespace]) -> Vec<(LinuxNamespaceType, bool)> {
+        list.iter().map(|n| (n.typ(), n.path().is_some())).collect()
+    }
+
+    #[test]
+    fn namespace_table() {
+        use LinuxNamespaceType::*;
+        let cases = vec![
+            (
+                Some(NamespaceMode::Container),
+                pod(true, false),
+                vec![
+                    (Pid, false),
+                    (Ipc, true),
+                    (Uts, true),
+                    (Mount, false),
+                    (Network, true),
+                ],
+            ),
+            (
+                None,
+                pod(true, false),
+                vec![
+                    (Pid, false),
+                    (Ipc, true),
+                    (Uts, true),
+                    (Mount, false),
+                    (Network, true),
+                ],
+            ),
+            (
+                Some(NamespaceMode::Node),
+                pod(true, false),
+                vec![(Ipc, true), (Uts, true), (Mount, false), (Network, true)],
+            ),
+            (
+                Some(NamespaceMode::Pod),
+                pod(true, true),
+                vec![
+                    (Pid, true),
+                    (Ipc, true),
+                    (Uts, true),
+                    (Mount, false),
+                    (Network, true),
+                ],
+            ),
+            // host network: no network entry at all
+            (
+                Some(NamespaceMode::Container),
+                pod(false, false),
+                vec![(Pid, false), (Ipc, true), (Uts, true), (Mount, false)],
+            ),
+        ];
+        for (mode, pod, want) in cases {
+            let got = container_namespaces(&ctr(mode), &pod).unwrap();
+            assert_eq!(summary(&got), want, "pid mode {mode:?}");
+        }
+    }
+
+    #[test]
+    fn pod_pid_without_pod_namespace_fails() {
+        let err =
+            container_namespaces(&ctr(Some(NamespaceMode::Pod)), &pod(true, false)).unwrap_err();
+        assert!(err.to_string().contains("namespace_options.pid"));
+    }
+}

@@ -1,0 +1,242 @@
+//! cgroup resources, the device cgroup, the OOM score and sysctls, as
+//! containerd sets them from `LinuxContainerResources`.
+
+use std::collections::HashMap;
+
+use k8s_cri::v1::{ContainerConfig, PodSandboxConfig};
+use oci_spec::runtime::{
+    LinuxCpu, LinuxDeviceCgroup, LinuxHugepageLimit, LinuxMemory, LinuxResources,
+};
+
+use super::{SpecError, security_context};
+
+/// The device cgroup rules. containerd writes one rule: deny everything
+/// (or, privileged, allow everything); the runtime then allows the standard
+/// char devices itself (libcgroups' v1 devices controller appends
+/// null, zero, full, tty, random, urandom, ptmx and /dev/pts/* after the
+/// spec's rules, as runc does).
+fn device_rules(privileged: bool) -> Vec<LinuxDeviceCgroup> {
+    let mut rule = LinuxDeviceCgroup::default();
+    rule.set_allow(privileged);
+    rule.set_access(Some("rwm".to_string()));
+    vec![rule]
+}
+
+fn non_negative(value: i64, field: &str) -> Result<u64, SpecError> {
+    u64::try_from(value)
+        .map_err(|_| SpecError::invalid(field, format!("{value} is negative; use a value >= 0")))
+}
+
+/// linux.resources of the container.
+///
+/// Memory: the swap limit equals the memory limit unless the CRI sets one,
+/// so a container does not swap by default (containerd, when the swap
+/// controller exists; on this host memory.memsw.* is present).
+pub fn container_resources(container: &ContainerConfig) -> Result<LinuxResources, SpecError> {
+    let privileged = security_context(container).is_some_and(|sc| sc.privileged);
+    let mut resources = LinuxResources::default();
+    resources.set_devices(Some(device_rules(privileged)));
+    let Some(r) = container.linux.as_ref().and_then(|l| l.resources.as_ref()) else {
+        return Ok(resources);
+    };
+
+    let mut cpu = LinuxCpu::default();
+    let mut cpu_set = false;
+    if r.cpu_period != 0 {
+        cpu.set_period(Some(non_negative(r.cpu_period, "resources.cpu_period")?));
+        cpu_set = true;
+    }
+    if r.cpu_quota != 0 {
+        // -1 means "no limit" in cgroup v1's cpu.cfs_quota_us.
+        cpu.set_quota(Some(r.cpu_quota));
+        cpu_set = true;
+    }
+    if r.cpu_shares != 0 {
+        cpu.set_shares(Some(non_negative(r.cpu_shares, "resources.cpu_shares")?));
+        cpu_set = true;
+    }
+    if !r.cpuset_cpus.is_empty() {
+        cpu.set_cpus(Some(r.cpuset_cpus.clone()));
+        cpu_set = true;
+    }
+    if !r.cpuset_mems.is_empty() {
+        cpu.set_mems(Some(r.cpuset_mems.clone()));
+        cpu_set = true;
+    }
+    if cpu_set {
+        resources.set_cpu(Some(cpu));
+    }
+
+    if r.memory_limit_in_bytes != 0 || r.memory_swap_limit_in_bytes != 0 {
+        let mut memory = LinuxMemory::default();
+        if r.memory_limit_in_bytes != 0 {
+            memory.set_limit(Some(r.memory_limit_in_bytes));
+            memory.set_swap(Some(r.memory_limit_in_bytes));
+        }
+        if r.memory_swap_limit_in_bytes != 0 {
+            memory.set_swap(Some(r.memory_swap_limit_in_bytes));
+        }
+        resources.set_memory(Some(memory));
+    }
+
+    if !r.hugepage_limits.is_empty() {
+        let mut limits = Vec::with_capacity(r.hugepage_limits.len());
+        for h in &r.hugepage_limits {
+            let limit = i64::try_from(h.limit).map_err(|_| {
+                SpecError::invalid(
+                    "resources.hugepage_limits",
+                    format!(
+                        "limit {} of page size {} is too large",
+                        h.limit, h.page_size
+                    ),
+                )
+            })?;
+            let mut l = LinuxHugepageLimit::default();
+            l.set_page_size(h.page_size.clone());
+            l.set_limit(limit);
+            limits.push(l);
+        }
+        resources.set_hugepage_limits(Some(limits));
+    }
+
+    if !r.unified.is_empty() {
+        resources.set_unified(Some(r.unified.clone().into_iter().collect()));
+    }
+    Ok(resources)
+}
+
+/// process.oomScoreAdj. Negative values are raised to 0: lowering
+/// oom_score_adj below its current value needs CAP_SYS_RESOURCE
+/// (proc(5)), which this host's runtime lacks, and a failed write would
+/// fail the whole container start. kubelet only sends negative values for
+/// Guaranteed pods (-997) and node-critical ones; they run at 0 here.
+pub fn oom_score_adj(container: &ContainerConfig) -> Option<i32> {
+    let r = container.linux.as_ref()?.resources.as_ref()?;
+    let clamped = r.oom_score_adj.clamp(0, 1000);
+    Some(clamped as i32)
+}
+
+/// The pod's sysctls (CRI has them on the sandbox only: every container of
+/// the pod shares its network and IPC namespaces, which they configure).
+pub fn sysctls(pod: &PodSandboxConfig) -> HashMap<String, String> {
+    pod.linux
+        .as_ref()
+        .map(|l| l.sysctls.clone().into_iter().collect())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_cri::v1::{
+        HugepageLimit, LinuxContainerConfig, LinuxContainerResources, LinuxPodSandboxConfig,
+    };
+
+    fn ctr(r: Option<LinuxContainerResources>) -> ContainerConfig {
+        ContainerConfig {
+            linux: Some(LinuxContainerConfig {
+                resources: r,
+                security_context: None,
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn resources_are_translated() {
+        let r = LinuxContainerResources {
+            cpu_period: 100000,
+            cpu_quota: 50000,
+            cpu_shares: 512,
+            cpuset_cpus: "0-1".into(),
+            cpuset_mems: "0".into(),
+            memory_limit_in_bytes: 64 << 20,
+            hugepage_limits: vec![HugepageLimit {
+                page_size: "2MB".into(),
+                limit: 4 << 20,
+            }],
+            unified: [("memory.high".to_string(), "50000000".to_string())]
+                .into_iter()
+                .collect(),
+            ..Default::default()
+        };
+        let got = container_resources(&ctr(Some(r))).unwrap();
+        let cpu = got.cpu().clone().unwrap();
+        assert_eq!(
+            (cpu.period(), cpu.quota(), cpu.shares()),
+            (Some(100000), Some(50000), Some(512))
+        );
+        assert_eq!(
+            (cpu.cpus().as_deref(), cpu.mems().as_deref()),
+            (Some("0-1"), Some("0"))
+        );
+        let mem = got.memory().unwrap();
+        assert_eq!((mem.limit(), mem.swap()), (Some(64 << 20), Some(64 << 20)));
+        let huge = got.hugepage_limits().clone().unwrap();
+        assert_eq!(
+            (huge[0].page_size().as_str(), huge[0].limit()),
+            ("2MB", 4 << 20)
+        );
+        assert_eq!(
+            got.unified()
+                .clone()
+                .unwrap()
+                .get("memory.high")
+                .map(String::as_str),
+            Some("50000000")
+        );
+    }
+
+    #[test]
+    fn explicit_swap_and_empty_resources() {
+        let r = LinuxContainerResources {
+            memory_limit_in_bytes: 100,
+            memory_swap_limit_in_bytes: 300,
+            ..Default::default()
+        };
+        let mem = container_resources(&ctr(Some(r)))
+            .unwrap()
+            .memory()
+            .unwrap();
+        assert_eq!((mem.limit(), mem.swap()), (Some(100), Some(300)));
+        let empty = container_resources(&ctr(None)).unwrap();
+        assert!(empty.cpu().is_none() && empty.memory().is_none());
+        let devices = empty.devices().clone().unwrap();
+        assert_eq!(devices.len(), 1);
+        assert!(!devices[0].allow());
+        let bad = LinuxContainerResources {
+            cpu_shares: -2,
+            ..Default::default()
+        };
+        assert!(container_resources(&ctr(Some(bad))).is_err());
+    }
+
+    #[test]
+    fn oom_score_adj_is_clamped() {
+        for (given, want) in [(-997, 0), (0, 0), (500, 500), (1000, 1000), (5000, 1000)] {
+            let r = LinuxContainerResources {
+                oom_score_adj: given,
+                ..Default::default()
+            };
+            assert_eq!(oom_score_adj(&ctr(Some(r))), Some(want), "given {given}");
+        }
+        assert_eq!(oom_score_adj(&ctr(None)), None);
+    }
+
+    #[test]
+    fn pod_sysctls() {
+        let pod = PodSandboxConfig {
+            linux: Some(LinuxPodSandboxConfig {
+                sysctls: [("net.ipv4.ip_forward".to_string(), "1".to_string())]
+                    .into_iter()
+                    .collect(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert_eq!(
+            sysctls(&pod).get("net.ipv4.ip_forward").map(String::as_str),
+            Some("1")
+        );
+    }
+}
