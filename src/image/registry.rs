@@ -38,6 +38,9 @@ pub struct Endpoint {
 
 /// Loopback registries are spoken to over plain HTTP, as Docker does.
 pub fn is_loopback_host(host_port: &str) -> bool {
+    if host_port.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback()) {
+        return true;
+    }
     let host = if let Some(rest) = host_port.strip_prefix('[') {
         rest.split_once(']').map(|(h, _)| h).unwrap_or(rest)
     } else {

@@ -509,3 +509,320 @@ pub fn get_xattr(path: &Path, name: &str) -> Option<Vec<u8>> {
 pub fn inode_of(path: &Path) -> Option<(u64, u64)> {
     fs::symlink_metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::FileTypeExt;
+
+    /// Builds tar streams byte by byte, so hostile names the `tar` crate's
+    /// builder would refuse can be crafted.
+    struct TarBuilder {
+        b: tar::Builder<Vec<u8>>,
+    }
+
+    struct E<'a> {
+        name: &'a str,
+        kind: tar::EntryType,
+        mode: u32,
+        data: &'a [u8],
+        link: Option<&'a str>,
+        xattrs: &'a [(&'a str, &'a [u8])],
+        uid: u64,
+        dev: (u32, u32),
+    }
+
+    fn e(name: &str, kind: tar::EntryType) -> E<'_> {
+        E { name, kind, mode: 0o644, data: b"", link: None, xattrs: &[], uid: 0, dev: (0, 0) }
+    }
+
+    impl TarBuilder {
+        fn new() -> Self {
+            TarBuilder { b: tar::Builder::new(Vec::new()) }
+        }
+
+        fn raw_header(name: &str, kind: tar::EntryType, size: u64) -> tar::Header {
+            let mut h = tar::Header::new_ustar();
+            let bytes = name.as_bytes();
+            h.as_old_mut().name[..bytes.len()].copy_from_slice(bytes);
+            h.set_entry_type(kind);
+            h.set_size(size);
+            h.set_mtime(1_700_000_000);
+            h
+        }
+
+        fn add(&mut self, e: E<'_>) -> &mut Self {
+            if !e.xattrs.is_empty() {
+                let mut pax = Vec::new();
+                for (k, v) in e.xattrs {
+                    let body_len = format!(" SCHILY.xattr.{k}=").len() + v.len() + 1;
+                    let mut total = body_len + 1;
+                    while total.to_string().len() + body_len != total {
+                        total = total.to_string().len() + body_len;
+                    }
+                    pax.extend_from_slice(format!("{total} SCHILY.xattr.{k}=").as_bytes());
+                    pax.extend_from_slice(v);
+                    pax.push(b'\n');
+                }
+                let mut h = Self::raw_header("PaxHeader", tar::EntryType::XHeader, pax.len() as u64);
+                h.set_cksum();
+                self.b.append(&h, pax.as_slice()).unwrap();
+            }
+            let mut h = Self::raw_header(e.name, e.kind, e.data.len() as u64);
+            h.set_mode(e.mode);
+            h.set_uid(e.uid);
+            h.set_gid(e.uid);
+            if let Some(l) = e.link {
+                h.set_link_name_literal(l).unwrap();
+            }
+            h.set_device_major(e.dev.0).unwrap();
+            h.set_device_minor(e.dev.1).unwrap();
+            h.set_cksum();
+            self.b.append(&h, e.data).unwrap();
+            self
+        }
+
+        fn finish(self) -> Vec<u8> {
+            self.b.into_inner().unwrap()
+        }
+    }
+
+    fn unpacker(max: u64) -> LayerUnpacker {
+        LayerUnpacker { layer: "sha256:feed".into(), max_bytes: max, keep_ownership: privileged() }
+    }
+
+    /// Ownership, device nodes, whiteouts and trusted.*/security.* xattrs need root.
+    fn privileged() -> bool {
+        std::env::var_os("CAPCRI_PRIVILEGED_TESTS").is_some() && nix::unistd::geteuid().is_root()
+    }
+
+    fn unpack(tar: &[u8]) -> (tempfile::TempDir, PathBuf, Result<UnpackedLayer, ImageError>) {
+        let tmp = tempfile::tempdir().unwrap();
+        let dest = tmp.path().join("layer");
+        let r = unpacker(1 << 30).unpack(tar, Compression::None, &dest, None);
+        (tmp, dest, r)
+    }
+
+    fn assert_hostile(tar: Vec<u8>, entry_part: &str) {
+        let (tmp, dest, r) = unpack(&tar);
+        match r {
+            Err(ImageError::HostileLayer { layer, entry, reason }) => {
+                assert_eq!(layer, "sha256:feed");
+                assert!(entry.contains(entry_part), "entry {entry:?} reason {reason}");
+            }
+            other => panic!("expected HostileLayer for {entry_part}, got {other:?}"),
+        }
+        assert!(!dest.exists(), "the half-written layer dir must be gone");
+        let left: Vec<_> = fs::read_dir(tmp.path()).unwrap().collect();
+        assert!(left.is_empty(), "nothing written outside the layer: {left:?}");
+    }
+
+    #[test]
+    fn keeps_files_links_modes_and_mtimes() {
+        let mut t = TarBuilder::new();
+        t.add(E { mode: 0o755, ..e("bin/", tar::EntryType::Directory) })
+            .add(E { mode: 0o4755, data: b"#!x", ..e("bin/su", tar::EntryType::Regular) })
+            .add(E { link: Some("bin/su"), ..e("bin/su2", tar::EntryType::Link) })
+            .add(E { link: Some("/etc/passwd"), ..e("bin/abs", tar::EntryType::Symlink) })
+            .add(E { link: Some("su"), ..e("./bin/rel", tar::EntryType::Symlink) })
+            .add(E { mode: 0o1777, ..e("tmp/", tar::EntryType::Directory) })
+            .add(E { mode: 0o600, ..e("run/fifo", tar::EntryType::Fifo) })
+            .add(E { xattrs: &[("user.note", b"v\x00\x01")], data: b"x", ..e("etc/conf", tar::EntryType::Regular) });
+        let (_tmp, dest, r) = unpack(&t.finish());
+        let layer = r.unwrap();
+        let su = fs::symlink_metadata(dest.join("bin/su")).unwrap();
+        assert_eq!(su.mode() & 0o7777, 0o4755);
+        assert_eq!(su.mtime(), 1_700_000_000);
+        assert_eq!(fs::read(dest.join("bin/su")).unwrap(), b"#!x");
+        assert_eq!(inode_of(&dest.join("bin/su")), inode_of(&dest.join("bin/su2")));
+        assert_eq!(fs::read_link(dest.join("bin/abs")).unwrap(), PathBuf::from("/etc/passwd"));
+        assert_eq!(fs::read_link(dest.join("bin/rel")).unwrap(), PathBuf::from("su"));
+        let tmpdir = fs::symlink_metadata(dest.join("tmp")).unwrap();
+        assert_eq!(tmpdir.mode() & 0o7777, 0o1777);
+        assert_eq!(tmpdir.mtime(), 1_700_000_000, "directory mtimes are set after their children");
+        assert!(fs::symlink_metadata(dest.join("run/fifo")).unwrap().file_type().is_fifo());
+        // user.* xattrs are allowed on ext4 without privileges.
+        assert_eq!(get_xattr(&dest.join("etc/conf"), "user.note").as_deref(), Some(&b"v\x00\x01"[..]));
+        assert!(layer.changes.contains(&LayerChange::Put { path: "/bin/su".into(), is_dir: false, caps: None }));
+        assert_eq!(layer.uncompressed_bytes % 512, 0);
+    }
+
+    #[test]
+    fn diff_id_is_checked_for_every_compression() {
+        let mut t = TarBuilder::new();
+        t.add(E { data: b"hello", ..e("f", tar::EntryType::Regular) });
+        let tar = t.finish();
+        let diff_id = format!("sha256:{}", hex::encode(Sha256::digest(&tar)));
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        std::io::Write::write_all(&mut gz, &tar).unwrap();
+        let gz = gz.finish().unwrap();
+        let zst = zstd::encode_all(tar.as_slice(), 3).unwrap();
+        for (data, c) in [(&tar, Compression::None), (&gz, Compression::Gzip), (&zst, Compression::Zstd)] {
+            let tmp = tempfile::tempdir().unwrap();
+            let dest = tmp.path().join("l");
+            let got = unpacker(1 << 20).unpack(data.as_slice(), c, &dest, Some(&diff_id)).unwrap();
+            assert_eq!(got.diff_id, diff_id);
+            assert_eq!(fs::read(dest.join("f")).unwrap(), b"hello");
+            let dest2 = tmp.path().join("l2");
+            let wrong = format!("sha256:{}", "0".repeat(64));
+            assert!(matches!(unpacker(1 << 20).unpack(data.as_slice(), c, &dest2, Some(&wrong)), Err(ImageError::DigestMismatch { .. })));
+            assert!(!dest2.exists());
+        }
+        assert_eq!(Compression::from_media_type("application/vnd.docker.image.rootfs.diff.tar.gzip"), Some(Compression::Gzip));
+        assert_eq!(Compression::from_media_type("application/vnd.oci.image.layer.v1.tar+zstd"), Some(Compression::Zstd));
+        assert_eq!(Compression::from_media_type("application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"), None);
+    }
+
+    #[test]
+    fn refuses_parent_dir_components() {
+        let mut t = TarBuilder::new();
+        t.add(E { data: b"x", ..e("../evil", tar::EntryType::Regular) });
+        assert_hostile(t.finish(), "../evil");
+        let mut t = TarBuilder::new();
+        t.add(e("a/", tar::EntryType::Directory)).add(E { data: b"x", ..e("a/../../evil", tar::EntryType::Regular) });
+        assert_hostile(t.finish(), "a/../../evil");
+    }
+
+    #[test]
+    fn refuses_absolute_paths() {
+        let mut t = TarBuilder::new();
+        t.add(e("ok", tar::EntryType::Regular)).add(E { data: b"x", ..e("/etc/evil", tar::EntryType::Regular) });
+        assert_hostile(t.finish(), "/etc/evil");
+    }
+
+    #[test]
+    fn refuses_writing_through_a_symlink() {
+        let outside = tempfile::tempdir().unwrap();
+        let target = outside.path().to_str().unwrap().to_string();
+        let mut t = TarBuilder::new();
+        t.add(E { link: Some(&target), ..e("escape", tar::EntryType::Symlink) })
+            .add(E { data: b"pwned", ..e("escape/file", tar::EntryType::Regular) });
+        assert_hostile(t.finish(), "escape/file");
+        assert!(!outside.path().join("file").exists());
+        // A relative symlink to a directory of the same layer is refused too: never followed.
+        let mut t = TarBuilder::new();
+        t.add(e("real/", tar::EntryType::Directory))
+            .add(E { link: Some("real"), ..e("alias", tar::EntryType::Symlink) })
+            .add(e("alias/f", tar::EntryType::Regular));
+        assert_hostile(t.finish(), "alias/f");
+    }
+
+    #[test]
+    fn refuses_hard_links_outside_or_absent() {
+        for (link, name) in [("../../etc/passwd", "l1"), ("/etc/passwd", "l2"), ("not-here", "l3")] {
+            let mut t = TarBuilder::new();
+            t.add(E { link: Some(link), ..e(name, tar::EntryType::Link) });
+            assert_hostile(t.finish(), name);
+        }
+        // A hard link through a symlink of the layer.
+        let mut t = TarBuilder::new();
+        t.add(E { link: Some("/etc"), ..e("etc", tar::EntryType::Symlink) })
+            .add(E { link: Some("etc/passwd"), ..e("pw", tar::EntryType::Link) });
+        assert_hostile(t.finish(), "pw");
+    }
+
+    #[test]
+    fn refuses_forged_overlay_xattrs() {
+        let mut t = TarBuilder::new();
+        t.add(E { xattrs: &[("trusted.overlay.redirect", b"/etc")], ..e("d/", tar::EntryType::Directory) });
+        assert_hostile(t.finish(), "d/");
+    }
+
+    #[test]
+    fn caps_uncompressed_size() {
+        let big = vec![0u8; 64 * 1024];
+        let mut t = TarBuilder::new();
+        t.add(E { data: &big, ..e("big", tar::EntryType::Regular) });
+        let tar = t.finish();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        std::io::Write::write_all(&mut gz, &tar).unwrap();
+        let gz = gz.finish().unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let dest = tmp.path().join("l");
+        let r = unpacker(16 * 1024).unpack(gz.as_slice(), Compression::Gzip, &dest, None);
+        assert!(matches!(r, Err(ImageError::TooLarge { limit: 16384, .. })), "{r:?}");
+        assert!(!dest.exists());
+    }
+
+    #[test]
+    fn truncated_tar_is_an_error() {
+        let mut t = TarBuilder::new();
+        t.add(E { data: &[7u8; 2000], ..e("a", tar::EntryType::Regular) }).add(E { data: b"b", ..e("b", tar::EntryType::Regular) });
+        let tar = t.finish();
+        // Cut inside the data of "a".
+        let (_t1, d1, r) = unpack(&tar[..1024]);
+        assert!(matches!(r, Err(ImageError::Corrupt { .. })), "{r:?}");
+        assert!(!d1.exists());
+        // Cut exactly at a header boundary, end-of-archive blocks missing.
+        let (_t2, d2, r) = unpack(&tar[..512 + 2048]);
+        assert!(matches!(r, Err(ImageError::Corrupt { .. })), "{r:?}");
+        assert!(!d2.exists());
+        // Truncated gzip.
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        std::io::Write::write_all(&mut gz, &tar).unwrap();
+        let gz = gz.finish().unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let r = unpacker(1 << 20).unpack(&gz[..gz.len() - 10], Compression::Gzip, &tmp.path().join("l"), None);
+        assert!(r.is_err());
+    }
+
+    #[test]
+    fn file_caps_merge_follows_layer_order() {
+        let put = |p: &str, c: Option<&[u8]>| LayerChange::Put { path: p.into(), is_dir: false, caps: c.map(<[u8]>::to_vec) };
+        let l1 = vec![put("/bin/ping", Some(b"A")), put("/opt/x/tool", Some(b"B")), put("/usr/bin/keep", Some(b"C")), put("/d/sub/f", Some(b"D"))];
+        let l2 = vec![
+            LayerChange::Whiteout { path: "/opt/x".into() },
+            put("/bin/ping", None),
+            put("/usr/bin/new", Some(b"E")),
+            LayerChange::Opaque { dir: "/d".into() },
+            put("/d/sub/f2", Some(b"F")),
+        ];
+        let merged = merge_file_caps([l1.as_slice()]);
+        assert_eq!(merged.len(), 4);
+        let merged = merge_file_caps([l1.as_slice(), l2.as_slice()]);
+        let keys: Vec<_> = merged.keys().cloned().collect();
+        assert_eq!(keys, vec!["/d/sub/f2", "/usr/bin/keep", "/usr/bin/new"]);
+        let l3 = vec![put("/bin/ping", Some(b"G")), put("/usr", None)];
+        let merged = merge_file_caps([l1.as_slice(), l2.as_slice(), l3.as_slice()]);
+        assert_eq!(merged.get("/bin/ping").map(Vec::as_slice), Some(&b"G"[..]));
+        assert!(!merged.contains_key("/usr/bin/keep"), "a file replacing /usr hides what was below it");
+    }
+
+    #[test]
+    fn privileged_whiteouts_owners_devices_and_caps() {
+        if !privileged() {
+            eprintln!("skipped: needs root and CAPCRI_PRIVILEGED_TESTS (mknod, chown, trusted.* and security.capability xattrs)");
+            return;
+        }
+        // cap_net_raw+ep, revision 2: magic 0x02000001 | effective, permitted bit 13, inheritable 0.
+        let caps: &[u8] = &[0x01, 0x00, 0x00, 0x02, 0x00, 0x20, 0x00, 0x00, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        let mut t = TarBuilder::new();
+        t.add(E { mode: 0o755, uid: 1000, xattrs: &[("security.capability", caps)], data: b"bin", ..e("usr/bin/ping", tar::EntryType::Regular) })
+            .add(E { mode: 0o4711, uid: 0, data: b"s", ..e("usr/bin/suid", tar::EntryType::Regular) })
+            .add(e("data/.wh.a", tar::EntryType::Regular))
+            .add(e("opq/.wh..wh..opq", tar::EntryType::Regular))
+            .add(e("opq/y", tar::EntryType::Regular))
+            .add(E { dev: (1, 3), mode: 0o666, ..e("dev/null", tar::EntryType::Char) })
+            .add(E { uid: 33, ..e("home/www/", tar::EntryType::Directory) });
+        let (_tmp, dest, r) = unpack(&t.finish());
+        let layer = r.unwrap();
+        let ping = dest.join("usr/bin/ping");
+        assert_eq!(get_xattr(&ping, CAPABILITY_XATTR).as_deref(), Some(caps), "security.capability survives the chown");
+        assert_eq!(fs::metadata(&ping).unwrap().uid(), 1000);
+        assert_eq!(fs::metadata(dest.join("usr/bin/suid")).unwrap().mode() & 0o7777, 0o4711);
+        let wh = fs::symlink_metadata(dest.join("data/a")).unwrap();
+        assert!(wh.file_type().is_char_device());
+        assert_eq!(wh.rdev(), 0);
+        assert_eq!(get_xattr(&dest.join("opq"), OPAQUE_XATTR).as_deref(), Some(&b"y"[..]));
+        assert!(dest.join("opq/y").exists());
+        assert!(!dest.join("opq/.wh..wh..opq").exists());
+        let null = fs::symlink_metadata(dest.join("dev/null")).unwrap();
+        assert!(null.file_type().is_char_device());
+        assert_eq!(null.rdev(), makedev(1, 3));
+        assert_eq!(fs::metadata(dest.join("home/www")).unwrap().uid(), 33);
+        assert!(layer.changes.contains(&LayerChange::Whiteout { path: "/data/a".into() }));
+        assert!(layer.changes.contains(&LayerChange::Opaque { dir: "/opq".into() }));
+        let merged = merge_file_caps([layer.changes.as_slice()]);
+        assert_eq!(merged.get("/usr/bin/ping").map(Vec::as_slice), Some(caps));
+    }
+}
