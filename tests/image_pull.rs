@@ -11,8 +11,13 @@ use capcri::image::{ImageError, ImageStore, ImageStoreConfig, RegistriesConfig, 
 
 fn registry() -> Option<String> {
     let reg = std::env::var("CAPCRI_TEST_REGISTRY").ok();
-    if std::env::var_os("CAPCRI_PRIVILEGED_TESTS").is_none() || reg.is_none() || !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: needs root, CAPCRI_PRIVILEGED_TESTS and CAPCRI_TEST_REGISTRY (e.g. 127.0.0.1:5000)");
+    if std::env::var_os("CAPCRI_PRIVILEGED_TESTS").is_none()
+        || reg.is_none()
+        || !nix::unistd::geteuid().is_root()
+    {
+        eprintln!(
+            "skipped: needs root, CAPCRI_PRIVILEGED_TESTS and CAPCRI_TEST_REGISTRY (e.g. 127.0.0.1:5000)"
+        );
         return None;
     }
     reg
@@ -24,7 +29,10 @@ fn store(root: &Path, reg: &str) -> ImageStore {
     mirrors.insert("docker.io".to_string(), vec![format!("http://{reg}")]);
     ImageStore::open(ImageStoreConfig {
         root: root.to_path_buf(),
-        registries: RegistriesConfig { mirrors, insecure: vec![] },
+        registries: RegistriesConfig {
+            mirrors,
+            insecure: vec![],
+        },
         max_layer_bytes: 512 << 20,
     })
     .unwrap()
@@ -36,10 +44,18 @@ fn lgetxattr(path: &Path, name: &str) -> Option<Vec<u8>> {
 
 /// `cap_net_raw+ep` as setcap writes it: VFS_CAP_REVISION_2 with the
 /// effective flag (0x02000001), permitted bit 13 (CAP_NET_RAW), no inheritable.
-const NET_RAW_EP: [u8; 20] = [0x01, 0, 0, 0x02, 0x00, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+const NET_RAW_EP: [u8; 20] = [
+    0x01, 0, 0, 0x02, 0x00, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+];
 
 fn layer_with(store: &ImageStore, rec: &capcri::image::ImageRecord, rel: &str) -> Option<PathBuf> {
-    store.layer_dirs(rec).unwrap().into_iter().rev().map(|d| d.join(rel)).find(|p| fs::symlink_metadata(p).is_ok())
+    store
+        .layer_dirs(rec)
+        .unwrap()
+        .into_iter()
+        .rev()
+        .map(|d| d.join(rel))
+        .find(|p| fs::symlink_metadata(p).is_ok())
 }
 
 #[tokio::test]
@@ -47,20 +63,38 @@ async fn filecaps_are_kept() {
     let Some(reg) = registry() else { return };
     let root = tempfile::tempdir().unwrap();
     let store = store(root.path(), &reg);
-    let rec = store.pull(&format!("{reg}/cri-lab/filecaps:latest"), None).await.unwrap();
-    assert_eq!(rec.repo_tags, vec![format!("{reg}/cri-lab/filecaps:latest")]);
+    let rec = store
+        .pull(&format!("{reg}/cri-lab/filecaps:latest"), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        rec.repo_tags,
+        vec![format!("{reg}/cri-lab/filecaps:latest")]
+    );
     assert!(rec.repo_digests[0].starts_with(&format!("{reg}/cri-lab/filecaps@sha256:")));
     assert_eq!(rec.uid_and_username(), (Some(1000), String::new()));
     let ping = layer_with(&store, &rec, "usr/local/bin/ping").expect("ping in a layer");
-    assert_eq!(lgetxattr(&ping, "security.capability").as_deref(), Some(&NET_RAW_EP[..]));
-    assert_eq!(rec.file_caps.get("/usr/local/bin/ping").map(Vec::as_slice), Some(&NET_RAW_EP[..]));
+    assert_eq!(
+        lgetxattr(&ping, "security.capability").as_deref(),
+        Some(&NET_RAW_EP[..])
+    );
+    assert_eq!(
+        rec.file_caps.get("/usr/local/bin/ping").map(Vec::as_slice),
+        Some(&NET_RAW_EP[..])
+    );
     // getcap, if installed, agrees.
     if let Ok(out) = std::process::Command::new("getcap").arg(&ping).output() {
         let text = String::from_utf8_lossy(&out.stdout);
-        assert!(text.contains("cap_net_raw=ep") || text.contains("cap_net_raw+ep"), "getcap said {text:?}");
+        assert!(
+            text.contains("cap_net_raw=ep") || text.contains("cap_net_raw+ep"),
+            "getcap said {text:?}"
+        );
     }
     // Pulling again is idempotent and reuses the store.
-    let again = store.pull(&format!("{reg}/cri-lab/filecaps"), None).await.unwrap();
+    let again = store
+        .pull(&format!("{reg}/cri-lab/filecaps"), None)
+        .await
+        .unwrap();
     assert_eq!(again.id, rec.id);
     assert_eq!(store.list().len(), 1);
     assert!(store.remove(&rec.id).unwrap());
@@ -84,15 +118,27 @@ async fn mirror_and_manifest_list() {
     let direct = store.pull(&format!("{reg}/pause:3.9"), None).await.unwrap();
     assert_eq!(direct.id, rec.id);
     let merged = store.resolve("registry.k8s.io/pause:3.9").unwrap();
-    assert_eq!(merged.repo_tags, vec!["registry.k8s.io/pause:3.9".to_string(), format!("{reg}/pause:3.9")]);
+    assert_eq!(
+        merged.repo_tags,
+        vec![
+            "registry.k8s.io/pause:3.9".to_string(),
+            format!("{reg}/pause:3.9")
+        ]
+    );
     // docker.io through an explicit http:// mirror, OCI index with an attestation manifest.
     let bb = store.pull("busybox", None).await.unwrap();
     assert_eq!(bb.repo_tags, vec!["docker.io/library/busybox:latest"]);
-    assert_eq!(store.resolve("docker.io/library/busybox").map(|r| r.id), Some(bb.id.clone()));
+    assert_eq!(
+        store.resolve("docker.io/library/busybox").map(|r| r.id),
+        Some(bb.id.clone())
+    );
     let usage = store.fs_usage().unwrap();
     assert!(usage.used_bytes > 0 && usage.inodes_used > 10);
     assert!(store.remove("registry.k8s.io/pause:3.9").unwrap());
-    assert!(store.resolve(&format!("{reg}/pause:3.9")).is_none(), "remove drops every tag of the image");
+    assert!(
+        store.resolve(&format!("{reg}/pause:3.9")).is_none(),
+        "remove drops every tag of the image"
+    );
     assert!(store.remove(&bb.id[7..19]).unwrap());
 }
 
@@ -107,7 +153,10 @@ fn reqwest_free_get_manifest_type(reg: &str, repo: &str, tag: &str) -> String {
     .unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
-    out.lines().find(|l| l.to_ascii_lowercase().starts_with("content-type:")).unwrap_or_default().to_string()
+    out.lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("content-type:"))
+        .unwrap_or_default()
+        .to_string()
 }
 
 struct Unmount(PathBuf);
@@ -118,7 +167,10 @@ impl Drop for Unmount {
 }
 
 fn names(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let mut v: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
     v.sort();
     v
 }
@@ -128,11 +180,18 @@ async fn whiteouts_through_overlay_and_gc() {
     let Some(reg) = registry() else { return };
     let root = tempfile::tempdir().unwrap();
     let store = store(root.path(), &reg);
-    let rec = store.pull(&format!("{reg}/cri-lab/whiteout:latest"), None).await.unwrap();
+    let rec = store
+        .pull(&format!("{reg}/cri-lab/whiteout:latest"), None)
+        .await
+        .unwrap();
     let layers = store.layer_dirs(&rec).unwrap();
     assert_eq!(layers.len(), rec.diff_ids.len());
     let c = tempfile::tempdir().unwrap();
-    let (upper, work, target) = (c.path().join("upper"), c.path().join("work"), c.path().join("rootfs"));
+    let (upper, work, target) = (
+        c.path().join("upper"),
+        c.path().join("work"),
+        c.path().join("rootfs"),
+    );
     for d in [&upper, &work, &target] {
         fs::create_dir(d).unwrap();
     }
@@ -153,12 +212,24 @@ async fn whiteouts_through_overlay_and_gc() {
     rootfs::unmount(&target).unwrap();
     drop(guard);
 
-    let blobs: Vec<_> = fs::read_dir(root.path().join("blobs/sha256")).unwrap().collect();
+    let blobs: Vec<_> = fs::read_dir(root.path().join("blobs/sha256"))
+        .unwrap()
+        .collect();
     assert!(!blobs.is_empty());
     assert!(store.remove(&format!("{reg}/cri-lab/whiteout")).unwrap());
     assert!(!store.remove(&rec.id).unwrap());
-    assert_eq!(fs::read_dir(root.path().join("blobs/sha256")).unwrap().count(), 0, "blobs collected");
-    assert_eq!(fs::read_dir(root.path().join("layers")).unwrap().count(), 0, "layer dirs collected");
+    assert_eq!(
+        fs::read_dir(root.path().join("blobs/sha256"))
+            .unwrap()
+            .count(),
+        0,
+        "blobs collected"
+    );
+    assert_eq!(
+        fs::read_dir(root.path().join("layers")).unwrap().count(),
+        0,
+        "layer dirs collected"
+    );
     for d in &layers {
         assert!(!d.exists());
     }
@@ -169,10 +240,16 @@ async fn missing_image_is_not_found() {
     let Some(reg) = registry() else { return };
     let root = tempfile::tempdir().unwrap();
     let store = store(root.path(), &reg);
-    let err = store.pull(&format!("{reg}/cri-lab/does-not-exist:latest"), None).await.unwrap_err();
+    let err = store
+        .pull(&format!("{reg}/cri-lab/does-not-exist:latest"), None)
+        .await
+        .unwrap_err();
     assert!(matches!(err, ImageError::NotFound { .. }), "{err}");
     assert!(err.to_string().contains("cri-lab/does-not-exist"), "{err}");
-    let err = store.pull(&format!("{reg}/cri-lab/filecaps:no-such-tag"), None).await.unwrap_err();
+    let err = store
+        .pull(&format!("{reg}/cri-lab/filecaps:no-such-tag"), None)
+        .await
+        .unwrap_err();
     assert!(matches!(err, ImageError::NotFound { .. }), "{err}");
     // A registry port where nothing listens.
     let err = store.pull("127.0.0.1:1/x:latest", None).await.unwrap_err();

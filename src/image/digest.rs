@@ -15,10 +15,14 @@ pub fn sha256_digest(data: &[u8]) -> String {
 /// hex becomes a file name, so it must be exactly 64 lowercase hex digits).
 pub fn digest_hex<'a>(object: &str, digest: &'a str) -> Result<&'a str, ImageError> {
     match digest.strip_prefix("sha256:") {
-        Some(hex) if hex.len() == 64 && hex.chars().all(|c| matches!(c, '0'..='9' | 'a'..='f')) => Ok(hex),
+        Some(hex) if hex.len() == 64 && hex.chars().all(|c| matches!(c, '0'..='9' | 'a'..='f')) => {
+            Ok(hex)
+        }
         _ => Err(ImageError::Unsupported {
             object: object.to_string(),
-            reason: format!("digest {digest:?} is not sha256:<64 lowercase hex>; only sha256 content is supported"),
+            reason: format!(
+                "digest {digest:?} is not sha256:<64 lowercase hex>; only sha256 content is supported"
+            ),
         }),
     }
 }
@@ -34,10 +38,20 @@ pub struct BlobVerifier {
 }
 
 impl BlobVerifier {
-    pub fn new(object: impl Into<String>, expected_digest: &str, expected_size: Option<u64>) -> Result<Self, ImageError> {
+    pub fn new(
+        object: impl Into<String>,
+        expected_digest: &str,
+        expected_size: Option<u64>,
+    ) -> Result<Self, ImageError> {
         let object = object.into();
         digest_hex(&object, expected_digest)?;
-        Ok(BlobVerifier { object, expected: expected_digest.to_string(), expected_size, hasher: Sha256::new(), received: 0 })
+        Ok(BlobVerifier {
+            object,
+            expected: expected_digest.to_string(),
+            expected_size,
+            hasher: Sha256::new(),
+            received: 0,
+        })
     }
 
     /// Feeds a chunk; refuses more bytes than the descriptor announced
@@ -47,7 +61,10 @@ impl BlobVerifier {
         if let Some(limit) = self.expected_size
             && self.received > limit
         {
-            return Err(ImageError::TooLarge { object: format!("{} (descriptor size {limit})", self.object), limit });
+            return Err(ImageError::TooLarge {
+                object: format!("{} (descriptor size {limit})", self.object),
+                limit,
+            });
         }
         self.hasher.update(chunk);
         Ok(())
@@ -66,7 +83,11 @@ impl BlobVerifier {
     pub fn finish(self) -> Result<(), ImageError> {
         let actual = self.actual();
         if actual != self.expected {
-            return Err(ImageError::DigestMismatch { object: self.object, expected: self.expected, actual });
+            return Err(ImageError::DigestMismatch {
+                object: self.object,
+                expected: self.expected,
+                actual,
+            });
         }
         if let Some(size) = self.expected_size
             && size != self.received
@@ -88,7 +109,8 @@ mod tests {
     #[test]
     fn accepts_matching_blob_in_chunks() {
         let data = b"hello blob";
-        let mut v = BlobVerifier::new("blob x", &sha256_digest(data), Some(data.len() as u64)).unwrap();
+        let mut v =
+            BlobVerifier::new("blob x", &sha256_digest(data), Some(data.len() as u64)).unwrap();
         v.update(&data[..3]).unwrap();
         v.update(&data[3..]).unwrap();
         v.finish().unwrap();
@@ -100,7 +122,11 @@ mod tests {
         let mut v = BlobVerifier::new("layer sha256:aa", &expected, Some(8)).unwrap();
         v.update(b"tampered").unwrap();
         match v.finish().unwrap_err() {
-            ImageError::DigestMismatch { expected: e, actual, .. } => {
+            ImageError::DigestMismatch {
+                expected: e,
+                actual,
+                ..
+            } => {
                 assert_eq!(e, expected);
                 assert_eq!(actual, sha256_digest(b"tampered"));
             }
@@ -111,7 +137,10 @@ mod tests {
     #[test]
     fn oversize_stream_stops_early() {
         let mut v = BlobVerifier::new("blob", &sha256_digest(b"abc"), Some(3)).unwrap();
-        assert!(matches!(v.update(b"abcd"), Err(ImageError::TooLarge { .. })));
+        assert!(matches!(
+            v.update(b"abcd"),
+            Err(ImageError::TooLarge { .. })
+        ));
     }
 
     #[test]

@@ -12,8 +12,16 @@ static COUNTER: AtomicU64 = AtomicU64::new(0);
 /// A name unique in this process and across restarts (pid + counter + time),
 /// prefixed with `tmp-` so `ImageStore::open` can delete leftovers.
 pub fn temp_name() -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-    format!("tmp-{}-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed), nanos)
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!(
+        "tmp-{}-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed),
+        nanos
+    )
 }
 
 /// Writes `data` so that after a crash the file holds either the old or the
@@ -23,7 +31,8 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), ImageError> {
     let tmp = dir.join(temp_name());
     let result = (|| {
         let mut f = File::create(&tmp).map_err(|e| ImageError::io("create", &tmp, e))?;
-        f.write_all(data).map_err(|e| ImageError::io("write", &tmp, e))?;
+        f.write_all(data)
+            .map_err(|e| ImageError::io("write", &tmp, e))?;
         f.sync_all().map_err(|e| ImageError::io("fsync", &tmp, e))?;
         fs::rename(&tmp, path).map_err(|e| ImageError::io("rename into place", path, e))?;
         sync_dir(dir)
@@ -35,7 +44,9 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), ImageError> {
 }
 
 pub fn sync_dir(dir: &Path) -> Result<(), ImageError> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| ImageError::io("fsync directory", dir, e))
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| ImageError::io("fsync directory", dir, e))
 }
 
 pub fn create_dir_all(dir: &Path) -> Result<(), ImageError> {
@@ -63,7 +74,10 @@ pub fn list_dir(dir: &Path) -> Result<Vec<(String, PathBuf)>, ImageError> {
     let mut out = Vec::new();
     for entry in rd {
         let entry = entry.map_err(|e| ImageError::io("read directory", dir, e))?;
-        out.push((entry.file_name().to_string_lossy().into_owned(), entry.path()));
+        out.push((
+            entry.file_name().to_string_lossy().into_owned(),
+            entry.path(),
+        ));
     }
     Ok(out)
 }

@@ -11,12 +11,14 @@ mod error;
 mod fsutil;
 mod reference;
 mod registry;
-mod store;
 pub mod rootfs;
+mod store;
 pub mod unpack;
 
 pub use digest::BlobVerifier;
 pub use error::ImageError;
 pub use reference::{ParsedReference, normalize_reference, parse_reference};
-pub use store::{FsUsage, ImageRecord, ImageStore, ImageStoreConfig, RegistriesConfig, RegistryAuth};
+pub use store::{
+    FsUsage, ImageRecord, ImageStore, ImageStoreConfig, RegistriesConfig, RegistryAuth,
+};
 pub use unpack::{Compression, LayerChange, LayerUnpacker, UnpackedLayer, merge_file_caps};

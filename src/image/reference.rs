@@ -39,7 +39,10 @@ impl ParsedReference {
 }
 
 fn invalid(reference: &str, reason: impl Into<String>) -> ImageError {
-    ImageError::InvalidReference { reference: reference.to_string(), reason: reason.into() }
+    ImageError::InvalidReference {
+        reference: reference.to_string(),
+        reason: reason.into(),
+    }
 }
 
 /// Parses and normalises `r`; `latest` is added only when neither tag nor digest is given.
@@ -68,17 +71,36 @@ pub fn parse_reference(r: &str) -> Result<ParsedReference, ImageError> {
     }
     let (domain, path) = match name.split_once('/') {
         Some((first, remainder))
-            if first.contains('.') || first.contains(':') || first == "localhost" || first.chars().any(|c| c.is_ascii_uppercase()) =>
+            if first.contains('.')
+                || first.contains(':')
+                || first == "localhost"
+                || first.chars().any(|c| c.is_ascii_uppercase()) =>
         {
             (first.to_string(), remainder.to_string())
         }
         _ => (DEFAULT_DOMAIN.to_string(), name.to_string()),
     };
-    let domain = if domain == "index.docker.io" { DEFAULT_DOMAIN.to_string() } else { domain };
+    let domain = if domain == "index.docker.io" {
+        DEFAULT_DOMAIN.to_string()
+    } else {
+        domain
+    };
     validate_domain(r, &domain)?;
-    let path = if domain == DEFAULT_DOMAIN && !path.contains('/') { format!("library/{path}") } else { path };
-    if domain == DEFAULT_DOMAIN && path.len() == 64 + "library/".len() && path["library/".len()..].chars().all(|c| c.is_ascii_hexdigit()) {
-        return Err(invalid(r, "a 64-character hexadecimal string is an image id, not a repository name"));
+    let path = if domain == DEFAULT_DOMAIN && !path.contains('/') {
+        format!("library/{path}")
+    } else {
+        path
+    };
+    if domain == DEFAULT_DOMAIN
+        && path.len() == 64 + "library/".len()
+        && path["library/".len()..]
+            .chars()
+            .all(|c| c.is_ascii_hexdigit())
+    {
+        return Err(invalid(
+            r,
+            "a 64-character hexadecimal string is an image id, not a repository name",
+        ));
     }
     validate_path(r, &path)?;
     let tag = match (tag, &digest) {
@@ -86,7 +108,12 @@ pub fn parse_reference(r: &str) -> Result<ParsedReference, ImageError> {
         (None, Some(_)) => None,
         (None, None) => Some("latest".to_string()),
     };
-    Ok(ParsedReference { domain, path, tag, digest })
+    Ok(ParsedReference {
+        domain,
+        path,
+        tag,
+        digest,
+    })
 }
 
 /// Normalises a reference the way `docker pull` and containerd do:
@@ -100,7 +127,10 @@ fn validate_digest(r: &str, d: &str) -> Result<String, ImageError> {
         return Err(invalid(r, format!("digest {d:?} is not sha256:<64 hex>")));
     };
     if hex.len() != 64 || !hex.chars().all(|c| matches!(c, '0'..='9' | 'a'..='f')) {
-        return Err(invalid(r, format!("digest {d:?} is not sha256:<64 lowercase hex>")));
+        return Err(invalid(
+            r,
+            format!("digest {d:?} is not sha256:<64 lowercase hex>"),
+        ));
     }
     Ok(d.to_string())
 }
@@ -108,16 +138,33 @@ fn validate_digest(r: &str, d: &str) -> Result<String, ImageError> {
 fn validate_tag(r: &str, tag: &str) -> Result<(), ImageError> {
     let ok = !tag.is_empty()
         && tag.len() <= 128
-        && tag.chars().next().is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
-        && tag.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
-    if ok { Ok(()) } else { Err(invalid(r, format!("tag {tag:?} is not [A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}}"))) }
+        && tag
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+        && tag
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(
+            r,
+            format!("tag {tag:?} is not [A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}}"),
+        ))
+    }
 }
 
 fn validate_domain(r: &str, domain: &str) -> Result<(), ImageError> {
     let (host, port) = if let Some(stripped) = domain.strip_prefix('[') {
         match stripped.split_once(']') {
             Some((h, rest)) => (h, rest.strip_prefix(':')),
-            None => return Err(invalid(r, format!("registry host {domain:?} has an unclosed '['"))),
+            None => {
+                return Err(invalid(
+                    r,
+                    format!("registry host {domain:?} has an unclosed '['"),
+                ));
+            }
         }
     } else {
         match domain.split_once(':') {
@@ -125,19 +172,43 @@ fn validate_domain(r: &str, domain: &str) -> Result<(), ImageError> {
             None => (domain, None),
         }
     };
-    let host_ok = !host.is_empty() && host.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':'));
-    let port_ok = port.is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.chars().all(|c| c.is_ascii_digit()));
-    if host_ok && port_ok { Ok(()) } else { Err(invalid(r, format!("registry host {domain:?} is not host[:port]"))) }
+    let host_ok = !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':'));
+    let port_ok =
+        port.is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.chars().all(|c| c.is_ascii_digit()));
+    if host_ok && port_ok {
+        Ok(())
+    } else {
+        Err(invalid(
+            r,
+            format!("registry host {domain:?} is not host[:port]"),
+        ))
+    }
 }
 
 fn validate_path(r: &str, path: &str) -> Result<(), ImageError> {
     for component in path.split('/') {
         let ok = !component.is_empty()
-            && component.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-'))
-            && component.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
-            && component.chars().last().is_some_and(|c| c.is_ascii_alphanumeric());
+            && component.chars().all(|c| {
+                c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-')
+            })
+            && component
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphanumeric())
+            && component
+                .chars()
+                .last()
+                .is_some_and(|c| c.is_ascii_alphanumeric());
         if !ok {
-            return Err(invalid(r, format!("repository component {component:?} must be lowercase letters, digits and separators (. _ -) between them")));
+            return Err(invalid(
+                r,
+                format!(
+                    "repository component {component:?} must be lowercase letters, digits and separators (. _ -) between them"
+                ),
+            ));
         }
     }
     Ok(())
@@ -156,11 +227,20 @@ mod tests {
             ("busybox:1.29", "docker.io/library/busybox:1.29"),
             ("library/busybox", "docker.io/library/busybox:latest"),
             ("docker.io/busybox", "docker.io/library/busybox:latest"),
-            ("index.docker.io/library/busybox:1", "docker.io/library/busybox:1"),
+            (
+                "index.docker.io/library/busybox:1",
+                "docker.io/library/busybox:1",
+            ),
             ("foo/bar", "docker.io/foo/bar:latest"),
             ("registry.k8s.io/pause:3.9", "registry.k8s.io/pause:3.9"),
-            ("registry.k8s.io/e2e-test-images/busybox:1.29-2", "registry.k8s.io/e2e-test-images/busybox:1.29-2"),
-            ("127.0.0.1:5000/cri-lab/filecaps", "127.0.0.1:5000/cri-lab/filecaps:latest"),
+            (
+                "registry.k8s.io/e2e-test-images/busybox:1.29-2",
+                "registry.k8s.io/e2e-test-images/busybox:1.29-2",
+            ),
+            (
+                "127.0.0.1:5000/cri-lab/filecaps",
+                "127.0.0.1:5000/cri-lab/filecaps:latest",
+            ),
             ("localhost/foo", "localhost/foo:latest"),
             ("localhost:5000/foo:tag", "localhost:5000/foo:tag"),
             ("[::1]:5000/foo", "[::1]:5000/foo:latest"),
@@ -168,8 +248,14 @@ mod tests {
         for (input, want) in cases {
             assert_eq!(normalize_reference(input).unwrap(), *want, "input {input}");
         }
-        assert_eq!(normalize_reference(&format!("busybox@{D}")).unwrap(), format!("docker.io/library/busybox@{D}"));
-        assert_eq!(normalize_reference(&format!("busybox:1@{D}")).unwrap(), format!("docker.io/library/busybox:1@{D}"));
+        assert_eq!(
+            normalize_reference(&format!("busybox@{D}")).unwrap(),
+            format!("docker.io/library/busybox@{D}")
+        );
+        assert_eq!(
+            normalize_reference(&format!("busybox:1@{D}")).unwrap(),
+            format!("docker.io/library/busybox:1@{D}")
+        );
     }
 
     #[test]
@@ -187,7 +273,10 @@ mod tests {
             "busybox:-tag",
         ] {
             let err = normalize_reference(bad).unwrap_err();
-            assert!(matches!(err, ImageError::InvalidReference { .. }), "{bad:?} gave {err}");
+            assert!(
+                matches!(err, ImageError::InvalidReference { .. }),
+                "{bad:?} gave {err}"
+            );
         }
     }
 

@@ -15,12 +15,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use oci_spec::image::ImageConfiguration;
 use serde::{Deserialize, Serialize};
 
+use super::ImageError;
 use super::digest::digest_hex;
 use super::fsutil::{create_dir_all, list_dir, remove_any, sync_dir, temp_name, write_atomic};
 use super::reference::{ParsedReference, parse_reference};
 use super::registry::{self, RawDescriptor};
 use super::unpack::{Compression, LayerChange, LayerUnpacker, UnpackedLayer, merge_file_caps};
-use super::ImageError;
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct RegistriesConfig {
@@ -69,7 +69,12 @@ impl ImageRecord {
     /// The image's USER as CRI ImageStatus wants it: a numeric user is a uid,
     /// anything else a name; a group after ':' is not part of either.
     pub fn uid_and_username(&self) -> (Option<i64>, String) {
-        let user = self.config.config().as_ref().and_then(|c| c.user().clone()).unwrap_or_default();
+        let user = self
+            .config
+            .config()
+            .as_ref()
+            .and_then(|c| c.user().clone())
+            .unwrap_or_default();
         split_user(&user)
     }
 }
@@ -153,8 +158,19 @@ impl ImageStore {
     /// Opens the store: loads records, deletes leftovers of interrupted pulls
     /// and anything no record references.
     pub fn open(cfg: ImageStoreConfig) -> Result<ImageStore, ImageError> {
-        let store = ImageStore { cfg, images: Mutex::new(BTreeMap::new()), pins: Mutex::new(HashMap::new()), digest_locks: Mutex::new(HashMap::new()) };
-        for d in [store.blobs_dir(), store.blob_tmp_dir(), store.layers_dir(), store.meta_dir(), store.images_dir()] {
+        let store = ImageStore {
+            cfg,
+            images: Mutex::new(BTreeMap::new()),
+            pins: Mutex::new(HashMap::new()),
+            digest_locks: Mutex::new(HashMap::new()),
+        };
+        for d in [
+            store.blobs_dir(),
+            store.blob_tmp_dir(),
+            store.layers_dir(),
+            store.meta_dir(),
+            store.images_dir(),
+        ] {
             create_dir_all(&d)?;
         }
         remove_any(&store.blob_tmp_dir())?;
@@ -171,8 +187,13 @@ impl ImageStore {
             if !name.ends_with(".json") {
                 continue;
             }
-            let data = fs::read(&path).map_err(|e| ImageError::io("read image record", &path, e))?;
-            let stored: StoredImage = serde_json::from_slice(&data).map_err(|e| ImageError::Corrupt { path: path.clone(), reason: format!("not a valid image record: {e}") })?;
+            let data =
+                fs::read(&path).map_err(|e| ImageError::io("read image record", &path, e))?;
+            let stored: StoredImage =
+                serde_json::from_slice(&data).map_err(|e| ImageError::Corrupt {
+                    path: path.clone(),
+                    reason: format!("not a valid image record: {e}"),
+                })?;
             images.insert(stored.record.id.clone(), stored);
         }
         *lock(&store.images) = images;
@@ -181,7 +202,10 @@ impl ImageStore {
     }
 
     fn digest_lock(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
-        lock(&self.digest_locks).entry(key.to_string()).or_default().clone()
+        lock(&self.digest_locks)
+            .entry(key.to_string())
+            .or_default()
+            .clone()
     }
 
     fn pin(&self, keys: Vec<String>) -> PinGuard<'_> {
@@ -193,7 +217,11 @@ impl ImageStore {
     }
 
     /// Pulls `reference` (mirrors first), stores blobs and layers, records the image.
-    pub async fn pull(&self, reference: &str, auth: Option<&RegistryAuth>) -> Result<ImageRecord, ImageError> {
+    pub async fn pull(
+        &self,
+        reference: &str,
+        auth: Option<&RegistryAuth>,
+    ) -> Result<ImageRecord, ImageError> {
         let parsed = parse_reference(reference)?;
         let image = parsed.normalized();
         let (session, manifest) = registry::resolve(&self.cfg.registries, &parsed, auth).await?;
@@ -202,15 +230,29 @@ impl ImageStore {
         keys.extend(manifest.layers.iter().map(|l| l.digest.clone()));
         let _pins = self.pin(keys);
 
-        let config_path = self.ensure_blob(&session, &manifest.config, &format!("config {} of image {image}", manifest.config.digest)).await?;
-        let config_bytes = fs::read(&config_path).map_err(|e| ImageError::io("read image config", &config_path, e))?;
-        let config: ImageConfiguration = serde_json::from_slice(&config_bytes)
-            .map_err(|e| ImageError::Unsupported { object: format!("config {} of image {image}", manifest.config.digest), reason: format!("not an OCI/Docker image config: {e}") })?;
+        let config_path = self
+            .ensure_blob(
+                &session,
+                &manifest.config,
+                &format!("config {} of image {image}", manifest.config.digest),
+            )
+            .await?;
+        let config_bytes = fs::read(&config_path)
+            .map_err(|e| ImageError::io("read image config", &config_path, e))?;
+        let config: ImageConfiguration =
+            serde_json::from_slice(&config_bytes).map_err(|e| ImageError::Unsupported {
+                object: format!("config {} of image {image}", manifest.config.digest),
+                reason: format!("not an OCI/Docker image config: {e}"),
+            })?;
         let diff_ids: Vec<String> = config.rootfs().diff_ids().clone();
         if diff_ids.len() != manifest.layers.len() {
             return Err(ImageError::Corrupt {
                 path: config_path,
-                reason: format!("image {image}: the config lists {} diff_ids but the manifest {} layers", diff_ids.len(), manifest.layers.len()),
+                reason: format!(
+                    "image {image}: the config lists {} diff_ids but the manifest {} layers",
+                    diff_ids.len(),
+                    manifest.layers.len()
+                ),
             });
         }
         let _layer_pins = self.pin(diff_ids.clone());
@@ -219,7 +261,11 @@ impl ImageStore {
             layer_changes.push(self.ensure_layer(&session, desc, diff_id, &image).await?);
         }
         let file_caps = merge_file_caps(layer_changes.iter().map(|c| c.as_slice()));
-        let size = manifest.layers.iter().map(|l| u64::try_from(l.size).unwrap_or(0)).sum();
+        let size = manifest
+            .layers
+            .iter()
+            .map(|l| u64::try_from(l.size).unwrap_or(0))
+            .sum();
         let record = ImageRecord {
             id: manifest.config.digest.clone(),
             repo_tags: Vec::new(),
@@ -229,12 +275,20 @@ impl ImageStore {
             diff_ids,
             file_caps,
         };
-        let stored = StoredImage { record, layer_blobs: manifest.layers.iter().map(|l| l.digest.clone()).collect() };
+        let stored = StoredImage {
+            record,
+            layer_blobs: manifest.layers.iter().map(|l| l.digest.clone()).collect(),
+        };
         self.commit(stored, &parsed, &manifest.top_digest)
     }
 
     /// Adds the record (or merges into the one with the same id) and moves the tag.
-    fn commit(&self, stored: StoredImage, parsed: &ParsedReference, top_digest: &str) -> Result<ImageRecord, ImageError> {
+    fn commit(
+        &self,
+        stored: StoredImage,
+        parsed: &ParsedReference,
+        top_digest: &str,
+    ) -> Result<ImageRecord, ImageError> {
         let mut images = lock(&self.images);
         let changed = apply_pull(&mut images, stored.clone(), parsed, top_digest);
         for id in changed {
@@ -242,20 +296,36 @@ impl ImageStore {
                 self.persist(s)?;
             }
         }
-        images.get(&stored.record.id).map(|s| s.record.clone()).ok_or_else(|| ImageError::Corrupt { path: self.images_dir(), reason: format!("record {} vanished while being written", stored.record.id) })
+        images
+            .get(&stored.record.id)
+            .map(|s| s.record.clone())
+            .ok_or_else(|| ImageError::Corrupt {
+                path: self.images_dir(),
+                reason: format!("record {} vanished while being written", stored.record.id),
+            })
     }
 
     fn record_path(&self, id: &str) -> Result<PathBuf, ImageError> {
-        Ok(self.images_dir().join(format!("{}.json", digest_hex("image id", id)?)))
+        Ok(self
+            .images_dir()
+            .join(format!("{}.json", digest_hex("image id", id)?)))
     }
 
     fn persist(&self, stored: &StoredImage) -> Result<(), ImageError> {
         let path = self.record_path(&stored.record.id)?;
-        let data = serde_json::to_vec_pretty(stored).map_err(|e| ImageError::Corrupt { path: path.clone(), reason: format!("cannot serialise: {e}") })?;
+        let data = serde_json::to_vec_pretty(stored).map_err(|e| ImageError::Corrupt {
+            path: path.clone(),
+            reason: format!("cannot serialise: {e}"),
+        })?;
         write_atomic(&path, &data)
     }
 
-    async fn ensure_blob(&self, session: &registry::Session, desc: &RawDescriptor, object: &str) -> Result<PathBuf, ImageError> {
+    async fn ensure_blob(
+        &self,
+        session: &registry::Session,
+        desc: &RawDescriptor,
+        object: &str,
+    ) -> Result<PathBuf, ImageError> {
         let hex = digest_hex(object, &desc.digest)?;
         let path = self.blobs_dir().join(hex);
         let lock = self.digest_lock(&desc.digest);
@@ -271,12 +341,19 @@ impl ImageStore {
             let _ = fs::remove_file(&tmp);
             return Err(e);
         }
-        fs::rename(&tmp, &path).map_err(|e| ImageError::io("move blob into the store", &path, e))?;
+        fs::rename(&tmp, &path)
+            .map_err(|e| ImageError::io("move blob into the store", &path, e))?;
         sync_dir(&self.blobs_dir())?;
         Ok(path)
     }
 
-    async fn ensure_layer(&self, session: &registry::Session, desc: &RawDescriptor, diff_id: &str, image: &str) -> Result<Vec<LayerChange>, ImageError> {
+    async fn ensure_layer(
+        &self,
+        session: &registry::Session,
+        desc: &RawDescriptor,
+        diff_id: &str,
+        image: &str,
+    ) -> Result<Vec<LayerChange>, ImageError> {
         let object = format!("layer {} of image {image}", desc.digest);
         let hex = digest_hex(&object, diff_id)?.to_string();
         let dir = self.layers_dir().join(&hex);
@@ -289,23 +366,42 @@ impl ImageStore {
         {
             return Ok(unpacked.changes);
         }
-        let compression = Compression::from_media_type(&desc.media_type).ok_or_else(|| ImageError::Unsupported {
-            object: object.clone(),
-            reason: format!("layer media type {:?}; supported: OCI/Docker tar, tar+gzip, tar+zstd", desc.media_type),
+        let compression = Compression::from_media_type(&desc.media_type).ok_or_else(|| {
+            ImageError::Unsupported {
+                object: object.clone(),
+                reason: format!(
+                    "layer media type {:?}; supported: OCI/Docker tar, tar+gzip, tar+zstd",
+                    desc.media_type
+                ),
+            }
         })?;
         let blob = self.ensure_blob(session, desc, &object).await?;
         remove_any(&dir)?;
         let tmp = self.layers_dir().join(temp_name());
-        let unpacker = LayerUnpacker { layer: desc.digest.clone(), max_bytes: self.cfg.max_layer_bytes, keep_ownership: nix::unistd::geteuid().is_root() };
+        let unpacker = LayerUnpacker {
+            layer: desc.digest.clone(),
+            max_bytes: self.cfg.max_layer_bytes,
+            keep_ownership: nix::unistd::geteuid().is_root(),
+        };
         let expected = diff_id.to_string();
         let tmp2 = tmp.clone();
         let unpacked = tokio::task::spawn_blocking(move || {
             let file = fs::File::open(&blob).map_err(|e| ImageError::io("open blob", &blob, e))?;
-            unpacker.unpack(std::io::BufReader::new(file), compression, &tmp2, Some(&expected))
+            unpacker.unpack(
+                std::io::BufReader::new(file),
+                compression,
+                &tmp2,
+                Some(&expected),
+            )
         })
         .await
-        .map_err(|e| ImageError::io("unpack layer", &tmp, std::io::Error::other(e.to_string())))??;
-        let data = serde_json::to_vec(&unpacked).map_err(|e| ImageError::Corrupt { path: meta.clone(), reason: e.to_string() })?;
+        .map_err(|e| {
+            ImageError::io("unpack layer", &tmp, std::io::Error::other(e.to_string()))
+        })??;
+        let data = serde_json::to_vec(&unpacked).map_err(|e| ImageError::Corrupt {
+            path: meta.clone(),
+            reason: e.to_string(),
+        })?;
         write_atomic(&meta, &data)?;
         if let Err(e) = fs::rename(&tmp, &dir) {
             let _ = remove_any(&tmp);
@@ -316,19 +412,26 @@ impl ImageStore {
     }
 
     pub fn list(&self) -> Vec<ImageRecord> {
-        lock(&self.images).values().map(|s| s.record.clone()).collect()
+        lock(&self.images)
+            .values()
+            .map(|s| s.record.clone())
+            .collect()
     }
 
     pub fn resolve(&self, reference_or_id: &str) -> Option<ImageRecord> {
         let images = lock(&self.images);
-        find_image(&images, reference_or_id).and_then(|id| images.get(&id)).map(|s| s.record.clone())
+        find_image(&images, reference_or_id)
+            .and_then(|id| images.get(&id))
+            .map(|s| s.record.clone())
     }
 
     /// Removes the image with all its tags and collects what no image uses any more.
     pub fn remove(&self, reference_or_id: &str) -> Result<bool, ImageError> {
         {
             let mut images = lock(&self.images);
-            let Some(id) = find_image(&images, reference_or_id) else { return Ok(false) };
+            let Some(id) = find_image(&images, reference_or_id) else {
+                return Ok(false);
+            };
             let path = self.record_path(&id)?;
             match fs::remove_file(&path) {
                 Ok(()) => {}
@@ -346,9 +449,15 @@ impl ImageStore {
     fn collect_garbage(&self) -> Result<(), ImageError> {
         let images = lock(&self.images);
         let pins = lock(&self.pins);
-        let mut keep: HashSet<String> = pins.keys().filter_map(|d| d.strip_prefix("sha256:").map(str::to_string)).collect();
+        let mut keep: HashSet<String> = pins
+            .keys()
+            .filter_map(|d| d.strip_prefix("sha256:").map(str::to_string))
+            .collect();
         for s in images.values() {
-            for d in std::iter::once(&s.record.id).chain(&s.layer_blobs).chain(&s.record.diff_ids) {
+            for d in std::iter::once(&s.record.id)
+                .chain(&s.layer_blobs)
+                .chain(&s.record.diff_ids)
+            {
                 if let Some(hex) = d.strip_prefix("sha256:") {
                     keep.insert(hex.to_string());
                 }
@@ -395,8 +504,16 @@ impl ImageStore {
                 }
             }
         }
-        let timestamp_nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0);
-        Ok(FsUsage { mountpoint: self.cfg.root.clone(), used_bytes, inodes_used, timestamp_nanos })
+        let timestamp_nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as i64)
+            .unwrap_or(0);
+        Ok(FsUsage {
+            mountpoint: self.cfg.root.clone(),
+            used_bytes,
+            inodes_used,
+            timestamp_nanos,
+        })
     }
 
     /// The layer directories of `image`, bottom-most first.
@@ -405,11 +522,19 @@ impl ImageStore {
             .diff_ids
             .iter()
             .map(|d| {
-                let dir = self.layers_dir().join(digest_hex(&format!("image {}", image.id), d)?);
+                let dir = self
+                    .layers_dir()
+                    .join(digest_hex(&format!("image {}", image.id), d)?);
                 if dir.is_dir() {
                     Ok(dir)
                 } else {
-                    Err(ImageError::NotFound { image: image.id.clone(), reason: format!("layer {d} is not in the store at {}; pull the image again", dir.display()) })
+                    Err(ImageError::NotFound {
+                        image: image.id.clone(),
+                        reason: format!(
+                            "layer {d} is not in the store at {}; pull the image again",
+                            dir.display()
+                        ),
+                    })
                 }
             })
             .collect()
@@ -423,7 +548,12 @@ impl ImageStore {
 /// Merges a freshly pulled image into the records: same id = same record
 /// (one more tag), a tag moves away from the image it named before.
 /// Returns the ids whose records changed.
-fn apply_pull(images: &mut BTreeMap<String, StoredImage>, stored: StoredImage, parsed: &ParsedReference, top_digest: &str) -> Vec<String> {
+fn apply_pull(
+    images: &mut BTreeMap<String, StoredImage>,
+    stored: StoredImage,
+    parsed: &ParsedReference,
+    top_digest: &str,
+) -> Vec<String> {
     let id = stored.record.id.clone();
     let tag = match (&parsed.tag, &parsed.digest) {
         (Some(t), None) => Some(format!("{}:{t}", parsed.name())),
@@ -467,7 +597,11 @@ fn find_image(images: &BTreeMap<String, StoredImage>, r: &str) -> Option<String>
         let normalized = parsed.normalized();
         let hit = images.values().find(|s| {
             if parsed.digest.is_some() {
-                let by_digest = format!("{}@{}", parsed.name(), parsed.digest.as_deref().unwrap_or_default());
+                let by_digest = format!(
+                    "{}@{}",
+                    parsed.name(),
+                    parsed.digest.as_deref().unwrap_or_default()
+                );
                 s.record.repo_digests.contains(&by_digest)
             } else {
                 s.record.repo_tags.contains(&normalized)
@@ -479,7 +613,10 @@ fn find_image(images: &BTreeMap<String, StoredImage>, r: &str) -> Option<String>
     }
     let prefix = r.strip_prefix("sha256:").unwrap_or(r);
     if !prefix.is_empty() && prefix.chars().all(|c| matches!(c, '0'..='9' | 'a'..='f')) {
-        let mut matches = images.keys().filter(|id| id.strip_prefix("sha256:").is_some_and(|h| h.starts_with(prefix)));
+        let mut matches = images.keys().filter(|id| {
+            id.strip_prefix("sha256:")
+                .is_some_and(|h| h.starts_with(prefix))
+        });
         if let (Some(id), None) = (matches.next(), matches.next()) {
             return Some(id.clone());
         }
@@ -498,7 +635,15 @@ mod tests {
         ))
         .unwrap();
         StoredImage {
-            record: ImageRecord { id, repo_tags: vec![], repo_digests: vec![], size: 0, config, diff_ids: vec![], file_caps: BTreeMap::new() },
+            record: ImageRecord {
+                id,
+                repo_tags: vec![],
+                repo_digests: vec![],
+                size: 0,
+                config,
+                diff_ids: vec![],
+                file_caps: BTreeMap::new(),
+            },
             layer_blobs: vec![],
         }
     }
@@ -508,18 +653,48 @@ mod tests {
     #[test]
     fn tags_merge_and_move() {
         let mut images = BTreeMap::new();
-        apply_pull(&mut images, stored('a', ""), &parse_reference("busybox").unwrap(), MD);
-        apply_pull(&mut images, stored('a', ""), &parse_reference("registry.k8s.io/e2e-test-images/busybox:1.29-2").unwrap(), MD);
+        apply_pull(
+            &mut images,
+            stored('a', ""),
+            &parse_reference("busybox").unwrap(),
+            MD,
+        );
+        apply_pull(
+            &mut images,
+            stored('a', ""),
+            &parse_reference("registry.k8s.io/e2e-test-images/busybox:1.29-2").unwrap(),
+            MD,
+        );
         assert_eq!(images.len(), 1);
         let a = &images[&format!("sha256:{}", "a".repeat(64))].record;
-        assert_eq!(a.repo_tags, vec!["docker.io/library/busybox:latest", "registry.k8s.io/e2e-test-images/busybox:1.29-2"]);
-        assert_eq!(a.repo_digests, vec![format!("docker.io/library/busybox@{MD}"), format!("registry.k8s.io/e2e-test-images/busybox@{MD}")]);
+        assert_eq!(
+            a.repo_tags,
+            vec![
+                "docker.io/library/busybox:latest",
+                "registry.k8s.io/e2e-test-images/busybox:1.29-2"
+            ]
+        );
+        assert_eq!(
+            a.repo_digests,
+            vec![
+                format!("docker.io/library/busybox@{MD}"),
+                format!("registry.k8s.io/e2e-test-images/busybox@{MD}")
+            ]
+        );
 
         // busybox:latest now points to another image: the tag moves.
-        let changed = apply_pull(&mut images, stored('b', ""), &parse_reference("docker.io/library/busybox:latest").unwrap(), MD);
+        let changed = apply_pull(
+            &mut images,
+            stored('b', ""),
+            &parse_reference("docker.io/library/busybox:latest").unwrap(),
+            MD,
+        );
         assert_eq!(changed.len(), 2);
         let a = &images[&format!("sha256:{}", "a".repeat(64))].record;
-        assert_eq!(a.repo_tags, vec!["registry.k8s.io/e2e-test-images/busybox:1.29-2"]);
+        assert_eq!(
+            a.repo_tags,
+            vec!["registry.k8s.io/e2e-test-images/busybox:1.29-2"]
+        );
         let b = &images[&format!("sha256:{}", "b".repeat(64))].record;
         assert_eq!(b.repo_tags, vec!["docker.io/library/busybox:latest"]);
     }
@@ -527,8 +702,18 @@ mod tests {
     #[test]
     fn resolve_by_every_form() {
         let mut images = BTreeMap::new();
-        apply_pull(&mut images, stored('a', ""), &parse_reference("busybox").unwrap(), MD);
-        apply_pull(&mut images, stored('b', ""), &parse_reference("registry.k8s.io/pause:3.9").unwrap(), MD);
+        apply_pull(
+            &mut images,
+            stored('a', ""),
+            &parse_reference("busybox").unwrap(),
+            MD,
+        );
+        apply_pull(
+            &mut images,
+            stored('b', ""),
+            &parse_reference("registry.k8s.io/pause:3.9").unwrap(),
+            MD,
+        );
         let a = format!("sha256:{}", "a".repeat(64));
         let b = format!("sha256:{}", "b".repeat(64));
         assert_eq!(find_image(&images, &a), Some(a.clone()));
@@ -536,9 +721,18 @@ mod tests {
         assert_eq!(find_image(&images, "aaaa"), Some(a.clone()));
         assert_eq!(find_image(&images, "sha256:bbb"), Some(b.clone()));
         assert_eq!(find_image(&images, "busybox"), Some(a.clone()));
-        assert_eq!(find_image(&images, "docker.io/library/busybox:latest"), Some(a.clone()));
-        assert_eq!(find_image(&images, "registry.k8s.io/pause:3.9"), Some(b.clone()));
-        assert_eq!(find_image(&images, &format!("registry.k8s.io/pause@{MD}")), Some(b.clone()));
+        assert_eq!(
+            find_image(&images, "docker.io/library/busybox:latest"),
+            Some(a.clone())
+        );
+        assert_eq!(
+            find_image(&images, "registry.k8s.io/pause:3.9"),
+            Some(b.clone())
+        );
+        assert_eq!(
+            find_image(&images, &format!("registry.k8s.io/pause@{MD}")),
+            Some(b.clone())
+        );
         assert_eq!(find_image(&images, "registry.k8s.io/pause:3.10"), None);
         assert_eq!(find_image(&images, "c"), None);
         assert_eq!(find_image(&images, "busybox:1"), None);
@@ -551,32 +745,62 @@ mod tests {
         assert_eq!(split_user("1003:1004"), (Some(1003), String::new()));
         assert_eq!(split_user("www-data:1004"), (None, "www-data".to_string()));
         assert_eq!(split_user(""), (None, String::new()));
-        assert_eq!(stored('a', "65535:65535").record.uid_and_username(), (Some(65535), String::new()));
+        assert_eq!(
+            stored('a', "65535:65535").record.uid_and_username(),
+            (Some(65535), String::new())
+        );
     }
 
     #[test]
     fn open_removes_leftovers_and_unreferenced_content() {
         let root = tempfile::tempdir().unwrap();
-        let cfg = ImageStoreConfig { root: root.path().to_path_buf(), registries: RegistriesConfig::default(), max_layer_bytes: 1 << 20 };
+        let cfg = ImageStoreConfig {
+            root: root.path().to_path_buf(),
+            registries: RegistriesConfig::default(),
+            max_layer_bytes: 1 << 20,
+        };
         let store = ImageStore::open(cfg.clone()).unwrap();
         drop(store);
         fs::create_dir_all(root.path().join("layers/tmp-1-2-3/etc")).unwrap();
         fs::create_dir_all(root.path().join(format!("layers/{}", "c".repeat(64)))).unwrap();
         fs::write(root.path().join("blobs/tmp/tmp-x"), b"partial").unwrap();
-        fs::write(root.path().join(format!("blobs/sha256/{}", "d".repeat(64))), b"orphan").unwrap();
+        fs::write(
+            root.path().join(format!("blobs/sha256/{}", "d".repeat(64))),
+            b"orphan",
+        )
+        .unwrap();
         let mut s = stored('e', "");
         s.record.repo_tags.push("docker.io/library/x:latest".into());
-        fs::write(root.path().join(format!("images/{}.json", "e".repeat(64))), serde_json::to_vec(&s).unwrap()).unwrap();
+        fs::write(
+            root.path().join(format!("images/{}.json", "e".repeat(64))),
+            serde_json::to_vec(&s).unwrap(),
+        )
+        .unwrap();
         let store = ImageStore::open(cfg).unwrap();
         assert!(!root.path().join("layers/tmp-1-2-3").exists());
-        assert!(!root.path().join(format!("layers/{}", "c".repeat(64))).exists());
+        assert!(
+            !root
+                .path()
+                .join(format!("layers/{}", "c".repeat(64)))
+                .exists()
+        );
         assert!(!root.path().join("blobs/tmp/tmp-x").exists());
-        assert!(!root.path().join(format!("blobs/sha256/{}", "d".repeat(64))).exists());
+        assert!(
+            !root
+                .path()
+                .join(format!("blobs/sha256/{}", "d".repeat(64)))
+                .exists()
+        );
         assert_eq!(store.resolve("x").map(|r| r.id), Some(s.record.id.clone()));
         assert!(store.remove("x").unwrap());
         assert!(!store.remove("x").unwrap());
         assert!(store.list().is_empty());
-        assert!(!root.path().join(format!("images/{}.json", "e".repeat(64))).exists());
+        assert!(
+            !root
+                .path()
+                .join(format!("images/{}.json", "e".repeat(64)))
+                .exists()
+        );
         let usage = store.fs_usage().unwrap();
         assert!(usage.inodes_used >= 5);
     }
