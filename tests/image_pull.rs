@@ -256,3 +256,137 @@ async fn missing_image_is_not_found() {
     assert!(matches!(err, ImageError::Registry { .. }), "{err}");
     assert!(store.list().is_empty());
 }
+
+/// A one-image registry on a loopback port that serves a layer whose bytes
+/// do not match the digest in the manifest.
+async fn tampering_registry() -> (String, tokio::task::JoinHandle<()>) {
+    use sha2::{Digest, Sha256};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let digest = |b: &[u8]| format!("sha256:{}", hex::encode(Sha256::digest(b)));
+    let layer = b"real layer bytes".to_vec();
+    let tampered = b"evil layer bytes".to_vec();
+    let config = br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":["sha256:0000000000000000000000000000000000000000000000000000000000000000"]}}"#.to_vec();
+    let manifest = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{}","size":{}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{}","size":{}}}]}}"#,
+        digest(&config),
+        config.len(),
+        digest(&layer),
+        layer.len()
+    );
+    let (config_path, layer_path) = (
+        format!("/v2/t/x/blobs/{}", digest(&config)),
+        format!("/v2/t/x/blobs/{}", digest(&layer)),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let handle = tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let mut buf = vec![0u8; 8192];
+            let n = sock.read(&mut buf).await.unwrap_or(0);
+            let req = String::from_utf8_lossy(&buf[..n]).to_string();
+            let path = req.split_whitespace().nth(1).unwrap_or("").to_string();
+            let (status, ctype, body): (&str, &str, Vec<u8>) = if path == "/v2/" {
+                ("200 OK", "application/json", b"{}".to_vec())
+            } else if path.starts_with("/v2/t/x/manifests/") {
+                (
+                    "200 OK",
+                    "application/vnd.oci.image.manifest.v1+json",
+                    manifest.clone().into_bytes(),
+                )
+            } else if path == config_path {
+                ("200 OK", "application/octet-stream", config.clone())
+            } else if path == layer_path {
+                ("200 OK", "application/octet-stream", tampered.clone())
+            } else {
+                (
+                    "404 Not Found",
+                    "application/json",
+                    br#"{"errors":[{"code":"NAME_UNKNOWN","message":"no"}]}"#.to_vec(),
+                )
+            };
+            let head = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = sock.write_all(head.as_bytes()).await;
+            if !req.starts_with("HEAD") {
+                let _ = sock.write_all(&body).await;
+            }
+            let _ = sock.shutdown().await;
+        }
+    });
+    (addr, handle)
+}
+
+#[tokio::test]
+async fn tampered_blob_is_refused() {
+    // Needs no root and no test registry: the registry is in-process.
+    let (addr, server) = tampering_registry().await;
+    let root = tempfile::tempdir().unwrap();
+    let store = ImageStore::open(ImageStoreConfig {
+        root: root.path().to_path_buf(),
+        registries: RegistriesConfig::default(),
+        max_layer_bytes: 1 << 20,
+    })
+    .unwrap();
+    let err = store
+        .pull(&format!("{addr}/t/x:latest"), None)
+        .await
+        .unwrap_err();
+    server.abort();
+    match &err {
+        ImageError::DigestMismatch {
+            expected, actual, ..
+        } => assert_ne!(expected, actual),
+        other => panic!("expected DigestMismatch, got {other}"),
+    }
+    assert!(store.list().is_empty());
+    assert_eq!(fs::read_dir(root.path().join("layers")).unwrap().count(), 0);
+    assert_eq!(
+        fs::read_dir(root.path().join("blobs/tmp")).unwrap().count(),
+        0,
+        "no partial blob left"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_pulls_share_layers() {
+    let Some(reg) = registry() else { return };
+    let root = tempfile::tempdir().unwrap();
+    let store = std::sync::Arc::new(store(root.path(), &reg));
+    // Separate tokio tasks: the store is shared across threads like in the daemon.
+    let refs = [
+        format!("{reg}/e2e-test-images/busybox:1.29-2"),
+        format!("{reg}/e2e-test-images/busybox:1.29-2"),
+        "registry.k8s.io/e2e-test-images/busybox:1.29-2".to_string(),
+    ];
+    let tasks: Vec<_> = refs
+        .into_iter()
+        .map(|r| {
+            let store = store.clone();
+            tokio::spawn(async move { store.pull(&r, None).await })
+        })
+        .collect();
+    let mut results = Vec::new();
+    for t in tasks {
+        results.push(t.await.unwrap());
+    }
+    let mut it = results.into_iter();
+    let (a, b, c) = (it.next().unwrap(), it.next().unwrap(), it.next().unwrap());
+    let (a, b, c) = (a.unwrap(), b.unwrap(), c.unwrap());
+    assert_eq!(a.id, b.id);
+    assert_eq!(a.id, c.id);
+    let rec = store.resolve(&a.id).unwrap();
+    assert_eq!(rec.repo_tags.len(), 2);
+    assert_eq!(
+        fs::read_dir(root.path().join("layers")).unwrap().count(),
+        rec.diff_ids.len()
+    );
+    assert!(
+        store
+            .layer_dirs(&rec)
+            .unwrap()
+            .iter()
+            .all(|d| d.join("bin").is_dir() || d.join("usr").is_dir())
+    );
+}

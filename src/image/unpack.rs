@@ -554,8 +554,10 @@ impl LayerUnpacker {
                 }
                 match fs::symlink_metadata(&source) {
                     Ok(m) if m.is_dir() => {
-                        return Err(self
-                            .hostile(raw, format!("is a hard link to the directory {link_raw:?}")));
+                        return Err(self.hostile(
+                            raw,
+                            format!("is a hard link to the directory {link_raw:?}"),
+                        ));
                     }
                     Ok(_) => {}
                     Err(_) => {
