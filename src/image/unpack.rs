@@ -297,6 +297,10 @@ impl LayerUnpacker {
         // changes a directory's mtime, and a read-only mode would stop them.
         dirs.sort_by_key(|d| std::cmp::Reverse(d.path.components().count()));
         for d in &dirs {
+            // A later entry of the same tar may have replaced the directory.
+            if !fs::symlink_metadata(&d.path).is_ok_and(|m| m.is_dir()) {
+                continue;
+            }
             fs::set_permissions(&d.path, fs::Permissions::from_mode(d.mode))
                 .map_err(|e| ImageError::io("chmod", &d.path, e))?;
             set_mtime(&d.path, d.mtime)?;
@@ -972,6 +976,32 @@ mod tests {
             caps: None
         }));
         assert_eq!(layer.uncompressed_bytes % 512, 0);
+    }
+
+    #[test]
+    fn later_entry_replaces_earlier_one() {
+        let mut t = TarBuilder::new();
+        t.add(e("a/", tar::EntryType::Directory))
+            .add(E {
+                data: b"1",
+                ..e("a/f", tar::EntryType::Regular)
+            })
+            .add(E {
+                data: b"file now",
+                ..e("a", tar::EntryType::Regular)
+            })
+            .add(E {
+                data: b"old",
+                ..e("g", tar::EntryType::Regular)
+            })
+            .add(E {
+                data: b"new",
+                ..e("g", tar::EntryType::Regular)
+            });
+        let (_tmp, dest, r) = unpack(&t.finish());
+        r.unwrap();
+        assert_eq!(fs::read(dest.join("a")).unwrap(), b"file now");
+        assert_eq!(fs::read(dest.join("g")).unwrap(), b"new");
     }
 
     #[test]
