@@ -1,2 +1,24 @@
 //! Images: registry client, content-addressed blob store, layer unpack,
 //! image config and the overlay rootfs of a container.
+//!
+//! Layout under the image root (see `store.rs`):
+//! `blobs/sha256/<hex>` verified blobs, `layers/<diff-id hex>/` one unpacked
+//! layer shared by every image, `layermeta/<diff-id hex>.json` what the layer
+//! changes (for the file-capability index), `images/<id hex>.json` records.
+
+mod digest;
+mod error;
+mod fsutil;
+mod reference;
+mod registry;
+pub mod rootfs;
+mod store;
+pub mod unpack;
+
+pub use digest::BlobVerifier;
+pub use error::ImageError;
+pub use reference::{ParsedReference, normalize_reference, parse_reference};
+pub use store::{
+    FsUsage, ImageRecord, ImageStore, ImageStoreConfig, RegistriesConfig, RegistryAuth,
+};
+pub use unpack::{Compression, LayerChange, LayerUnpacker, UnpackedLayer, merge_file_caps};

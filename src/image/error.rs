@@ -1,0 +1,91 @@
+//! Errors of the image subsystem. Every message names the image, layer or
+//! entry concerned, the cause and what to do about it.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error(
+        "image {image} not found: {reason}; check the repository name and tag (or the registry mirror configuration)"
+    )]
+    NotFound { image: String, reason: String },
+
+    #[error(
+        "invalid image reference {reference:?}: {reason}; use the form [host[:port]/]path[:tag][@sha256:<64 hex>]"
+    )]
+    InvalidReference { reference: String, reason: String },
+
+    #[error(
+        "registry {registry} refused access to {image}: {reason}; pass valid credentials (CRI AuthConfig / imagePullSecrets)"
+    )]
+    Unauthorized {
+        image: String,
+        registry: String,
+        reason: String,
+    },
+
+    #[error(
+        "registry {registry} failed for {image}: {reason}; check that the registry is reachable, or configure a mirror / the insecure list for plain-HTTP registries"
+    )]
+    Registry {
+        image: String,
+        registry: String,
+        reason: String,
+    },
+
+    #[error(
+        "digest mismatch for {object}: expected {expected}, got {actual}; the registry or the network served corrupt or tampered content, pull again or fix the registry"
+    )]
+    DigestMismatch {
+        object: String,
+        expected: String,
+        actual: String,
+    },
+
+    #[error(
+        "layer {layer} refused: entry {entry:?} {reason}; this layer tries to write outside its own directory or is malformed, rebuild the image"
+    )]
+    HostileLayer {
+        layer: String,
+        entry: String,
+        reason: String,
+    },
+
+    #[error(
+        "{object} is too large: more than {limit} bytes; raise max_layer_bytes if the image is trusted"
+    )]
+    TooLarge { object: String, limit: u64 },
+
+    #[error("{object} is not supported: {reason}")]
+    Unsupported { object: String, reason: String },
+
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error(
+        "image store entry {path} is corrupt: {reason}; remove it (the image is pulled again on demand)"
+    )]
+    Corrupt { path: PathBuf, reason: String },
+
+    #[error("overlay mount on {target} failed: {reason}")]
+    Mount { target: PathBuf, reason: String },
+}
+
+impl ImageError {
+    pub(crate) fn io(
+        op: impl Into<String>,
+        path: impl Into<PathBuf>,
+        source: std::io::Error,
+    ) -> Self {
+        ImageError::Io {
+            op: op.into(),
+            path: path.into(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,807 @@
+//! The content store and image records.
+//!
+//! Crash safety: blobs are written to `blobs/tmp/` and renamed into
+//! `blobs/sha256/<hex>` after their digest is checked; a layer is unpacked
+//! into `layers/tmp-*` and renamed to `layers/<diff-id hex>` after its diff_id
+//! is checked; the record is written last (atomically). So an interrupted
+//! pull leaves no visible image, and `open` removes its leftovers.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use oci_spec::image::ImageConfiguration;
+use serde::{Deserialize, Serialize};
+
+use super::ImageError;
+use super::digest::digest_hex;
+use super::fsutil::{create_dir_all, list_dir, remove_any, sync_dir, temp_name, write_atomic};
+use super::reference::{ParsedReference, parse_reference};
+use super::registry::{self, RawDescriptor};
+use super::unpack::{Compression, LayerChange, LayerUnpacker, UnpackedLayer, merge_file_caps};
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct RegistriesConfig {
+    /// upstream host (e.g. "registry.k8s.io", "docker.io") -> mirror endpoints tried in order
+    /// before the upstream, like containerd's hosts.toml. Endpoints are "host:port" or
+    /// "http://host:port" / "https://host:port".
+    pub mirrors: BTreeMap<String, Vec<String>>,
+    /// hosts ("host:port") spoken to over plain HTTP. Loopback hosts (127.0.0.0/8, localhost, [::1])
+    /// are always plain HTTP, as Docker does, without being listed.
+    pub insecure: Vec<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct ImageStoreConfig {
+    pub root: PathBuf,
+    pub registries: RegistriesConfig,
+    /// Uncompressed cap per layer: gzip-bomb guard.
+    pub max_layer_bytes: u64,
+}
+
+/// From CRI AuthConfig; empty strings = unset.
+#[derive(Clone, Debug, Default)]
+pub struct RegistryAuth {
+    pub username: String,
+    pub password: String,
+    pub auth: String,
+    pub identity_token: String,
+    pub registry_token: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ImageRecord {
+    /// "sha256:<hex of the config blob digest>", what containerd reports as image id.
+    pub id: String,
+    pub repo_tags: Vec<String>,
+    pub repo_digests: Vec<String>,
+    /// Sum of the compressed layer blob sizes, like containerd.
+    pub size: u64,
+    pub config: ImageConfiguration,
+    pub diff_ids: Vec<String>,
+    /// Absolute path in the rootfs -> raw security.capability bytes.
+    pub file_caps: BTreeMap<String, Vec<u8>>,
+}
+
+impl ImageRecord {
+    /// The image's USER as CRI ImageStatus wants it: a numeric user is a uid,
+    /// anything else a name; a group after ':' is not part of either.
+    pub fn uid_and_username(&self) -> (Option<i64>, String) {
+        let user = self
+            .config
+            .config()
+            .as_ref()
+            .and_then(|c| c.user().clone())
+            .unwrap_or_default();
+        split_user(&user)
+    }
+}
+
+fn split_user(user: &str) -> (Option<i64>, String) {
+    let name = user.split(':').next().unwrap_or("");
+    if name.is_empty() {
+        return (None, String::new());
+    }
+    match name.parse::<i64>() {
+        Ok(uid) => (Some(uid), String::new()),
+        Err(_) => (None, name.to_string()),
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct FsUsage {
+    pub mountpoint: PathBuf,
+    pub used_bytes: u64,
+    pub inodes_used: u64,
+    pub timestamp_nanos: i64,
+}
+
+/// What is persisted per image: the record plus what GC needs.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct StoredImage {
+    record: ImageRecord,
+    layer_blobs: Vec<String>,
+}
+
+/// Pins digests while a pull uses them, so a concurrent `remove` does not
+/// collect a blob or layer that is not yet referenced by a record.
+struct PinGuard<'a> {
+    store: &'a ImageStore,
+    keys: Vec<String>,
+}
+
+impl Drop for PinGuard<'_> {
+    fn drop(&mut self) {
+        let mut pins = lock(&self.store.pins);
+        for k in &self.keys {
+            if let Some(n) = pins.get_mut(k) {
+                *n -= 1;
+                if *n == 0 {
+                    pins.remove(k);
+                }
+            }
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+pub struct ImageStore {
+    cfg: ImageStoreConfig,
+    images: Mutex<BTreeMap<String, StoredImage>>,
+    pins: Mutex<HashMap<String, usize>>,
+    /// Per-digest locks: one download / unpack of a blob or layer at a time.
+    digest_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl ImageStore {
+    fn blobs_dir(&self) -> PathBuf {
+        self.cfg.root.join("blobs/sha256")
+    }
+    fn blob_tmp_dir(&self) -> PathBuf {
+        self.cfg.root.join("blobs/tmp")
+    }
+    fn layers_dir(&self) -> PathBuf {
+        self.cfg.root.join("layers")
+    }
+    fn meta_dir(&self) -> PathBuf {
+        self.cfg.root.join("layermeta")
+    }
+    fn images_dir(&self) -> PathBuf {
+        self.cfg.root.join("images")
+    }
+
+    /// Opens the store: loads records, deletes leftovers of interrupted pulls
+    /// and anything no record references.
+    pub fn open(cfg: ImageStoreConfig) -> Result<ImageStore, ImageError> {
+        let store = ImageStore {
+            cfg,
+            images: Mutex::new(BTreeMap::new()),
+            pins: Mutex::new(HashMap::new()),
+            digest_locks: Mutex::new(HashMap::new()),
+        };
+        for d in [
+            store.blobs_dir(),
+            store.blob_tmp_dir(),
+            store.layers_dir(),
+            store.meta_dir(),
+            store.images_dir(),
+        ] {
+            create_dir_all(&d)?;
+        }
+        remove_any(&store.blob_tmp_dir())?;
+        create_dir_all(&store.blob_tmp_dir())?;
+        for dir in [store.layers_dir(), store.meta_dir(), store.images_dir()] {
+            for (name, path) in list_dir(&dir)? {
+                if name.starts_with("tmp-") {
+                    remove_any(&path)?;
+                }
+            }
+        }
+        let mut images = BTreeMap::new();
+        for (name, path) in list_dir(&store.images_dir())? {
+            if !name.ends_with(".json") {
+                continue;
+            }
+            let data =
+                fs::read(&path).map_err(|e| ImageError::io("read image record", &path, e))?;
+            let stored: StoredImage =
+                serde_json::from_slice(&data).map_err(|e| ImageError::Corrupt {
+                    path: path.clone(),
+                    reason: format!("not a valid image record: {e}"),
+                })?;
+            images.insert(stored.record.id.clone(), stored);
+        }
+        *lock(&store.images) = images;
+        store.collect_garbage()?;
+        Ok(store)
+    }
+
+    fn digest_lock(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
+        lock(&self.digest_locks)
+            .entry(key.to_string())
+            .or_default()
+            .clone()
+    }
+
+    fn pin(&self, keys: Vec<String>) -> PinGuard<'_> {
+        let mut pins = lock(&self.pins);
+        for k in &keys {
+            *pins.entry(k.clone()).or_insert(0) += 1;
+        }
+        PinGuard { store: self, keys }
+    }
+
+    /// Pulls `reference` (mirrors first), stores blobs and layers, records the image.
+    pub async fn pull(
+        &self,
+        reference: &str,
+        auth: Option<&RegistryAuth>,
+    ) -> Result<ImageRecord, ImageError> {
+        let parsed = parse_reference(reference)?;
+        let image = parsed.normalized();
+        let (session, manifest) = registry::resolve(&self.cfg.registries, &parsed, auth).await?;
+        tracing::info!(image = %image, endpoint = %session.endpoint.host, digest = %manifest.top_digest, manifest = %manifest.manifest_digest, "pulling");
+        let mut keys = vec![manifest.config.digest.clone()];
+        keys.extend(manifest.layers.iter().map(|l| l.digest.clone()));
+        let _pins = self.pin(keys);
+
+        let config_path = self
+            .ensure_blob(
+                &session,
+                &manifest.config,
+                &format!("config {} of image {image}", manifest.config.digest),
+            )
+            .await?;
+        let config_bytes = fs::read(&config_path)
+            .map_err(|e| ImageError::io("read image config", &config_path, e))?;
+        let config: ImageConfiguration =
+            serde_json::from_slice(&config_bytes).map_err(|e| ImageError::Unsupported {
+                object: format!("config {} of image {image}", manifest.config.digest),
+                reason: format!("not an OCI/Docker image config: {e}"),
+            })?;
+        let diff_ids: Vec<String> = config.rootfs().diff_ids().clone();
+        if diff_ids.len() != manifest.layers.len() {
+            return Err(ImageError::Corrupt {
+                path: config_path,
+                reason: format!(
+                    "image {image}: the config lists {} diff_ids but the manifest {} layers",
+                    diff_ids.len(),
+                    manifest.layers.len()
+                ),
+            });
+        }
+        let _layer_pins = self.pin(diff_ids.clone());
+        let mut layer_changes = Vec::new();
+        for (desc, diff_id) in manifest.layers.iter().zip(&diff_ids) {
+            layer_changes.push(self.ensure_layer(&session, desc, diff_id, &image).await?);
+        }
+        let file_caps = merge_file_caps(layer_changes.iter().map(|c| c.as_slice()));
+        let size = manifest
+            .layers
+            .iter()
+            .map(|l| u64::try_from(l.size).unwrap_or(0))
+            .sum();
+        let record = ImageRecord {
+            id: manifest.config.digest.clone(),
+            repo_tags: Vec::new(),
+            repo_digests: Vec::new(),
+            size,
+            config,
+            diff_ids,
+            file_caps,
+        };
+        let stored = StoredImage {
+            record,
+            layer_blobs: manifest.layers.iter().map(|l| l.digest.clone()).collect(),
+        };
+        self.commit(stored, &parsed, &manifest.top_digest)
+    }
+
+    /// Adds the record (or merges into the one with the same id) and moves the tag.
+    fn commit(
+        &self,
+        stored: StoredImage,
+        parsed: &ParsedReference,
+        top_digest: &str,
+    ) -> Result<ImageRecord, ImageError> {
+        let mut images = lock(&self.images);
+        let changed = apply_pull(&mut images, stored.clone(), parsed, top_digest);
+        for id in changed {
+            if let Some(s) = images.get(&id) {
+                self.persist(s)?;
+            }
+        }
+        images
+            .get(&stored.record.id)
+            .map(|s| s.record.clone())
+            .ok_or_else(|| ImageError::Corrupt {
+                path: self.images_dir(),
+                reason: format!("record {} vanished while being written", stored.record.id),
+            })
+    }
+
+    fn record_path(&self, id: &str) -> Result<PathBuf, ImageError> {
+        Ok(self
+            .images_dir()
+            .join(format!("{}.json", digest_hex("image id", id)?)))
+    }
+
+    fn persist(&self, stored: &StoredImage) -> Result<(), ImageError> {
+        let path = self.record_path(&stored.record.id)?;
+        let data = serde_json::to_vec_pretty(stored).map_err(|e| ImageError::Corrupt {
+            path: path.clone(),
+            reason: format!("cannot serialise: {e}"),
+        })?;
+        write_atomic(&path, &data)
+    }
+
+    async fn ensure_blob(
+        &self,
+        session: &registry::Session,
+        desc: &RawDescriptor,
+        object: &str,
+    ) -> Result<PathBuf, ImageError> {
+        let hex = digest_hex(object, &desc.digest)?;
+        let path = self.blobs_dir().join(hex);
+        let lock = self.digest_lock(&desc.digest);
+        let _held = lock.lock().await;
+        if let Ok(m) = fs::metadata(&path)
+            && i64::try_from(m.len()).ok() == Some(desc.size)
+        {
+            return Ok(path);
+        }
+        let tmp = self.blob_tmp_dir().join(temp_name());
+        let result = session.fetch_blob(desc, object, &tmp).await;
+        if let Err(e) = result {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
+        fs::rename(&tmp, &path)
+            .map_err(|e| ImageError::io("move blob into the store", &path, e))?;
+        sync_dir(&self.blobs_dir())?;
+        Ok(path)
+    }
+
+    async fn ensure_layer(
+        &self,
+        session: &registry::Session,
+        desc: &RawDescriptor,
+        diff_id: &str,
+        image: &str,
+    ) -> Result<Vec<LayerChange>, ImageError> {
+        let object = format!("layer {} of image {image}", desc.digest);
+        let hex = digest_hex(&object, diff_id)?.to_string();
+        let dir = self.layers_dir().join(&hex);
+        let meta = self.meta_dir().join(format!("{hex}.json"));
+        let lock = self.digest_lock(diff_id);
+        let _held = lock.lock().await;
+        if dir.is_dir()
+            && let Ok(data) = fs::read(&meta)
+            && let Ok(unpacked) = serde_json::from_slice::<UnpackedLayer>(&data)
+        {
+            return Ok(unpacked.changes);
+        }
+        let compression = Compression::from_media_type(&desc.media_type).ok_or_else(|| {
+            ImageError::Unsupported {
+                object: object.clone(),
+                reason: format!(
+                    "layer media type {:?}; supported: OCI/Docker tar, tar+gzip, tar+zstd",
+                    desc.media_type
+                ),
+            }
+        })?;
+        let blob = self.ensure_blob(session, desc, &object).await?;
+        remove_any(&dir)?;
+        let tmp = self.layers_dir().join(temp_name());
+        let unpacker = LayerUnpacker {
+            layer: desc.digest.clone(),
+            max_bytes: self.cfg.max_layer_bytes,
+            keep_ownership: nix::unistd::geteuid().is_root(),
+        };
+        let expected = diff_id.to_string();
+        let tmp2 = tmp.clone();
+        let unpacked = tokio::task::spawn_blocking(move || {
+            let file = fs::File::open(&blob).map_err(|e| ImageError::io("open blob", &blob, e))?;
+            unpacker.unpack(
+                std::io::BufReader::new(file),
+                compression,
+                &tmp2,
+                Some(&expected),
+            )
+        })
+        .await
+        .map_err(|e| {
+            ImageError::io("unpack layer", &tmp, std::io::Error::other(e.to_string()))
+        })??;
+        let data = serde_json::to_vec(&unpacked).map_err(|e| ImageError::Corrupt {
+            path: meta.clone(),
+            reason: e.to_string(),
+        })?;
+        write_atomic(&meta, &data)?;
+        if let Err(e) = fs::rename(&tmp, &dir) {
+            let _ = remove_any(&tmp);
+            return Err(ImageError::io("move layer into the store", &dir, e));
+        }
+        sync_dir(&self.layers_dir())?;
+        Ok(unpacked.changes)
+    }
+
+    pub fn list(&self) -> Vec<ImageRecord> {
+        lock(&self.images)
+            .values()
+            .map(|s| s.record.clone())
+            .collect()
+    }
+
+    pub fn resolve(&self, reference_or_id: &str) -> Option<ImageRecord> {
+        let images = lock(&self.images);
+        find_image(&images, reference_or_id)
+            .and_then(|id| images.get(&id))
+            .map(|s| s.record.clone())
+    }
+
+    /// Removes the image with all its tags and collects what no image uses any more.
+    pub fn remove(&self, reference_or_id: &str) -> Result<bool, ImageError> {
+        {
+            let mut images = lock(&self.images);
+            let Some(id) = find_image(&images, reference_or_id) else {
+                return Ok(false);
+            };
+            let path = self.record_path(&id)?;
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(ImageError::io("remove image record", &path, e)),
+            }
+            sync_dir(&self.images_dir())?;
+            images.remove(&id);
+        }
+        self.collect_garbage()?;
+        Ok(true)
+    }
+
+    /// Deletes blobs, layers and layer metadata no record references and no pull holds.
+    fn collect_garbage(&self) -> Result<(), ImageError> {
+        let images = lock(&self.images);
+        let pins = lock(&self.pins);
+        let mut keep: HashSet<String> = pins
+            .keys()
+            .filter_map(|d| d.strip_prefix("sha256:").map(str::to_string))
+            .collect();
+        for s in images.values() {
+            for d in std::iter::once(&s.record.id)
+                .chain(&s.layer_blobs)
+                .chain(&s.record.diff_ids)
+            {
+                if let Some(hex) = d.strip_prefix("sha256:") {
+                    keep.insert(hex.to_string());
+                }
+            }
+        }
+        for (name, path) in list_dir(&self.blobs_dir())? {
+            if !keep.contains(&name) {
+                remove_any(&path)?;
+            }
+        }
+        for (name, path) in list_dir(&self.layers_dir())? {
+            if !name.starts_with("tmp-") && !keep.contains(&name) {
+                remove_any(&path)?;
+            }
+        }
+        for (name, path) in list_dir(&self.meta_dir())? {
+            let hex = name.trim_end_matches(".json");
+            if !name.starts_with("tmp-") && !keep.contains(hex) {
+                remove_any(&path)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Real figures of the image root: allocated bytes and inodes, hard links counted once.
+    pub fn fs_usage(&self) -> Result<FsUsage, ImageError> {
+        let mut seen = HashSet::new();
+        let mut used_bytes = 0u64;
+        let mut inodes_used = 0u64;
+        let mut stack = vec![self.cfg.root.clone()];
+        while let Some(dir) = stack.pop() {
+            for (_, path) in list_dir(&dir)? {
+                let m = match fs::symlink_metadata(&path) {
+                    Ok(m) => m,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(ImageError::io("inspect", &path, e)),
+                };
+                if seen.insert((m.dev(), m.ino())) {
+                    used_bytes += m.blocks() * 512;
+                    inodes_used += 1;
+                }
+                if m.is_dir() {
+                    stack.push(path);
+                }
+            }
+        }
+        let timestamp_nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as i64)
+            .unwrap_or(0);
+        Ok(FsUsage {
+            mountpoint: self.cfg.root.clone(),
+            used_bytes,
+            inodes_used,
+            timestamp_nanos,
+        })
+    }
+
+    /// The layer directories of `image`, bottom-most first.
+    pub fn layer_dirs(&self, image: &ImageRecord) -> Result<Vec<PathBuf>, ImageError> {
+        image
+            .diff_ids
+            .iter()
+            .map(|d| {
+                let dir = self
+                    .layers_dir()
+                    .join(digest_hex(&format!("image {}", image.id), d)?);
+                if dir.is_dir() {
+                    Ok(dir)
+                } else {
+                    Err(ImageError::NotFound {
+                        image: image.id.clone(),
+                        reason: format!(
+                            "layer {d} is not in the store at {}; pull the image again",
+                            dir.display()
+                        ),
+                    })
+                }
+            })
+            .collect()
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.cfg.root
+    }
+}
+
+/// Merges a freshly pulled image into the records: same id = same record
+/// (one more tag), a tag moves away from the image it named before.
+/// Returns the ids whose records changed.
+fn apply_pull(
+    images: &mut BTreeMap<String, StoredImage>,
+    stored: StoredImage,
+    parsed: &ParsedReference,
+    top_digest: &str,
+) -> Vec<String> {
+    let id = stored.record.id.clone();
+    let tag = match (&parsed.tag, &parsed.digest) {
+        (Some(t), None) => Some(format!("{}:{t}", parsed.name())),
+        _ => None,
+    };
+    let repo_digest = format!("{}@{top_digest}", parsed.name());
+    let mut changed = vec![id.clone()];
+    if let Some(tag) = &tag {
+        for (other_id, other) in images.iter_mut() {
+            if *other_id != id && other.record.repo_tags.contains(tag) {
+                other.record.repo_tags.retain(|t| t != tag);
+                changed.push(other_id.clone());
+            }
+        }
+    }
+    let entry = images.entry(id).or_insert(stored.clone());
+    // Fresh layer facts win (e.g. a record written by an older capcri).
+    entry.record.file_caps = stored.record.file_caps;
+    entry.layer_blobs = stored.layer_blobs;
+    if let Some(tag) = tag
+        && !entry.record.repo_tags.contains(&tag)
+    {
+        entry.record.repo_tags.push(tag);
+    }
+    if !entry.record.repo_digests.contains(&repo_digest) {
+        entry.record.repo_digests.push(repo_digest);
+    }
+    changed
+}
+
+/// Finds an image by full id, bare hex id, tag, digest reference, or unique id prefix.
+fn find_image(images: &BTreeMap<String, StoredImage>, r: &str) -> Option<String> {
+    if images.contains_key(r) {
+        return Some(r.to_string());
+    }
+    let full = format!("sha256:{r}");
+    if r.len() == 64 && images.contains_key(&full) {
+        return Some(full);
+    }
+    if let Ok(parsed) = parse_reference(r) {
+        let normalized = parsed.normalized();
+        let hit = images.values().find(|s| {
+            if parsed.digest.is_some() {
+                let by_digest = format!(
+                    "{}@{}",
+                    parsed.name(),
+                    parsed.digest.as_deref().unwrap_or_default()
+                );
+                s.record.repo_digests.contains(&by_digest)
+            } else {
+                s.record.repo_tags.contains(&normalized)
+            }
+        });
+        if let Some(s) = hit {
+            return Some(s.record.id.clone());
+        }
+    }
+    let prefix = r.strip_prefix("sha256:").unwrap_or(r);
+    if !prefix.is_empty() && prefix.chars().all(|c| matches!(c, '0'..='9' | 'a'..='f')) {
+        let mut matches = images.keys().filter(|id| {
+            id.strip_prefix("sha256:")
+                .is_some_and(|h| h.starts_with(prefix))
+        });
+        if let (Some(id), None) = (matches.next(), matches.next()) {
+            return Some(id.clone());
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stored(id_char: char, user: &str) -> StoredImage {
+        let id = format!("sha256:{}", id_char.to_string().repeat(64));
+        let config: ImageConfiguration = serde_json::from_str(&format!(
+            r#"{{"architecture":"amd64","os":"linux","config":{{"User":"{user}"}},"rootfs":{{"type":"layers","diff_ids":[]}}}}"#
+        ))
+        .unwrap();
+        StoredImage {
+            record: ImageRecord {
+                id,
+                repo_tags: vec![],
+                repo_digests: vec![],
+                size: 0,
+                config,
+                diff_ids: vec![],
+                file_caps: BTreeMap::new(),
+            },
+            layer_blobs: vec![],
+        }
+    }
+
+    const MD: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
+
+    #[test]
+    fn tags_merge_and_move() {
+        let mut images = BTreeMap::new();
+        apply_pull(
+            &mut images,
+            stored('a', ""),
+            &parse_reference("busybox").unwrap(),
+            MD,
+        );
+        apply_pull(
+            &mut images,
+            stored('a', ""),
+            &parse_reference("registry.k8s.io/e2e-test-images/busybox:1.29-2").unwrap(),
+            MD,
+        );
+        assert_eq!(images.len(), 1);
+        let a = &images[&format!("sha256:{}", "a".repeat(64))].record;
+        assert_eq!(
+            a.repo_tags,
+            vec![
+                "docker.io/library/busybox:latest",
+                "registry.k8s.io/e2e-test-images/busybox:1.29-2"
+            ]
+        );
+        assert_eq!(
+            a.repo_digests,
+            vec![
+                format!("docker.io/library/busybox@{MD}"),
+                format!("registry.k8s.io/e2e-test-images/busybox@{MD}")
+            ]
+        );
+
+        // busybox:latest now points to another image: the tag moves.
+        let changed = apply_pull(
+            &mut images,
+            stored('b', ""),
+            &parse_reference("docker.io/library/busybox:latest").unwrap(),
+            MD,
+        );
+        assert_eq!(changed.len(), 2);
+        let a = &images[&format!("sha256:{}", "a".repeat(64))].record;
+        assert_eq!(
+            a.repo_tags,
+            vec!["registry.k8s.io/e2e-test-images/busybox:1.29-2"]
+        );
+        let b = &images[&format!("sha256:{}", "b".repeat(64))].record;
+        assert_eq!(b.repo_tags, vec!["docker.io/library/busybox:latest"]);
+    }
+
+    #[test]
+    fn resolve_by_every_form() {
+        let mut images = BTreeMap::new();
+        apply_pull(
+            &mut images,
+            stored('a', ""),
+            &parse_reference("busybox").unwrap(),
+            MD,
+        );
+        apply_pull(
+            &mut images,
+            stored('b', ""),
+            &parse_reference("registry.k8s.io/pause:3.9").unwrap(),
+            MD,
+        );
+        let a = format!("sha256:{}", "a".repeat(64));
+        let b = format!("sha256:{}", "b".repeat(64));
+        assert_eq!(find_image(&images, &a), Some(a.clone()));
+        assert_eq!(find_image(&images, &"a".repeat(64)), Some(a.clone()));
+        assert_eq!(find_image(&images, "aaaa"), Some(a.clone()));
+        assert_eq!(find_image(&images, "sha256:bbb"), Some(b.clone()));
+        assert_eq!(find_image(&images, "busybox"), Some(a.clone()));
+        assert_eq!(
+            find_image(&images, "docker.io/library/busybox:latest"),
+            Some(a.clone())
+        );
+        assert_eq!(
+            find_image(&images, "registry.k8s.io/pause:3.9"),
+            Some(b.clone())
+        );
+        assert_eq!(
+            find_image(&images, &format!("registry.k8s.io/pause@{MD}")),
+            Some(b.clone())
+        );
+        assert_eq!(find_image(&images, "registry.k8s.io/pause:3.10"), None);
+        assert_eq!(find_image(&images, "c"), None);
+        assert_eq!(find_image(&images, "busybox:1"), None);
+    }
+
+    #[test]
+    fn user_split_as_cri_wants() {
+        assert_eq!(split_user("1002"), (Some(1002), String::new()));
+        assert_eq!(split_user("www-data"), (None, "www-data".to_string()));
+        assert_eq!(split_user("1003:1004"), (Some(1003), String::new()));
+        assert_eq!(split_user("www-data:1004"), (None, "www-data".to_string()));
+        assert_eq!(split_user(""), (None, String::new()));
+        assert_eq!(
+            stored('a', "65535:65535").record.uid_and_username(),
+            (Some(65535), String::new())
+        );
+    }
+
+    #[test]
+    fn open_removes_leftovers_and_unreferenced_content() {
+        let root = tempfile::tempdir().unwrap();
+        let cfg = ImageStoreConfig {
+            root: root.path().to_path_buf(),
+            registries: RegistriesConfig::default(),
+            max_layer_bytes: 1 << 20,
+        };
+        let store = ImageStore::open(cfg.clone()).unwrap();
+        drop(store);
+        fs::create_dir_all(root.path().join("layers/tmp-1-2-3/etc")).unwrap();
+        fs::create_dir_all(root.path().join(format!("layers/{}", "c".repeat(64)))).unwrap();
+        fs::write(root.path().join("blobs/tmp/tmp-x"), b"partial").unwrap();
+        fs::write(
+            root.path().join(format!("blobs/sha256/{}", "d".repeat(64))),
+            b"orphan",
+        )
+        .unwrap();
+        let mut s = stored('e', "");
+        s.record.repo_tags.push("docker.io/library/x:latest".into());
+        fs::write(
+            root.path().join(format!("images/{}.json", "e".repeat(64))),
+            serde_json::to_vec(&s).unwrap(),
+        )
+        .unwrap();
+        let store = ImageStore::open(cfg).unwrap();
+        assert!(!root.path().join("layers/tmp-1-2-3").exists());
+        assert!(
+            !root
+                .path()
+                .join(format!("layers/{}", "c".repeat(64)))
+                .exists()
+        );
+        assert!(!root.path().join("blobs/tmp/tmp-x").exists());
+        assert!(
+            !root
+                .path()
+                .join(format!("blobs/sha256/{}", "d".repeat(64)))
+                .exists()
+        );
+        assert_eq!(store.resolve("x").map(|r| r.id), Some(s.record.id.clone()));
+        assert!(store.remove("x").unwrap());
+        assert!(!store.remove("x").unwrap());
+        assert!(store.list().is_empty());
+        assert!(
+            !root
+                .path()
+                .join(format!("images/{}.json", "e".repeat(64)))
+                .exists()
+        );
+        let usage = store.fs_usage().unwrap();
+        assert!(usage.inodes_used >= 5);
+    }
+}

@@ -1,0 +1,1312 @@
+//! `LayerUnpacker`: one OCI layer tar stream into its own directory, keeping
+//! everything the image author put there (owners, modes incl. setuid/setgid/
+//! sticky, mtimes, hard links, symlinks, device nodes, fifos and every
+//! `SCHILY.xattr.*`, above all `security.capability`, whose loss silently
+//! breaks file capabilities), translating OCI whiteouts into overlayfs
+//! whiteouts, and refusing entries that would escape the layer directory.
+//!
+//! The `tar` crate only parses here; every filesystem change is made by this
+//! file with no-follow calls, so a symlink in the layer is never followed.
+
+use std::collections::BTreeMap;
+use std::ffi::CString;
+use std::fs;
+use std::io::{self, Read};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+
+use nix::sys::stat::{Mode, SFlag, UtimensatFlags, makedev, mknod, utimensat};
+use nix::sys::time::TimeSpec;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::ImageError;
+
+/// The xattr holding file capabilities (capabilities(7), "File capabilities").
+pub const CAPABILITY_XATTR: &str = "security.capability";
+/// overlayfs marks an opaque directory with this xattr (kernel Documentation/filesystems/overlayfs.rst).
+const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
+const WHITEOUT_PREFIX: &str = ".wh.";
+const OPAQUE_MARKER: &str = ".wh..wh..opq";
+
+/// How the layer blob is compressed (from its media type).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    Gzip,
+    Zstd,
+}
+
+impl Compression {
+    /// OCI image-spec layer media types and their Docker v2 equivalents.
+    pub fn from_media_type(media_type: &str) -> Option<Compression> {
+        match media_type {
+            "application/vnd.oci.image.layer.v1.tar"
+            | "application/vnd.docker.image.rootfs.diff.tar" => Some(Compression::None),
+            "application/vnd.oci.image.layer.v1.tar+gzip"
+            | "application/vnd.docker.image.rootfs.diff.tar.gzip" => Some(Compression::Gzip),
+            "application/vnd.oci.image.layer.v1.tar+zstd"
+            | "application/vnd.docker.image.rootfs.diff.tar.zstd" => Some(Compression::Zstd),
+            _ => None,
+        }
+    }
+}
+
+/// What a layer does to the paths below it, in the order needed to build the
+/// file-capability index of an image (absolute paths, e.g. `/usr/bin/ping`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LayerChange {
+    /// An entry written by this layer, with its `security.capability` bytes if any.
+    Put {
+        path: String,
+        is_dir: bool,
+        caps: Option<Vec<u8>>,
+    },
+    /// `.wh.name`: the path and everything below it from lower layers is gone.
+    Whiteout { path: String },
+    /// `.wh..wh..opq`: the directory hides everything of the lower layers.
+    Opaque { dir: String },
+}
+
+/// Result of unpacking one layer.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct UnpackedLayer {
+    /// sha256 of the uncompressed tar stream (what the image config lists in rootfs.diff_ids).
+    pub diff_id: String,
+    pub uncompressed_bytes: u64,
+    pub changes: Vec<LayerChange>,
+}
+
+/// The file-capability index of an image: the layers' changes applied bottom
+/// to top. Whiteouts and opaque directories hide lower entries; a later layer
+/// that rewrites a path decides its capabilities (none if it has no xattr).
+pub fn merge_file_caps<'a>(
+    layers_bottom_first: impl IntoIterator<Item = &'a [LayerChange]>,
+) -> BTreeMap<String, Vec<u8>> {
+    let mut caps: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    let remove_below = |caps: &mut BTreeMap<String, Vec<u8>>, dir: &str| {
+        let prefix = format!("{}/", dir.trim_end_matches('/'));
+        caps.retain(|k, _| !k.starts_with(&prefix));
+    };
+    for changes in layers_bottom_first {
+        // Whiteouts and opaque markers hide the *lower* layers only, wherever they sit in this tar.
+        for change in changes {
+            match change {
+                LayerChange::Whiteout { path } => {
+                    caps.remove(path);
+                    remove_below(&mut caps, path);
+                }
+                LayerChange::Opaque { dir } => remove_below(&mut caps, dir),
+                LayerChange::Put { .. } => {}
+            }
+        }
+        for change in changes {
+            if let LayerChange::Put {
+                path,
+                is_dir,
+                caps: c,
+            } = change
+            {
+                if !is_dir {
+                    remove_below(&mut caps, path);
+                }
+                match c {
+                    Some(bytes) if !is_dir => {
+                        caps.insert(path.clone(), bytes.clone());
+                    }
+                    _ => {
+                        caps.remove(path);
+                    }
+                }
+            }
+        }
+    }
+    caps
+}
+
+/// Unpacks one layer. `layer` (its digest) names the layer in errors.
+#[derive(Clone, Debug)]
+pub struct LayerUnpacker {
+    pub layer: String,
+    /// Cap on uncompressed bytes (gzip-bomb guard).
+    pub max_bytes: u64,
+    /// Apply tar owners (needs CAP_CHOWN; off for unprivileged unit tests).
+    pub keep_ownership: bool,
+}
+
+/// Counts and hashes the uncompressed stream, enforces the size cap and
+/// remembers whether the tar parser hit end-of-file (a tar without its
+/// end-of-archive blocks is truncated).
+struct CountingReader<R> {
+    inner: R,
+    hasher: Sha256,
+    count: u64,
+    limit: u64,
+    exceeded: bool,
+    eof: bool,
+}
+
+impl<R: Read> Read for CountingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n == 0 && !buf.is_empty() {
+            self.eof = true;
+        }
+        self.count += n as u64;
+        if self.count > self.limit {
+            self.exceeded = true;
+            return Err(io::Error::other("uncompressed layer size limit exceeded"));
+        }
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+struct DirMeta {
+    path: PathBuf,
+    mode: u32,
+    mtime: i64,
+}
+
+impl LayerUnpacker {
+    /// Unpacks `blob` into `dest`, which must not exist yet (a fresh temp
+    /// dir the caller renames into place). On any error `dest` is removed, so
+    /// nothing half-written stays. `expected_diff_id` (from the image config)
+    /// is checked after the whole stream is read.
+    pub fn unpack(
+        &self,
+        blob: impl Read,
+        compression: Compression,
+        dest: &Path,
+        expected_diff_id: Option<&str>,
+    ) -> Result<UnpackedLayer, ImageError> {
+        fs::create_dir(dest).map_err(|e| {
+            ImageError::io(
+                format!("create layer directory for {}", self.layer),
+                dest,
+                e,
+            )
+        })?;
+        let result = match compression {
+            Compression::None => self.unpack_tar(blob, dest, expected_diff_id),
+            Compression::Gzip => self.unpack_tar(
+                flate2::read::MultiGzDecoder::new(blob),
+                dest,
+                expected_diff_id,
+            ),
+            Compression::Zstd => match zstd::stream::read::Decoder::new(blob) {
+                Ok(decoder) => self.unpack_tar(decoder, dest, expected_diff_id),
+                Err(e) => Err(self.corrupt(format!("cannot start zstd decoding: {e}"))),
+            },
+        };
+        if result.is_err() {
+            let _ = fs::remove_dir_all(dest);
+        }
+        result
+    }
+
+    fn corrupt(&self, reason: String) -> ImageError {
+        ImageError::Corrupt {
+            path: PathBuf::from(&self.layer),
+            reason,
+        }
+    }
+
+    fn hostile(&self, entry: &str, reason: impl Into<String>) -> ImageError {
+        ImageError::HostileLayer {
+            layer: self.layer.clone(),
+            entry: entry.to_string(),
+            reason: reason.into(),
+        }
+    }
+
+    fn unpack_tar<R: Read>(
+        &self,
+        reader: R,
+        dest: &Path,
+        expected_diff_id: Option<&str>,
+    ) -> Result<UnpackedLayer, ImageError> {
+        let counter = CountingReader {
+            inner: reader,
+            hasher: Sha256::new(),
+            count: 0,
+            limit: self.max_bytes,
+            exceeded: false,
+            eof: false,
+        };
+        let mut archive = tar::Archive::new(counter);
+        let mut changes = Vec::new();
+        let mut dirs: Vec<DirMeta> = Vec::new();
+        let mut last_entry = String::from("<start of archive>");
+        let iter_result = (|| -> Result<(), ImageError> {
+            let entries = archive
+                .entries()
+                .map_err(|e| self.corrupt(format!("not a tar stream: {e}")))?;
+            for entry in entries {
+                let mut entry = match entry {
+                    Ok(entry) => entry,
+                    Err(e) => return Err(self.corrupt(format!("reading the tar header after {last_entry:?} failed: {e}; the blob is truncated or not a valid tar"))),
+                };
+                let raw_path = entry
+                    .path()
+                    .map(|p| p.to_string_lossy().into_owned())
+                    .unwrap_or_else(|_| "<undecodable>".into());
+                last_entry = raw_path.clone();
+                self.unpack_entry(&mut entry, &raw_path, dest, &mut changes, &mut dirs)?;
+            }
+            Ok(())
+        })();
+        let mut counter = archive.into_inner();
+        if let Err(e) = iter_result {
+            if counter.exceeded {
+                return Err(ImageError::TooLarge {
+                    object: format!("layer {} (uncompressed)", self.layer),
+                    limit: self.max_bytes,
+                });
+            }
+            return Err(e);
+        }
+        // The tar crate reads one zero block at a proper end of archive and stops;
+        // reaching end-of-file instead means the end-of-archive blocks are missing.
+        if counter.eof {
+            return Err(self.corrupt(format!("the tar stream ends after {last_entry:?} without its end-of-archive blocks: the layer is truncated")));
+        }
+        // The diff_id covers the whole uncompressed stream, padding included.
+        io::copy(&mut counter, &mut io::sink()).map_err(|e| {
+            if counter.exceeded {
+                ImageError::TooLarge {
+                    object: format!("layer {} (uncompressed)", self.layer),
+                    limit: self.max_bytes,
+                }
+            } else {
+                self.corrupt(format!("reading the end of the stream failed: {e}"))
+            }
+        })?;
+        let diff_id = format!("sha256:{}", hex::encode(counter.hasher.clone().finalize()));
+        if let Some(expected) = expected_diff_id
+            && expected != diff_id
+        {
+            return Err(ImageError::DigestMismatch {
+                object: format!("uncompressed layer {} (diff_id)", self.layer),
+                expected: expected.to_string(),
+                actual: diff_id,
+            });
+        }
+        // Directory modes and mtimes last, deepest first: creating children
+        // changes a directory's mtime, and a read-only mode would stop them.
+        dirs.sort_by_key(|d| std::cmp::Reverse(d.path.components().count()));
+        for d in &dirs {
+            // A later entry of the same tar may have replaced the directory.
+            if !fs::symlink_metadata(&d.path).is_ok_and(|m| m.is_dir()) {
+                continue;
+            }
+            fs::set_permissions(&d.path, fs::Permissions::from_mode(d.mode))
+                .map_err(|e| ImageError::io("chmod", &d.path, e))?;
+            set_mtime(&d.path, d.mtime)?;
+        }
+        Ok(UnpackedLayer {
+            diff_id,
+            uncompressed_bytes: counter.count,
+            changes,
+        })
+    }
+
+    /// Turns an archive path into a path below the layer root, refusing
+    /// absolute paths and `..` (the classic tar path-traversal escape).
+    fn relative_path(&self, raw: &str, path: &Path) -> Result<PathBuf, ImageError> {
+        let mut out = PathBuf::new();
+        for c in path.components() {
+            match c {
+                Component::Normal(n) => out.push(n),
+                Component::CurDir => {}
+                Component::ParentDir => return Err(self.hostile(raw, "has a '..' component")),
+                Component::RootDir | Component::Prefix(_) => {
+                    return Err(self.hostile(raw, "is an absolute path"));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Makes sure every parent of `rel` is a real directory inside the
+    /// layer, creating missing ones; a symlink on the way is refused because
+    /// following it would write outside the layer.
+    fn prepare_parents(&self, raw: &str, dest: &Path, rel: &Path) -> Result<(), ImageError> {
+        let mut cur = dest.to_path_buf();
+        let parent_components: Vec<_> = rel
+            .parent()
+            .map(|p| p.components().collect())
+            .unwrap_or_default();
+        for c in parent_components {
+            cur.push(c);
+            match fs::symlink_metadata(&cur) {
+                Ok(m) if m.file_type().is_symlink() => {
+                    return Err(self.hostile(
+                        raw,
+                        format!(
+                            "goes through the symlink {:?} of the same layer",
+                            strip(dest, &cur)
+                        ),
+                    ));
+                }
+                Ok(m) if m.is_dir() => {}
+                Ok(_) => {
+                    return Err(self.hostile(
+                        raw,
+                        format!(
+                            "has a parent {:?} that is not a directory",
+                            strip(dest, &cur)
+                        ),
+                    ));
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    fs::create_dir(&cur)
+                        .map_err(|e| ImageError::io("create directory", &cur, e))?;
+                    fs::set_permissions(&cur, fs::Permissions::from_mode(0o755))
+                        .map_err(|e| ImageError::io("chmod", &cur, e))?;
+                }
+                Err(e) => return Err(ImageError::io("inspect", &cur, e)),
+            }
+        }
+        Ok(())
+    }
+
+    fn unpack_entry<R: Read>(
+        &self,
+        entry: &mut tar::Entry<'_, R>,
+        raw: &str,
+        dest: &Path,
+        changes: &mut Vec<LayerChange>,
+        dirs: &mut Vec<DirMeta>,
+    ) -> Result<(), ImageError> {
+        let kind = entry.header().entry_type();
+        if matches!(
+            kind,
+            tar::EntryType::XGlobalHeader
+                | tar::EntryType::XHeader
+                | tar::EntryType::GNULongName
+                | tar::EntryType::GNULongLink
+        ) {
+            return Ok(());
+        }
+        let path = entry
+            .path()
+            .map_err(|e| self.hostile(raw, format!("has an undecodable path: {e}")))?
+            .into_owned();
+        let rel = self.relative_path(raw, &path)?;
+        let abs_name = format!("/{}", rel.to_string_lossy());
+        let header = entry.header();
+        let mode = header
+            .mode()
+            .map_err(|e| self.corrupt(format!("entry {raw:?}: bad mode: {e}")))?
+            & 0o7777;
+        let uid = header
+            .uid()
+            .map_err(|e| self.corrupt(format!("entry {raw:?}: bad uid: {e}")))?;
+        let gid = header
+            .gid()
+            .map_err(|e| self.corrupt(format!("entry {raw:?}: bad gid: {e}")))?;
+        let mtime = header.mtime().unwrap_or(0) as i64;
+
+        if rel.as_os_str().is_empty() {
+            // The layer root itself ("./"): keep its metadata.
+            if kind == tar::EntryType::Directory {
+                self.chown(dest, uid, gid)?;
+                dirs.push(DirMeta {
+                    path: dest.to_path_buf(),
+                    mode,
+                    mtime,
+                });
+            }
+            return Ok(());
+        }
+        self.prepare_parents(raw, dest, &rel)?;
+        let target = dest.join(&rel);
+        let file_name = rel
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+
+        // OCI image-spec "Whiteouts" -> overlayfs whiteouts (char device 0:0) and opaque dirs.
+        if file_name == OPAQUE_MARKER {
+            let dir = target.parent().unwrap_or(dest);
+            set_xattr(dir, OPAQUE_XATTR, b"y")?;
+            let dir_name = format!(
+                "/{}",
+                rel.parent()
+                    .map(|p| p.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            );
+            changes.push(LayerChange::Opaque {
+                dir: dir_name.trim_end_matches('/').to_string(),
+            });
+            return Ok(());
+        }
+        if let Some(hidden) = file_name.strip_prefix(WHITEOUT_PREFIX) {
+            if hidden.is_empty()
+                || hidden == "."
+                || hidden == ".."
+                || hidden.starts_with(WHITEOUT_PREFIX)
+            {
+                return Err(self.hostile(raw, "is a malformed whiteout name"));
+            }
+            let wh = target.with_file_name(hidden);
+            remove_existing(&wh)?;
+            mknod(&wh, SFlag::S_IFCHR, Mode::empty(), makedev(0, 0)).map_err(|e| {
+                ImageError::io(
+                    "create overlay whiteout (char device 0:0; needs CAP_MKNOD)",
+                    &wh,
+                    e.into(),
+                )
+            })?;
+            let parent = abs_name.rsplit_once('/').map(|(p, _)| p).unwrap_or("");
+            changes.push(LayerChange::Whiteout {
+                path: format!("{parent}/{hidden}"),
+            });
+            return Ok(());
+        }
+
+        let xattrs = self.xattrs(entry, raw)?;
+        let caps = xattrs
+            .iter()
+            .find(|(k, _)| k == CAPABILITY_XATTR)
+            .map(|(_, v)| v.clone());
+        let header = entry.header();
+        match kind {
+            tar::EntryType::Directory => {
+                match fs::symlink_metadata(&target) {
+                    Ok(m) if m.is_dir() => {}
+                    Ok(_) => {
+                        remove_existing(&target)?;
+                        fs::create_dir(&target)
+                            .map_err(|e| ImageError::io("create directory", &target, e))?;
+                    }
+                    Err(_) => fs::create_dir(&target)
+                        .map_err(|e| ImageError::io("create directory", &target, e))?,
+                }
+                self.chown(&target, uid, gid)?;
+                for (k, v) in &xattrs {
+                    set_xattr(&target, k, v)?;
+                }
+                dirs.push(DirMeta {
+                    path: target.clone(),
+                    mode,
+                    mtime,
+                });
+                changes.push(LayerChange::Put {
+                    path: abs_name,
+                    is_dir: true,
+                    caps: None,
+                });
+                return Ok(());
+            }
+            tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
+                remove_existing(&target)?;
+                let mut f = fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .custom_flags(libc::O_NOFOLLOW)
+                    .open(&target)
+                    .map_err(|e| ImageError::io("create", &target, e))?;
+                io::copy(entry, &mut f).map_err(|e| {
+                    let _ = &e;
+                    self.corrupt(format!("entry {raw:?}: reading its data failed: {e}; the layer is truncated, corrupt or over the size limit"))
+                })?;
+                f.sync_data().ok();
+            }
+            tar::EntryType::Symlink => {
+                let link = header
+                    .link_name()
+                    .map_err(|e| self.corrupt(format!("entry {raw:?}: bad link name: {e}")))?;
+                let Some(link) = link else {
+                    return Err(self.corrupt(format!("symlink {raw:?} has no target")));
+                };
+                remove_existing(&target)?;
+                // Symlinks may point anywhere (absolute targets are normal); they are created, never followed.
+                std::os::unix::fs::symlink(&link, &target)
+                    .map_err(|e| ImageError::io("create symlink", &target, e))?;
+            }
+            tar::EntryType::Link => {
+                let link = header
+                    .link_name()
+                    .map_err(|e| self.corrupt(format!("entry {raw:?}: bad link name: {e}")))?;
+                let Some(link) = link else {
+                    return Err(self.corrupt(format!("hard link {raw:?} has no target")));
+                };
+                let link_raw = link.to_string_lossy().into_owned();
+                let link_rel = self.relative_path(raw, &link).map_err(|_| {
+                    self.hostile(
+                        raw,
+                        format!("is a hard link to {link_raw:?}, outside the layer"),
+                    )
+                })?;
+                let source = dest.join(&link_rel);
+                // Every component of the target must be a real directory of this layer.
+                let mut cur = dest.to_path_buf();
+                for c in link_rel
+                    .parent()
+                    .map(|p| p.components().collect::<Vec<_>>())
+                    .unwrap_or_default()
+                {
+                    cur.push(c);
+                    match fs::symlink_metadata(&cur) {
+                        Ok(m) if m.is_dir() && !m.file_type().is_symlink() => {}
+                        _ => return Err(self.hostile(raw, format!("is a hard link to {link_raw:?}, whose path is not a directory of this layer"))),
+                    }
+                }
+                match fs::symlink_metadata(&source) {
+                    Ok(m) if m.is_dir() => {
+                        return Err(self.hostile(
+                            raw,
+                            format!("is a hard link to the directory {link_raw:?}"),
+                        ));
+                    }
+                    Ok(_) => {}
+                    Err(_) => {
+                        return Err(self.hostile(
+                            raw,
+                            format!("is a hard link to {link_raw:?}, absent from this layer"),
+                        ));
+                    }
+                }
+                if source == target {
+                    return Ok(());
+                }
+                remove_existing(&target)?;
+                fs::hard_link(&source, &target)
+                    .map_err(|e| ImageError::io("create hard link", &target, e))?;
+                // The inode's owner, mode and xattrs came with the first name.
+                let caps = get_xattr(&target, CAPABILITY_XATTR);
+                changes.push(LayerChange::Put {
+                    path: abs_name,
+                    is_dir: false,
+                    caps,
+                });
+                return Ok(());
+            }
+            tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
+                let major = header.device_major().ok().flatten().unwrap_or(0);
+                let minor = header.device_minor().ok().flatten().unwrap_or(0);
+                let sflag = match kind {
+                    tar::EntryType::Char => SFlag::S_IFCHR,
+                    tar::EntryType::Block => SFlag::S_IFBLK,
+                    _ => SFlag::S_IFIFO,
+                };
+                remove_existing(&target)?;
+                mknod(
+                    &target,
+                    sflag,
+                    Mode::from_bits_truncate(0o600),
+                    makedev(major.into(), minor.into()),
+                )
+                .map_err(|e| {
+                    ImageError::io(
+                        "create device node or fifo (needs CAP_MKNOD for devices)",
+                        &target,
+                        e.into(),
+                    )
+                })?;
+            }
+            other => {
+                return Err(ImageError::Unsupported {
+                    object: format!("entry {raw:?} of layer {}", self.layer),
+                    reason: format!("tar entry type {other:?}"),
+                });
+            }
+        }
+        let is_symlink = kind == tar::EntryType::Symlink;
+        // Order matters: chown clears setuid/setgid and security.capability
+        // (kernel: "on chown the file capabilities are cleared"), so owner
+        // first, then mode, then xattrs, then mtime.
+        self.chown(&target, uid, gid)?;
+        if !is_symlink {
+            fs::set_permissions(&target, fs::Permissions::from_mode(mode))
+                .map_err(|e| ImageError::io("chmod", &target, e))?;
+        }
+        for (k, v) in &xattrs {
+            set_xattr(&target, k, v)?;
+        }
+        set_mtime(&target, mtime)?;
+        changes.push(LayerChange::Put {
+            path: abs_name,
+            is_dir: false,
+            caps,
+        });
+        Ok(())
+    }
+
+    /// `SCHILY.xattr.<name>` PAX records. `trusted.overlay.*` is refused: an
+    /// image must not forge overlayfs metadata (opaque, redirect, metacopy).
+    fn xattrs<R: Read>(
+        &self,
+        entry: &mut tar::Entry<'_, R>,
+        raw: &str,
+    ) -> Result<Vec<(String, Vec<u8>)>, ImageError> {
+        let mut out = Vec::new();
+        let Some(exts) = entry
+            .pax_extensions()
+            .map_err(|e| self.corrupt(format!("entry {raw:?}: bad PAX header: {e}")))?
+        else {
+            return Ok(out);
+        };
+        for ext in exts {
+            let ext =
+                ext.map_err(|e| self.corrupt(format!("entry {raw:?}: bad PAX record: {e}")))?;
+            let Ok(key) = ext.key() else { continue };
+            if let Some(name) = key.strip_prefix("SCHILY.xattr.") {
+                if name.starts_with("trusted.overlay.") {
+                    return Err(
+                        self.hostile(raw, format!("carries the overlayfs-internal xattr {name}"))
+                    );
+                }
+                out.push((name.to_string(), ext.value_bytes().to_vec()));
+            }
+        }
+        Ok(out)
+    }
+
+    fn chown(&self, path: &Path, uid: u64, gid: u64) -> Result<(), ImageError> {
+        if !self.keep_ownership {
+            return Ok(());
+        }
+        let uid = u32::try_from(uid)
+            .map_err(|_| self.corrupt(format!("{}: uid {uid} out of range", path.display())))?;
+        let gid = u32::try_from(gid)
+            .map_err(|_| self.corrupt(format!("{}: gid {gid} out of range", path.display())))?;
+        std::os::unix::fs::lchown(path, Some(uid), Some(gid))
+            .map_err(|e| ImageError::io("chown", path, e))
+    }
+}
+
+fn strip(dest: &Path, p: &Path) -> String {
+    p.strip_prefix(dest)
+        .unwrap_or(p)
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// A later entry of the same tar replaces an earlier one (tar semantics).
+fn remove_existing(path: &Path) -> Result<(), ImageError> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => {
+            fs::remove_dir_all(path).map_err(|e| ImageError::io("replace directory", path, e))
+        }
+        Ok(_) => fs::remove_file(path).map_err(|e| ImageError::io("replace", path, e)),
+        Err(_) => Ok(()),
+    }
+}
+
+fn set_mtime(path: &Path, mtime: i64) -> Result<(), ImageError> {
+    let ts = TimeSpec::new(mtime, 0);
+    utimensat(None, path, &ts, &ts, UtimensatFlags::NoFollowSymlink)
+        .map_err(|e| ImageError::io("set mtime", path, e.into()))
+}
+
+fn cstring(path: &Path) -> Result<CString, ImageError> {
+    CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| ImageError::io("encode path", path, io::Error::other("NUL byte in path")))
+}
+
+/// lsetxattr: never follows a symlink.
+pub(crate) fn set_xattr(path: &Path, name: &str, value: &[u8]) -> Result<(), ImageError> {
+    let p = cstring(path)?;
+    let n = CString::new(name).map_err(|_| {
+        ImageError::io(
+            format!("set xattr {name:?}"),
+            path,
+            io::Error::other("NUL in xattr name"),
+        )
+    })?;
+    // SAFETY: valid NUL-terminated strings and a buffer of the given length.
+    let rc = unsafe {
+        libc::lsetxattr(
+            p.as_ptr(),
+            n.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    if rc != 0 {
+        return Err(ImageError::io(
+            format!("set xattr {name} (trusted.* and security.capability need root)"),
+            path,
+            io::Error::last_os_error(),
+        ));
+    }
+    Ok(())
+}
+
+/// lgetxattr; None when absent or unreadable.
+pub fn get_xattr(path: &Path, name: &str) -> Option<Vec<u8>> {
+    let p = cstring(path).ok()?;
+    let n = CString::new(name).ok()?;
+    let mut buf = vec![0u8; 4096];
+    // SAFETY: valid NUL-terminated strings and a buffer of the given length.
+    let rc = unsafe { libc::lgetxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    if rc < 0 {
+        return None;
+    }
+    buf.truncate(rc as usize);
+    Some(buf)
+}
+
+/// Inode identity, used by tests and the store's usage figures.
+pub fn inode_of(path: &Path) -> Option<(u64, u64)> {
+    fs::symlink_metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::FileTypeExt;
+
+    /// Builds tar streams byte by byte, so hostile names the `tar` crate's
+    /// builder would refuse can be crafted.
+    struct TarBuilder {
+        b: tar::Builder<Vec<u8>>,
+    }
+
+    struct E<'a> {
+        name: &'a str,
+        kind: tar::EntryType,
+        mode: u32,
+        data: &'a [u8],
+        link: Option<&'a str>,
+        xattrs: &'a [(&'a str, &'a [u8])],
+        uid: u64,
+        dev: (u32, u32),
+    }
+
+    fn e(name: &str, kind: tar::EntryType) -> E<'_> {
+        E {
+            name,
+            kind,
+            mode: 0o644,
+            data: b"",
+            link: None,
+            xattrs: &[],
+            uid: 0,
+            dev: (0, 0),
+        }
+    }
+
+    impl TarBuilder {
+        fn new() -> Self {
+            TarBuilder {
+                b: tar::Builder::new(Vec::new()),
+            }
+        }
+
+        fn raw_header(name: &str, kind: tar::EntryType, size: u64) -> tar::Header {
+            let mut h = tar::Header::new_ustar();
+            let bytes = name.as_bytes();
+            h.as_old_mut().name[..bytes.len()].copy_from_slice(bytes);
+            h.set_entry_type(kind);
+            h.set_size(size);
+            h.set_mtime(1_700_000_000);
+            h
+        }
+
+        fn add(&mut self, e: E<'_>) -> &mut Self {
+            if !e.xattrs.is_empty() {
+                let mut pax = Vec::new();
+                for (k, v) in e.xattrs {
+                    let body_len = format!(" SCHILY.xattr.{k}=").len() + v.len() + 1;
+                    let mut total = body_len + 1;
+                    while total.to_string().len() + body_len != total {
+                        total = total.to_string().len() + body_len;
+                    }
+                    pax.extend_from_slice(format!("{total} SCHILY.xattr.{k}=").as_bytes());
+                    pax.extend_from_slice(v);
+                    pax.push(b'\n');
+                }
+                let mut h =
+                    Self::raw_header("PaxHeader", tar::EntryType::XHeader, pax.len() as u64);
+                h.set_cksum();
+                self.b.append(&h, pax.as_slice()).unwrap();
+            }
+            let mut h = Self::raw_header(e.name, e.kind, e.data.len() as u64);
+            h.set_mode(e.mode);
+            h.set_uid(e.uid);
+            h.set_gid(e.uid);
+            if let Some(l) = e.link {
+                h.set_link_name_literal(l).unwrap();
+            }
+            h.set_device_major(e.dev.0).unwrap();
+            h.set_device_minor(e.dev.1).unwrap();
+            h.set_cksum();
+            self.b.append(&h, e.data).unwrap();
+            self
+        }
+
+        fn finish(self) -> Vec<u8> {
+            self.b.into_inner().unwrap()
+        }
+    }
+
+    fn unpacker(max: u64) -> LayerUnpacker {
+        LayerUnpacker {
+            layer: "sha256:feed".into(),
+            max_bytes: max,
+            keep_ownership: privileged(),
+        }
+    }
+
+    /// Ownership, device nodes, whiteouts and trusted.*/security.* xattrs need root.
+    fn privileged() -> bool {
+        std::env::var_os("CAPCRI_PRIVILEGED_TESTS").is_some() && nix::unistd::geteuid().is_root()
+    }
+
+    fn unpack(
+        tar: &[u8],
+    ) -> (
+        tempfile::TempDir,
+        PathBuf,
+        Result<UnpackedLayer, ImageError>,
+    ) {
+        let tmp = tempfile::tempdir().unwrap();
+        let dest = tmp.path().join("layer");
+        let r = unpacker(1 << 30).unpack(tar, Compression::None, &dest, None);
+        (tmp, dest, r)
+    }
+
+    fn assert_hostile(tar: Vec<u8>, entry_part: &str) {
+        let (tmp, dest, r) = unpack(&tar);
+        match r {
+            Err(ImageError::HostileLayer {
+                layer,
+                entry,
+                reason,
+            }) => {
+                assert_eq!(layer, "sha256:feed");
+                assert!(
+                    entry.contains(entry_part),
+                    "entry {entry:?} reason {reason}"
+                );
+            }
+            other => panic!("expected HostileLayer for {entry_part}, got {other:?}"),
+        }
+        assert!(!dest.exists(), "the half-written layer dir must be gone");
+        let left: Vec<_> = fs::read_dir(tmp.path()).unwrap().collect();
+        assert!(
+            left.is_empty(),
+            "nothing written outside the layer: {left:?}"
+        );
+    }
+
+    #[test]
+    fn keeps_files_links_modes_and_mtimes() {
+        let mut t = TarBuilder::new();
+        t.add(E {
+            mode: 0o755,
+            ..e("bin/", tar::EntryType::Directory)
+        })
+        .add(E {
+            mode: 0o4755,
+            data: b"#!x",
+            ..e("bin/su", tar::EntryType::Regular)
+        })
+        .add(E {
+            link: Some("bin/su"),
+            ..e("bin/su2", tar::EntryType::Link)
+        })
+        .add(E {
+            link: Some("/etc/passwd"),
+            ..e("bin/abs", tar::EntryType::Symlink)
+        })
+        .add(E {
+            link: Some("su"),
+            ..e("./bin/rel", tar::EntryType::Symlink)
+        })
+        .add(E {
+            mode: 0o1777,
+            ..e("tmp/", tar::EntryType::Directory)
+        })
+        .add(E {
+            mode: 0o600,
+            ..e("run/fifo", tar::EntryType::Fifo)
+        })
+        .add(E {
+            xattrs: &[("user.note", b"v\x00\x01")],
+            data: b"x",
+            ..e("etc/conf", tar::EntryType::Regular)
+        });
+        let (_tmp, dest, r) = unpack(&t.finish());
+        let layer = r.unwrap();
+        let su = fs::symlink_metadata(dest.join("bin/su")).unwrap();
+        assert_eq!(su.mode() & 0o7777, 0o4755);
+        assert_eq!(su.mtime(), 1_700_000_000);
+        assert_eq!(fs::read(dest.join("bin/su")).unwrap(), b"#!x");
+        assert_eq!(
+            inode_of(&dest.join("bin/su")),
+            inode_of(&dest.join("bin/su2"))
+        );
+        assert_eq!(
+            fs::read_link(dest.join("bin/abs")).unwrap(),
+            PathBuf::from("/etc/passwd")
+        );
+        assert_eq!(
+            fs::read_link(dest.join("bin/rel")).unwrap(),
+            PathBuf::from("su")
+        );
+        let tmpdir = fs::symlink_metadata(dest.join("tmp")).unwrap();
+        assert_eq!(tmpdir.mode() & 0o7777, 0o1777);
+        assert_eq!(
+            tmpdir.mtime(),
+            1_700_000_000,
+            "directory mtimes are set after their children"
+        );
+        assert!(
+            fs::symlink_metadata(dest.join("run/fifo"))
+                .unwrap()
+                .file_type()
+                .is_fifo()
+        );
+        // user.* xattrs are allowed on ext4 without privileges.
+        assert_eq!(
+            get_xattr(&dest.join("etc/conf"), "user.note").as_deref(),
+            Some(&b"v\x00\x01"[..])
+        );
+        assert!(layer.changes.contains(&LayerChange::Put {
+            path: "/bin/su".into(),
+            is_dir: false,
+            caps: None
+        }));
+        assert_eq!(layer.uncompressed_bytes % 512, 0);
+    }
+
+    #[test]
+    fn later_entry_replaces_earlier_one() {
+        let mut t = TarBuilder::new();
+        t.add(e("a/", tar::EntryType::Directory))
+            .add(E {
+                data: b"1",
+                ..e("a/f", tar::EntryType::Regular)
+            })
+            .add(E {
+                data: b"file now",
+                ..e("a", tar::EntryType::Regular)
+            })
+            .add(E {
+                data: b"old",
+                ..e("g", tar::EntryType::Regular)
+            })
+            .add(E {
+                data: b"new",
+                ..e("g", tar::EntryType::Regular)
+            });
+        let (_tmp, dest, r) = unpack(&t.finish());
+        r.unwrap();
+        assert_eq!(fs::read(dest.join("a")).unwrap(), b"file now");
+        assert_eq!(fs::read(dest.join("g")).unwrap(), b"new");
+    }
+
+    #[test]
+    fn diff_id_is_checked_for_every_compression() {
+        let mut t = TarBuilder::new();
+        t.add(E {
+            data: b"hello",
+            ..e("f", tar::EntryType::Regular)
+        });
+        let tar = t.finish();
+        let diff_id = format!("sha256:{}", hex::encode(Sha256::digest(&tar)));
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        std::io::Write::write_all(&mut gz, &tar).unwrap();
+        let gz = gz.finish().unwrap();
+        let zst = zstd::encode_all(tar.as_slice(), 3).unwrap();
+        for (data, c) in [
+            (&tar, Compression::None),
+            (&gz, Compression::Gzip),
+            (&zst, Compression::Zstd),
+        ] {
+            let tmp = tempfile::tempdir().unwrap();
+            let dest = tmp.path().join("l");
+            let got = unpacker(1 << 20)
+                .unpack(data.as_slice(), c, &dest, Some(&diff_id))
+                .unwrap();
+            assert_eq!(got.diff_id, diff_id);
+            assert_eq!(fs::read(dest.join("f")).unwrap(), b"hello");
+            let dest2 = tmp.path().join("l2");
+            let wrong = format!("sha256:{}", "0".repeat(64));
+            assert!(matches!(
+                unpacker(1 << 20).unpack(data.as_slice(), c, &dest2, Some(&wrong)),
+                Err(ImageError::DigestMismatch { .. })
+            ));
+            assert!(!dest2.exists());
+        }
+        assert_eq!(
+            Compression::from_media_type("application/vnd.docker.image.rootfs.diff.tar.gzip"),
+            Some(Compression::Gzip)
+        );
+        assert_eq!(
+            Compression::from_media_type("application/vnd.oci.image.layer.v1.tar+zstd"),
+            Some(Compression::Zstd)
+        );
+        assert_eq!(
+            Compression::from_media_type(
+                "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn refuses_parent_dir_components() {
+        let mut t = TarBuilder::new();
+        t.add(E {
+            data: b"x",
+            ..e("../evil", tar::EntryType::Regular)
+        });
+        assert_hostile(t.finish(), "../evil");
+        let mut t = TarBuilder::new();
+        t.add(e("a/", tar::EntryType::Directory)).add(E {
+            data: b"x",
+            ..e("a/../../evil", tar::EntryType::Regular)
+        });
+        assert_hostile(t.finish(), "a/../../evil");
+    }
+
+    #[test]
+    fn refuses_absolute_paths() {
+        let mut t = TarBuilder::new();
+        t.add(e("ok", tar::EntryType::Regular)).add(E {
+            data: b"x",
+            ..e("/etc/evil", tar::EntryType::Regular)
+        });
+        assert_hostile(t.finish(), "/etc/evil");
+    }
+
+    #[test]
+    fn refuses_writing_through_a_symlink() {
+        let outside = tempfile::tempdir().unwrap();
+        let target = outside.path().to_str().unwrap().to_string();
+        let mut t = TarBuilder::new();
+        t.add(E {
+            link: Some(&target),
+            ..e("escape", tar::EntryType::Symlink)
+        })
+        .add(E {
+            data: b"pwned",
+            ..e("escape/file", tar::EntryType::Regular)
+        });
+        assert_hostile(t.finish(), "escape/file");
+        assert!(!outside.path().join("file").exists());
+        // A relative symlink to a directory of the same layer is refused too: never followed.
+        let mut t = TarBuilder::new();
+        t.add(e("real/", tar::EntryType::Directory))
+            .add(E {
+                link: Some("real"),
+                ..e("alias", tar::EntryType::Symlink)
+            })
+            .add(e("alias/f", tar::EntryType::Regular));
+        assert_hostile(t.finish(), "alias/f");
+    }
+
+    #[test]
+    fn refuses_hard_links_outside_or_absent() {
+        for (link, name) in [
+            ("../../etc/passwd", "l1"),
+            ("/etc/passwd", "l2"),
+            ("not-here", "l3"),
+        ] {
+            let mut t = TarBuilder::new();
+            t.add(E {
+                link: Some(link),
+                ..e(name, tar::EntryType::Link)
+            });
+            assert_hostile(t.finish(), name);
+        }
+        // A hard link through a symlink of the layer.
+        let mut t = TarBuilder::new();
+        t.add(E {
+            link: Some("/etc"),
+            ..e("etc", tar::EntryType::Symlink)
+        })
+        .add(E {
+            link: Some("etc/passwd"),
+            ..e("pw", tar::EntryType::Link)
+        });
+        assert_hostile(t.finish(), "pw");
+    }
+
+    #[test]
+    fn refuses_forged_overlay_xattrs() {
+        let mut t = TarBuilder::new();
+        t.add(E {
+            xattrs: &[("trusted.overlay.redirect", b"/etc")],
+            ..e("d/", tar::EntryType::Directory)
+        });
+        assert_hostile(t.finish(), "d/");
+    }
+
+    #[test]
+    fn caps_uncompressed_size() {
+        let big = vec![0u8; 64 * 1024];
+        let mut t = TarBuilder::new();
+        t.add(E {
+            data: &big,
+            ..e("big", tar::EntryType::Regular)
+        });
+        let tar = t.finish();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        std::io::Write::write_all(&mut gz, &tar).unwrap();
+        let gz = gz.finish().unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let dest = tmp.path().join("l");
+        let r = unpacker(16 * 1024).unpack(gz.as_slice(), Compression::Gzip, &dest, None);
+        assert!(
+            matches!(r, Err(ImageError::TooLarge { limit: 16384, .. })),
+            "{r:?}"
+        );
+        assert!(!dest.exists());
+    }
+
+    #[test]
+    fn truncated_tar_is_an_error() {
+        let mut t = TarBuilder::new();
+        t.add(E {
+            data: &[7u8; 2000],
+            ..e("a", tar::EntryType::Regular)
+        })
+        .add(E {
+            data: b"b",
+            ..e("b", tar::EntryType::Regular)
+        });
+        let tar = t.finish();
+        // Cut inside the data of "a".
+        let (_t1, d1, r) = unpack(&tar[..1024]);
+        assert!(matches!(r, Err(ImageError::Corrupt { .. })), "{r:?}");
+        assert!(!d1.exists());
+        // Cut exactly at a header boundary, end-of-archive blocks missing.
+        let (_t2, d2, r) = unpack(&tar[..512 + 2048]);
+        assert!(matches!(r, Err(ImageError::Corrupt { .. })), "{r:?}");
+        assert!(!d2.exists());
+        // Truncated gzip.
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        std::io::Write::write_all(&mut gz, &tar).unwrap();
+        let gz = gz.finish().unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let r = unpacker(1 << 20).unpack(
+            &gz[..gz.len() - 10],
+            Compression::Gzip,
+            &tmp.path().join("l"),
+            None,
+        );
+        assert!(r.is_err());
+    }
+
+    #[test]
+    fn file_caps_merge_follows_layer_order() {
+        let put = |p: &str, c: Option<&[u8]>| LayerChange::Put {
+            path: p.into(),
+            is_dir: false,
+            caps: c.map(<[u8]>::to_vec),
+        };
+        let l1 = vec![
+            put("/bin/ping", Some(b"A")),
+            put("/opt/x/tool", Some(b"B")),
+            put("/usr/bin/keep", Some(b"C")),
+            put("/d/sub/f", Some(b"D")),
+        ];
+        let l2 = vec![
+            LayerChange::Whiteout {
+                path: "/opt/x".into(),
+            },
+            put("/bin/ping", None),
+            put("/usr/bin/new", Some(b"E")),
+            LayerChange::Opaque { dir: "/d".into() },
+            put("/d/sub/f2", Some(b"F")),
+        ];
+        let merged = merge_file_caps([l1.as_slice()]);
+        assert_eq!(merged.len(), 4);
+        let merged = merge_file_caps([l1.as_slice(), l2.as_slice()]);
+        let keys: Vec<_> = merged.keys().cloned().collect();
+        assert_eq!(keys, vec!["/d/sub/f2", "/usr/bin/keep", "/usr/bin/new"]);
+        let l3 = vec![put("/bin/ping", Some(b"G")), put("/usr", None)];
+        let merged = merge_file_caps([l1.as_slice(), l2.as_slice(), l3.as_slice()]);
+        assert_eq!(merged.get("/bin/ping").map(Vec::as_slice), Some(&b"G"[..]));
+        assert!(
+            !merged.contains_key("/usr/bin/keep"),
+            "a file replacing /usr hides what was below it"
+        );
+    }
+
+    #[test]
+    fn privileged_whiteouts_owners_devices_and_caps() {
+        if !privileged() {
+            eprintln!(
+                "skipped: needs root and CAPCRI_PRIVILEGED_TESTS (mknod, chown, trusted.* and security.capability xattrs)"
+            );
+            return;
+        }
+        // cap_net_raw+ep, revision 2: magic 0x02000001 | effective, permitted bit 13, inheritable 0.
+        let caps: &[u8] = &[
+            0x01, 0x00, 0x00, 0x02, 0x00, 0x20, 0x00, 0x00, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        ];
+        let mut t = TarBuilder::new();
+        t.add(E {
+            mode: 0o755,
+            uid: 1000,
+            xattrs: &[("security.capability", caps)],
+            data: b"bin",
+            ..e("usr/bin/ping", tar::EntryType::Regular)
+        })
+        .add(E {
+            mode: 0o4711,
+            uid: 0,
+            data: b"s",
+            ..e("usr/bin/suid", tar::EntryType::Regular)
+        })
+        .add(e("data/.wh.a", tar::EntryType::Regular))
+        .add(e("opq/.wh..wh..opq", tar::EntryType::Regular))
+        .add(e("opq/y", tar::EntryType::Regular))
+        .add(E {
+            dev: (1, 3),
+            mode: 0o666,
+            ..e("dev/null", tar::EntryType::Char)
+        })
+        .add(E {
+            uid: 33,
+            ..e("home/www/", tar::EntryType::Directory)
+        });
+        let (_tmp, dest, r) = unpack(&t.finish());
+        let layer = r.unwrap();
+        let ping = dest.join("usr/bin/ping");
+        assert_eq!(
+            get_xattr(&ping, CAPABILITY_XATTR).as_deref(),
+            Some(caps),
+            "security.capability survives the chown"
+        );
+        assert_eq!(fs::metadata(&ping).unwrap().uid(), 1000);
+        assert_eq!(
+            fs::metadata(dest.join("usr/bin/suid")).unwrap().mode() & 0o7777,
+            0o4711
+        );
+        let wh = fs::symlink_metadata(dest.join("data/a")).unwrap();
+        assert!(wh.file_type().is_char_device());
+        assert_eq!(wh.rdev(), 0);
+        assert_eq!(
+            get_xattr(&dest.join("opq"), OPAQUE_XATTR).as_deref(),
+            Some(&b"y"[..])
+        );
+        assert!(dest.join("opq/y").exists());
+        assert!(!dest.join("opq/.wh..wh..opq").exists());
+        let null = fs::symlink_metadata(dest.join("dev/null")).unwrap();
+        assert!(null.file_type().is_char_device());
+        assert_eq!(null.rdev(), makedev(1, 3));
+        assert_eq!(fs::metadata(dest.join("home/www")).unwrap().uid(), 33);
+        assert!(layer.changes.contains(&LayerChange::Whiteout {
+            path: "/data/a".into()
+        }));
+        assert!(
+            layer
+                .changes
+                .contains(&LayerChange::Opaque { dir: "/opq".into() })
+        );
+        let merged = merge_file_caps([layer.changes.as_slice()]);
+        assert_eq!(merged.get("/usr/bin/ping").map(Vec::as_slice), Some(caps));
+    }
+}
