@@ -360,6 +360,9 @@ struct Monitor {
     execs: Vec<ExecJob>,
     stops: Vec<PendingStop>,
     exec_seq: u64,
+    /// Pod-level cgroups (parents of the containers' `cgroupsPath`), removed
+    /// at shutdown: libcontainer removes only each container's own group.
+    cgroup_parents: std::collections::BTreeSet<PathBuf>,
     shutdown: bool,
 }
 
@@ -431,6 +434,7 @@ impl Monitor {
             execs: Vec::new(),
             stops: Vec::new(),
             exec_seq: 0,
+            cgroup_parents: Default::default(),
             shutdown: false,
         })
     }
@@ -727,6 +731,7 @@ impl Monitor {
             }
             None => None,
         };
+        self.remember_cgroup_parent(&req.bundle);
         let (out_r, out_w) = cloexec_pipe()?;
         let (err_r, err_w) = cloexec_pipe()?;
         let (status_r, status_w) = cloexec_pipe()?;
@@ -805,6 +810,42 @@ impl Monitor {
         write_state(&self.args.pod_dir, &id, &record.state)?;
         self.containers.insert(id, record);
         Ok(pid as u32)
+    }
+
+    fn remember_cgroup_parent(&mut self, bundle: &Path) {
+        let Ok(spec) = Spec::load(bundle.join("config.json")) else {
+            return;
+        };
+        let Some(path) = spec.linux().as_ref().and_then(|l| l.cgroups_path().clone()) else {
+            return;
+        };
+        if let Some(parent) = path.parent()
+            && parent.components().count() > 1
+            && parent.is_absolute()
+        {
+            self.cgroup_parents.insert(parent.to_path_buf());
+        }
+    }
+
+    /// Remove the now empty pod-level cgroups in every hierarchy (v1
+    /// controllers and the unified one on this hybrid host). rmdir(2) of a
+    /// cgroup only succeeds when it has no processes and no children, so
+    /// this cannot disturb anything still in use.
+    fn remove_cgroup_parents(&mut self) {
+        let Ok(hierarchies) = fs::read_dir("/sys/fs/cgroup") else {
+            return;
+        };
+        let hierarchies: Vec<PathBuf> = hierarchies.flatten().map(|e| e.path()).collect();
+        for parent in std::mem::take(&mut self.cgroup_parents) {
+            let Ok(rel) = parent.strip_prefix("/") else {
+                continue;
+            };
+            for h in &hierarchies {
+                let _ = fs::remove_dir(h.join(rel));
+            }
+            // The v2-only layout has no per-controller hierarchies.
+            let _ = fs::remove_dir(Path::new("/sys/fs/cgroup").join(rel));
+        }
     }
 
     fn record(&mut self, id: &str) -> Result<&mut ContainerRecord, RuntimeError> {
@@ -983,6 +1024,7 @@ impl Monitor {
             }
         }
         self.reap();
+        self.remove_cgroup_parents();
         if let Err(e) = unpin_namespaces(&self.args.pod_dir) {
             eprintln!("capcri monitor: {e}");
         }
