@@ -226,6 +226,12 @@ async fn monitor_runs_a_pod_end_to_end() {
     let monitor_pid = client.pid().expect("monitor reports its pid") as i32;
     cleanup.monitor_pid = Some(monitor_pid);
 
+    // Own session: the daemon's process group and session end do not reach it.
+    // SAFETY: getsid/getpgid of a pid have no memory effects.
+    let (sid, pgid) = unsafe { (libc::getsid(monitor_pid), libc::getpgid(monitor_pid)) };
+    assert_eq!(sid, monitor_pid);
+    assert_eq!(pgid, monitor_pid);
+
     // Pins exist and are mount points.
     let mounts = mounts_under(&base);
     for kind in [NamespaceKind::Net, NamespaceKind::Ipc, NamespaceKind::Uts] {

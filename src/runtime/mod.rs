@@ -31,6 +31,6 @@ pub use protocol::{
     MAX_FRAME_LEN, Request, Response, WireError, WireErrorKind, decode_frame, encode_frame,
 };
 pub use types::{
-    ContainerRuntimeState, CreateContainer, ExecOutput, ExecSpec, MonitorSpawn, NamespaceKind,
-    PodNamespaceSet, RuntimeStatus,
+    ContainerRuntimeState, CreateContainer, ExecOutput, ExecSpec, MAX_EXEC_OUTPUT, MonitorSpawn,
+    NamespaceKind, PodNamespaceSet, RuntimeStatus,
 };

@@ -34,7 +34,8 @@ use super::namespaces::{create_and_pin, unpin_namespaces, validate_hostname};
 use super::persist::{container_dir, remove_container_dir, write_state};
 use super::protocol::{Decoded, Request, Response, decode_frame, encode_frame};
 use super::types::{
-    ContainerRuntimeState, CreateContainer, ExecOutput, ExecSpec, PodNamespaceSet, RuntimeStatus,
+    ContainerRuntimeState, CreateContainer, ExecOutput, ExecSpec, MAX_EXEC_OUTPUT, PodNamespaceSet,
+    RuntimeStatus,
 };
 
 /// Name of the monitor's socket inside the pod directory.
@@ -197,14 +198,20 @@ fn dev_null() -> Result<OwnedFd, RuntimeError> {
         .map_err(|e| RuntimeError::io("opening /dev/null", e))
 }
 
-/// Read what is available now. `Ok(true)` = EOF.
+/// Most bytes taken from one descriptor per loop turn, so a container
+/// writing without pause cannot starve the other descriptors.
+const READ_BUDGET: usize = 1 << 20;
+
+/// Read what is available now (up to [`READ_BUDGET`]). `true` = EOF.
 fn read_available(fd: RawFd, into: &mut Vec<u8>) -> bool {
     let mut buf = [0u8; 65536];
-    loop {
+    let mut taken = 0;
+    while taken < READ_BUDGET {
         // SAFETY: read(2) into a stack buffer of the given length.
         let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
         if n > 0 {
             into.extend_from_slice(&buf[..n as usize]);
+            taken += n as usize;
             continue;
         }
         if n == 0 {
@@ -217,6 +224,7 @@ fn read_available(fd: RawFd, into: &mut Vec<u8>) -> bool {
             _ => return true,
         }
     }
+    false
 }
 
 fn exit_code_of(status: WaitStatus) -> Option<(i32, i32)> {
@@ -393,8 +401,15 @@ impl Monitor {
                 e,
             )
         })?;
-        create_and_pin(&args.pod_dir, args.namespaces, args.hostname.as_deref())?;
-
+        let sock = args.pod_dir.join(SOCKET_NAME);
+        // Checked before anything is pinned: a second monitor must not
+        // replace the namespaces the first one's containers live in.
+        if UnixStream::connect(&sock).is_ok() {
+            return Err(RuntimeError::InvalidRequest(format!(
+                "a monitor already serves {}; connect to it instead of starting another",
+                sock.display()
+            )));
+        }
         let (r, w) =
             nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)
                 .map_err(|e| RuntimeError::io("creating the SIGCHLD pipe", e.into()))?;
@@ -408,7 +423,7 @@ impl Monitor {
             libc::sigaction(libc::SIGCHLD, &sa, std::ptr::null_mut());
         }
 
-        let sock = args.pod_dir.join(SOCKET_NAME);
+        // A socket file nobody listens on is left from a dead monitor.
         let _ = fs::remove_file(&sock);
         // The socket is created 0600 from the start (umask), not chmod'ed
         // after: nobody but root may drive the pod's containers.
@@ -423,6 +438,12 @@ impl Monitor {
         listener
             .set_nonblocking(true)
             .map_err(|e| RuntimeError::io("setting the monitor socket non-blocking", e))?;
+        // Pinned last: every later step that could fail is behind us, and a
+        // failure here leaves no socket (create_and_pin undoes its pins).
+        if let Err(e) = create_and_pin(&args.pod_dir, args.namespaces, args.hostname.as_deref()) {
+            let _ = fs::remove_file(&sock);
+            return Err(e);
+        }
         Ok(Monitor {
             args,
             listener,
@@ -511,6 +532,7 @@ impl Monitor {
                             {
                                 *slot = None;
                             }
+                            buf.truncate(MAX_EXEC_OUTPUT);
                         }
                     }
                 }
@@ -1051,12 +1073,7 @@ impl Monitor {
             )
         })?;
         let base = oci.process().clone().unwrap_or_default();
-        let mut env: Vec<String> = base.env().clone().unwrap_or_default();
-        for kv in &spec.env {
-            let key = kv.split('=').next().unwrap_or_default();
-            env.retain(|e| e.split('=').next() != Some(key));
-            env.push(kv.clone());
-        }
+        let env = merge_env(base.env().as_deref().unwrap_or_default(), &spec.env);
         let user = UserBuilder::default()
             .uid(spec.uid)
             .gid(spec.gid)
@@ -1257,6 +1274,7 @@ impl Monitor {
                     if let Some(fd) = slot.take() {
                         read_available(fd.as_raw_fd(), buf);
                     }
+                    buf.truncate(MAX_EXEC_OUTPUT);
                 }
                 let job = self.execs.remove(i);
                 let out = ExecOutput {
@@ -1271,6 +1289,20 @@ impl Monitor {
             i += 1;
         }
     }
+}
+
+/// The exec'd process sees the container's environment with the caller's
+/// entries added, a caller's `KEY=` replacing the container's (as CRI
+/// ExecSync and `runc exec --env` behave).
+fn merge_env(container: &[String], extra: &[String]) -> Vec<String> {
+    let key = |kv: &str| kv.split('=').next().unwrap_or_default().to_string();
+    let mut env: Vec<String> = container
+        .iter()
+        .filter(|e| !extra.iter().any(|x| key(x) == key(e)))
+        .cloned()
+        .collect();
+    env.extend(extra.iter().cloned());
+    env
 }
 
 trait Mode0640 {
@@ -1315,6 +1347,21 @@ mod tests {
         assert!(parse_args(&["monitor".into(), "--bogus".into()]).is_err());
         assert!(parse_args(&["monitor".into(), "--pod-id".into()]).is_err());
         assert!(parse_args(&["monitor".into(), "--pod-id".into(), "p".into()]).is_err());
+    }
+
+    #[test]
+    fn exec_env_overrides_by_key() {
+        let container = vec![
+            "PATH=/bin".to_string(),
+            "A=1".to_string(),
+            "AB=2".to_string(),
+        ];
+        let extra = vec!["A=9".to_string(), "NEW=x".to_string()];
+        assert_eq!(
+            merge_env(&container, &extra),
+            vec!["PATH=/bin", "AB=2", "A=9", "NEW=x"]
+        );
+        assert_eq!(merge_env(&container, &[]), container);
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::sched::{CloneFlags, unshare};
-use nix::sys::wait::{WaitStatus, waitpid};
+use nix::sys::wait::waitpid;
 use nix::unistd::{ForkResult, fork, pipe};
 
 use super::error::RuntimeError;
@@ -139,7 +139,8 @@ pub(crate) fn create_and_pin(
                 Err(e) => Err(RuntimeError::io("reading the namespace holder's status", e)),
             };
             drop(done_w);
-            let _ = waitpid(child, None).map(|s| matches!(s, WaitStatus::Exited(_, 0)));
+            // The holder only waits for `done`; its exit status carries nothing.
+            let _ = waitpid(child, None);
             if result.is_err() {
                 let _ = unpin_namespaces(pod_dir);
             }
@@ -215,8 +216,9 @@ fn pin_from(pid: i32, pod_dir: &Path, kinds: &[NamespaceKind]) -> Result<(), Run
     Ok(())
 }
 
-/// `sethostname` needs a C string-free &str; keep the check that the
-/// hostname is a valid C string here so the error names the pod.
+/// Checked when the monitor starts, before anything is created, so a bad
+/// hostname is a clear startup error instead of a failed unshare child.
+/// 64 bytes is the kernel's limit (HOST_NAME_MAX).
 pub(crate) fn validate_hostname(h: &str) -> Result<(), String> {
     CString::new(h).map_err(|_| format!("hostname {h:?} contains a NUL byte"))?;
     if h.is_empty() || h.len() > 64 {

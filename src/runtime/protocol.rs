@@ -192,6 +192,22 @@ mod tests {
     }
 
     #[test]
+    fn exec_output_bytes_travel_as_hex() {
+        let resp = Response::Exec(ExecOutput {
+            stdout: vec![0, 0xff, b'\n'],
+            stderr: b"err".to_vec(),
+            exit_code: 2,
+            timed_out: false,
+        });
+        let frame = encode_frame(&resp).unwrap();
+        let body = std::str::from_utf8(&frame[4..]).unwrap();
+        assert!(body.contains("\"00ff0a\""), "{body}");
+        assert!(
+            matches!(decode_frame::<Response>(&frame), Decoded::Frame { message: Ok(r), .. } if r == resp)
+        );
+    }
+
+    #[test]
     fn partial_frames_wait_for_more() {
         let frame = encode_frame(&Request::Ping).unwrap();
         assert_eq!(decode_frame::<Request>(&frame[..2]), Decoded::Incomplete);

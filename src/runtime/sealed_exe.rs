@@ -19,9 +19,11 @@ use std::sync::OnceLock;
 
 use super::error::RuntimeError;
 
+/// Sealed copies made by this process, by source program path.
+type SealedCopies = std::sync::Mutex<Vec<(std::path::PathBuf, std::sync::Arc<OwnedFd>)>>;
+
 /// One sealed copy per (daemon process, program path).
-static SEALED: OnceLock<std::sync::Mutex<Vec<(std::path::PathBuf, std::sync::Arc<OwnedFd>)>>> =
-    OnceLock::new();
+static SEALED: OnceLock<SealedCopies> = OnceLock::new();
 
 pub(crate) fn sealed_copy(program: &Path) -> Result<std::sync::Arc<OwnedFd>, RuntimeError> {
     let cache = SEALED.get_or_init(Default::default);

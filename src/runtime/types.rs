@@ -108,10 +108,32 @@ pub struct ExecSpec {
     pub timeout: Option<Duration>,
 }
 
+/// Most output kept per stream of an exec; the rest is read and dropped
+/// (kubelet itself caps ExecSync output at 16 MiB in total).
+pub const MAX_EXEC_OUTPUT: usize = 8 << 20;
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExecOutput {
+    /// At most [`MAX_EXEC_OUTPUT`] bytes.
+    #[serde(with = "hex_bytes")]
     pub stdout: Vec<u8>,
+    #[serde(with = "hex_bytes")]
     pub stderr: Vec<u8>,
     pub exit_code: i32,
     pub timed_out: bool,
+}
+
+/// Raw output bytes travel as hex: JSON has no byte strings, and an array of
+/// numbers would take up to four bytes per byte.
+mod hex_bytes {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(v))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let s = String::deserialize(d)?;
+        hex::decode(s).map_err(serde::de::Error::custom)
+    }
 }
