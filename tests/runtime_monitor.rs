@@ -265,6 +265,28 @@ async fn monitor_runs_a_pod_end_to_end() {
     let again = MonitorClient::connect(&pod_dir).await.expect("reconnect");
     assert_eq!(again.pid(), Some(monitor_pid as u32));
 
+    // A malformed request gets an error response, and the monitor lives on.
+    {
+        use std::io::{Read, Write};
+        let mut raw =
+            std::os::unix::net::UnixStream::connect(pod_dir.join("monitor.sock")).unwrap();
+        let body = b"{not json";
+        raw.write_all(&(body.len() as u32).to_be_bytes()).unwrap();
+        raw.write_all(body).unwrap();
+        let mut len = [0u8; 4];
+        raw.read_exact(&mut len).unwrap();
+        let mut resp = vec![0u8; u32::from_be_bytes(len) as usize];
+        raw.read_exact(&mut resp).unwrap();
+        let resp = String::from_utf8_lossy(&resp);
+        assert!(
+            resp.contains("\"error\"") && resp.contains("malformed"),
+            "{resp}"
+        );
+    }
+    MonitorClient::connect(&pod_dir)
+        .await
+        .expect("monitor survives a malformed request");
+
     // Container 1: output to the CRI log, then it sleeps.
     let bundle1 = base.join("bundle1");
     unpack("registry.k8s.io/e2e-test-images/busybox:1.29-2", &bundle1);
@@ -379,6 +401,48 @@ async fn monitor_runs_a_pod_end_to_end() {
         .stop("c1", Duration::from_secs(1), libc::SIGTERM)
         .await
         .expect("stop is idempotent");
+
+    // Container 4 exits on its own: the exit is on disk without anyone
+    // asking (a daemon that is down meanwhile finds it there), and its
+    // unterminated last line is in the log as a full record.
+    let bundle4 = base.join("bundle4");
+    unpack("registry.k8s.io/e2e-test-images/busybox:1.29-2", &bundle4);
+    write_config(
+        &bundle4,
+        &pod_dir,
+        &format!("/{uniq}/c4"),
+        &["sh", "-c", "echo first; printf last; exit 3"],
+        0,
+    );
+    let log4 = base.join("logs/c4.log");
+    client
+        .create(CreateContainer {
+            id: "c4".into(),
+            bundle: bundle4.clone(),
+            log_path: Some(log4.clone()),
+            stdin: false,
+            tty: false,
+        })
+        .await
+        .expect("create c4");
+    client.start("c4").await.expect("start c4");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let st = loop {
+        let st = capcri::runtime::read_persisted_state(&pod_dir, "c4").unwrap();
+        if st.status == RuntimeStatus::Exited || Instant::now() > deadline {
+            break st;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(st.status, RuntimeStatus::Exited);
+    assert_eq!(st.exit_code, Some(3));
+    assert_eq!(st.reason.as_deref(), Some("Error"));
+    let log = wait_for_log(&log4, &[" stdout F first\n", " stdout F last\n"]).await;
+    assert!(
+        log.contains(" stdout F first\n") && log.contains(" stdout F last\n"),
+        "log was {log:?}"
+    );
+    client.delete("c4").await.expect("delete c4");
 
     // Container 2: the command does not exist: create names the cause.
     let bundle2 = base.join("bundle2");
