@@ -348,6 +348,17 @@ async fn monitor_runs_a_pod_end_to_end() {
         "lo is down in the pod netns"
     );
 
+    // The monitor ignores SIGPIPE; container processes must not inherit that.
+    let out = client
+        .exec_sync(
+            "c1",
+            exec_spec(&["grep", "SigIgn", "/proc/self/status"], 0, None),
+        )
+        .await
+        .unwrap();
+    let sigign = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(sigign.trim().ends_with("0000000000000000"), "{sigign}");
+
     // exec as a given user.
     let out = client
         .exec_sync("c1", exec_spec(&["id", "-u"], 1000, None))

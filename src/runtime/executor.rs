@@ -40,24 +40,54 @@ impl ReportingExecutor {
     }
 }
 
-/// The monitor ignores SIGPIPE (Rust's runtime does so at start) and may
-/// have handlers installed; both survive clone and an ignored signal even
-/// survives execve. The container's process must start with defaults.
+/// The kernel's `struct sigaction` for rt_sigaction(2) (x86_64 and aarch64
+/// layout); used directly because glibc refuses to touch its reserved
+/// real-time signals 32 and 33.
+#[repr(C)]
+struct KernelSigaction {
+    handler: usize,
+    flags: u64,
+    restorer: usize,
+    mask: u64,
+}
+
+/// The monitor ignores SIGPIPE (Rust's runtime does so at start), has a
+/// SIGCHLD handler, and may have inherited other ignored signals from the
+/// daemon; an ignored signal and the blocked mask survive execve. The
+/// container's process must start with default dispositions, as it would
+/// under runc.
 fn reset_signals() {
-    for sig in 1..libc::SIGRTMAX() {
+    let dfl = KernelSigaction {
+        handler: libc::SIG_DFL,
+        flags: 0,
+        restorer: 0,
+        mask: 0,
+    };
+    for sig in 1..=64 {
         if sig == libc::SIGKILL || sig == libc::SIGSTOP {
             continue;
         }
-        // SAFETY: restoring the default disposition is always valid.
+        // SAFETY: rt_sigaction with a valid struct and an 8-byte sigset size.
         unsafe {
-            libc::signal(sig, libc::SIG_DFL);
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                sig,
+                &dfl as *const KernelSigaction,
+                std::ptr::null_mut::<KernelSigaction>(),
+                8usize,
+            );
         }
     }
-    // SAFETY: an empty set built by sigemptyset, passed to sigprocmask.
+    // SAFETY: an empty mask (8 bytes of zero) passed to rt_sigprocmask.
     unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+        let empty: u64 = 0;
+        libc::syscall(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_SETMASK,
+            &empty as *const u64,
+            std::ptr::null_mut::<u64>(),
+            8usize,
+        );
     }
 }
 

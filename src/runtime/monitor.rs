@@ -741,7 +741,9 @@ impl Monitor {
                         .create(true)
                         .append(true)
                         .custom_flags(libc::O_CLOEXEC)
-                        .mode_0640()
+                        // CRI logs may hold secrets the application
+                        // prints: not world-readable.
+                        .mode(0o640)
                         .open(p)
                         .map_err(|e| {
                             RuntimeError::io(
@@ -1303,17 +1305,6 @@ fn merge_env(container: &[String], extra: &[String]) -> Vec<String> {
         .collect();
     env.extend(extra.iter().cloned());
     env
-}
-
-trait Mode0640 {
-    fn mode_0640(&mut self) -> &mut Self;
-}
-
-impl Mode0640 for OpenOptions {
-    /// CRI logs may hold secrets the application prints; not world-readable.
-    fn mode_0640(&mut self) -> &mut Self {
-        std::os::unix::fs::OpenOptionsExt::mode(self, 0o640)
-    }
 }
 
 #[cfg(test)]
