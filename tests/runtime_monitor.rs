@@ -549,3 +549,32 @@ async fn monitor_runs_a_pod_end_to_end() {
     );
     assert!(!runtime_root.join("c3").exists());
 }
+
+/// Needs no privileges: the monitor refuses a bad hostname before it
+/// creates anything, and spawn_monitor returns its startup error text.
+#[tokio::test]
+async fn monitor_startup_error_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = spawn_monitor(MonitorSpawn {
+        pod_id: "pod-bad".into(),
+        pod_dir: dir.path().join("pod"),
+        runtime_root: dir.path().join("runtime"),
+        new_namespaces: PodNamespaceSet {
+            net: false,
+            ipc: false,
+            uts: true,
+        },
+        hostname: Some("x".repeat(100)),
+        program: Some(PathBuf::from(env!("CARGO_BIN_EXE_capcri"))),
+    })
+    .await
+    .expect_err("a 100-byte hostname is refused");
+    match err {
+        RuntimeError::MonitorStartup { pod, message } => {
+            assert_eq!(pod, "pod-bad");
+            assert!(message.contains("hostname"), "{message}");
+        }
+        other => panic!("unexpected error {other}"),
+    }
+    assert!(!dir.path().join("pod/monitor.sock").exists());
+}
