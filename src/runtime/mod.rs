@@ -1,3 +1,36 @@
 //! The only place that calls libcontainer. Everything runs inside the
 //! single-threaded per-pod monitor process; the daemon talks to it through
 //! a typed protocol over a unix socket.
+//!
+//! Why a separate process: libcontainer clones children from the calling
+//! process; in a multi-threaded process (the tokio daemon) the clone can
+//! inherit a held glibc malloc lock and deadlock, and libcontainer marks its
+//! caller non-dumpable. The monitor (`capcri monitor`, see [`monitor_main`])
+//! is single-threaded, is the parent and subreaper of the pod's containers,
+//! holds their stdio, writes their CRI logs and records exit codes, so it
+//! keeps working while the daemon is down.
+
+mod client;
+mod cri_log;
+mod error;
+mod executor;
+mod monitor;
+mod namespaces;
+mod persist;
+mod protocol;
+mod sealed_exe;
+mod types;
+
+pub use client::{MonitorClient, spawn_monitor};
+pub use cri_log::{CriLogStream, LineSplitter, MAX_LOG_LINE, format_cri_log_line};
+pub use error::RuntimeError;
+pub use monitor::monitor_main;
+pub use namespaces::{pinned_namespace_path, unpin_namespaces};
+pub use persist::read_persisted_state;
+pub use protocol::{
+    MAX_FRAME_LEN, Request, Response, WireError, WireErrorKind, decode_frame, encode_frame,
+};
+pub use types::{
+    ContainerRuntimeState, CreateContainer, ExecOutput, ExecSpec, MAX_EXEC_OUTPUT, MonitorSpawn,
+    NamespaceKind, PodNamespaceSet, RuntimeStatus,
+};

@@ -1,0 +1,265 @@
+//! The daemon's side: start a pod's monitor and talk to it (async, tokio).
+
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
+use tokio::sync::Mutex;
+
+use super::error::RuntimeError;
+use super::monitor::{SOCKET_NAME, monitor_argv};
+use super::protocol::{MAX_FRAME_LEN, Request, Response, encode_frame};
+use super::sealed_exe::sealed_copy;
+use super::types::{ContainerRuntimeState, CreateContainer, ExecOutput, ExecSpec, MonitorSpawn};
+
+/// How long a monitor may take to pin namespaces and open its socket.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Handle on one pod's monitor. Cheap to clone; every call opens its own
+/// connection, so calls never wait behind a long stop or exec of another.
+#[derive(Clone, Debug)]
+pub struct MonitorClient {
+    socket: PathBuf,
+    /// The monitor process when this daemon spawned it, so `shutdown` can
+    /// reap it; `None` after `connect` (then it is someone else's child).
+    child: Arc<Mutex<Option<tokio::process::Child>>>,
+    pid: Option<u32>,
+}
+
+/// Start the pod's monitor in its own session from the sealed copy of the
+/// capcri binary and wait until it reports ready (or its startup error).
+pub async fn spawn_monitor(req: MonitorSpawn) -> Result<MonitorClient, RuntimeError> {
+    let program = req
+        .program
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("/proc/self/exe"));
+    let sealed = tokio::task::spawn_blocking(move || sealed_copy(&program))
+        .await
+        .map_err(|e| RuntimeError::Protocol(format!("sealing task failed: {e}")))??;
+    tokio::fs::create_dir_all(&req.pod_dir).await.map_err(|e| {
+        RuntimeError::io(
+            format!("creating pod directory {}", req.pod_dir.display()),
+            e,
+        )
+    })?;
+    let log_path = req.pod_dir.join("monitor.log");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(|e| RuntimeError::io(format!("opening {}", log_path.display()), e))?;
+
+    let fd = sealed.as_raw_fd();
+    // Executing /proc/self/fd/N in the child runs the memfd, never the file
+    // on disk, so the monitor's /proc/<pid>/exe is the sealed copy.
+    let mut cmd = tokio::process::Command::new(format!("/proc/self/fd/{fd}"));
+    cmd.arg0("capcri").args(monitor_argv(&req));
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(log));
+    cmd.env_clear().env(
+        "PATH",
+        "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    );
+    cmd.kill_on_drop(false);
+    // SAFETY: the closure only makes async-signal-safe syscalls (fcntl,
+    // setsid) between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            // The memfd is O_CLOEXEC in the daemon; only this child keeps it
+            // across exec (exec of /proc/self/fd/N needs it open).
+            let flags = libc::fcntl(fd, libc::F_GETFD);
+            if flags < 0 || libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // Own session and process group: a signal to the daemon's group
+            // or the end of its session does not reach the pod.
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().map_err(|e| {
+        RuntimeError::io(format!("spawning the monitor of pod {:?}", req.pod_id), e)
+    })?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| RuntimeError::Protocol("monitor stdout missing".into()))?;
+    let mut line = String::new();
+    let read =
+        tokio::time::timeout(STARTUP_TIMEOUT, BufReader::new(stdout).read_line(&mut line)).await;
+    let startup_failed = |message: String| RuntimeError::MonitorStartup {
+        pod: req.pod_id.clone(),
+        message,
+    };
+    match read {
+        Err(_) => {
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+            return Err(startup_failed(format!(
+                "not ready after {STARTUP_TIMEOUT:?}; see {}",
+                log_path.display()
+            )));
+        }
+        Ok(Err(e)) => return Err(RuntimeError::io("reading the monitor's readiness line", e)),
+        Ok(Ok(_)) => {}
+    }
+    let line = line.trim();
+    let Some(pid) = line.strip_prefix("ready ") else {
+        let _ = child.wait().await;
+        let msg = line.strip_prefix("error: ").unwrap_or(line);
+        let msg = if msg.is_empty() {
+            format!("exited without a word; see {}", log_path.display())
+        } else {
+            msg.to_string()
+        };
+        return Err(startup_failed(msg));
+    };
+    let pid = pid.parse::<u32>().ok();
+    Ok(MonitorClient {
+        socket: req.pod_dir.join(SOCKET_NAME),
+        child: Arc::new(Mutex::new(Some(child))),
+        pid,
+    })
+}
+
+impl MonitorClient {
+    /// Reconnect to a running monitor (after a daemon restart).
+    pub async fn connect(pod_dir: &Path) -> Result<MonitorClient, RuntimeError> {
+        let client = MonitorClient {
+            socket: pod_dir.join(SOCKET_NAME),
+            child: Arc::new(Mutex::new(None)),
+            pid: None,
+        };
+        match client.call(&Request::Ping).await? {
+            Response::Pong { pid } => Ok(MonitorClient {
+                pid: Some(pid),
+                ..client
+            }),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// The monitor's pid, as it reported it.
+    pub fn pid(&self) -> Option<u32> {
+        self.pid
+    }
+
+    pub fn socket_path(&self) -> &Path {
+        &self.socket
+    }
+
+    async fn call(&self, req: &Request) -> Result<Response, RuntimeError> {
+        let unreachable = |source| RuntimeError::MonitorUnreachable {
+            socket: self.socket.clone(),
+            source,
+        };
+        let mut stream = UnixStream::connect(&self.socket)
+            .await
+            .map_err(unreachable)?;
+        let frame = encode_frame(req).map_err(RuntimeError::Protocol)?;
+        stream.write_all(&frame).await.map_err(unreachable)?;
+        let mut len = [0u8; 4];
+        stream.read_exact(&mut len).await.map_err(unreachable)?;
+        let len = u32::from_be_bytes(len) as usize;
+        if len > MAX_FRAME_LEN {
+            return Err(RuntimeError::Protocol(format!(
+                "response of {len} bytes exceeds the frame limit"
+            )));
+        }
+        let mut body = vec![0u8; len];
+        stream.read_exact(&mut body).await.map_err(unreachable)?;
+        let resp: Response = serde_json::from_slice(&body).map_err(|e| {
+            RuntimeError::Protocol(format!("malformed response from the monitor: {e}"))
+        })?;
+        match resp {
+            Response::Error(e) => Err(RuntimeError::from_wire(e)),
+            other => Ok(other),
+        }
+    }
+
+    async fn call_ok(&self, req: &Request) -> Result<(), RuntimeError> {
+        match self.call(req).await? {
+            Response::Ok => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Create the container (libcontainer build); returns the init's pid.
+    pub async fn create(&self, req: CreateContainer) -> Result<u32, RuntimeError> {
+        match self.call(&Request::Create(req)).await? {
+            Response::Created { pid } => Ok(pid),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Start; fails (and the state says `StartError`) if the container's
+    /// command cannot be executed.
+    pub async fn start(&self, id: &str) -> Result<(), RuntimeError> {
+        self.call_ok(&Request::Start { id: id.into() }).await
+    }
+
+    /// `signal` (SIGTERM when 0), then SIGKILL after `timeout`; returns once
+    /// the container has exited.
+    pub async fn stop(&self, id: &str, timeout: Duration, signal: i32) -> Result<(), RuntimeError> {
+        self.call_ok(&Request::Stop {
+            id: id.into(),
+            timeout,
+            signal,
+        })
+        .await
+    }
+
+    pub async fn kill(&self, id: &str, signal: i32) -> Result<(), RuntimeError> {
+        self.call_ok(&Request::Kill {
+            id: id.into(),
+            signal,
+        })
+        .await
+    }
+
+    /// Kill if running, remove libcontainer state and cgroups; idempotent.
+    pub async fn delete(&self, id: &str) -> Result<(), RuntimeError> {
+        self.call_ok(&Request::Delete { id: id.into() }).await
+    }
+
+    pub async fn state(&self, id: &str) -> Result<ContainerRuntimeState, RuntimeError> {
+        match self.call(&Request::State { id: id.into() }).await? {
+            Response::State(s) => Ok(s),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn exec_sync(&self, id: &str, spec: ExecSpec) -> Result<ExecOutput, RuntimeError> {
+        match self
+            .call(&Request::ExecSync {
+                id: id.into(),
+                spec,
+            })
+            .await?
+        {
+            Response::Exec(out) => Ok(out),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Pod removal: the monitor deletes what is left, unpins the pod's
+    /// namespaces, removes its socket and exits.
+    pub async fn shutdown(&self) -> Result<(), RuntimeError> {
+        self.call_ok(&Request::Shutdown).await?;
+        if let Some(mut child) = self.child.lock().await.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
+        }
+        Ok(())
+    }
+}
+
+fn unexpected(resp: Response) -> RuntimeError {
+    RuntimeError::Protocol(format!("unexpected response {resp:?}"))
+}

@@ -1,0 +1,443 @@
+//! Container lifecycle inside the monitor: create, start (with the execve
+//! verdict), kill, stop, delete, and the per-container record with its log
+//! pipes and exit.
+
+use super::*;
+
+pub(super) struct LogPipe {
+    pub(super) fd: OwnedFd,
+    pub(super) stream: CriLogStream,
+    pub(super) splitter: LineSplitter,
+}
+
+pub(super) struct ContainerRecord {
+    pub(super) pid: i32,
+    pub(super) state: ContainerRuntimeState,
+    pub(super) bundle: PathBuf,
+    pub(super) log: Option<File>,
+    pub(super) pipes: Vec<LogPipe>,
+    /// Read end of the exec status pipe (see `executor.rs`), until EOF.
+    pub(super) exec_status: Option<OwnedFd>,
+    pub(super) exec_error: Vec<u8>,
+    /// Held open so a container asking for stdin sees an open, idle stdin.
+    pub(super) _stdin_writer: Option<OwnedFd>,
+}
+
+impl ContainerRecord {
+    pub(super) fn exited(&self) -> bool {
+        self.state.status == RuntimeStatus::Exited
+    }
+
+    pub(super) fn write_records(&mut self, idx: usize, data: &[u8], eof: bool) {
+        let pipe = &mut self.pipes[idx];
+        let mut records = pipe.splitter.feed(data);
+        if eof {
+            records.extend(pipe.splitter.finish());
+        }
+        if let Some(log) = &mut self.log {
+            for (partial, content) in records {
+                let line = format_cri_log_line(chrono::Utc::now(), pipe.stream, partial, &content);
+                // One write(2) per record, straight to the file: nothing waits
+                // in a buffer if the monitor dies.
+                let _ = log.write_all(&line);
+            }
+        }
+    }
+
+    /// Drain the container's output pipes and exec status without blocking.
+    pub(super) fn drain(&mut self, final_drain: bool) {
+        let mut i = 0;
+        while i < self.pipes.len() {
+            let mut data = Vec::new();
+            let eof = read_available(self.pipes[i].fd.as_raw_fd(), &mut data) || final_drain;
+            self.write_records(i, &data, eof);
+            if eof {
+                self.pipes.remove(i);
+            } else {
+                i += 1;
+            }
+        }
+        self.drain_exec_status();
+    }
+
+    pub(super) fn drain_exec_status(&mut self) {
+        if let Some(fd) = &self.exec_status
+            && read_available(fd.as_raw_fd(), &mut self.exec_error)
+        {
+            self.exec_status = None;
+        }
+    }
+
+    pub(super) fn record_exit(&mut self, code: i32) {
+        self.drain_exec_status();
+        self.state.status = RuntimeStatus::Exited;
+        self.state.exit_code = Some(code);
+        self.state.finished_at = Some(now_nanos());
+        if !self.exec_error.is_empty() {
+            self.state.reason = Some("StartError".into());
+            self.state.message = Some(String::from_utf8_lossy(&self.exec_error).trim().to_string());
+        } else if code == 0 {
+            self.state.reason = Some("Completed".into());
+        } else {
+            self.state.reason = Some("Error".into());
+        }
+    }
+}
+
+pub(super) struct PendingStop {
+    pub(super) conn: u64,
+    pub(super) container: String,
+    pub(super) kill_at: Option<Instant>,
+}
+
+impl Monitor {
+    pub(super) fn libcontainer_err(id: &str, e: impl std::fmt::Display) -> RuntimeError {
+        RuntimeError::Libcontainer {
+            container: id.to_string(),
+            message: e.to_string(),
+        }
+    }
+
+    pub(super) fn create(&mut self, req: CreateContainer) -> Result<u32, RuntimeError> {
+        let id = req.id.clone();
+        if id.is_empty() || id.contains('/') || id.starts_with('.') {
+            return Err(RuntimeError::InvalidRequest(format!(
+                "container id {id:?} is not a plain name"
+            )));
+        }
+        if req.tty {
+            return Err(RuntimeError::InvalidRequest(format!(
+                "container {id:?} asks for a tty, which capcri does not support yet; set tty: false"
+            )));
+        }
+        if self.containers.contains_key(&id) || self.args.runtime_root.join(&id).exists() {
+            return Err(RuntimeError::AlreadyExists { container: id });
+        }
+        let log = match &req.log_path {
+            Some(p) => {
+                if let Some(parent) = p.parent() {
+                    fs::create_dir_all(parent).map_err(|e| {
+                        RuntimeError::io(format!("creating log directory {}", parent.display()), e)
+                    })?;
+                }
+                Some(
+                    OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .custom_flags(libc::O_CLOEXEC)
+                        // CRI logs may hold secrets the application
+                        // prints: not world-readable.
+                        .mode(0o640)
+                        .open(p)
+                        .map_err(|e| {
+                            RuntimeError::io(
+                                format!("opening log file {} of container {id:?}", p.display()),
+                                e,
+                            )
+                        })?,
+                )
+            }
+            None => None,
+        };
+        self.remember_cgroup_parent(&req.bundle);
+        let (out_r, out_w) = cloexec_pipe()?;
+        let (err_r, err_w) = cloexec_pipe()?;
+        let (status_r, status_w) = cloexec_pipe()?;
+        let (stdin_fd, stdin_writer) = if req.stdin {
+            let (r, w) = cloexec_pipe()?;
+            (r, Some(w))
+        } else {
+            (dev_null()?, None)
+        };
+        let builder = ContainerBuilder::new(id.clone(), SyscallType::default())
+            .with_root_path(self.args.runtime_root.clone())
+            .map_err(|e| Self::libcontainer_err(&id, e))?
+            .with_executor(ReportingExecutor::new(status_w.as_raw_fd()))
+            .with_stdin(stdin_fd)
+            .with_stdout(out_w)
+            .with_stderr(err_w)
+            .as_init(&req.bundle)
+            .with_systemd(false)
+            .as_sibling(false)
+            .with_detach(true);
+        let built = builder.build();
+        // Our copy of the write end must go, or EOF (= exec succeeded) could
+        // never be seen; the init holds its own copy.
+        drop(status_w);
+        set_nonblocking(status_r.as_raw_fd());
+        let container = match built {
+            Ok(c) => c,
+            Err(e) => {
+                let mut detail = Vec::new();
+                read_available(status_r.as_raw_fd(), &mut detail);
+                let detail = String::from_utf8_lossy(&detail).trim().to_string();
+                let message = if detail.is_empty() {
+                    format!("creating the container failed: {e}")
+                } else {
+                    format!("the container's process cannot be started: {detail}")
+                };
+                self.reap();
+                return Err(RuntimeError::Libcontainer {
+                    container: id,
+                    message,
+                });
+            }
+        };
+        let pid = container.pid().map(|p| p.as_raw()).unwrap_or(0);
+        set_nonblocking(out_r.as_raw_fd());
+        set_nonblocking(err_r.as_raw_fd());
+        let record = ContainerRecord {
+            pid,
+            state: ContainerRuntimeState {
+                status: RuntimeStatus::Created,
+                pid: Some(pid as u32),
+                exit_code: None,
+                started_at: None,
+                finished_at: None,
+                reason: None,
+                message: None,
+            },
+            bundle: req.bundle.clone(),
+            log,
+            pipes: vec![
+                LogPipe {
+                    fd: out_r,
+                    stream: CriLogStream::Stdout,
+                    splitter: LineSplitter::default(),
+                },
+                LogPipe {
+                    fd: err_r,
+                    stream: CriLogStream::Stderr,
+                    splitter: LineSplitter::default(),
+                },
+            ],
+            exec_status: Some(status_r),
+            exec_error: Vec::new(),
+            _stdin_writer: stdin_writer,
+        };
+        write_state(&self.args.pod_dir, &id, &record.state)?;
+        self.containers.insert(id, record);
+        Ok(pid as u32)
+    }
+
+    pub(super) fn remember_cgroup_parent(&mut self, bundle: &Path) {
+        let Ok(spec) = Spec::load(bundle.join("config.json")) else {
+            return;
+        };
+        let Some(path) = spec.linux().as_ref().and_then(|l| l.cgroups_path().clone()) else {
+            return;
+        };
+        if let Some(parent) = path.parent()
+            && parent.components().count() > 1
+            && parent.is_absolute()
+        {
+            self.cgroup_parents.insert(parent.to_path_buf());
+        }
+    }
+
+    /// Remove the now empty pod-level cgroups in every hierarchy (v1
+    /// controllers and the unified one on this hybrid host). rmdir(2) of a
+    /// cgroup only succeeds when it has no processes and no children, so
+    /// this cannot disturb anything still in use.
+    pub(super) fn remove_cgroup_parents(&mut self) {
+        let Ok(hierarchies) = fs::read_dir("/sys/fs/cgroup") else {
+            return;
+        };
+        let hierarchies: Vec<PathBuf> = hierarchies.flatten().map(|e| e.path()).collect();
+        for parent in std::mem::take(&mut self.cgroup_parents) {
+            let Ok(rel) = parent.strip_prefix("/") else {
+                continue;
+            };
+            for h in &hierarchies {
+                let _ = fs::remove_dir(h.join(rel));
+            }
+            // The v2-only layout has no per-controller hierarchies.
+            let _ = fs::remove_dir(Path::new("/sys/fs/cgroup").join(rel));
+        }
+    }
+
+    pub(super) fn record(&mut self, id: &str) -> Result<&mut ContainerRecord, RuntimeError> {
+        self.containers
+            .get_mut(id)
+            .ok_or_else(|| RuntimeError::NotFound {
+                container: id.to_string(),
+            })
+    }
+
+    pub(super) fn start_container(&mut self, id: &str) -> Result<(), RuntimeError> {
+        let root = self.args.runtime_root.join(id);
+        let pod_dir = self.args.pod_dir.clone();
+        let rec = self.record(id)?;
+        if rec.state.status != RuntimeStatus::Created {
+            return Err(RuntimeError::InvalidRequest(format!(
+                "container {id:?} is {:?}, only a created container can be started",
+                rec.state.status
+            )));
+        }
+        let mut container = Container::load(root).map_err(|e| Self::libcontainer_err(id, e))?;
+        container
+            .start()
+            .map_err(|e| Self::libcontainer_err(id, e))?;
+        rec.state.status = RuntimeStatus::Running;
+        rec.state.started_at = Some(now_nanos());
+        // Wait for the verdict of execve: EOF = the command runs; data = why
+        // it does not (then the init exits 255 right away).
+        let deadline = Instant::now() + EXEC_CONFIRM_TIMEOUT;
+        while rec.exec_status.is_some() && Instant::now() < deadline {
+            if let Some(fd) = &rec.exec_status {
+                let mut pfd = libc::pollfd {
+                    fd: fd.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                // SAFETY: poll on one pollfd we own.
+                unsafe { libc::poll(&mut pfd, 1, 100) };
+            }
+            rec.drain_exec_status();
+        }
+        let failed = !rec.exec_error.is_empty();
+        if failed {
+            // The init is about to exit; wait for it so the state is final.
+            let pid = Pid::from_raw(rec.pid);
+            if let Ok(status) = waitpid(pid, None)
+                && let Some((_, code)) = exit_code_of(status)
+            {
+                rec.drain(false);
+                rec.record_exit(code);
+            }
+        }
+        write_state(&pod_dir, id, &rec.state)?;
+        if failed {
+            let msg = rec.state.message.clone().unwrap_or_default();
+            return Err(RuntimeError::Libcontainer {
+                container: id.to_string(),
+                message: format!("the container's process could not be executed: {msg}"),
+            });
+        }
+        Ok(())
+    }
+
+    pub(super) fn signal(pid: i32, signal: i32) -> Result<(), RuntimeError> {
+        let sig = Signal::try_from(signal).map_err(|_| {
+            RuntimeError::InvalidRequest(format!("{signal} is not a valid signal number"))
+        })?;
+        match nix::sys::signal::kill(Pid::from_raw(pid), sig) {
+            Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
+            Err(e) => Err(RuntimeError::io(
+                format!("sending signal {sig} to pid {pid}"),
+                e.into(),
+            )),
+        }
+    }
+
+    pub(super) fn kill(&mut self, id: &str, signal: i32) -> Result<(), RuntimeError> {
+        let rec = self.record(id)?;
+        if rec.exited() {
+            return Ok(());
+        }
+        // The monitor has not reaped this pid, so it cannot have been reused.
+        Self::signal(rec.pid, signal)
+    }
+
+    pub(super) fn stop(
+        &mut self,
+        conn: u64,
+        id: &str,
+        timeout: Duration,
+        signal: i32,
+    ) -> Result<Reply, RuntimeError> {
+        let rec = self.record(id)?;
+        if rec.exited() {
+            return Ok(Reply::Now(Response::Ok));
+        }
+        let pid = rec.pid;
+        let signal = if signal == 0 { libc::SIGTERM } else { signal };
+        Self::signal(pid, signal)?;
+        let kill_at = if timeout.is_zero() || signal == libc::SIGKILL {
+            Self::signal(pid, libc::SIGKILL)?;
+            None
+        } else {
+            Some(Instant::now() + timeout)
+        };
+        self.stops.push(PendingStop {
+            conn,
+            container: id.to_string(),
+            kill_at,
+        });
+        Ok(Reply::Deferred)
+    }
+
+    pub(super) fn state(&mut self, id: &str) -> Result<ContainerRuntimeState, RuntimeError> {
+        let rec = self.record(id)?;
+        rec.drain(false);
+        Ok(rec.state.clone())
+    }
+
+    /// Kill (if needed) and reap synchronously: used by delete and shutdown,
+    /// where the answer must mean "gone".
+    pub(super) fn kill_and_reap(&mut self, id: &str) {
+        let pod_dir = self.args.pod_dir.clone();
+        let Some(rec) = self.containers.get_mut(id) else {
+            return;
+        };
+        if !rec.exited() {
+            let _ = Self::signal(rec.pid, libc::SIGKILL);
+            if let Ok(status) = waitpid(Pid::from_raw(rec.pid), None)
+                && let Some((_, code)) = exit_code_of(status)
+            {
+                rec.record_exit(code);
+                let _ = write_state(&pod_dir, id, &rec.state);
+            }
+        }
+        rec.drain(true);
+    }
+
+    pub(super) fn delete(&mut self, id: &str) -> Result<(), RuntimeError> {
+        let root = self.args.runtime_root.join(id);
+        if !self.containers.contains_key(id) && !root.exists() {
+            // Idempotent: deleting twice is fine.
+            remove_container_dir(&self.args.pod_dir, id)?;
+            return Ok(());
+        }
+        self.kill_and_reap(id);
+        if root.exists() {
+            let mut container = Container::load(root).map_err(|e| Self::libcontainer_err(id, e))?;
+            container
+                .delete(true)
+                .map_err(|e| Self::libcontainer_err(id, e))?;
+        }
+        self.containers.remove(id);
+        remove_container_dir(&self.args.pod_dir, id)?;
+        let done: Vec<u64> = self
+            .stops
+            .iter()
+            .filter(|s| s.container == id)
+            .map(|s| s.conn)
+            .collect();
+        self.stops.retain(|s| s.container != id);
+        for c in done {
+            self.send(c, &Response::Ok);
+        }
+        Ok(())
+    }
+
+    pub(super) fn shutdown_pod(&mut self) {
+        for job in &self.execs {
+            let _ = Self::signal(job.pid, libc::SIGKILL);
+        }
+        let ids: Vec<String> = self.containers.keys().cloned().collect();
+        for id in ids {
+            if let Err(e) = self.delete(&id) {
+                eprintln!("capcri monitor: deleting container {id:?} at pod shutdown: {e}");
+            }
+        }
+        self.reap();
+        self.remove_cgroup_parents();
+        if let Err(e) = unpin_namespaces(&self.args.pod_dir) {
+            eprintln!("capcri monitor: {e}");
+        }
+        let _ = fs::remove_file(self.args.pod_dir.join(SOCKET_NAME));
+        let _ = fs::remove_dir(self.args.pod_dir.join("containers"));
+        self.shutdown = true;
+    }
+}

@@ -1,0 +1,228 @@
+//! Pod namespaces: created once by a short-lived child of the monitor and
+//! pinned by bind-mounting `/proc/<child>/ns/<kind>` onto `pod_dir/ns/<kind>`.
+//! A bind mount of an nsfs inode keeps the namespace alive with no process in
+//! it, so containers can come and go (and join it through the path in their
+//! OCI spec) while the pod lives.
+
+use std::ffi::CString;
+use std::fs;
+use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use nix::sched::{CloneFlags, unshare};
+use nix::sys::wait::waitpid;
+use nix::unistd::{ForkResult, fork, pipe};
+
+use super::error::RuntimeError;
+use super::types::{NamespaceKind, PodNamespaceSet};
+
+pub fn pinned_namespace_path(pod_dir: &Path, kind: NamespaceKind) -> PathBuf {
+    pod_dir.join("ns").join(kind.proc_name())
+}
+
+/// Unmount (lazily: a process may still be entering it) and remove every pin
+/// of the pod. Idempotent: missing or unmounted pins are fine.
+pub fn unpin_namespaces(pod_dir: &Path) -> Result<(), RuntimeError> {
+    for kind in NamespaceKind::ALL {
+        let path = pinned_namespace_path(pod_dir, kind);
+        match umount2(&path, MntFlags::MNT_DETACH) {
+            Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
+            Err(e) => {
+                return Err(RuntimeError::io(
+                    format!(
+                        "unmounting pinned {} namespace {}",
+                        kind.proc_name(),
+                        path.display()
+                    ),
+                    e.into(),
+                ));
+            }
+        }
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(RuntimeError::io(format!("removing {}", path.display()), e)),
+        }
+    }
+    let ns_dir = pod_dir.join("ns");
+    match fs::remove_dir(&ns_dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(RuntimeError::io(
+            format!("removing {}", ns_dir.display()),
+            e,
+        )),
+    }
+}
+
+fn requested(set: PodNamespaceSet) -> Vec<NamespaceKind> {
+    let mut v = Vec::new();
+    if set.net {
+        v.push(NamespaceKind::Net);
+    }
+    if set.ipc {
+        v.push(NamespaceKind::Ipc);
+    }
+    if set.uts {
+        v.push(NamespaceKind::Uts);
+    }
+    v
+}
+
+/// Create and pin the requested namespaces. Must be called while the caller
+/// is single-threaded (it forks and the child does more than async-signal
+/// -safe work), which the monitor is.
+pub(crate) fn create_and_pin(
+    pod_dir: &Path,
+    set: PodNamespaceSet,
+    hostname: Option<&str>,
+) -> Result<(), RuntimeError> {
+    let kinds = requested(set);
+    if kinds.is_empty() {
+        return Ok(());
+    }
+    let ns_dir = pod_dir.join("ns");
+    fs::create_dir_all(&ns_dir)
+        .map_err(|e| RuntimeError::io(format!("creating {}", ns_dir.display()), e))?;
+    let mut flags = CloneFlags::empty();
+    for k in &kinds {
+        flags |= match k {
+            NamespaceKind::Net => CloneFlags::CLONE_NEWNET,
+            NamespaceKind::Ipc => CloneFlags::CLONE_NEWIPC,
+            NamespaceKind::Uts => CloneFlags::CLONE_NEWUTS,
+        };
+    }
+    let hostname = if set.uts {
+        hostname.map(str::to_owned)
+    } else {
+        None
+    };
+    let (ready_r, ready_w) = pipe().map_err(|e| RuntimeError::io("creating pipe", e.into()))?;
+    let (done_r, done_w) = pipe().map_err(|e| RuntimeError::io("creating pipe", e.into()))?;
+
+    // SAFETY: the monitor is single-threaded, so the child may allocate.
+    match unsafe { fork() }
+        .map_err(|e| RuntimeError::io("forking the namespace holder", e.into()))?
+    {
+        ForkResult::Child => {
+            drop(ready_r);
+            drop(done_w);
+            let mut ready = fs::File::from(ready_w);
+            let result = setup_in_child(flags, hostname.as_deref());
+            let msg = match result {
+                Ok(()) => "ok".to_string(),
+                Err(e) => e,
+            };
+            let _ = ready.write_all(msg.as_bytes());
+            drop(ready);
+            // Stay in the namespaces until the parent has bind-mounted them.
+            let mut buf = [0u8; 1];
+            let mut done = fs::File::from(done_r);
+            let _ = done.read(&mut buf);
+            // SAFETY: plain process exit without running the parent's atexit
+            // handlers or destructors twice.
+            unsafe { libc::_exit(0) }
+        }
+        ForkResult::Parent { child } => {
+            drop(ready_w);
+            drop(done_r);
+            let mut msg = String::new();
+            let read = fs::File::from(ready_r).read_to_string(&mut msg);
+            let result = match read {
+                Ok(_) if msg == "ok" => pin_from(child.as_raw(), pod_dir, &kinds),
+                Ok(_) => Err(RuntimeError::MonitorStartup {
+                    pod: pod_dir.display().to_string(),
+                    message: format!("creating pod namespaces failed: {msg}"),
+                }),
+                Err(e) => Err(RuntimeError::io("reading the namespace holder's status", e)),
+            };
+            drop(done_w);
+            // The holder only waits for `done`; its exit status carries nothing.
+            let _ = waitpid(child, None);
+            if result.is_err() {
+                let _ = unpin_namespaces(pod_dir);
+            }
+            result
+        }
+    }
+}
+
+fn setup_in_child(flags: CloneFlags, hostname: Option<&str>) -> Result<(), String> {
+    unshare(flags).map_err(|e| format!("unshare({flags:?}): {e}"))?;
+    if let Some(h) = hostname {
+        nix::unistd::sethostname(h).map_err(|e| format!("sethostname({h:?}): {e}"))?;
+    }
+    if flags.contains(CloneFlags::CLONE_NEWNET) {
+        loopback_up().map_err(|e| format!("bringing lo up in the pod network namespace: {e}"))?;
+    }
+    Ok(())
+}
+
+/// A new network namespace has `lo` down; pods expect 127.0.0.1 to work.
+fn loopback_up() -> std::io::Result<()> {
+    // SAFETY: plain socket(2); the fd is owned below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh descriptor we own.
+    let sock = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    // SAFETY: ifreq is plain old data; zeroed is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
+        *dst = *src as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read/write the ifreq we pass.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: ifr_ifru is a union; the flags member was just filled in.
+    unsafe {
+        req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+    }
+    // SAFETY: as above.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn pin_from(pid: i32, pod_dir: &Path, kinds: &[NamespaceKind]) -> Result<(), RuntimeError> {
+    for kind in kinds {
+        let target = pinned_namespace_path(pod_dir, *kind);
+        fs::File::create(&target)
+            .map_err(|e| RuntimeError::io(format!("creating {}", target.display()), e))?;
+        let source = PathBuf::from(format!("/proc/{pid}/ns/{}", kind.proc_name()));
+        mount(
+            Some(&source),
+            &target,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(|e| {
+            RuntimeError::io(
+                format!(
+                    "bind-mounting {} onto {}",
+                    source.display(),
+                    target.display()
+                ),
+                e.into(),
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// Checked when the monitor starts, before anything is created, so a bad
+/// hostname is a clear startup error instead of a failed unshare child.
+/// 64 bytes is the kernel's limit (HOST_NAME_MAX).
+pub(crate) fn validate_hostname(h: &str) -> Result<(), String> {
+    CString::new(h).map_err(|_| format!("hostname {h:?} contains a NUL byte"))?;
+    if h.is_empty() || h.len() > 64 {
+        return Err(format!("hostname {h:?} must be 1 to 64 bytes long"));
+    }
+    Ok(())
+}

@@ -1,0 +1,76 @@
+//! The monitor runs from a sealed, anonymous copy of the capcri binary.
+//!
+//! CVE-2019-5736: a container process that can see a runtime process of the
+//! host (libcontainer's init and tenant processes are clones of the monitor
+//! until their `execve`, and the monitor is visible through
+//! `/proc/<pid>/exe` to anything that can reach it) could open that
+//! `/proc/<pid>/exe` and write through it into the host's capcri binary,
+//! which root then executes next time. Here that link points to a memfd:
+//! it is not the file on disk, so a write could not reach the host binary,
+//! and the memfd carries `F_SEAL_WRITE|F_SEAL_SHRINK|F_SEAL_GROW|F_SEAL_SEAL`,
+//! so the kernel refuses every write and the seals cannot be removed. The
+//! copy is made once per daemon and shared by every monitor it spawns.
+
+use std::ffi::CString;
+use std::fs::File;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::Path;
+use std::sync::OnceLock;
+
+use super::error::RuntimeError;
+
+/// Sealed copies made by this process, by source program path.
+type SealedCopies = std::sync::Mutex<Vec<(std::path::PathBuf, std::sync::Arc<OwnedFd>)>>;
+
+/// One sealed copy per (daemon process, program path).
+static SEALED: OnceLock<SealedCopies> = OnceLock::new();
+
+pub(crate) fn sealed_copy(program: &Path) -> Result<std::sync::Arc<OwnedFd>, RuntimeError> {
+    let cache = SEALED.get_or_init(Default::default);
+    let mut guard = cache
+        .lock()
+        .map_err(|_| RuntimeError::Protocol("sealed binary cache poisoned".into()))?;
+    if let Some((_, fd)) = guard.iter().find(|(p, _)| p == program) {
+        return Ok(fd.clone());
+    }
+    let fd = std::sync::Arc::new(make_sealed_copy(program)?);
+    guard.push((program.to_path_buf(), fd.clone()));
+    Ok(fd)
+}
+
+fn make_sealed_copy(program: &Path) -> Result<OwnedFd, RuntimeError> {
+    let name = CString::new("capcri").map_err(|e| RuntimeError::Protocol(e.to_string()))?;
+    // SAFETY: memfd_create with a valid C string; the fd is owned below.
+    let raw =
+        unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
+    if raw < 0 {
+        return Err(RuntimeError::io(
+            "memfd_create for the sealed monitor binary",
+            std::io::Error::last_os_error(),
+        ));
+    }
+    // SAFETY: raw is a fresh descriptor nobody else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let mut src = File::open(program)
+        .map_err(|e| RuntimeError::io(format!("opening {}", program.display()), e))?;
+    let mut dst = File::from(
+        fd.try_clone()
+            .map_err(|e| RuntimeError::io("dup of memfd", e))?,
+    );
+    std::io::copy(&mut src, &mut dst).map_err(|e| {
+        RuntimeError::io(
+            format!("copying {} into the sealed memfd", program.display()),
+            e,
+        )
+    })?;
+    drop(dst);
+    let seals = libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
+    // SAFETY: fcntl on an fd we own.
+    if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, seals) } < 0 {
+        return Err(RuntimeError::io(
+            "sealing the monitor binary memfd",
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(fd)
+}

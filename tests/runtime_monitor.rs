@@ -1,0 +1,580 @@
+//! Privileged end-to-end test of the per-pod monitor: real namespaces,
+//! cgroups and containers through libcontainer. Skips unless
+//! CAPCRI_PRIVILEGED_TESTS is set (needs root and `umoci`).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use capcri::runtime::{
+    CreateContainer, ExecSpec, MonitorClient, MonitorSpawn, NamespaceKind, PodNamespaceSet,
+    RuntimeError, RuntimeStatus, pinned_namespace_path, spawn_monitor, unpin_namespaces,
+};
+
+const OCI_LAYOUT: &str = "/var/tmp/testimages-oci";
+const HOSTNAME: &str = "capcri-test-pod";
+
+fn privileged() -> bool {
+    if std::env::var_os("CAPCRI_PRIVILEGED_TESTS").is_none() {
+        eprintln!("skipping: set CAPCRI_PRIVILEGED_TESTS=1 (needs root, umoci and {OCI_LAYOUT})");
+        return false;
+    }
+    true
+}
+
+/// Undoes everything the test may have left behind, also when it panics.
+struct Cleanup {
+    base: PathBuf,
+    cgroup_name: String,
+    monitor_pid: Option<i32>,
+}
+
+fn cgroup_dirs(name: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/sys/fs/cgroup") else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let p = e.path().join(name);
+        if p.exists() {
+            out.push(p);
+        }
+    }
+    out
+}
+
+fn mounts_under(base: &Path) -> Vec<String> {
+    let base = base.display().to_string();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4).map(str::to_owned))
+        .filter(|m| m.starts_with(&base))
+        .collect()
+}
+
+fn remove_cgroup_tree(dir: &Path) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.path().is_dir() {
+                remove_cgroup_tree(&e.path());
+            }
+        }
+    }
+    if let Ok(procs) = std::fs::read_to_string(dir.join("cgroup.procs")) {
+        for pid in procs.lines().filter_map(|l| l.parse::<i32>().ok()) {
+            // SAFETY: kill(2) of a pid found in the test's own cgroup.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+    for _ in 0..50 {
+        if std::fs::remove_dir(dir).is_ok() || !dir.exists() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if let Some(pid) = self.monitor_pid
+            && Path::new(&format!("/proc/{pid}")).exists()
+        {
+            // SAFETY: kill(2) of the monitor this test spawned.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        for dir in cgroup_dirs(&self.cgroup_name) {
+            remove_cgroup_tree(&dir);
+        }
+        let _ = unpin_namespaces(&self.base.join("pod"));
+        let mut mounts = mounts_under(&self.base);
+        mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        for m in mounts {
+            let _ = nix::mount::umount2(m.as_str(), nix::mount::MntFlags::MNT_DETACH);
+        }
+        let _ = std::fs::remove_dir_all(&self.base);
+    }
+}
+
+fn unpack(image: &str, dir: &Path) {
+    let status = Command::new("umoci")
+        .args(["unpack", "--image", &format!("{OCI_LAYOUT}:{image}")])
+        .arg(dir)
+        .status()
+        .expect("umoci runs");
+    assert!(status.success(), "umoci unpack of {image} failed");
+}
+
+fn write_config(bundle: &Path, pod_dir: &Path, cgroups_path: &str, args: &[&str], uid: u32) {
+    let caps = [
+        "CAP_CHOWN",
+        "CAP_DAC_OVERRIDE",
+        "CAP_FSETID",
+        "CAP_FOWNER",
+        "CAP_MKNOD",
+        "CAP_NET_RAW",
+        "CAP_SETGID",
+        "CAP_SETUID",
+        "CAP_SETFCAP",
+        "CAP_SETPCAP",
+        "CAP_NET_BIND_SERVICE",
+        "CAP_SYS_CHROOT",
+        "CAP_KILL",
+        "CAP_AUDIT_WRITE",
+    ];
+    let ns = |kind| pinned_namespace_path(pod_dir, kind).display().to_string();
+    let config = serde_json::json!({
+        "ociVersion": "1.0.2",
+        "process": {
+            "terminal": false,
+            "user": { "uid": uid, "gid": uid },
+            "args": args,
+            "env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+            "cwd": "/",
+            "capabilities": { "bounding": caps, "effective": caps, "permitted": caps }
+        },
+        "root": { "path": "rootfs", "readonly": false },
+        "mounts": [
+            { "destination": "/proc", "type": "proc", "source": "proc" },
+            { "destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+              "options": ["nosuid", "strictatime", "mode=755", "size=65536k"] },
+            { "destination": "/dev/pts", "type": "devpts", "source": "devpts",
+              "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"] },
+            { "destination": "/dev/shm", "type": "tmpfs", "source": "shm",
+              "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"] },
+            { "destination": "/sys", "type": "sysfs", "source": "sysfs",
+              "options": ["nosuid", "noexec", "nodev", "ro"] }
+        ],
+        "linux": {
+            "cgroupsPath": cgroups_path,
+            "namespaces": [
+                { "type": "pid" },
+                { "type": "mount" },
+                { "type": "network", "path": ns(NamespaceKind::Net) },
+                { "type": "ipc", "path": ns(NamespaceKind::Ipc) },
+                { "type": "uts", "path": ns(NamespaceKind::Uts) }
+            ]
+        }
+    });
+    std::fs::write(
+        bundle.join("config.json"),
+        serde_json::to_vec_pretty(&config).unwrap(),
+    )
+    .unwrap();
+}
+
+fn exec_spec(args: &[&str], uid: u32, timeout: Option<Duration>) -> ExecSpec {
+    ExecSpec {
+        args: args.iter().map(|s| s.to_string()).collect(),
+        env: vec![],
+        cwd: None,
+        uid,
+        gid: uid,
+        additional_gids: vec![],
+        timeout,
+    }
+}
+
+async fn wait_for_log(path: &Path, needles: &[&str]) -> String {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if needles.iter().all(|n| text.contains(n)) || Instant::now() > deadline {
+            return text;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn monitor_runs_a_pod_end_to_end() {
+    if !privileged() {
+        return;
+    }
+    let uniq = format!(
+        "capcri-test-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos()
+    );
+    let base = std::env::temp_dir().join(&uniq);
+    std::fs::create_dir_all(&base).unwrap();
+    let mut cleanup = Cleanup {
+        base: base.clone(),
+        cgroup_name: uniq.clone(),
+        monitor_pid: None,
+    };
+    let pod_dir = base.join("pod");
+    let runtime_root = base.join("runtime");
+
+    let client = spawn_monitor(MonitorSpawn {
+        pod_id: "pod-1".into(),
+        pod_dir: pod_dir.clone(),
+        runtime_root: runtime_root.clone(),
+        new_namespaces: PodNamespaceSet {
+            net: true,
+            ipc: true,
+            uts: true,
+        },
+        hostname: Some(HOSTNAME.into()),
+        program: Some(PathBuf::from(env!("CARGO_BIN_EXE_capcri"))),
+    })
+    .await
+    .expect("monitor starts");
+    let monitor_pid = client.pid().expect("monitor reports its pid") as i32;
+    cleanup.monitor_pid = Some(monitor_pid);
+
+    // Own session: the daemon's process group and session end do not reach it.
+    // SAFETY: getsid/getpgid of a pid have no memory effects.
+    let (sid, pgid) = unsafe { (libc::getsid(monitor_pid), libc::getpgid(monitor_pid)) };
+    assert_eq!(sid, monitor_pid);
+    assert_eq!(pgid, monitor_pid);
+
+    // Pins exist and are mount points.
+    let mounts = mounts_under(&base);
+    for kind in [NamespaceKind::Net, NamespaceKind::Ipc, NamespaceKind::Uts] {
+        let pin = pinned_namespace_path(&pod_dir, kind);
+        assert!(pin.exists(), "{} missing", pin.display());
+        assert!(
+            mounts.contains(&pin.display().to_string()),
+            "{} not mounted",
+            pin.display()
+        );
+    }
+
+    // CVE-2019-5736: the monitor (whose image every container init runs
+    // until its execve) is a sealed memfd, not the capcri file on disk.
+    let exe = std::fs::read_link(format!("/proc/{monitor_pid}/exe")).unwrap();
+    assert!(
+        exe.display().to_string().starts_with("/memfd:"),
+        "monitor exe is {}",
+        exe.display()
+    );
+    let write_attempt = std::fs::OpenOptions::new()
+        .write(true)
+        .open(format!("/proc/{monitor_pid}/exe"));
+    let err = write_attempt.expect_err("the sealed monitor binary must not open for writing");
+    assert!(
+        matches!(err.raw_os_error(), Some(libc::ETXTBSY) | Some(libc::EPERM)),
+        "unexpected error opening the monitor exe for writing: {err}"
+    );
+
+    // A reconnecting client (daemon restart) reaches the same monitor.
+    let again = MonitorClient::connect(&pod_dir).await.expect("reconnect");
+    assert_eq!(again.pid(), Some(monitor_pid as u32));
+
+    // A malformed request gets an error response, and the monitor lives on.
+    {
+        use std::io::{Read, Write};
+        let mut raw =
+            std::os::unix::net::UnixStream::connect(pod_dir.join("monitor.sock")).unwrap();
+        let body = b"{not json";
+        raw.write_all(&(body.len() as u32).to_be_bytes()).unwrap();
+        raw.write_all(body).unwrap();
+        let mut len = [0u8; 4];
+        raw.read_exact(&mut len).unwrap();
+        let mut resp = vec![0u8; u32::from_be_bytes(len) as usize];
+        raw.read_exact(&mut resp).unwrap();
+        let resp = String::from_utf8_lossy(&resp);
+        assert!(
+            resp.contains("\"error\"") && resp.contains("malformed"),
+            "{resp}"
+        );
+    }
+    MonitorClient::connect(&pod_dir)
+        .await
+        .expect("monitor survives a malformed request");
+
+    // Container 1: output to the CRI log, then it sleeps.
+    let bundle1 = base.join("bundle1");
+    unpack("registry.k8s.io/e2e-test-images/busybox:1.29-2", &bundle1);
+    write_config(
+        &bundle1,
+        &pod_dir,
+        &format!("/{uniq}/c1"),
+        &["sh", "-c", "echo out; echo err >&2; sleep 1000"],
+        0,
+    );
+    let log1 = base.join("logs/c1.log");
+    let pid = client
+        .create(CreateContainer {
+            id: "c1".into(),
+            bundle: bundle1.clone(),
+            log_path: Some(log1.clone()),
+            stdin: false,
+            tty: false,
+        })
+        .await
+        .expect("create c1");
+    assert!(pid > 1);
+    assert_eq!(
+        client.state("c1").await.unwrap().status,
+        RuntimeStatus::Created
+    );
+    client.start("c1").await.expect("start c1");
+    let st = client.state("c1").await.unwrap();
+    assert_eq!(st.status, RuntimeStatus::Running);
+    assert!(st.started_at.is_some());
+
+    let log = wait_for_log(&log1, &[" stdout F out\n", " stderr F err\n"]).await;
+    assert!(
+        log.contains(" stdout F out\n") && log.contains(" stderr F err\n"),
+        "log was {log:?}"
+    );
+    for line in log.lines() {
+        let ts = line.split(' ').next().unwrap();
+        chrono::DateTime::parse_from_rfc3339(ts)
+            .unwrap_or_else(|e| panic!("bad timestamp in {line:?}: {e}"));
+    }
+
+    // Pod namespaces are the container's.
+    let out = client
+        .exec_sync("c1", exec_spec(&["hostname"], 0, None))
+        .await
+        .expect("exec hostname");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), HOSTNAME);
+    let out = client
+        .exec_sync(
+            "c1",
+            exec_spec(&["cat", "/sys/class/net/lo/operstate"], 0, None),
+        )
+        .await
+        .unwrap();
+    assert_ne!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "down",
+        "lo is down in the pod netns"
+    );
+
+    // The monitor ignores SIGPIPE; container processes must not inherit that.
+    let out = client
+        .exec_sync(
+            "c1",
+            exec_spec(&["grep", "SigIgn", "/proc/self/status"], 0, None),
+        )
+        .await
+        .unwrap();
+    let sigign = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(sigign.trim().ends_with("0000000000000000"), "{sigign}");
+
+    // exec as a given user.
+    let out = client
+        .exec_sync("c1", exec_spec(&["id", "-u"], 1000, None))
+        .await
+        .expect("exec id");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1000");
+    assert_eq!(out.exit_code, 0);
+    assert!(!out.timed_out);
+
+    // exec timeout: killed, reported, and the monitor stays responsive
+    // meanwhile (a state call while the exec runs).
+    let started = Instant::now();
+    let slow = {
+        let c = client.clone();
+        tokio::spawn(async move {
+            c.exec_sync(
+                "c1",
+                exec_spec(&["sleep", "10"], 0, Some(Duration::from_secs(1))),
+            )
+            .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let during = client.state("c1").await.expect("state while an exec runs");
+    assert_eq!(during.status, RuntimeStatus::Running);
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "monitor blocked during exec"
+    );
+    let out = slow.await.unwrap().expect("exec with timeout");
+    assert!(out.timed_out, "exec was not reported as timed out: {out:?}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+
+    // Stop: sh as pid 1 ignores SIGTERM, so SIGKILL after the timeout.
+    client
+        .stop("c1", Duration::from_secs(1), libc::SIGTERM)
+        .await
+        .expect("stop c1");
+    let st = client.state("c1").await.unwrap();
+    assert_eq!(st.status, RuntimeStatus::Exited);
+    assert!(
+        matches!(st.exit_code, Some(143) | Some(137)),
+        "exit code {:?}",
+        st.exit_code
+    );
+    assert!(st.finished_at.is_some());
+    // The exit is on disk for a restarted daemon.
+    let persisted = capcri::runtime::read_persisted_state(&pod_dir, "c1").unwrap();
+    assert_eq!(persisted, st);
+    client
+        .stop("c1", Duration::from_secs(1), libc::SIGTERM)
+        .await
+        .expect("stop is idempotent");
+
+    // Container 4 exits on its own: the exit is on disk without anyone
+    // asking (a daemon that is down meanwhile finds it there), and its
+    // unterminated last line is in the log as a full record.
+    let bundle4 = base.join("bundle4");
+    unpack("registry.k8s.io/e2e-test-images/busybox:1.29-2", &bundle4);
+    write_config(
+        &bundle4,
+        &pod_dir,
+        &format!("/{uniq}/c4"),
+        &["sh", "-c", "echo first; printf last; exit 3"],
+        0,
+    );
+    let log4 = base.join("logs/c4.log");
+    client
+        .create(CreateContainer {
+            id: "c4".into(),
+            bundle: bundle4.clone(),
+            log_path: Some(log4.clone()),
+            stdin: false,
+            tty: false,
+        })
+        .await
+        .expect("create c4");
+    client.start("c4").await.expect("start c4");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let st = loop {
+        let st = capcri::runtime::read_persisted_state(&pod_dir, "c4").unwrap();
+        if st.status == RuntimeStatus::Exited || Instant::now() > deadline {
+            break st;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(st.status, RuntimeStatus::Exited);
+    assert_eq!(st.exit_code, Some(3));
+    assert_eq!(st.reason.as_deref(), Some("Error"));
+    let log = wait_for_log(&log4, &[" stdout F first\n", " stdout F last\n"]).await;
+    assert!(
+        log.contains(" stdout F first\n") && log.contains(" stdout F last\n"),
+        "log was {log:?}"
+    );
+    client.delete("c4").await.expect("delete c4");
+
+    // Container 2: the command does not exist: create names the cause.
+    let bundle2 = base.join("bundle2");
+    unpack("registry.k8s.io/e2e-test-images/busybox:1.29-2", &bundle2);
+    write_config(
+        &bundle2,
+        &pod_dir,
+        &format!("/{uniq}/c2"),
+        &["/no/such/command"],
+        0,
+    );
+    let err = client
+        .create(CreateContainer {
+            id: "c2".into(),
+            bundle: bundle2.clone(),
+            log_path: None,
+            stdin: false,
+            tty: false,
+        })
+        .await
+        .expect_err("create of a missing command fails");
+    eprintln!("create of a missing command: {err}");
+    assert!(
+        matches!(&err, RuntimeError::Libcontainer { message, .. } if message.contains("/no/such/command")),
+        "unexpected error {err}"
+    );
+
+    // Container 3: execve fails with EPERM (file capability cap_net_admin
+    // outside the bounding set): start fails and the state says why.
+    let bundle3 = base.join("bundle3");
+    unpack("cri-lab/filecaps-netadmin:latest", &bundle3);
+    write_config(
+        &bundle3,
+        &pod_dir,
+        &format!("/{uniq}/c3"),
+        &["/usr/local/bin/ip", "link"],
+        1000,
+    );
+    client
+        .create(CreateContainer {
+            id: "c3".into(),
+            bundle: bundle3.clone(),
+            log_path: None,
+            stdin: false,
+            tty: false,
+        })
+        .await
+        .expect("create c3 (execve happens at start)");
+    let err = client
+        .start("c3")
+        .await
+        .expect_err("start of an EPERM binary fails");
+    assert!(
+        err.to_string().contains("Operation not permitted") || err.to_string().contains("EPERM"),
+        "{err}"
+    );
+    eprintln!("start of an EPERM binary: {err}");
+    let st = client.state("c3").await.unwrap();
+    eprintln!("state after EPERM: {st:?}");
+    assert_eq!(st.status, RuntimeStatus::Exited);
+    assert_eq!(st.reason.as_deref(), Some("StartError"));
+    assert!(
+        st.message.as_deref().unwrap_or_default().contains("EPERM"),
+        "{st:?}"
+    );
+    assert!(st.finished_at.is_some());
+
+    // Delete, idempotently.
+    client.delete("c1").await.expect("delete c1");
+    client.delete("c1").await.expect("delete twice");
+    assert!(matches!(
+        client.state("c1").await,
+        Err(RuntimeError::NotFound { .. })
+    ));
+    assert!(!runtime_root.join("c1").exists());
+
+    // Shutdown removes c3, the pins, the socket, and the monitor exits.
+    client.shutdown().await.expect("shutdown");
+    assert!(
+        !Path::new(&format!("/proc/{monitor_pid}")).exists(),
+        "monitor still running"
+    );
+    assert!(!pod_dir.join("monitor.sock").exists());
+    assert!(
+        mounts_under(&base).is_empty(),
+        "mounts left: {:?}",
+        mounts_under(&base)
+    );
+    assert!(
+        cgroup_dirs(&uniq).is_empty(),
+        "cgroups left: {:?}",
+        cgroup_dirs(&uniq)
+    );
+    assert!(!runtime_root.join("c3").exists());
+}
+
+/// Needs no privileges: the monitor refuses a bad hostname before it
+/// creates anything, and spawn_monitor returns its startup error text.
+#[tokio::test]
+async fn monitor_startup_error_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = spawn_monitor(MonitorSpawn {
+        pod_id: "pod-bad".into(),
+        pod_dir: dir.path().join("pod"),
+        runtime_root: dir.path().join("runtime"),
+        new_namespaces: PodNamespaceSet {
+            net: false,
+            ipc: false,
+            uts: true,
+        },
+        hostname: Some("x".repeat(100)),
+        program: Some(PathBuf::from(env!("CARGO_BIN_EXE_capcri"))),
+    })
+    .await
+    .expect_err("a 100-byte hostname is refused");
+    match err {
+        RuntimeError::MonitorStartup { pod, message } => {
+            assert_eq!(pod, "pod-bad");
+            assert!(message.contains("hostname"), "{message}");
+        }
+        other => panic!("unexpected error {other}"),
+    }
+    assert!(!dir.path().join("pod/monitor.sock").exists());
+}
