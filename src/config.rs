@@ -107,6 +107,19 @@ impl Config {
                 });
             }
         }
+        // A pod's monitor socket is <state_dir>/pods/<64-hex id>/monitor.sock
+        // and a unix socket path must fit in sun_path (108 bytes).
+        let longest =
+            self.state_dir.as_os_str().len() + "/pods/".len() + 64 + "/monitor.sock".len();
+        if longest >= 108 {
+            return Err(ConfigError::Invalid {
+                setting: "state_dir".into(),
+                reason: format!(
+                    "{} is too long: pod monitor sockets under it would need {longest} bytes, unix sockets allow 107; use a shorter path",
+                    self.state_dir.display()
+                ),
+            });
+        }
         if !self.cgroup_parent.starts_with('/') {
             return Err(ConfigError::Invalid {
                 setting: "cgroup_parent".into(),
@@ -164,7 +177,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.socket, PathBuf::from("/tmp/x.sock"));
-        assert_eq!(c.registries.mirrors["registry.k8s.io"], vec!["127.0.0.1:5000"]);
+        assert_eq!(
+            c.registries.mirrors["registry.k8s.io"],
+            vec!["127.0.0.1:5000"]
+        );
         assert_eq!(c.registries.insecure, vec!["reg.local:5000"]);
     }
 

@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 pub enum NodeError {
     #[error("{kind} {id:?} not found")]
     NotFound { kind: &'static str, id: String },
-    #[error("name {name:?} is already reserved by another object; remove it first or use another attempt number")]
+    #[error(
+        "name {name:?} is already reserved by another object; remove it first or use another attempt number"
+    )]
     AlreadyExists { name: String },
     #[error("invalid request: {0}")]
     InvalidArgument(String),

@@ -5,7 +5,11 @@ use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(name = "capcri", version, about = "A Kubernetes CRI runtime with policy-driven Linux capabilities")]
+#[command(
+    name = "capcri",
+    version,
+    about = "A Kubernetes CRI runtime with policy-driven Linux capabilities"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -82,9 +86,15 @@ impl ServeArgs {
         }
         for m in self.registry_mirrors {
             let Some((host, endpoint)) = m.split_once('=') else {
-                anyhow::bail!("--registry-mirror {m:?} is not HOST=ENDPOINT, e.g. registry.k8s.io=127.0.0.1:5000");
+                anyhow::bail!(
+                    "--registry-mirror {m:?} is not HOST=ENDPOINT, e.g. registry.k8s.io=127.0.0.1:5000"
+                );
             };
-            c.registries.mirrors.entry(host.to_string()).or_default().push(endpoint.to_string());
+            c.registries
+                .mirrors
+                .entry(host.to_string())
+                .or_default()
+                .push(endpoint.to_string());
         }
         c.registries.insecure.extend(self.insecure_registries);
         c.validate()?;
@@ -96,7 +106,11 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Version => {
-            println!("capcri {} (CRI {})", env!("CARGO_PKG_VERSION"), capcri::cri::CRI_API_VERSION);
+            println!(
+                "capcri {} (CRI {})",
+                env!("CARGO_PKG_VERSION"),
+                capcri::cri::CRI_API_VERSION
+            );
             std::process::ExitCode::SUCCESS
         }
         Command::Monitor { args } => {
@@ -114,7 +128,10 @@ fn main() -> std::process::ExitCode {
                 }
             };
             capcri::server::init_tracing(config.log_format, &config.log_level);
-            let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
                 Ok(rt) => rt,
                 Err(e) => {
                     eprintln!("capcri: cannot start the async runtime: {e}");

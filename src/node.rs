@@ -79,8 +79,9 @@ impl Node {
             registries: config.registries.clone(),
             max_layer_bytes: config.max_layer_bytes,
         })?;
-        let pod_records = RecordDir::open(config.meta_dir().join("pods"))?;
-        let container_records = RecordDir::open(config.meta_dir().join("containers"))?;
+        let pod_records: RecordDir<PodSandbox> = RecordDir::open(config.meta_dir().join("pods"))?;
+        let container_records: RecordDir<ContainerRecord> =
+            RecordDir::open(config.meta_dir().join("containers"))?;
         let mut names = HashSet::new();
         let mut pods = HashMap::new();
         for pod in pod_records.load_all()? {
@@ -140,8 +141,10 @@ impl Node {
 /// A new random 64-hex id, like containerd's.
 pub(crate) fn new_id() -> Result<String, NodeError> {
     let mut bytes = [0u8; 32];
-    let mut f = std::fs::File::open("/dev/urandom").map_err(|e| NodeError::io("/dev/urandom".as_ref(), e))?;
-    std::io::Read::read_exact(&mut f, &mut bytes).map_err(|e| NodeError::io("/dev/urandom".as_ref(), e))?;
+    let mut f = std::fs::File::open("/dev/urandom")
+        .map_err(|e| NodeError::io("/dev/urandom".as_ref(), e))?;
+    std::io::Read::read_exact(&mut f, &mut bytes)
+        .map_err(|e| NodeError::io("/dev/urandom".as_ref(), e))?;
     Ok(hex::encode(bytes))
 }
 

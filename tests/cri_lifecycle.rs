@@ -32,8 +32,14 @@ fn pod_config(name: &str, log_dir: &std::path::Path) -> cri::PodSandboxConfig {
 
 fn container_config(name: &str, image: &str, command: &[&str]) -> cri::ContainerConfig {
     cri::ContainerConfig {
-        metadata: Some(cri::ContainerMetadata { name: name.into(), attempt: 0 }),
-        image: Some(cri::ImageSpec { image: image.into(), ..Default::default() }),
+        metadata: Some(cri::ContainerMetadata {
+            name: name.into(),
+            attempt: 0,
+        }),
+        image: Some(cri::ImageSpec {
+            image: image.into(),
+            ..Default::default()
+        }),
         command: command.iter().map(|s| s.to_string()).collect(),
         log_path: format!("{name}/0.log"),
         labels: HashMap::from([("container".into(), name.into())]),
@@ -46,7 +52,10 @@ async fn pull(d: &TestDaemon, image: &str) -> String {
     d.images()
         .await
         .pull_image(cri::PullImageRequest {
-            image: Some(cri::ImageSpec { image: image.into(), ..Default::default() }),
+            image: Some(cri::ImageSpec {
+                image: image.into(),
+                ..Default::default()
+            }),
             ..Default::default()
         })
         .await
@@ -58,7 +67,10 @@ async fn pull(d: &TestDaemon, image: &str) -> String {
 async fn container_state(d: &TestDaemon, id: &str) -> cri::ContainerStatus {
     d.runtime()
         .await
-        .container_status(cri::ContainerStatusRequest { container_id: id.into(), verbose: false })
+        .container_status(cri::ContainerStatusRequest {
+            container_id: id.into(),
+            verbose: false,
+        })
         .await
         .expect("container status")
         .into_inner()
@@ -73,35 +85,73 @@ async fn full_lifecycle_through_the_cri_socket() {
     let mut rt = d.runtime().await;
     let mut img = d.images().await;
 
-    let v = rt.version(cri::VersionRequest::default()).await.unwrap().into_inner();
+    let v = rt
+        .version(cri::VersionRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(v.runtime_name, "capcri");
     assert_eq!(v.runtime_api_version, "v1");
-    let status = rt.status(cri::StatusRequest::default()).await.unwrap().into_inner();
+    let status = rt
+        .status(cri::StatusRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
     let conditions = status.status.unwrap().conditions;
-    assert!(conditions.iter().any(|c| c.r#type == "RuntimeReady" && c.status));
-    assert!(conditions.iter().any(|c| c.r#type == "NetworkReady" && !c.status && !c.message.is_empty()));
-    let rc = rt.runtime_config(cri::RuntimeConfigRequest {}).await.unwrap().into_inner();
-    assert_eq!(rc.linux.unwrap().cgroup_driver, cri::CgroupDriver::Cgroupfs as i32);
+    assert!(
+        conditions
+            .iter()
+            .any(|c| c.r#type == "RuntimeReady" && c.status)
+    );
+    assert!(
+        conditions
+            .iter()
+            .any(|c| c.r#type == "NetworkReady" && !c.status && !c.message.is_empty())
+    );
+    let rc = rt
+        .runtime_config(cri::RuntimeConfigRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        rc.linux.unwrap().cgroup_driver,
+        cri::CgroupDriver::Cgroupfs as i32
+    );
 
     // Pull through the mirror: the name asked for is the name kept.
     let busybox = "registry.k8s.io/e2e-test-images/busybox:1.29-2";
     let image_id = pull(&d, busybox).await;
     assert!(image_id.starts_with("sha256:"), "{image_id}");
-    let listed = img.list_images(cri::ListImagesRequest::default()).await.unwrap().into_inner().images;
-    let listed = listed.iter().find(|i| i.id == image_id).expect("pulled image listed");
+    let listed = img
+        .list_images(cri::ListImagesRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .images;
+    let listed = listed
+        .iter()
+        .find(|i| i.id == image_id)
+        .expect("pulled image listed");
     assert_eq!(listed.repo_tags, vec![busybox.to_string()]);
     assert!(listed.repo_digests[0].starts_with("registry.k8s.io/e2e-test-images/busybox@sha256:"));
     assert!(listed.size > 0);
     let by_id = img
         .image_status(cri::ImageStatusRequest {
-            image: Some(cri::ImageSpec { image: image_id.clone(), ..Default::default() }),
+            image: Some(cri::ImageSpec {
+                image: image_id.clone(),
+                ..Default::default()
+            }),
             verbose: false,
         })
         .await
         .unwrap()
         .into_inner();
     assert_eq!(by_id.image.unwrap().id, image_id);
-    let fs = img.image_fs_info(cri::ImageFsInfoRequest {}).await.unwrap().into_inner();
+    let fs = img
+        .image_fs_info(cri::ImageFsInfoRequest {})
+        .await
+        .unwrap()
+        .into_inner();
     assert!(fs.image_filesystems[0].used_bytes.as_ref().unwrap().value > 0);
 
     // A pod and a container writing to stdout and stderr.
@@ -116,7 +166,10 @@ async fn full_lifecycle_through_the_cri_socket() {
         .into_inner()
         .pod_sandbox_id;
     let pod = rt
-        .pod_sandbox_status(cri::PodSandboxStatusRequest { pod_sandbox_id: pod_id.clone(), verbose: false })
+        .pod_sandbox_status(cri::PodSandboxStatusRequest {
+            pod_sandbox_id: pod_id.clone(),
+            verbose: false,
+        })
         .await
         .unwrap()
         .into_inner()
@@ -138,8 +191,15 @@ async fn full_lifecycle_through_the_cri_socket() {
         .expect("create container")
         .into_inner()
         .container_id;
-    assert_eq!(container_state(&d, &ctr_id).await.state, cri::ContainerState::ContainerCreated as i32);
-    rt.start_container(cri::StartContainerRequest { container_id: ctr_id.clone() }).await.expect("start");
+    assert_eq!(
+        container_state(&d, &ctr_id).await.state,
+        cri::ContainerState::ContainerCreated as i32
+    );
+    rt.start_container(cri::StartContainerRequest {
+        container_id: ctr_id.clone(),
+    })
+    .await
+    .expect("start");
 
     let log_file = log_dir.join("main/0.log");
     let log = wait_for("container log lines", Duration::from_secs(10), || {
@@ -156,15 +216,27 @@ async fn full_lifecycle_through_the_cri_socket() {
         .map(|l| {
             let mut parts = l.splitn(4, ' ');
             let ts = parts.next().unwrap();
-            assert!(chrono::DateTime::parse_from_rfc3339(ts).is_ok(), "timestamp of {l:?}");
+            assert!(
+                chrono::DateTime::parse_from_rfc3339(ts).is_ok(),
+                "timestamp of {l:?}"
+            );
             let stream = parts.next().unwrap().to_string();
             assert_eq!(parts.next(), Some("F"), "{l:?}");
             (stream, parts.next().unwrap_or("").to_string())
         })
         .collect();
-    assert!(stream_and_text.contains(&("stdout".into(), "hello".into())), "{log}");
-    assert!(stream_and_text.contains(&("stderr".into(), "oops".into())), "{log}");
-    assert!(stream_and_text.contains(&("stdout".into(), "web-host".into())), "{log}");
+    assert!(
+        stream_and_text.contains(&("stdout".into(), "hello".into())),
+        "{log}"
+    );
+    assert!(
+        stream_and_text.contains(&("stderr".into(), "oops".into())),
+        "{log}"
+    );
+    assert!(
+        stream_and_text.contains(&("stdout".into(), "web-host".into())),
+        "{log}"
+    );
 
     let running = container_state(&d, &ctr_id).await;
     assert_eq!(running.state, cri::ContainerState::ContainerRunning as i32);
@@ -173,7 +245,11 @@ async fn full_lifecycle_through_the_cri_socket() {
 
     // ExecSync, and its timeout.
     let out = rt
-        .exec_sync(cri::ExecSyncRequest { container_id: ctr_id.clone(), cmd: vec!["id".into(), "-u".into()], timeout: 10 })
+        .exec_sync(cri::ExecSyncRequest {
+            container_id: ctr_id.clone(),
+            cmd: vec!["id".into(), "-u".into()],
+            timeout: 10,
+        })
         .await
         .expect("exec sync")
         .into_inner();
@@ -191,24 +267,43 @@ async fn full_lifecycle_through_the_cri_socket() {
     assert_eq!(out.exit_code, 7);
     assert_eq!(String::from_utf8_lossy(&out.stderr).trim(), "err");
     let timed_out = rt
-        .exec_sync(cri::ExecSyncRequest { container_id: ctr_id.clone(), cmd: vec!["sleep".into(), "30".into()], timeout: 1 })
+        .exec_sync(cri::ExecSyncRequest {
+            container_id: ctr_id.clone(),
+            cmd: vec!["sleep".into(), "30".into()],
+            timeout: 1,
+        })
         .await
         .expect_err("exec past its timeout fails");
-    assert_eq!(timed_out.code(), tonic::Code::DeadlineExceeded, "{timed_out}");
+    assert_eq!(
+        timed_out.code(),
+        tonic::Code::DeadlineExceeded,
+        "{timed_out}"
+    );
 
     let listed = rt
         .list_containers(cri::ListContainersRequest {
-            filter: Some(cri::ContainerFilter { pod_sandbox_id: pod_id.clone(), ..Default::default() }),
+            filter: Some(cri::ContainerFilter {
+                pod_sandbox_id: pod_id.clone(),
+                ..Default::default()
+            }),
         })
         .await
         .unwrap()
         .into_inner()
         .containers;
     assert_eq!(listed.len(), 1);
-    assert_eq!(listed[0].state, cri::ContainerState::ContainerRunning as i32);
+    assert_eq!(
+        listed[0].state,
+        cri::ContainerState::ContainerRunning as i32
+    );
 
     // Stop: SIGTERM, which the script traps and turns into exit 3.
-    rt.stop_container(cri::StopContainerRequest { container_id: ctr_id.clone(), timeout: 10 }).await.expect("stop");
+    rt.stop_container(cri::StopContainerRequest {
+        container_id: ctr_id.clone(),
+        timeout: 10,
+    })
+    .await
+    .expect("stop");
     let exited = container_state(&d, &ctr_id).await;
     assert_eq!(exited.state, cri::ContainerState::ContainerExited as i32);
     assert_eq!(exited.exit_code, 3);
@@ -217,32 +312,80 @@ async fn full_lifecycle_through_the_cri_socket() {
     let log = std::fs::read_to_string(&log_file).unwrap();
     assert!(log.contains(" stdout F bye\n"), "{log}");
 
-    rt.remove_container(cri::RemoveContainerRequest { container_id: ctr_id.clone() }).await.expect("remove");
+    rt.remove_container(cri::RemoveContainerRequest {
+        container_id: ctr_id.clone(),
+    })
+    .await
+    .expect("remove");
     let gone = rt
-        .container_status(cri::ContainerStatusRequest { container_id: ctr_id.clone(), verbose: false })
+        .container_status(cri::ContainerStatusRequest {
+            container_id: ctr_id.clone(),
+            verbose: false,
+        })
         .await
         .expect_err("removed container is gone");
     assert_eq!(gone.code(), tonic::Code::NotFound);
-    rt.stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: pod_id.clone() }).await.expect("stopp");
-    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod_id.clone() }).await.expect("rmp");
+    rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
+        pod_sandbox_id: pod_id.clone(),
+    })
+    .await
+    .expect("stopp");
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+        pod_sandbox_id: pod_id.clone(),
+    })
+    .await
+    .expect("rmp");
 
     // Idempotence (critest): stopping and removing unknown objects succeeds.
-    rt.stop_container(cri::StopContainerRequest { container_id: ctr_id.clone(), timeout: 0 }).await.unwrap();
-    rt.remove_container(cri::RemoveContainerRequest { container_id: ctr_id.clone() }).await.unwrap();
-    rt.stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: pod_id.clone() }).await.unwrap();
-    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod_id.clone() }).await.unwrap();
+    rt.stop_container(cri::StopContainerRequest {
+        container_id: ctr_id.clone(),
+        timeout: 0,
+    })
+    .await
+    .unwrap();
+    rt.remove_container(cri::RemoveContainerRequest {
+        container_id: ctr_id.clone(),
+    })
+    .await
+    .unwrap();
+    rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
+        pod_sandbox_id: pod_id.clone(),
+    })
+    .await
+    .unwrap();
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+        pod_sandbox_id: pod_id.clone(),
+    })
+    .await
+    .unwrap();
 
     img.remove_image(cri::RemoveImageRequest {
-        image: Some(cri::ImageSpec { image: busybox.into(), ..Default::default() }),
+        image: Some(cri::ImageSpec {
+            image: busybox.into(),
+            ..Default::default()
+        }),
     })
     .await
     .expect("rmi");
-    assert!(img.list_images(cri::ListImagesRequest::default()).await.unwrap().into_inner().images.is_empty());
+    assert!(
+        img.list_images(cri::ListImagesRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .images
+            .is_empty()
+    );
 
     // Nothing left: mounts, monitor processes, cgroups.
     assert_eq!(mounts_under(d.dir.path()), Vec::<String>::new());
-    assert_eq!(processes_mentioning(&d.state_dir()), Vec::<i32>::new());
-    assert_eq!(cgroups_left(&d.cgroup_parent), Vec::<std::path::PathBuf>::new());
+    assert_eq!(
+        processes_mentioning(&d.state_dir().join("pods")),
+        Vec::<i32>::new()
+    );
+    assert_eq!(
+        cgroups_left(&d.cgroup_parent),
+        Vec::<std::path::PathBuf>::new()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -254,7 +397,10 @@ async fn file_capabilities_survive_pull_and_unpack() {
     pull(&d, &image).await;
     let log_dir = d.dir.path().join("logs");
     let pod_id = rt
-        .run_pod_sandbox(cri::RunPodSandboxRequest { config: Some(pod_config("caps", &log_dir)), runtime_handler: String::new() })
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(pod_config("caps", &log_dir)),
+            runtime_handler: String::new(),
+        })
         .await
         .unwrap()
         .into_inner()
@@ -269,9 +415,17 @@ async fn file_capabilities_survive_pull_and_unpack() {
         .unwrap()
         .into_inner()
         .container_id;
-    rt.start_container(cri::StartContainerRequest { container_id: ctr_id.clone() }).await.unwrap();
+    rt.start_container(cri::StartContainerRequest {
+        container_id: ctr_id.clone(),
+    })
+    .await
+    .unwrap();
     let status = container_state(&d, &ctr_id).await;
-    assert_eq!(status.user.unwrap().linux.unwrap().uid, 1000, "the image's USER 1000 is used");
+    assert_eq!(
+        status.user.unwrap().linux.unwrap().uid,
+        1000,
+        "the image's USER 1000 is used"
+    );
 
     let getcap = rt
         .exec_sync(cri::ExecSyncRequest {
@@ -282,23 +436,42 @@ async fn file_capabilities_survive_pull_and_unpack() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(String::from_utf8_lossy(&getcap.stdout).trim(), "/usr/local/bin/ping cap_net_raw=ep");
+    assert_eq!(
+        String::from_utf8_lossy(&getcap.stdout).trim(),
+        "/usr/local/bin/ping cap_net_raw=ep"
+    );
     let ping = rt
         .exec_sync(cri::ExecSyncRequest {
             container_id: ctr_id.clone(),
-            cmd: vec!["sh".into(), "-c".into(), "id -u; ping -c 1 127.0.0.1".into()],
+            cmd: vec![
+                "sh".into(),
+                "-c".into(),
+                "id -u; ping -c 1 127.0.0.1".into(),
+            ],
             timeout: 10,
         })
         .await
         .unwrap()
         .into_inner();
     let stdout = String::from_utf8_lossy(&ping.stdout);
-    assert_eq!(ping.exit_code, 0, "ping as uid 1000 with its file capability: {stdout} {}", String::from_utf8_lossy(&ping.stderr));
+    assert_eq!(
+        ping.exit_code,
+        0,
+        "ping as uid 1000 with its file capability: {stdout} {}",
+        String::from_utf8_lossy(&ping.stderr)
+    );
     assert!(stdout.starts_with("1000\n"), "{stdout}");
 
-    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod_id }).await.unwrap();
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+        pod_sandbox_id: pod_id,
+    })
+    .await
+    .unwrap();
     assert_eq!(mounts_under(d.dir.path()), Vec::<String>::new());
-    assert_eq!(cgroups_left(&d.cgroup_parent), Vec::<std::path::PathBuf>::new());
+    assert_eq!(
+        cgroups_left(&d.cgroup_parent),
+        Vec::<std::path::PathBuf>::new()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -309,24 +482,36 @@ async fn bad_requests_get_clear_errors_and_change_nothing() {
     let mut img = d.images().await;
 
     let err = rt
-        .container_status(cri::ContainerStatusRequest { container_id: "nope".into(), verbose: false })
+        .container_status(cri::ContainerStatusRequest {
+            container_id: "nope".into(),
+            verbose: false,
+        })
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::NotFound);
     let err = rt
-        .pod_sandbox_status(cri::PodSandboxStatusRequest { pod_sandbox_id: "nope".into(), verbose: false })
+        .pod_sandbox_status(cri::PodSandboxStatusRequest {
+            pod_sandbox_id: "nope".into(),
+            verbose: false,
+        })
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::NotFound);
     let err = rt
-        .pod_sandbox_status(cri::PodSandboxStatusRequest { pod_sandbox_id: String::new(), verbose: false })
+        .pod_sandbox_status(cri::PodSandboxStatusRequest {
+            pod_sandbox_id: String::new(),
+            verbose: false,
+        })
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
 
     let err = img
         .pull_image(cri::PullImageRequest {
-            image: Some(cri::ImageSpec { image: format!("{registry}/no/such-image:1"), ..Default::default() }),
+            image: Some(cri::ImageSpec {
+                image: format!("{registry}/no/such-image:1"),
+                ..Default::default()
+            }),
             ..Default::default()
         })
         .await
@@ -336,13 +521,19 @@ async fn bad_requests_get_clear_errors_and_change_nothing() {
 
     let log_dir = d.dir.path().join("logs");
     let pod_id = rt
-        .run_pod_sandbox(cri::RunPodSandboxRequest { config: Some(pod_config("bad", &log_dir)), runtime_handler: String::new() })
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(pod_config("bad", &log_dir)),
+            runtime_handler: String::new(),
+        })
         .await
         .unwrap()
         .into_inner()
         .pod_sandbox_id;
     let dup = rt
-        .run_pod_sandbox(cri::RunPodSandboxRequest { config: Some(pod_config("bad", &log_dir)), runtime_handler: String::new() })
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(pod_config("bad", &log_dir)),
+            runtime_handler: String::new(),
+        })
         .await
         .unwrap_err();
     assert_eq!(dup.code(), tonic::Code::AlreadyExists, "{dup}");
@@ -363,14 +554,30 @@ async fn bad_requests_get_clear_errors_and_change_nothing() {
     pull(&d, &format!("{registry}/cri-lab/busybox:latest")).await;
     escaping.image.as_mut().unwrap().image = format!("{registry}/cri-lab/busybox:latest");
     let err = rt
-        .create_container(cri::CreateContainerRequest { pod_sandbox_id: pod_id.clone(), config: Some(escaping), sandbox_config: None })
+        .create_container(cri::CreateContainerRequest {
+            pod_sandbox_id: pod_id.clone(),
+            config: Some(escaping),
+            sandbox_config: None,
+        })
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
 
-    let listed = rt.list_containers(cri::ListContainersRequest::default()).await.unwrap().into_inner().containers;
-    assert!(listed.is_empty(), "failed creates leave no container: {listed:?}");
-    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod_id }).await.unwrap();
+    let listed = rt
+        .list_containers(cri::ListContainersRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .containers;
+    assert!(
+        listed.is_empty(),
+        "failed creates leave no container: {listed:?}"
+    );
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+        pod_sandbox_id: pod_id,
+    })
+    .await
+    .unwrap();
     assert_eq!(mounts_under(d.dir.path()), Vec::<String>::new());
 }
 
@@ -391,5 +598,9 @@ async fn a_second_daemon_on_the_same_socket_refuses() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("another capcri serve"), "{stderr}");
     // The first one still answers.
-    d.runtime().await.version(cri::VersionRequest::default()).await.expect("first daemon still serves");
+    d.runtime()
+        .await
+        .version(cri::VersionRequest::default())
+        .await
+        .expect("first daemon still serves");
 }

@@ -11,12 +11,18 @@ use capcri::runtime::{
     RuntimeError, RuntimeStatus, pinned_namespace_path, spawn_monitor, unpin_namespaces,
 };
 
-const OCI_LAYOUT: &str = "/var/tmp/testimages-oci";
+/// The OCI layout of ../shared/testimages; hack/test.sh sets it.
+fn oci_layout() -> String {
+    std::env::var("CAPCRI_TEST_OCI_LAYOUT").unwrap_or_else(|_| "/var/tmp/testimages-oci".into())
+}
 const HOSTNAME: &str = "capcri-test-pod";
 
 fn privileged() -> bool {
     if std::env::var_os("CAPCRI_PRIVILEGED_TESTS").is_none() {
-        eprintln!("skipping: set CAPCRI_PRIVILEGED_TESTS=1 (needs root, umoci and {OCI_LAYOUT})");
+        eprintln!(
+            "skipping: set CAPCRI_PRIVILEGED_TESTS=1 (needs root, umoci and {})",
+            oci_layout()
+        );
         return false;
     }
     true
@@ -98,7 +104,7 @@ impl Drop for Cleanup {
 
 fn unpack(image: &str, dir: &Path) {
     let status = Command::new("umoci")
-        .args(["unpack", "--image", &format!("{OCI_LAYOUT}:{image}")])
+        .args(["unpack", "--image", &format!("{}:{image}", oci_layout())])
         .arg(dir)
         .status()
         .expect("umoci runs");

@@ -31,22 +31,33 @@ impl Node {
                 pod.id
             )));
         }
-        let name = config.metadata.as_ref().map(|m| m.name.clone()).unwrap_or_default();
+        let name = config
+            .metadata
+            .as_ref()
+            .map(|m| m.name.clone())
+            .unwrap_or_default();
         if name.is_empty() {
             return Err(NodeError::InvalidArgument(
                 "container metadata.name is empty: give the container a name".into(),
             ));
         }
-        let image_name = config.image.as_ref().map(|i| i.image.clone()).unwrap_or_default();
+        let image_name = config
+            .image
+            .as_ref()
+            .map(|i| i.image.clone())
+            .unwrap_or_default();
         if image_name.is_empty() {
             return Err(NodeError::InvalidArgument(format!(
                 "container {name:?} names no image: set image.image"
             )));
         }
-        let image = self.images.resolve(&image_name).ok_or_else(|| NodeError::NotFound {
-            kind: "image",
-            id: format!("{image_name} (pull it first, e.g. `crictl pull {image_name}`)"),
-        })?;
+        let image = self
+            .images
+            .resolve(&image_name)
+            .ok_or_else(|| NodeError::NotFound {
+                kind: "image",
+                id: format!("{image_name} (pull it first, e.g. `crictl pull {image_name}`)"),
+            })?;
         let log_path = log_file_path(&pod.config.log_directory, &config.log_path)
             .map_err(NodeError::InvalidArgument)?;
 
@@ -65,7 +76,11 @@ impl Node {
             pod_id: pod.id.clone(),
             image_ref: image_name,
             image_id: image.id.clone(),
-            image_digest_ref: image.repo_digests.first().cloned().unwrap_or_else(|| image.id.clone()),
+            image_digest_ref: image
+                .repo_digests
+                .first()
+                .cloned()
+                .unwrap_or_else(|| image.id.clone()),
             created_at: now_nanos(),
             started_at: 0,
             finished_at: 0,
@@ -113,8 +128,10 @@ impl Node {
         let layers = self.images.layer_dirs(image)?;
         mount_overlay(&layers, &upper, &work, &rootfs)?;
 
-        let passwd = read_in_root(&rootfs, "/etc/passwd").map_err(|e| NodeError::io(&rootfs.join("etc/passwd"), e))?;
-        let group = read_in_root(&rootfs, "/etc/group").map_err(|e| NodeError::io(&rootfs.join("etc/group"), e))?;
+        let passwd = read_in_root(&rootfs, "/etc/passwd")
+            .map_err(|e| NodeError::io(&rootfs.join("etc/passwd"), e))?;
+        let group = read_in_root(&rootfs, "/etc/group")
+            .map_err(|e| NodeError::io(&rootfs.join("etc/group"), e))?;
         let users = ImageUserDb {
             passwd: passwd.as_deref(),
             group: group.as_deref(),
@@ -136,7 +153,11 @@ impl Node {
             hostname: Some(pod.pod_dir.join("hostname")),
             resolv_conf: Some(pod.pod_dir.join("resolv.conf")),
             hosts: Some(pod.pod_dir.join("hosts")),
-            shm: Some(if pod.host_ipc() { PathBuf::from("/dev/shm") } else { pod.shm_dir() }),
+            shm: Some(if pod.host_ipc() {
+                PathBuf::from("/dev/shm")
+            } else {
+                pod.shm_dir()
+            }),
         };
         let localhost_profile = self.localhost_seccomp_profile(&record.config)?;
         let spec = crate::spec::container_spec(&ContainerSpecInput {
@@ -165,7 +186,8 @@ impl Node {
             .create(CreateContainer {
                 id: record.id.clone(),
                 bundle: record.bundle.clone(),
-                log_path: (!record.log_path.as_os_str().is_empty()).then(|| record.log_path.clone()),
+                log_path: (!record.log_path.as_os_str().is_empty())
+                    .then(|| record.log_path.clone()),
                 stdin: record.config.stdin,
                 tty: record.config.tty,
             })
@@ -175,7 +197,10 @@ impl Node {
     }
 
     /// The JSON of a Localhost seccomp profile, read from the node.
-    fn localhost_seccomp_profile(&self, config: &ContainerConfig) -> Result<Option<String>, NodeError> {
+    fn localhost_seccomp_profile(
+        &self,
+        config: &ContainerConfig,
+    ) -> Result<Option<String>, NodeError> {
         let Some(profile) = config
             .linux
             .as_ref()
@@ -231,7 +256,10 @@ impl Node {
         monitor.start(&record.id).await?;
         let state = monitor.state(&record.id).await?;
         let record = self.apply_runtime_state(record, &state)?;
-        if record.state == ContainerState::Exited && !record.message.is_empty() && record.started_at == 0 {
+        if record.state == ContainerState::Exited
+            && !record.message.is_empty()
+            && record.started_at == 0
+        {
             return Err(NodeError::FailedPrecondition(format!(
                 "container {} failed to start: {}",
                 record.id, record.message
@@ -262,7 +290,12 @@ impl Node {
     fn stop_signal(&self, record: &ContainerRecord) -> i32 {
         self.images
             .resolve(&record.image_id)
-            .and_then(|img| img.config.config().as_ref().and_then(|c| c.stop_signal().clone()))
+            .and_then(|img| {
+                img.config
+                    .config()
+                    .as_ref()
+                    .and_then(|c| c.stop_signal().clone())
+            })
             .and_then(|s| parse_signal(&s))
             .unwrap_or(libc::SIGTERM)
     }
@@ -275,7 +308,9 @@ impl Node {
         if let Some(pod) = self.find_pod(&record.pod_id) {
             match self.monitor(&pod).await {
                 Ok(m) => m.delete(&record.id).await?,
-                Err(e) => warn!(container.id = %record.id, error = %e, "monitor unreachable while removing; cleaning up files only"),
+                Err(e) => {
+                    warn!(container.id = %record.id, error = %e, "monitor unreachable while removing; cleaning up files only")
+                }
             }
         }
         self.tear_down_container(&record);
@@ -313,7 +348,8 @@ impl Node {
                 if r.state != ContainerState::Unknown {
                     r.state = ContainerState::Unknown;
                     r.reason = "Unknown".into();
-                    r.message = "the pod's monitor is gone; the container's fate cannot be known".into();
+                    r.message =
+                        "the pod's monitor is gone; the container's fate cannot be known".into();
                     self.container_records.put(&r.id, &r)?;
                     lock(&self.containers).insert(r.id.clone(), r.clone());
                 }
@@ -329,7 +365,12 @@ impl Node {
         mut record: ContainerRecord,
         state: &ContainerRuntimeState,
     ) -> Result<ContainerRecord, NodeError> {
-        let before = (record.state, record.started_at, record.finished_at, record.exit_code);
+        let before = (
+            record.state,
+            record.started_at,
+            record.finished_at,
+            record.exit_code,
+        );
         record.state = match state.status {
             RuntimeStatus::Created => ContainerState::Created,
             RuntimeStatus::Running => ContainerState::Running,
@@ -342,11 +383,22 @@ impl Node {
             record.finished_at = state.finished_at.unwrap_or_else(now_nanos);
             record.exit_code = state.exit_code.unwrap_or(-1);
             record.reason = state.reason.clone().unwrap_or_else(|| {
-                if record.exit_code == 0 { "Completed".into() } else { "Error".into() }
+                if record.exit_code == 0 {
+                    "Completed".into()
+                } else {
+                    "Error".into()
+                }
             });
             record.message = state.message.clone().unwrap_or_default();
         }
-        if before != (record.state, record.started_at, record.finished_at, record.exit_code) {
+        if before
+            != (
+                record.state,
+                record.started_at,
+                record.finished_at,
+                record.exit_code,
+            )
+        {
             self.container_records.put(&record.id, &record)?;
             lock(&self.containers).insert(record.id.clone(), record.clone());
         }
@@ -369,7 +421,8 @@ impl Node {
     }
 
     pub fn container(&self, id: &str) -> Result<ContainerRecord, NodeError> {
-        self.find_container(id).ok_or_else(|| NodeError::not_found("container", id))
+        self.find_container(id)
+            .ok_or_else(|| NodeError::not_found("container", id))
     }
 
     pub(crate) fn containers_of(&self, pod_id: &str) -> Vec<ContainerRecord> {
@@ -380,7 +433,10 @@ impl Node {
             .collect()
     }
 
-    pub async fn list_containers(&self, filter: Option<&ContainerFilter>) -> Result<Vec<ContainerRecord>, NodeError> {
+    pub async fn list_containers(
+        &self,
+        filter: Option<&ContainerFilter>,
+    ) -> Result<Vec<ContainerRecord>, NodeError> {
         let candidates: Vec<ContainerRecord> = lock(&self.containers)
             .values()
             .filter(|c| {
@@ -412,7 +468,9 @@ impl Node {
         timeout: Option<Duration>,
     ) -> Result<ExecOutput, NodeError> {
         if cmd.is_empty() {
-            return Err(NodeError::InvalidArgument("exec command is empty: give the command to run".into()));
+            return Err(NodeError::InvalidArgument(
+                "exec command is empty: give the command to run".into(),
+            ));
         }
         let record = self.container_status(id).await?;
         if record.state != ContainerState::Running {
@@ -422,8 +480,9 @@ impl Node {
             )));
         }
         let spec_path = record.bundle.join("config.json");
-        let spec = oci_spec::runtime::Spec::load(&spec_path)
-            .map_err(|e| NodeError::Internal(format!("cannot read {}: {e}", spec_path.display())))?;
+        let spec = oci_spec::runtime::Spec::load(&spec_path).map_err(|e| {
+            NodeError::Internal(format!("cannot read {}: {e}", spec_path.display()))
+        })?;
         let process = crate::spec::exec_process(&spec, cmd.clone())?;
         let user = process.user();
         let pod = self.pod(&record.pod_id)?;
@@ -452,8 +511,14 @@ pub(crate) fn parse_signal(s: &str) -> Option<i32> {
         return Some(n);
     }
     let name = s.trim().to_ascii_uppercase();
-    let name = if name.starts_with("SIG") { name } else { format!("SIG{name}") };
-    name.parse::<nix::sys::signal::Signal>().ok().map(|s| s as i32)
+    let name = if name.starts_with("SIG") {
+        name
+    } else {
+        format!("SIG{name}")
+    };
+    name.parse::<nix::sys::signal::Signal>()
+        .ok()
+        .map(|s| s as i32)
 }
 
 #[cfg(test)]

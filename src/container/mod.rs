@@ -58,7 +58,11 @@ impl ContainerRecord {
         self.bundle.join("rootfs")
     }
     pub fn name(&self) -> &str {
-        self.config.metadata.as_ref().map(|m| m.name.as_str()).unwrap_or("")
+        self.config
+            .metadata
+            .as_ref()
+            .map(|m| m.name.as_str())
+            .unwrap_or("")
     }
 }
 
@@ -75,4 +79,3 @@ pub fn cri_state(s: ContainerState) -> k8s_cri::v1::ContainerState {
         ContainerState::Unknown => k8s_cri::v1::ContainerState::ContainerUnknown,
     }
 }
-

@@ -72,11 +72,21 @@ mod tests {
         std::fs::create_dir(root.path().join("etc")).unwrap();
         std::fs::write(root.path().join("etc/group"), "root:x:0:\n").unwrap();
         // An absolute symlink: on the host it points at the secret; inside the root it dangles.
-        std::os::unix::fs::symlink(outside.path().join("secret"), root.path().join("etc/passwd")).unwrap();
+        std::os::unix::fs::symlink(
+            outside.path().join("secret"),
+            root.path().join("etc/passwd"),
+        )
+        .unwrap();
         std::os::unix::fs::symlink("../../../../../../..", root.path().join("etc/up")).unwrap();
-        assert_eq!(read_in_root(root.path(), "/etc/group").unwrap().as_deref(), Some("root:x:0:\n"));
+        assert_eq!(
+            read_in_root(root.path(), "/etc/group").unwrap().as_deref(),
+            Some("root:x:0:\n")
+        );
         assert_eq!(read_in_root(root.path(), "/etc/passwd").unwrap(), None);
-        let escaped = read_in_root(root.path(), &format!("/etc/up{}", outside.path().join("secret").display()));
+        let escaped = read_in_root(
+            root.path(),
+            &format!("/etc/up{}", outside.path().join("secret").display()),
+        );
         assert!(matches!(escaped, Ok(None)), "{escaped:?}");
         assert_eq!(read_in_root(root.path(), "/etc/missing").unwrap(), None);
     }

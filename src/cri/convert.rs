@@ -72,12 +72,7 @@ pub fn container(c: &ContainerRecord) -> cri::Container {
 }
 
 pub fn container_status(c: &ContainerRecord) -> cri::ContainerStatus {
-    let mounts = c
-        .config
-        .mounts
-        .iter()
-        .cloned()
-        .collect();
+    let mounts = c.config.mounts.to_vec();
     cri::ContainerStatus {
         id: c.id.clone(),
         metadata: c.config.metadata.clone(),
@@ -94,10 +89,15 @@ pub fn container_status(c: &ContainerRecord) -> cri::ContainerStatus {
         annotations: c.config.annotations.clone(),
         mounts,
         log_path: c.log_path.display().to_string(),
-        resources: c.config.linux.as_ref().and_then(|l| l.resources.clone()).map(|r| cri::ContainerResources {
-            linux: Some(r),
-            windows: None,
-        }),
+        resources: c
+            .config
+            .linux
+            .as_ref()
+            .and_then(|l| l.resources.clone())
+            .map(|r| cri::ContainerResources {
+                linux: Some(r),
+                windows: None,
+            }),
         image_id: c.image_id.clone(),
         user: Some(cri::ContainerUser {
             linux: Some(cri::LinuxContainerUser {

@@ -24,14 +24,21 @@ type R<T> = Result<Response<T>, Status>;
 fn image_name(spec: Option<&cri::ImageSpec>) -> Result<String, Status> {
     match spec.map(|s| s.image.trim()) {
         Some(s) if !s.is_empty() => Ok(s.to_string()),
-        _ => Err(Status::invalid_argument("no image given: set image.image to a reference or id")),
+        _ => Err(Status::invalid_argument(
+            "no image given: set image.image to a reference or id",
+        )),
     }
 }
 
 #[tonic::async_trait]
 impl ImageService for CriImageService {
     async fn list_images(&self, r: Request<cri::ListImagesRequest>) -> R<cri::ListImagesResponse> {
-        let filter = r.into_inner().filter.and_then(|f| f.image).map(|i| i.image).unwrap_or_default();
+        let filter = r
+            .into_inner()
+            .filter
+            .and_then(|f| f.image)
+            .map(|i| i.image)
+            .unwrap_or_default();
         let _span = info_span!("ListImages").entered();
         let images = if filter.is_empty() {
             self.node.images().list()
@@ -43,7 +50,10 @@ impl ImageService for CriImageService {
         }))
     }
 
-    async fn image_status(&self, r: Request<cri::ImageStatusRequest>) -> R<cri::ImageStatusResponse> {
+    async fn image_status(
+        &self,
+        r: Request<cri::ImageStatusRequest>,
+    ) -> R<cri::ImageStatusResponse> {
         let req = r.into_inner();
         let name = image_name(req.image.as_ref())?;
         let _span = info_span!("ImageStatus", image = %name).entered();
@@ -79,10 +89,15 @@ impl ImageService for CriImageService {
             .instrument(info_span!("PullImage", image = %name))
             .await
             .map_err(|e| to_status(NodeError::Image(e)))?;
-        Ok(Response::new(cri::PullImageResponse { image_ref: record.id }))
+        Ok(Response::new(cri::PullImageResponse {
+            image_ref: record.id,
+        }))
     }
 
-    async fn remove_image(&self, r: Request<cri::RemoveImageRequest>) -> R<cri::RemoveImageResponse> {
+    async fn remove_image(
+        &self,
+        r: Request<cri::RemoveImageRequest>,
+    ) -> R<cri::RemoveImageResponse> {
         let name = image_name(r.into_inner().image.as_ref())?;
         let _span = info_span!("RemoveImage", image = %name).entered();
         // Removing an absent image succeeds (CRI idempotence).
@@ -93,7 +108,10 @@ impl ImageService for CriImageService {
         Ok(Response::new(cri::RemoveImageResponse {}))
     }
 
-    async fn image_fs_info(&self, _r: Request<cri::ImageFsInfoRequest>) -> R<cri::ImageFsInfoResponse> {
+    async fn image_fs_info(
+        &self,
+        _r: Request<cri::ImageFsInfoRequest>,
+    ) -> R<cri::ImageFsInfoResponse> {
         let _span = info_span!("ImageFsInfo").entered();
         let usage = self
             .node
@@ -105,8 +123,12 @@ impl ImageService for CriImageService {
             fs_id: Some(cri::FilesystemIdentifier {
                 mountpoint: usage.mountpoint.display().to_string(),
             }),
-            used_bytes: Some(cri::UInt64Value { value: usage.used_bytes }),
-            inodes_used: Some(cri::UInt64Value { value: usage.inodes_used }),
+            used_bytes: Some(cri::UInt64Value {
+                value: usage.used_bytes,
+            }),
+            inodes_used: Some(cri::UInt64Value {
+                value: usage.inodes_used,
+            }),
         };
         Ok(Response::new(cri::ImageFsInfoResponse {
             image_filesystems: vec![fs.clone()],

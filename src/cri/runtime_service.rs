@@ -28,7 +28,9 @@ fn unimplemented(rpc: &str) -> Status {
 
 fn require_id(id: &str, what: &str) -> Result<(), Status> {
     if id.is_empty() {
-        return Err(Status::invalid_argument(format!("{what} id is empty: pass the id returned when it was created")));
+        return Err(Status::invalid_argument(format!(
+            "{what} id is empty: pass the id returned when it was created"
+        )));
     }
     Ok(())
 }
@@ -44,12 +46,19 @@ impl RuntimeService for CriRuntimeService {
         }))
     }
 
-    async fn run_pod_sandbox(&self, r: Request<cri::RunPodSandboxRequest>) -> R<cri::RunPodSandboxResponse> {
+    async fn run_pod_sandbox(
+        &self,
+        r: Request<cri::RunPodSandboxRequest>,
+    ) -> R<cri::RunPodSandboxResponse> {
         let req = r.into_inner();
         let config = req
             .config
             .ok_or_else(|| Status::invalid_argument("RunPodSandbox needs a config"))?;
-        let name = config.metadata.as_ref().map(|m| m.name.clone()).unwrap_or_default();
+        let name = config
+            .metadata
+            .as_ref()
+            .map(|m| m.name.clone())
+            .unwrap_or_default();
         let span = info_span!("RunPodSandbox", pod.name = %name, pod.id = tracing::field::Empty);
         let id = self
             .node
@@ -58,10 +67,15 @@ impl RuntimeService for CriRuntimeService {
             .await
             .map_err(to_status)?;
         span.record("pod.id", id.as_str());
-        Ok(Response::new(cri::RunPodSandboxResponse { pod_sandbox_id: id }))
+        Ok(Response::new(cri::RunPodSandboxResponse {
+            pod_sandbox_id: id,
+        }))
     }
 
-    async fn stop_pod_sandbox(&self, r: Request<cri::StopPodSandboxRequest>) -> R<cri::StopPodSandboxResponse> {
+    async fn stop_pod_sandbox(
+        &self,
+        r: Request<cri::StopPodSandboxRequest>,
+    ) -> R<cri::StopPodSandboxResponse> {
         let id = r.into_inner().pod_sandbox_id;
         require_id(&id, "pod sandbox")?;
         self.node
@@ -72,7 +86,10 @@ impl RuntimeService for CriRuntimeService {
         Ok(Response::new(cri::StopPodSandboxResponse {}))
     }
 
-    async fn remove_pod_sandbox(&self, r: Request<cri::RemovePodSandboxRequest>) -> R<cri::RemovePodSandboxResponse> {
+    async fn remove_pod_sandbox(
+        &self,
+        r: Request<cri::RemovePodSandboxRequest>,
+    ) -> R<cri::RemovePodSandboxResponse> {
         let id = r.into_inner().pod_sandbox_id;
         require_id(&id, "pod sandbox")?;
         self.node
@@ -83,7 +100,10 @@ impl RuntimeService for CriRuntimeService {
         Ok(Response::new(cri::RemovePodSandboxResponse {}))
     }
 
-    async fn pod_sandbox_status(&self, r: Request<cri::PodSandboxStatusRequest>) -> R<cri::PodSandboxStatusResponse> {
+    async fn pod_sandbox_status(
+        &self,
+        r: Request<cri::PodSandboxStatusRequest>,
+    ) -> R<cri::PodSandboxStatusResponse> {
         let req = r.into_inner();
         let _span = info_span!("PodSandboxStatus", pod.id = %req.pod_sandbox_id).entered();
         require_id(&req.pod_sandbox_id, "pod sandbox")?;
@@ -101,7 +121,10 @@ impl RuntimeService for CriRuntimeService {
         }))
     }
 
-    async fn list_pod_sandbox(&self, r: Request<cri::ListPodSandboxRequest>) -> R<cri::ListPodSandboxResponse> {
+    async fn list_pod_sandbox(
+        &self,
+        r: Request<cri::ListPodSandboxRequest>,
+    ) -> R<cri::ListPodSandboxResponse> {
         let filter = r.into_inner().filter;
         let _span = info_span!("ListPodSandbox").entered();
         let items = self
@@ -113,13 +136,20 @@ impl RuntimeService for CriRuntimeService {
         Ok(Response::new(cri::ListPodSandboxResponse { items }))
     }
 
-    async fn create_container(&self, r: Request<cri::CreateContainerRequest>) -> R<cri::CreateContainerResponse> {
+    async fn create_container(
+        &self,
+        r: Request<cri::CreateContainerRequest>,
+    ) -> R<cri::CreateContainerResponse> {
         let req = r.into_inner();
         require_id(&req.pod_sandbox_id, "pod sandbox")?;
         let config = req
             .config
             .ok_or_else(|| Status::invalid_argument("CreateContainer needs a container config"))?;
-        let name = config.metadata.as_ref().map(|m| m.name.clone()).unwrap_or_default();
+        let name = config
+            .metadata
+            .as_ref()
+            .map(|m| m.name.clone())
+            .unwrap_or_default();
         let span = info_span!("CreateContainer", pod.id = %req.pod_sandbox_id, container.name = %name, container.id = tracing::field::Empty);
         let id = self
             .node
@@ -128,10 +158,15 @@ impl RuntimeService for CriRuntimeService {
             .await
             .map_err(to_status)?;
         span.record("container.id", id.as_str());
-        Ok(Response::new(cri::CreateContainerResponse { container_id: id }))
+        Ok(Response::new(cri::CreateContainerResponse {
+            container_id: id,
+        }))
     }
 
-    async fn start_container(&self, r: Request<cri::StartContainerRequest>) -> R<cri::StartContainerResponse> {
+    async fn start_container(
+        &self,
+        r: Request<cri::StartContainerRequest>,
+    ) -> R<cri::StartContainerResponse> {
         let id = r.into_inner().container_id;
         require_id(&id, "container")?;
         self.node
@@ -142,7 +177,10 @@ impl RuntimeService for CriRuntimeService {
         Ok(Response::new(cri::StartContainerResponse {}))
     }
 
-    async fn stop_container(&self, r: Request<cri::StopContainerRequest>) -> R<cri::StopContainerResponse> {
+    async fn stop_container(
+        &self,
+        r: Request<cri::StopContainerRequest>,
+    ) -> R<cri::StopContainerResponse> {
         let req = r.into_inner();
         require_id(&req.container_id, "container")?;
         let timeout = Duration::from_secs(req.timeout.max(0) as u64);
@@ -154,7 +192,10 @@ impl RuntimeService for CriRuntimeService {
         Ok(Response::new(cri::StopContainerResponse {}))
     }
 
-    async fn remove_container(&self, r: Request<cri::RemoveContainerRequest>) -> R<cri::RemoveContainerResponse> {
+    async fn remove_container(
+        &self,
+        r: Request<cri::RemoveContainerRequest>,
+    ) -> R<cri::RemoveContainerResponse> {
         let id = r.into_inner().container_id;
         require_id(&id, "container")?;
         self.node
@@ -165,7 +206,10 @@ impl RuntimeService for CriRuntimeService {
         Ok(Response::new(cri::RemoveContainerResponse {}))
     }
 
-    async fn list_containers(&self, r: Request<cri::ListContainersRequest>) -> R<cri::ListContainersResponse> {
+    async fn list_containers(
+        &self,
+        r: Request<cri::ListContainersRequest>,
+    ) -> R<cri::ListContainersResponse> {
         let filter = r.into_inner().filter;
         let containers = self
             .node
@@ -178,7 +222,10 @@ impl RuntimeService for CriRuntimeService {
         }))
     }
 
-    async fn container_status(&self, r: Request<cri::ContainerStatusRequest>) -> R<cri::ContainerStatusResponse> {
+    async fn container_status(
+        &self,
+        r: Request<cri::ContainerStatusRequest>,
+    ) -> R<cri::ContainerStatusResponse> {
         let req = r.into_inner();
         require_id(&req.container_id, "container")?;
         let record = self
@@ -209,7 +256,10 @@ impl RuntimeService for CriRuntimeService {
         Err(unimplemented("UpdateContainerResources"))
     }
 
-    async fn reopen_container_log(&self, _r: Request<cri::ReopenContainerLogRequest>) -> R<cri::ReopenContainerLogResponse> {
+    async fn reopen_container_log(
+        &self,
+        _r: Request<cri::ReopenContainerLogRequest>,
+    ) -> R<cri::ReopenContainerLogResponse> {
         Err(unimplemented("ReopenContainerLog"))
     }
 
@@ -244,19 +294,31 @@ impl RuntimeService for CriRuntimeService {
         Err(unimplemented("Attach"))
     }
 
-    async fn port_forward(&self, _r: Request<cri::PortForwardRequest>) -> R<cri::PortForwardResponse> {
+    async fn port_forward(
+        &self,
+        _r: Request<cri::PortForwardRequest>,
+    ) -> R<cri::PortForwardResponse> {
         Err(unimplemented("PortForward"))
     }
 
-    async fn container_stats(&self, _r: Request<cri::ContainerStatsRequest>) -> R<cri::ContainerStatsResponse> {
+    async fn container_stats(
+        &self,
+        _r: Request<cri::ContainerStatsRequest>,
+    ) -> R<cri::ContainerStatsResponse> {
         Err(unimplemented("ContainerStats"))
     }
 
-    async fn list_container_stats(&self, _r: Request<cri::ListContainerStatsRequest>) -> R<cri::ListContainerStatsResponse> {
+    async fn list_container_stats(
+        &self,
+        _r: Request<cri::ListContainerStatsRequest>,
+    ) -> R<cri::ListContainerStatsResponse> {
         Err(unimplemented("ListContainerStats"))
     }
 
-    async fn pod_sandbox_stats(&self, _r: Request<cri::PodSandboxStatsRequest>) -> R<cri::PodSandboxStatsResponse> {
+    async fn pod_sandbox_stats(
+        &self,
+        _r: Request<cri::PodSandboxStatsRequest>,
+    ) -> R<cri::PodSandboxStatsResponse> {
         Err(unimplemented("PodSandboxStats"))
     }
 
@@ -289,7 +351,9 @@ impl RuntimeService for CriRuntimeService {
                 r#type: "NetworkReady".into(),
                 status: false,
                 reason: "NetworkPluginNotReady".into(),
-                message: "capcri has no CNI support yet: pods get a network namespace with loopback only".into(),
+                message:
+                    "capcri has no CNI support yet: pods get a network namespace with loopback only"
+                        .into(),
             },
         ];
         let mut info = std::collections::HashMap::new();
@@ -324,10 +388,14 @@ impl RuntimeService for CriRuntimeService {
         Err(unimplemented("CheckpointContainer"))
     }
 
-    type GetContainerEventsStream =
-        std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<cri::ContainerEventResponse, Status>> + Send>>;
+    type GetContainerEventsStream = std::pin::Pin<
+        Box<dyn tokio_stream::Stream<Item = Result<cri::ContainerEventResponse, Status>> + Send>,
+    >;
 
-    async fn get_container_events(&self, _r: Request<cri::GetEventsRequest>) -> R<Self::GetContainerEventsStream> {
+    async fn get_container_events(
+        &self,
+        _r: Request<cri::GetEventsRequest>,
+    ) -> R<Self::GetContainerEventsStream> {
         Err(unimplemented("GetContainerEvents"))
     }
 
@@ -345,7 +413,10 @@ impl RuntimeService for CriRuntimeService {
         Err(unimplemented("ListPodSandboxMetrics"))
     }
 
-    async fn runtime_config(&self, _r: Request<cri::RuntimeConfigRequest>) -> R<cri::RuntimeConfigResponse> {
+    async fn runtime_config(
+        &self,
+        _r: Request<cri::RuntimeConfigRequest>,
+    ) -> R<cri::RuntimeConfigResponse> {
         Ok(Response::new(cri::RuntimeConfigResponse {
             linux: Some(cri::LinuxRuntimeConfiguration {
                 cgroup_driver: cri::CgroupDriver::Cgroupfs as i32,

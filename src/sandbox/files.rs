@@ -7,7 +7,9 @@ use std::path::Path;
 /// resolv.conf from the pod's DNS config, or the host's when the pod gives
 /// none (kubelet always sends one for ClusterFirst pods; crictl may not).
 pub fn render_resolv_conf(dns: Option<&DnsConfig>, host_resolv: &str) -> String {
-    let Some(dns) = dns.filter(|d| !(d.servers.is_empty() && d.searches.is_empty() && d.options.is_empty())) else {
+    let Some(dns) =
+        dns.filter(|d| !(d.servers.is_empty() && d.searches.is_empty() && d.options.is_empty()))
+    else {
         return host_resolv.to_string();
     };
     let mut out = String::new();
@@ -51,7 +53,10 @@ mod tests {
     fn resolv_conf_from_dns_config() {
         let dns = DnsConfig {
             servers: vec!["10.96.0.10".into()],
-            searches: vec!["default.svc.cluster.local".into(), "svc.cluster.local".into()],
+            searches: vec![
+                "default.svc.cluster.local".into(),
+                "svc.cluster.local".into(),
+            ],
             options: vec!["ndots:5".into()],
         };
         assert_eq!(
@@ -62,7 +67,10 @@ mod tests {
 
     #[test]
     fn resolv_conf_falls_back_to_host() {
-        assert_eq!(render_resolv_conf(None, "nameserver 9.9.9.9\n"), "nameserver 9.9.9.9\n");
+        assert_eq!(
+            render_resolv_conf(None, "nameserver 9.9.9.9\n"),
+            "nameserver 9.9.9.9\n"
+        );
         assert_eq!(
             render_resolv_conf(Some(&DnsConfig::default()), "nameserver 9.9.9.9\n"),
             "nameserver 9.9.9.9\n"

@@ -19,12 +19,15 @@ impl Node {
         config: PodSandboxConfig,
         runtime_handler: String,
     ) -> Result<String, NodeError> {
-        let meta = config
-            .metadata
-            .as_ref()
-            .ok_or_else(|| NodeError::InvalidArgument("pod config has no metadata: set metadata.name and metadata.namespace".into()))?;
+        let meta = config.metadata.as_ref().ok_or_else(|| {
+            NodeError::InvalidArgument(
+                "pod config has no metadata: set metadata.name and metadata.namespace".into(),
+            )
+        })?;
         if meta.name.is_empty() {
-            return Err(NodeError::InvalidArgument("pod metadata.name is empty: give the pod a name".into()));
+            return Err(NodeError::InvalidArgument(
+                "pod metadata.name is empty: give the pod a name".into(),
+            ));
         }
         if !runtime_handler.is_empty() && runtime_handler != "capcri" && runtime_handler != "runc" {
             return Err(NodeError::InvalidArgument(format!(
@@ -76,7 +79,10 @@ impl Node {
         let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
         for (name, content) in [
             ("hostname", format!("{hostname}\n")),
-            ("resolv.conf", render_resolv_conf(pod.config.dns_config.as_ref(), &host_resolv)),
+            (
+                "resolv.conf",
+                render_resolv_conf(pod.config.dns_config.as_ref(), &host_resolv),
+            ),
             ("hosts", render_hosts(&hostname)),
         ] {
             let path = dir.join(name);
@@ -117,7 +123,9 @@ impl Node {
         let client = lock(&self.monitors).remove(&pod.id);
         let client = match client {
             Some(c) => Some(c),
-            None => crate::runtime::MonitorClient::connect(&pod.pod_dir).await.ok(),
+            None => crate::runtime::MonitorClient::connect(&pod.pod_dir)
+                .await
+                .ok(),
         };
         if let Some(c) = client
             && let Err(e) = c.shutdown().await
@@ -192,7 +200,8 @@ impl Node {
     }
 
     pub fn pod(&self, id: &str) -> Result<PodSandbox, NodeError> {
-        self.find_pod(id).ok_or_else(|| NodeError::not_found("pod sandbox", id))
+        self.find_pod(id)
+            .ok_or_else(|| NodeError::not_found("pod sandbox", id))
     }
 
     pub fn list_pod_sandboxes(&self, filter: Option<&PodSandboxFilter>) -> Vec<PodSandbox> {

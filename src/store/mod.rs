@@ -126,11 +126,44 @@ mod tests {
     fn put_load_delete_round_trip() {
         let tmp = tempfile::tempdir().unwrap();
         let dir: RecordDir<Rec> = RecordDir::open(tmp.path().join("recs")).unwrap();
-        dir.put("a", &Rec { id: "a".into(), n: 1 }).unwrap();
-        dir.put("b", &Rec { id: "b".into(), n: 2 }).unwrap();
-        dir.put("a", &Rec { id: "a".into(), n: 3 }).unwrap();
+        dir.put(
+            "a",
+            &Rec {
+                id: "a".into(),
+                n: 1,
+            },
+        )
+        .unwrap();
+        dir.put(
+            "b",
+            &Rec {
+                id: "b".into(),
+                n: 2,
+            },
+        )
+        .unwrap();
+        dir.put(
+            "a",
+            &Rec {
+                id: "a".into(),
+                n: 3,
+            },
+        )
+        .unwrap();
         let all = dir.load_all().unwrap();
-        assert_eq!(all, vec![Rec { id: "a".into(), n: 3 }, Rec { id: "b".into(), n: 2 }]);
+        assert_eq!(
+            all,
+            vec![
+                Rec {
+                    id: "a".into(),
+                    n: 3
+                },
+                Rec {
+                    id: "b".into(),
+                    n: 2
+                }
+            ]
+        );
         dir.delete("a").unwrap();
         dir.delete("a").unwrap();
         assert_eq!(dir.load_all().unwrap().len(), 1);

@@ -31,7 +31,9 @@ pub fn privileged_registry() -> Option<String> {
     if std::env::var_os("CAPCRI_PRIVILEGED_TESTS").is_none() || !nix_is_root() {
         return None;
     }
-    std::env::var("CAPCRI_TEST_REGISTRY").ok().filter(|r| !r.is_empty())
+    std::env::var("CAPCRI_TEST_REGISTRY")
+        .ok()
+        .filter(|r| !r.is_empty())
 }
 
 fn nix_is_root() -> bool {
@@ -48,9 +50,15 @@ pub struct TestDaemon {
 
 impl TestDaemon {
     pub fn start(extra_args: &[&str]) -> TestDaemon {
-        let dir = tempfile::Builder::new().prefix("capcri-test-").tempdir().expect("tempdir");
+        let dir = tempfile::Builder::new()
+            .prefix("cc")
+            .tempdir_in("/tmp")
+            .expect("tempdir");
         let socket = dir.path().join("capcri.sock");
-        let cgroup_parent = format!("/capcri-test-{}", dir.path().file_name().unwrap().to_string_lossy());
+        let cgroup_parent = format!(
+            "/capcri-test-{}",
+            dir.path().file_name().unwrap().to_string_lossy()
+        );
         let mut d = TestDaemon {
             socket,
             cgroup_parent,
@@ -88,7 +96,10 @@ impl TestDaemon {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
         while !self.socket.exists() {
-            assert!(Instant::now() < deadline, "capcri serve did not create its socket in 20s");
+            assert!(
+                Instant::now() < deadline,
+                "capcri serve did not create its socket in 20s"
+            );
             if let Some(c) = self.child.as_mut()
                 && let Ok(Some(status)) = c.try_wait()
             {
@@ -111,7 +122,11 @@ impl TestDaemon {
             .expect("endpoint")
             .connect_with_connector(tower::service_fn(move |_: Uri| {
                 let path = path.clone();
-                async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?)) }
+                async move {
+                    Ok::<_, std::io::Error>(TokioIo::new(
+                        tokio::net::UnixStream::connect(path).await?,
+                    ))
+                }
             }))
             .await
             .expect("connect to capcri")
@@ -158,7 +173,9 @@ pub fn processes_mentioning(dir: &Path) -> Vec<i32> {
     let me = std::process::id() as i32;
     let mut out = Vec::new();
     for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
         if pid == me {
             continue;
         }

@@ -43,29 +43,24 @@ impl Monitor {
             .additional_gids(spec.additional_gids.clone())
             .build()
             .map_err(|e| RuntimeError::InvalidRequest(e.to_string()))?;
-        let mut pb = ProcessBuilder::default()
-            .terminal(false)
-            .args(spec.args.clone())
-            .env(env)
-            .cwd(
-                spec.cwd
-                    .clone()
-                    .map(PathBuf::from)
-                    .unwrap_or_else(|| base.cwd().clone()),
-            )
-            .user(user);
-        if let Some(caps) = base.capabilities() {
-            pb = pb.capabilities(caps.clone());
-        }
-        if let Some(nnp) = base.no_new_privileges() {
-            pb = pb.no_new_privileges(nnp);
-        }
-        if let Some(aa) = base.apparmor_profile() {
-            pb = pb.apparmor_profile(aa.clone());
-        }
-        let process = pb
-            .build()
-            .map_err(|e| RuntimeError::InvalidRequest(e.to_string()))?;
+        // Start from the container's own process so everything the exec
+        // does not override (capabilities, no_new_privs, rlimits, apparmor)
+        // is the container's. Building from `ProcessBuilder::default()`
+        // would inherit oci-spec's defaults instead, notably
+        // `noNewPrivileges: true`, which silently disables file
+        // capabilities in the exec'd process.
+        let mut process = base.clone();
+        process.set_terminal(Some(false));
+        process.set_args(Some(spec.args.clone()));
+        process.set_env(Some(env));
+        process.set_cwd(
+            spec.cwd
+                .clone()
+                .map(PathBuf::from)
+                .unwrap_or_else(|| base.cwd().clone()),
+        );
+        process.set_user(user);
+        process.set_console_size(None);
         self.exec_seq += 1;
         let dir = container_dir(&self.args.pod_dir, id);
         fs::create_dir_all(&dir)

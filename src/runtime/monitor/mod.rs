@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use libcontainer::container::Container;
 use libcontainer::container::builder::ContainerBuilder;
-use libcontainer::oci_spec::runtime::{ProcessBuilder, Spec, UserBuilder};
+use libcontainer::oci_spec::runtime::{Spec, UserBuilder};
 use libcontainer::syscall::syscall::SyscallType;
 use nix::sys::signal::Signal;
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
