@@ -86,7 +86,12 @@ pub struct CompiledPolicy {
 /// 1-based line and column of the first line of `needle` in `text`, at or
 /// after line `from_line`; falls back to `from_line`, column 1.
 pub(crate) fn locate(text: &str, needle: &str, from_line: usize) -> (usize, usize) {
-    let first = needle.lines().map(str::trim).find(|l| !l.is_empty());
+    // A folded YAML scalar joins lines: look for a short prefix only.
+    let first = needle
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .map(|l| l.char_indices().nth(32).map_or(l, |(i, _)| &l[..i]));
     if let Some(first) = first {
         for (i, line) in text.lines().enumerate().skip(from_line.saturating_sub(1)) {
             if let Some(col) = line.find(first) {
