@@ -556,7 +556,7 @@ fn recommended_set_passes_check() {
         .unwrap_or_default();
     assert!(files.len() >= 2);
     for f in files {
-        let (report, ok) = cli_check(&[f.clone()]);
+        let (report, ok) = cli_check(std::slice::from_ref(&f));
         assert!(ok, "{}: {report}", f.display());
     }
 }

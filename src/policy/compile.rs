@@ -52,8 +52,8 @@ impl Expect {
 /// One compiled rule; `index` is 1-based as shown in reasons.
 #[derive(Debug)]
 pub struct CompiledRule {
-    pub index: usize,
-    pub name: Option<String>,
+    /// `"policy <name> rule <n> (<label>)"`, built once for reasons.
+    pub source: String,
     pub when: Option<CompiledExpr>,
     pub add: CapSet,
     pub drop: CapSet,
@@ -65,19 +65,11 @@ pub struct CompiledRule {
     pub deny: Option<(CompiledExpr, String)>,
 }
 
-impl CompiledRule {
-    /// "rule 2 (name)" for reasons and messages.
-    pub fn label(&self) -> String {
-        match &self.name {
-            Some(n) => format!("rule {} ({n})", self.index),
-            None => format!("rule {}", self.index),
-        }
-    }
-}
-
 #[derive(Debug)]
 pub struct CompiledPolicy {
     pub name: String,
+    /// `"policy <name>"`, built once for messages.
+    pub source: String,
     pub file: String,
     pub match_expression: CompiledExpr,
     pub rules: Vec<CompiledRule>,
@@ -293,6 +285,7 @@ impl<'a> Compiler<'a> {
         }
         match match_expression {
             Some(m) if self.errors.len() == before => Some(CompiledPolicy {
+                source: format!("policy {name}"),
                 name,
                 file: self.file.to_string(),
                 match_expression: m,
@@ -342,9 +335,12 @@ impl<'a> Compiler<'a> {
         if self.errors.len() != before {
             return None;
         }
+        let label = match &spec.name {
+            Some(n) => format!("rule {index} ({n})"),
+            None => format!("rule {index}"),
+        };
         Some(CompiledRule {
-            index,
-            name: spec.name.clone(),
+            source: format!("policy {policy} {label}"),
             when,
             add: add.unwrap_or_default(),
             drop: drop.unwrap_or_default(),

@@ -218,22 +218,21 @@ impl PolicySet {
         let mut exec_mode = (ExecPathMode::Direct, BUILTIN.to_string());
         let mut preflight = (PreflightMode::Off, BUILTIN.to_string());
         for policy in &self.policies {
-            let psource = format!("policy {}", policy.name);
-            if !ev.truthy(&policy.match_expression, &psource, "match") {
+            if !ev.truthy(&policy.match_expression, &policy.source, "match") {
                 continue;
             }
             for rule in &policy.rules {
-                let source = format!("policy {} {}", policy.name, rule.label());
-                if let Some(when) = &rule.when {
-                    if !ev.truthy(when, &source, "when") {
-                        continue;
-                    }
+                let source = &rule.source;
+                if let Some(when) = &rule.when
+                    && !ev.truthy(when, source, "when")
+                {
+                    continue;
                 }
-                if let Some((cond, message)) = &rule.deny {
-                    if ev.truthy(cond, &source, "deny.condition") {
-                        ev.denies.push(format!("{source}: {message}"));
-                        ev.reason("deny", &source, message.clone());
-                    }
+                if let Some((cond, message)) = &rule.deny
+                    && ev.truthy(cond, source, "deny.condition")
+                {
+                    ev.denies.push(format!("{source}: {message}"));
+                    ev.reason("deny", source, message.clone());
                 }
                 adds.extend(rule.add.iter().map(|cap| Request {
                     cap,
@@ -247,9 +246,10 @@ impl PolicySet {
                     cap,
                     source: source.clone(),
                 }));
-                if let Some(expr) = &rule.ambient_expression {
-                    if let Some(Value::List(items)) =
-                        ev.run(expr, Expect::StringList, &source, "ambientExpression")
+                if let Some(expr) = &rule.ambient_expression
+                    && let Some(Value::List(items)) =
+                        ev.run(expr, Expect::StringList, source, "ambientExpression")
+                {
                     {
                         for item in items.iter() {
                             let Value::String(name) = item else { continue };
@@ -371,8 +371,10 @@ impl PolicySet {
             _ => {}
         }
         let entry_caps = entry.as_ref().and_then(|e| e.file_caps);
-        if let (Some(e), Some(_)) = (&entry, entry_caps) {
-            if !caps.ambient.is_empty() {
+        if let (Some(e), Some(_)) = (&entry, entry_caps)
+            && !caps.ambient.is_empty()
+        {
+            {
                 let text = format!(
                     "has no effect: {} has file capabilities, and execve of a file with file capabilities clears the ambient set",
                     e.path
