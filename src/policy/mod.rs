@@ -1,2 +1,34 @@
 //! CEL capability policies: loading, validation, evaluation, merging, and
 //! the decision record with its reasons.
+//!
+//! Pure: the only file reading is in [`PolicySet::load_dir`] and the CLI
+//! helpers; evaluation sees the image through [`RootfsView`].
+
+mod cli;
+mod compile;
+mod decision;
+mod document;
+mod error;
+mod evaluate;
+mod explain;
+mod facts;
+mod load;
+mod preflight;
+
+pub use cli::{cli_check, cli_eval};
+pub use decision::{Decision, ExecPath, Reason};
+pub use document::{
+    API_VERSION, AmbientRequests, DenySpec, ExecPathMode, KIND, Metadata, PolicyDocument,
+    PolicySpec, PreflightMode, RuleSpec,
+};
+pub use error::{LoadError, LoadErrorKind, Location, PolicyError};
+pub use evaluate::{PathPredictions, auto_allows_dmz, predict_paths};
+pub use explain::{render_json, render_table};
+pub use facts::{
+    CapabilityRequest, ContainerFacts, Facts, ImageFacts, NodeFacts, PodFacts, ResolvedIdentity,
+    UserFacts,
+};
+pub use load::{DEFAULT_POLICY_DIR, PolicySet};
+pub use preflight::{
+    MemoryRootfs, ResolvedBinary, RootfsView, resolve_entrypoint, resolve_symlinks,
+};

@@ -1,0 +1,355 @@
+//! Turns policy documents into compiled policies: every CEL expression is
+//! compiled once here, and checked against sample facts so that a wrong
+//! return type or an unknown variable is a load error, not a surprise on
+//! the first CreateContainer.
+
+use std::sync::Arc;
+
+use cel::{Context, Env, ExecutionError, Program, Value};
+
+use super::document::{
+    API_VERSION, AmbientRequests, ExecPathMode, KIND, PolicyDocument, PreflightMode, RuleSpec,
+};
+use super::error::{LoadError, LoadErrorKind, Location};
+use super::facts::{Facts, UserFacts};
+use crate::caps::{CapSet, Capability};
+
+/// A compiled CEL expression with where it was written.
+#[derive(Debug)]
+pub struct CompiledExpr {
+    pub source: String,
+    pub program: Program,
+    pub location: Location,
+}
+
+/// What a CEL expression must return.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Expect {
+    Bool,
+    StringList,
+}
+
+impl Expect {
+    fn name(self) -> &'static str {
+        match self {
+            Expect::Bool => "bool",
+            Expect::StringList => "list of capability names",
+        }
+    }
+
+    /// Whether `value` has the expected type.
+    pub(crate) fn accepts(self, value: &Value) -> bool {
+        match (self, value) {
+            (Expect::Bool, Value::Bool(_)) => true,
+            (Expect::StringList, Value::List(items)) => {
+                items.iter().all(|v| matches!(v, Value::String(_)))
+            }
+            _ => false,
+        }
+    }
+}
+
+/// One compiled rule; `index` is 1-based as shown in reasons.
+#[derive(Debug)]
+pub struct CompiledRule {
+    /// `"policy <name> rule <n> (<label>)"`, built once for reasons.
+    pub source: String,
+    pub when: Option<CompiledExpr>,
+    pub add: CapSet,
+    pub drop: CapSet,
+    pub ambient: CapSet,
+    pub ambient_expression: Option<CompiledExpr>,
+    pub ambient_requests: Option<AmbientRequests>,
+    pub exec_path: Option<ExecPathMode>,
+    pub preflight: Option<PreflightMode>,
+    pub deny: Option<(CompiledExpr, String)>,
+}
+
+#[derive(Debug)]
+pub struct CompiledPolicy {
+    pub name: String,
+    /// `"policy <name>"`, built once for messages.
+    pub source: String,
+    pub file: String,
+    pub match_expression: CompiledExpr,
+    pub rules: Vec<CompiledRule>,
+}
+
+/// 1-based line and column of the first line of `needle` in `text`, at or
+/// after line `from_line`; falls back to `from_line`, column 1.
+pub(crate) fn locate(text: &str, needle: &str, from_line: usize) -> (usize, usize) {
+    // A folded YAML scalar joins lines: look for a short prefix only.
+    let first = needle
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .map(|l| l.char_indices().nth(32).map_or(l, |(i, _)| &l[..i]));
+    if let Some(first) = first {
+        for (i, line) in text.lines().enumerate().skip(from_line.saturating_sub(1)) {
+            if let Some(col) = line.find(first) {
+                return (i + 1, col + 1);
+            }
+        }
+    }
+    (from_line.max(1), 1)
+}
+
+/// Facts every expression is test-run against at load time.
+fn sample_facts() -> Facts {
+    let mut f = Facts::default();
+    f.pod.name = "sample".into();
+    f.pod.namespace = "default".into();
+    f.container.name = "sample".into();
+    f.container.command = vec!["/bin/sample".into()];
+    f.container.user = UserFacts {
+        uid: 1000,
+        gid: 1000,
+        non_root: true,
+    };
+    f.container.capabilities.add = vec!["NET_BIND_SERVICE".into()];
+    f
+}
+
+pub(crate) struct Compiler<'a> {
+    pub env: &'a Arc<Env>,
+    pub file: &'a str,
+    pub text: &'a str,
+    /// Line where the current YAML document starts.
+    pub doc_line: usize,
+    pub errors: Vec<LoadError>,
+    sample: Facts,
+}
+
+impl<'a> Compiler<'a> {
+    pub fn new(env: &'a Arc<Env>, file: &'a str, text: &'a str) -> Self {
+        Compiler {
+            env,
+            file,
+            text,
+            doc_line: 1,
+            errors: Vec::new(),
+            sample: sample_facts(),
+        }
+    }
+
+    fn location_of(&self, needle: &str) -> Location {
+        let (line, column) = locate(self.text, needle, self.doc_line);
+        Location {
+            file: self.file.to_string(),
+            line,
+            column,
+        }
+    }
+
+    fn push(&mut self, needle: &str, kind: LoadErrorKind) {
+        let location = self.location_of(needle);
+        self.errors.push(LoadError { location, kind });
+    }
+
+    fn expr(
+        &mut self,
+        policy: &str,
+        field: &str,
+        source: &str,
+        expect: Expect,
+    ) -> Option<CompiledExpr> {
+        let program = match self.env.compile(source) {
+            Ok(p) => p,
+            Err(e) => {
+                self.push(
+                    source,
+                    LoadErrorKind::CelCompile {
+                        policy: policy.into(),
+                        field: field.into(),
+                        expression: source.into(),
+                        message: e.to_string().replace('\n', " "),
+                    },
+                );
+                return None;
+            }
+        };
+        let mut ctx = Context::with_env(Arc::clone(self.env));
+        for (name, value) in self.sample.cel_values() {
+            ctx.add_variable_from_value(name, value);
+        }
+        match program.execute(&ctx) {
+            Ok(v) if !expect.accepts(&v) => {
+                self.push(
+                    source,
+                    LoadErrorKind::CelType {
+                        policy: policy.into(),
+                        field: field.into(),
+                        expression: source.into(),
+                        expected: expect.name(),
+                        got: v.type_of().to_string(),
+                    },
+                );
+                return None;
+            }
+            Err(ExecutionError::UndeclaredReference(name)) => {
+                self.push(
+                    source,
+                    LoadErrorKind::CelUnknownVariable {
+                        policy: policy.into(),
+                        field: field.into(),
+                        expression: source.into(),
+                        name: name.to_string(),
+                    },
+                );
+                return None;
+            }
+            // Other runtime errors may depend on the facts (a missing label
+            // key); they are handled per evaluation, failing closed.
+            _ => {}
+        }
+        Some(CompiledExpr {
+            source: source.to_string(),
+            program,
+            location: self.location_of(source),
+        })
+    }
+
+    fn caps(&mut self, policy: &str, rule: usize, names: &[String]) -> Option<CapSet> {
+        let mut set = CapSet::empty();
+        let mut ok = true;
+        for name in names {
+            match name.parse::<Capability>() {
+                Ok(c) => {
+                    set.insert(c);
+                }
+                Err(_) => {
+                    ok = false;
+                    self.push(
+                        name,
+                        LoadErrorKind::UnknownCapability {
+                            policy: policy.into(),
+                            rule,
+                            name: name.clone(),
+                        },
+                    );
+                }
+            }
+        }
+        ok.then_some(set)
+    }
+
+    /// Compiles one document; None (with errors recorded) if anything in
+    /// it is wrong.
+    pub fn policy(&mut self, doc: &PolicyDocument) -> Option<CompiledPolicy> {
+        let before = self.errors.len();
+        if doc.api_version != API_VERSION {
+            self.push(
+                "apiVersion",
+                LoadErrorKind::Header {
+                    field: "apiVersion",
+                    got: doc.api_version.clone(),
+                    expected: API_VERSION,
+                },
+            );
+        }
+        if doc.kind != KIND {
+            self.push(
+                "kind",
+                LoadErrorKind::Header {
+                    field: "kind",
+                    got: doc.kind.clone(),
+                    expected: KIND,
+                },
+            );
+        }
+        let name = doc.metadata.name.clone();
+        if name.trim().is_empty() {
+            self.push(
+                "metadata",
+                LoadErrorKind::Schema {
+                    policy: name.clone(),
+                    message: "metadata.name is empty; give the policy a unique name".into(),
+                },
+            );
+        }
+        if doc.spec.rules.is_empty() {
+            self.push(
+                "rules",
+                LoadErrorKind::Schema {
+                    policy: name.clone(),
+                    message: "spec.rules is empty; a policy without rules does nothing".into(),
+                },
+            );
+        }
+        let match_expression = self.expr(&name, "match", &doc.spec.match_expression, Expect::Bool);
+        let mut rules = Vec::new();
+        for (i, spec) in doc.spec.rules.iter().enumerate() {
+            if let Some(rule) = self.rule(&name, i + 1, spec) {
+                rules.push(rule);
+            }
+        }
+        match match_expression {
+            Some(m) if self.errors.len() == before => Some(CompiledPolicy {
+                source: format!("policy {name}"),
+                name,
+                file: self.file.to_string(),
+                match_expression: m,
+                rules,
+            }),
+            _ => None,
+        }
+    }
+
+    fn rule(&mut self, policy: &str, index: usize, spec: &RuleSpec) -> Option<CompiledRule> {
+        let before = self.errors.len();
+        let acts = !spec.add.is_empty()
+            || !spec.drop.is_empty()
+            || !spec.ambient.is_empty()
+            || spec.ambient_expression.is_some()
+            || spec.ambient_requests.is_some()
+            || spec.exec_path.is_some()
+            || spec.preflight.is_some()
+            || spec.deny.is_some();
+        if !acts {
+            self.push(
+                "rules",
+                LoadErrorKind::Schema {
+                    policy: policy.into(),
+                    message: format!(
+                        "rule {index} has no action (add, drop, ambient, ambientExpression, ambientRequests, execPath, preflight or deny)"
+                    ),
+                },
+            );
+        }
+        let field = |f: &str| format!("rule {index} {f}");
+        let when = spec
+            .when
+            .as_ref()
+            .and_then(|w| self.expr(policy, &field("when"), w, Expect::Bool));
+        let add = self.caps(policy, index, &spec.add);
+        let drop = self.caps(policy, index, &spec.drop);
+        let ambient = self.caps(policy, index, &spec.ambient);
+        let ambient_expression = spec
+            .ambient_expression
+            .as_ref()
+            .and_then(|e| self.expr(policy, &field("ambientExpression"), e, Expect::StringList));
+        let deny = spec.deny.as_ref().and_then(|d| {
+            self.expr(policy, &field("deny.condition"), &d.condition, Expect::Bool)
+                .map(|c| (c, d.message.clone()))
+        });
+        if self.errors.len() != before {
+            return None;
+        }
+        let label = match &spec.name {
+            Some(n) => format!("rule {index} ({n})"),
+            None => format!("rule {index}"),
+        };
+        Some(CompiledRule {
+            source: format!("policy {policy} {label}"),
+            when,
+            add: add.unwrap_or_default(),
+            drop: drop.unwrap_or_default(),
+            ambient: ambient.unwrap_or_default(),
+            ambient_expression,
+            ambient_requests: spec.ambient_requests,
+            exec_path: spec.exec_path,
+            preflight: spec.preflight,
+            deny,
+        })
+    }
+}
