@@ -5,6 +5,7 @@ pub mod config;
 pub mod container;
 pub mod cri;
 pub mod image;
+pub mod network;
 pub mod policy;
 pub mod runtime;
 pub mod sandbox;
