@@ -13,6 +13,7 @@
 //! plugin's stdin and environment, [`result`] reads plugin output (all pure);
 //! [`exec`] runs a plugin and [`state`] keeps attachment records.
 
+pub mod bandwidth;
 pub mod conf;
 pub mod error;
 pub mod exec;
@@ -28,6 +29,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+pub use bandwidth::bandwidth_from_annotations;
 pub use conf::NetworkList;
 pub use error::CniError;
 pub use invocation::{
@@ -93,7 +95,8 @@ pub struct PodNetworkRequest {
     /// For plugins with the `dns` capability.
     pub dns: Option<k8s_cri::v1::DnsConfig>,
     /// For plugins with the `bandwidth` capability, from the
-    /// kubernetes.io/{ingress,egress}-bandwidth annotations.
+    /// kubernetes.io/{ingress,egress}-bandwidth annotations (see
+    /// [`bandwidth_from_annotations`]).
     pub bandwidth: Option<CniBandwidth>,
 }
 
