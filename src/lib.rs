@@ -6,6 +6,7 @@ pub mod container;
 pub mod cri;
 mod error;
 pub mod image;
+pub mod network;
 pub mod node;
 pub mod policy;
 pub mod runtime;

@@ -1,0 +1,104 @@
+//! Per-pod attachment records, so DEL after a daemon restart runs the same
+//! plugins with the same prevResult as the ADD (SPEC.md: DEL gets the ADD
+//! result; libcni keeps a result cache for the same reason).
+//!
+//! A record is written before the first ADD (phase `adding`, no result) so
+//! a crash in the middle still leaves the config that was used, then again
+//! with the result. Writes are atomic: temp file, fsync, rename, fsync dir.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::error::CniError;
+use super::invocation::{PodIdentity, RuntimeCapabilities};
+
+/// What was attached to one pod.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttachmentRecord {
+    pub pod: PodIdentity,
+    pub netns: PathBuf,
+    pub ifname: String,
+    /// The network list that was used for ADD (see `NetworkList::to_json`).
+    pub network: Value,
+    /// The file it came from, for messages.
+    pub network_file: PathBuf,
+    pub capabilities: RuntimeCapabilities,
+    /// The final ADD result; None while the ADD is still running.
+    pub result: Option<Value>,
+}
+
+/// The directory of attachment records.
+#[derive(Debug, Clone)]
+pub struct AttachmentStore {
+    dir: PathBuf,
+}
+
+impl AttachmentStore {
+    pub fn new(dir: PathBuf) -> Self {
+        AttachmentStore { dir }
+    }
+
+    /// Record path of a pod; the pod id is validated by `PodIdentity::validate`
+    /// (no `/`, no leading `.`), so it cannot leave the directory.
+    pub fn path_for(&self, pod_id: &str) -> PathBuf {
+        self.dir.join(format!("{pod_id}.json"))
+    }
+
+    pub fn load(&self, pod_id: &str) -> Result<Option<AttachmentRecord>, CniError> {
+        let path = self.path_for(pod_id);
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(CniError::io("reading CNI attachment record", path, e)),
+        };
+        serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+            CniError::io(
+                "parsing CNI attachment record",
+                path,
+                std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+            )
+        })
+    }
+
+    pub fn save(&self, record: &AttachmentRecord) -> Result<(), CniError> {
+        std::fs::create_dir_all(&self.dir)
+            .map_err(|e| CniError::io("creating CNI state dir", &self.dir, e))?;
+        let path = self.path_for(&record.pod.pod_id);
+        let bytes = serde_json::to_vec_pretty(record).map_err(|e| {
+            CniError::io(
+                "encoding CNI attachment record",
+                &path,
+                std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+            )
+        })?;
+        let mut tmp = tempfile::NamedTempFile::new_in(&self.dir)
+            .map_err(|e| CniError::io("creating temp file in", &self.dir, e))?;
+        tmp.write_all(&bytes)
+            .and_then(|_| tmp.as_file().sync_all())
+            .map_err(|e| {
+                CniError::io("writing CNI attachment record", tmp.path().to_path_buf(), e)
+            })?;
+        tmp.persist(&path)
+            .map_err(|e| CniError::io("renaming CNI attachment record to", &path, e.error))?;
+        sync_dir(&self.dir)
+    }
+
+    pub fn remove(&self, pod_id: &str) -> Result<(), CniError> {
+        let path = self.path_for(pod_id);
+        match std::fs::remove_file(&path) {
+            Ok(()) => sync_dir(&self.dir),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(CniError::io("removing CNI attachment record", path, e)),
+        }
+    }
+}
+
+/// A rename is durable only once the directory entry is on disk.
+fn sync_dir(dir: &Path) -> Result<(), CniError> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| CniError::io("syncing CNI state dir", dir, e))
+}
