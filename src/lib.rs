@@ -10,3 +10,4 @@ pub mod runtime;
 pub mod sandbox;
 pub mod spec;
 pub mod store;
+pub mod stream;
