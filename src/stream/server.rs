@@ -324,7 +324,7 @@ fn command(
     }
     let (resp, protocol, on_upgrade) = match spdy_upgrade(req, &CommandProtocol::SPDY_NAMES) {
         Ok(ok) => ok,
-        Err(resp) => return resp,
+        Err(resp) => return *resp,
     };
     let Some(protocol) = CommandProtocol::from_name(&protocol) else {
         return plain(
@@ -363,7 +363,7 @@ fn port_forward(
     }
     let (resp, _protocol, on_upgrade) = match spdy_upgrade(req, &[PORT_FORWARD_PROTOCOL]) {
         Ok(ok) => ok,
-        Err(resp) => return resp,
+        Err(resp) => return *resp,
     };
     tokio::spawn(async move {
         match on_upgrade.await {
@@ -402,7 +402,7 @@ pub(crate) fn header_list(req: &Request<Incoming>, name: &str) -> Vec<String> {
 fn spdy_upgrade(
     mut req: Request<Incoming>,
     supported: &[&'static str],
-) -> Result<(HttpResponse, String, hyper::upgrade::OnUpgrade), HttpResponse> {
+) -> Result<(HttpResponse, String, hyper::upgrade::OnUpgrade), Box<HttpResponse>> {
     let offered = header_list(&req, PROTOCOL_HEADER);
     let chosen = if offered.is_empty() {
         String::new()
@@ -421,7 +421,7 @@ fn spdy_upgrade(
                     resp.headers_mut()
                         .append(ACCEPTED_PROTOCOLS_HEADER, HeaderValue::from_static(p));
                 }
-                return Err(resp);
+                return Err(Box::new(resp));
             }
         }
     };
@@ -432,10 +432,10 @@ fn spdy_upgrade(
         .iter()
         .any(|v| v.eq_ignore_ascii_case("SPDY/3.1"));
     if !connection_upgrade || !spdy {
-        return Err(plain(
+        return Err(Box::new(plain(
             StatusCode::BAD_REQUEST,
             "unable to upgrade: missing upgrade headers in request: expected Connection: Upgrade and Upgrade: SPDY/3.1 (or a WebSocket upgrade)\n",
-        ));
+        )));
     }
     let on_upgrade = hyper::upgrade::on(&mut req);
     let mut resp = Response::new(Full::new(Bytes::new()));
@@ -443,10 +443,10 @@ fn spdy_upgrade(
     let headers = resp.headers_mut();
     headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
     headers.insert(header::UPGRADE, HeaderValue::from_static("SPDY/3.1"));
-    if !chosen.is_empty() {
-        if let Ok(v) = HeaderValue::from_str(&chosen) {
-            headers.insert(PROTOCOL_HEADER, v);
-        }
+    if let Ok(v) = HeaderValue::from_str(&chosen)
+        && !chosen.is_empty()
+    {
+        headers.insert(PROTOCOL_HEADER, v);
     }
     Ok((resp, chosen, on_upgrade))
 }

@@ -44,16 +44,20 @@ pub fn is_websocket(req: &Request<Incoming>) -> bool {
     upgrade && connection
 }
 
+fn reject(status: StatusCode, message: impl Into<String>) -> Box<HttpResponse> {
+    Box::new(plain(status, message))
+}
+
 /// Validates the RFC 6455 handshake and picks a subprotocol; on success
 /// returns the 101 response, the chosen protocol and the upgrade future.
 fn upgrade(
     mut req: Request<Incoming>,
     supported: &[&str],
-) -> Result<(HttpResponse, String, hyper::upgrade::OnUpgrade), HttpResponse> {
+) -> Result<(HttpResponse, String, hyper::upgrade::OnUpgrade), Box<HttpResponse>> {
     let key = match req.headers().get("sec-websocket-key") {
         Some(k) => k.as_bytes().to_vec(),
         None => {
-            return Err(plain(
+            return Err(reject(
                 StatusCode::BAD_REQUEST,
                 "missing Sec-WebSocket-Key\n",
             ));
@@ -63,7 +67,7 @@ fn upgrade(
         .iter()
         .any(|v| v == "13");
     if !version_ok {
-        return Err(plain(
+        return Err(reject(
             StatusCode::BAD_REQUEST,
             "only WebSocket version 13 is supported\n",
         ));
@@ -75,7 +79,7 @@ fn upgrade(
         match offered.iter().find(|p| supported.contains(&p.as_str())) {
             Some(p) => p.clone(),
             None => {
-                return Err(plain(
+                return Err(reject(
                     StatusCode::FORBIDDEN,
                     format!(
                         "requested protocol(s) are not supported: {offered:?}; supports {supported:?}\n"
@@ -93,10 +97,10 @@ fn upgrade(
     if let Ok(v) = HeaderValue::from_str(&derive_accept_key(&key)) {
         h.insert("sec-websocket-accept", v);
     }
-    if let Ok(v) = HeaderValue::from_str(&chosen) {
-        if !chosen.is_empty() {
-            h.insert("sec-websocket-protocol", v);
-        }
+    if let Ok(v) = HeaderValue::from_str(&chosen)
+        && !chosen.is_empty()
+    {
+        h.insert("sec-websocket-protocol", v);
     }
     Ok((resp, chosen, on_upgrade))
 }
@@ -188,10 +192,10 @@ where
                 }
                 continue;
             }
-            if let Some(pipe) = inputs.get_mut(&channel) {
-                if pipe.write_all(payload).await.is_err() {
-                    inputs.remove(&channel);
-                }
+            if let Some(pipe) = inputs.get_mut(&channel)
+                && pipe.write_all(payload).await.is_err()
+            {
+                inputs.remove(&channel);
             }
         }
         tracing::debug!(conn = %label, "WebSocket client stopped sending");
@@ -209,7 +213,7 @@ pub fn serve_command(
 ) -> HttpResponse {
     let (resp, protocol, on_upgrade) = match upgrade(req, &COMMAND_PROTOCOLS) {
         Ok(ok) => ok,
-        Err(resp) => return resp,
+        Err(resp) => return *resp,
     };
     let Some(protocol) = CommandProtocol::from_name(&protocol) else {
         return plain(
@@ -285,7 +289,7 @@ pub fn serve_port_forward(
     }
     let (resp, _protocol, on_upgrade) = match upgrade(req, &PORT_FORWARD_PROTOCOLS) {
         Ok(ok) => ok,
-        Err(resp) => return resp,
+        Err(resp) => return *resp,
     };
     let pod_id = pf.pod_sandbox_id;
     tokio::spawn(async move {

@@ -291,21 +291,21 @@ async fn read_frames<R: AsyncRead>(
                         .await;
                         continue;
                     };
-                    if let Some(pipe) = state.inbound.as_mut() {
-                        if !data.is_empty() {
-                            if pipe.write_all(&data).await.is_err() {
-                                // The session dropped its reader: discard.
-                                state.inbound = None;
-                            } else {
-                                send(
-                                    out,
-                                    Frame::WindowUpdate {
-                                        stream_id,
-                                        delta: data.len() as u32,
-                                    },
-                                )
-                                .await;
-                            }
+                    if let Some(pipe) = state.inbound.as_mut()
+                        && !data.is_empty()
+                    {
+                        if pipe.write_all(&data).await.is_err() {
+                            // The session dropped its reader: discard.
+                            state.inbound = None;
+                        } else {
+                            send(
+                                out,
+                                Frame::WindowUpdate {
+                                    stream_id,
+                                    delta: data.len() as u32,
+                                },
+                            )
+                            .await;
                         }
                     }
                     if flags & FLAG_FIN != 0 {
@@ -322,10 +322,10 @@ async fn read_frames<R: AsyncRead>(
                     header_block,
                 } => {
                     codec.decompress(&header_block)?;
-                    if flags & FLAG_FIN != 0 {
-                        if let Some(state) = streams.get_mut(&stream_id) {
-                            state.inbound = None;
-                        }
+                    if flags & FLAG_FIN != 0
+                        && let Some(state) = streams.get_mut(&stream_id)
+                    {
+                        state.inbound = None;
                     }
                 }
                 Frame::SynReply { header_block, .. } => {
@@ -364,10 +364,8 @@ async fn send(out: &mpsc::Sender<Outgoing>, frame: Frame) {
 async fn pump_outbound(stream_id: u32, mut pipe: DuplexStream, out: mpsc::Sender<Outgoing>) {
     let mut chunk = vec![0u8; MAX_OUTBOUND_DATA];
     loop {
-        let n = match pipe.read(&mut chunk).await {
-            Ok(n) => n,
-            Err(_) => 0,
-        };
+        // A read error ends the stream like EOF does.
+        let n: usize = pipe.read(&mut chunk).await.unwrap_or_default();
         let frame = Frame::Data {
             stream_id,
             flags: if n == 0 { FLAG_FIN } else { 0 },
