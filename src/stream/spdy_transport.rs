@@ -30,6 +30,10 @@ pub async fn serve_command<IO>(
     let (conn, mut incoming) = SpdyConnection::start(io, label);
     let expected = target.expected_streams(protocol);
     let mut streams = CommandStreams::default();
+    // Our sending halves of client-to-server streams (stdin, resize): kubelet
+    // keeps them open for the whole session (only v1 closes stdin's at once),
+    // so the client never sees an early FIN on a stream it still writes.
+    let mut held = Vec::new();
     let mut received = 0;
     let deadline = tokio::time::sleep(creation_timeout);
     tokio::pin!(deadline);
@@ -44,10 +48,18 @@ pub async fn serve_command<IO>(
                 let IncomingStream { headers, reader, writer, id } = stream;
                 match headers.get("streamtype").unwrap_or("") {
                     "error" => streams.error = Some(Box::new(writer)),
-                    "stdin" => streams.stdin = Some(Box::new(reader)),
+                    "stdin" => {
+                        streams.stdin = Some(Box::new(reader));
+                        if protocol != CommandProtocol::V1 {
+                            held.push(writer);
+                        }
+                    }
                     "stdout" => streams.stdout = Some(Box::new(writer)),
                     "stderr" => streams.stderr = Some(Box::new(writer)),
-                    "resize" => streams.resize = Some(Box::new(reader)),
+                    "resize" => {
+                        streams.resize = Some(Box::new(reader));
+                        held.push(writer);
+                    }
                     other => {
                         tracing::warn!(container_id = %target.container_id, stream_id = id, stream_type = other, "unexpected stream type");
                         continue;
@@ -75,6 +87,7 @@ pub async fn serve_command<IO>(
             },
         }
     }
+    drop(held);
     conn.close().await;
 }
 

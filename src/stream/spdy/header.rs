@@ -308,6 +308,25 @@ mod tests {
     }
 
     #[test]
+    fn decodes_blocks_from_c_zlib_at_best_compression() {
+        // Two consecutive blocks ("streamtype: error", then "streamtype:
+        // stdin") compressed by C zlib at level 9 with the SPDY/3 dictionary
+        // and a sync flush each, as Go's spdystream framer writes them.
+        let first =
+            hex::decode("78f9e3c6a7c202a62346703a2b294a4dcc851625aca9a08006000000ffff").unwrap();
+        let second = hex::decode("c22e555c02cc2e00000000ffff").unwrap();
+        let mut receiver = HeaderCodec::new(1 << 20).unwrap();
+        assert_eq!(
+            receiver.decompress(&first).unwrap().get("streamType"),
+            Some("error")
+        );
+        assert_eq!(
+            receiver.decompress(&second).unwrap().get("streamType"),
+            Some("stdin")
+        );
+    }
+
+    #[test]
     fn multi_values_split_on_nul() {
         let block = Headers::from_pairs(&[("a", "1"), ("A", "2")]).encode_block();
         let back = Headers::decode_block(&block).unwrap();
