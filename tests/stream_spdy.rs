@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use capcri::stream::spdy::frame::FLAG_FIN;
 use capcri::stream::spdy::{Frame, HeaderCodec, Headers};
+use capcri::stream::{StreamConfig, StreamServer};
 use k8s_cri::v1::{AttachRequest, ExecRequest, PortForwardRequest};
+use std::sync::Arc;
 use stream_support::{path_of, raw_request, server};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -27,6 +29,14 @@ struct SpdyClient {
 
 impl SpdyClient {
     async fn connect(url: &str, protocol: &str) -> SpdyClient {
+        let offer = format!(
+            "X-Stream-Protocol-Version: {protocol}\r\nX-Stream-Protocol-Version: v2.channel.k8s.io\r\n"
+        );
+        SpdyClient::connect_with(url, &offer, protocol).await
+    }
+
+    /// `offer` is the raw protocol header lines; `expect` the answer ("" for none).
+    async fn connect_with(url: &str, offer: &str, expect: &str) -> SpdyClient {
         let server_path = path_of(url);
         let addr = url
             .strip_prefix("http://")
@@ -37,7 +47,7 @@ impl SpdyClient {
             .to_string();
         let mut tcp = TcpStream::connect(addr).await.unwrap();
         let req = format!(
-            "POST {server_path} HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\nX-Stream-Protocol-Version: {protocol}\r\nX-Stream-Protocol-Version: v2.channel.k8s.io\r\nContent-Length: 0\r\n\r\n"
+            "POST {server_path} HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\n{offer}Content-Length: 0\r\n\r\n"
         );
         tcp.write_all(req.as_bytes()).await.unwrap();
         let mut head = Vec::new();
@@ -49,10 +59,14 @@ impl SpdyClient {
         let head = String::from_utf8(head).unwrap().to_ascii_lowercase();
         assert!(head.starts_with("http/1.1 101"), "{head}");
         assert!(head.contains("upgrade: spdy/3.1"), "{head}");
-        assert!(
-            head.contains(&format!("x-stream-protocol-version: {protocol}")),
-            "{head}"
-        );
+        if expect.is_empty() {
+            assert!(!head.contains("x-stream-protocol-version"), "{head}");
+        } else {
+            assert!(
+                head.contains(&format!("x-stream-protocol-version: {expect}")),
+                "{head}"
+            );
+        }
         SpdyClient {
             tcp,
             codec: HeaderCodec::new(1 << 20).unwrap(),
@@ -415,4 +429,109 @@ async fn requests_are_validated_and_non_loopback_refused() {
         err,
         Err(capcri::stream::StreamError::NotLoopback(_))
     ));
+}
+
+#[tokio::test]
+async fn no_negotiation_falls_back_to_v1() {
+    let server = server().await;
+    let url = server
+        .exec_url(exec_request(&["echo", "4"], false, false))
+        .unwrap();
+    let mut c = SpdyClient::connect_with(&url, "", "").await;
+    let error = c.open(&[("streamType", "error")]).await;
+    let stdin = c.open(&[("streamType", "stdin")]).await;
+    let stdout = c.open(&[("streamType", "stdout")]).await;
+    c.write(stdin, b"v1", true).await;
+    c.run_until(|c| c.fin.contains(&error) && c.fin.contains(&stdout))
+        .await;
+    assert_eq!(c.text(stdout), "v1");
+    // v1 reports failures as text, not JSON.
+    let text = c.text(error);
+    assert!(text.contains("exit code 4"), "{text}");
+    assert!(!text.starts_with('{'), "{text}");
+}
+
+#[tokio::test]
+async fn expired_tokens_are_404() {
+    let mut config = StreamConfig::new("127.0.0.1:0".parse().unwrap());
+    config.token_ttl = Duration::from_millis(50);
+    let server = StreamServer::bind_with(config, Arc::new(stream_support::EchoBackend))
+        .await
+        .unwrap();
+    let url = server
+        .exec_url(exec_request(&["echo", "0"], false, true))
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (_tcp, status, _) = raw_request(
+        &server,
+        &path_of(&url),
+        &[("Connection", "Upgrade"), ("Upgrade", "SPDY/3.1")],
+    )
+    .await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn missing_streams_time_out_and_close() {
+    let mut config = StreamConfig::new("127.0.0.1:0".parse().unwrap());
+    config.stream_creation_timeout = Duration::from_millis(200);
+    let server = StreamServer::bind_with(config, Arc::new(stream_support::EchoBackend))
+        .await
+        .unwrap();
+    let url = server
+        .exec_url(exec_request(&["echo", "0"], false, true))
+        .unwrap();
+    let mut c = SpdyClient::connect(&url, "v4.channel.k8s.io").await;
+    c.open(&[("streamType", "error")]).await;
+    // stdin, stdout and stderr never come: the server gives up.
+    c.run_until(|c| c.goaway).await;
+    assert!(c.goaway || c.closed);
+}
+
+#[tokio::test]
+async fn pings_are_answered() {
+    let server = server().await;
+    let url = server
+        .exec_url(exec_request(&["echo", "0"], false, true))
+        .unwrap();
+    let mut c = SpdyClient::connect(&url, "v4.channel.k8s.io").await;
+    c.send(Frame::Ping { id: 1 }).await;
+    let mut wire = Vec::new();
+    Frame::Ping { id: 1 }.encode(&mut wire).unwrap();
+    let mut got = vec![0u8; wire.len()];
+    tokio::time::timeout(Duration::from_secs(5), c.tcp.read_exact(&mut got))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got, wire);
+}
+
+#[tokio::test]
+async fn attach_ends_when_the_client_leaves() {
+    let server = server().await;
+    let before = stream_support::ATTACH_DROPPED.load(std::sync::atomic::Ordering::SeqCst);
+    let url = server
+        .attach_url(AttachRequest {
+            container_id: "forever".into(),
+            stdin: false,
+            stdout: true,
+            stderr: false,
+            tty: false,
+        })
+        .unwrap();
+    let mut c = SpdyClient::connect(&url, "v4.channel.k8s.io").await;
+    c.open(&[("streamType", "error")]).await;
+    c.open(&[("streamType", "stdout")]).await;
+    c.run_until(|c| c.replied.len() == 2).await;
+    drop(c);
+    let deadline = tokio::time::Instant::now()
+        + capcri::stream::session::CLIENT_GONE_GRACE
+        + Duration::from_secs(5);
+    while stream_support::ATTACH_DROPPED.load(std::sync::atomic::Ordering::SeqCst) == before {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "attach kept running after the client left"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

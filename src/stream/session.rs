@@ -338,6 +338,30 @@ pub async fn run_command(
     }
 }
 
+/// How long a session may go on after its client disconnected, to finish on
+/// its own (stdin EOF, failed writes) before it is dropped.
+pub const CLIENT_GONE_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Runs `session` until it ends, or until [`CLIENT_GONE_GRACE`] after
+/// `gone` resolves; then the session (and the backend call in it) is
+/// dropped, so an attach whose client left does not run forever.
+pub async fn until_client_gone(
+    session: impl std::future::Future<Output = ()>,
+    gone: impl std::future::Future<Output = ()>,
+    container_id: &str,
+) {
+    let gone_then_grace = async {
+        gone.await;
+        tokio::time::sleep(CLIENT_GONE_GRACE).await;
+    };
+    tokio::select! {
+        _ = session => {}
+        _ = gone_then_grace => {
+            tracing::warn!(container_id = %container_id, "client disconnected; ending the session");
+        }
+    }
+}
+
 /// Connects one forwarded connection: client bytes on `data_in`/`data_out`,
 /// the backend on the other end of an in-memory pipe; a backend error is
 /// written on `error` as kubelet words it.

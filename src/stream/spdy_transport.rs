@@ -75,18 +75,10 @@ pub async fn serve_command<IO>(
         }
     }
     // Later streams (none are expected) are refused by dropping them.
+    let container_id = target.container_id.clone();
     let session = session::run_command(backend, target, streams, protocol.status_format());
-    tokio::pin!(session);
-    loop {
-        tokio::select! {
-            _ = &mut session => break,
-            extra = incoming.recv() => if extra.is_none() {
-                // Client is gone; the session ends as its streams fail.
-                (&mut session).await;
-                break;
-            },
-        }
-    }
+    let gone = async { while incoming.recv().await.is_some() {} };
+    session::until_client_gone(session, gone, &container_id).await;
     drop(held);
     conn.close().await;
 }

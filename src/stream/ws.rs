@@ -129,8 +129,12 @@ impl Channels {
 
 /// Moves bytes between the socket and the channels until every output
 /// channel has ended, then closes the socket.
-async fn multiplex<S>(ws: WebSocketStream<S>, mut channels: Channels, label: String)
-where
+async fn multiplex<S>(
+    ws: WebSocketStream<S>,
+    mut channels: Channels,
+    label: String,
+    gone: tokio::sync::oneshot::Sender<()>,
+) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let (mut sink, mut source) = ws.split();
@@ -199,6 +203,7 @@ where
             }
         }
         tracing::debug!(conn = %label, "WebSocket client stopped sending");
+        let _ = gone.send(());
     });
     while outputs.join_next().await.is_some() {}
     let _ = writer.await;
@@ -246,8 +251,16 @@ pub fn serve_command(
             streams.resize = Some(Box::new(channels.input(4)));
         }
         let label = format!("container {}", target.container_id);
+        let container_id = target.container_id.clone();
         let session = session::run_command(backend, target, streams, protocol.status_format());
-        tokio::join!(session, multiplex(ws, channels, label));
+        let (gone_tx, gone_rx) = tokio::sync::oneshot::channel();
+        let gone = async {
+            let _ = gone_rx.await;
+        };
+        tokio::join!(
+            session::until_client_gone(session, gone, &container_id),
+            multiplex(ws, channels, label, gone_tx)
+        );
     });
     resp
 }
@@ -319,9 +332,16 @@ pub fn serve_port_forward(
             ));
         }
         let label = format!("pod {pod_id}");
+        let (gone_tx, gone_rx) = tokio::sync::oneshot::channel();
+        let gone = async {
+            let _ = gone_rx.await;
+        };
+        let all_forwards = async {
+            futures_util::future::join_all(forwards).await;
+        };
         tokio::join!(
-            futures_util::future::join_all(forwards),
-            multiplex(ws, channels, label)
+            session::until_client_gone(all_forwards, gone, &pod_id),
+            multiplex(ws, channels, label, gone_tx)
         );
     });
     resp

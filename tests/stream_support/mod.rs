@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use capcri::stream::{StreamBackend, StreamIo, StreamServer};
@@ -59,7 +60,12 @@ impl StreamBackend for EchoBackend {
         }
     }
 
-    async fn attach(&self, _container_id: &str, _tty: bool, io: StreamIo) -> Result<(), String> {
+    async fn attach(&self, container_id: &str, _tty: bool, io: StreamIo) -> Result<(), String> {
+        if container_id == "forever" {
+            // A container that never ends: only the client leaving stops it.
+            let _guard = DropFlag;
+            std::future::pending::<()>().await;
+        }
         if let (Some(mut stdin), Some(mut stdout)) = (io.stdin, io.stdout) {
             tokio::io::copy(&mut stdin, &mut stdout)
                 .await
@@ -83,6 +89,17 @@ impl StreamBackend for EchoBackend {
             .map_err(|e| e.to_string())?;
         w.shutdown().await.map_err(|e| e.to_string())?;
         Ok(())
+    }
+}
+
+/// Counts attach calls dropped before they finished.
+pub static ATTACH_DROPPED: AtomicUsize = AtomicUsize::new(0);
+
+struct DropFlag;
+
+impl Drop for DropFlag {
+    fn drop(&mut self) {
+        ATTACH_DROPPED.fetch_add(1, Ordering::SeqCst);
     }
 }
 
