@@ -81,7 +81,9 @@ async fn exec_v5_with_stdin_close_signal() {
     send(&mut ws, 0, b"hello over websocket").await;
     // v5 CLOSE signal for stdin: the command sees EOF and exits.
     send(&mut ws, 255, &[0]).await;
-    let (all, _) = drain(&mut ws).await;
+    let (all, first) = drain(&mut ws).await;
+    // The empty "ready" message on stdout comes first.
+    assert_eq!(first[&1], b"");
     assert_eq!(text(&all, 1), "hello over websocket");
     assert_eq!(text(&all, 2), "to-stderr");
     let status: serde_json::Value = serde_json::from_slice(&all[&3]).unwrap();

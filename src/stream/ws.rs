@@ -110,7 +110,7 @@ fn upgrade(
 #[derive(Default)]
 struct Channels {
     inputs: HashMap<u8, DuplexStream>,
-    outputs: Vec<(u8, DuplexStream, Vec<u8>)>,
+    outputs: Vec<(u8, DuplexStream, Option<Vec<u8>>)>,
 }
 
 impl Channels {
@@ -120,7 +120,7 @@ impl Channels {
         theirs
     }
 
-    fn output(&mut self, channel: u8, opening: Vec<u8>) -> DuplexStream {
+    fn output(&mut self, channel: u8, opening: Option<Vec<u8>>) -> DuplexStream {
         let (ours, theirs) = tokio::io::duplex(PIPE);
         self.outputs.push((channel, ours, opening));
         theirs
@@ -143,7 +143,7 @@ async fn multiplex<S>(
     for (channel, mut pipe, opening) in std::mem::take(&mut channels.outputs) {
         let tx = tx.clone();
         outputs.spawn(async move {
-            if !opening.is_empty() {
+            if let Some(opening) = opening {
                 let mut first = vec![channel];
                 first.extend_from_slice(&opening);
                 if tx.send(first).await.is_err() {
@@ -240,13 +240,19 @@ pub fn serve_command(
         if target.stdin {
             streams.stdin = Some(Box::new(channels.input(0)));
         }
+        // Like kubelet, an empty message on the lowest output channel tells
+        // the client that the session is set up.
+        let stderr = target.stderr && !target.tty;
+        let hello = |wanted: bool| wanted.then(Vec::new);
         if target.stdout {
-            streams.stdout = Some(Box::new(channels.output(1, Vec::new())));
+            streams.stdout = Some(Box::new(channels.output(1, hello(true))));
         }
-        if target.stderr && !target.tty {
-            streams.stderr = Some(Box::new(channels.output(2, Vec::new())));
+        if stderr {
+            streams.stderr = Some(Box::new(channels.output(2, hello(!target.stdout))));
         }
-        streams.error = Some(Box::new(channels.output(3, Vec::new())));
+        streams.error = Some(Box::new(
+            channels.output(3, hello(!target.stdout && !stderr)),
+        ));
         if target.tty {
             streams.resize = Some(Box::new(channels.input(4)));
         }
@@ -320,8 +326,8 @@ pub fn serve_port_forward(
             let data = (2 * i) as u8;
             let opening = port.to_le_bytes().to_vec();
             let data_in = channels.input(data);
-            let data_out = channels.output(data, opening.clone());
-            let error = channels.output(data + 1, opening);
+            let data_out = channels.output(data, Some(opening.clone()));
+            let error = channels.output(data + 1, Some(opening));
             forwards.push(session::forward_port(
                 backend.clone(),
                 pod_id.clone(),

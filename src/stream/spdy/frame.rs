@@ -385,6 +385,36 @@ mod tests {
     }
 
     #[test]
+    fn random_bytes_never_panic() {
+        // A small deterministic generator: many inputs, no dependency.
+        let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let mut codec = crate::stream::spdy::HeaderCodec::new(1 << 16).unwrap();
+        for _ in 0..4_000 {
+            let len = (next() % 64) as usize;
+            let mut bytes: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+            if next() % 2 == 0 && bytes.len() >= 8 {
+                // Make it look like a SPDY/3 control frame with a sane length.
+                bytes[0] = 0x80;
+                bytes[1] = 3;
+                bytes[5] = 0;
+                bytes[6] = 0;
+                bytes[7] = (len - 8) as u8;
+            }
+            let _ = Frame::decode(&bytes, MAX_FRAME_LENGTH);
+            let _ = crate::stream::spdy::Headers::decode_block(&bytes);
+            if codec.decompress(&bytes).is_err() {
+                codec = crate::stream::spdy::HeaderCodec::new(1 << 16).unwrap();
+            }
+        }
+    }
+
+    #[test]
     fn unknown_control_frames_are_skipped() {
         let credential = [0x80, 3, 0, 10, 0, 0, 0, 1, 0xaa];
         let (frame, used) = Frame::decode(&credential, MAX_FRAME_LENGTH)
