@@ -159,3 +159,41 @@ async fn unsupported_subprotocol_is_refused() {
     );
     assert!(tokio_tungstenite::connect_async(req).await.is_err());
 }
+
+#[tokio::test]
+async fn exec_over_base64_subprotocol() {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let server = server().await;
+    let url = server
+        .exec_url(ExecRequest {
+            container_id: "ctr-b64".into(),
+            cmd: vec!["echo".into(), "0".into()],
+            tty: false,
+            stdin: true,
+            stdout: true,
+            stderr: false,
+        })
+        .unwrap();
+    let mut ws = connect(&url, "v4.base64.channel.k8s.io").await;
+    ws.send(Message::Text(format!("0{}", b64.encode("browser")).into()))
+        .await
+        .unwrap();
+    // base64 protocols have no close signal: read the echo while stdin is
+    // still open.
+    let mut stdout = Vec::new();
+    while stdout.len() < 7 {
+        let msg = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        if let Message::Text(text) = msg {
+            let (channel, payload) = text.split_at(1);
+            if channel == "1" {
+                stdout.extend(b64.decode(payload).unwrap());
+            }
+        }
+    }
+    assert_eq!(stdout, b"browser");
+}

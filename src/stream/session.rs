@@ -46,12 +46,12 @@ impl CommandProtocol {
     pub fn from_name(name: &str) -> Option<CommandProtocol> {
         match name {
             "v5.channel.k8s.io" => Some(CommandProtocol::V5),
-            "v4.channel.k8s.io" => Some(CommandProtocol::V4),
+            "v4.channel.k8s.io" | "v4.base64.channel.k8s.io" => Some(CommandProtocol::V4),
             "v3.channel.k8s.io" => Some(CommandProtocol::V3),
             "v2.channel.k8s.io" => Some(CommandProtocol::V2),
             // An empty name is a client that did not negotiate: kubelet falls
             // back to the first protocol.
-            "channel.k8s.io" | "" => Some(CommandProtocol::V1),
+            "channel.k8s.io" | "base64.channel.k8s.io" | "" => Some(CommandProtocol::V1),
             _ => None,
         }
     }

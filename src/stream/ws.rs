@@ -3,10 +3,13 @@
 //! 2 stderr, 3 error, 4 resize; v5 adds 255 = "close the channel in the next
 //! byte". portforward: per requested port a data channel 2i and an error
 //! channel 2i+1, each opened by the port as 2 bytes little endian.
-//! The base64 subprotocols are not offered.
+//! The `base64.` subprotocols (for browsers) send text messages instead:
+//! the channel as an ASCII digit, then the payload in standard base64.
 
 use std::collections::HashMap;
 
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use http::{HeaderValue, Request, Response, StatusCode, header};
@@ -28,9 +31,20 @@ use super::session::{self, CommandProtocol, CommandStreams, CommandTarget};
 const PIPE: usize = 64 * 1024;
 /// remotecommand subprotocols offered, in preference order; "" is a client
 /// that names none (binary channel.k8s.io).
-const COMMAND_PROTOCOLS: [&str; 3] = ["v5.channel.k8s.io", "v4.channel.k8s.io", "channel.k8s.io"];
-const PORT_FORWARD_PROTOCOLS: [&str; 3] =
-    ["v4.channel.k8s.io", "portforward.k8s.io", "channel.k8s.io"];
+const COMMAND_PROTOCOLS: [&str; 5] = [
+    "v5.channel.k8s.io",
+    "v4.channel.k8s.io",
+    "v4.base64.channel.k8s.io",
+    "channel.k8s.io",
+    "base64.channel.k8s.io",
+];
+const PORT_FORWARD_PROTOCOLS: [&str; 5] = [
+    "v4.channel.k8s.io",
+    "v4.base64.channel.k8s.io",
+    "portforward.k8s.io",
+    "channel.k8s.io",
+    "base64.channel.k8s.io",
+];
 const CLOSE_CHANNEL: u8 = 255;
 
 /// `Upgrade: websocket` plus a `Connection` header naming upgrade.
@@ -42,6 +56,58 @@ pub fn is_websocket(req: &Request<Incoming>) -> bool {
         .iter()
         .any(|v| v.eq_ignore_ascii_case("upgrade"));
     upgrade && connection
+}
+
+/// How channel messages are framed on the socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChannelCodec {
+    Binary,
+    Base64,
+}
+
+impl ChannelCodec {
+    pub fn for_protocol(protocol: &str) -> ChannelCodec {
+        if protocol.contains("base64.") {
+            ChannelCodec::Base64
+        } else {
+            ChannelCodec::Binary
+        }
+    }
+
+    pub fn encode(self, channel: u8, data: &[u8]) -> Message {
+        match self {
+            ChannelCodec::Binary => {
+                let mut frame = Vec::with_capacity(data.len() + 1);
+                frame.push(channel);
+                frame.extend_from_slice(data);
+                Message::Binary(Bytes::from(frame))
+            }
+            ChannelCodec::Base64 => {
+                let mut text = String::with_capacity(data.len() * 4 / 3 + 5);
+                text.push(char::from(b'0'.wrapping_add(channel)));
+                text.push_str(&BASE64.encode(data));
+                Message::Text(text.into())
+            }
+        }
+    }
+
+    /// Channel and payload of a client message; `None` for messages that
+    /// carry no channel data (pings, empty or undecodable messages).
+    pub fn decode(self, msg: &Message) -> Option<(u8, Vec<u8>)> {
+        match (self, msg) {
+            (ChannelCodec::Binary, Message::Binary(data)) => {
+                let (&channel, payload) = data.split_first()?;
+                Some((channel, payload.to_vec()))
+            }
+            (ChannelCodec::Base64, Message::Text(text)) => {
+                let bytes = text.as_bytes();
+                let (&digit, payload) = bytes.split_first()?;
+                let channel = digit.checked_sub(b'0')?;
+                Some((channel, BASE64.decode(payload).ok()?))
+            }
+            _ => None,
+        }
+    }
 }
 
 fn reject(status: StatusCode, message: impl Into<String>) -> Box<HttpResponse> {
@@ -133,31 +199,29 @@ async fn multiplex<S>(
     ws: WebSocketStream<S>,
     mut channels: Channels,
     label: String,
+    codec: ChannelCodec,
     gone: tokio::sync::oneshot::Sender<()>,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let (mut sink, mut source) = ws.split();
-    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(16);
+    let (tx, mut rx) = mpsc::channel::<(u8, Vec<u8>)>(16);
     let mut outputs = tokio::task::JoinSet::new();
     for (channel, mut pipe, opening) in std::mem::take(&mut channels.outputs) {
         let tx = tx.clone();
         outputs.spawn(async move {
-            if let Some(opening) = opening {
-                let mut first = vec![channel];
-                first.extend_from_slice(&opening);
-                if tx.send(first).await.is_err() {
-                    return;
-                }
+            if let Some(opening) = opening
+                && tx.send((channel, opening)).await.is_err()
+            {
+                return;
             }
             let mut chunk = vec![0u8; 32 * 1024];
             loop {
-                let n = match pipe.read(&mut chunk[1..]).await {
+                let n = match pipe.read(&mut chunk).await {
                     Ok(0) | Err(_) => return,
                     Ok(n) => n,
                 };
-                chunk[0] = channel;
-                if tx.send(chunk[..=n].to_vec()).await.is_err() {
+                if tx.send((channel, chunk[..n].to_vec())).await.is_err() {
                     return;
                 }
             }
@@ -166,12 +230,8 @@ async fn multiplex<S>(
     drop(tx);
     let writer_label = label.clone();
     let writer = tokio::spawn(async move {
-        while let Some(frame) = rx.recv().await {
-            if sink
-                .send(Message::Binary(Bytes::from(frame)))
-                .await
-                .is_err()
-            {
+        while let Some((channel, data)) = rx.recv().await {
+            if sink.send(codec.encode(channel, &data)).await.is_err() {
                 tracing::debug!(conn = %writer_label, "WebSocket client went away while sending");
                 return;
             }
@@ -182,22 +242,21 @@ async fn multiplex<S>(
     let mut inputs = std::mem::take(&mut channels.inputs);
     let reader = tokio::spawn(async move {
         while let Some(msg) = source.next().await {
-            let data = match msg {
-                Ok(Message::Binary(data)) => data,
+            let msg = match msg {
                 Ok(Message::Close(_)) | Err(_) => break,
-                Ok(_) => continue,
+                Ok(msg) => msg,
             };
-            let Some((&channel, payload)) = data.split_first() else {
+            let Some((channel, payload)) = codec.decode(&msg) else {
                 continue;
             };
-            if channel == CLOSE_CHANNEL {
+            if channel == CLOSE_CHANNEL && codec == ChannelCodec::Binary {
                 if let Some(target) = payload.first() {
                     inputs.remove(target);
                 }
                 continue;
             }
             if let Some(pipe) = inputs.get_mut(&channel)
-                && pipe.write_all(payload).await.is_err()
+                && pipe.write_all(&payload).await.is_err()
             {
                 inputs.remove(&channel);
             }
@@ -220,6 +279,7 @@ pub fn serve_command(
         Ok(ok) => ok,
         Err(resp) => return *resp,
     };
+    let codec = ChannelCodec::for_protocol(&protocol);
     let Some(protocol) = CommandProtocol::from_name(&protocol) else {
         return plain(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -265,7 +325,7 @@ pub fn serve_command(
         };
         tokio::join!(
             session::until_client_gone(session, gone, &container_id),
-            multiplex(ws, channels, label, gone_tx)
+            multiplex(ws, channels, label, codec, gone_tx)
         );
     });
     resp
@@ -306,10 +366,11 @@ pub fn serve_port_forward(
             "query parameter \"port\" is required (1 to 64 ports)\n",
         );
     }
-    let (resp, _protocol, on_upgrade) = match upgrade(req, &PORT_FORWARD_PROTOCOLS) {
+    let (resp, protocol, on_upgrade) = match upgrade(req, &PORT_FORWARD_PROTOCOLS) {
         Ok(ok) => ok,
         Err(resp) => return *resp,
     };
+    let codec = ChannelCodec::for_protocol(&protocol);
     let pod_id = pf.pod_sandbox_id;
     tokio::spawn(async move {
         let upgraded = match on_upgrade.await {
@@ -347,8 +408,37 @@ pub fn serve_port_forward(
         };
         tokio::join!(
             session::until_client_gone(all_forwards, gone, &pod_id),
-            multiplex(ws, channels, label, gone_tx)
+            multiplex(ws, channels, label, codec, gone_tx)
         );
     });
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codecs_round_trip_and_reject_garbage() {
+        for codec in [ChannelCodec::Binary, ChannelCodec::Base64] {
+            let msg = codec.encode(3, b"\x00status\xff");
+            assert_eq!(codec.decode(&msg), Some((3, b"\x00status\xff".to_vec())));
+        }
+        assert_eq!(
+            ChannelCodec::Base64.encode(1, b"hi"),
+            Message::Text("1aGk=".into())
+        );
+        assert_eq!(
+            ChannelCodec::Base64.decode(&Message::Text("1!!".into())),
+            None
+        );
+        assert_eq!(
+            ChannelCodec::Binary.decode(&Message::Binary(Bytes::new())),
+            None
+        );
+        assert_eq!(
+            ChannelCodec::for_protocol("v4.base64.channel.k8s.io"),
+            ChannelCodec::Base64
+        );
+    }
 }
