@@ -44,6 +44,11 @@ pub struct StreamIo {
 }
 
 /// What the streaming server needs from the runtime.
+///
+/// A call's future is dropped [`session::CLIENT_GONE_GRACE`] after its
+/// client disconnects if it has not ended by then (a client leaving an
+/// attach to a long-running container must not pin it forever), so
+/// implementations release what they hold on drop.
 #[async_trait::async_trait]
 pub trait StreamBackend: Send + Sync + 'static {
     /// Runs cmd in the container with the given streams; returns the exit code.
