@@ -42,6 +42,7 @@ pub async fn serve_command<IO>(
             next = incoming.recv() => {
                 let Some(stream) = next else {
                     tracing::warn!(container_id = %target.container_id, received, expected, "client left before opening all streams");
+                    drop((streams, held));
                     conn.close().await;
                     return;
                 };
@@ -69,6 +70,7 @@ pub async fn serve_command<IO>(
             }
             _ = &mut deadline => {
                 tracing::warn!(container_id = %target.container_id, received, expected, "timed out waiting for client to create streams");
+                drop((streams, held));
                 conn.close().await;
                 return;
             }
@@ -157,6 +159,7 @@ pub async fn serve_port_forward<IO>(
     })
     .await;
     forwards.shutdown().await;
+    drop(pending);
     conn.close().await;
 }
 

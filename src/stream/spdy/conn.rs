@@ -89,16 +89,19 @@ impl SpdyConnection {
     /// output and FIN first, then GOAWAY, then the socket is closed.
     pub async fn close(self) {
         let pumps: Vec<JoinHandle<()>> = std::mem::take(&mut *self.pumps.lock().await);
-        for pump in pumps {
-            // A pump whose writer is still held elsewhere cannot finish; do
-            // not let it keep the connection open forever.
-            let abort = pump.abort_handle();
-            if tokio::time::timeout(Duration::from_secs(5), pump)
-                .await
-                .is_err()
-            {
-                abort.abort();
+        let aborts: Vec<_> = pumps.iter().map(JoinHandle::abort_handle).collect();
+        // A pump whose writer is still held elsewhere cannot finish; do not
+        // let it keep the connection open forever.
+        let all_flushed = async {
+            for pump in pumps {
+                let _ = pump.await;
             }
+        };
+        if tokio::time::timeout(Duration::from_secs(5), all_flushed)
+            .await
+            .is_err()
+        {
+            aborts.iter().for_each(|a| a.abort());
         }
         let _ = self.outgoing.send(Outgoing::GoAway { status: 0 }).await;
         drop(self.outgoing);
