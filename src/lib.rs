@@ -14,3 +14,4 @@ pub mod sandbox;
 pub mod server;
 pub mod spec;
 pub mod store;
+pub mod stream;
