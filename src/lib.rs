@@ -8,6 +8,7 @@ mod error;
 pub mod image;
 pub mod node;
 pub mod policy;
+pub mod policy_store;
 pub mod runtime;
 pub mod sandbox;
 pub mod server;
