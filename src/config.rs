@@ -44,6 +44,11 @@ pub struct Config {
     pub max_layer_bytes: u64,
     /// Registry mirrors and plain-HTTP registries, like containerd's hosts.toml.
     pub registries: RegistriesConfig,
+    /// Capability policies (YAML). Absent or empty: built-in defaults,
+    /// which behave like containerd.
+    pub policy_dir: PathBuf,
+    /// How often the policy directory is checked for changes.
+    pub policy_poll_seconds: u64,
 }
 
 impl Default for Config {
@@ -58,6 +63,8 @@ impl Default for Config {
             cgroup_parent: "/capcri".into(),
             max_layer_bytes: 8 << 30,
             registries: RegistriesConfig::default(),
+            policy_dir: crate::policy::DEFAULT_POLICY_DIR.into(),
+            policy_poll_seconds: 2,
         }
     }
 }
@@ -99,6 +106,7 @@ impl Config {
             ("socket", &self.socket),
             ("state_dir", &self.state_dir),
             ("data_dir", &self.data_dir),
+            ("policy_dir", &self.policy_dir),
         ] {
             if !path.is_absolute() {
                 return Err(ConfigError::Invalid {

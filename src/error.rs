@@ -16,6 +16,10 @@ pub enum NodeError {
     InvalidArgument(String),
     #[error("{0}")]
     FailedPrecondition(String),
+    /// The capability policy refused the container; the message names the
+    /// policy or the preflight check and the fix.
+    #[error("capability policy refused container {container:?}: {message}")]
+    PolicyDenied { container: String, message: String },
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,

@@ -9,6 +9,7 @@ pub mod image;
 pub mod network;
 pub mod node;
 pub mod policy;
+pub mod policy_store;
 pub mod runtime;
 pub mod sandbox;
 pub mod server;

@@ -52,6 +52,9 @@ struct ServeArgs {
     /// Absolute cgroup parent of all pods [default: /capcri]
     #[arg(long)]
     cgroup_parent: Option<String>,
+    /// Capability policy directory [default: /etc/capcri/policies]
+    #[arg(long)]
+    policy_dir: Option<PathBuf>,
     /// Registry mirror, HOST=ENDPOINT (repeatable, tried in order), e.g. registry.k8s.io=127.0.0.1:5000
     #[arg(long = "registry-mirror", value_name = "HOST=ENDPOINT")]
     registry_mirrors: Vec<String>,
@@ -80,6 +83,9 @@ impl ServeArgs {
         }
         if let Some(v) = self.log_level {
             c.log_level = v;
+        }
+        if let Some(v) = self.policy_dir {
+            c.policy_dir = v;
         }
         if let Some(v) = self.cgroup_parent {
             c.cgroup_parent = v;

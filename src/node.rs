@@ -5,6 +5,7 @@
 use crate::config::Config;
 use crate::container::ContainerRecord;
 use crate::image::{ImageStore, ImageStoreConfig};
+use crate::policy_store::PolicyStore;
 use crate::runtime::MonitorClient;
 use crate::sandbox::PodSandbox;
 use crate::store::RecordDir;
@@ -43,6 +44,7 @@ impl KeyedLocks {
 pub struct Node {
     pub(crate) config: Config,
     pub(crate) images: ImageStore,
+    pub(crate) policies: Arc<PolicyStore>,
     pub(crate) pod_records: RecordDir<PodSandbox>,
     pub(crate) container_records: RecordDir<ContainerRecord>,
     pub(crate) pods: Mutex<HashMap<String, PodSandbox>>,
@@ -79,6 +81,14 @@ impl Node {
             registries: config.registries.clone(),
             max_layer_bytes: config.max_layer_bytes,
         })?;
+        let policies = PolicyStore::open(&config.policy_dir).map_err(|errors| {
+            NodeError::InvalidArgument(format!(
+                "the capability policies in {} are invalid; fix them (capcri policy check {}) or move them away:\n{}",
+                config.policy_dir.display(),
+                config.policy_dir.display(),
+                errors.join("\n")
+            ))
+        })?;
         let pod_records: RecordDir<PodSandbox> = RecordDir::open(config.meta_dir().join("pods"))?;
         let container_records: RecordDir<ContainerRecord> =
             RecordDir::open(config.meta_dir().join("containers"))?;
@@ -96,6 +106,7 @@ impl Node {
         Ok(Arc::new(Node {
             config,
             images,
+            policies: Arc::new(policies),
             pod_records,
             container_records,
             pods: Mutex::new(pods),
@@ -113,6 +124,10 @@ impl Node {
 
     pub fn images(&self) -> &ImageStore {
         &self.images
+    }
+
+    pub fn policies(&self) -> &Arc<PolicyStore> {
+        &self.policies
     }
 
     pub(crate) fn reserve_name(&self, key: String) -> Result<(), NodeError> {

@@ -83,6 +83,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     config.validate()?;
     let _lock = lock_socket(&config.socket)?;
     let node = Node::open(config.clone()).context("cannot open capcri's state")?;
+    node.policies().watch(std::time::Duration::from_secs(
+        config.policy_poll_seconds.max(1),
+    ));
     let listener = bind_socket(&config)?;
     info!(socket = %config.socket.display(), state_dir = %config.state_dir.display(), data_dir = %config.data_dir.display(), "capcri serving the CRI");
 

@@ -3,80 +3,12 @@
 
 mod common;
 
-use common::{TestDaemon, cgroups_left, mounts_under, processes_mentioning, wait_for};
+use common::{
+    TestDaemon, cgroups_left, container_config, container_state, mounts_under, pod_config,
+    processes_mentioning, pull, wait_for,
+};
 use k8s_cri::v1 as cri;
-use std::collections::HashMap;
 use std::time::Duration;
-
-fn pod_config(name: &str, log_dir: &std::path::Path) -> cri::PodSandboxConfig {
-    cri::PodSandboxConfig {
-        metadata: Some(cri::PodSandboxMetadata {
-            name: name.into(),
-            uid: format!("uid-{name}"),
-            namespace: "default".into(),
-            attempt: 0,
-        }),
-        hostname: format!("{name}-host"),
-        log_directory: log_dir.display().to_string(),
-        dns_config: Some(cri::DnsConfig {
-            servers: vec!["10.96.0.10".into()],
-            searches: vec!["default.svc.cluster.local".into()],
-            options: vec!["ndots:5".into()],
-        }),
-        labels: HashMap::from([("app".into(), name.into())]),
-        annotations: HashMap::from([("note".into(), "kept exactly".into())]),
-        linux: Some(cri::LinuxPodSandboxConfig::default()),
-        ..Default::default()
-    }
-}
-
-fn container_config(name: &str, image: &str, command: &[&str]) -> cri::ContainerConfig {
-    cri::ContainerConfig {
-        metadata: Some(cri::ContainerMetadata {
-            name: name.into(),
-            attempt: 0,
-        }),
-        image: Some(cri::ImageSpec {
-            image: image.into(),
-            ..Default::default()
-        }),
-        command: command.iter().map(|s| s.to_string()).collect(),
-        log_path: format!("{name}/0.log"),
-        labels: HashMap::from([("container".into(), name.into())]),
-        linux: Some(cri::LinuxContainerConfig::default()),
-        ..Default::default()
-    }
-}
-
-async fn pull(d: &TestDaemon, image: &str) -> String {
-    d.images()
-        .await
-        .pull_image(cri::PullImageRequest {
-            image: Some(cri::ImageSpec {
-                image: image.into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-        .await
-        .unwrap_or_else(|e| panic!("pull {image}: {e}"))
-        .into_inner()
-        .image_ref
-}
-
-async fn container_state(d: &TestDaemon, id: &str) -> cri::ContainerStatus {
-    d.runtime()
-        .await
-        .container_status(cri::ContainerStatusRequest {
-            container_id: id.into(),
-            verbose: false,
-        })
-        .await
-        .expect("container status")
-        .into_inner()
-        .status
-        .expect("status present")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_lifecycle_through_the_cri_socket() {

@@ -1,11 +1,13 @@
 //! CreateContainer, StartContainer, StopContainer, RemoveContainer,
 //! ContainerStatus, ListContainers and ExecSync.
 
+use super::capabilities::{MountedRootfs, decide, image_facts, image_file_caps, oci_capabilities};
 use super::paths::log_file_path;
 use super::rootfs_read::read_in_root;
 use super::{ContainerRecord, ContainerState, container_name_key, cri_state};
 use crate::image::rootfs::{mount_overlay, unmount};
 use crate::node::{Node, NodeError, labels_match, lock, new_id, now_nanos};
+use crate::policy::ResolvedIdentity;
 use crate::runtime::{
     ContainerRuntimeState, CreateContainer, ExecOutput, ExecSpec, NamespaceKind, RuntimeError,
     RuntimeStatus, pinned_namespace_path,
@@ -94,6 +96,7 @@ impl Node {
             uid: 0,
             gid: 0,
             additional_gids: Vec::new(),
+            decision: None,
             config,
         };
         match self.set_up_container(&pod, &image, &mut record).await {
@@ -142,6 +145,38 @@ impl Node {
         record.gid = user.gid;
         record.additional_gids = user.additional_gids.clone();
 
+        // The capability decision, before any bundle is written.
+        let file_caps = image_file_caps(image);
+        let view = MountedRootfs {
+            root: rootfs.clone(),
+            file_caps: file_caps.clone(),
+        };
+        let decision = decide(
+            &self.policies.current(),
+            pod,
+            &record.config,
+            image_facts(image, &record.image_ref, file_caps),
+            ResolvedIdentity {
+                uid: user.uid,
+                gid: user.gid,
+            },
+            &view,
+        );
+        for w in &decision.warnings {
+            warn!(pod.id = %pod.id, container.id = %record.id, warning = %w, "capability policy warning");
+        }
+        if !decision.allowed {
+            return Err(NodeError::PolicyDenied {
+                container: record.name().to_string(),
+                message: decision
+                    .deny_message
+                    .clone()
+                    .unwrap_or_else(|| "denied".into()),
+            });
+        }
+        let capabilities = oci_capabilities(&decision);
+        record.decision = Some(decision);
+
         let ns = |kind| pinned_namespace_path(&pod.pod_dir, kind);
         let namespaces = PodNamespacePaths {
             net: (!pod.host_network()).then(|| ns(NamespaceKind::Net)),
@@ -169,7 +204,7 @@ impl Node {
             pod_files: &pod_files,
             cgroups_path: format!("{}/{}/{}", self.config.cgroup_parent, pod.id, record.id),
             users,
-            capabilities: None,
+            capabilities: Some(capabilities),
             localhost_seccomp_profile: localhost_profile.as_deref(),
         })?;
         let spec_json = serde_json::to_vec_pretty(&spec)

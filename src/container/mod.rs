@@ -1,6 +1,7 @@
 //! Container lifecycle and its state machine (created, running, exited,
 //! unknown), exit codes and CRI log files.
 
+pub mod capabilities;
 mod lifecycle;
 pub mod paths;
 pub mod rootfs_read;
@@ -48,6 +49,10 @@ pub struct ContainerRecord {
     pub uid: u32,
     pub gid: u32,
     pub additional_gids: Vec<u32>,
+    /// The capability decision it was created with, with its reasons
+    /// (`capcri explain`, ContainerStatus verbose info).
+    #[serde(default)]
+    pub decision: Option<crate::policy::Decision>,
 }
 
 impl ContainerRecord {

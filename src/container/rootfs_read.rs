@@ -91,3 +91,83 @@ mod tests {
         assert_eq!(read_in_root(root.path(), "/etc/missing").unwrap(), None);
     }
 }
+
+/// Opens `path` inside `root` (every component resolved in the root) as an
+/// O_PATH handle; `follow_last` decides whether a final symlink is followed.
+pub fn open_in_root(root: &Path, path: &str, follow_last: bool) -> Option<std::fs::File> {
+    let root_fd = std::fs::File::open(root).ok()?;
+    let rel = CString::new(path.trim_start_matches('/')).ok()?;
+    let mut flags = libc::O_PATH | libc::O_CLOEXEC;
+    if !follow_last {
+        flags |= libc::O_NOFOLLOW;
+    }
+    let how = OpenHow {
+        flags: flags as u64,
+        mode: 0,
+        resolve: RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS,
+    };
+    // SAFETY: valid fd, NUL-terminated path, properly sized open_how.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            std::os::fd::AsRawFd::as_raw_fd(&root_fd),
+            rel.as_ptr(),
+            &how as *const OpenHow,
+            std::mem::size_of::<OpenHow>(),
+        )
+    };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: the kernel just returned this fd to us.
+    Some(std::fs::File::from(unsafe {
+        OwnedFd::from_raw_fd(fd as i32)
+    }))
+}
+
+/// The target of the symlink at `path` inside `root`, None if it is not one.
+pub fn read_link_in_root(root: &Path, path: &str) -> Option<String> {
+    let handle = open_in_root(root, path, false)?;
+    if !handle.metadata().ok()?.file_type().is_symlink() {
+        return None;
+    }
+    // An O_PATH|O_NOFOLLOW fd of a symlink: readlinkat with an empty path
+    // reads the link itself.
+    let mut buf = vec![0u8; 4096];
+    let empty = CString::default();
+    // SAFETY: valid fd and buffer of the given length.
+    let n = unsafe {
+        libc::readlinkat(
+            std::os::fd::AsRawFd::as_raw_fd(&handle),
+            empty.as_ptr(),
+            buf.as_mut_ptr() as *mut libc::c_char,
+            buf.len(),
+        )
+    };
+    if n < 0 {
+        return None;
+    }
+    buf.truncate(n as usize);
+    Some(String::from_utf8_lossy(&buf).into_owned())
+}
+
+#[cfg(test)]
+mod view_tests {
+    use super::*;
+
+    #[test]
+    fn links_and_files_are_seen_inside_the_root() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(root.path().join("bin")).unwrap();
+        std::fs::write(root.path().join("bin/busybox"), b"x").unwrap();
+        std::os::unix::fs::symlink("/bin/busybox", root.path().join("bin/sh")).unwrap();
+        std::os::unix::fs::symlink("/", root.path().join("up")).unwrap();
+        assert_eq!(
+            read_link_in_root(root.path(), "/bin/sh").as_deref(),
+            Some("/bin/busybox")
+        );
+        assert_eq!(read_link_in_root(root.path(), "/bin/busybox"), None);
+        assert!(open_in_root(root.path(), "/up/bin/busybox", false).is_some());
+        assert!(open_in_root(root.path(), "/up/../../etc/hostname", false).is_none());
+    }
+}

@@ -240,6 +240,7 @@ impl RuntimeService for CriRuntimeService {
                 "sandboxID": record.pod_id,
                 "bundle": record.bundle,
                 "config": record.config,
+                "capabilityDecision": record.decision,
             });
             info.insert("info".to_string(), value.to_string());
         }

@@ -11,7 +11,9 @@ pub fn to_status(err: NodeError) -> Status {
         NodeError::NotFound { .. } => Code::NotFound,
         NodeError::AlreadyExists { .. } => Code::AlreadyExists,
         NodeError::InvalidArgument(_) => Code::InvalidArgument,
-        NodeError::FailedPrecondition(_) => Code::FailedPrecondition,
+        NodeError::FailedPrecondition(_) | NodeError::PolicyDenied { .. } => {
+            Code::FailedPrecondition
+        }
         NodeError::Spec(e) => spec_code(e),
         NodeError::Image(e) => image_code(e),
         NodeError::Runtime(e) => runtime_code(e),

@@ -54,6 +54,10 @@ impl TestDaemon {
             .prefix("cc")
             .tempdir_in("/tmp")
             .expect("tempdir");
+        Self::start_in(dir, extra_args)
+    }
+
+    fn start_in(dir: tempfile::TempDir, extra_args: &[&str]) -> TestDaemon {
         let socket = dir.path().join("capcri.sock");
         let cgroup_parent = format!(
             "/capcri-test-{}",
@@ -75,6 +79,29 @@ impl TestDaemon {
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path().join("lib")
     }
+    /// Absent unless a test writes policies there: the built-in defaults.
+    pub fn policy_dir(&self) -> PathBuf {
+        self.dir.path().join("policies")
+    }
+
+    /// A daemon whose policy directory holds the repository's recommended
+    /// set (policy/*.yaml) before it starts.
+    pub fn start_with_recommended_policies(extra_args: &[&str]) -> TestDaemon {
+        let dir = tempfile::Builder::new()
+            .prefix("cc")
+            .tempdir_in("/tmp")
+            .expect("tempdir");
+        let policies = dir.path().join("policies");
+        std::fs::create_dir_all(&policies).expect("policy dir");
+        let repo_policies = Path::new(env!("CARGO_MANIFEST_DIR")).join("policy");
+        for e in std::fs::read_dir(&repo_policies)
+            .expect("policy/ in the repo")
+            .flatten()
+        {
+            std::fs::copy(e.path(), policies.join(e.file_name())).expect("copy policy");
+        }
+        Self::start_in(dir, extra_args)
+    }
 
     pub fn spawn(&mut self, extra_args: &[&str]) {
         let child = Command::new(env!("CARGO_BIN_EXE_capcri"))
@@ -87,6 +114,8 @@ impl TestDaemon {
             .arg(self.data_dir())
             .arg("--cgroup-parent")
             .arg(&self.cgroup_parent)
+            .arg("--policy-dir")
+            .arg(self.policy_dir())
             .arg("--log-level")
             .arg("capcri=debug,info")
             .args(extra_args)
@@ -243,4 +272,79 @@ where
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+// CRI request builders shared by the tests.
+
+use k8s_cri::v1 as cri;
+use std::collections::HashMap;
+
+pub fn pod_config(name: &str, log_dir: &std::path::Path) -> cri::PodSandboxConfig {
+    cri::PodSandboxConfig {
+        metadata: Some(cri::PodSandboxMetadata {
+            name: name.into(),
+            uid: format!("uid-{name}"),
+            namespace: "default".into(),
+            attempt: 0,
+        }),
+        hostname: format!("{name}-host"),
+        log_directory: log_dir.display().to_string(),
+        dns_config: Some(cri::DnsConfig {
+            servers: vec!["10.96.0.10".into()],
+            searches: vec!["default.svc.cluster.local".into()],
+            options: vec!["ndots:5".into()],
+        }),
+        labels: HashMap::from([("app".into(), name.into())]),
+        annotations: HashMap::from([("note".into(), "kept exactly".into())]),
+        linux: Some(cri::LinuxPodSandboxConfig::default()),
+        ..Default::default()
+    }
+}
+
+pub fn container_config(name: &str, image: &str, command: &[&str]) -> cri::ContainerConfig {
+    cri::ContainerConfig {
+        metadata: Some(cri::ContainerMetadata {
+            name: name.into(),
+            attempt: 0,
+        }),
+        image: Some(cri::ImageSpec {
+            image: image.into(),
+            ..Default::default()
+        }),
+        command: command.iter().map(|s| s.to_string()).collect(),
+        log_path: format!("{name}/0.log"),
+        labels: HashMap::from([("container".into(), name.into())]),
+        linux: Some(cri::LinuxContainerConfig::default()),
+        ..Default::default()
+    }
+}
+
+pub async fn pull(d: &TestDaemon, image: &str) -> String {
+    d.images()
+        .await
+        .pull_image(cri::PullImageRequest {
+            image: Some(cri::ImageSpec {
+                image: image.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap_or_else(|e| panic!("pull {image}: {e}"))
+        .into_inner()
+        .image_ref
+}
+
+pub async fn container_state(d: &TestDaemon, id: &str) -> cri::ContainerStatus {
+    d.runtime()
+        .await
+        .container_status(cri::ContainerStatusRequest {
+            container_id: id.into(),
+            verbose: false,
+        })
+        .await
+        .expect("container status")
+        .into_inner()
+        .status
+        .expect("status present")
 }

@@ -1,0 +1,179 @@
+//! The capability decision of one CreateContainer: facts gathered from the
+//! request, the image and the node, evaluated by the policies in force,
+//! and turned into the OCI capability sets.
+
+use super::rootfs_read::{open_in_root, read_link_in_root};
+use crate::caps::{CapSet, FileCaps, parse_file_caps};
+use crate::image::ImageRecord;
+use crate::policy::{
+    Decision, Facts, ImageFacts, NodeFacts, PolicySet, ResolvedIdentity, RootfsView,
+};
+use crate::sandbox::PodSandbox;
+use k8s_cri::v1::ContainerConfig;
+use oci_spec::runtime::{Capability as OciCapability, LinuxCapabilities};
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
+use tracing::warn;
+
+/// The image's file-capability index (from the layer headers, indexed at
+/// pull) over the container's mounted rootfs (for symlinks and file types).
+/// The rootfs is hostile: every lookup resolves inside it.
+pub struct MountedRootfs {
+    pub root: PathBuf,
+    pub file_caps: BTreeMap<String, FileCaps>,
+}
+
+impl RootfsView for MountedRootfs {
+    fn read_link(&self, path: &str) -> Option<String> {
+        read_link_in_root(&self.root, path)
+    }
+    fn is_file(&self, path: &str) -> bool {
+        open_in_root(&self.root, path, false)
+            .and_then(|f| f.metadata().ok())
+            .is_some_and(|m| m.is_file())
+    }
+    fn file_caps(&self, path: &str) -> Option<FileCaps> {
+        self.file_caps.get(path).copied()
+    }
+    fn all_file_caps(&self) -> Vec<(String, FileCaps)> {
+        self.file_caps
+            .iter()
+            .map(|(p, c)| (p.clone(), *c))
+            .collect()
+    }
+}
+
+/// Parses the raw xattrs of the image's index. A value the kernel would
+/// refuse is skipped with a warning: it grants nothing at execve either.
+pub fn image_file_caps(image: &ImageRecord) -> BTreeMap<String, FileCaps> {
+    let mut out = BTreeMap::new();
+    for (path, raw) in &image.file_caps {
+        match parse_file_caps(raw) {
+            Ok(c) => {
+                out.insert(path.clone(), c);
+            }
+            Err(e) => {
+                warn!(image = %image.id, path = %path, error = %e, "ignoring malformed security.capability")
+            }
+        }
+    }
+    out
+}
+
+pub fn image_facts(
+    image: &ImageRecord,
+    name: &str,
+    file_caps: BTreeMap<String, FileCaps>,
+) -> ImageFacts {
+    let cfg = image.config.config().clone().unwrap_or_default();
+    ImageFacts {
+        name: name.to_string(),
+        digest: image
+            .repo_digests
+            .first()
+            .cloned()
+            .unwrap_or_else(|| image.id.clone()),
+        user: cfg.user().clone().unwrap_or_default(),
+        entrypoint: cfg.entrypoint().clone().unwrap_or_default(),
+        cmd: cfg.cmd().clone().unwrap_or_default(),
+        env: cfg.env().clone().unwrap_or_default(),
+        working_dir: cfg.working_dir().clone().unwrap_or_default(),
+        file_caps,
+    }
+}
+
+pub fn node_facts() -> NodeFacts {
+    NodeFacts {
+        kernel_version: nix::sys::utsname::uname()
+            .map(|u| u.release().to_string_lossy().into_owned())
+            .unwrap_or_default(),
+    }
+}
+
+/// Evaluates the policies for one container.
+pub fn decide(
+    policies: &PolicySet,
+    pod: &PodSandbox,
+    container: &ContainerConfig,
+    image: ImageFacts,
+    identity: ResolvedIdentity,
+    rootfs: &dyn RootfsView,
+) -> Decision {
+    let facts = Facts::from_cri(
+        &pod.config,
+        container,
+        image,
+        node_facts(),
+        identity,
+        &pod.runtime_handler,
+    );
+    policies.evaluate(&facts, rootfs)
+}
+
+fn oci_set(set: CapSet) -> HashSet<OciCapability> {
+    set.names()
+        .into_iter()
+        .filter_map(|n| match crate::spec::parse_capability(&n) {
+            Some(c) => Some(c),
+            None => {
+                warn!(capability = %n, "capability unknown to oci-spec; not passed to the runtime");
+                None
+            }
+        })
+        .collect()
+}
+
+/// The decision's five sets as the OCI runtime spec carries them.
+pub fn oci_capabilities(decision: &Decision) -> LinuxCapabilities {
+    let c = &decision.caps;
+    let mut caps = LinuxCapabilities::default();
+    caps.set_bounding(Some(oci_set(c.bounding)));
+    caps.set_effective(Some(oci_set(c.effective)));
+    caps.set_permitted(Some(oci_set(c.permitted)));
+    caps.set_inheritable(Some(oci_set(c.inheritable)));
+    caps.set_ambient(Some(oci_set(c.ambient)));
+    caps
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::caps::{Capability, ThreadCaps};
+
+    #[test]
+    fn decision_sets_map_to_oci_names() {
+        let mut ambient = CapSet::default();
+        ambient.insert(Capability::NetBindService);
+        let mut base = CapSet::default();
+        base.insert(Capability::NetBindService);
+        base.insert(Capability::Chown);
+        let d = Decision {
+            allowed: true,
+            deny_message: None,
+            caps: ThreadCaps {
+                bounding: base,
+                effective: base,
+                permitted: base,
+                inheritable: ambient,
+                ambient,
+            },
+            exec_path: crate::policy::ExecPath::Direct,
+            preflight: crate::policy::PreflightMode::Off,
+            warnings: vec![],
+            reasons: vec![],
+            prediction: None,
+        };
+        let oci = oci_capabilities(&d);
+        assert_eq!(
+            oci.ambient().as_ref().unwrap(),
+            &HashSet::from([OciCapability::NetBindService])
+        );
+        assert_eq!(oci.bounding().as_ref().unwrap().len(), 2);
+        assert!(
+            oci.inheritable()
+                .as_ref()
+                .unwrap()
+                .contains(&OciCapability::NetBindService)
+        );
+    }
+}

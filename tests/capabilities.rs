@@ -1,0 +1,330 @@
+//! The capability engine through the CRI socket, with real containers:
+//! ambient promotion, file-capability preflight, and the decision record.
+
+mod common;
+
+use common::{TestDaemon, container_config, container_state, pod_config, pull, wait_for};
+use k8s_cri::v1 as cri;
+use std::time::Duration;
+
+fn caps(add: &[&str], drop: &[&str]) -> cri::Capability {
+    cri::Capability {
+        add_capabilities: add.iter().map(|s| s.to_string()).collect(),
+        drop_capabilities: drop.iter().map(|s| s.to_string()).collect(),
+        add_ambient_capabilities: vec![],
+    }
+}
+
+fn with_security(
+    mut c: cri::ContainerConfig,
+    capability: cri::Capability,
+    no_new_privs: bool,
+) -> cri::ContainerConfig {
+    c.linux = Some(cri::LinuxContainerConfig {
+        security_context: Some(cri::LinuxContainerSecurityContext {
+            capabilities: Some(capability),
+            no_new_privs,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    c
+}
+
+async fn run_pod(d: &TestDaemon, name: &str) -> String {
+    d.runtime()
+        .await
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(pod_config(name, &d.dir.path().join("logs"))),
+            runtime_handler: String::new(),
+        })
+        .await
+        .expect("run pod")
+        .into_inner()
+        .pod_sandbox_id
+}
+
+async fn create(
+    d: &TestDaemon,
+    pod: &str,
+    config: cri::ContainerConfig,
+) -> Result<String, tonic::Status> {
+    d.runtime()
+        .await
+        .create_container(cri::CreateContainerRequest {
+            pod_sandbox_id: pod.into(),
+            config: Some(config),
+            sandbox_config: None,
+        })
+        .await
+        .map(|r| r.into_inner().container_id)
+}
+
+async fn start(d: &TestDaemon, id: &str) {
+    d.runtime()
+        .await
+        .start_container(cri::StartContainerRequest {
+            container_id: id.into(),
+        })
+        .await
+        .expect("start");
+}
+
+async fn exec(d: &TestDaemon, id: &str, cmd: &[&str]) -> cri::ExecSyncResponse {
+    d.runtime()
+        .await
+        .exec_sync(cri::ExecSyncRequest {
+            container_id: id.into(),
+            cmd: cmd.iter().map(|s| s.to_string()).collect(),
+            timeout: 10,
+        })
+        .await
+        .expect("exec")
+        .into_inner()
+}
+
+async fn wait_exited(d: &TestDaemon, id: &str) -> cri::ContainerStatus {
+    wait_for("container exit", Duration::from_secs(15), || async {
+        let s = container_state(d, id).await;
+        (s.state == cri::ContainerState::ContainerExited as i32).then_some(s)
+    })
+    .await
+}
+
+fn log_of(d: &TestDaemon, name: &str) -> String {
+    std::fs::read_to_string(d.dir.path().join("logs").join(name).join("0.log")).unwrap_or_default()
+}
+
+/// A uid-1000 container with `capabilities.add: [NET_BIND_SERVICE]` running
+/// a plain `nc` (no file capabilities) on :80.
+fn bind80(registry: &str, name: &str, no_new_privs: bool) -> cri::ContainerConfig {
+    let cmd = [
+        "sh",
+        "-c",
+        "grep CapAmb /proc/self/status; exec nc -ll -p 80 -e echo hello from :80",
+    ];
+    with_security(
+        container_config(name, &format!("{registry}/cri-lab/bind80:latest"), &cmd),
+        caps(&["NET_BIND_SERVICE"], &[]),
+        no_new_privs,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn builtin_defaults_refuse_the_bind_like_containerd() {
+    let registry = require_privileged!();
+    let d = TestDaemon::start(&[]);
+    pull(&d, &format!("{registry}/cri-lab/bind80:latest")).await;
+    let pod = run_pod(&d, "plain").await;
+    let id = create(&d, &pod, bind80(&registry, "web", false))
+        .await
+        .expect("create");
+    start(&d, &id).await;
+    let exited = wait_exited(&d, &id).await;
+    assert_eq!(exited.exit_code, 1);
+    let log = log_of(&d, "web");
+    assert!(log.contains("CapAmb:\t0000000000000000"), "{log}");
+    assert!(log.contains("Permission denied"), "{log}");
+    d.runtime()
+        .await
+        .remove_pod_sandbox(cri::RemovePodSandboxRequest {
+            pod_sandbox_id: pod,
+        })
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recommended_policy_promotes_added_caps_to_ambient() {
+    let registry = require_privileged!();
+    let d = TestDaemon::start_with_recommended_policies(&[]);
+    pull(&d, &format!("{registry}/cri-lab/bind80:latest")).await;
+    let pod = run_pod(&d, "promoted").await;
+    for (name, nnp) in [("web", false), ("web-nnp", true)] {
+        let id = create(&d, &pod, bind80(&registry, name, nnp))
+            .await
+            .expect("create");
+        start(&d, &id).await;
+        let reply = wait_for("the server on :80", Duration::from_secs(10), || async {
+            let out = exec(&d, &id, &["sh", "-c", "nc 127.0.0.1 80 </dev/null"]).await;
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            text.contains("hello from :80").then_some(text)
+        })
+        .await;
+        assert!(reply.contains("hello from :80"));
+        // NET_BIND_SERVICE is bit 10.
+        let log = log_of(&d, name);
+        assert!(log.contains("CapAmb:\t0000000000000400"), "{name}: {log}");
+        let status = d
+            .runtime()
+            .await
+            .container_status(cri::ContainerStatusRequest {
+                container_id: id.clone(),
+                verbose: true,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let info: serde_json::Value = serde_json::from_str(&status.info["info"]).unwrap();
+        let decision = &info["capabilityDecision"];
+        assert_eq!(decision["allowed"], true);
+        assert!(
+            decision["caps"]["ambient"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|c| c == "CAP_NET_BIND_SERVICE"),
+            "{decision}"
+        );
+        let reasons = decision["reasons"].as_array().unwrap();
+        assert!(
+            reasons
+                .iter()
+                .any(|r| r["subject"] == "ambient:CAP_NET_BIND_SERVICE"
+                    && r["source"]
+                        .as_str()
+                        .unwrap()
+                        .contains("10-ambient-non-root")),
+            "{decision}"
+        );
+        d.runtime()
+            .await
+            .stop_container(cri::StopContainerRequest {
+                container_id: id,
+                timeout: 0,
+            })
+            .await
+            .unwrap();
+    }
+    d.runtime()
+        .await
+        .remove_pod_sandbox(cri::RemovePodSandboxRequest {
+            pod_sandbox_id: pod,
+        })
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preflight_refuses_file_caps_outside_the_bounding_set() {
+    let registry = require_privileged!();
+    let d = TestDaemon::start_with_recommended_policies(&[]);
+    let netadmin = format!("{registry}/cri-lab/filecaps-netadmin:latest");
+    let filecaps = format!("{registry}/cri-lab/filecaps:latest");
+    pull(&d, &netadmin).await;
+    pull(&d, &filecaps).await;
+    let pod = run_pod(&d, "preflight").await;
+
+    // ping carries cap_net_admin,cap_net_raw+ep; NET_ADMIN is not in the default bounding set.
+    let err = create(
+        &d,
+        &pod,
+        container_config("nspawn-ping", &netadmin, &["ping", "-c", "1", "127.0.0.1"]),
+    )
+    .await
+    .expect_err("preflight refuses");
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err}");
+    let msg = err.message();
+    assert!(msg.contains("/usr/local/bin/ping"), "{msg}");
+    assert!(msg.contains("CAP_NET_ADMIN"), "{msg}");
+    assert!(
+        msg.to_lowercase().contains("add") && msg.contains("setcap"),
+        "names both fixes: {msg}"
+    );
+
+    // Adding NET_ADMIN fixes it: ping works as uid 1000.
+    let fixed = with_security(
+        container_config(
+            "nspawn-ping-fixed",
+            &netadmin,
+            &["ping", "-c", "1", "127.0.0.1"],
+        ),
+        caps(&["NET_ADMIN"], &[]),
+        false,
+    );
+    let id = create(&d, &pod, fixed)
+        .await
+        .expect("create with NET_ADMIN");
+    start(&d, &id).await;
+    let exited = wait_exited(&d, &id).await;
+    assert_eq!(exited.exit_code, 0, "{}", log_of(&d, "nspawn-ping-fixed"));
+
+    // ping with cap_net_raw+ep: works with NET_RAW kept, refused with it dropped.
+    let id = create(
+        &d,
+        &pod,
+        container_config("ping-raw", &filecaps, &["ping", "-c", "1", "127.0.0.1"]),
+    )
+    .await
+    .expect("create");
+    start(&d, &id).await;
+    assert_eq!(
+        wait_exited(&d, &id).await.exit_code,
+        0,
+        "{}",
+        log_of(&d, "ping-raw")
+    );
+    let dropped = with_security(
+        container_config("ping-dropped", &filecaps, &["ping", "-c", "1", "127.0.0.1"]),
+        caps(&[], &["NET_RAW"]),
+        false,
+    );
+    let err = create(&d, &pod, dropped)
+        .await
+        .expect_err("NET_RAW dropped");
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+    assert!(err.message().contains("CAP_NET_RAW"), "{err}");
+
+    let listed = d
+        .runtime()
+        .await
+        .list_containers(cri::ListContainersRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.containers.len(), 2, "refused creates leave nothing");
+    d.runtime()
+        .await
+        .remove_pod_sandbox(cri::RemovePodSandboxRequest {
+            pod_sandbox_id: pod,
+        })
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_preflight_the_kernel_eperm_is_reported() {
+    let registry = require_privileged!();
+    let d = TestDaemon::start(&[]);
+    let netadmin = format!("{registry}/cri-lab/filecaps-netadmin:latest");
+    pull(&d, &netadmin).await;
+    let pod = run_pod(&d, "no-preflight").await;
+    let id = create(
+        &d,
+        &pod,
+        container_config("ip", &netadmin, &["ping", "-c", "1", "127.0.0.1"]),
+    )
+    .await
+    .expect("built-in defaults create it, like containerd");
+    let started = d
+        .runtime()
+        .await
+        .start_container(cri::StartContainerRequest {
+            container_id: id.clone(),
+        })
+        .await;
+    let status = wait_exited(&d, &id).await;
+    assert_ne!(status.exit_code, 0);
+    let text = format!("{started:?} {} {}", status.reason, status.message);
+    assert!(
+        text.contains("ermission") || text.contains("EPERM"),
+        "{text}"
+    );
+    d.runtime()
+        .await
+        .remove_pod_sandbox(cri::RemovePodSandboxRequest {
+            pod_sandbox_id: pod,
+        })
+        .await
+        .unwrap();
+}
