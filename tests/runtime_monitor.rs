@@ -7,8 +7,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use capcri::runtime::{
-    CreateContainer, ExecSpec, MonitorClient, MonitorSpawn, NamespaceKind, PodNamespaceSet,
-    RuntimeError, RuntimeStatus, pinned_namespace_path, spawn_monitor, unpin_namespaces,
+    CreateContainer, ExecPath, ExecSpec, MonitorClient, MonitorSpawn, NamespaceKind,
+    PodNamespaceSet, RuntimeError, RuntimeStatus, pinned_namespace_path, spawn_monitor,
+    unpin_namespaces,
 };
 
 /// The OCI layout of ../shared/testimages; hack/test.sh sets it.
@@ -311,6 +312,7 @@ async fn monitor_runs_a_pod_end_to_end() {
             log_path: Some(log1.clone()),
             stdin: false,
             tty: false,
+            exec_path: ExecPath::Direct,
         })
         .await
         .expect("create c1");
@@ -439,6 +441,7 @@ async fn monitor_runs_a_pod_end_to_end() {
             log_path: Some(log4.clone()),
             stdin: false,
             tty: false,
+            exec_path: ExecPath::Direct,
         })
         .await
         .expect("create c4");
@@ -478,6 +481,7 @@ async fn monitor_runs_a_pod_end_to_end() {
             log_path: None,
             stdin: false,
             tty: false,
+            exec_path: ExecPath::Direct,
         })
         .await
         .expect_err("create of a missing command fails");
@@ -505,6 +509,7 @@ async fn monitor_runs_a_pod_end_to_end() {
             log_path: None,
             stdin: false,
             tty: false,
+            exec_path: ExecPath::Direct,
         })
         .await
         .expect("create c3 (execve happens at start)");
