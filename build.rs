@@ -70,7 +70,13 @@ fn main() {
         arg.push(linker);
         cmd.arg("-C").arg(arg);
     }
-    cmd.arg("-o").arg(&out).arg("dmz/main.rs");
+    let manifest_dir = PathBuf::from(
+        std::env::var_os("CARGO_MANIFEST_DIR")
+            .unwrap_or_else(|| fail("cargo did not set CARGO_MANIFEST_DIR")),
+    );
+    cmd.arg("-o")
+        .arg(&out)
+        .arg(manifest_dir.join("dmz").join("main.rs"));
     let output = cmd
         .output()
         .unwrap_or_else(|e| fail(&format!("cannot run {}: {e}", rustc.to_string_lossy())));

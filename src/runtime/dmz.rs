@@ -207,8 +207,15 @@ pub(crate) fn exec_trampoline(memfd: RawFd, status_fd: RawFd, args: &[String]) -
         );
     }
     let err = std::io::Error::last_os_error();
+    let hint = match err.raw_os_error() {
+        // seccomp's usual answers for a syscall a profile does not allow.
+        Some(libc::EPERM) | Some(libc::ENOSYS) => {
+            "; the dmz exec path needs execveat(2), which the container's seccomp profile may block (the RuntimeDefault profiles allow it): allow it or choose the direct exec path"
+        }
+        _ => "",
+    };
     format!(
-        "executing the capcri-dmz trampoline (to run {}) failed: {err}",
+        "executing the capcri-dmz trampoline (to run {}) failed: {err}{hint}",
         program.display()
     )
 }
