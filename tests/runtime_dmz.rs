@@ -323,6 +323,49 @@ async fn dmz_runs_the_users_program_through_a_sealed_trampoline() {
         .count();
     assert_eq!(memfds, 1);
 
+    // Under seccomp: a profile that allows execveat (capcri's RuntimeDefault
+    // denies neither execve nor execveat) runs the dmz path; one that denies
+    // execveat stops it at the trampoline, and the error says what to do.
+    let with_seccomp = |bundle: &Path, denied: &str| {
+        let path = bundle.join("config.json");
+        let mut config: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        config["linux"]["seccomp"] = serde_json::json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{ "names": [denied], "action": "SCMP_ACT_ERRNO", "errnoRet": 1 }]
+        });
+        std::fs::write(&path, serde_json::to_vec(&config).unwrap()).unwrap();
+    };
+    let bundle = pod.bundle("d4", BUSYBOX, &["true"], 0, None);
+    with_seccomp(&bundle, "keyctl");
+    pod.create("d4", &bundle, ExecPath::Dmz)
+        .await
+        .expect("create d4");
+    pod.client
+        .start("d4")
+        .await
+        .expect("start d4 under seccomp");
+    assert_eq!(pod.wait_exit("d4").await.exit_code, Some(0));
+    let bundle = pod.bundle("d5", BUSYBOX, &["true"], 0, None);
+    with_seccomp(&bundle, "execveat");
+    pod.create("d5", &bundle, ExecPath::Dmz)
+        .await
+        .expect("create d5");
+    let err = pod
+        .client
+        .start("d5")
+        .await
+        .expect_err("a profile denying execveat stops the dmz path");
+    eprintln!("dmz under a profile denying execveat: {err}");
+    assert!(
+        err.to_string().contains("execveat") && err.to_string().contains("direct exec path"),
+        "{err}"
+    );
+    assert_eq!(
+        pod.wait_exit("d5").await.reason.as_deref(),
+        Some("StartError")
+    );
+
     pod.client.shutdown().await.expect("shutdown");
 }
 
