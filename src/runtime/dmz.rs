@@ -237,20 +237,27 @@ mod tests {
 
     #[test]
     fn trampoline_is_a_small_static_elf() {
-        assert!(TRAMPOLINE.starts_with(b"\x7fELF"));
-        // e_type ET_EXEC (2): position-dependent, no loader needed.
-        assert_eq!(TRAMPOLINE[16], 2);
-        assert!(
-            TRAMPOLINE.len() < 64 * 1024,
-            "trampoline is {} bytes",
-            TRAMPOLINE.len()
-        );
-        // No PT_INTERP program header: static.
-        assert!(
-            !TRAMPOLINE
-                .windows(b"ld-linux".len())
-                .any(|w| w == b"ld-linux")
-        );
+        let t = TRAMPOLINE;
+        assert!(t.starts_with(b"\x7fELF"));
+        // ELFCLASS64, little-endian (x86_64 and aarch64).
+        assert_eq!((t[4], t[5]), (2, 1));
+        let u16_at = |o: usize| u16::from_le_bytes([t[o], t[o + 1]]) as usize;
+        let u32_at = |o: usize| u32::from_le_bytes(t[o..o + 4].try_into().unwrap());
+        let u64_at = |o: usize| u64::from_le_bytes(t[o..o + 8].try_into().unwrap()) as usize;
+        // e_type ET_EXEC: position-dependent, nothing to relocate.
+        assert_eq!(u16_at(16), 2);
+        // No PT_INTERP (3) and no PT_DYNAMIC (2): no loader, no libc, so
+        // nothing is needed from the container's rootfs.
+        let (phoff, phentsize, phnum) = (u64_at(32), u16_at(54), u16_at(56));
+        assert!(phnum > 0);
+        for i in 0..phnum {
+            let p_type = u32_at(phoff + i * phentsize);
+            assert!(
+                p_type != 2 && p_type != 3,
+                "program header {i} has type {p_type}"
+            );
+        }
+        assert!(t.len() < 16 * 1024, "trampoline is {} bytes", t.len());
     }
 
     #[test]

@@ -17,10 +17,10 @@
 use std::os::fd::RawFd;
 
 use libcontainer::oci_spec::runtime::Spec;
-
-use super::dmz;
 use libcontainer::workload::default::DefaultExecutor;
 use libcontainer::workload::{Executor, ExecutorError, ExecutorValidationError};
+
+use super::dmz;
 
 #[derive(Clone)]
 pub(crate) struct ReportingExecutor {
