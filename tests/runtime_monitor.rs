@@ -3,194 +3,17 @@
 //! CAPCRI_PRIVILEGED_TESTS is set (needs root and `umoci`).
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use capcri::runtime::{
-    CreateContainer, ExecSpec, MonitorClient, MonitorSpawn, NamespaceKind, PodNamespaceSet,
-    RuntimeError, RuntimeStatus, pinned_namespace_path, spawn_monitor, unpin_namespaces,
+    CreateContainer, ExecPath, MonitorClient, MonitorSpawn, NamespaceKind, PodNamespaceSet,
+    RuntimeError, RuntimeStatus, pinned_namespace_path, spawn_monitor,
 };
 
-/// The OCI layout of ../shared/testimages; hack/test.sh sets it.
-fn oci_layout() -> String {
-    std::env::var("CAPCRI_TEST_OCI_LAYOUT").unwrap_or_else(|_| "/var/tmp/testimages-oci".into())
-}
 const HOSTNAME: &str = "capcri-test-pod";
 
-fn privileged() -> bool {
-    if std::env::var_os("CAPCRI_PRIVILEGED_TESTS").is_none() {
-        eprintln!(
-            "skipping: set CAPCRI_PRIVILEGED_TESTS=1 (needs root, umoci and {})",
-            oci_layout()
-        );
-        return false;
-    }
-    true
-}
-
-/// Undoes everything the test may have left behind, also when it panics.
-struct Cleanup {
-    base: PathBuf,
-    cgroup_name: String,
-    monitor_pid: Option<i32>,
-}
-
-fn cgroup_dirs(name: &str) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir("/sys/fs/cgroup") else {
-        return out;
-    };
-    for e in entries.flatten() {
-        let p = e.path().join(name);
-        if p.exists() {
-            out.push(p);
-        }
-    }
-    out
-}
-
-fn mounts_under(base: &Path) -> Vec<String> {
-    let base = base.display().to_string();
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4).map(str::to_owned))
-        .filter(|m| m.starts_with(&base))
-        .collect()
-}
-
-fn remove_cgroup_tree(dir: &Path) {
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for e in entries.flatten() {
-            if e.path().is_dir() {
-                remove_cgroup_tree(&e.path());
-            }
-        }
-    }
-    if let Ok(procs) = std::fs::read_to_string(dir.join("cgroup.procs")) {
-        for pid in procs.lines().filter_map(|l| l.parse::<i32>().ok()) {
-            // SAFETY: kill(2) of a pid found in the test's own cgroup.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-        }
-    }
-    for _ in 0..50 {
-        if std::fs::remove_dir(dir).is_ok() || !dir.exists() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        if let Some(pid) = self.monitor_pid
-            && Path::new(&format!("/proc/{pid}")).exists()
-        {
-            // SAFETY: kill(2) of the monitor this test spawned.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-        }
-        for dir in cgroup_dirs(&self.cgroup_name) {
-            remove_cgroup_tree(&dir);
-        }
-        let _ = unpin_namespaces(&self.base.join("pod"));
-        let mut mounts = mounts_under(&self.base);
-        mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
-        for m in mounts {
-            let _ = nix::mount::umount2(m.as_str(), nix::mount::MntFlags::MNT_DETACH);
-        }
-        let _ = std::fs::remove_dir_all(&self.base);
-    }
-}
-
-fn unpack(image: &str, dir: &Path) {
-    let status = Command::new("umoci")
-        .args(["unpack", "--image", &format!("{}:{image}", oci_layout())])
-        .arg(dir)
-        .status()
-        .expect("umoci runs");
-    assert!(status.success(), "umoci unpack of {image} failed");
-}
-
-fn write_config(bundle: &Path, pod_dir: &Path, cgroups_path: &str, args: &[&str], uid: u32) {
-    let caps = [
-        "CAP_CHOWN",
-        "CAP_DAC_OVERRIDE",
-        "CAP_FSETID",
-        "CAP_FOWNER",
-        "CAP_MKNOD",
-        "CAP_NET_RAW",
-        "CAP_SETGID",
-        "CAP_SETUID",
-        "CAP_SETFCAP",
-        "CAP_SETPCAP",
-        "CAP_NET_BIND_SERVICE",
-        "CAP_SYS_CHROOT",
-        "CAP_KILL",
-        "CAP_AUDIT_WRITE",
-    ];
-    let ns = |kind| pinned_namespace_path(pod_dir, kind).display().to_string();
-    let config = serde_json::json!({
-        "ociVersion": "1.0.2",
-        "process": {
-            "terminal": false,
-            "user": { "uid": uid, "gid": uid },
-            "args": args,
-            "env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
-            "cwd": "/",
-            "capabilities": { "bounding": caps, "effective": caps, "permitted": caps }
-        },
-        "root": { "path": "rootfs", "readonly": false },
-        "mounts": [
-            { "destination": "/proc", "type": "proc", "source": "proc" },
-            { "destination": "/dev", "type": "tmpfs", "source": "tmpfs",
-              "options": ["nosuid", "strictatime", "mode=755", "size=65536k"] },
-            { "destination": "/dev/pts", "type": "devpts", "source": "devpts",
-              "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"] },
-            { "destination": "/dev/shm", "type": "tmpfs", "source": "shm",
-              "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"] },
-            { "destination": "/sys", "type": "sysfs", "source": "sysfs",
-              "options": ["nosuid", "noexec", "nodev", "ro"] }
-        ],
-        "linux": {
-            "cgroupsPath": cgroups_path,
-            "namespaces": [
-                { "type": "pid" },
-                { "type": "mount" },
-                { "type": "network", "path": ns(NamespaceKind::Net) },
-                { "type": "ipc", "path": ns(NamespaceKind::Ipc) },
-                { "type": "uts", "path": ns(NamespaceKind::Uts) }
-            ]
-        }
-    });
-    std::fs::write(
-        bundle.join("config.json"),
-        serde_json::to_vec_pretty(&config).unwrap(),
-    )
-    .unwrap();
-}
-
-fn exec_spec(args: &[&str], uid: u32, timeout: Option<Duration>) -> ExecSpec {
-    ExecSpec {
-        args: args.iter().map(|s| s.to_string()).collect(),
-        env: vec![],
-        cwd: None,
-        uid,
-        gid: uid,
-        additional_gids: vec![],
-        timeout,
-    }
-}
-
-async fn wait_for_log(path: &Path, needles: &[&str]) -> String {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let text = std::fs::read_to_string(path).unwrap_or_default();
-        if needles.iter().all(|n| text.contains(n)) || Instant::now() > deadline {
-            return text;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+mod runtime_support;
+use runtime_support::*;
 
 #[tokio::test]
 async fn monitor_runs_a_pod_end_to_end() {
@@ -311,6 +134,7 @@ async fn monitor_runs_a_pod_end_to_end() {
             log_path: Some(log1.clone()),
             stdin: false,
             tty: false,
+            exec_path: ExecPath::Direct,
         })
         .await
         .expect("create c1");
@@ -439,6 +263,7 @@ async fn monitor_runs_a_pod_end_to_end() {
             log_path: Some(log4.clone()),
             stdin: false,
             tty: false,
+            exec_path: ExecPath::Direct,
         })
         .await
         .expect("create c4");
@@ -478,6 +303,7 @@ async fn monitor_runs_a_pod_end_to_end() {
             log_path: None,
             stdin: false,
             tty: false,
+            exec_path: ExecPath::Direct,
         })
         .await
         .expect_err("create of a missing command fails");
@@ -505,6 +331,7 @@ async fn monitor_runs_a_pod_end_to_end() {
             log_path: None,
             stdin: false,
             tty: false,
+            exec_path: ExecPath::Direct,
         })
         .await
         .expect("create c3 (execve happens at start)");

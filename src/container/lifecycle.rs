@@ -225,6 +225,8 @@ impl Node {
                     .then(|| record.log_path.clone()),
                 stdin: record.config.stdin,
                 tty: record.config.tty,
+                // The daemon integration wires the policy decision here.
+                exec_path: crate::runtime::ExecPath::Direct,
             })
             .await?;
         self.container_records.put(&record.id, record)?;

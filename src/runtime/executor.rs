@@ -9,6 +9,10 @@
 //! data), a failure writes the error text first. libcontainer only marks fds
 //! from 3 + preserved_fds close-on-exec (`close_range(.., CLOSE_RANGE_CLOEXEC)`),
 //! it does not close them, so the pipe is still open when the executor runs.
+//!
+//! On the `dmz` exec path (see `dmz.rs`) the executor execs the trampoline
+//! from its sealed memfd instead, and the status pipe stays open across that
+//! first exec so the trampoline reports the second one the same way.
 
 use std::os::fd::RawFd;
 
@@ -16,16 +20,31 @@ use libcontainer::oci_spec::runtime::Spec;
 use libcontainer::workload::default::DefaultExecutor;
 use libcontainer::workload::{Executor, ExecutorError, ExecutorValidationError};
 
+use super::dmz;
+
 #[derive(Clone)]
 pub(crate) struct ReportingExecutor {
     /// Write end of the exec status pipe, or -1 when nobody listens (exec:
     /// the tenant builder reports its own exec errors).
     status_fd: RawFd,
+    /// The sealed trampoline memfd for the `dmz` exec path; None = `direct`.
+    dmz_memfd: Option<RawFd>,
 }
 
 impl ReportingExecutor {
     pub(crate) fn new(status_fd: RawFd) -> Self {
-        ReportingExecutor { status_fd }
+        ReportingExecutor {
+            status_fd,
+            dmz_memfd: None,
+        }
+    }
+
+    /// The container's process is started through the trampoline in
+    /// `memfd`, which must stay open in the monitor until the container's
+    /// init has been cloned (`build()`).
+    pub(crate) fn through_trampoline(mut self, memfd: RawFd) -> Self {
+        self.dmz_memfd = Some(memfd);
+        self
     }
 
     fn report(&self, msg: &str) {
@@ -94,6 +113,17 @@ fn reset_signals() {
 impl Executor for ReportingExecutor {
     fn exec(&self, spec: &Spec) -> Result<(), ExecutorError> {
         reset_signals();
+        if let Some(memfd) = self.dmz_memfd {
+            let args = spec
+                .process()
+                .as_ref()
+                .and_then(|p| p.args().as_deref())
+                .unwrap_or_default();
+            // Returns only on failure.
+            let detail = dmz::exec_trampoline(memfd, self.status_fd, args);
+            self.report(&detail);
+            return Err(ExecutorError::Other(detail));
+        }
         let result = DefaultExecutor {}.exec(spec);
         if let Err(e) = &result {
             let detail = match e {

@@ -12,6 +12,7 @@
 
 mod client;
 mod cri_log;
+mod dmz;
 mod error;
 mod executor;
 mod monitor;
@@ -31,6 +32,6 @@ pub use protocol::{
     MAX_FRAME_LEN, Request, Response, WireError, WireErrorKind, decode_frame, encode_frame,
 };
 pub use types::{
-    ContainerRuntimeState, CreateContainer, ExecOutput, ExecSpec, MAX_EXEC_OUTPUT, MonitorSpawn,
-    NamespaceKind, PodNamespaceSet, RuntimeStatus,
+    ContainerRuntimeState, CreateContainer, ExecOutput, ExecPath, ExecSpec, MAX_EXEC_OUTPUT,
+    MonitorSpawn, NamespaceKind, PodNamespaceSet, RuntimeStatus,
 };

@@ -167,7 +167,24 @@ mod tests {
             log_path: None,
             stdin: false,
             tty: false,
+            exec_path: crate::runtime::ExecPath::Dmz,
         }));
+    }
+
+    /// A daemon built before the exec path existed sends no `exec_path`:
+    /// the monitor must still understand it, as `direct`.
+    #[test]
+    fn create_without_exec_path_means_direct() {
+        let json =
+            r#"{"op":"create","id":"c","bundle":"/b","log_path":null,"stdin":false,"tty":false}"#;
+        let req: Request = serde_json::from_str(json).unwrap();
+        match req {
+            Request::Create(c) => assert_eq!(c.exec_path, crate::runtime::ExecPath::Direct),
+            other => panic!("unexpected {other:?}"),
+        }
+        let json = r#"{"op":"create","id":"c","bundle":"/b","log_path":null,"stdin":false,"tty":false,"exec_path":"dmz"}"#;
+        let req: Request = serde_json::from_str(json).unwrap();
+        assert!(matches!(req, Request::Create(c) if c.exec_path == crate::runtime::ExecPath::Dmz));
     }
 
     #[test]

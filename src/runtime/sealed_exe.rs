@@ -39,36 +39,49 @@ pub(crate) fn sealed_copy(program: &Path) -> Result<std::sync::Arc<OwnedFd>, Run
 }
 
 fn make_sealed_copy(program: &Path) -> Result<OwnedFd, RuntimeError> {
-    let name = CString::new("capcri").map_err(|e| RuntimeError::Protocol(e.to_string()))?;
+    let mut src = File::open(program)
+        .map_err(|e| RuntimeError::io(format!("opening {}", program.display()), e))?;
+    sealed_memfd("capcri", &mut src, &program.display().to_string())
+}
+
+/// The four seals that make a memfd immutable for good: no write, no size
+/// change, and no way to remove them (F_SEAL_SEAL).
+pub(crate) const IMMUTABLE_SEALS: libc::c_int =
+    libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
+
+/// A close-on-exec memfd named `name` holding everything read from `src`,
+/// sealed with [`IMMUTABLE_SEALS`]. `what` names the content in errors.
+///
+/// F_SEAL_WRITE is refused while a writable mapping exists; the content is
+/// written with write(2) only, so sealing cannot fail for that reason.
+pub(crate) fn sealed_memfd(
+    name: &str,
+    src: &mut impl std::io::Read,
+    what: &str,
+) -> Result<OwnedFd, RuntimeError> {
+    let cname = CString::new(name).map_err(|e| RuntimeError::Protocol(e.to_string()))?;
     // SAFETY: memfd_create with a valid C string; the fd is owned below.
     let raw =
-        unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
+        unsafe { libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
     if raw < 0 {
         return Err(RuntimeError::io(
-            "memfd_create for the sealed monitor binary",
+            format!("memfd_create for the sealed copy of {what}"),
             std::io::Error::last_os_error(),
         ));
     }
     // SAFETY: raw is a fresh descriptor nobody else owns.
     let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-    let mut src = File::open(program)
-        .map_err(|e| RuntimeError::io(format!("opening {}", program.display()), e))?;
     let mut dst = File::from(
         fd.try_clone()
             .map_err(|e| RuntimeError::io("dup of memfd", e))?,
     );
-    std::io::copy(&mut src, &mut dst).map_err(|e| {
-        RuntimeError::io(
-            format!("copying {} into the sealed memfd", program.display()),
-            e,
-        )
-    })?;
+    std::io::copy(src, &mut dst)
+        .map_err(|e| RuntimeError::io(format!("copying {what} into the sealed memfd"), e))?;
     drop(dst);
-    let seals = libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
     // SAFETY: fcntl on an fd we own.
-    if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, seals) } < 0 {
+    if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, IMMUTABLE_SEALS) } < 0 {
         return Err(RuntimeError::io(
-            "sealing the monitor binary memfd",
+            format!("sealing the memfd of {what}"),
             std::io::Error::last_os_error(),
         ));
     }

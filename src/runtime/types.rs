@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::policy::ExecPath;
+
 /// Which pod-level namespaces the monitor creates and pins. `false` means
 /// the containers stay in the host's namespace of that kind (e.g.
 /// `hostNetwork: true` leaves `net` false).
@@ -70,6 +72,16 @@ pub struct CreateContainer {
     pub stdin: bool,
     /// Not supported yet: a request with `tty: true` is refused.
     pub tty: bool,
+    /// How the container's init starts the user's process: its own execve
+    /// (`direct`) or through the sealed `capcri-dmz` trampoline (`dmz`, two
+    /// execve calls). Requests without the field (older daemons) mean
+    /// `direct`, the behaviour before the field existed.
+    #[serde(default = "direct_exec_path")]
+    pub exec_path: ExecPath,
+}
+
+fn direct_exec_path() -> ExecPath {
+    ExecPath::Direct
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -149,10 +149,14 @@ impl Monitor {
         } else {
             (dev_null()?, None)
         };
+        let mut executor = ReportingExecutor::new(status_w.as_raw_fd());
+        if req.exec_path == ExecPath::Dmz {
+            executor = executor.through_trampoline(self.trampoline()?);
+        }
         let builder = ContainerBuilder::new(id.clone(), SyscallType::default())
             .with_root_path(self.args.runtime_root.clone())
             .map_err(|e| Self::libcontainer_err(&id, e))?
-            .with_executor(ReportingExecutor::new(status_w.as_raw_fd()))
+            .with_executor(executor)
             .with_stdin(stdin_fd)
             .with_stdout(out_w)
             .with_stderr(err_w)
@@ -218,6 +222,19 @@ impl Monitor {
         write_state(&self.args.pod_dir, &id, &record.state)?;
         self.containers.insert(id, record);
         Ok(pid as u32)
+    }
+
+    /// The sealed trampoline memfd, made once per monitor. Its fd is
+    /// close-on-exec: the container's init (a clone) has it until its own
+    /// exec, which is all `execveat` needs.
+    fn trampoline(&mut self) -> Result<RawFd, RuntimeError> {
+        if let Some(fd) = &self.dmz_memfd {
+            return Ok(fd.as_raw_fd());
+        }
+        let fd = sealed_trampoline()?;
+        let raw = fd.as_raw_fd();
+        self.dmz_memfd = Some(fd);
+        Ok(raw)
     }
 
     pub(super) fn remember_cgroup_parent(&mut self, bundle: &Path) {

@@ -34,14 +34,15 @@ use container_ops::{ContainerRecord, PendingStop};
 use exec::ExecJob;
 
 use super::cri_log::{CriLogStream, LineSplitter, format_cri_log_line};
+use super::dmz::sealed_trampoline;
 use super::error::RuntimeError;
 use super::executor::ReportingExecutor;
 use super::namespaces::{create_and_pin, unpin_namespaces, validate_hostname};
 use super::persist::{container_dir, remove_container_dir, write_state};
 use super::protocol::{Decoded, Request, Response, decode_frame, encode_frame};
 use super::types::{
-    ContainerRuntimeState, CreateContainer, ExecOutput, ExecSpec, MAX_EXEC_OUTPUT, PodNamespaceSet,
-    RuntimeStatus,
+    ContainerRuntimeState, CreateContainer, ExecOutput, ExecPath, ExecSpec, MAX_EXEC_OUTPUT,
+    PodNamespaceSet, RuntimeStatus,
 };
 
 /// Name of the monitor's socket inside the pod directory.
@@ -278,6 +279,9 @@ struct Monitor {
     /// Pod-level cgroups (parents of the containers' `cgroupsPath`), removed
     /// at shutdown: libcontainer removes only each container's own group.
     cgroup_parents: std::collections::BTreeSet<PathBuf>,
+    /// The sealed `capcri-dmz` memfd, made at the first `dmz` container and
+    /// shared by all later ones (see `dmz.rs`).
+    dmz_memfd: Option<OwnedFd>,
     shutdown: bool,
 }
 
@@ -363,6 +367,7 @@ impl Monitor {
             stops: Vec::new(),
             exec_seq: 0,
             cgroup_parents: Default::default(),
+            dmz_memfd: None,
             shutdown: false,
         })
     }

@@ -1,0 +1,96 @@
+//! Builds `capcri-dmz`, the exec trampoline of the `dmz` exec path, from
+//! `dmz/main.rs` into OUT_DIR; capcri embeds it with `include_bytes!`.
+//!
+//! It is compiled here with the same rustc, not as a workspace member:
+//! capcri must always carry the trampoline that matches its executor (the
+//! argv layout is a contract between the two), and it must be static and
+//! libc-free, which a cargo profile of a second package cannot express
+//! without a custom target. A failed build fails capcri's build: there is no
+//! silent fallback to the direct exec path.
+
+use std::path::PathBuf;
+use std::process::{Command, exit};
+
+fn fail(msg: &str) -> ! {
+    eprintln!("error: building the capcri-dmz trampoline (dmz/main.rs) failed: {msg}");
+    exit(1);
+}
+
+fn main() {
+    println!("cargo:rerun-if-changed=dmz/main.rs");
+    println!("cargo:rerun-if-changed=build.rs");
+    let out_dir = PathBuf::from(
+        std::env::var_os("OUT_DIR").unwrap_or_else(|| fail("cargo did not set OUT_DIR")),
+    );
+    let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    let target = std::env::var("TARGET").unwrap_or_else(|_| fail("cargo did not set TARGET"));
+    let arch = std::env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_default();
+    let os = std::env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
+    if os != "linux" || !(arch == "x86_64" || arch == "aarch64") {
+        fail(&format!(
+            "target {target} is not supported: the trampoline makes raw Linux syscalls for x86_64 and aarch64 only"
+        ));
+    }
+    let out = out_dir.join("capcri-dmz");
+    let mut cmd = Command::new(&rustc);
+    cmd.args(["--edition", "2021", "--crate-type", "bin", "--crate-name"])
+        .arg("capcri_dmz")
+        .args(["--target", &target])
+        .args([
+            "-C",
+            "opt-level=s",
+            "-C",
+            "panic=abort",
+            "-C",
+            "lto=fat",
+            "-C",
+            "codegen-units=1",
+            "-C",
+            "debuginfo=0",
+            "-C",
+            "strip=symbols",
+            // Position-dependent and static: no dynamic loader, no
+            // relocations to process, nothing needed from the rootfs.
+            "-C",
+            "relocation-model=static",
+            "-C",
+            "target-feature=+crt-static",
+            // Our own `_start`, no C runtime, no libc.
+            "-C",
+            "link-arg=-nostartfiles",
+            "-C",
+            "link-arg=-nostdlib",
+            "-C",
+            "link-arg=-static",
+            "-C",
+            "link-arg=-Wl,--build-id=none",
+        ]);
+    if let Some(linker) = std::env::var_os("RUSTC_LINKER") {
+        let mut arg = std::ffi::OsString::from("linker=");
+        arg.push(linker);
+        cmd.arg("-C").arg(arg);
+    }
+    let manifest_dir = PathBuf::from(
+        std::env::var_os("CARGO_MANIFEST_DIR")
+            .unwrap_or_else(|| fail("cargo did not set CARGO_MANIFEST_DIR")),
+    );
+    cmd.arg("-o")
+        .arg(&out)
+        .arg(manifest_dir.join("dmz").join("main.rs"));
+    let output = cmd
+        .output()
+        .unwrap_or_else(|e| fail(&format!("cannot run {}: {e}", rustc.to_string_lossy())));
+    if !output.status.success() {
+        fail(&format!(
+            "{} exited with {}:\n{}\nthe trampoline needs a C linker (cc) able to link a static, -nostdlib binary",
+            rustc.to_string_lossy(),
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    let bytes = std::fs::read(&out)
+        .unwrap_or_else(|e| fail(&format!("cannot read {}: {e}", out.display())));
+    if !bytes.starts_with(b"\x7fELF") {
+        fail(&format!("{} is not an ELF file", out.display()));
+    }
+}
