@@ -21,11 +21,44 @@ enum Command {
     Serve(ServeArgs),
     /// Print the version.
     Version,
+    /// Capability policies: validate them, or dry-run a decision offline.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
     /// The per-pod monitor; started by `capcri serve`, not by hand.
     #[command(hide = true)]
     Monitor {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Validate policy files (YAML and CEL); exit code 1 on any error.
+    Check {
+        /// Files or directories [default: /etc/capcri/policies]
+        paths: Vec<PathBuf>,
+    },
+    /// Evaluate the policies for a crictl-style pod and container config.
+    Eval {
+        /// Pod config JSON (crictl runp format)
+        #[arg(long)]
+        pod: PathBuf,
+        /// Container config JSON (crictl create format)
+        #[arg(long)]
+        container: PathBuf,
+        /// An image capcri has pulled: its config and file capabilities become the image facts
+        #[arg(long)]
+        image: Option<String>,
+        /// Policy directory [default: /etc/capcri/policies]
+        #[arg(long)]
+        policy_dir: Option<PathBuf>,
+        /// capcri's data directory, where --image is looked up [default: /var/lib/capcri]
+        #[arg(long, default_value = capcri::config::DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
+        /// table or json
+        #[arg(long, default_value = "table")]
+        output: String,
     },
 }
 
@@ -119,6 +152,7 @@ fn main() -> std::process::ExitCode {
             );
             std::process::ExitCode::SUCCESS
         }
+        Command::Policy(cmd) => policy_command(cmd),
         Command::Monitor { args } => {
             // Single-threaded on purpose: libcontainer must not be called
             // from a multi-threaded process (see runtime/).
@@ -150,6 +184,69 @@ fn main() -> std::process::ExitCode {
                     tracing::error!("{e:#}");
                     eprintln!("capcri: {e:#}");
                     std::process::ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn policy_command(cmd: PolicyCommand) -> std::process::ExitCode {
+    match cmd {
+        PolicyCommand::Check { paths } => {
+            let paths = if paths.is_empty() {
+                vec![PathBuf::from(capcri::policy::DEFAULT_POLICY_DIR)]
+            } else {
+                paths
+            };
+            let (report, ok) = capcri::policy::cli_check(&paths);
+            print!("{report}");
+            if ok {
+                std::process::ExitCode::SUCCESS
+            } else {
+                std::process::ExitCode::from(1)
+            }
+        }
+        PolicyCommand::Eval {
+            pod,
+            container,
+            image,
+            policy_dir,
+            data_dir,
+            output,
+        } => {
+            let run = || -> anyhow::Result<String> {
+                let pod = std::fs::read_to_string(&pod)
+                    .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", pod.display()))?;
+                let ctr = std::fs::read_to_string(&container)
+                    .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", container.display()))?;
+                let image = match image {
+                    Some(r) => Some(
+                        capcri::container::capabilities::image_facts_from_data_dir(&data_dir, &r)
+                            .map_err(|e| anyhow::anyhow!(e))?,
+                    ),
+                    None => None,
+                };
+                let json = match output.as_str() {
+                    "json" => true,
+                    "table" => false,
+                    other => anyhow::bail!("--output {other:?}: use table or json"),
+                };
+                Ok(capcri::policy::cli_eval(
+                    policy_dir.as_deref(),
+                    &pod,
+                    &ctr,
+                    image,
+                    json,
+                )?)
+            };
+            match run() {
+                Ok(out) => {
+                    print!("{out}");
+                    std::process::ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("capcri policy eval: {e:#}");
+                    std::process::ExitCode::from(1)
                 }
             }
         }

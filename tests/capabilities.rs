@@ -328,3 +328,120 @@ async fn without_preflight_the_kernel_eperm_is_reported() {
         .await
         .unwrap();
 }
+
+const FORCE_DMZ: &str = r#"apiVersion: capcri.dev/v1alpha1
+kind: CapabilityPolicy
+metadata:
+  name: 30-force-dmz
+spec:
+  match: "container.name.startsWith('forced-dmz')"
+  rules:
+    - name: trampoline
+      execPath: dmz
+---
+apiVersion: capcri.dev/v1alpha1
+kind: CapabilityPolicy
+metadata:
+  name: 40-preflight-off
+spec:
+  match: "container.name.endsWith('-unchecked')"
+  rules:
+    - name: let-the-kernel-decide
+      preflight: "off"
+"#;
+
+/// runc's dmz regression, through the CRI: a non-root container with
+/// allowPrivilegeEscalation=false whose entrypoint gets NET_RAW from its
+/// file capabilities works on the direct path and under `auto`, and breaks
+/// when the dmz trampoline's extra execve is forced on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_path_auto_never_changes_the_outcome_and_forced_dmz_breaks_it() {
+    let registry = require_privileged!();
+    let d = TestDaemon::start_with_policies(&[("30-force-dmz.yaml", FORCE_DMZ)], &[]);
+    let filecaps = format!("{registry}/cri-lab/filecaps:latest");
+    pull(&d, &filecaps).await;
+    let pod = run_pod(&d, "dmz").await;
+    let ping = ["ping", "-c", "1", "127.0.0.1"];
+    // With preflight enforce, the engine predicts the breakage and refuses.
+    let refused = create(
+        &d,
+        &pod,
+        with_security(
+            container_config("forced-dmz-nnp", &filecaps, &ping),
+            caps(&[], &[]),
+            true,
+        ),
+    )
+    .await
+    .expect_err("preflight predicts the dmz failure");
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+    assert!(refused.message().contains("no_new_privs"), "{refused}");
+
+    let mut outcomes = Vec::new();
+    for name in ["auto-nnp", "forced-dmz-nnp-unchecked"] {
+        let cfg = with_security(
+            container_config(name, &filecaps, &ping),
+            caps(&[], &[]),
+            true,
+        );
+        let id = create(&d, &pod, cfg).await.expect("create");
+        let status = d
+            .runtime()
+            .await
+            .container_status(cri::ContainerStatusRequest {
+                container_id: id.clone(),
+                verbose: true,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let info: serde_json::Value = serde_json::from_str(&status.info["info"]).unwrap();
+        let path = info["capabilityDecision"]["exec_path"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        start(&d, &id).await;
+        let exited = wait_exited(&d, &id).await;
+        outcomes.push((name, path, exited.exit_code, log_of(&d, name)));
+    }
+    let (_, auto_path, auto_code, auto_log) = &outcomes[0];
+    assert_eq!(
+        auto_path, "direct",
+        "auto must not pick dmz when it changes the outcome"
+    );
+    assert_eq!(*auto_code, 0, "{auto_log}");
+    let (_, dmz_path, dmz_code, dmz_log) = &outcomes[1];
+    assert_eq!(dmz_path, "dmz");
+    assert_ne!(
+        *dmz_code, 0,
+        "the extra execve under no_new_privs empties the permitted set: {dmz_log}"
+    );
+    assert!(dmz_log.contains("permission denied"), "{dmz_log}");
+
+    // Root without file capabilities: auto may take dmz, and it works.
+    let busybox = format!("{registry}/cri-lab/busybox:latest");
+    pull(&d, &busybox).await;
+    let mut root = container_config("root-auto", &busybox, &["id", "-u"]);
+    root.linux = Some(cri::LinuxContainerConfig {
+        security_context: Some(cri::LinuxContainerSecurityContext {
+            run_as_user: Some(cri::Int64Value { value: 0 }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let id = create(&d, &pod, root).await.expect("create root");
+    start(&d, &id).await;
+    assert_eq!(
+        wait_exited(&d, &id).await.exit_code,
+        0,
+        "{}",
+        log_of(&d, "root-auto")
+    );
+    d.runtime()
+        .await
+        .remove_pod_sandbox(cri::RemovePodSandboxRequest {
+            pod_sandbox_id: pod,
+        })
+        .await
+        .unwrap();
+}

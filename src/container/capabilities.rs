@@ -82,6 +82,43 @@ pub fn image_facts(
     }
 }
 
+/// Image facts for `capcri policy eval --image REF`, read from the image
+/// records a daemon with `data_dir` pulled, without opening the store
+/// (opening it cleans up, which must never race a running daemon).
+pub fn image_facts_from_data_dir(
+    data_dir: &std::path::Path,
+    reference: &str,
+) -> Result<ImageFacts, String> {
+    let records_dir = data_dir.join("images").join("images");
+    let wanted =
+        crate::image::normalize_reference(reference).unwrap_or_else(|_| reference.to_string());
+    let entries = std::fs::read_dir(&records_dir).map_err(|e| {
+        format!(
+            "cannot read image records in {}: {e}; pull the image with capcri first or pass --data-dir",
+            records_dir.display()
+        )
+    })?;
+    for entry in entries.flatten() {
+        let Ok(bytes) = std::fs::read(entry.path()) else {
+            continue;
+        };
+        let Ok(record) = serde_json::from_slice::<ImageRecord>(&bytes) else {
+            continue;
+        };
+        let by_tag = record.repo_tags.iter().any(|t| *t == wanted);
+        let by_digest = record.repo_digests.iter().any(|d| d == reference);
+        let by_id = record.id == reference || record.id.trim_start_matches("sha256:") == reference;
+        if by_tag || by_digest || by_id {
+            let caps = image_file_caps(&record);
+            return Ok(image_facts(&record, reference, caps));
+        }
+    }
+    Err(format!(
+        "image {reference} is not in {}; pull it first (crictl pull {reference})",
+        records_dir.display()
+    ))
+}
+
 pub fn node_facts() -> NodeFacts {
     NodeFacts {
         kernel_version: nix::sys::utsname::uname()

@@ -226,7 +226,11 @@ impl Node {
                 stdin: record.config.stdin,
                 tty: record.config.tty,
                 // The daemon integration wires the policy decision here.
-                exec_path: crate::runtime::ExecPath::Direct,
+                exec_path: record
+                    .decision
+                    .as_ref()
+                    .map(|d| d.exec_path)
+                    .unwrap_or(crate::runtime::ExecPath::Direct),
             })
             .await?;
         self.container_records.put(&record.id, record)?;

@@ -87,6 +87,11 @@ impl TestDaemon {
     /// A daemon whose policy directory holds the repository's recommended
     /// set (policy/*.yaml) before it starts.
     pub fn start_with_recommended_policies(extra_args: &[&str]) -> TestDaemon {
+        Self::start_with_policies(&[], extra_args)
+    }
+
+    /// The recommended set plus `extra` (file name, YAML) policies.
+    pub fn start_with_policies(extra: &[(&str, &str)], extra_args: &[&str]) -> TestDaemon {
         let dir = tempfile::Builder::new()
             .prefix("cc")
             .tempdir_in("/tmp")
@@ -99,6 +104,9 @@ impl TestDaemon {
             .flatten()
         {
             std::fs::copy(e.path(), policies.join(e.file_name())).expect("copy policy");
+        }
+        for (name, yaml) in extra {
+            std::fs::write(policies.join(name), yaml).expect("write policy");
         }
         Self::start_in(dir, extra_args)
     }
