@@ -105,7 +105,7 @@ pub fn image_facts_from_data_dir(
         let Ok(record) = serde_json::from_slice::<ImageRecord>(&bytes) else {
             continue;
         };
-        let by_tag = record.repo_tags.iter().any(|t| *t == wanted);
+        let by_tag = record.repo_tags.contains(&wanted);
         let by_digest = record.repo_digests.iter().any(|d| d == reference);
         let by_id = record.id == reference || record.id.trim_start_matches("sha256:") == reference;
         if by_tag || by_digest || by_id {
