@@ -16,7 +16,23 @@ fn fail(msg: &str) -> ! {
     exit(1);
 }
 
+/// capcri's admin API (proto/): generated with tonic-build, like the CRI
+/// types of the k8s-cri crate.
+fn build_admin_proto() {
+    println!("cargo:rerun-if-changed=proto/capcri/admin/v1alpha1/admin.proto");
+    if let Err(e) = tonic_prost_build::configure()
+        .compile_protos(&["proto/capcri/admin/v1alpha1/admin.proto"], &["proto"])
+    {
+        eprintln!(
+            "error: compiling proto/capcri/admin/v1alpha1/admin.proto failed: {e}\n\
+             (tonic-build needs protoc: apt-get install protobuf-compiler)"
+        );
+        exit(1);
+    }
+}
+
 fn main() {
+    build_admin_proto();
     println!("cargo:rerun-if-changed=dmz/main.rs");
     println!("cargo:rerun-if-changed=build.rs");
     let out_dir = PathBuf::from(

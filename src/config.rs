@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 pub const DEFAULT_SOCKET: &str = "/run/capcri/capcri.sock";
+pub const DEFAULT_ADMIN_SOCKET: &str = "/run/capcri/capcri-admin.sock";
 pub const DEFAULT_STATE_DIR: &str = "/run/capcri";
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/capcri";
 
@@ -27,6 +28,8 @@ pub enum LogFormat {
 pub struct Config {
     /// The CRI socket kubelet and crictl talk to.
     pub socket: PathBuf,
+    /// capcri's admin API (explain, dry-run, policies), root only.
+    pub admin_socket: PathBuf,
     /// Group owning the sockets (mode 0660). 0 = root only.
     pub socket_gid: u32,
     /// Volatile state: pod directories, bundles, monitor sockets.
@@ -55,6 +58,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             socket: DEFAULT_SOCKET.into(),
+            admin_socket: DEFAULT_ADMIN_SOCKET.into(),
             socket_gid: 0,
             state_dir: DEFAULT_STATE_DIR.into(),
             data_dir: DEFAULT_DATA_DIR.into(),
@@ -104,6 +108,7 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         for (setting, path) in [
             ("socket", &self.socket),
+            ("admin_socket", &self.admin_socket),
             ("state_dir", &self.state_dir),
             ("data_dir", &self.data_dir),
             ("policy_dir", &self.policy_dir),

@@ -21,6 +21,16 @@ enum Command {
     Serve(ServeArgs),
     /// Print the version.
     Version,
+    /// The capability decision of a live container, from the running daemon.
+    Explain {
+        container_id: String,
+        /// capcri's admin socket
+        #[arg(long, default_value = capcri::config::DEFAULT_ADMIN_SOCKET)]
+        admin_socket: PathBuf,
+        /// table or json
+        #[arg(long, default_value = "table")]
+        output: String,
+    },
     /// Capability policies: validate them, or dry-run a decision offline.
     #[command(subcommand)]
     Policy(PolicyCommand),
@@ -70,6 +80,9 @@ struct ServeArgs {
     /// CRI socket path [default: /run/capcri/capcri.sock]
     #[arg(long)]
     socket: Option<PathBuf>,
+    /// Admin API socket path [default: /run/capcri/capcri-admin.sock]
+    #[arg(long)]
+    admin_socket: Option<PathBuf>,
     /// Volatile state directory [default: /run/capcri]
     #[arg(long)]
     state_dir: Option<PathBuf>,
@@ -104,6 +117,9 @@ impl ServeArgs {
         };
         if let Some(v) = self.socket {
             c.socket = v;
+        }
+        if let Some(v) = self.admin_socket {
+            c.admin_socket = v;
         }
         if let Some(v) = self.state_dir {
             c.state_dir = v;
@@ -153,6 +169,11 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::SUCCESS
         }
         Command::Policy(cmd) => policy_command(cmd),
+        Command::Explain {
+            container_id,
+            admin_socket,
+            output,
+        } => explain(container_id, admin_socket, output),
         Command::Monitor { args } => {
             // Single-threaded on purpose: libcontainer must not be called
             // from a multi-threaded process (see runtime/).
@@ -249,6 +270,42 @@ fn policy_command(cmd: PolicyCommand) -> std::process::ExitCode {
                     std::process::ExitCode::from(1)
                 }
             }
+        }
+    }
+}
+
+fn explain(container_id: String, admin_socket: PathBuf, output: String) -> std::process::ExitCode {
+    let run = async {
+        use capcri::admin::proto::{ExplainRequest, admin_client::AdminClient};
+        let channel = capcri::server::unix_channel(&admin_socket).await?;
+        let reply = AdminClient::new(channel)
+            .explain(ExplainRequest { container_id })
+            .await
+            .map_err(|s| anyhow::anyhow!("{}", s.message()))?
+            .into_inner();
+        Ok::<_, anyhow::Error>(match output.as_str() {
+            "json" => reply.decision_json,
+            _ => format!("container    {}\n{}", reply.container_id, reply.table),
+        })
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("capcri explain: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run) {
+        Ok(text) => {
+            println!("{}", text.trim_end());
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("capcri explain: {e:#}");
+            std::process::ExitCode::from(1)
         }
     }
 }

@@ -1,5 +1,7 @@
 //! `capcri serve`: the CRI socket, its exclusivity, and graceful shutdown.
 
+use crate::admin::AdminService;
+use crate::admin::proto::admin_server::AdminServer;
 use crate::config::{Config, LogFormat};
 use crate::cri::{CriImageService, CriRuntimeService};
 use crate::node::Node;
@@ -59,8 +61,7 @@ fn lock_socket(socket: &Path) -> anyhow::Result<SocketLock> {
     Ok(SocketLock { _file: file })
 }
 
-fn bind_socket(config: &Config) -> anyhow::Result<UnixListener> {
-    let socket = &config.socket;
+fn bind_socket(socket: &Path, gid: u32) -> anyhow::Result<UnixListener> {
     if let Some(dir) = socket.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
@@ -74,7 +75,7 @@ fn bind_socket(config: &Config) -> anyhow::Result<UnixListener> {
     }
     let listener = UnixListener::bind(socket)
         .with_context(|| format!("cannot listen on {}", socket.display()))?;
-    std::os::unix::fs::chown(socket, Some(0), Some(config.socket_gid))?;
+    std::os::unix::fs::chown(socket, Some(0), Some(gid))?;
     std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o660))?;
     Ok(listener)
 }
@@ -86,7 +87,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     node.policies().watch(std::time::Duration::from_secs(
         config.policy_poll_seconds.max(1),
     ));
-    let listener = bind_socket(&config)?;
+    let listener = bind_socket(&config.socket, config.socket_gid)?;
+    let admin_listener = bind_socket(&config.admin_socket, config.socket_gid)?;
     info!(socket = %config.socket.display(), state_dir = %config.state_dir.display(), data_dir = %config.data_dir.display(), "capcri serving the CRI");
 
     let runtime = RuntimeServiceServer::new(CriRuntimeService::new(node.clone()))
@@ -95,20 +97,50 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let images = ImageServiceServer::new(CriImageService::new(node.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let shutdown = async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("installing a SIGTERM handler cannot fail at startup");
+    let admin = AdminServer::new(AdminService::new(node.clone()));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot install a SIGTERM handler")?;
+    tokio::spawn(async move {
         tokio::select! {
             _ = term.recv() => info!("SIGTERM: shutting down, containers keep running"),
             _ = tokio::signal::ctrl_c() => info!("SIGINT: shutting down, containers keep running"),
         }
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
     };
-    tonic::transport::Server::builder()
+    let cri = tonic::transport::Server::builder()
         .add_service(runtime)
         .add_service(images)
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
-        .await
-        .context("gRPC server failed")?;
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), stopped(stop_rx.clone()));
+    let admin = tonic::transport::Server::builder()
+        .add_service(admin)
+        .serve_with_incoming_shutdown(UnixListenerStream::new(admin_listener), stopped(stop_rx));
+    let (cri, admin) = tokio::join!(cri, admin);
+    cri.context("CRI gRPC server failed")?;
+    admin.context("admin gRPC server failed")?;
     let _ = std::fs::remove_file(&config.socket);
+    let _ = std::fs::remove_file(&config.admin_socket);
     Ok(())
+}
+
+/// A gRPC channel over a unix socket (for the CLI's admin calls).
+pub async fn unix_channel(path: &Path) -> anyhow::Result<tonic::transport::Channel> {
+    let path = path.to_path_buf();
+    let shown = path.display().to_string();
+    tonic::transport::Endpoint::try_from("http://[::]:50051")?
+        .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+            let path = path.clone();
+            async move {
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                    tokio::net::UnixStream::connect(path).await?,
+                ))
+            }
+        }))
+        .await
+        .with_context(|| {
+            format!("cannot reach capcri's admin socket {shown}: is `capcri serve` running?")
+        })
 }

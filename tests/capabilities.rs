@@ -445,3 +445,135 @@ async fn exec_path_auto_never_changes_the_outcome_and_forced_dmz_breaks_it() {
         .await
         .unwrap();
 }
+
+fn capcri(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_capcri"))
+        .args(args)
+        .output()
+        .expect("run capcri")
+}
+
+/// `capcri explain` reads the stored decision of a live container from the
+/// daemon; `capcri policy check`/`eval` work offline; a policy change takes
+/// effect for new containers without restart, and an invalid change is
+/// rejected whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explain_and_policy_reload_through_the_daemon() {
+    let registry = require_privileged!();
+    let d = TestDaemon::start_with_recommended_policies(&[]);
+    let image = format!("{registry}/cri-lab/bind80:latest");
+    pull(&d, &image).await;
+    let pod = run_pod(&d, "explain").await;
+    let id = create(&d, &pod, bind80(&registry, "web", false))
+        .await
+        .expect("create");
+
+    let admin = d.admin_socket();
+    let out = capcri(&[
+        "explain",
+        &id[..12],
+        "--admin-socket",
+        admin.to_str().unwrap(),
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains(&id), "{text}");
+    assert!(text.contains("ambient:CAP_NET_BIND_SERVICE"), "{text}");
+    assert!(text.contains("10-ambient-non-root"), "{text}");
+    let out = capcri(&[
+        "explain",
+        "no-such-container",
+        "--admin-socket",
+        admin.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not found"));
+
+    // Offline check of the policy directory, and of a broken file.
+    let policy_dir = d.policy_dir();
+    let out = capcri(&["policy", "check", policy_dir.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let broken = d.dir.path().join("broken.yaml");
+    std::fs::write(
+        &broken,
+        "apiVersion: capcri.dev/v1alpha1\nkind: CapabilityPolicy\nmetadata:\n  name: b\nspec:\n  match: \"container.name == \"\n  rules:\n    - add: [NET_ADMINN]\n",
+    )
+    .unwrap();
+    let out = capcri(&["policy", "check", broken.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(report.contains("broken.yaml:6:"), "{report}");
+
+    // An invalid change is rejected whole: the old set stays in force.
+    std::fs::copy(&broken, policy_dir.join("50-broken.yaml")).unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let id2 = create(&d, &pod, bind80(&registry, "web-2", false))
+        .await
+        .expect("old set still in force");
+    let status = d
+        .runtime()
+        .await
+        .container_status(cri::ContainerStatusRequest {
+            container_id: id2,
+            verbose: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(status.info["info"].contains("CAP_NET_BIND_SERVICE"));
+
+    // A valid change takes effect for new containers without a restart.
+    std::fs::remove_file(policy_dir.join("50-broken.yaml")).unwrap();
+    std::fs::write(
+        policy_dir.join("60-deny-web.yaml"),
+        "apiVersion: capcri.dev/v1alpha1\nkind: CapabilityPolicy\nmetadata:\n  name: 60-deny-web\nspec:\n  match: \"container.name == 'web-3'\"\n  rules:\n    - deny:\n        condition: \"true\"\n        message: web-3 is not allowed on this node\n",
+    )
+    .unwrap();
+    let denied = wait_for("the new policy", Duration::from_secs(10), || async {
+        match create(&d, &pod, bind80(&registry, "web-3", false)).await {
+            Err(e) => Some(e),
+            Ok(id) => {
+                d.runtime()
+                    .await
+                    .remove_container(cri::RemoveContainerRequest { container_id: id })
+                    .await
+                    .unwrap();
+                None
+            }
+        }
+    })
+    .await;
+    assert_eq!(denied.code(), tonic::Code::FailedPrecondition);
+    assert!(
+        denied
+            .message()
+            .contains("web-3 is not allowed on this node"),
+        "{denied}"
+    );
+    // The running container keeps its decision.
+    let out = capcri(&[
+        "explain",
+        &id,
+        "--admin-socket",
+        admin.to_str().unwrap(),
+        "--output",
+        "json",
+    ]);
+    let decision: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(decision["allowed"], true);
+    d.runtime()
+        .await
+        .remove_pod_sandbox(cri::RemovePodSandboxRequest {
+            pod_sandbox_id: pod,
+        })
+        .await
+        .unwrap();
+}

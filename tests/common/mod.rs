@@ -79,6 +79,10 @@ impl TestDaemon {
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path().join("lib")
     }
+    pub fn admin_socket(&self) -> PathBuf {
+        self.dir.path().join("admin.sock")
+    }
+
     /// Absent unless a test writes policies there: the built-in defaults.
     pub fn policy_dir(&self) -> PathBuf {
         self.dir.path().join("policies")
@@ -122,6 +126,8 @@ impl TestDaemon {
             .arg(self.data_dir())
             .arg("--cgroup-parent")
             .arg(&self.cgroup_parent)
+            .arg("--admin-socket")
+            .arg(self.admin_socket())
             .arg("--policy-dir")
             .arg(self.policy_dir())
             .arg("--log-level")
