@@ -52,6 +52,10 @@ pub struct Config {
     pub policy_dir: PathBuf,
     /// How often the policy directory is checked for changes.
     pub policy_poll_seconds: u64,
+    /// CNI network configs (the first by file name is used, as kubelet does).
+    pub cni_conf_dir: PathBuf,
+    /// Where CNI plugins are looked up, in order.
+    pub cni_bin_dirs: Vec<PathBuf>,
 }
 
 impl Default for Config {
@@ -69,6 +73,8 @@ impl Default for Config {
             registries: RegistriesConfig::default(),
             policy_dir: crate::policy::DEFAULT_POLICY_DIR.into(),
             policy_poll_seconds: 2,
+            cni_conf_dir: "/etc/cni/net.d".into(),
+            cni_bin_dirs: vec!["/opt/cni/bin".into(), "/usr/lib/cni".into()],
         }
     }
 }
@@ -153,6 +159,9 @@ impl Config {
     }
     pub fn writable_layers_dir(&self) -> PathBuf {
         self.data_dir.join("containers")
+    }
+    pub fn cni_state_dir(&self) -> PathBuf {
+        self.data_dir.join("cni")
     }
     pub fn pods_dir(&self) -> PathBuf {
         self.state_dir.join("pods")

@@ -34,6 +34,8 @@ pub enum NodeError {
     Spec(#[from] crate::spec::SpecError),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+    #[error("pod network: {0}")]
+    Network(#[from] crate::network::CniError),
     #[error("{0}")]
     Internal(String),
 }

@@ -98,6 +98,12 @@ struct ServeArgs {
     /// Absolute cgroup parent of all pods [default: /capcri]
     #[arg(long)]
     cgroup_parent: Option<String>,
+    /// CNI network config directory [default: /etc/cni/net.d]
+    #[arg(long)]
+    cni_conf_dir: Option<PathBuf>,
+    /// CNI plugin directory (repeatable) [default: /opt/cni/bin and /usr/lib/cni]
+    #[arg(long = "cni-bin-dir")]
+    cni_bin_dirs: Vec<PathBuf>,
     /// Capability policy directory [default: /etc/capcri/policies]
     #[arg(long)]
     policy_dir: Option<PathBuf>,
@@ -132,6 +138,12 @@ impl ServeArgs {
         }
         if let Some(v) = self.log_level {
             c.log_level = v;
+        }
+        if let Some(v) = self.cni_conf_dir {
+            c.cni_conf_dir = v;
+        }
+        if !self.cni_bin_dirs.is_empty() {
+            c.cni_bin_dirs = self.cni_bin_dirs;
         }
         if let Some(v) = self.policy_dir {
             c.policy_dir = v;

@@ -45,6 +45,7 @@ pub struct Node {
     pub(crate) config: Config,
     pub(crate) images: ImageStore,
     pub(crate) policies: Arc<PolicyStore>,
+    pub(crate) network: crate::network::CniNetwork,
     pub(crate) pod_records: RecordDir<PodSandbox>,
     pub(crate) container_records: RecordDir<ContainerRecord>,
     pub(crate) pods: Mutex<HashMap<String, PodSandbox>>,
@@ -89,6 +90,12 @@ impl Node {
                 errors.join("\n")
             ))
         })?;
+        let network = crate::network::CniNetwork::new(crate::network::CniConfig {
+            conf_dir: config.cni_conf_dir.clone(),
+            bin_dirs: config.cni_bin_dirs.clone(),
+            state_dir: config.cni_state_dir(),
+            ..Default::default()
+        });
         let pod_records: RecordDir<PodSandbox> = RecordDir::open(config.meta_dir().join("pods"))?;
         let container_records: RecordDir<ContainerRecord> =
             RecordDir::open(config.meta_dir().join("containers"))?;
@@ -107,6 +114,7 @@ impl Node {
             config,
             images,
             policies: Arc::new(policies),
+            network,
             pod_records,
             container_records,
             pods: Mutex::new(pods),
@@ -124,6 +132,10 @@ impl Node {
 
     pub fn images(&self) -> &ImageStore {
         &self.images
+    }
+
+    pub fn network(&self) -> &crate::network::CniNetwork {
+        &self.network
     }
 
     pub fn policies(&self) -> &Arc<PolicyStore> {

@@ -36,7 +36,15 @@ pub fn pod_sandbox_status(p: &PodSandbox) -> cri::PodSandboxStatus {
         metadata: p.config.metadata.clone(),
         state: pod_state(p.state) as i32,
         created_at: p.created_at,
-        network: Some(cri::PodSandboxNetworkStatus::default()),
+        network: Some(cri::PodSandboxNetworkStatus {
+            ip: p.ips.first().cloned().unwrap_or_default(),
+            additional_ips: p
+                .ips
+                .iter()
+                .skip(1)
+                .map(|ip| cri::PodIp { ip: ip.clone() })
+                .collect(),
+        }),
         linux: Some(cri::LinuxPodSandboxStatus {
             namespaces: Some(cri::Namespace { options }),
         }),

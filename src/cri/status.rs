@@ -17,7 +17,13 @@ pub fn to_status(err: NodeError) -> Status {
         NodeError::Spec(e) => spec_code(e),
         NodeError::Image(e) => image_code(e),
         NodeError::Runtime(e) => runtime_code(e),
-        NodeError::Io { .. } | NodeError::Store(_) | NodeError::Internal(_) => Code::Internal,
+        NodeError::Network(crate::network::CniError::InvalidRequest { .. }) => {
+            Code::InvalidArgument
+        }
+        NodeError::Io { .. }
+        | NodeError::Store(_)
+        | NodeError::Network(_)
+        | NodeError::Internal(_) => Code::Internal,
     };
     Status::new(code, err.to_string())
 }

@@ -2,8 +2,11 @@
 
 use super::files::{render_hosts, render_resolv_conf, write_pod_file};
 use super::{PodSandbox, PodState, pod_name_key};
+use crate::network::{CniError, PodNetworkRequest, bandwidth_from_annotations};
 use crate::node::{Node, NodeError, labels_match, lock, new_id, now_nanos};
-use crate::runtime::{MonitorSpawn, PodNamespaceSet, spawn_monitor};
+use crate::runtime::{
+    MonitorSpawn, NamespaceKind, PodNamespaceSet, pinned_namespace_path, spawn_monitor,
+};
 use k8s_cri::v1::{PodSandboxConfig, PodSandboxFilter};
 use nix::mount::{MntFlags, MsFlags};
 use std::path::Path;
@@ -50,9 +53,11 @@ impl Node {
             runtime_handler,
             created_at: now_nanos(),
             state: PodState::Ready,
+            ips: Vec::new(),
         };
         let _guard = self.pod_locks.lock(&id).await;
-        match self.set_up_pod(&pod).await {
+        let mut pod = pod;
+        match self.set_up_pod(&mut pod).await {
             Ok(()) => {
                 lock(&self.pods).insert(id.clone(), pod);
                 info!(pod.id = %id, "pod sandbox ready");
@@ -66,7 +71,7 @@ impl Node {
         }
     }
 
-    async fn set_up_pod(&self, pod: &PodSandbox) -> Result<(), NodeError> {
+    async fn set_up_pod(&self, pod: &mut PodSandbox) -> Result<(), NodeError> {
         let dir = &pod.pod_dir;
         std::fs::create_dir_all(dir).map_err(|e| NodeError::io(dir, e))?;
         let hostname = if pod.host_network() {
@@ -114,12 +119,54 @@ impl Node {
         })
         .await?;
         lock(&self.monitors).insert(pod.id.clone(), client);
+        if !pod.host_network() {
+            pod.ips = self.attach_network(pod).await?;
+        }
         self.pod_records.put(&pod.id, pod)?;
+        Ok(())
+    }
+
+    fn network_request(&self, pod: &PodSandbox) -> PodNetworkRequest {
+        let meta = pod.config.metadata.clone().unwrap_or_default();
+        PodNetworkRequest {
+            pod_id: pod.id.clone(),
+            name: meta.name,
+            namespace: meta.namespace,
+            uid: meta.uid,
+            netns: pinned_namespace_path(&pod.pod_dir, NamespaceKind::Net),
+            port_mappings: pod.config.port_mappings.clone(),
+            dns: pod.config.dns_config.clone(),
+            bandwidth: bandwidth_from_annotations(&pod.config.annotations).unwrap_or(None),
+        }
+    }
+
+    /// CNI ADD in the pod's pinned network namespace. Without any CNI
+    /// config the pod keeps a loopback-only namespace (Status says so).
+    async fn attach_network(&self, pod: &PodSandbox) -> Result<Vec<String>, NodeError> {
+        if let Err(CniError::NotReady { reason }) = self.network.status() {
+            warn!(pod.id = %pod.id, %reason, "no CNI network: the pod gets loopback only");
+            return Ok(Vec::new());
+        }
+        let status = self.network.setup(&self.network_request(pod)).await?;
+        info!(pod.id = %pod.id, ips = ?status.ips, "pod network attached");
+        Ok(status.ips.iter().map(|ip| ip.to_string()).collect())
+    }
+
+    /// CNI DEL; idempotent, and works after a daemon restart from the
+    /// stored result.
+    async fn detach_network(&self, pod: &PodSandbox) -> Result<(), NodeError> {
+        if pod.host_network() {
+            return Ok(());
+        }
+        self.network.teardown(&self.network_request(pod)).await?;
         Ok(())
     }
 
     /// Best effort: used on a failed RunPodSandbox and by RemovePodSandbox.
     async fn tear_down_pod(&self, pod: &PodSandbox) {
+        if let Err(e) = self.detach_network(pod).await {
+            warn!(pod.id = %pod.id, error = %e, "CNI teardown failed");
+        }
         let client = lock(&self.monitors).remove(&pod.id);
         let client = match client {
             Some(c) => Some(c),
@@ -155,6 +202,8 @@ impl Node {
         for c in self.containers_of(&pod.id) {
             self.stop_container(&c.id, Duration::ZERO).await?;
         }
+        // CRI: the network is released at stop (kubelet may never remove).
+        self.detach_network(&pod).await?;
         let mut pod = pod;
         if pod.state != PodState::NotReady {
             pod.state = PodState::NotReady;

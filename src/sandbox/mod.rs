@@ -28,6 +28,10 @@ pub struct PodSandbox {
     pub state: PodState,
     /// Volatile directory: monitor socket, pinned namespaces, DNS files, shm.
     pub pod_dir: PathBuf,
+    /// Pod IPs from CNI, primary first; empty for host-network pods and
+    /// where no CNI network is configured (loopback only).
+    #[serde(default)]
+    pub ips: Vec<String>,
 }
 
 impl PodSandbox {

@@ -79,6 +79,11 @@ impl TestDaemon {
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path().join("lib")
     }
+    /// Empty unless a test writes a network config there: loopback-only pods.
+    pub fn cni_conf_dir(&self) -> PathBuf {
+        self.dir.path().join("cni")
+    }
+
     pub fn admin_socket(&self) -> PathBuf {
         self.dir.path().join("admin.sock")
     }
@@ -130,6 +135,8 @@ impl TestDaemon {
             .arg(self.admin_socket())
             .arg("--policy-dir")
             .arg(self.policy_dir())
+            .arg("--cni-conf-dir")
+            .arg(self.cni_conf_dir())
             .arg("--log-level")
             .arg("capcri=debug,info")
             .args(extra_args)
