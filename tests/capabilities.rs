@@ -577,3 +577,84 @@ async fn explain_and_policy_reload_through_the_daemon() {
         .await
         .unwrap();
 }
+
+/// critest "Privileged is true" and "adding ALL capabilities": every
+/// capability this node has (it may lack some, e.g. CAP_SYS_RESOURCE),
+/// never a creation error for the ones it lacks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn privileged_and_add_all_get_every_capability_the_host_has() {
+    let registry = require_privileged!();
+    let d = TestDaemon::start(&[]);
+    let busybox = format!("{registry}/cri-lab/busybox:latest");
+    pull(&d, &busybox).await;
+    let mut pod_cfg = pod_config("priv", &d.dir.path().join("logs"));
+    pod_cfg.linux = Some(cri::LinuxPodSandboxConfig {
+        security_context: Some(cri::LinuxSandboxSecurityContext {
+            privileged: true,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let pod = d
+        .runtime()
+        .await
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(pod_cfg),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_sandbox_id;
+    let host = std::fs::read_to_string("/proc/self/status").unwrap();
+    let host_bnd = host
+        .lines()
+        .find(|l| l.starts_with("CapBnd:"))
+        .unwrap()
+        .to_string();
+    let script = [
+        "sh",
+        "-c",
+        "grep -E 'CapEff|CapBnd' /proc/self/status; sleep 1000",
+    ];
+    let mut privileged = container_config("privileged", &busybox, &script);
+    privileged.linux = Some(cri::LinuxContainerConfig {
+        security_context: Some(cri::LinuxContainerSecurityContext {
+            privileged: true,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let all = with_security(
+        container_config("all", &busybox, &script),
+        caps(&["ALL"], &[]),
+        false,
+    );
+    for (name, cfg) in [("privileged", privileged), ("all", all)] {
+        let id = create(&d, &pod, cfg)
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        start(&d, &id).await;
+        let log = wait_for("capability lines", Duration::from_secs(10), || async {
+            let l = log_of(&d, name);
+            l.contains("CapBnd").then_some(l)
+        })
+        .await;
+        let bnd_hex = host_bnd.split_whitespace().nth(1).unwrap();
+        assert!(
+            log.contains(&format!("CapBnd:\t{bnd_hex}")),
+            "{name}: {log} vs host {host_bnd}"
+        );
+        assert!(
+            log.contains(&format!("CapEff:\t{bnd_hex}")),
+            "{name}: {log}"
+        );
+    }
+    d.runtime()
+        .await
+        .remove_pod_sandbox(cri::RemovePodSandboxRequest {
+            pod_sandbox_id: pod,
+        })
+        .await
+        .unwrap();
+}

@@ -3,7 +3,7 @@
 //! and turned into the OCI capability sets.
 
 use super::rootfs_read::{open_in_root, read_link_in_root};
-use crate::caps::{CapSet, FileCaps, parse_file_caps};
+use crate::caps::{CapSet, Capability, FileCaps, parse_file_caps};
 use crate::image::ImageRecord;
 use crate::policy::{
     Decision, Facts, ImageFacts, NodeFacts, PolicySet, ResolvedIdentity, RootfsView,
@@ -160,6 +160,57 @@ fn oci_set(set: CapSet) -> HashSet<OciCapability> {
         .collect()
 }
 
+/// The bounding set of this process: what any container of this node can
+/// have at most. A host (or a runtime in a container) may lack some
+/// capabilities, e.g. CAP_SYS_RESOURCE here; asking the kernel for them
+/// fails container creation with an opaque error, so capcri clamps first,
+/// as containerd does for privileged containers.
+pub fn host_bounding_set() -> CapSet {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    parse_cap_bnd(&status).unwrap_or_else(|| Capability::ALL.iter().copied().collect())
+}
+
+fn parse_cap_bnd(status: &str) -> Option<CapSet> {
+    let hex = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapBnd:"))?
+        .trim();
+    let bits = u64::from_str_radix(hex, 16).ok()?;
+    Some(
+        Capability::ALL
+            .iter()
+            .copied()
+            .filter(|c| bits & (1u64 << c.bit()) != 0)
+            .collect(),
+    )
+}
+
+/// Removes from every set what the host cannot grant, with a warning on the
+/// decision naming each capability.
+pub fn clamp_to_host(decision: &mut Decision, host: CapSet) {
+    let missing: Vec<String> = decision
+        .caps
+        .bounding
+        .iter()
+        .filter(|c| !host.contains(*c))
+        .map(|c| c.to_string())
+        .collect();
+    if missing.is_empty() {
+        return;
+    }
+    let keep = |s: CapSet| s.iter().filter(|c| host.contains(*c)).collect::<CapSet>();
+    let c = &mut decision.caps;
+    c.bounding = keep(c.bounding);
+    c.effective = keep(c.effective);
+    c.permitted = keep(c.permitted);
+    c.inheritable = keep(c.inheritable);
+    c.ambient = keep(c.ambient);
+    decision.warnings.push(format!(
+        "{} not in this node's bounding set (capcri itself lacks them): left out of the container",
+        missing.join(", ")
+    ));
+}
+
 /// The decision's five sets as the OCI runtime spec carries them.
 pub fn oci_capabilities(decision: &Decision) -> LinuxCapabilities {
     let c = &decision.caps;
@@ -175,7 +226,41 @@ pub fn oci_capabilities(decision: &Decision) -> LinuxCapabilities {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::caps::{Capability, ThreadCaps};
+    use crate::caps::ThreadCaps;
+
+    #[test]
+    fn host_bounding_set_clamps_every_set() {
+        let status = "Name:\tx\nCapBnd:\t000001fffeffffff\nCapAmb:\t0\n";
+        let host = parse_cap_bnd(status).unwrap();
+        assert!(!host.contains(Capability::SysResource));
+        assert!(host.contains(Capability::NetAdmin));
+        let all: CapSet = Capability::ALL.iter().copied().collect();
+        let mut d = Decision {
+            allowed: true,
+            deny_message: None,
+            caps: ThreadCaps {
+                bounding: all,
+                effective: all,
+                permitted: all,
+                inheritable: CapSet::default(),
+                ambient: CapSet::default(),
+            },
+            exec_path: crate::policy::ExecPath::Direct,
+            preflight: crate::policy::PreflightMode::Off,
+            warnings: vec![],
+            reasons: vec![],
+            prediction: None,
+        };
+        clamp_to_host(&mut d, host);
+        assert!(!d.caps.bounding.contains(Capability::SysResource));
+        assert!(!d.caps.effective.contains(Capability::SysResource));
+        assert!(d.caps.bounding.contains(Capability::SysAdmin));
+        assert!(
+            d.warnings[0].contains("CAP_SYS_RESOURCE"),
+            "{:?}",
+            d.warnings
+        );
+    }
 
     #[test]
     fn decision_sets_map_to_oci_names() {

@@ -1,7 +1,10 @@
 //! CreateContainer, StartContainer, StopContainer, RemoveContainer,
 //! ContainerStatus, ListContainers and ExecSync.
 
-use super::capabilities::{MountedRootfs, decide, image_facts, image_file_caps, oci_capabilities};
+use super::capabilities::{
+    MountedRootfs, clamp_to_host, decide, host_bounding_set, image_facts, image_file_caps,
+    oci_capabilities,
+};
 use super::paths::log_file_path;
 use super::rootfs_read::read_in_root;
 use super::{ContainerRecord, ContainerState, container_name_key, cri_state};
@@ -151,7 +154,7 @@ impl Node {
             root: rootfs.clone(),
             file_caps: file_caps.clone(),
         };
-        let decision = decide(
+        let mut decision = decide(
             &self.policies.current(),
             pod,
             &record.config,
@@ -162,6 +165,7 @@ impl Node {
             },
             &view,
         );
+        clamp_to_host(&mut decision, host_bounding_set());
         for w in &decision.warnings {
             warn!(pod.id = %pod.id, container.id = %record.id, warning = %w, "capability policy warning");
         }

@@ -25,6 +25,9 @@ pub fn to_status(err: NodeError) -> Status {
         | NodeError::Network(_)
         | NodeError::Internal(_) => Code::Internal,
     };
+    // A failed call is logged where it is answered, inside the call's span
+    // (pod and container ids), so the daemon log explains every error.
+    tracing::warn!(code = ?code, error = %err, "request failed");
     Status::new(code, err.to_string())
 }
 
