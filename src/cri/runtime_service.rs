@@ -348,13 +348,21 @@ impl RuntimeService for CriRuntimeService {
                 reason: String::new(),
                 message: String::new(),
             },
-            cri::RuntimeCondition {
-                r#type: "NetworkReady".into(),
-                status: false,
-                reason: "NetworkPluginNotReady".into(),
-                message:
-                    "capcri has no CNI support yet: pods get a network namespace with loopback only"
-                        .into(),
+            match self.node.network().status() {
+                Ok(_) => cri::RuntimeCondition {
+                    r#type: "NetworkReady".into(),
+                    status: true,
+                    reason: String::new(),
+                    message: String::new(),
+                },
+                Err(e) => cri::RuntimeCondition {
+                    r#type: "NetworkReady".into(),
+                    status: false,
+                    reason: "NetworkPluginNotReady".into(),
+                    message: format!(
+                        "{e}; until a CNI config is found, pods get a network namespace with loopback only"
+                    ),
+                },
             },
         ];
         let mut info = std::collections::HashMap::new();

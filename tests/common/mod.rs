@@ -93,6 +93,17 @@ impl TestDaemon {
         self.dir.path().join("policies")
     }
 
+    /// A daemon whose temp dir `prepare` fills first (e.g. a CNI config in
+    /// `<dir>/cni`).
+    pub fn start_in_with(prepare: impl FnOnce(&Path)) -> TestDaemon {
+        let dir = tempfile::Builder::new()
+            .prefix("cc")
+            .tempdir_in("/tmp")
+            .expect("tempdir");
+        prepare(dir.path());
+        Self::start_in(dir, &[])
+    }
+
     /// A daemon whose policy directory holds the repository's recommended
     /// set (policy/*.yaml) before it starts.
     pub fn start_with_recommended_policies(extra_args: &[&str]) -> TestDaemon {
