@@ -47,6 +47,8 @@ trap cleanup EXIT
 cd "$repo"
 cargo fmt --check
 cargo clippy --all-targets --locked -- -D warnings
+# The recommended policy set must stay valid.
+cargo run --quiet --locked -- policy check policy/
 
 # The daemon under test runs in a private mount namespace: whatever a
 # failing test leaves mounted disappears with it, and the host's mount
