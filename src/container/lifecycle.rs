@@ -96,6 +96,7 @@ impl Node {
             log_path: log_path.unwrap_or_default(),
             bundle: self.config.bundles_dir().join(&id),
             writable_dir: self.config.writable_layers_dir().join(&id),
+            pid: 0,
             uid: 0,
             gid: 0,
             additional_gids: Vec::new(),
@@ -424,6 +425,10 @@ impl Node {
         if let Some(t) = state.started_at {
             record.started_at = t;
         }
+        record.pid = match record.state {
+            ContainerState::Running | ContainerState::Created => state.pid.unwrap_or(0),
+            _ => 0,
+        };
         if record.state == ContainerState::Exited {
             record.finished_at = state.finished_at.unwrap_or_else(now_nanos);
             record.exit_code = state.exit_code.unwrap_or(-1);

@@ -46,6 +46,9 @@ pub struct ContainerRecord {
     pub bundle: PathBuf,
     /// Writable layer: overlay upper and work dirs.
     pub writable_dir: PathBuf,
+    /// The init pid while it runs (0 before start or when unknown).
+    #[serde(default)]
+    pub pid: u32,
     pub uid: u32,
     pub gid: u32,
     pub additional_gids: Vec<u32>,

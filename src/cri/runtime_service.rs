@@ -237,6 +237,7 @@ impl RuntimeService for CriRuntimeService {
         let mut info = std::collections::HashMap::new();
         if req.verbose {
             let value = serde_json::json!({
+                "pid": record.pid,
                 "sandboxID": record.pod_id,
                 "bundle": record.bundle,
                 "config": record.config,

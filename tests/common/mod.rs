@@ -132,6 +132,8 @@ impl TestDaemon {
     }
 
     pub fn spawn(&mut self, extra_args: &[&str]) {
+        // A daemon killed with -9 leaves its socket file; wait for the new one.
+        let _ = std::fs::remove_file(&self.socket);
         let child = Command::new(env!("CARGO_BIN_EXE_capcri"))
             .arg("serve")
             .arg("--socket")
@@ -168,6 +170,17 @@ impl TestDaemon {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// SIGTERM and wait; returns how long the daemon took to exit.
+    pub fn terminate(&mut self) -> Duration {
+        let start = Instant::now();
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: plain kill(2) of our own child.
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let _ = c.wait();
+        }
+        start.elapsed()
     }
 
     pub fn kill9(&mut self) {

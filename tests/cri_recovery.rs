@@ -1,0 +1,201 @@
+//! Containers outlive the daemon: kill -9 of `capcri serve`, restart, and
+//! every pod and container is still there, with the same PIDs, the exit
+//! code of one that exited while the daemon was down, and every log line.
+
+mod common;
+
+use common::{TestDaemon, container_config, container_state, pod_config, pull, wait_for};
+use k8s_cri::v1 as cri;
+use std::time::{Duration, Instant};
+
+fn pid_of(status: &cri::ContainerStatusResponse) -> i64 {
+    let info: serde_json::Value = serde_json::from_str(&status.info["info"]).unwrap();
+    info["pid"].as_i64().unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn containers_survive_a_daemon_crash() {
+    let registry = require_privileged!();
+    let mut d = TestDaemon::start(&[]);
+    let busybox = format!("{registry}/cri-lab/busybox:latest");
+    pull(&d, &busybox).await;
+    let log_dir = d.dir.path().join("logs");
+    let mut rt = d.runtime().await;
+    let pod = rt
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(pod_config("crash", &log_dir)),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_sandbox_id;
+    // One that keeps running and logging, one that exits while the daemon is down.
+    let ticker = [
+        "sh",
+        "-c",
+        "i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.2; done",
+    ];
+    let short = ["sh", "-c", "sleep 2; echo last words; exit 7"];
+    let mut ids = Vec::new();
+    for (name, cmd) in [("ticker", &ticker[..]), ("short", &short[..])] {
+        let id = rt
+            .create_container(cri::CreateContainerRequest {
+                pod_sandbox_id: pod.clone(),
+                config: Some(container_config(name, &busybox, cmd)),
+                sandbox_config: None,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .container_id;
+        rt.start_container(cri::StartContainerRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .unwrap();
+        ids.push(id);
+    }
+    let before = rt
+        .container_status(cri::ContainerStatusRequest {
+            container_id: ids[0].clone(),
+            verbose: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let pid_before = pid_of(&before);
+    assert!(
+        pid_before > 0,
+        "verbose status carries the pid: {:?}",
+        before.info
+    );
+
+    d.kill9();
+    let down_since = Instant::now();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let ticker_log = std::fs::read_to_string(log_dir.join("ticker/0.log")).unwrap();
+    let lines_while_down = ticker_log.lines().count();
+    d.spawn(&[]);
+    let mut rt = d.runtime().await;
+
+    let pods = rt
+        .list_pod_sandbox(cri::ListPodSandboxRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .items;
+    assert_eq!(pods.len(), 1);
+    assert_eq!(pods[0].state, cri::PodSandboxState::SandboxReady as i32);
+    let after = rt
+        .container_status(cri::ContainerStatusRequest {
+            container_id: ids[0].clone(),
+            verbose: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        after.status.as_ref().unwrap().state,
+        cri::ContainerState::ContainerRunning as i32
+    );
+    assert_eq!(pid_of(&after), pid_before, "same process after the restart");
+    let short = container_state(&d, &ids[1]).await;
+    assert_eq!(short.state, cri::ContainerState::ContainerExited as i32);
+    assert_eq!(short.exit_code, 7);
+    let finished = std::time::UNIX_EPOCH + Duration::from_nanos(short.finished_at as u64);
+    let down_at = std::time::SystemTime::now() - down_since.elapsed();
+    assert!(
+        finished > down_at,
+        "it exited while the daemon was down, and the time says so"
+    );
+    let short_log = std::fs::read_to_string(log_dir.join("short/0.log")).unwrap();
+    assert!(short_log.contains(" stdout F last words\n"), "{short_log}");
+    // Lines written while the daemon was down are in the log, in order.
+    let ticks: Vec<u64> = ticker_log
+        .lines()
+        .filter_map(|l| l.rsplit(' ').next().and_then(|n| n.parse().ok()))
+        .collect();
+    assert!(lines_while_down >= 10, "{ticker_log}");
+    assert!(
+        ticks.windows(2).all(|w| w[1] == w[0] + 1),
+        "no line lost: {ticks:?}"
+    );
+
+    // The recovered container still takes Exec, Stop and Remove.
+    let out = rt
+        .exec_sync(cri::ExecSyncRequest {
+            container_id: ids[0].clone(),
+            cmd: vec!["echo".into(), "alive".into()],
+            timeout: 10,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "alive\n");
+    rt.stop_container(cri::StopContainerRequest {
+        container_id: ids[0].clone(),
+        timeout: 1,
+    })
+    .await
+    .unwrap();
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+        pod_sandbox_id: pod,
+    })
+    .await
+    .unwrap();
+    assert!(common::mounts_under(d.dir.path()).is_empty());
+    assert!(common::processes_mentioning(&d.state_dir().join("pods")).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_leaves_containers_running_and_exits_quickly() {
+    let registry = require_privileged!();
+    let mut d = TestDaemon::start(&[]);
+    let busybox = format!("{registry}/cri-lab/busybox:latest");
+    pull(&d, &busybox).await;
+    let mut rt = d.runtime().await;
+    let pod = rt
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(pod_config("term", &d.dir.path().join("logs"))),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_sandbox_id;
+    let id = rt
+        .create_container(cri::CreateContainerRequest {
+            pod_sandbox_id: pod.clone(),
+            config: Some(container_config("sleeper", &busybox, &["sleep", "1000"])),
+            sandbox_config: None,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .container_id;
+    rt.start_container(cri::StartContainerRequest {
+        container_id: id.clone(),
+    })
+    .await
+    .unwrap();
+    drop(rt);
+    let elapsed = d.terminate();
+    assert!(
+        elapsed < Duration::from_secs(1),
+        "SIGTERM shutdown took {elapsed:?}"
+    );
+    d.spawn(&[]);
+    let status = wait_for("status after restart", Duration::from_secs(5), || async {
+        Some(container_state(&d, &id).await)
+    })
+    .await;
+    assert_eq!(status.state, cri::ContainerState::ContainerRunning as i32);
+    d.runtime()
+        .await
+        .remove_pod_sandbox(cri::RemovePodSandboxRequest {
+            pod_sandbox_id: pod,
+        })
+        .await
+        .unwrap();
+}
