@@ -199,3 +199,87 @@ async fn sigterm_leaves_containers_running_and_exits_quickly() {
         .await
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_monitor_leaves_containers_unknown_and_remove_cleans_up() {
+    let registry = require_privileged!();
+    let d = TestDaemon::start(&[]);
+    let busybox = format!("{registry}/cri-lab/busybox:latest");
+    pull(&d, &busybox).await;
+    let mut rt = d.runtime().await;
+    let pod = rt
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(pod_config("orphan", &d.dir.path().join("logs"))),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_sandbox_id;
+    let id = rt
+        .create_container(cri::CreateContainerRequest {
+            pod_sandbox_id: pod.clone(),
+            config: Some(container_config("sleeper", &busybox, &["sleep", "1000"])),
+            sandbox_config: None,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .container_id;
+    rt.start_container(cri::StartContainerRequest {
+        container_id: id.clone(),
+    })
+    .await
+    .unwrap();
+    let status = rt
+        .container_status(cri::ContainerStatusRequest {
+            container_id: id.clone(),
+            verbose: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let pid = pid_of(&status);
+    let monitors = common::processes_mentioning(&d.state_dir().join("pods"));
+    assert_eq!(monitors.len(), 1, "one monitor per pod");
+    // SAFETY: kill(2) of the test's own monitor process.
+    unsafe { libc::kill(monitors[0], libc::SIGKILL) };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let s = container_state(&d, &id).await;
+    assert_eq!(
+        s.state,
+        cri::ContainerState::ContainerUnknown as i32,
+        "never silently running"
+    );
+    assert!(!s.message.is_empty());
+    assert!(
+        std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "the container itself outlived its monitor"
+    );
+
+    rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
+        pod_sandbox_id: pod.clone(),
+    })
+    .await
+    .expect("stop");
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+        pod_sandbox_id: pod,
+    })
+    .await
+    .expect("remove");
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "remove killed the orphan"
+    );
+    assert!(
+        common::mounts_under(d.dir.path()).is_empty(),
+        "{:?}",
+        common::mounts_under(d.dir.path())
+    );
+    assert!(
+        common::cgroups_left(&d.cgroup_parent).is_empty(),
+        "{:?}",
+        common::cgroups_left(&d.cgroup_parent)
+    );
+}

@@ -321,15 +321,66 @@ impl Node {
         };
         let _guard = self.container_locks.lock(&record.id).await;
         let pod = self.pod(&record.pod_id)?;
-        let monitor = self.monitor(&pod).await?;
-        let state = monitor.state(&record.id).await?;
-        if state.status == RuntimeStatus::Running {
-            let signal = self.stop_signal(&record);
-            monitor.stop(&record.id, timeout, signal).await?;
+        let stopped = async {
+            let monitor = self.monitor(&pod).await?;
+            let state = monitor.state(&record.id).await?;
+            if state.status == RuntimeStatus::Running {
+                monitor
+                    .stop(&record.id, timeout, self.stop_signal(&record))
+                    .await?;
+            }
+            Ok::<_, NodeError>(monitor.state(&record.id).await?)
+        };
+        match stopped.await {
+            Ok(state) => {
+                self.apply_runtime_state(record, &state)?;
+                Ok(())
+            }
+            Err(NodeError::Runtime(RuntimeError::MonitorUnreachable { .. })) => {
+                // Its monitor is gone: the exit code cannot be known, but the
+                // container must still stop (kubelet retries StopPodSandbox).
+                warn!(container.id = %record.id, "pod monitor gone; killing the orphaned container directly");
+                lock(&self.monitors).remove(&pod.id);
+                self.kill_orphan(&pod, &record).await;
+                Ok(())
+            }
+            Err(e) => Err(e),
         }
-        let state = monitor.state(&record.id).await?;
-        self.apply_runtime_state(record, &state)?;
-        Ok(())
+    }
+
+    /// A container whose monitor died (SIGKILL, OOM) still runs, reparented
+    /// to init. Kill it by the pid the monitor persisted, after checking the
+    /// pid still belongs to the container's cgroup (pids are reused), then
+    /// remove its cgroups and libcontainer state.
+    async fn kill_orphan(&self, pod: &PodSandbox, record: &ContainerRecord) {
+        let cgroup = format!("{}/{}/{}", self.config.cgroup_parent, pod.id, record.id);
+        if let Ok(state) = crate::runtime::read_persisted_state(&pod.pod_dir, &record.id)
+            && let Some(pid) = state.pid
+        {
+            let cgroups =
+                std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+            if cgroups.lines().any(|l| l.ends_with(&cgroup)) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+                for _ in 0..100 {
+                    if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
+        for h in crate::sandbox::cgroups::hierarchies() {
+            let dir = h.join(cgroup.trim_start_matches('/'));
+            if let Err(e) = std::fs::remove_dir(&dir)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                warn!(container.id = %record.id, path = %dir.display(), error = %e, "cgroup not removed");
+            }
+        }
+        let _ = std::fs::remove_dir_all(self.config.runtime_root().join(&record.id));
     }
 
     /// The image's STOPSIGNAL, as containerd honours it; SIGTERM otherwise.
@@ -352,11 +403,18 @@ impl Node {
         };
         let guard = self.container_locks.lock(&record.id).await;
         if let Some(pod) = self.find_pod(&record.pod_id) {
-            match self.monitor(&pod).await {
-                Ok(m) => m.delete(&record.id).await?,
-                Err(e) => {
-                    warn!(container.id = %record.id, error = %e, "monitor unreachable while removing; cleaning up files only")
+            let deleted = match self.monitor(&pod).await {
+                Ok(m) => m.delete(&record.id).await.map_err(NodeError::from),
+                Err(e) => Err(e),
+            };
+            match deleted {
+                Ok(()) | Err(NodeError::Runtime(RuntimeError::NotFound { .. })) => {}
+                Err(NodeError::Runtime(RuntimeError::MonitorUnreachable { .. })) => {
+                    warn!(container.id = %record.id, "pod monitor gone; killing the orphaned container directly");
+                    lock(&self.monitors).remove(&pod.id);
+                    self.kill_orphan(&pod, &record).await;
                 }
+                Err(e) => return Err(e),
             }
         }
         self.tear_down_container(&record);
