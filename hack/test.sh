@@ -56,4 +56,6 @@ cargo run --quiet --locked -- policy check policy/
 export CAPCRI_PRIVILEGED_TESTS=1
 export CAPCRI_TEST_REGISTRY="127.0.0.1:$port"
 export CAPCRI_TEST_OCI_LAYOUT="$ocidir"
+# The full churn run of the reliability issue: 1,000 pod lifecycles, 20 at a time.
+export CAPCRI_CHURN_PODS=${CAPCRI_CHURN_PODS:-1000}
 unshare --mount --propagation private -- cargo test --locked -- --test-threads=2

@@ -172,6 +172,10 @@ impl TestDaemon {
         }
     }
 
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     /// SIGTERM and wait; returns how long the daemon took to exit.
     pub fn terminate(&mut self) -> Duration {
         let start = Instant::now();
