@@ -109,7 +109,27 @@ fn check_container_path(index: usize, path: &str) -> Result<(), SpecError> {
             format!("{path:?} contains \"..\"; use a path without it"),
         ));
     }
+    // A bind mount over /proc (or inside it) would hide the container's own
+    // procfs, masked paths included, behind a host directory: runc refuses
+    // it for the same reason (CVE-2019-19921), and so does capcri.
+    if p == Path::new("/proc") || p.starts_with("/proc/") {
+        return Err(SpecError::invalid(
+            field,
+            format!("{path:?} is on /proc, which only the runtime mounts; mount the volume elsewhere"),
+        ));
+    }
     Ok(())
+}
+
+#[cfg(test)]
+mod proc_tests {
+    #[test]
+    fn mounts_over_proc_are_refused() {
+        assert!(super::check_container_path(0, "/proc").is_err());
+        assert!(super::check_container_path(0, "/proc/sys/kernel").is_err());
+        assert!(super::check_container_path(0, "/procfs").is_ok());
+        assert!(super::check_container_path(0, "/var/run/x").is_ok());
+    }
 }
 
 fn depth(path: &Path) -> usize {

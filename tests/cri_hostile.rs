@@ -1,0 +1,197 @@
+//! Malformed and hostile CRI requests: the right gRPC code, a message that
+//! names the cause, nothing changed, never a panic (the daemon keeps serving).
+
+mod common;
+
+use common::{TestDaemon, container_config, pod_config, pull};
+use k8s_cri::v1 as cri;
+use std::collections::HashMap;
+use tonic::Code;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_requests_are_refused_cleanly() {
+    let registry = require_privileged!();
+    let d = TestDaemon::start(&[]);
+    let mut rt = d.runtime().await;
+    let busybox = format!("{registry}/cri-lab/busybox:latest");
+    pull(&d, &busybox).await;
+    let logs = d.dir.path().join("logs");
+
+    // Empty and wrong-kind ids.
+    for (what, err) in [
+        (
+            "start empty",
+            rt.start_container(cri::StartContainerRequest {
+                container_id: String::new(),
+            })
+            .await
+            .unwrap_err(),
+        ),
+        (
+            "exec empty",
+            rt.exec_sync(cri::ExecSyncRequest {
+                container_id: String::new(),
+                cmd: vec!["true".into()],
+                timeout: 1,
+            })
+            .await
+            .unwrap_err(),
+        ),
+        (
+            "create in empty pod",
+            rt.create_container(cri::CreateContainerRequest {
+                pod_sandbox_id: String::new(),
+                config: Some(container_config("x", &busybox, &["true"])),
+                sandbox_config: None,
+            })
+            .await
+            .unwrap_err(),
+        ),
+        (
+            "run without config",
+            rt.run_pod_sandbox(cri::RunPodSandboxRequest::default())
+                .await
+                .unwrap_err(),
+        ),
+    ] {
+        assert_eq!(err.code(), Code::InvalidArgument, "{what}: {err}");
+    }
+    let pod = rt
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(pod_config("h", &logs)),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_sandbox_id;
+    // A pod id where a container id belongs, and the reverse.
+    let err = rt
+        .container_status(cri::ContainerStatusRequest {
+            container_id: pod.clone(),
+            verbose: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err}");
+    let err = rt
+        .create_container(cri::CreateContainerRequest {
+            pod_sandbox_id: "0123456789abcdef".into(),
+            config: Some(container_config("x", &busybox, &["true"])),
+            sandbox_config: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err}");
+
+    // Absurd sizes: a 1 MiB label value, 10,000 labels, an unknown runtime handler.
+    let mut big = pod_config("big", &logs);
+    big.labels = (0..10_000)
+        .map(|i| (format!("k{i}"), "v".repeat(100)))
+        .collect::<HashMap<_, _>>();
+    big.annotations.insert("huge".into(), "x".repeat(1 << 20));
+    let big_pod = rt
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(big),
+            runtime_handler: String::new(),
+        })
+        .await;
+    if let Ok(r) = big_pod {
+        // Accepted is fine (containerd accepts it too) as long as it is kept exactly.
+        let id = r.into_inner().pod_sandbox_id;
+        let s = rt
+            .pod_sandbox_status(cri::PodSandboxStatusRequest {
+                pod_sandbox_id: id.clone(),
+                verbose: false,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(s.status.unwrap().annotations["huge"].len(), 1 << 20);
+        rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: id })
+            .await
+            .unwrap();
+    }
+    let err = rt
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(pod_config("handler", &logs)),
+            runtime_handler: "kata".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err}");
+    assert!(err.message().contains("kata"), "{err}");
+
+    // Paths that escape: log_path with "..", a mount over /proc, a relative container path.
+    let mut c = container_config("esc", &busybox, &["true"]);
+    c.log_path = "../../../etc/cron.d/x".into();
+    let err = rt
+        .create_container(cri::CreateContainerRequest {
+            pod_sandbox_id: pod.clone(),
+            config: Some(c),
+            sandbox_config: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err}");
+    for (name, container_path) in [
+        ("proc", "/proc"),
+        ("rel", "etc/x"),
+        ("dots", "/tmp/../proc"),
+    ] {
+        let mut c = container_config(name, &busybox, &["true"]);
+        c.mounts = vec![cri::Mount {
+            container_path: container_path.into(),
+            host_path: "/tmp".into(),
+            ..Default::default()
+        }];
+        let err = rt
+            .create_container(cri::CreateContainerRequest {
+                pod_sandbox_id: pod.clone(),
+                config: Some(c),
+                sandbox_config: None,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{name}: {err}");
+    }
+    // Conflicting namespace options: TARGET pid without a target.
+    let mut c = container_config("target", &busybox, &["true"]);
+    c.linux = Some(cri::LinuxContainerConfig {
+        security_context: Some(cri::LinuxContainerSecurityContext {
+            namespace_options: Some(cri::NamespaceOption {
+                pid: cri::NamespaceMode::Target as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let err = rt
+        .create_container(cri::CreateContainerRequest {
+            pod_sandbox_id: pod.clone(),
+            config: Some(c),
+            sandbox_config: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err}");
+
+    // Nothing was created by any of it, and the daemon still serves.
+    let listed = rt
+        .list_containers(cri::ListContainersRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .containers;
+    assert!(listed.is_empty(), "{listed:?}");
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+        pod_sandbox_id: pod,
+    })
+    .await
+    .unwrap();
+    rt.version(cri::VersionRequest::default())
+        .await
+        .expect("still serving");
+    assert!(common::mounts_under(d.dir.path()).is_empty());
+}
