@@ -115,7 +115,9 @@ fn check_container_path(index: usize, path: &str) -> Result<(), SpecError> {
     if p == Path::new("/proc") || p.starts_with("/proc/") {
         return Err(SpecError::invalid(
             field,
-            format!("{path:?} is on /proc, which only the runtime mounts; mount the volume elsewhere"),
+            format!(
+                "{path:?} is on /proc, which only the runtime mounts; mount the volume elsewhere"
+            ),
         ));
     }
     Ok(())
