@@ -21,6 +21,11 @@ enum Command {
     Serve(ServeArgs),
     /// Print the version.
     Version,
+    /// Print a shell completion script: `capcri completions bash > /etc/bash_completion.d/capcri`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// The capability decision of a live container, from the running daemon.
     Explain {
         container_id: String,
@@ -181,6 +186,11 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::SUCCESS
         }
         Command::Policy(cmd) => policy_command(cmd),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "capcri", &mut std::io::stdout());
+            std::process::ExitCode::SUCCESS
+        }
         Command::Explain {
             container_id,
             admin_socket,
