@@ -35,6 +35,10 @@ pub enum Request {
     State {
         id: String,
     },
+    /// Reopen the container's CRI log file (kubelet's log rotation).
+    ReopenLog {
+        id: String,
+    },
     ExecSync {
         id: String,
         spec: ExecSpec,
