@@ -98,7 +98,7 @@ async fn remove_pod(d: &TestDaemon, pod: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pod_pid_namespace_is_shared_and_logs_outlive_removal() {
     let registry = require_privileged!();
-    let d = daemon(&registry);
+    let mut d = daemon(&registry);
     pull(&d, BUSYBOX).await;
     let pod = run_pod(&d, "pidns").await;
 
@@ -139,6 +139,23 @@ async fn pod_pid_namespace_is_shared_and_logs_outlive_removal() {
     let seen_by_own = exec(&d, &own, &["ps", "-o", "pid,args"]).await;
     assert!(!seen_by_own.contains("sleep 4242"), "{seen_by_own}");
     assert!(seen_by_own.contains("sleep 4444"), "{seen_by_own}");
+
+    // After a daemon restart the monitor, its pod init and so the pinned
+    // namespace live on: a new POD-mode container still joins it.
+    d.kill9();
+    let _ = std::fs::remove_file(&d.socket);
+    d.spawn(&["--registry-mirror", &format!("registry.k8s.io={registry}")]);
+    let late = start(
+        &d,
+        &pod,
+        with_pid_mode(
+            container_config("late", BUSYBOX, &["sleep", "4545"]),
+            pod_mode,
+        ),
+    )
+    .await;
+    let seen_by_late = exec(&d, &late, &["ps", "-o", "pid,args"]).await;
+    assert!(seen_by_late.contains("sleep 4242"), "{seen_by_late}");
 
     // Container a's log, written before the removals.
     let log = d.dir.path().join("logs/a/0.log");

@@ -148,6 +148,7 @@ mod tests {
     fn requests_roundtrip() {
         roundtrip(Request::Ping);
         roundtrip(Request::Shutdown);
+        roundtrip(Request::ReopenLog { id: "c1".into() });
         roundtrip(Request::Stop {
             id: "c1".into(),
             timeout: Duration::from_millis(1500),
