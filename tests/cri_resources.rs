@@ -347,6 +347,18 @@ async fn stats_updates_and_log_reopening() {
     })
     .await
     .expect("update resources");
+    let limited = rt
+        .container_stats(cri::ContainerStatsRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .expect("stats after the update")
+        .into_inner()
+        .stats
+        .and_then(|s| s.memory)
+        .and_then(|m| m.available_bytes)
+        .expect("available bytes under a memory limit");
+    assert!(limited.value > 0 && limited.value < 64 << 20, "{limited:?}");
     let group = format!("{}/{pod}/{id}", d.cgroup_parent.trim_start_matches('/'));
     let read = |controller: &str, file: &str| {
         std::fs::read_to_string(format!("/sys/fs/cgroup/{controller}/{group}/{file}"))

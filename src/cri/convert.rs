@@ -150,7 +150,7 @@ fn memory_usage(u: &crate::container::stats::CgroupUsage) -> Option<cri::MemoryU
     u.memory.map(|m| cri::MemoryUsage {
         timestamp: u.timestamp,
         working_set_bytes: uint(m.working_set_bytes),
-        available_bytes: None,
+        available_bytes: m.available_bytes.and_then(uint),
         usage_bytes: uint(m.usage_bytes),
         rss_bytes: uint(m.rss_bytes),
         page_faults: uint(m.page_faults),

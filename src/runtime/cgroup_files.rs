@@ -44,6 +44,15 @@ pub fn cpu_usage_v2(cpu_stat: &str) -> Option<u64> {
     key(cpu_stat, "usage_usec").map(|us| us.saturating_mul(1000))
 }
 
+/// Bytes left before the group's limit, as cAdvisor reports it: `None`
+/// without a limit (v2 `max`, or v1's "unlimited", the largest page-aligned
+/// i64, i.e. anything at or above 2^62).
+pub fn available_bytes(limit: Option<u64>, working_set: u64) -> Option<u64> {
+    limit
+        .filter(|l| *l < 1 << 62)
+        .map(|l| l.saturating_sub(working_set))
+}
+
 /// Memory of a group as the CRI reports it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemoryUsage {
@@ -54,6 +63,8 @@ pub struct MemoryUsage {
     pub rss_bytes: u64,
     pub page_faults: u64,
     pub major_page_faults: u64,
+    /// See [`available_bytes`].
+    pub available_bytes: Option<u64>,
 }
 
 /// From v1's memory.usage_in_bytes and memory.stat. The `total_*` keys
@@ -68,6 +79,7 @@ pub fn memory_v1(usage: u64, stat: &str) -> MemoryUsage {
         rss_bytes: get("rss").unwrap_or(0),
         page_faults: get("pgfault").unwrap_or(0),
         major_page_faults: get("pgmajfault").unwrap_or(0),
+        available_bytes: None,
     }
 }
 
@@ -80,6 +92,7 @@ pub fn memory_v2(current: u64, stat: &str) -> MemoryUsage {
         rss_bytes: key(stat, "anon").unwrap_or(0),
         page_faults: key(stat, "pgfault").unwrap_or(0),
         major_page_faults: key(stat, "pgmajfault").unwrap_or(0),
+        available_bytes: None,
     }
 }
 
@@ -215,6 +228,7 @@ mod tests {
                 rss_bytes: 6_000,
                 page_faults: 70,
                 major_page_faults: 3,
+                available_bytes: None,
             }
         );
         let own_only = memory_v1(1000, "rss 10\ninactive_file 2000\n");
@@ -234,6 +248,14 @@ mod tests {
             Some(1_500_000)
         );
         assert_eq!(cpu_usage_v2("nr_periods 0\n"), None);
+    }
+
+    #[test]
+    fn available_bytes_only_under_a_real_limit() {
+        assert_eq!(available_bytes(Some(100), 30), Some(70));
+        assert_eq!(available_bytes(Some(100), 300), Some(0));
+        assert_eq!(available_bytes(Some(9_223_372_036_854_771_712), 30), None);
+        assert_eq!(available_bytes(None, 30), None);
     }
 
     #[test]

@@ -7,8 +7,8 @@ use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
 use super::cgroup_files::{
-    MemoryUsage, ResourceUpdate, cpu_usage_v2, memory_v1, memory_v2, oom_kill_count, single_number,
-    v1_writes, v2_writes,
+    MemoryUsage, ResourceUpdate, available_bytes, cpu_usage_v2, memory_v1, memory_v2,
+    oom_kill_count, single_number, v1_writes, v2_writes,
 };
 
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";
@@ -62,13 +62,23 @@ impl CgroupPath {
     }
 
     pub fn memory(&self) -> Option<MemoryUsage> {
-        if self.unified {
+        let (mut usage, limit) = if self.unified {
             let current = single_number(&self.read("", "memory.current")?)?;
-            Some(memory_v2(current, &self.read("", "memory.stat")?))
+            let limit = self.read("", "memory.max");
+            (memory_v2(current, &self.read("", "memory.stat")?), limit)
         } else {
             let usage = single_number(&self.read("memory", "memory.usage_in_bytes")?)?;
-            Some(memory_v1(usage, &self.read("memory", "memory.stat")?))
-        }
+            let limit = self.read("memory", "memory.limit_in_bytes");
+            (
+                memory_v1(usage, &self.read("memory", "memory.stat")?),
+                limit,
+            )
+        };
+        usage.available_bytes = available_bytes(
+            limit.as_deref().and_then(single_number),
+            usage.working_set_bytes,
+        );
+        Some(usage)
     }
 
     /// Whether the kernel OOM killer has killed a process of this group.
