@@ -57,6 +57,7 @@ impl TestPod {
                 net: true,
                 ipc: true,
                 uts: true,
+                pid: false,
             },
             hostname: Some("dmz-test".into()),
             program: Some(PathBuf::from(env!("CARGO_BIN_EXE_capcri"))),

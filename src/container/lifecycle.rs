@@ -187,7 +187,7 @@ impl Node {
             net: (!pod.host_network()).then(|| ns(NamespaceKind::Net)),
             ipc: (!pod.host_ipc()).then(|| ns(NamespaceKind::Ipc)),
             uts: (!pod.host_network()).then(|| ns(NamespaceKind::Uts)),
-            pid: None,
+            pid: pod.shares_pid().then(|| ns(NamespaceKind::Pid)),
         };
         let pod_files = PodFiles {
             hostname: Some(pod.pod_dir.join("hostname")),

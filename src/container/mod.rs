@@ -4,7 +4,9 @@
 pub mod capabilities;
 mod lifecycle;
 pub mod paths;
+mod resources;
 pub mod rootfs_read;
+pub mod stats;
 
 use k8s_cri::v1::ContainerConfig;
 use serde::{Deserialize, Serialize};

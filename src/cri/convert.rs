@@ -133,3 +133,69 @@ pub fn image(i: &ImageRecord) -> cri::Image {
         pinned: false,
     }
 }
+
+fn uint(v: u64) -> Option<cri::UInt64Value> {
+    Some(cri::UInt64Value { value: v })
+}
+
+fn cpu_usage(u: &crate::container::stats::CgroupUsage) -> Option<cri::CpuUsage> {
+    u.cpu_ns.map(|ns| cri::CpuUsage {
+        timestamp: u.timestamp,
+        usage_core_nano_seconds: uint(ns),
+        usage_nano_cores: u.nano_cores.and_then(uint),
+    })
+}
+
+fn memory_usage(u: &crate::container::stats::CgroupUsage) -> Option<cri::MemoryUsage> {
+    u.memory.map(|m| cri::MemoryUsage {
+        timestamp: u.timestamp,
+        working_set_bytes: uint(m.working_set_bytes),
+        available_bytes: m.available_bytes.and_then(uint),
+        usage_bytes: uint(m.usage_bytes),
+        rss_bytes: uint(m.rss_bytes),
+        page_faults: uint(m.page_faults),
+        major_page_faults: uint(m.major_page_faults),
+    })
+}
+
+pub fn container_stats(c: &crate::container::stats::ContainerUsage) -> cri::ContainerStats {
+    let r = &c.record;
+    cri::ContainerStats {
+        attributes: Some(cri::ContainerAttributes {
+            id: r.id.clone(),
+            metadata: r.config.metadata.clone(),
+            labels: r.config.labels.clone(),
+            annotations: r.config.annotations.clone(),
+        }),
+        cpu: cpu_usage(&c.usage),
+        memory: memory_usage(&c.usage),
+        writable_layer: c.writable_layer.map(|l| cri::FilesystemUsage {
+            timestamp: c.usage.timestamp,
+            fs_id: Some(cri::FilesystemIdentifier {
+                mountpoint: c.layer_mountpoint.display().to_string(),
+            }),
+            used_bytes: uint(l.bytes),
+            inodes_used: uint(l.inodes),
+        }),
+        swap: None,
+    }
+}
+
+pub fn pod_sandbox_stats(p: &crate::container::stats::PodUsage) -> cri::PodSandboxStats {
+    cri::PodSandboxStats {
+        attributes: Some(cri::PodSandboxAttributes {
+            id: p.pod.id.clone(),
+            metadata: p.pod.config.metadata.clone(),
+            labels: p.pod.config.labels.clone(),
+            annotations: p.pod.config.annotations.clone(),
+        }),
+        linux: Some(cri::LinuxPodSandboxStats {
+            cpu: cpu_usage(&p.usage),
+            memory: memory_usage(&p.usage),
+            network: None,
+            process: None,
+            containers: p.containers.iter().map(container_stats).collect(),
+        }),
+        windows: None,
+    }
+}

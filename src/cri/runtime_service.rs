@@ -253,16 +253,33 @@ impl RuntimeService for CriRuntimeService {
 
     async fn update_container_resources(
         &self,
-        _r: Request<cri::UpdateContainerResourcesRequest>,
+        r: Request<cri::UpdateContainerResourcesRequest>,
     ) -> R<cri::UpdateContainerResourcesResponse> {
-        Err(unimplemented("UpdateContainerResources"))
+        let req = r.into_inner();
+        require_id(&req.container_id, "container")?;
+        let resources = req.linux.ok_or_else(|| {
+            Status::invalid_argument("UpdateContainerResources needs linux resources")
+        })?;
+        self.node
+            .update_container_resources(&req.container_id, &resources)
+            .instrument(info_span!("UpdateContainerResources", container.id = %req.container_id))
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(cri::UpdateContainerResourcesResponse {}))
     }
 
     async fn reopen_container_log(
         &self,
-        _r: Request<cri::ReopenContainerLogRequest>,
+        r: Request<cri::ReopenContainerLogRequest>,
     ) -> R<cri::ReopenContainerLogResponse> {
-        Err(unimplemented("ReopenContainerLog"))
+        let id = r.into_inner().container_id;
+        require_id(&id, "container")?;
+        self.node
+            .reopen_container_log(&id)
+            .instrument(info_span!("ReopenContainerLog", container.id = %id))
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(cri::ReopenContainerLogResponse {}))
     }
 
     async fn exec_sync(&self, r: Request<cri::ExecSyncRequest>) -> R<cri::ExecSyncResponse> {
@@ -305,30 +322,66 @@ impl RuntimeService for CriRuntimeService {
 
     async fn container_stats(
         &self,
-        _r: Request<cri::ContainerStatsRequest>,
+        r: Request<cri::ContainerStatsRequest>,
     ) -> R<cri::ContainerStatsResponse> {
-        Err(unimplemented("ContainerStats"))
+        let id = r.into_inner().container_id;
+        require_id(&id, "container")?;
+        let usage = self
+            .node
+            .container_stats(&id)
+            .instrument(info_span!("ContainerStats", container.id = %id))
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(cri::ContainerStatsResponse {
+            stats: Some(convert::container_stats(&usage)),
+        }))
     }
 
     async fn list_container_stats(
         &self,
-        _r: Request<cri::ListContainerStatsRequest>,
+        r: Request<cri::ListContainerStatsRequest>,
     ) -> R<cri::ListContainerStatsResponse> {
-        Err(unimplemented("ListContainerStats"))
+        let filter = r.into_inner().filter;
+        let usage = self
+            .node
+            .list_container_stats(filter.as_ref())
+            .instrument(info_span!("ListContainerStats"))
+            .await;
+        Ok(Response::new(cri::ListContainerStatsResponse {
+            stats: usage.iter().map(convert::container_stats).collect(),
+        }))
     }
 
     async fn pod_sandbox_stats(
         &self,
-        _r: Request<cri::PodSandboxStatsRequest>,
+        r: Request<cri::PodSandboxStatsRequest>,
     ) -> R<cri::PodSandboxStatsResponse> {
-        Err(unimplemented("PodSandboxStats"))
+        let id = r.into_inner().pod_sandbox_id;
+        require_id(&id, "pod sandbox")?;
+        let usage = self
+            .node
+            .pod_sandbox_stats(&id)
+            .instrument(info_span!("PodSandboxStats", pod.id = %id))
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(cri::PodSandboxStatsResponse {
+            stats: Some(convert::pod_sandbox_stats(&usage)),
+        }))
     }
 
     async fn list_pod_sandbox_stats(
         &self,
-        _r: Request<cri::ListPodSandboxStatsRequest>,
+        r: Request<cri::ListPodSandboxStatsRequest>,
     ) -> R<cri::ListPodSandboxStatsResponse> {
-        Err(unimplemented("ListPodSandboxStats"))
+        let filter = r.into_inner().filter;
+        let usage = self
+            .node
+            .list_pod_sandbox_stats(filter.as_ref())
+            .instrument(info_span!("ListPodSandboxStats"))
+            .await;
+        Ok(Response::new(cri::ListPodSandboxStatsResponse {
+            stats: usage.iter().map(convert::pod_sandbox_stats).collect(),
+        }))
     }
 
     async fn update_runtime_config(
@@ -413,14 +466,19 @@ impl RuntimeService for CriRuntimeService {
         &self,
         _r: Request<cri::ListMetricDescriptorsRequest>,
     ) -> R<cri::ListMetricDescriptorsResponse> {
-        Err(unimplemented("ListMetricDescriptors"))
+        // kubelet tolerates an empty list: it then reads the CRI stats only.
+        Ok(Response::new(cri::ListMetricDescriptorsResponse {
+            descriptors: Vec::new(),
+        }))
     }
 
     async fn list_pod_sandbox_metrics(
         &self,
         _r: Request<cri::ListPodSandboxMetricsRequest>,
     ) -> R<cri::ListPodSandboxMetricsResponse> {
-        Err(unimplemented("ListPodSandboxMetrics"))
+        Ok(Response::new(cri::ListPodSandboxMetricsResponse {
+            pod_metrics: Vec::new(),
+        }))
     }
 
     async fn runtime_config(

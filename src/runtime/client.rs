@@ -236,6 +236,12 @@ impl MonitorClient {
         }
     }
 
+    /// Reopen the container's log file at its path (after kubelet renamed
+    /// it); fails unless the container is running.
+    pub async fn reopen_log(&self, id: &str) -> Result<(), RuntimeError> {
+        self.call_ok(&Request::ReopenLog { id: id.into() }).await
+    }
+
     pub async fn exec_sync(&self, id: &str, spec: ExecSpec) -> Result<ExecOutput, RuntimeError> {
         match self
             .call(&Request::ExecSync {

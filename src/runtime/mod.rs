@@ -10,6 +10,8 @@
 //! holds their stdio, writes their CRI logs and records exit codes, so it
 //! keeps working while the daemon is down.
 
+mod cgroup_files;
+mod cgroup_io;
 mod client;
 mod cri_log;
 mod dmz;
@@ -22,6 +24,8 @@ mod protocol;
 mod sealed_exe;
 mod types;
 
+pub use cgroup_files::{MemoryUsage, ResourceUpdate};
+pub use cgroup_io::CgroupPath;
 pub use client::{MonitorClient, spawn_monitor};
 pub use cri_log::{CriLogStream, LineSplitter, MAX_LOG_LINE, format_cri_log_line};
 pub use error::RuntimeError;

@@ -92,6 +92,8 @@ pub(crate) fn create_and_pin(
             NamespaceKind::Net => CloneFlags::CLONE_NEWNET,
             NamespaceKind::Ipc => CloneFlags::CLONE_NEWIPC,
             NamespaceKind::Uts => CloneFlags::CLONE_NEWUTS,
+            // Never requested here: see `start_pod_init`.
+            NamespaceKind::Pid => CloneFlags::empty(),
         };
     }
     let hostname = if set.uts {
@@ -145,6 +147,94 @@ pub(crate) fn create_and_pin(
                 let _ = unpin_namespaces(pod_dir);
             }
             result
+        }
+    }
+}
+
+/// Start the pod's PID namespace with a tiny init as its pid 1 and pin it;
+/// returns the init's pid (in the monitor's namespace).
+///
+/// The monitor itself must stay in its PID namespace (an `unshare` would
+/// also move every later child, including libcontainer's helpers), so a
+/// short-lived child unshares CLONE_NEWPID and forks: that grandchild is
+/// pid 1 of the new namespace. When the child exits, the grandchild is
+/// re-parented to the monitor (PR_SET_CHILD_SUBREAPER), which kills it at
+/// pod shutdown. The init must live as long as the pod: the kernel refuses
+/// `fork` in a PID namespace whose init has died, so joining the pinned
+/// namespace would fail for every later container.
+pub(crate) fn start_pod_init(pod_dir: &Path) -> Result<i32, RuntimeError> {
+    let ns_dir = pod_dir.join("ns");
+    fs::create_dir_all(&ns_dir)
+        .map_err(|e| RuntimeError::io(format!("creating {}", ns_dir.display()), e))?;
+    let (pid_r, pid_w) = pipe().map_err(|e| RuntimeError::io("creating pipe", e.into()))?;
+    // SAFETY: the monitor is single-threaded; the child only makes syscalls.
+    match unsafe { fork() }
+        .map_err(|e| RuntimeError::io("forking the pod init's parent", e.into()))?
+    {
+        ForkResult::Child => {
+            drop(pid_r);
+            let mut out = fs::File::from(pid_w);
+            let reply = match unshare(CloneFlags::CLONE_NEWPID) {
+                Err(e) => format!("error: unshare(CLONE_NEWPID): {e}"),
+                // SAFETY: as above; the grandchild runs only `pod_init`.
+                Ok(()) => match unsafe { fork() } {
+                    Ok(ForkResult::Child) => pod_init(),
+                    Ok(ForkResult::Parent { child }) => format!("{}", child.as_raw()),
+                    Err(e) => format!("error: forking the pod init: {e}"),
+                },
+            };
+            let _ = out.write_all(reply.as_bytes());
+            // SAFETY: leave without running destructors shared with the parent.
+            unsafe { libc::_exit(0) }
+        }
+        ForkResult::Parent { child } => {
+            drop(pid_w);
+            let mut reply = String::new();
+            let read = fs::File::from(pid_r).read_to_string(&mut reply);
+            let _ = waitpid(child, None);
+            let failed = |message: String| RuntimeError::MonitorStartup {
+                pod: pod_dir.display().to_string(),
+                message,
+            };
+            read.map_err(|e| RuntimeError::io("reading the pod init's pid", e))?;
+            let pid: i32 = reply
+                .parse()
+                .map_err(|_| failed(format!("starting the pod's PID namespace failed: {reply}")))?;
+            if let Err(e) = pin_from(pid, pod_dir, &[NamespaceKind::Pid]) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+                let _ = waitpid(nix::unistd::Pid::from_raw(pid), None);
+                return Err(e);
+            }
+            Ok(pid)
+        }
+    }
+}
+
+/// Pid 1 of the pod's PID namespace, the role of the pause process: it
+/// holds the namespace open and reaps orphans. Only syscalls, no
+/// allocation. With SIGCHLD ignored the kernel reaps its children itself
+/// (POSIX.1-2001), including orphans re-parented to it, so it has nothing
+/// to do but sleep. Every other signal is ignored so nothing inside the
+/// namespace can end it; the monitor kills it with SIGKILL.
+fn pod_init() -> ! {
+    // SAFETY: plain syscalls on this process's own state.
+    unsafe {
+        libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0u32);
+        let _ = libc::chdir(c"/".as_ptr());
+        libc::prctl(libc::PR_SET_NAME, c"pod-init".as_ptr(), 0, 0, 0);
+        for sig in 1..32 {
+            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                libc::signal(sig, libc::SIG_IGN);
+            }
+        }
+        let mut none: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut none);
+        libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+        loop {
+            libc::pause();
         }
     }
 }

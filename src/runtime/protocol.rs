@@ -35,6 +35,10 @@ pub enum Request {
     State {
         id: String,
     },
+    /// Reopen the container's CRI log file (kubelet's log rotation).
+    ReopenLog {
+        id: String,
+    },
     ExecSync {
         id: String,
         spec: ExecSpec,
@@ -144,6 +148,7 @@ mod tests {
     fn requests_roundtrip() {
         roundtrip(Request::Ping);
         roundtrip(Request::Shutdown);
+        roundtrip(Request::ReopenLog { id: "c1".into() });
         roundtrip(Request::Stop {
             id: "c1".into(),
             timeout: Duration::from_millis(1500),

@@ -16,6 +16,11 @@ pub struct PodNamespaceSet {
     pub net: bool,
     pub ipc: bool,
     pub uts: bool,
+    /// A PID namespace shared by the pod's containers (the pod's pid mode is
+    /// POD). Unlike the others it needs a live init: the kernel refuses to
+    /// add processes to a PID namespace whose pid 1 has exited.
+    #[serde(default)]
+    pub pid: bool,
 }
 
 /// The namespaces a pod shares between its containers, pinned by a bind
@@ -25,6 +30,7 @@ pub enum NamespaceKind {
     Net,
     Ipc,
     Uts,
+    Pid,
 }
 
 impl NamespaceKind {
@@ -35,11 +41,16 @@ impl NamespaceKind {
             NamespaceKind::Net => "net",
             NamespaceKind::Ipc => "ipc",
             NamespaceKind::Uts => "uts",
+            NamespaceKind::Pid => "pid",
         }
     }
 
-    pub const ALL: [NamespaceKind; 3] =
-        [NamespaceKind::Net, NamespaceKind::Ipc, NamespaceKind::Uts];
+    pub const ALL: [NamespaceKind; 4] = [
+        NamespaceKind::Net,
+        NamespaceKind::Ipc,
+        NamespaceKind::Uts,
+        NamespaceKind::Pid,
+    ];
 }
 
 /// What the daemon needs to start a pod's monitor.

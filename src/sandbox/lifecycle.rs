@@ -113,6 +113,7 @@ impl Node {
                 net: !pod.host_network(),
                 ipc: !pod.host_ipc(),
                 uts: !pod.host_network(),
+                pid: pod.shares_pid(),
             },
             hostname: (!pod.host_network() && !hostname.is_empty()).then(|| hostname.clone()),
             program: None,

@@ -59,6 +59,12 @@ impl PodSandbox {
     pub fn host_pid(&self) -> bool {
         self.namespace_mode(|o| o.pid) == NamespaceMode::Node
     }
+    /// The pod's pid mode is POD (CRI's zero value, what critest sends and
+    /// kubelet sends for `shareProcessNamespace: true`): its containers that
+    /// also ask for POD share one PID namespace, made by the monitor.
+    pub fn shares_pid(&self) -> bool {
+        self.namespace_mode(|o| o.pid) == NamespaceMode::Pod
+    }
 
     pub fn shm_dir(&self) -> PathBuf {
         self.pod_dir.join("shm")

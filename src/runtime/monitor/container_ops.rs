@@ -3,6 +3,13 @@
 //! pipes and exit.
 
 use super::*;
+use crate::runtime::cgroup_io::CgroupPath;
+
+/// `linux.cgroupsPath` of the bundle's spec.
+fn cgroups_path(bundle: &Path) -> Option<PathBuf> {
+    let spec = Spec::load(bundle.join("config.json")).ok()?;
+    spec.linux().as_ref()?.cgroups_path().clone()
+}
 
 pub(super) struct LogPipe {
     pub(super) fd: OwnedFd,
@@ -21,6 +28,10 @@ pub(super) struct ContainerRecord {
     pub(super) exec_error: Vec<u8>,
     /// Held open so a container asking for stdin sees an open, idle stdin.
     pub(super) _stdin_writer: Option<OwnedFd>,
+    /// The CRI log file's path, reopened on ReopenContainerLog.
+    pub(super) log_path: Option<PathBuf>,
+    /// The container's own cgroup, read at exit for OOM kills.
+    pub(super) cgroup: Option<CgroupPath>,
 }
 
 impl ContainerRecord {
@@ -78,6 +89,11 @@ impl ContainerRecord {
             self.state.message = Some(String::from_utf8_lossy(&self.exec_error).trim().to_string());
         } else if code == 0 {
             self.state.reason = Some("Completed".into());
+        } else if self.cgroup.as_ref().is_some_and(CgroupPath::oom_killed) {
+            // critest "should terminate with exitCode 137 and reason
+            // OOMKilled"; the group still exists (libcontainer removes it
+            // at delete), so its OOM kill counter can be read.
+            self.state.reason = Some("OOMKilled".into());
         } else {
             self.state.reason = Some("Error".into());
         }
@@ -218,6 +234,8 @@ impl Monitor {
             exec_status: Some(status_r),
             exec_error: Vec::new(),
             _stdin_writer: stdin_writer,
+            log_path: req.log_path.clone(),
+            cgroup: cgroups_path(&req.bundle).map(|p| CgroupPath::new(&p)),
         };
         write_state(&self.args.pod_dir, &id, &record.state)?;
         self.containers.insert(id, record);
@@ -235,6 +253,37 @@ impl Monitor {
         let raw = fd.as_raw_fd();
         self.dmz_memfd = Some(fd);
         Ok(raw)
+    }
+
+    /// Reopen the container's CRI log at its path (kubelet renamed the old
+    /// file to rotate it). Output read so far goes to the old file first;
+    /// partial lines stay in the splitters and continue in the new one.
+    pub(super) fn reopen_log(&mut self, id: &str) -> Result<(), RuntimeError> {
+        let rec = self.record(id)?;
+        if rec.state.status != RuntimeStatus::Running {
+            return Err(RuntimeError::InvalidRequest(format!(
+                "container {id:?} is {:?}: only a running container's log can be reopened",
+                rec.state.status
+            )));
+        }
+        let Some(path) = rec.log_path.clone() else {
+            return Ok(());
+        };
+        rec.drain(false);
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .custom_flags(libc::O_CLOEXEC)
+            .mode(0o640)
+            .open(&path)
+            .map_err(|e| {
+                RuntimeError::io(
+                    format!("reopening log file {} of container {id:?}", path.display()),
+                    e,
+                )
+            })?;
+        rec.log = Some(file);
+        Ok(())
     }
 
     pub(super) fn remember_cgroup_parent(&mut self, bundle: &Path) {
@@ -449,6 +498,11 @@ impl Monitor {
             }
         }
         self.reap();
+        if let Some(pid) = self.pod_init.take() {
+            // Ending the namespace's init also SIGKILLs anything left in it.
+            let _ = Self::signal(pid, libc::SIGKILL);
+            let _ = waitpid(Pid::from_raw(pid), None);
+        }
         self.remove_cgroup_parents();
         if let Err(e) = unpin_namespaces(&self.args.pod_dir) {
             eprintln!("capcri monitor: {e}");

@@ -37,7 +37,7 @@ use super::cri_log::{CriLogStream, LineSplitter, format_cri_log_line};
 use super::dmz::sealed_trampoline;
 use super::error::RuntimeError;
 use super::executor::ReportingExecutor;
-use super::namespaces::{create_and_pin, unpin_namespaces, validate_hostname};
+use super::namespaces::{create_and_pin, start_pod_init, unpin_namespaces, validate_hostname};
 use super::persist::{container_dir, remove_container_dir, write_state};
 use super::protocol::{Decoded, Request, Response, decode_frame, encode_frame};
 use super::types::{
@@ -96,6 +96,9 @@ pub(crate) fn monitor_argv(spawn: &super::types::MonitorSpawn) -> Vec<String> {
     if spawn.new_namespaces.uts {
         v.push("--uts".into());
     }
+    if spawn.new_namespaces.pid {
+        v.push("--pid".into());
+    }
     if let Some(h) = &spawn.hostname {
         v.push("--hostname".into());
         v.push(h.clone());
@@ -124,6 +127,7 @@ fn parse_args(args: &[String]) -> Result<MonitorArgs, String> {
             "--net" => out.namespaces.net = true,
             "--ipc" => out.namespaces.ipc = true,
             "--uts" => out.namespaces.uts = true,
+            "--pid" => out.namespaces.pid = true,
             other => return Err(format!("unknown monitor argument {other:?}")),
         }
     }
@@ -282,6 +286,9 @@ struct Monitor {
     /// The sealed `capcri-dmz` memfd, made at the first `dmz` container and
     /// shared by all later ones (see `dmz.rs`).
     dmz_memfd: Option<OwnedFd>,
+    /// Pid 1 of the pod's PID namespace (see `start_pod_init`), killed at
+    /// pod shutdown.
+    pod_init: Option<i32>,
     shutdown: bool,
 }
 
@@ -355,6 +362,18 @@ impl Monitor {
             let _ = fs::remove_file(&sock);
             return Err(e);
         }
+        let pod_init = if args.namespaces.pid {
+            match start_pod_init(&args.pod_dir) {
+                Ok(pid) => Some(pid),
+                Err(e) => {
+                    let _ = unpin_namespaces(&args.pod_dir);
+                    let _ = fs::remove_file(&sock);
+                    return Err(e);
+                }
+            }
+        } else {
+            None
+        };
         Ok(Monitor {
             args,
             listener,
@@ -368,6 +387,7 @@ impl Monitor {
             exec_seq: 0,
             cgroup_parents: Default::default(),
             dmz_memfd: None,
+            pod_init,
             shutdown: false,
         })
     }
@@ -607,6 +627,7 @@ impl Monitor {
             }
             Request::Delete { id } => self.delete(&id).map(|_| Reply::Now(Response::Ok)),
             Request::State { id } => self.state(&id).map(|s| Reply::Now(Response::State(s))),
+            Request::ReopenLog { id } => self.reopen_log(&id).map(|_| Reply::Now(Response::Ok)),
             Request::ExecSync { id, spec } => self.exec_sync(conn, &id, spec),
             Request::Shutdown => {
                 self.shutdown_pod();
@@ -703,6 +724,7 @@ mod tests {
                 net: true,
                 ipc: false,
                 uts: true,
+                pid: true,
             },
             hostname: Some("web-0".into()),
             program: None,

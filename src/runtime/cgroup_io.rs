@@ -1,0 +1,139 @@
+//! Reading and writing a container's or pod's cgroup files, on cgroup v1
+//! (one hierarchy per controller under /sys/fs/cgroup, as on this hybrid
+//! host) and on a pure cgroup v2 host (one tree, `cgroup.controllers` at the
+//! root). The parsing and formatting rules live in `cgroup_files`.
+
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+
+use super::cgroup_files::{
+    MemoryUsage, ResourceUpdate, available_bytes, cpu_usage_v2, memory_v1, memory_v2,
+    oom_kill_count, single_number, v1_writes, v2_writes,
+};
+
+const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+
+/// A group by its path relative to every hierarchy (the OCI
+/// `linux.cgroupsPath`, e.g. `/capcri/<pod>/<container>`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CgroupPath {
+    rel: PathBuf,
+    unified: bool,
+}
+
+impl CgroupPath {
+    pub fn new(cgroups_path: &Path) -> CgroupPath {
+        let rel = cgroups_path
+            .strip_prefix("/")
+            .unwrap_or(cgroups_path)
+            .to_path_buf();
+        CgroupPath {
+            rel,
+            unified: Path::new(CGROUP_ROOT).join("cgroup.controllers").exists(),
+        }
+    }
+
+    /// The file of a v1 `controller` (ignored on v2).
+    fn file(&self, controller: &str, name: &str) -> PathBuf {
+        let root = Path::new(CGROUP_ROOT);
+        if self.unified {
+            root.join(&self.rel).join(name)
+        } else {
+            root.join(controller).join(&self.rel).join(name)
+        }
+    }
+
+    fn read(&self, controller: &str, name: &str) -> Option<String> {
+        std::fs::read_to_string(self.file(controller, name)).ok()
+    }
+
+    /// Whether the group exists (in the memory hierarchy on v1).
+    pub fn exists(&self) -> bool {
+        self.file("memory", "").is_dir()
+    }
+
+    /// Cumulative CPU time in nanoseconds.
+    pub fn cpu_usage_ns(&self) -> Option<u64> {
+        if self.unified {
+            cpu_usage_v2(&self.read("", "cpu.stat")?)
+        } else {
+            single_number(&self.read("cpuacct", "cpuacct.usage")?)
+        }
+    }
+
+    pub fn memory(&self) -> Option<MemoryUsage> {
+        let (mut usage, limit) = if self.unified {
+            let current = single_number(&self.read("", "memory.current")?)?;
+            let limit = self.read("", "memory.max");
+            (memory_v2(current, &self.read("", "memory.stat")?), limit)
+        } else {
+            let usage = single_number(&self.read("memory", "memory.usage_in_bytes")?)?;
+            let limit = self.read("memory", "memory.limit_in_bytes");
+            (
+                memory_v1(usage, &self.read("memory", "memory.stat")?),
+                limit,
+            )
+        };
+        usage.available_bytes = available_bytes(
+            limit.as_deref().and_then(single_number),
+            usage.working_set_bytes,
+        );
+        Some(usage)
+    }
+
+    /// Whether the kernel OOM killer has killed a process of this group.
+    /// Read before the group is removed (libcontainer removes it at delete).
+    pub fn oom_killed(&self) -> bool {
+        let text = if self.unified {
+            self.read("", "memory.events")
+        } else {
+            self.read("memory", "memory.oom_control")
+        };
+        text.as_deref()
+            .and_then(oom_kill_count)
+            .is_some_and(|n| n > 0)
+    }
+
+    /// Apply new limits to the running group.
+    pub fn apply(&self, update: &ResourceUpdate) -> Result<(), String> {
+        let writes = if self.unified {
+            v2_writes(update)
+        } else {
+            v1_writes(update)
+        };
+        let put = |controller: &str, file: &str, value: &str| {
+            let path = self.file(controller, file);
+            std::fs::write(&path, value).map_err(|e| (path, e))
+        };
+        let mut i = 0;
+        while i < writes.len() {
+            let w = &writes[i];
+            let next = writes.get(i + 1);
+            match put(w.controller, w.file, &w.value) {
+                Ok(()) => {}
+                // memsw does not exist when swap accounting is off.
+                Err((_, e))
+                    if w.file == "memory.memsw.limit_in_bytes"
+                        && e.kind() == ErrorKind::NotFound => {}
+                // Raising the limit above memsw: memsw first, then the limit.
+                Err((_, e))
+                    if w.file == "memory.limit_in_bytes"
+                        && e.raw_os_error() == Some(libc::EINVAL)
+                        && next.is_some_and(|n| n.file == "memory.memsw.limit_in_bytes") =>
+                {
+                    if let Some(n) = next {
+                        put(n.controller, n.file, &n.value)
+                            .and_then(|()| put(w.controller, w.file, &w.value))
+                            .map_err(|(p, e)| format!("writing {}: {e}", p.display()))?;
+                    }
+                    i += 1;
+                }
+                Err((p, e)) => {
+                    return Err(format!("writing {:?} to {}: {e}", w.value, p.display()));
+                }
+            }
+            i += 1;
+        }
+        Ok(())
+    }
+}
