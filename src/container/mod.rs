@@ -5,6 +5,7 @@ pub mod capabilities;
 mod lifecycle;
 pub mod paths;
 pub mod rootfs_read;
+pub mod streaming;
 
 use k8s_cri::v1::ContainerConfig;
 use serde::{Deserialize, Serialize};

@@ -22,7 +22,7 @@ mod protocol;
 mod sealed_exe;
 mod types;
 
-pub use client::{MonitorClient, spawn_monitor};
+pub use client::{ExecExit, ExecStdio, MonitorClient, spawn_monitor};
 pub use cri_log::{CriLogStream, LineSplitter, MAX_LOG_LINE, format_cri_log_line};
 pub use error::RuntimeError;
 pub use monitor::monitor_main;
