@@ -228,7 +228,12 @@ mod tests {
         assert_eq!(c.stream_address.port(), 10010);
         c.validate().unwrap();
         let c = Config::from_toml_str("stream_address = \"0.0.0.0:10010\"").unwrap();
-        assert!(c.validate().unwrap_err().to_string().contains("stream_address"));
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("stream_address")
+        );
     }
 
     #[test]

@@ -99,11 +99,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     )
     .await
     .context("cannot start the streaming server (exec, attach, port-forward)")?;
-    let runtime = RuntimeServiceServer::new(
-        CriRuntimeService::new(node.clone()).with_stream_server(streams),
-    )
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let runtime =
+        RuntimeServiceServer::new(CriRuntimeService::new(node.clone()).with_stream_server(streams))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let images = ImageServiceServer::new(CriImageService::new(node.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);

@@ -89,7 +89,10 @@ fn set_window(fd: &OwnedFd, size: TerminalSize) {
 fn wire(
     stdio: ExecStdio,
     io: StreamIo,
-) -> std::io::Result<(Vec<tokio::task::JoinHandle<()>>, Vec<tokio::task::JoinHandle<()>>)> {
+) -> std::io::Result<(
+    Vec<tokio::task::JoinHandle<()>>,
+    Vec<tokio::task::JoinHandle<()>>,
+)> {
     let mut outputs = Vec::new();
     let mut inputs = Vec::new();
     let StreamIo {
@@ -220,8 +223,8 @@ impl StreamBackend for NodeStreams {
         mut stream: tokio::io::DuplexStream,
     ) -> Result<(), String> {
         let pod = self.node.ready_pod(pod_id).map_err(|e| e.to_string())?;
-        let netns = (!pod.host_network())
-            .then(|| pinned_namespace_path(&pod.pod_dir, NamespaceKind::Net));
+        let netns =
+            (!pod.host_network()).then(|| pinned_namespace_path(&pod.pod_dir, NamespaceKind::Net));
         let (tx, rx) = tokio::sync::oneshot::channel();
         // setns changes the calling thread only, and a socket stays in the
         // namespace it was created in: a thread of its own makes the
@@ -245,10 +248,7 @@ impl StreamBackend for NodeStreams {
     }
 }
 
-fn connect_in(
-    netns: Option<&std::path::Path>,
-    port: u16,
-) -> std::io::Result<std::net::TcpStream> {
+fn connect_in(netns: Option<&std::path::Path>, port: u16) -> std::io::Result<std::net::TcpStream> {
     if let Some(path) = netns {
         let ns = std::fs::File::open(path)?;
         // SAFETY: setns of this thread into a network namespace file.

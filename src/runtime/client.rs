@@ -290,7 +290,11 @@ impl MonitorClient {
         } else {
             ExecStdio {
                 terminal: None,
-                stdin: if want_stdin { Some(next("stdin")?) } else { None },
+                stdin: if want_stdin {
+                    Some(next("stdin")?)
+                } else {
+                    None
+                },
                 stdout: Some(next("stdout")?),
                 stderr: Some(next("stderr")?),
             }
@@ -361,7 +365,14 @@ impl ExecExit {
 fn call_receiving_fds(
     socket: &Path,
     req: &Request,
-) -> Result<(Response, Vec<std::os::fd::OwnedFd>, std::os::unix::net::UnixStream), RuntimeError> {
+) -> Result<
+    (
+        Response,
+        Vec<std::os::fd::OwnedFd>,
+        std::os::unix::net::UnixStream,
+    ),
+    RuntimeError,
+> {
     use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
     use std::io::{Read, Write};
     use std::os::fd::FromRawFd;
@@ -399,7 +410,9 @@ fn call_receiving_fds(
         let mut b = [0u8; 4];
         let k = stream.read(&mut b).map_err(unreachable)?;
         if k == 0 {
-            return Err(RuntimeError::Protocol("the monitor closed the connection".into()));
+            return Err(RuntimeError::Protocol(
+                "the monitor closed the connection".into(),
+            ));
         }
         got.extend_from_slice(&b[..k]);
     }
@@ -414,9 +427,8 @@ fn call_receiving_fds(
         stream.read_exact(&mut rest).map_err(unreachable)?;
         got.extend_from_slice(&rest);
     }
-    let resp: Response = serde_json::from_slice(&got[4..4 + len]).map_err(|e| {
-        RuntimeError::Protocol(format!("malformed response from the monitor: {e}"))
-    })?;
+    let resp: Response = serde_json::from_slice(&got[4..4 + len])
+        .map_err(|e| RuntimeError::Protocol(format!("malformed response from the monitor: {e}")))?;
     Ok((resp, fds, stream))
 }
 

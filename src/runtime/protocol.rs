@@ -73,8 +73,12 @@ pub struct WireError {
 #[serde(tag = "result", rename_all = "snake_case")]
 pub enum Response {
     Ok,
-    Pong { pid: u32 },
-    Created { pid: u32 },
+    Pong {
+        pid: u32,
+    },
+    Created {
+        pid: u32,
+    },
     State(ContainerRuntimeState),
     Exec(ExecOutput),
     /// Descriptors travel with this frame, in the order of `MonitorClient::exec_stream`:

@@ -579,7 +579,13 @@ impl Monitor {
         let iov = [std::io::IoSlice::new(&frame)];
         let cmsg = [ControlMessage::ScmRights(fds)];
         let sent = ok
-            && match sendmsg::<()>(conn.stream.as_raw_fd(), &iov, &cmsg, MsgFlags::empty(), None) {
+            && match sendmsg::<()>(
+                conn.stream.as_raw_fd(),
+                &iov,
+                &cmsg,
+                MsgFlags::empty(),
+                None,
+            ) {
                 Ok(n) => n == frame.len() || conn.stream.write_all(&frame[n..]).is_ok(),
                 Err(_) => false,
             };

@@ -239,7 +239,8 @@ pub(super) fn spawn_tenant(
         let n = unsafe { libc::read(err_r.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
         if n > 0 {
             reason.extend_from_slice(&buf[..n as usize]);
-        } else if n == 0 || std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted
+        } else if n == 0
+            || std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted
         {
             break;
         }
@@ -390,7 +391,10 @@ fn install_seccomp(s: &LinuxSeccomp) -> Result<(), String> {
             // SCMP_ACT_NOTIFY would block forever, so refuse it.
             // SAFETY: closing the fd we were just given.
             unsafe { libc::close(fd) };
-            Err("the container's seccomp profile uses SCMP_ACT_NOTIFY, which exec does not support".into())
+            Err(
+                "the container's seccomp profile uses SCMP_ACT_NOTIFY, which exec does not support"
+                    .into(),
+            )
         }
         Ok(None) => Ok(()),
         Err(e) => Err(format!("installing the container's seccomp filter: {e}")),
