@@ -83,16 +83,12 @@ fn set_window(fd: &OwnedFd, size: TerminalSize) {
     unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
 }
 
+type Tasks = Vec<tokio::task::JoinHandle<()>>;
+
 /// Wires the exec's descriptors to the client's streams; returns the
 /// tasks copying the output (awaited after the exit) and the one copying
 /// input (aborted then).
-fn wire(
-    stdio: ExecStdio,
-    io: StreamIo,
-) -> std::io::Result<(
-    Vec<tokio::task::JoinHandle<()>>,
-    Vec<tokio::task::JoinHandle<()>>,
-)> {
+fn wire(stdio: ExecStdio, io: StreamIo) -> std::io::Result<(Tasks, Tasks)> {
     let mut outputs = Vec::new();
     let mut inputs = Vec::new();
     let StreamIo {

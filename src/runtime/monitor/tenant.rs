@@ -317,10 +317,11 @@ fn child(p: &Prepared, stdio: TenantStdio) -> String {
     // Without no_new_privs, installing a filter needs CAP_SYS_ADMIN: do it
     // while the process still has every capability (libcontainer's init
     // does the same for the container).
-    if !nnp && let Some(s) = &p.seccomp {
-        if let Err(e) = install_seccomp(s) {
-            return e;
-        }
+    if !nnp
+        && let Some(s) = &p.seccomp
+        && let Err(e) = install_seccomp(s)
+    {
+        return e;
     }
     let user = p.process.user();
     let groups: Vec<libc::gid_t> = user.additional_gids().clone().unwrap_or_default();
