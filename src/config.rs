@@ -56,6 +56,10 @@ pub struct Config {
     pub cni_conf_dir: PathBuf,
     /// Where CNI plugins are looked up, in order.
     pub cni_bin_dirs: Vec<PathBuf>,
+    /// The streaming server behind Exec, Attach and PortForward. Loopback
+    /// (its only authentication is the URL's token), port 0 = a free port,
+    /// like containerd's default.
+    pub stream_address: std::net::SocketAddr,
 }
 
 impl Default for Config {
@@ -75,6 +79,7 @@ impl Default for Config {
             policy_poll_seconds: 2,
             cni_conf_dir: "/etc/cni/net.d".into(),
             cni_bin_dirs: vec!["/opt/cni/bin".into(), "/usr/lib/cni".into()],
+            stream_address: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
         }
     }
 }
@@ -136,6 +141,15 @@ impl Config {
                 reason: format!(
                     "{} is too long: pod monitor sockets under it would need {longest} bytes, unix sockets allow 107; use a shorter path",
                     self.state_dir.display()
+                ),
+            });
+        }
+        if !self.stream_address.ip().is_loopback() {
+            return Err(ConfigError::Invalid {
+                setting: "stream_address".into(),
+                reason: format!(
+                    "{} is not loopback: the streaming server has no authentication but its URL tokens; use 127.0.0.1:PORT",
+                    self.stream_address
                 ),
             });
         }
@@ -204,6 +218,22 @@ mod tests {
             vec!["127.0.0.1:5000"]
         );
         assert_eq!(c.registries.insecure, vec!["reg.local:5000"]);
+    }
+
+    #[test]
+    fn stream_address_defaults_to_any_loopback_port_and_must_be_loopback() {
+        let c = Config::default();
+        assert_eq!(c.stream_address.to_string(), "127.0.0.1:0");
+        let c = Config::from_toml_str("stream_address = \"127.0.0.1:10010\"").unwrap();
+        assert_eq!(c.stream_address.port(), 10010);
+        c.validate().unwrap();
+        let c = Config::from_toml_str("stream_address = \"0.0.0.0:10010\"").unwrap();
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("stream_address")
+        );
     }
 
     #[test]

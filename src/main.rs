@@ -103,6 +103,9 @@ struct ServeArgs {
     /// Absolute cgroup parent of all pods [default: /capcri]
     #[arg(long)]
     cgroup_parent: Option<String>,
+    /// Streaming server (exec, attach, port-forward) address, loopback; port 0 = any free port [default: 127.0.0.1:0]
+    #[arg(long)]
+    stream_address: Option<std::net::SocketAddr>,
     /// CNI network config directory [default: /etc/cni/net.d]
     #[arg(long)]
     cni_conf_dir: Option<PathBuf>,
@@ -131,6 +134,9 @@ impl ServeArgs {
         }
         if let Some(v) = self.admin_socket {
             c.admin_socket = v;
+        }
+        if let Some(v) = self.stream_address {
+            c.stream_address = v;
         }
         if let Some(v) = self.state_dir {
             c.state_dir = v;

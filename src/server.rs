@@ -3,6 +3,7 @@
 use crate::admin::AdminService;
 use crate::admin::proto::admin_server::AdminServer;
 use crate::config::{Config, LogFormat};
+use crate::container::streaming::NodeStreams;
 use crate::cri::{CriImageService, CriRuntimeService};
 use crate::node::Node;
 use anyhow::{Context, bail};
@@ -11,6 +12,7 @@ use k8s_cri::v1::runtime_service_server::RuntimeServiceServer;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
+use std::sync::Arc;
 use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
 use tracing::info;
@@ -91,9 +93,16 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let admin_listener = bind_socket(&config.admin_socket, config.socket_gid)?;
     info!(socket = %config.socket.display(), state_dir = %config.state_dir.display(), data_dir = %config.data_dir.display(), "capcri serving the CRI");
 
-    let runtime = RuntimeServiceServer::new(CriRuntimeService::new(node.clone()))
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let streams = crate::stream::StreamServer::bind(
+        config.stream_address,
+        Arc::new(NodeStreams::new(node.clone())),
+    )
+    .await
+    .context("cannot start the streaming server (exec, attach, port-forward)")?;
+    let runtime =
+        RuntimeServiceServer::new(CriRuntimeService::new(node.clone()).with_stream_server(streams))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let images = ImageServiceServer::new(CriImageService::new(node.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);

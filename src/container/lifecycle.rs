@@ -575,6 +575,19 @@ impl Node {
         cmd: Vec<String>,
         timeout: Option<Duration>,
     ) -> Result<ExecOutput, NodeError> {
+        let (monitor, record_id, mut spec) = self.exec_target(id, cmd).await?;
+        spec.timeout = timeout;
+        Ok(monitor.exec_sync(&record_id, spec).await?)
+    }
+
+    /// The monitor, the container id and the process of an exec into a
+    /// running container: the container's env and cwd, the user of its
+    /// process (`spec::exec_process`).
+    pub(crate) async fn exec_target(
+        &self,
+        id: &str,
+        cmd: Vec<String>,
+    ) -> Result<(crate::runtime::MonitorClient, String, ExecSpec), NodeError> {
         if cmd.is_empty() {
             return Err(NodeError::InvalidArgument(
                 "exec command is empty: give the command to run".into(),
@@ -595,21 +608,16 @@ impl Node {
         let user = process.user();
         let pod = self.pod(&record.pod_id)?;
         let monitor = self.monitor(&pod).await?;
-        let out = monitor
-            .exec_sync(
-                &record.id,
-                ExecSpec {
-                    args: cmd,
-                    env: process.env().clone().unwrap_or_default(),
-                    cwd: Some(process.cwd().display().to_string()),
-                    uid: user.uid(),
-                    gid: user.gid(),
-                    additional_gids: user.additional_gids().clone().unwrap_or_default(),
-                    timeout,
-                },
-            )
-            .await?;
-        Ok(out)
+        let exec = ExecSpec {
+            args: cmd,
+            env: process.env().clone().unwrap_or_default(),
+            cwd: Some(process.cwd().display().to_string()),
+            uid: user.uid(),
+            gid: user.gid(),
+            additional_gids: user.additional_gids().clone().unwrap_or_default(),
+            timeout: None,
+        };
+        Ok((monitor, record.id, exec))
     }
 }
 

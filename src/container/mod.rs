@@ -7,6 +7,7 @@ pub mod paths;
 mod resources;
 pub mod rootfs_read;
 pub mod stats;
+pub mod streaming;
 
 use k8s_cri::v1::ContainerConfig;
 use serde::{Deserialize, Serialize};

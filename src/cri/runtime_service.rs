@@ -3,6 +3,7 @@
 
 use super::{CRI_API_VERSION, RUNTIME_NAME, convert, to_status};
 use crate::node::Node;
+use crate::stream::{StreamError, StreamServer};
 use k8s_cri::v1 as cri;
 use k8s_cri::v1::runtime_service_server::RuntimeService;
 use std::sync::Arc;
@@ -12,11 +13,33 @@ use tracing::{Instrument, info_span};
 
 pub struct CriRuntimeService {
     node: Arc<Node>,
+    streams: Option<StreamServer>,
 }
 
 impl CriRuntimeService {
     pub fn new(node: Arc<Node>) -> Self {
-        CriRuntimeService { node }
+        CriRuntimeService {
+            node,
+            streams: None,
+        }
+    }
+
+    /// Exec, Attach and PortForward answer with URLs on `streams`.
+    pub fn with_stream_server(mut self, streams: StreamServer) -> Self {
+        self.streams = Some(streams);
+        self
+    }
+
+    fn streams(&self, rpc: &str) -> Result<&StreamServer, Status> {
+        self.streams.as_ref().ok_or_else(|| unimplemented(rpc))
+    }
+}
+
+fn stream_status(e: StreamError) -> Status {
+    match e {
+        StreamError::InvalidRequest { .. } => Status::invalid_argument(e.to_string()),
+        StreamError::TooManyInFlight => Status::resource_exhausted(e.to_string()),
+        _ => Status::internal(e.to_string()),
     }
 }
 
@@ -305,8 +328,15 @@ impl RuntimeService for CriRuntimeService {
         }))
     }
 
-    async fn exec(&self, _r: Request<cri::ExecRequest>) -> R<cri::ExecResponse> {
-        Err(unimplemented("Exec (streaming)"))
+    async fn exec(&self, r: Request<cri::ExecRequest>) -> R<cri::ExecResponse> {
+        let streams = self.streams("Exec")?;
+        let req = r.into_inner();
+        self.node
+            .running_container(&req.container_id)
+            .await
+            .map_err(to_status)?;
+        let url = streams.exec_url(req).map_err(stream_status)?;
+        Ok(Response::new(cri::ExecResponse { url }))
     }
 
     async fn attach(&self, _r: Request<cri::AttachRequest>) -> R<cri::AttachResponse> {
@@ -315,9 +345,15 @@ impl RuntimeService for CriRuntimeService {
 
     async fn port_forward(
         &self,
-        _r: Request<cri::PortForwardRequest>,
+        r: Request<cri::PortForwardRequest>,
     ) -> R<cri::PortForwardResponse> {
-        Err(unimplemented("PortForward"))
+        let streams = self.streams("PortForward")?;
+        let req = r.into_inner();
+        self.node
+            .ready_pod(&req.pod_sandbox_id)
+            .map_err(to_status)?;
+        let url = streams.port_forward_url(req).map_err(stream_status)?;
+        Ok(Response::new(cri::PortForwardResponse { url }))
     }
 
     async fn container_stats(

@@ -255,6 +255,64 @@ impl MonitorClient {
         }
     }
 
+    /// Starts an interactive exec; its descriptors come back over the
+    /// socket, and [`ExecExit::wait`] later gives the exit code.
+    pub async fn exec_stream(
+        &self,
+        id: &str,
+        spec: ExecSpec,
+        stdin: bool,
+        tty: bool,
+    ) -> Result<(ExecStdio, ExecExit), RuntimeError> {
+        let req = Request::ExecStream {
+            id: id.into(),
+            spec,
+            stdin,
+            tty,
+        };
+        let socket = self.socket.clone();
+        let (resp, fds, stream) =
+            tokio::task::spawn_blocking(move || call_receiving_fds(&socket, &req))
+                .await
+                .map_err(|e| RuntimeError::Protocol(format!("exec task failed: {e}")))??;
+        let (tty, want_stdin) = match resp {
+            Response::Streams { tty, stdin, .. } => (tty, stdin),
+            Response::Error(e) => return Err(RuntimeError::from_wire(e)),
+            other => return Err(unexpected(other)),
+        };
+        let mut fds = fds.into_iter();
+        let mut next = |what: &str| {
+            fds.next().ok_or_else(|| {
+                RuntimeError::Protocol(format!("the monitor sent no {what} descriptor"))
+            })
+        };
+        let stdio = if tty {
+            ExecStdio {
+                terminal: Some(next("terminal")?),
+                stdin: None,
+                stdout: None,
+                stderr: None,
+            }
+        } else {
+            ExecStdio {
+                terminal: None,
+                stdin: if want_stdin {
+                    Some(next("stdin")?)
+                } else {
+                    None
+                },
+                stdout: Some(next("stdout")?),
+                stderr: Some(next("stderr")?),
+            }
+        };
+        stream
+            .set_nonblocking(true)
+            .map_err(|e| RuntimeError::io("setting the exec connection non-blocking", e))?;
+        let stream = UnixStream::from_std(stream)
+            .map_err(|e| RuntimeError::io("registering the exec connection", e))?;
+        Ok((stdio, ExecExit { stream }))
+    }
+
     /// Pod removal: the monitor deletes what is left, unpins the pod's
     /// namespaces, removes its socket and exits.
     pub async fn shutdown(&self) -> Result<(), RuntimeError> {
@@ -264,6 +322,120 @@ impl MonitorClient {
         }
         Ok(())
     }
+}
+
+/// The descriptors of an interactive exec: the terminal's master side
+/// (with a tty: read = output, write = input, ioctl = resize), or pipes.
+#[derive(Debug)]
+pub struct ExecStdio {
+    pub terminal: Option<std::os::fd::OwnedFd>,
+    pub stdin: Option<std::os::fd::OwnedFd>,
+    pub stdout: Option<std::os::fd::OwnedFd>,
+    pub stderr: Option<std::os::fd::OwnedFd>,
+}
+
+/// The pending end of an interactive exec.
+#[derive(Debug)]
+pub struct ExecExit {
+    stream: UnixStream,
+}
+
+impl ExecExit {
+    /// Waits for the process to end; returns its exit code (128 + signal
+    /// when killed).
+    pub async fn wait(mut self) -> Result<i32, RuntimeError> {
+        let mut len = [0u8; 4];
+        let lost = |e| RuntimeError::io("waiting for the exec to end", e);
+        self.stream.read_exact(&mut len).await.map_err(lost)?;
+        let len = u32::from_be_bytes(len) as usize;
+        if len > MAX_FRAME_LEN {
+            return Err(RuntimeError::Protocol(format!(
+                "response of {len} bytes exceeds the frame limit"
+            )));
+        }
+        let mut body = vec![0u8; len];
+        self.stream.read_exact(&mut body).await.map_err(lost)?;
+        match serde_json::from_slice::<Response>(&body) {
+            Ok(Response::Exec(out)) => Ok(out.exit_code),
+            Ok(Response::Error(e)) => Err(RuntimeError::from_wire(e)),
+            Ok(other) => Err(unexpected(other)),
+            Err(e) => Err(RuntimeError::Protocol(format!(
+                "malformed response from the monitor: {e}"
+            ))),
+        }
+    }
+}
+
+/// Blocking request whose response frame may carry descriptors
+/// (SCM_RIGHTS arrive with the frame's first bytes).
+fn call_receiving_fds(
+    socket: &Path,
+    req: &Request,
+) -> Result<
+    (
+        Response,
+        Vec<std::os::fd::OwnedFd>,
+        std::os::unix::net::UnixStream,
+    ),
+    RuntimeError,
+> {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+    use std::io::{Read, Write};
+    use std::os::fd::FromRawFd;
+    let unreachable = |source| RuntimeError::MonitorUnreachable {
+        socket: socket.to_path_buf(),
+        source,
+    };
+    let mut stream = std::os::unix::net::UnixStream::connect(socket).map_err(unreachable)?;
+    let frame = encode_frame(req).map_err(RuntimeError::Protocol)?;
+    stream.write_all(&frame).map_err(unreachable)?;
+    let mut buf = vec![0u8; 4096];
+    let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 4]);
+    let mut fds = Vec::new();
+    let n = {
+        let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+        let msg = recvmsg::<()>(
+            stream.as_raw_fd(),
+            &mut iov,
+            Some(&mut cmsg),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        )
+        .map_err(|e| unreachable(e.into()))?;
+        for c in msg.cmsgs().map_err(|e| unreachable(e.into()))? {
+            if let ControlMessageOwned::ScmRights(raw) = c {
+                for fd in raw {
+                    // SAFETY: the kernel just installed these descriptors.
+                    fds.push(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) });
+                }
+            }
+        }
+        msg.bytes
+    };
+    let mut got = buf[..n].to_vec();
+    while got.len() < 4 {
+        let mut b = [0u8; 4];
+        let k = stream.read(&mut b).map_err(unreachable)?;
+        if k == 0 {
+            return Err(RuntimeError::Protocol(
+                "the monitor closed the connection".into(),
+            ));
+        }
+        got.extend_from_slice(&b[..k]);
+    }
+    let len = u32::from_be_bytes([got[0], got[1], got[2], got[3]]) as usize;
+    if len > MAX_FRAME_LEN {
+        return Err(RuntimeError::Protocol(format!(
+            "response of {len} bytes exceeds the frame limit"
+        )));
+    }
+    if got.len() < 4 + len {
+        let mut rest = vec![0u8; 4 + len - got.len()];
+        stream.read_exact(&mut rest).map_err(unreachable)?;
+        got.extend_from_slice(&rest);
+    }
+    let resp: Response = serde_json::from_slice(&got[4..4 + len])
+        .map_err(|e| RuntimeError::Protocol(format!("malformed response from the monitor: {e}")))?;
+    Ok((resp, fds, stream))
 }
 
 fn unexpected(resp: Response) -> RuntimeError {

@@ -26,7 +26,7 @@ mod types;
 
 pub use cgroup_files::{MemoryUsage, ResourceUpdate};
 pub use cgroup_io::CgroupPath;
-pub use client::{MonitorClient, spawn_monitor};
+pub use client::{ExecExit, ExecStdio, MonitorClient, spawn_monitor};
 pub use cri_log::{CriLogStream, LineSplitter, MAX_LOG_LINE, format_cri_log_line};
 pub use error::RuntimeError;
 pub use monitor::monitor_main;

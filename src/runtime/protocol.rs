@@ -43,6 +43,15 @@ pub enum Request {
         id: String,
         spec: ExecSpec,
     },
+    /// An interactive exec: answered with [`Response::Streams`], whose frame
+    /// carries the process's descriptors (SCM_RIGHTS), then, when the
+    /// process ends, with [`Response::Exec`] holding only the exit code.
+    ExecStream {
+        id: String,
+        spec: ExecSpec,
+        stdin: bool,
+        tty: bool,
+    },
     Shutdown,
 }
 
@@ -68,10 +77,22 @@ pub struct WireError {
 #[serde(tag = "result", rename_all = "snake_case")]
 pub enum Response {
     Ok,
-    Pong { pid: u32 },
-    Created { pid: u32 },
+    Pong {
+        pid: u32,
+    },
+    Created {
+        pid: u32,
+    },
     State(ContainerRuntimeState),
     Exec(ExecOutput),
+    /// Descriptors travel with this frame, in the order of `MonitorClient::exec_stream`:
+    /// with `tty` the terminal's master side alone; otherwise the stdin
+    /// write end (if asked), the stdout and the stderr read ends.
+    Streams {
+        pid: u32,
+        tty: bool,
+        stdin: bool,
+    },
     Error(WireError),
 }
 

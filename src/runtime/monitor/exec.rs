@@ -1,6 +1,7 @@
-//! ExecSync inside the monitor: a libcontainer tenant process built from the
-//! container's own process section, its output captured through pipes and
-//! its exit reaped by the poll loop, so the monitor keeps serving meanwhile.
+//! ExecSync inside the monitor: a process started in the container by
+//! `tenant.rs` with the container's own process section and seccomp filter,
+//! its output captured through pipes and its exit reaped by the poll loop,
+//! so the monitor keeps serving meanwhile.
 
 use super::*;
 
@@ -18,61 +19,6 @@ pub(super) struct ExecJob {
 }
 
 impl Monitor {
-    /// Build the exec'd process from the container's own process section so
-    /// it gets the container's capabilities and no_new_privs, with the
-    /// caller's user, env and cwd (libcontainer would run it as uid 0
-    /// otherwise).
-    pub(super) fn exec_process_file(
-        &mut self,
-        id: &str,
-        bundle: &Path,
-        spec: &ExecSpec,
-    ) -> Result<PathBuf, RuntimeError> {
-        let config = bundle.join("config.json");
-        let oci = Spec::load(&config).map_err(|e| {
-            RuntimeError::io(
-                format!("reading {} of container {id:?}", config.display()),
-                std::io::Error::other(e.to_string()),
-            )
-        })?;
-        let base = oci.process().clone().unwrap_or_default();
-        let env = merge_env(base.env().as_deref().unwrap_or_default(), &spec.env);
-        let user = UserBuilder::default()
-            .uid(spec.uid)
-            .gid(spec.gid)
-            .additional_gids(spec.additional_gids.clone())
-            .build()
-            .map_err(|e| RuntimeError::InvalidRequest(e.to_string()))?;
-        // Start from the container's own process so everything the exec
-        // does not override (capabilities, no_new_privs, rlimits, apparmor)
-        // is the container's. Building from `ProcessBuilder::default()`
-        // would inherit oci-spec's defaults instead, notably
-        // `noNewPrivileges: true`, which silently disables file
-        // capabilities in the exec'd process.
-        let mut process = base.clone();
-        process.set_terminal(Some(false));
-        process.set_args(Some(spec.args.clone()));
-        process.set_env(Some(env));
-        process.set_cwd(
-            spec.cwd
-                .clone()
-                .map(PathBuf::from)
-                .unwrap_or_else(|| base.cwd().clone()),
-        );
-        process.set_user(user);
-        process.set_console_size(None);
-        self.exec_seq += 1;
-        let dir = container_dir(&self.args.pod_dir, id);
-        fs::create_dir_all(&dir)
-            .map_err(|e| RuntimeError::io(format!("creating {}", dir.display()), e))?;
-        let path = dir.join(format!("exec-{}.json", self.exec_seq));
-        let body =
-            serde_json::to_vec(&process).map_err(|e| RuntimeError::Protocol(e.to_string()))?;
-        fs::write(&path, body)
-            .map_err(|e| RuntimeError::io(format!("writing {}", path.display()), e))?;
-        Ok(path)
-    }
-
     pub(super) fn exec_sync(
         &mut self,
         conn: u64,
@@ -95,42 +41,16 @@ impl Monitor {
             });
         }
         let bundle = rec.bundle.clone();
-        let process_file = self.exec_process_file(id, &bundle, &spec)?;
+        let init_pid = rec.pid;
         let (out_r, out_w) = cloexec_pipe()?;
         let (err_r, err_w) = cloexec_pipe()?;
-        let built = ContainerBuilder::new(id.to_string(), SyscallType::default())
-            .with_root_path(self.args.runtime_root.clone())
-            .map_err(|e| Self::libcontainer_err(id, e))
-            .map(|b| {
-                b.with_executor(ReportingExecutor::new(-1))
-                    .with_stdout(out_w)
-                    .with_stderr(err_w)
-            });
-        let built = match built {
-            Ok(b) => match dev_null() {
-                Ok(null) => b
-                    .with_stdin(null)
-                    .as_tenant()
-                    .with_process(Some(&process_file))
-                    .as_sibling(false)
-                    .with_detach(true)
-                    .build()
-                    .map_err(|e| RuntimeError::ExecFailed {
-                        container: id.to_string(),
-                        message: e.to_string(),
-                    }),
-                Err(e) => Err(e),
-            },
-            Err(e) => Err(e),
+        let stdio = tenant::TenantStdio {
+            stdin: dev_null()?,
+            stdout: out_w,
+            stderr: err_w,
+            tty: false,
         };
-        let _ = fs::remove_file(&process_file);
-        let pid = match built {
-            Ok(pid) => pid.as_raw(),
-            Err(e) => {
-                self.reap();
-                return Err(e);
-            }
-        };
+        let pid = tenant::spawn_tenant(id, init_pid, &bundle, &spec, stdio)?;
         set_nonblocking(out_r.as_raw_fd());
         set_nonblocking(err_r.as_raw_fd());
         self.execs.push(ExecJob {
@@ -146,6 +66,98 @@ impl Monitor {
                 .timeout
                 .filter(|t| !t.is_zero())
                 .map(|t| Instant::now() + t),
+            timed_out: false,
+        });
+        Ok(Reply::Deferred)
+    }
+
+    /// Interactive exec: the process's stdio goes to the daemon, which
+    /// relays it to the streaming client; the monitor only reaps the
+    /// process and reports its exit code on the same connection.
+    pub(super) fn exec_stream(
+        &mut self,
+        conn: u64,
+        id: &str,
+        spec: ExecSpec,
+        stdin: bool,
+        tty: bool,
+    ) -> Result<Reply, RuntimeError> {
+        if spec.args.is_empty() {
+            return Err(RuntimeError::InvalidRequest(format!(
+                "exec in container {id:?} needs a command"
+            )));
+        }
+        let rec = self.record(id)?;
+        if rec.state.status != RuntimeStatus::Running {
+            return Err(RuntimeError::ExecFailed {
+                container: id.to_string(),
+                message: format!(
+                    "container is {:?}, exec needs a running container",
+                    rec.state.status
+                ),
+            });
+        }
+        let bundle = rec.bundle.clone();
+        let init_pid = rec.pid;
+        let (stdio, passed) = if tty {
+            let (master, slave) = open_pty()?;
+            let dup = |fd: &OwnedFd| {
+                fd.try_clone()
+                    .map_err(|e| RuntimeError::io("duplicating the terminal", e))
+            };
+            let stdio = tenant::TenantStdio {
+                stdin: dup(&slave)?,
+                stdout: dup(&slave)?,
+                stderr: slave,
+                tty: true,
+            };
+            (stdio, vec![master])
+        } else {
+            let (stdin_r, stdin_w) = if stdin {
+                let (r, w) = cloexec_pipe()?;
+                (r, Some(w))
+            } else {
+                (dev_null()?, None)
+            };
+            let (out_r, out_w) = cloexec_pipe()?;
+            let (err_r, err_w) = cloexec_pipe()?;
+            let mut passed: Vec<OwnedFd> = stdin_w.into_iter().collect();
+            passed.push(out_r);
+            passed.push(err_r);
+            let stdio = tenant::TenantStdio {
+                stdin: stdin_r,
+                stdout: out_w,
+                stderr: err_w,
+                tty: false,
+            };
+            (stdio, passed)
+        };
+        let pid = tenant::spawn_tenant(id, init_pid, &bundle, &spec, stdio)?;
+        let raw: Vec<RawFd> = passed.iter().map(|f| f.as_raw_fd()).collect();
+        let sent = self.send_with_fds(
+            conn,
+            &Response::Streams {
+                pid: pid as u32,
+                tty,
+                stdin,
+            },
+            &raw,
+        );
+        drop(passed);
+        if !sent {
+            // Nobody holds the process's stdio any more: end it.
+            let _ = Self::signal(pid, libc::SIGKILL);
+        }
+        self.execs.push(ExecJob {
+            conn,
+            pid,
+            stdout: None,
+            stderr: None,
+            out: Vec::new(),
+            err: Vec::new(),
+            exit: None,
+            exited_at: None,
+            deadline: None,
             timed_out: false,
         });
         Ok(Reply::Deferred)
@@ -185,10 +197,22 @@ impl Monitor {
     }
 }
 
+/// A new pseudo-terminal, both ends close-on-exec (the slave reaches the
+/// process through dup2, which clears the flag).
+pub(super) fn open_pty() -> Result<(OwnedFd, OwnedFd), RuntimeError> {
+    let pty = nix::pty::openpty(None, None)
+        .map_err(|e| RuntimeError::io("opening a pseudo-terminal", e.into()))?;
+    for fd in [&pty.master, &pty.slave] {
+        // SAFETY: fcntl on a descriptor we own.
+        unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
+    Ok((pty.master, pty.slave))
+}
+
 /// The exec'd process sees the container's environment with the caller's
 /// entries added, a caller's `KEY=` replacing the container's (as CRI
 /// ExecSync and `runc exec --env` behave).
-fn merge_env(container: &[String], extra: &[String]) -> Vec<String> {
+pub(super) fn merge_env(container: &[String], extra: &[String]) -> Vec<String> {
     let key = |kv: &str| kv.split('=').next().unwrap_or_default().to_string();
     let mut env: Vec<String> = container
         .iter()

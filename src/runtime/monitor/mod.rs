@@ -29,6 +29,7 @@ use nix::unistd::Pid;
 
 mod container_ops;
 mod exec;
+mod tenant;
 
 use container_ops::{ContainerRecord, PendingStop};
 use exec::ExecJob;
@@ -38,7 +39,7 @@ use super::dmz::sealed_trampoline;
 use super::error::RuntimeError;
 use super::executor::ReportingExecutor;
 use super::namespaces::{create_and_pin, start_pod_init, unpin_namespaces, validate_hostname};
-use super::persist::{container_dir, remove_container_dir, write_state};
+use super::persist::{remove_container_dir, write_state};
 use super::protocol::{Decoded, Request, Response, decode_frame, encode_frame};
 use super::types::{
     ContainerRuntimeState, CreateContainer, ExecOutput, ExecPath, ExecSpec, MAX_EXEC_OUTPUT,
@@ -279,7 +280,6 @@ struct Monitor {
     containers: HashMap<String, ContainerRecord>,
     execs: Vec<ExecJob>,
     stops: Vec<PendingStop>,
-    exec_seq: u64,
     /// Pod-level cgroups (parents of the containers' `cgroupsPath`), removed
     /// at shutdown: libcontainer removes only each container's own group.
     cgroup_parents: std::collections::BTreeSet<PathBuf>,
@@ -384,7 +384,6 @@ impl Monitor {
             containers: HashMap::new(),
             execs: Vec::new(),
             stops: Vec::new(),
-            exec_seq: 0,
             cgroup_parents: Default::default(),
             dmz_memfd: None,
             pod_init,
@@ -585,6 +584,38 @@ impl Monitor {
         }
     }
 
+    /// Send `resp` with `fds` attached to its first byte (SCM_RIGHTS); the
+    /// frame is small, so one blocking sendmsg carries it whole.
+    fn send_with_fds(&mut self, conn_id: u64, resp: &Response, fds: &[RawFd]) -> bool {
+        use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
+        let Some(conn) = self.conns.iter_mut().find(|c| c.id == conn_id) else {
+            return false;
+        };
+        let Ok(frame) = encode_frame(resp) else {
+            return false;
+        };
+        let ok = conn.stream.set_nonblocking(false).is_ok()
+            && conn.stream.set_write_timeout(Some(WRITE_TIMEOUT)).is_ok();
+        let iov = [std::io::IoSlice::new(&frame)];
+        let cmsg = [ControlMessage::ScmRights(fds)];
+        let sent = ok
+            && match sendmsg::<()>(
+                conn.stream.as_raw_fd(),
+                &iov,
+                &cmsg,
+                MsgFlags::empty(),
+                None,
+            ) {
+                Ok(n) => n == frame.len() || conn.stream.write_all(&frame[n..]).is_ok(),
+                Err(_) => false,
+            };
+        let sent = sent && conn.stream.set_nonblocking(true).is_ok();
+        if !sent {
+            conn.id = 0;
+        }
+        sent
+    }
+
     fn send(&mut self, conn_id: u64, resp: &Response) {
         let Some(conn) = self.conns.iter_mut().find(|c| c.id == conn_id) else {
             return;
@@ -629,6 +660,12 @@ impl Monitor {
             Request::State { id } => self.state(&id).map(|s| Reply::Now(Response::State(s))),
             Request::ReopenLog { id } => self.reopen_log(&id).map(|_| Reply::Now(Response::Ok)),
             Request::ExecSync { id, spec } => self.exec_sync(conn, &id, spec),
+            Request::ExecStream {
+                id,
+                spec,
+                stdin,
+                tty,
+            } => self.exec_stream(conn, &id, spec, stdin, tty),
             Request::Shutdown => {
                 self.shutdown_pod();
                 Ok(Reply::Now(Response::Ok))
