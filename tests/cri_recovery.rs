@@ -240,7 +240,16 @@ async fn a_killed_monitor_leaves_containers_unknown_and_remove_cleans_up() {
         .unwrap()
         .into_inner();
     let pid = pid_of(&status);
-    let monitors = common::processes_mentioning(&d.state_dir().join("pods"));
+    // The monitor, not the pod init it forked (same command line, comm "pod-init").
+    let monitors: Vec<i32> = common::processes_mentioning(&d.state_dir().join("pods"))
+        .into_iter()
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/comm"))
+                .unwrap_or_default()
+                .trim()
+                != "pod-init"
+        })
+        .collect();
     assert_eq!(monitors.len(), 1, "one monitor per pod");
     // SAFETY: kill(2) of the test's own monitor process.
     unsafe { libc::kill(monitors[0], libc::SIGKILL) };

@@ -180,6 +180,9 @@ impl Node {
         {
             warn!(pod.id = %pod.id, error = %e, "monitor shutdown failed");
         }
+        // If the monitor died, its pod init (pid 1 of the pod's pid
+        // namespace) and any process left in that namespace outlived it.
+        kill_pid_namespace(&pod.pod_dir);
         if let Err(e) = crate::runtime::unpin_namespaces(&pod.pod_dir) {
             warn!(pod.id = %pod.id, error = %e, "unpinning namespaces failed");
         }
@@ -282,5 +285,32 @@ pub(crate) fn unmount_if_mounted(path: &Path) {
     match nix::mount::umount2(path, MntFlags::MNT_DETACH) {
         Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
         Err(e) => warn!(path = %path.display(), error = %e, "unmount failed"),
+    }
+}
+
+/// SIGKILLs every process in the pod's pinned pid namespace, found by the
+/// namespace's inode in /proc/<pid>/ns/pid. A no-op when the pod has none
+/// or the monitor already shut it down.
+fn kill_pid_namespace(pod_dir: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let pin = pinned_namespace_path(pod_dir, NamespaceKind::Pid);
+    let Ok(meta) = std::fs::metadata(&pin) else {
+        return;
+    };
+    let wanted = format!("pid:[{}]", meta.ino());
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let same = std::fs::read_link(entry.path().join("ns/pid"))
+            .map(|l| l.to_string_lossy() == wanted)
+            .unwrap_or(false);
+        if same {
+            warn!(pid, "killing a process left in the pod's pid namespace");
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
     }
 }
