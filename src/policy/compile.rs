@@ -11,7 +11,7 @@ use super::document::{
     API_VERSION, AmbientRequests, ExecPathMode, KIND, PolicyDocument, PreflightMode, RuleSpec,
 };
 use super::error::{LoadError, LoadErrorKind, Location};
-use super::facts::{Facts, UserFacts};
+use super::facts::{CelVars, Facts, UserFacts};
 use crate::caps::{CapSet, Capability};
 
 /// A compiled CEL expression with where it was written.
@@ -20,6 +20,8 @@ pub struct CompiledExpr {
     pub source: String,
     pub program: Program,
     pub location: Location,
+    /// The CEL variables it reads, so evaluation binds only those.
+    pub(crate) vars: CelVars,
 }
 
 /// What a CEL expression must return.
@@ -168,11 +170,12 @@ impl<'a> Compiler<'a> {
                 return None;
             }
         };
-        let mut ctx = Context::with_env(Arc::clone(self.env));
-        for (name, value) in self.sample.cel_values() {
-            ctx.add_variable_from_value(name, value);
-        }
-        match program.execute(&ctx) {
+        let result = {
+            let mut ctx = Context::with_env(Arc::clone(self.env));
+            self.sample.bind(&mut ctx, CelVars::ALL);
+            program.execute(&ctx)
+        };
+        match result {
             Ok(v) if !expect.accepts(&v) => {
                 self.push(
                     source,
@@ -204,6 +207,7 @@ impl<'a> Compiler<'a> {
         }
         Some(CompiledExpr {
             source: source.to_string(),
+            vars: CelVars::of(&program),
             program,
             location: self.location_of(source),
         })

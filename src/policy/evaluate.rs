@@ -21,14 +21,15 @@
 //!    `match`, `when`, a deny condition or an ambient expression: fail
 //!    closed), denies the container with a message naming the policy.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
-use cel::{Context, Value};
+use cel::{Context, ExecutionError, Value};
 
 use super::compile::{CompiledExpr, Expect};
 use super::decision::{Decision, ExecPath, Reason};
 use super::document::{AmbientRequests, ExecPathMode, PreflightMode};
-use super::facts::Facts;
+use super::facts::{CelVars, Facts};
 use super::load::PolicySet;
 use super::preflight::{ResolvedBinary, RootfsView, resolve_entrypoint};
 use crate::caps::{
@@ -41,12 +42,16 @@ const CONTAINER: &str = "container securityContext";
 
 struct Eval<'a> {
     ctx: Context<'a, 'a>,
+    /// Results by expression text. CEL is pure and every expression of a
+    /// set sees the same variables, so policies that share an expression
+    /// (a common `match`, say) pay for it once per decision.
+    memo: HashMap<&'a str, Result<Value, ExecutionError>>,
     reasons: Vec<Reason>,
     warnings: Vec<String>,
     denies: Vec<String>,
 }
 
-impl Eval<'_> {
+impl<'a> Eval<'a> {
     fn reason(&mut self, subject: impl Into<String>, source: &str, text: impl Into<String>) {
         self.reasons.push(Reason {
             subject: subject.into(),
@@ -59,12 +64,20 @@ impl Eval<'_> {
     /// `source` (fail closed) and yields None.
     fn run(
         &mut self,
-        expr: &CompiledExpr,
+        expr: &'a CompiledExpr,
         expect: Expect,
         source: &str,
         field: &str,
     ) -> Option<Value> {
-        match expr.program.execute(&self.ctx) {
+        let result = match self.memo.get(expr.source.as_str()) {
+            Some(r) => r.clone(),
+            None => {
+                let r = expr.program.execute(&self.ctx);
+                self.memo.insert(&expr.source, r.clone());
+                r
+            }
+        };
+        match result {
             Ok(v) if expect.accepts(&v) => Some(v),
             Ok(v) => {
                 self.denies.push(format!(
@@ -89,7 +102,7 @@ impl Eval<'_> {
         }
     }
 
-    fn truthy(&mut self, expr: &CompiledExpr, source: &str, field: &str) -> bool {
+    fn truthy(&mut self, expr: &'a CompiledExpr, source: &str, field: &str) -> bool {
         matches!(
             self.run(expr, Expect::Bool, source, field),
             Some(Value::Bool(true))
@@ -159,18 +172,36 @@ pub fn auto_allows_dmz(caps: &ThreadCaps, entry: Option<&FileCaps>, uid: u32, nn
 }
 
 impl PolicySet {
+    /// The CEL variables any loaded expression reads.
+    fn cel_vars(&self) -> CelVars {
+        let mut vars = CelVars::default();
+        for policy in &self.policies {
+            vars = vars.union(policy.match_expression.vars);
+            for rule in &policy.rules {
+                let exprs = [
+                    rule.when.as_ref(),
+                    rule.ambient_expression.as_ref(),
+                    rule.deny.as_ref().map(|(c, _)| c),
+                ];
+                for e in exprs.into_iter().flatten() {
+                    vars = vars.union(e.vars);
+                }
+            }
+        }
+        vars
+    }
+
     /// Decides the capability sets, exec path and admission of one
     /// container. Never panics; every problem is a deny or a warning.
     pub fn evaluate(&self, facts: &Facts, rootfs: &dyn RootfsView) -> Decision {
         let mut ev = Eval {
             ctx: Context::with_env(Arc::clone(&self.env)),
+            memo: HashMap::new(),
             reasons: Vec::new(),
             warnings: Vec::new(),
             denies: Vec::new(),
         };
-        for (name, value) in facts.cel_values() {
-            ev.ctx.add_variable_from_value(name, value);
-        }
+        facts.bind(&mut ev.ctx, self.cel_vars());
         let c = &facts.container;
         let privileged = c.privileged;
 

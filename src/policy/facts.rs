@@ -5,10 +5,9 @@
 //! so `container.user.uid == 0` works without `u` suffixes.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
 
-use cel::Value;
-use cel::objects::{Key, Map};
+use cel::common::types::{CelBool, CelInt, CelList, CelMap, CelMapKey, CelString};
+use cel::{Context, Program};
 use k8s_cri::v1::{ContainerConfig, PodSandboxConfig};
 use serde::{Deserialize, Serialize};
 
@@ -237,115 +236,192 @@ impl Facts {
         "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string()
     }
 
-    /// The four CEL variables.
-    pub(crate) fn cel_values(&self) -> [(&'static str, Value); 4] {
-        [
-            ("pod", self.pod.to_cel()),
-            ("container", self.container.to_cel()),
-            ("image", self.image.to_cel()),
-            (
+    /// Binds the CEL variables that `needed` names to `ctx`. The values
+    /// borrow the facts instead of copying them: a decision sits on the
+    /// CreateContainer path, and deep-copying every fact into CEL values for
+    /// variables no expression reads was most of its cost.
+    pub(crate) fn bind<'a>(&'a self, ctx: &mut Context<'_, 'a>, needed: CelVars) {
+        if needed.contains(CelVars::POD) {
+            ctx.add_variable_as_val("pod", self.pod.to_val());
+        }
+        if needed.contains(CelVars::CONTAINER) {
+            ctx.add_variable_as_val("container", self.container.to_val());
+        }
+        if needed.contains(CelVars::IMAGE) {
+            ctx.add_variable_as_val("image", self.image.to_val());
+        }
+        if needed.contains(CelVars::NODE) {
+            ctx.add_variable_as_val(
                 "node",
-                map([("kernelVersion", s(&self.node.kernel_version))]),
-            ),
-        ]
+                val_map([("kernelVersion", val_str(&self.node.kernel_version))]),
+            );
+        }
     }
 }
 
-fn s(v: &str) -> Value {
-    Value::String(Arc::new(v.to_string()))
+/// Which of the four CEL variables a set of expressions reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct CelVars(u8);
+
+impl CelVars {
+    pub const POD: CelVars = CelVars(1);
+    pub const CONTAINER: CelVars = CelVars(2);
+    pub const IMAGE: CelVars = CelVars(4);
+    pub const NODE: CelVars = CelVars(8);
+    pub const ALL: CelVars = CelVars(15);
+
+    pub fn contains(self, other: CelVars) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    pub fn union(self, other: CelVars) -> CelVars {
+        CelVars(self.0 | other.0)
+    }
+
+    /// The variables `program` names. A leading dot (an absolute name)
+    /// still names the same variable.
+    pub fn of(program: &Program) -> CelVars {
+        let refs = program.references();
+        let mut vars = CelVars::default();
+        for (name, bit) in [
+            ("pod", CelVars::POD),
+            ("container", CelVars::CONTAINER),
+            ("image", CelVars::IMAGE),
+            ("node", CelVars::NODE),
+        ] {
+            if refs.has_variable(name) || refs.has_variable(format!(".{name}")) {
+                vars = vars.union(bit);
+            }
+        }
+        vars
+    }
 }
 
-fn list(v: &[String]) -> Value {
-    Value::List(Arc::new(v.iter().map(|x| s(x)).collect()))
+type Val<'a> = Box<dyn cel::common::value::Val + 'a>;
+
+fn val_str(v: &str) -> Val<'_> {
+    Box::new(CelString::from(v))
 }
 
-fn str_map(m: &BTreeMap<String, String>) -> Value {
-    let inner: HashMap<Key, Value> = m
-        .iter()
-        .map(|(k, v)| (Key::from(k.as_str()), s(v)))
+fn val_bool<'a>(v: bool) -> Val<'a> {
+    Box::new(CelBool::from(v))
+}
+
+fn val_int<'a>(v: u32) -> Val<'a> {
+    Box::new(CelInt::from(i64::from(v)))
+}
+
+fn val_list<'a>(v: &'a [String]) -> Val<'a> {
+    Box::new(CelList::from(
+        v.iter().map(|x| val_str(x)).collect::<Vec<_>>(),
+    ))
+}
+
+fn val_str_map<'a>(m: impl Iterator<Item = (&'a str, &'a str)>) -> Val<'a> {
+    let inner: HashMap<CelMapKey<'a>, Val<'a>> =
+        m.map(|(k, v)| (CelMapKey::from(k), val_str(v))).collect();
+    Box::new(CelMap::from(inner))
+}
+
+fn val_map<'a, const N: usize>(fields: [(&'static str, Val<'a>); N]) -> Val<'a> {
+    let inner: HashMap<CelMapKey<'a>, Val<'a>> = fields
+        .into_iter()
+        .map(|(k, v)| (CelMapKey::from(k), v))
         .collect();
-    Value::Map(Map {
-        map: Arc::new(inner),
-    })
-}
-
-fn map<const N: usize>(fields: [(&str, Value); N]) -> Value {
-    let inner: HashMap<Key, Value> = fields.into_iter().map(|(k, v)| (Key::from(k), v)).collect();
-    Value::Map(Map {
-        map: Arc::new(inner),
-    })
+    Box::new(CelMap::from(inner))
 }
 
 impl PodFacts {
-    fn to_cel(&self) -> Value {
-        map([
-            ("name", s(&self.name)),
-            ("namespace", s(&self.namespace)),
-            ("uid", s(&self.uid)),
-            ("labels", str_map(&self.labels)),
-            ("annotations", str_map(&self.annotations)),
-            ("runtimeHandler", s(&self.runtime_handler)),
-            ("hostNetwork", Value::Bool(self.host_network)),
-            ("hostPID", Value::Bool(self.host_pid)),
-            ("hostIPC", Value::Bool(self.host_ipc)),
+    fn to_val(&self) -> Val<'_> {
+        val_map([
+            ("name", val_str(&self.name)),
+            ("namespace", val_str(&self.namespace)),
+            ("uid", val_str(&self.uid)),
+            (
+                "labels",
+                val_str_map(self.labels.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
+            ),
+            (
+                "annotations",
+                val_str_map(
+                    self.annotations
+                        .iter()
+                        .map(|(k, v)| (k.as_str(), v.as_str())),
+                ),
+            ),
+            ("runtimeHandler", val_str(&self.runtime_handler)),
+            ("hostNetwork", val_bool(self.host_network)),
+            ("hostPID", val_bool(self.host_pid)),
+            ("hostIPC", val_bool(self.host_ipc)),
         ])
     }
 }
 
 impl ContainerFacts {
-    fn to_cel(&self) -> Value {
-        let env: BTreeMap<String, String> = self.env.iter().cloned().collect();
-        map([
-            ("name", s(&self.name)),
-            ("command", list(&self.command)),
-            ("args", list(&self.args)),
-            ("workingDir", s(&self.working_dir)),
-            ("env", str_map(&env)),
+    fn to_val(&self) -> Val<'_> {
+        // Later entries win, as in the runtime's environment.
+        let env: BTreeMap<&str, &str> = self
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        val_map([
+            ("name", val_str(&self.name)),
+            ("command", val_list(&self.command)),
+            ("args", val_list(&self.args)),
+            ("workingDir", val_str(&self.working_dir)),
+            ("env", val_str_map(env.into_iter())),
             (
                 "user",
-                map([
-                    ("uid", Value::Int(i64::from(self.user.uid))),
-                    ("gid", Value::Int(i64::from(self.user.gid))),
-                    ("nonRoot", Value::Bool(self.user.non_root)),
+                val_map([
+                    ("uid", val_int(self.user.uid)),
+                    ("gid", val_int(self.user.gid)),
+                    ("nonRoot", val_bool(self.user.non_root)),
                 ]),
             ),
             (
                 "capabilities",
-                map([
-                    ("add", list(&self.capabilities.add)),
-                    ("drop", list(&self.capabilities.drop)),
-                    ("addAmbient", list(&self.capabilities.add_ambient)),
+                val_map([
+                    ("add", val_list(&self.capabilities.add)),
+                    ("drop", val_list(&self.capabilities.drop)),
+                    ("addAmbient", val_list(&self.capabilities.add_ambient)),
                 ]),
             ),
-            ("privileged", Value::Bool(self.privileged)),
-            ("noNewPrivs", Value::Bool(self.no_new_privs)),
-            ("readOnlyRootfs", Value::Bool(self.read_only_rootfs)),
-            ("seccomp", s(&self.seccomp)),
+            ("privileged", val_bool(self.privileged)),
+            ("noNewPrivs", val_bool(self.no_new_privs)),
+            ("readOnlyRootfs", val_bool(self.read_only_rootfs)),
+            ("seccomp", val_str(&self.seccomp)),
         ])
     }
 }
 
 impl ImageFacts {
-    fn to_cel(&self) -> Value {
-        let file_caps: HashMap<Key, Value> = self
+    fn to_val(&self) -> Val<'_> {
+        let file_caps: HashMap<CelMapKey<'_>, Val<'_>> = self
             .file_caps
             .iter()
-            .map(|(path, fc)| (Key::from(path.as_str()), list(&fc.permitted.names())))
+            .map(|(path, fc)| {
+                let names: Vec<Val<'_>> = fc
+                    .permitted
+                    .names()
+                    .into_iter()
+                    .map(|n| Box::new(CelString::from(n)) as Val<'_>)
+                    .collect();
+                (
+                    CelMapKey::from(path.as_str()),
+                    Box::new(CelList::from(names)) as Val<'_>,
+                )
+            })
             .collect();
-        map([
-            ("name", s(&self.name)),
-            ("digest", s(&self.digest)),
-            ("user", s(&self.user)),
-            ("entrypoint", list(&self.entrypoint)),
-            ("cmd", list(&self.cmd)),
-            ("env", list(&self.env)),
-            ("workingDir", s(&self.working_dir)),
-            (
-                "fileCaps",
-                Value::Map(Map {
-                    map: Arc::new(file_caps),
-                }),
-            ),
+        val_map([
+            ("name", val_str(&self.name)),
+            ("digest", val_str(&self.digest)),
+            ("user", val_str(&self.user)),
+            ("entrypoint", val_list(&self.entrypoint)),
+            ("cmd", val_list(&self.cmd)),
+            ("env", val_list(&self.env)),
+            ("workingDir", val_str(&self.working_dir)),
+            ("fileCaps", Box::new(CelMap::from(file_caps))),
         ])
     }
 }
