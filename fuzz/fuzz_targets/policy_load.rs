@@ -45,7 +45,7 @@ fuzz_target!(|data: &[u8]| {
     ] {
         let d = set.evaluate(&f, &rootfs);
         assert_eq!(d.allowed, d.deny_message.is_none(), "deny wins: {d:?}");
-        let c = d.caps;
+        let c = &d.caps;
         assert!(
             c.ambient.is_subset(c.bounding),
             "ambient outside bounding: {d:?}"
