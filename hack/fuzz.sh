@@ -12,7 +12,7 @@
 # The committed corpus is read, never written, unless FUZZ_UPDATE_CORPUS=1:
 # new inputs of a run go to a scratch directory. Crash inputs are kept in
 # fuzz/artifacts/<target>/ (gitignored); reproduce one with
-#   RUSTC_BOOTSTRAP=1 cargo fuzz run --fuzz-dir fuzz <target> <file>
+#   RUSTC_BOOTSTRAP=1 cargo fuzz run <target> <file>
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -28,8 +28,8 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
     cargo install cargo-fuzz --locked
 fi
 
-targets=${FUZZ_TARGETS:-$(cargo fuzz list --fuzz-dir fuzz)}
-fuzz=(cargo fuzz --fuzz-dir fuzz)
+targets=${FUZZ_TARGETS:-$(cargo fuzz list)}
+fuzz=(cargo fuzz)  # from the repo root: uses ./fuzz
 
 echo "== building fuzz targets (sanitizer: $FUZZ_SANITIZER)"
 "${fuzz[@]}" build -s "$FUZZ_SANITIZER"
