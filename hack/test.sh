@@ -18,7 +18,7 @@ fi
 
 packages=(
     # build
-    gcc libc6-dev pkg-config libseccomp-dev protobuf-compiler
+    gcc g++ libc6-dev pkg-config libseccomp-dev protobuf-compiler
     # the test images and their registry (../shared/testimages/README.md)
     python3 busybox-static procps util-linux libcap2-bin libssl3 libpcre2-8-0 zlib1g libcrypt1
     docker-registry skopeo umoci
@@ -59,3 +59,7 @@ export CAPCRI_TEST_OCI_LAYOUT="$ocidir"
 # The full churn run of the reliability issue: 1,000 pod lifecycles, 20 at a time.
 export CAPCRI_CHURN_PODS=${CAPCRI_CHURN_PODS:-1000}
 unshare --mount --propagation private -- cargo test --locked -- --test-threads=2
+
+# Every parser of untrusted bytes, fuzzed for a bounded time (cargo-fuzz on
+# stable through RUSTC_BOOTSTRAP, see hack/fuzz.sh); any crash fails the run.
+FUZZ_SECONDS=${FUZZ_SECONDS:-30} ./hack/fuzz.sh

@@ -27,13 +27,16 @@ mod types;
 pub use cgroup_files::{MemoryUsage, ResourceUpdate};
 pub use cgroup_io::CgroupPath;
 pub use client::{ExecExit, ExecStdio, MonitorClient, spawn_monitor};
-pub use cri_log::{CriLogStream, LineSplitter, MAX_LOG_LINE, format_cri_log_line};
+pub use cri_log::{
+    CriLogLine, CriLogParseError, CriLogStream, LineSplitter, MAX_LOG_LINE, format_cri_log_line,
+    parse_cri_log_line,
+};
 pub use error::RuntimeError;
 pub use monitor::monitor_main;
 pub use namespaces::{pinned_namespace_path, unpin_namespaces};
 pub use persist::read_persisted_state;
 pub use protocol::{
-    MAX_FRAME_LEN, Request, Response, WireError, WireErrorKind, decode_frame, encode_frame,
+    Decoded, MAX_FRAME_LEN, Request, Response, WireError, WireErrorKind, decode_frame, encode_frame,
 };
 pub use types::{
     ContainerRuntimeState, CreateContainer, ExecOutput, ExecPath, ExecSpec, MAX_EXEC_OUTPUT,
