@@ -165,6 +165,23 @@ impl Node {
     }
 }
 
+/// The value under `id`, or under the one key `id` is a prefix of (crictl
+/// passes unique prefixes, like containerd's truncindex); None when empty,
+/// absent or ambiguous.
+pub(crate) fn find_by_id_or_prefix<T: Clone>(map: &HashMap<String, T>, id: &str) -> Option<T> {
+    if id.is_empty() {
+        return None;
+    }
+    if let Some(v) = map.get(id) {
+        return Some(v.clone());
+    }
+    let mut matches = map.iter().filter(|(k, _)| k.starts_with(id));
+    match (matches.next(), matches.next()) {
+        (Some((_, v)), None) => Some(v.clone()),
+        _ => None,
+    }
+}
+
 /// A new random 64-hex id, like containerd's.
 pub(crate) fn new_id() -> Result<String, NodeError> {
     let mut bytes = [0u8; 32];
@@ -188,4 +205,20 @@ pub(crate) fn labels_match(
     selector: &HashMap<String, String>,
 ) -> bool {
     selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_resolve_by_unique_prefix_only() {
+        let map: HashMap<String, u32> =
+            [("abc123".to_string(), 1), ("abd456".to_string(), 2)].into();
+        assert_eq!(find_by_id_or_prefix(&map, "abc123"), Some(1));
+        assert_eq!(find_by_id_or_prefix(&map, "abd"), Some(2));
+        assert_eq!(find_by_id_or_prefix(&map, "ab"), None, "ambiguous");
+        assert_eq!(find_by_id_or_prefix(&map, ""), None);
+        assert_eq!(find_by_id_or_prefix(&map, "x"), None);
+    }
 }

@@ -9,7 +9,7 @@ use super::paths::log_file_path;
 use super::rootfs_read::read_in_root;
 use super::{ContainerRecord, ContainerState, container_name_key, cri_state};
 use crate::image::rootfs::{mount_overlay, unmount};
-use crate::node::{Node, NodeError, labels_match, lock, new_id, now_nanos};
+use crate::node::{Node, NodeError, find_by_id_or_prefix, labels_match, lock, new_id, now_nanos};
 use crate::policy::ResolvedIdentity;
 use crate::runtime::{
     ContainerRuntimeState, CreateContainer, ExecOutput, ExecSpec, NamespaceKind, RuntimeError,
@@ -513,19 +513,9 @@ impl Node {
         Ok(record)
     }
 
+    /// A container by full id or unique prefix.
     pub fn find_container(&self, id: &str) -> Option<ContainerRecord> {
-        if id.is_empty() {
-            return None;
-        }
-        let containers = lock(&self.containers);
-        if let Some(c) = containers.get(id) {
-            return Some(c.clone());
-        }
-        let mut matches = containers.values().filter(|c| c.id.starts_with(id));
-        match (matches.next(), matches.next()) {
-            (Some(c), None) => Some(c.clone()),
-            _ => None,
-        }
+        find_by_id_or_prefix(&lock(&self.containers), id)
     }
 
     pub fn container(&self, id: &str) -> Result<ContainerRecord, NodeError> {

@@ -3,7 +3,7 @@
 use super::files::{render_hosts, render_resolv_conf, write_pod_file};
 use super::{PodSandbox, PodState, pod_name_key};
 use crate::network::{CniError, PodNetworkRequest, bandwidth_from_annotations};
-use crate::node::{Node, NodeError, labels_match, lock, new_id, now_nanos};
+use crate::node::{Node, NodeError, find_by_id_or_prefix, labels_match, lock, new_id, now_nanos};
 use crate::runtime::{
     MonitorSpawn, NamespaceKind, PodNamespaceSet, pinned_namespace_path, spawn_monitor,
 };
@@ -238,18 +238,7 @@ impl Node {
 
     /// A pod by full id or unique prefix (crictl passes prefixes).
     pub fn find_pod(&self, id: &str) -> Option<PodSandbox> {
-        if id.is_empty() {
-            return None;
-        }
-        let pods = lock(&self.pods);
-        if let Some(p) = pods.get(id) {
-            return Some(p.clone());
-        }
-        let mut matches = pods.values().filter(|p| p.id.starts_with(id));
-        match (matches.next(), matches.next()) {
-            (Some(p), None) => Some(p.clone()),
-            _ => None,
-        }
+        find_by_id_or_prefix(&lock(&self.pods), id)
     }
 
     pub fn pod(&self, id: &str) -> Result<PodSandbox, NodeError> {
