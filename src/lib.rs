@@ -1,5 +1,6 @@
 //! capcri: a Kubernetes CRI runtime with policy-driven Linux capabilities.
 
+pub mod bench;
 pub mod caps;
 pub mod config;
 pub mod container;
