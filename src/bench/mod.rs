@@ -462,7 +462,10 @@ async fn start_runtime(
         ws.daemons[index].check_alive()?;
         let v = target.version().await;
         if let Ok(v) = &v
-            && target.ready().await.unwrap_or(false)
+            && target
+                .ready(kind == RuntimeKind::Containerd)
+                .await
+                .unwrap_or(false)
         {
             break v.clone();
         }

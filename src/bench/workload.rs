@@ -78,15 +78,21 @@ impl Target {
         Ok(format!("{} {}", v.runtime_name, v.runtime_version))
     }
 
-    /// RuntimeReady and NetworkReady both true.
-    pub async fn ready(&self) -> Result<bool, BenchError> {
+    /// RuntimeReady true, and NetworkReady too when `need_network`:
+    /// containerd reports it once its CNI config is loaded, capcri (no CNI
+    /// yet) never does and needs none for loopback-only pods.
+    pub async fn ready(&self, need_network: bool) -> Result<bool, BenchError> {
         let s = self
             .runtime()
             .status(cri::StatusRequest { verbose: false })
             .await
             .map_err(self.rpc_err("Status", "runtime"))?
             .into_inner();
-        Ok(s.status.is_some_and(|s| s.conditions.iter().all(|c| c.status)))
+        Ok(s.status.is_some_and(|s| {
+            s.conditions
+                .iter()
+                .all(|c| c.status || (c.r#type == "NetworkReady" && !need_network))
+        }))
     }
 
     pub async fn remove_image(&self, image: &str) -> Result<(), BenchError> {
