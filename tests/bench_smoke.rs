@@ -59,7 +59,11 @@ fn quick_bench_against_capcri_reports_every_operation() {
     for phase in phases {
         for op in OPS {
             let count = phase["ops"][op]["count"].as_u64().unwrap_or(0);
-            assert!(count > 0, "{op} at {}: no samples in {phase}", phase["concurrency"]);
+            assert!(
+                count > 0,
+                "{op} at {}: no samples in {phase}",
+                phase["concurrency"]
+            );
         }
     }
     assert_eq!(report["iterations"], 3);
@@ -69,7 +73,11 @@ fn quick_bench_against_capcri_reports_every_operation() {
         steps.iter().map(|s| s["pods"].as_u64()).collect::<Vec<_>>(),
         vec![Some(0), Some(2), Some(4)]
     );
-    assert!(steps.iter().all(|s| s["daemon"]["rss_kib"].as_u64() > Some(0)));
+    assert!(
+        steps
+            .iter()
+            .all(|s| s["daemon"]["rss_kib"].as_u64() > Some(0))
+    );
     // One monitor per running pod, none when idle.
     assert_eq!(steps[0]["per_pod"]["processes"], 0);
     assert_eq!(steps[2]["per_pod"]["processes"], 4);

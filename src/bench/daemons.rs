@@ -11,10 +11,42 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// The loopback-only CNI network: capcri has no CNI yet, so containerd gets
-/// no bridge either and the two do the same network work.
-pub const LOOPBACK_CONFLIST: &str =
-    r#"{"cniVersion":"0.4.0","name":"lo","plugins":[{"type":"loopback"}]}"#;
+/// containerd 1.6's CRI wants an `eth0` with an address in the CNI result
+/// ("failed to find network info" with a loopback-only list), so it gets a
+/// bridge of its own: no gateway address and no masquerading, so the host's
+/// addresses and routes stay as they are; the pods' veths go with the pods
+/// and the bench deletes the bridge. capcri (no CNI yet) does loopback only,
+/// which favours it in RunPodSandbox and StopPodSandbox: the report says so.
+pub fn bridge_conflist(bridge: &str, subnet: &str, ipam_dir: &Path) -> String {
+    serde_json::json!({
+        "cniVersion": "0.4.0",
+        "name": bridge,
+        "plugins": [
+            {
+                "type": "bridge",
+                "bridge": bridge,
+                "isGateway": false,
+                "ipMasq": false,
+                "ipam": {
+                    "type": "host-local",
+                    "ranges": [[{"subnet": subnet}]],
+                    "dataDir": ipam_dir.display().to_string(),
+                }
+            },
+            {"type": "loopback"}
+        ]
+    })
+    .to_string()
+}
+
+/// A /24 in 10.254.0.0/16 picked from the bench directory's name, so two
+/// benches at once (unlikely) most probably differ.
+pub fn bridge_subnet(seed: &str) -> String {
+    let n = seed
+        .bytes()
+        .fold(0u32, |a, b| a.wrapping_mul(31).wrapping_add(b as u32));
+    format!("10.254.{}.0/24", n % 250 + 1)
+}
 
 /// Paths of one containerd instance, all under the bench directory.
 #[derive(Debug, Clone)]
@@ -203,7 +235,12 @@ pub fn log_tail(path: &Path) -> String {
     lines[lines.len().saturating_sub(15)..].join("\n")
 }
 
-fn spawn(name: &'static str, mut cmd: Command, socket: PathBuf, log: PathBuf) -> Result<Daemon, BenchError> {
+fn spawn(
+    name: &'static str,
+    mut cmd: Command,
+    socket: PathBuf,
+    log: PathBuf,
+) -> Result<Daemon, BenchError> {
     let out = fs::File::create(&log).map_err(io_err(format!("create {}", log.display())))?;
     let err = out
         .try_clone()
@@ -231,6 +268,8 @@ fn spawn(name: &'static str, mut cmd: Command, socket: PathBuf, log: PathBuf) ->
 pub struct Workspace {
     pub daemons: Vec<Daemon>,
     cgroup_parents: Vec<String>,
+    /// containerd's CNI bridge, deleted at the end.
+    bridge: Option<String>,
     dir: Option<tempfile::TempDir>,
     path: PathBuf,
 }
@@ -245,6 +284,7 @@ impl Workspace {
         Ok(Workspace {
             daemons: Vec::new(),
             cgroup_parents: Vec::new(),
+            bridge: None,
             dir: Some(dir),
             path,
         })
@@ -304,14 +344,28 @@ impl Workspace {
             base: self.path.join("k"),
         };
         write(&p.config(), &containerd_config(&p, registry))?;
-        write(&p.cni_conf_dir().join("10-lo.conflist"), LOOPBACK_CONFLIST)?;
+        let bridge = self
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "cb-bench".into());
+        write(
+            &p.cni_conf_dir().join("10-bench.conflist"),
+            &bridge_conflist(&bridge, &bridge_subnet(&bridge), &p.base.join("ipam")),
+        )?;
+        self.bridge = Some(bridge);
         write(
             &p.certs_dir().join(registry).join("hosts.toml"),
             &hosts_toml(registry),
         )?;
         let mut cmd = Command::new(bin);
         cmd.arg("--config").arg(p.config());
-        let d = spawn("containerd", cmd, p.socket(), self.path.join("containerd.log"))?;
+        let d = spawn(
+            "containerd",
+            cmd,
+            p.socket(),
+            self.path.join("containerd.log"),
+        )?;
         self.daemons.push(d);
         Ok((p, self.daemons.len() - 1))
     }
@@ -412,6 +466,13 @@ impl Drop for Workspace {
                 }
             }
         }
+        if let Some(bridge) = &self.bridge {
+            // Absent when containerd never ran a pod: ip's error is expected.
+            let _ = Command::new("ip")
+                .args(["link", "del", bridge])
+                .stderr(Stdio::null())
+                .status();
+        }
         if let Some(dir) = self.dir.take()
             && let Err(e) = dir.close()
         {
@@ -463,9 +524,27 @@ mod tests {
     }
 
     #[test]
-    fn loopback_conflist_is_json() {
-        let v: serde_json::Value = serde_json::from_str(LOOPBACK_CONFLIST).expect("JSON");
-        assert_eq!(v["plugins"][0]["type"], "loopback");
+    fn bridge_conflist_has_no_gateway_and_private_ipam() {
+        let text = bridge_conflist(
+            "cb-x1",
+            &bridge_subnet("cb-x1"),
+            Path::new("/tmp/cb-x1/k/ipam"),
+        );
+        let v: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+        let b = &v["plugins"][0];
+        assert_eq!(b["type"], "bridge");
+        assert_eq!(b["bridge"], "cb-x1");
+        assert_eq!(b["isGateway"], false);
+        assert_eq!(b["ipMasq"], false);
+        assert_eq!(b["ipam"]["dataDir"], "/tmp/cb-x1/k/ipam");
+        let subnet = b["ipam"]["ranges"][0][0]["subnet"]
+            .as_str()
+            .expect("subnet");
+        assert!(
+            subnet.starts_with("10.254.") && subnet.ends_with(".0/24"),
+            "{subnet}"
+        );
+        assert_eq!(v["plugins"][1]["type"], "loopback");
     }
 
     #[test]
@@ -473,8 +552,14 @@ mod tests {
         // /tmp/cb- plus tempfile's 6 random characters.
         let base = PathBuf::from("/tmp/cb-XXXXXX");
         for s in [
-            ContainerdPaths { base: base.join("k") }.socket(),
-            CapcriPaths { base: base.join("c") }.socket(),
+            ContainerdPaths {
+                base: base.join("k"),
+            }
+            .socket(),
+            CapcriPaths {
+                base: base.join("c"),
+            }
+            .socket(),
         ] {
             assert!(s.as_os_str().len() < 100, "{}", s.display());
         }

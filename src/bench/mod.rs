@@ -48,7 +48,12 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 2)]
     pub concurrency: usize,
     /// Runtimes to start and measure, in round order
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "capcri,containerd")]
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "capcri,containerd"
+    )]
     pub runtimes: Vec<RuntimeKind>,
     /// The capcri binary to serve [default: this binary]
     #[arg(long)]
@@ -117,7 +122,9 @@ pub enum BenchError {
         object: String,
         status: tonic::Status,
     },
-    #[error("{runtime}: container {container} did not reach RUNNING within 30s after StartContainer")]
+    #[error(
+        "{runtime}: container {container} did not reach RUNNING within 30s after StartContainer"
+    )]
     NeverRunning {
         runtime: &'static str,
         container: String,
@@ -347,10 +354,7 @@ async fn bench_in(
     }
 
     for &c in &s.concurrency {
-        eprintln!(
-            "capcri bench: concurrency {c}, {} iterations",
-            s.iterations
-        );
+        eprintln!("capcri bench: concurrency {c}, {} iterations", s.iterations);
         for i in 0..s.iterations {
             for r in &mut runners {
                 let round = run_round(r, c, i, &container_image, &pulls).await?;
@@ -419,6 +423,7 @@ async fn bench_in(
             "percentiles by nearest rank".into(),
             "PullImage is cold: RemoveImage (untimed) first; at concurrency N worker k pulls the k-th image (at most 5 workers pull)".into(),
             "pod-to-running: RunPodSandbox sent until the first ContainerStatus saying RUNNING".into(),
+            "network: containerd 1.6 needs an eth0 (CNI bridge, no gateway, host-local IPAM), capcri has loopback only (no CNI yet): containerd's RunPodSandbox/StopPodSandbox include veth+bridge work capcri does not do".into(),
             "per-pod processes: capcri's monitors, containerd's shims; containerd's pause processes and the containers themselves are not counted".into(),
         ],
     })

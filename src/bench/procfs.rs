@@ -133,14 +133,17 @@ mod tests {
         assert_eq!(kib_field(status, "VmHWM"), Some(9000));
         assert_eq!(kib_field(status, "Threads"), Some(3));
         assert_eq!(kib_field(status, "VmSwap"), None);
-        let rollup = "55d0-7ff r 0 00:00 0 [rollup]\nRss:  4000 kB\nPss:  1500 kB\nPss_Anon: 900 kB\n";
+        let rollup =
+            "55d0-7ff r 0 00:00 0 [rollup]\nRss:  4000 kB\nPss:  1500 kB\nPss_Anon: 900 kB\n";
         assert_eq!(kib_field(rollup, "Pss"), Some(1500));
         assert_eq!(kib_field("Pss: 12 MB\n", "Pss"), None);
     }
 
     #[test]
     fn cmdline_and_matching() {
-        let mon = cmdline_text(b"/usr/bin/capcri\0monitor\0--pod-id\0ab\0--pod-dir\0/tmp/cb-x/c/run/pods/ab\0");
+        let mon = cmdline_text(
+            b"/usr/bin/capcri\0monitor\0--pod-id\0ab\0--pod-dir\0/tmp/cb-x/c/run/pods/ab\0",
+        );
         assert_eq!(
             mon,
             "/usr/bin/capcri monitor --pod-id ab --pod-dir /tmp/cb-x/c/run/pods/ab"

@@ -252,11 +252,7 @@ mod tests {
     fn ratio_of_medians() {
         let r = ratios(&phase(1, 10), &phase(1, 60));
         assert_eq!(r.containerd_over_capcri.len(), Op::ALL.len());
-        assert!(
-            r.containerd_over_capcri
-                .values()
-                .all(|v| *v == Some(6.0))
-        );
+        assert!(r.containerd_over_capcri.values().all(|v| *v == Some(6.0)));
         let mut missing = phase(1, 10);
         missing.ops.insert("ExecSync", None);
         let r = ratios(&missing, &phase(1, 60));
@@ -282,8 +278,14 @@ mod tests {
                 per_pod: mem(150000, 50000, 50),
             },
         ];
-        assert_eq!(per_extra_pod(&steps, false), Some((164000.0 - 40000.0) / 40.0));
-        assert_eq!(per_extra_pod(&steps, true), Some((63000.0 - 19000.0) / 40.0));
+        assert_eq!(
+            per_extra_pod(&steps, false),
+            Some((164000.0 - 40000.0) / 40.0)
+        );
+        assert_eq!(
+            per_extra_pod(&steps, true),
+            Some((63000.0 - 19000.0) / 40.0)
+        );
         assert_eq!(per_extra_pod(&steps[..2], true), None);
     }
 
@@ -324,6 +326,9 @@ mod tests {
         }
         assert!(t.contains("4.00x"), "{t}");
         let json = serde_json::to_value(&report).expect("serializable");
-        assert_eq!(json["runtimes"][0]["phases"][0]["ops"]["ExecSync"]["count"], 1);
+        assert_eq!(
+            json["runtimes"][0]["phases"][0]["ops"]["ExecSync"]["count"],
+            1
+        );
     }
 }
