@@ -128,9 +128,12 @@ mod tests {
         v.iter().map(|&m| Duration::from_millis(m)).collect()
     }
 
+    /// Input samples (ms), then the expected count, median, p90 and max.
+    type Case<'a> = (&'a [u64], (usize, f64, f64, f64));
+
     #[test]
     fn nearest_rank_percentiles() {
-        let cases: &[(&[u64], (usize, f64, f64, f64))] = &[
+        let cases: &[Case] = &[
             (&[5], (1, 5.0, 5.0, 5.0)),
             (&[1, 2], (2, 1.0, 2.0, 2.0)),
             (&[3, 1, 2], (3, 2.0, 3.0, 3.0)),
