@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The full side-by-side benchmark: capcri and containerd 1.6 (Debian's
+# `containerd` and `runc` packages), both started by `capcri bench` in a
+# private mount namespace, against the test images of a local registry.
+#
+#   sudo hack/bench.sh [capcri bench flags...]     e.g. --quick, --json out.json
+#
+# The registry: CAPCRI_TEST_REGISTRY (default 127.0.0.1:5000) must already
+# serve ../shared/testimages (hack/test.sh or shared/testimages/start-registry.sh).
+set -euo pipefail
+
+repo=$(cd "$(dirname "$0")/.." && pwd)
+if [ "$(id -u)" != 0 ]; then
+    echo "hack/bench.sh: the bench runs real containers and needs root (sudo $0)" >&2
+    exit 2
+fi
+missing=()
+for p in containerd runc containernetworking-plugins; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "hack/bench.sh: installing ${missing[*]}"
+    apt-get update -q
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+registry=${CAPCRI_TEST_REGISTRY:-127.0.0.1:5000}
+if ! curl -fsS "http://$registry/v2/" >/dev/null 2>&1; then
+    echo "hack/bench.sh: no registry answers on $registry; start one with the test images" >&2
+    echo "  (shared/testimages/start-registry.sh DIR PORT && shared/testimages/build.py --out DIR --push 127.0.0.1:PORT)" >&2
+    exit 2
+fi
+
+cd "$repo"
+cargo build --release --locked
+# Mounts made by either daemon vanish with the namespace; the bench removes
+# its cgroups, processes and /tmp/cb-* directory itself.
+exec unshare --mount --propagation private -- \
+    target/release/capcri bench --registry "$registry" "$@"

@@ -1,0 +1,567 @@
+//! The two runtimes under test, started by the bench in one temporary
+//! directory, and the cleanup that leaves nothing behind.
+//!
+//! Everything lives under `/tmp/cb-XXXXXX`: a unix socket path must fit
+//! `sun_path` (108 bytes with its NUL), so the directory names are short.
+
+use super::BenchError;
+use super::procfs;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// containerd 1.6's CRI wants an `eth0` with an address in the CNI result
+/// ("failed to find network info" with a loopback-only list), so it gets a
+/// bridge of its own: no gateway address and no masquerading, so the host's
+/// addresses and routes stay as they are; the pods' veths go with the pods
+/// and the bench deletes the bridge. capcri (no CNI yet) does loopback only,
+/// which favours it in RunPodSandbox and StopPodSandbox: the report says so.
+pub fn bridge_conflist(bridge: &str, subnet: &str, ipam_dir: &Path) -> String {
+    serde_json::json!({
+        "cniVersion": "0.4.0",
+        "name": bridge,
+        "plugins": [
+            {
+                "type": "bridge",
+                "bridge": bridge,
+                "isGateway": false,
+                "ipMasq": false,
+                "ipam": {
+                    "type": "host-local",
+                    "ranges": [[{"subnet": subnet}]],
+                    "dataDir": ipam_dir.display().to_string(),
+                }
+            },
+            {"type": "loopback"}
+        ]
+    })
+    .to_string()
+}
+
+/// A /24 in 10.254.0.0/16 picked from the bench directory's name, so two
+/// benches at once (unlikely) most probably differ.
+pub fn bridge_subnet(seed: &str) -> String {
+    let n = seed
+        .bytes()
+        .fold(0u32, |a, b| a.wrapping_mul(31).wrapping_add(b as u32));
+    format!("10.254.{}.0/24", n % 250 + 1)
+}
+
+/// Paths of one containerd instance, all under the bench directory.
+#[derive(Debug, Clone)]
+pub struct ContainerdPaths {
+    pub base: PathBuf,
+}
+
+impl ContainerdPaths {
+    pub fn socket(&self) -> PathBuf {
+        self.base.join("s")
+    }
+    pub fn config(&self) -> PathBuf {
+        self.base.join("config.toml")
+    }
+    pub fn cni_conf_dir(&self) -> PathBuf {
+        self.base.join("cni")
+    }
+    pub fn certs_dir(&self) -> PathBuf {
+        self.base.join("certs.d")
+    }
+}
+
+/// Paths of one capcri instance.
+#[derive(Debug, Clone)]
+pub struct CapcriPaths {
+    pub base: PathBuf,
+}
+
+impl CapcriPaths {
+    pub fn socket(&self) -> PathBuf {
+        self.base.join("s")
+    }
+    pub fn state_dir(&self) -> PathBuf {
+        self.base.join("run")
+    }
+    pub fn data_dir(&self) -> PathBuf {
+        self.base.join("lib")
+    }
+    pub fn policy_dir(&self) -> PathBuf {
+        self.base.join("pol")
+    }
+}
+
+fn toml_str(p: &Path) -> String {
+    // Debug formatting of a str is a valid TOML basic string for the plain
+    // paths used here (no control characters).
+    format!("{:?}", p.display().to_string())
+}
+
+/// containerd 1.6 configuration (version 2) for a private instance.
+///
+/// - `restrict_oom_score_adj`: the host lacks CAP_SYS_RESOURCE, so the
+///   shim's negative oom_score_adj would fail.
+/// - `netns_mounts_under_state_dir` and the runc `Root`: keep netns pins and
+///   runc state out of the host's /run.
+/// - the `opt` plugin would create /opt/containerd: disabled.
+pub fn containerd_config(p: &ContainerdPaths, registry: &str) -> String {
+    format!(
+        r#"version = 2
+root = {root}
+state = {state}
+disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.tracing.processor.v1.otlp"]
+
+[grpc]
+  address = {socket}
+
+[ttrpc]
+  address = {ttrpc}
+
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "{registry}/pause:3.9"
+  restrict_oom_score_adj = true
+  disable_apparmor = true
+  netns_mounts_under_state_dir = true
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        SystemdCgroup = false
+        Root = {runc_root}
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "/usr/lib/cni"
+    conf_dir = {cni}
+  [plugins."io.containerd.grpc.v1.cri".registry]
+    config_path = {certs}
+"#,
+        root = toml_str(&p.base.join("root")),
+        state = toml_str(&p.base.join("state")),
+        socket = toml_str(&p.socket()),
+        ttrpc = toml_str(&p.base.join("t")),
+        runc_root = toml_str(&p.base.join("runc")),
+        cni = toml_str(&p.cni_conf_dir()),
+        certs = toml_str(&p.certs_dir()),
+    )
+}
+
+/// `certs.d/<registry>/hosts.toml`: the local registry speaks plain HTTP.
+pub fn hosts_toml(registry: &str) -> String {
+    format!(
+        "server = \"http://{registry}\"\n\n[host.\"http://{registry}\"]\n  capabilities = [\"pull\", \"resolve\"]\n"
+    )
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> BenchError {
+    let what = what.into();
+    move |source| BenchError::Io { what, source }
+}
+
+fn write(path: &Path, text: &str) -> Result<(), BenchError> {
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent).map_err(io_err(format!("create {}", parent.display())))?;
+    }
+    fs::write(path, text).map_err(io_err(format!("write {}", path.display())))
+}
+
+/// One started daemon: our child, in its own process group so a Ctrl-C at
+/// the terminal reaches the bench (which cleans up) and not the daemon.
+pub struct Daemon {
+    pub name: &'static str,
+    pub socket: PathBuf,
+    pub log: PathBuf,
+    child: Child,
+}
+
+impl Daemon {
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Fails when the daemon has already exited, quoting its log's tail.
+    pub fn check_alive(&mut self) -> Result<(), BenchError> {
+        match self.child.try_wait() {
+            Ok(Some(status)) => Err(BenchError::DaemonExited {
+                name: self.name,
+                status: status.to_string(),
+                log_tail: log_tail(&self.log),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Waits for the socket file; the RPC readiness check is the caller's.
+    pub fn wait_for_socket(&mut self, timeout: Duration) -> Result<(), BenchError> {
+        let deadline = Instant::now() + timeout;
+        while !self.socket.exists() {
+            self.check_alive()?;
+            if Instant::now() > deadline {
+                return Err(BenchError::NotReady {
+                    name: self.name,
+                    secs: timeout.as_secs(),
+                    log_tail: log_tail(&self.log),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+
+    /// SIGTERM, then SIGKILL after `grace`.
+    fn stop(&mut self, grace: Duration) {
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
+        // SAFETY: kill(2) of our own child.
+        unsafe { libc::kill(self.pid(), libc::SIGTERM) };
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The last lines of a daemon log, for error messages.
+pub fn log_tail(path: &Path) -> String {
+    let text = fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(15)..].join("\n")
+}
+
+fn spawn(
+    name: &'static str,
+    mut cmd: Command,
+    socket: PathBuf,
+    log: PathBuf,
+) -> Result<Daemon, BenchError> {
+    let out = fs::File::create(&log).map_err(io_err(format!("create {}", log.display())))?;
+    let err = out
+        .try_clone()
+        .map_err(io_err(format!("dup {}", log.display())))?;
+    use std::os::unix::process::CommandExt;
+    let program = cmd.get_program().to_string_lossy().into_owned();
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .process_group(0)
+        .spawn()
+        .map_err(|source| BenchError::Spawn { program, source })?;
+    Ok(Daemon {
+        name,
+        socket,
+        log,
+        child,
+    })
+}
+
+/// The bench's temporary directory and everything started in it. Dropping
+/// it stops the daemons, kills what they left, unmounts, removes the
+/// cgroups and the directory, in that order, also after a failure.
+pub struct Workspace {
+    pub daemons: Vec<Daemon>,
+    cgroup_parents: Vec<String>,
+    /// containerd's CNI bridge, deleted at the end.
+    bridge: Option<String>,
+    dir: Option<tempfile::TempDir>,
+    path: PathBuf,
+}
+
+impl Workspace {
+    pub fn new() -> Result<Workspace, BenchError> {
+        let dir = tempfile::Builder::new()
+            .prefix("cb-")
+            .tempdir_in("/tmp")
+            .map_err(io_err("create a temporary directory in /tmp"))?;
+        let path = dir.path().to_path_buf();
+        Ok(Workspace {
+            daemons: Vec::new(),
+            cgroup_parents: Vec::new(),
+            bridge: None,
+            dir: Some(dir),
+            path,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// A cgroup parent unique to this run, removed at the end.
+    pub fn cgroup_parent(&mut self, suffix: &str) -> String {
+        let name = self
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "cb".into());
+        let parent = format!("/{name}-{suffix}");
+        self.cgroup_parents.push(parent.clone());
+        parent
+    }
+
+    pub fn start_capcri(
+        &mut self,
+        bin: &Path,
+        log_level: &str,
+        cgroup_parent: &str,
+    ) -> Result<(CapcriPaths, usize), BenchError> {
+        let p = CapcriPaths {
+            base: self.path.join("c"),
+        };
+        fs::create_dir_all(&p.base).map_err(io_err(format!("create {}", p.base.display())))?;
+        let mut cmd = Command::new(bin);
+        cmd.arg("serve")
+            .arg("--socket")
+            .arg(p.socket())
+            .arg("--state-dir")
+            .arg(p.state_dir())
+            .arg("--data-dir")
+            .arg(p.data_dir())
+            .arg("--policy-dir")
+            .arg(p.policy_dir())
+            .arg("--cgroup-parent")
+            .arg(cgroup_parent)
+            .arg("--log-level")
+            .arg(log_level);
+        let d = spawn("capcri", cmd, p.socket(), self.path.join("capcri.log"))?;
+        self.daemons.push(d);
+        Ok((p, self.daemons.len() - 1))
+    }
+
+    pub fn start_containerd(
+        &mut self,
+        bin: &Path,
+        registry: &str,
+    ) -> Result<(ContainerdPaths, usize), BenchError> {
+        let p = ContainerdPaths {
+            base: self.path.join("k"),
+        };
+        write(&p.config(), &containerd_config(&p, registry))?;
+        let bridge = self
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "cb-bench".into());
+        write(
+            &p.cni_conf_dir().join("10-bench.conflist"),
+            &bridge_conflist(&bridge, &bridge_subnet(&bridge), &p.base.join("ipam")),
+        )?;
+        self.bridge = Some(bridge);
+        write(
+            &p.certs_dir().join(registry).join("hosts.toml"),
+            &hosts_toml(registry),
+        )?;
+        let mut cmd = Command::new(bin);
+        cmd.arg("--config").arg(p.config());
+        let d = spawn(
+            "containerd",
+            cmd,
+            p.socket(),
+            self.path.join("containerd.log"),
+        )?;
+        self.daemons.push(d);
+        Ok((p, self.daemons.len() - 1))
+    }
+
+    /// Copies the daemons' logs to `dest` (for `--logs-dir`).
+    pub fn copy_logs(&self, dest: &Path) -> Result<(), BenchError> {
+        fs::create_dir_all(dest).map_err(io_err(format!("create {}", dest.display())))?;
+        for d in &self.daemons {
+            let to = dest.join(format!("{}.log", d.name));
+            fs::copy(&d.log, &to).map_err(io_err(format!(
+                "copy {} to {}",
+                d.log.display(),
+                to.display()
+            )))?;
+        }
+        Ok(())
+    }
+
+    fn kill_leftovers(&self) {
+        for _ in 0..5 {
+            let mut pids = procfs::pids_mentioning(&self.path);
+            for parent in &self.cgroup_parents {
+                pids.extend(cgroup_pids(parent));
+            }
+            if pids.is_empty() {
+                return;
+            }
+            for pid in pids {
+                // SAFETY: kill(2) of a process this run started (its command
+                // line names our directory, or it is in our cgroup).
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+/// Pids in any hierarchy's cgroup tree `parent`.
+fn cgroup_pids(parent: &str) -> Vec<i32> {
+    let mut out = Vec::new();
+    for h in crate::sandbox::cgroups::hierarchies() {
+        for d in dirs_bottom_up(&h.join(parent.trim_start_matches('/'))) {
+            let procs = fs::read_to_string(d.join("cgroup.procs")).unwrap_or_default();
+            out.extend(procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// `d` and its subdirectories, children before parents (rmdir order).
+fn dirs_bottom_up(d: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if !d.is_dir() {
+        return out;
+    }
+    for e in fs::read_dir(d).into_iter().flatten().flatten() {
+        if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+            out.extend(dirs_bottom_up(&e.path()));
+        }
+    }
+    out.push(d.to_path_buf());
+    out
+}
+
+/// Mount points at or below `dir`, deepest (latest) first.
+fn mounts_under(dir: &Path) -> Vec<String> {
+    let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let prefix = dir.display().to_string();
+    let mut v: Vec<String> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|m| m.starts_with(&prefix))
+        .map(str::to_string)
+        .collect();
+    v.reverse();
+    v
+}
+
+impl Drop for Workspace {
+    fn drop(&mut self) {
+        for d in &mut self.daemons {
+            d.stop(Duration::from_secs(5));
+        }
+        self.kill_leftovers();
+        for m in mounts_under(&self.path) {
+            if let Ok(c) = std::ffi::CString::new(m) {
+                // SAFETY: umount2 with a valid C string; MNT_DETACH so a busy
+                // mount still leaves the namespace.
+                unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+            }
+        }
+        for parent in &self.cgroup_parents {
+            for h in crate::sandbox::cgroups::hierarchies() {
+                for d in dirs_bottom_up(&h.join(parent.trim_start_matches('/'))) {
+                    let _ = fs::remove_dir(d);
+                }
+            }
+        }
+        if let Some(bridge) = &self.bridge {
+            // Absent when containerd never ran a pod: ip's error is expected.
+            let _ = Command::new("ip")
+                .args(["link", "del", bridge])
+                .stderr(Stdio::null())
+                .status();
+        }
+        if let Some(dir) = self.dir.take()
+            && let Err(e) = dir.close()
+        {
+            eprintln!(
+                "capcri bench: could not remove {}: {e}; remove it by hand",
+                self.path.display()
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn containerd_config_is_valid_toml_with_private_paths() {
+        let p = ContainerdPaths {
+            base: PathBuf::from("/tmp/cb-abc/k"),
+        };
+        let text = containerd_config(&p, "127.0.0.1:5055");
+        let v: toml::Value = toml::from_str(&text).expect("valid TOML");
+        assert_eq!(v["version"].as_integer(), Some(2));
+        assert_eq!(v["root"].as_str(), Some("/tmp/cb-abc/k/root"));
+        assert_eq!(v["grpc"]["address"].as_str(), Some("/tmp/cb-abc/k/s"));
+        let cri = &v["plugins"]["io.containerd.grpc.v1.cri"];
+        assert_eq!(
+            cri["sandbox_image"].as_str(),
+            Some("127.0.0.1:5055/pause:3.9")
+        );
+        assert_eq!(cri["restrict_oom_score_adj"].as_bool(), Some(true));
+        assert_eq!(cri["disable_apparmor"].as_bool(), Some(true));
+        assert_eq!(cri["containerd"]["snapshotter"].as_str(), Some("overlayfs"));
+        let opts = &cri["containerd"]["runtimes"]["runc"]["options"];
+        assert_eq!(opts["SystemdCgroup"].as_bool(), Some(false));
+        assert_eq!(opts["Root"].as_str(), Some("/tmp/cb-abc/k/runc"));
+        assert_eq!(cri["cni"]["conf_dir"].as_str(), Some("/tmp/cb-abc/k/cni"));
+        assert_eq!(
+            cri["registry"]["config_path"].as_str(),
+            Some("/tmp/cb-abc/k/certs.d")
+        );
+    }
+
+    #[test]
+    fn hosts_toml_is_plain_http() {
+        let v: toml::Value = toml::from_str(&hosts_toml("127.0.0.1:5000")).expect("TOML");
+        assert_eq!(v["server"].as_str(), Some("http://127.0.0.1:5000"));
+        assert!(v["host"]["http://127.0.0.1:5000"]["capabilities"].is_array());
+    }
+
+    #[test]
+    fn bridge_conflist_has_no_gateway_and_private_ipam() {
+        let text = bridge_conflist(
+            "cb-x1",
+            &bridge_subnet("cb-x1"),
+            Path::new("/tmp/cb-x1/k/ipam"),
+        );
+        let v: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+        let b = &v["plugins"][0];
+        assert_eq!(b["type"], "bridge");
+        assert_eq!(b["bridge"], "cb-x1");
+        assert_eq!(b["isGateway"], false);
+        assert_eq!(b["ipMasq"], false);
+        assert_eq!(b["ipam"]["dataDir"], "/tmp/cb-x1/k/ipam");
+        let subnet = b["ipam"]["ranges"][0][0]["subnet"]
+            .as_str()
+            .expect("subnet");
+        assert!(
+            subnet.starts_with("10.254.") && subnet.ends_with(".0/24"),
+            "{subnet}"
+        );
+        assert_eq!(v["plugins"][1]["type"], "loopback");
+    }
+
+    #[test]
+    fn socket_paths_fit_sun_path() {
+        // /tmp/cb- plus tempfile's 6 random characters.
+        let base = PathBuf::from("/tmp/cb-XXXXXX");
+        for s in [
+            ContainerdPaths {
+                base: base.join("k"),
+            }
+            .socket(),
+            CapcriPaths {
+                base: base.join("c"),
+            }
+            .socket(),
+        ] {
+            assert!(s.as_os_str().len() < 100, "{}", s.display());
+        }
+    }
+}

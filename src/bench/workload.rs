@@ -1,0 +1,343 @@
+//! The CRI calls the bench times, through the `k8s-cri` client over a unix
+//! socket, exactly as kubelet would send them.
+
+use super::BenchError;
+use super::stats::Op;
+use hyper_util::rt::TokioIo;
+use k8s_cri::v1 as cri;
+use k8s_cri::v1::image_service_client::ImageServiceClient;
+use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use tonic::transport::{Channel, Endpoint, Uri};
+
+/// A container that runs until SIGTERM and then exits at once: without the
+/// trap, `sh` as pid 1 ignores SIGTERM and StopContainer would time the
+/// grace period instead of the runtime.
+pub const CONTAINER_COMMAND: [&str; 3] = ["sh", "-c", "trap \"exit 0\" TERM; sleep 3600 & wait"];
+
+/// Connects to a CRI endpoint; the URI is a placeholder that tonic needs.
+pub async fn connect(socket: &Path) -> Result<Channel, BenchError> {
+    let path = socket.to_path_buf();
+    let shown = socket.display().to_string();
+    Endpoint::from_static("http://[::]:50051")
+        .connect_with_connector(tower::service_fn(move |_: Uri| {
+            let path = path.clone();
+            async move {
+                Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?))
+            }
+        }))
+        .await
+        .map_err(|source| BenchError::Connect {
+            socket: shown,
+            source,
+        })
+}
+
+/// One runtime as the workload sees it.
+#[derive(Clone)]
+pub struct Target {
+    pub name: &'static str,
+    pub channel: Channel,
+    /// `linux.cgroup_parent` of the pods: containerd puts them there (and the
+    /// bench removes it); capcri uses its own `--cgroup-parent`.
+    pub pod_cgroup_parent: String,
+    pub log_root: PathBuf,
+}
+
+impl Target {
+    fn runtime(&self) -> RuntimeServiceClient<Channel> {
+        RuntimeServiceClient::new(self.channel.clone())
+    }
+    fn images(&self) -> ImageServiceClient<Channel> {
+        ImageServiceClient::new(self.channel.clone())
+    }
+
+    fn rpc_err(&self, op: &'static str, object: &str) -> impl FnOnce(tonic::Status) -> BenchError {
+        let runtime = self.name;
+        let object = object.to_string();
+        move |status| BenchError::Rpc {
+            runtime,
+            op,
+            object,
+            status,
+        }
+    }
+
+    /// The version string the runtime reports (also the readiness probe).
+    pub async fn version(&self) -> Result<String, BenchError> {
+        let v = self
+            .runtime()
+            .version(cri::VersionRequest::default())
+            .await
+            .map_err(self.rpc_err("Version", "runtime"))?
+            .into_inner();
+        Ok(format!("{} {}", v.runtime_name, v.runtime_version))
+    }
+
+    /// RuntimeReady true, and NetworkReady too when `need_network`:
+    /// containerd reports it once its CNI config is loaded, capcri (no CNI
+    /// yet) never does and needs none for loopback-only pods.
+    pub async fn ready(&self, need_network: bool) -> Result<bool, BenchError> {
+        let s = self
+            .runtime()
+            .status(cri::StatusRequest { verbose: false })
+            .await
+            .map_err(self.rpc_err("Status", "runtime"))?
+            .into_inner();
+        Ok(s.status.is_some_and(|s| {
+            s.conditions
+                .iter()
+                .all(|c| c.status || (c.r#type == "NetworkReady" && !need_network))
+        }))
+    }
+
+    pub async fn remove_image(&self, image: &str) -> Result<(), BenchError> {
+        let req = cri::RemoveImageRequest {
+            image: Some(image_spec(image)),
+        };
+        match self.images().remove_image(req).await {
+            Ok(_) => Ok(()),
+            // The CRI asks RemoveImage to be idempotent; accept an older
+            // runtime's NotFound too.
+            Err(s) if s.code() == tonic::Code::NotFound => Ok(()),
+            Err(s) => Err(self.rpc_err("RemoveImage", image)(s)),
+        }
+    }
+
+    /// PullImage; returns its duration.
+    pub async fn pull(&self, image: &str) -> Result<Duration, BenchError> {
+        let t = Instant::now();
+        self.images()
+            .pull_image(cri::PullImageRequest {
+                image: Some(image_spec(image)),
+                ..Default::default()
+            })
+            .await
+            .map_err(self.rpc_err("PullImage", image))?;
+        Ok(t.elapsed())
+    }
+
+    /// A cold pull: the image is removed first (untimed).
+    pub async fn pull_cold(&self, image: &str) -> Result<Duration, BenchError> {
+        self.remove_image(image).await?;
+        self.pull(image).await
+    }
+
+    fn pod_config(&self, name: &str) -> Result<cri::PodSandboxConfig, BenchError> {
+        let log_dir = self.log_root.join(name);
+        std::fs::create_dir_all(&log_dir).map_err(|source| BenchError::Io {
+            what: format!("create the pod log directory {}", log_dir.display()),
+            source,
+        })?;
+        Ok(cri::PodSandboxConfig {
+            metadata: Some(cri::PodSandboxMetadata {
+                name: name.into(),
+                uid: format!("uid-{name}"),
+                namespace: "bench".into(),
+                attempt: 0,
+            }),
+            hostname: name.chars().take(63).collect(),
+            log_directory: log_dir.display().to_string(),
+            labels: HashMap::from([("bench".into(), "capcri".into())]),
+            linux: Some(cri::LinuxPodSandboxConfig {
+                cgroup_parent: self.pod_cgroup_parent.clone(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+    }
+
+    fn container_config(image: &str) -> cri::ContainerConfig {
+        cri::ContainerConfig {
+            metadata: Some(cri::ContainerMetadata {
+                name: "c".into(),
+                attempt: 0,
+            }),
+            image: Some(image_spec(image)),
+            command: CONTAINER_COMMAND.iter().map(|s| s.to_string()).collect(),
+            log_path: "c.log".into(),
+            linux: Some(cri::LinuxContainerConfig::default()),
+            ..Default::default()
+        }
+    }
+
+    /// RunPodSandbox, CreateContainer, StartContainer, then ContainerStatus
+    /// until running. Records the three calls and pod-to-running; returns
+    /// the pod and container ids.
+    pub async fn start_pod(
+        &self,
+        name: &str,
+        image: &str,
+        out: &mut Vec<(Op, Duration)>,
+    ) -> Result<(String, String), BenchError> {
+        let pod_config = self.pod_config(name)?;
+        let mut rt = self.runtime();
+        let t0 = Instant::now();
+        let pod_id = rt
+            .run_pod_sandbox(cri::RunPodSandboxRequest {
+                config: Some(pod_config.clone()),
+                runtime_handler: String::new(),
+            })
+            .await
+            .map_err(self.rpc_err("RunPodSandbox", name))?
+            .into_inner()
+            .pod_sandbox_id;
+        out.push((Op::RunPodSandbox, t0.elapsed()));
+
+        let t = Instant::now();
+        let ctr_id = rt
+            .create_container(cri::CreateContainerRequest {
+                pod_sandbox_id: pod_id.clone(),
+                config: Some(Self::container_config(image)),
+                sandbox_config: Some(pod_config),
+            })
+            .await
+            .map_err(self.rpc_err("CreateContainer", name))?
+            .into_inner()
+            .container_id;
+        out.push((Op::CreateContainer, t.elapsed()));
+
+        let t = Instant::now();
+        rt.start_container(cri::StartContainerRequest {
+            container_id: ctr_id.clone(),
+        })
+        .await
+        .map_err(self.rpc_err("StartContainer", &ctr_id))?;
+        out.push((Op::StartContainer, t.elapsed()));
+
+        // What kubelet's PLEG would see: the first status saying running.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let st = rt
+                .container_status(cri::ContainerStatusRequest {
+                    container_id: ctr_id.clone(),
+                    verbose: false,
+                })
+                .await
+                .map_err(self.rpc_err("ContainerStatus", &ctr_id))?
+                .into_inner()
+                .status
+                .map(|s| s.state);
+            if st == Some(cri::ContainerState::ContainerRunning as i32) {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(BenchError::NeverRunning {
+                    runtime: self.name,
+                    container: ctr_id,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        out.push((Op::PodToRunning, t0.elapsed()));
+        Ok((pod_id, ctr_id))
+    }
+
+    /// StopPodSandbox then RemovePodSandbox, timed.
+    pub async fn remove_pod(
+        &self,
+        pod_id: &str,
+        out: &mut Vec<(Op, Duration)>,
+    ) -> Result<(), BenchError> {
+        let mut rt = self.runtime();
+        let t = Instant::now();
+        rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
+            pod_sandbox_id: pod_id.into(),
+        })
+        .await
+        .map_err(self.rpc_err("StopPodSandbox", pod_id))?;
+        out.push((Op::StopPodSandbox, t.elapsed()));
+        let t = Instant::now();
+        rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+            pod_sandbox_id: pod_id.into(),
+        })
+        .await
+        .map_err(self.rpc_err("RemovePodSandbox", pod_id))?;
+        out.push((Op::RemovePodSandbox, t.elapsed()));
+        Ok(())
+    }
+
+    /// One pod's whole life, every call timed in order; the pod is removed
+    /// (best effort) when a call fails half-way.
+    pub async fn pod_cycle(
+        &self,
+        name: &str,
+        image: &str,
+        out: &mut Vec<(Op, Duration)>,
+    ) -> Result<(), BenchError> {
+        let (pod_id, ctr_id) = self.start_pod(name, image, out).await?;
+        let res = self.container_ops(&ctr_id, out).await;
+        if res.is_err() {
+            let _ = self.remove_pod(&pod_id, &mut Vec::new()).await;
+            return res;
+        }
+        self.remove_pod(&pod_id, out).await
+    }
+
+    async fn container_ops(
+        &self,
+        ctr_id: &str,
+        out: &mut Vec<(Op, Duration)>,
+    ) -> Result<(), BenchError> {
+        let mut rt = self.runtime();
+        let t = Instant::now();
+        let r = rt
+            .exec_sync(cri::ExecSyncRequest {
+                container_id: ctr_id.into(),
+                cmd: vec!["true".into()],
+                timeout: 10,
+            })
+            .await
+            .map_err(self.rpc_err("ExecSync", ctr_id))?
+            .into_inner();
+        out.push((Op::ExecSync, t.elapsed()));
+        if r.exit_code != 0 {
+            return Err(BenchError::ExecFailed {
+                runtime: self.name,
+                container: ctr_id.into(),
+                exit_code: r.exit_code,
+                stderr: String::from_utf8_lossy(&r.stderr).into_owned(),
+            });
+        }
+        let t = Instant::now();
+        rt.stop_container(cri::StopContainerRequest {
+            container_id: ctr_id.into(),
+            timeout: 10,
+        })
+        .await
+        .map_err(self.rpc_err("StopContainer", ctr_id))?;
+        out.push((Op::StopContainer, t.elapsed()));
+        let t = Instant::now();
+        rt.remove_container(cri::RemoveContainerRequest {
+            container_id: ctr_id.into(),
+        })
+        .await
+        .map_err(self.rpc_err("RemoveContainer", ctr_id))?;
+        out.push((Op::RemoveContainer, t.elapsed()));
+        Ok(())
+    }
+
+    /// Stops and removes every pod the runtime lists (leftovers of a failed
+    /// run), ignoring errors: the workspace cleanup follows anyway.
+    pub async fn remove_all_pods(&self) {
+        let Ok(list) = self
+            .runtime()
+            .list_pod_sandbox(cri::ListPodSandboxRequest { filter: None })
+            .await
+        else {
+            return;
+        };
+        for pod in list.into_inner().items {
+            let _ = self.remove_pod(&pod.id, &mut Vec::new()).await;
+        }
+    }
+}
+
+fn image_spec(image: &str) -> cri::ImageSpec {
+    cri::ImageSpec {
+        image: image.into(),
+        ..Default::default()
+    }
+}
