@@ -78,9 +78,10 @@ fn quick_bench_against_capcri_reports_every_operation() {
             .iter()
             .all(|s| s["daemon"]["rss_kib"].as_u64() > Some(0))
     );
-    // One monitor per running pod, none when idle.
+    // Per running pod: its monitor and, for the default POD pid mode, the
+    // pod init it forked (same command line); none when idle.
     assert_eq!(steps[0]["per_pod"]["processes"], 0);
-    assert_eq!(steps[2]["per_pod"]["processes"], 4);
+    assert_eq!(steps[2]["per_pod"]["processes"], 8);
 
     // The bench's own workspace is gone: no /tmp/cb-* of this run mounted.
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();

@@ -51,7 +51,8 @@ pub fn cmdline_text(raw: &[u8]) -> String {
 /// Which per-pod processes belong to the runtime under test.
 #[derive(Debug, Clone)]
 pub enum PerPodProcess {
-    /// `capcri monitor ...` whose arguments name a path under this state dir.
+    /// `capcri monitor ...` whose arguments name a path under this state dir:
+    /// the pod monitors and the pod inits they fork (same command line).
     CapcriMonitor { state_dir: String },
     /// `containerd-shim-runc-v2 ... -address <socket>` of this containerd.
     ContainerdShim { socket: String },
