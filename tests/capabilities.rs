@@ -3,7 +3,10 @@
 
 mod common;
 
-use common::{TestDaemon, container_config, container_state, pod_config, pull, wait_for};
+use common::{
+    TestDaemon, container_config, create, exec, log_of, pod_config, pull, run_pod, start,
+    wait_exited, wait_for,
+};
 use k8s_cri::v1 as cri;
 use std::time::Duration;
 
@@ -29,70 +32,6 @@ fn with_security(
         ..Default::default()
     });
     c
-}
-
-async fn run_pod(d: &TestDaemon, name: &str) -> String {
-    d.runtime()
-        .await
-        .run_pod_sandbox(cri::RunPodSandboxRequest {
-            config: Some(pod_config(name, &d.dir.path().join("logs"))),
-            runtime_handler: String::new(),
-        })
-        .await
-        .expect("run pod")
-        .into_inner()
-        .pod_sandbox_id
-}
-
-async fn create(
-    d: &TestDaemon,
-    pod: &str,
-    config: cri::ContainerConfig,
-) -> Result<String, tonic::Status> {
-    d.runtime()
-        .await
-        .create_container(cri::CreateContainerRequest {
-            pod_sandbox_id: pod.into(),
-            config: Some(config),
-            sandbox_config: None,
-        })
-        .await
-        .map(|r| r.into_inner().container_id)
-}
-
-async fn start(d: &TestDaemon, id: &str) {
-    d.runtime()
-        .await
-        .start_container(cri::StartContainerRequest {
-            container_id: id.into(),
-        })
-        .await
-        .expect("start");
-}
-
-async fn exec(d: &TestDaemon, id: &str, cmd: &[&str]) -> cri::ExecSyncResponse {
-    d.runtime()
-        .await
-        .exec_sync(cri::ExecSyncRequest {
-            container_id: id.into(),
-            cmd: cmd.iter().map(|s| s.to_string()).collect(),
-            timeout: 10,
-        })
-        .await
-        .expect("exec")
-        .into_inner()
-}
-
-async fn wait_exited(d: &TestDaemon, id: &str) -> cri::ContainerStatus {
-    wait_for("container exit", Duration::from_secs(15), || async {
-        let s = container_state(d, id).await;
-        (s.state == cri::ContainerState::ContainerExited as i32).then_some(s)
-    })
-    .await
-}
-
-fn log_of(d: &TestDaemon, name: &str) -> String {
-    std::fs::read_to_string(d.dir.path().join("logs").join(name).join("0.log")).unwrap_or_default()
 }
 
 /// A uid-1000 container with `capabilities.add: [NET_BIND_SERVICE]` running

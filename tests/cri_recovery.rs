@@ -4,7 +4,10 @@
 
 mod common;
 
-use common::{TestDaemon, container_config, container_state, pod_config, pull, wait_for};
+use common::{
+    TestDaemon, container_config, container_state, create, pod_config, pull, run_pod, start,
+    wait_for,
+};
 use k8s_cri::v1 as cri;
 use std::time::{Duration, Instant};
 
@@ -154,32 +157,10 @@ async fn sigterm_leaves_containers_running_and_exits_quickly() {
     let mut d = TestDaemon::start(&[]);
     let busybox = format!("{registry}/cri-lab/busybox:latest");
     pull(&d, &busybox).await;
-    let mut rt = d.runtime().await;
-    let pod = rt
-        .run_pod_sandbox(cri::RunPodSandboxRequest {
-            config: Some(pod_config("term", &d.dir.path().join("logs"))),
-            runtime_handler: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .pod_sandbox_id;
-    let id = rt
-        .create_container(cri::CreateContainerRequest {
-            pod_sandbox_id: pod.clone(),
-            config: Some(container_config("sleeper", &busybox, &["sleep", "1000"])),
-            sandbox_config: None,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .container_id;
-    rt.start_container(cri::StartContainerRequest {
-        container_id: id.clone(),
-    })
-    .await
-    .unwrap();
-    drop(rt);
+    let pod = run_pod(&d, "term").await;
+    let sleeper = container_config("sleeper", &busybox, &["sleep", "1000"]);
+    let id = create(&d, &pod, sleeper).await.expect("create");
+    start(&d, &id).await;
     let elapsed = d.terminate();
     assert!(
         elapsed < Duration::from_secs(1),
@@ -207,30 +188,10 @@ async fn a_killed_monitor_leaves_containers_unknown_and_remove_cleans_up() {
     let busybox = format!("{registry}/cri-lab/busybox:latest");
     pull(&d, &busybox).await;
     let mut rt = d.runtime().await;
-    let pod = rt
-        .run_pod_sandbox(cri::RunPodSandboxRequest {
-            config: Some(pod_config("orphan", &d.dir.path().join("logs"))),
-            runtime_handler: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .pod_sandbox_id;
-    let id = rt
-        .create_container(cri::CreateContainerRequest {
-            pod_sandbox_id: pod.clone(),
-            config: Some(container_config("sleeper", &busybox, &["sleep", "1000"])),
-            sandbox_config: None,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .container_id;
-    rt.start_container(cri::StartContainerRequest {
-        container_id: id.clone(),
-    })
-    .await
-    .unwrap();
+    let pod = run_pod(&d, "orphan").await;
+    let sleeper = container_config("sleeper", &busybox, &["sleep", "1000"]);
+    let id = create(&d, &pod, sleeper).await.expect("create");
+    start(&d, &id).await;
     let status = rt
         .container_status(cri::ContainerStatusRequest {
             container_id: id.clone(),

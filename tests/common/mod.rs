@@ -397,3 +397,72 @@ pub async fn container_state(d: &TestDaemon, id: &str) -> cri::ContainerStatus {
         .status
         .expect("status present")
 }
+
+/// A pod named `name` logging under `<dir>/logs`.
+pub async fn run_pod(d: &TestDaemon, name: &str) -> String {
+    d.runtime()
+        .await
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(pod_config(name, &d.dir.path().join("logs"))),
+            runtime_handler: String::new(),
+        })
+        .await
+        .expect("run pod")
+        .into_inner()
+        .pod_sandbox_id
+}
+
+pub async fn create(
+    d: &TestDaemon,
+    pod: &str,
+    config: cri::ContainerConfig,
+) -> Result<String, tonic::Status> {
+    d.runtime()
+        .await
+        .create_container(cri::CreateContainerRequest {
+            pod_sandbox_id: pod.into(),
+            config: Some(config),
+            sandbox_config: None,
+        })
+        .await
+        .map(|r| r.into_inner().container_id)
+}
+
+pub async fn start(d: &TestDaemon, id: &str) {
+    d.runtime()
+        .await
+        .start_container(cri::StartContainerRequest {
+            container_id: id.into(),
+        })
+        .await
+        .expect("start");
+}
+
+pub async fn exec(d: &TestDaemon, id: &str, cmd: &[&str]) -> cri::ExecSyncResponse {
+    d.runtime()
+        .await
+        .exec_sync(cri::ExecSyncRequest {
+            container_id: id.into(),
+            cmd: cmd.iter().map(|s| s.to_string()).collect(),
+            timeout: 10,
+        })
+        .await
+        .expect("exec")
+        .into_inner()
+}
+
+pub async fn wait_exited(d: &TestDaemon, id: &str) -> cri::ContainerStatus {
+    wait_for(
+        "container exit",
+        std::time::Duration::from_secs(15),
+        || async {
+            let s = container_state(d, id).await;
+            (s.state == cri::ContainerState::ContainerExited as i32).then_some(s)
+        },
+    )
+    .await
+}
+
+pub fn log_of(d: &TestDaemon, name: &str) -> String {
+    std::fs::read_to_string(d.dir.path().join("logs").join(name).join("0.log")).unwrap_or_default()
+}
