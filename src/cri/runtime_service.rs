@@ -469,13 +469,17 @@ impl RuntimeService for CriRuntimeService {
             info,
             runtime_handlers: vec![cri::RuntimeHandler {
                 name: String::new(),
+                // rro: the spec emits the "rro" option, which libcontainer
+                // applies with mount_setattr(MOUNT_ATTR_RDONLY, AT_RECURSIVE).
                 features: Some(cri::RuntimeHandlerFeatures {
-                    recursive_read_only_mounts: false,
+                    recursive_read_only_mounts: true,
                     user_namespaces: false,
                 }),
             }],
+            // Merge and Strict are implemented in spec::user, and the
+            // effective groups are reported in ContainerStatus.user.
             features: Some(cri::RuntimeFeatures {
-                supplemental_groups_policy: false,
+                supplemental_groups_policy: true,
             }),
         }))
     }
