@@ -122,6 +122,7 @@ impl TestPod {
                 bundle: bundle.to_path_buf(),
                 log_path: Some(self.log(id)),
                 stdin: false,
+                stdin_once: false,
                 tty: false,
                 exec_path,
             })

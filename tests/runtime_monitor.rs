@@ -134,6 +134,7 @@ async fn monitor_runs_a_pod_end_to_end() {
             bundle: bundle1.clone(),
             log_path: Some(log1.clone()),
             stdin: false,
+            stdin_once: false,
             tty: false,
             exec_path: ExecPath::Direct,
         })
@@ -263,6 +264,7 @@ async fn monitor_runs_a_pod_end_to_end() {
             bundle: bundle4.clone(),
             log_path: Some(log4.clone()),
             stdin: false,
+            stdin_once: false,
             tty: false,
             exec_path: ExecPath::Direct,
         })
@@ -303,6 +305,7 @@ async fn monitor_runs_a_pod_end_to_end() {
             bundle: bundle2.clone(),
             log_path: None,
             stdin: false,
+            stdin_once: false,
             tty: false,
             exec_path: ExecPath::Direct,
         })
@@ -331,6 +334,7 @@ async fn monitor_runs_a_pod_end_to_end() {
             bundle: bundle3.clone(),
             log_path: None,
             stdin: false,
+            stdin_once: false,
             tty: false,
             exec_path: ExecPath::Direct,
         })

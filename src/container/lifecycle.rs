@@ -229,6 +229,7 @@ impl Node {
                 log_path: (!record.log_path.as_os_str().is_empty())
                     .then(|| record.log_path.clone()),
                 stdin: record.config.stdin,
+                stdin_once: record.config.stdin_once,
                 tty: record.config.tty,
                 // The daemon integration wires the policy decision here.
                 exec_path: record

@@ -206,10 +206,34 @@ impl StreamBackend for NodeStreams {
         code
     }
 
-    async fn attach(&self, container_id: &str, _tty: bool, _io: StreamIo) -> Result<(), String> {
-        Err(format!(
-            "attach to container {container_id} is not supported by capcri yet; use exec"
-        ))
+    async fn attach(&self, container_id: &str, tty: bool, io: StreamIo) -> Result<(), String> {
+        if tty {
+            return Err(format!(
+                "attach with a terminal to container {container_id}: capcri does not run containers with tty yet"
+            ));
+        }
+        let record = self
+            .node
+            .running_container(container_id)
+            .await
+            .map_err(|e| e.to_string())?;
+        let pod = self.node.pod(&record.pod_id).map_err(|e| e.to_string())?;
+        let monitor = self.node.monitor(&pod).await.map_err(|e| e.to_string())?;
+        let stdio = monitor
+            .attach(&record.id, io.stdin.is_some())
+            .await
+            .map_err(|e| e.to_string())?;
+        let (outputs, inputs) = wire(stdio, io)
+            .map_err(|e| format!("cannot relay the streams of container {}: {e}", record.id))?;
+        // Output ends when the container exits (the monitor closes the
+        // pipes) or the client leaves (the stream server drops this future).
+        for t in outputs {
+            let _ = t.await;
+        }
+        for t in inputs {
+            t.abort();
+        }
+        Ok(())
     }
 
     async fn port_forward(

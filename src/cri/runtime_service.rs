@@ -339,8 +339,24 @@ impl RuntimeService for CriRuntimeService {
         Ok(Response::new(cri::ExecResponse { url }))
     }
 
-    async fn attach(&self, _r: Request<cri::AttachRequest>) -> R<cri::AttachResponse> {
-        Err(unimplemented("Attach"))
+    async fn attach(&self, r: Request<cri::AttachRequest>) -> R<cri::AttachResponse> {
+        let streams = self.streams("Attach")?;
+        let req = r.into_inner();
+        require_id(&req.container_id, "container")?;
+        let record = self
+            .node
+            .running_container(&req.container_id)
+            .instrument(info_span!("Attach", container.id = %req.container_id))
+            .await
+            .map_err(to_status)?;
+        if req.tty || record.config.tty {
+            return Err(Status::failed_precondition(format!(
+                "container {} has no terminal: capcri does not run containers with tty yet; attach without tty",
+                record.id
+            )));
+        }
+        let url = streams.attach_url(req).map_err(stream_status)?;
+        Ok(Response::new(cri::AttachResponse { url }))
     }
 
     async fn port_forward(

@@ -257,6 +257,41 @@ impl MonitorClient {
 
     /// Starts an interactive exec; its descriptors come back over the
     /// socket, and [`ExecExit::wait`] later gives the exit code.
+    /// Attaches to a running container: its live stdout and stderr from now
+    /// on, and its stdin when it has one and `stdin` is asked.
+    pub async fn attach(&self, id: &str, stdin: bool) -> Result<ExecStdio, RuntimeError> {
+        let req = Request::Attach {
+            id: id.into(),
+            stdin,
+        };
+        let socket = self.socket.clone();
+        let (resp, fds, _stream) =
+            tokio::task::spawn_blocking(move || call_receiving_fds(&socket, &req))
+                .await
+                .map_err(|e| RuntimeError::Protocol(format!("attach task failed: {e}")))??;
+        let with_stdin = match resp {
+            Response::Streams { stdin, .. } => stdin,
+            Response::Error(e) => return Err(RuntimeError::from_wire(e)),
+            other => return Err(unexpected(other)),
+        };
+        let mut fds = fds.into_iter();
+        let mut next = |what: &str| {
+            fds.next().ok_or_else(|| {
+                RuntimeError::Protocol(format!("the monitor sent no {what} descriptor"))
+            })
+        };
+        Ok(ExecStdio {
+            terminal: None,
+            stdin: if with_stdin {
+                Some(next("stdin")?)
+            } else {
+                None
+            },
+            stdout: Some(next("stdout")?),
+            stderr: Some(next("stderr")?),
+        })
+    }
+
     pub async fn exec_stream(
         &self,
         id: &str,

@@ -52,6 +52,12 @@ pub enum Request {
         stdin: bool,
         tty: bool,
     },
+    /// The container's live output (and its stdin, if it has one and
+    /// `stdin` is asked), as descriptors: answered with `Streams`.
+    Attach {
+        id: String,
+        stdin: bool,
+    },
     Shutdown,
 }
 
@@ -192,6 +198,7 @@ mod tests {
             bundle: "/b".into(),
             log_path: None,
             stdin: false,
+            stdin_once: false,
             tty: false,
             exec_path: crate::runtime::ExecPath::Dmz,
         }));

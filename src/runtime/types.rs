@@ -81,6 +81,10 @@ pub struct CreateContainer {
     pub log_path: Option<PathBuf>,
     /// Keep stdin open (a pipe nobody writes to yet) instead of /dev/null.
     pub stdin: bool,
+    /// CRI stdin_once: the first attached client's stdin, once closed,
+    /// closes the container's stdin (kubectl run -i semantics).
+    #[serde(default)]
+    pub stdin_once: bool,
     /// Not supported yet: a request with `tty: true` is refused.
     pub tty: bool,
     /// How the container's init starts the user's process: its own execve

@@ -32,6 +32,17 @@ pub(super) struct ContainerRecord {
     pub(super) log_path: Option<PathBuf>,
     /// The container's own cgroup, read at exit for OOM kills.
     pub(super) cgroup: Option<CgroupPath>,
+    /// Attached clients: non-blocking write ends of their stdout and stderr
+    /// pipes. The log is written first; a slow client loses output rather
+    /// than ever blocking the monitor or the log.
+    pub(super) attachers: Vec<Attacher>,
+    /// stdin_once: the stdin write end goes to the first attacher.
+    pub(super) stdin_once: bool,
+}
+
+pub(super) struct Attacher {
+    pub(super) stdout: OwnedFd,
+    pub(super) stderr: OwnedFd,
 }
 
 impl ContainerRecord {
@@ -52,6 +63,20 @@ impl ContainerRecord {
                 // in a buffer if the monitor dies.
                 let _ = log.write_all(&line);
             }
+        }
+        let stream = pipe.stream;
+        if !data.is_empty() {
+            self.attachers.retain(|a| {
+                let fd = match stream {
+                    CriLogStream::Stdout => &a.stdout,
+                    CriLogStream::Stderr => &a.stderr,
+                };
+                match nix::unistd::write(fd, data) {
+                    Ok(_) | Err(nix::errno::Errno::EAGAIN) => true,
+                    // The client is gone (EPIPE): forget it.
+                    Err(_) => false,
+                }
+            });
         }
     }
 
@@ -81,6 +106,8 @@ impl ContainerRecord {
 
     pub(super) fn record_exit(&mut self, code: i32) {
         self.drain_exec_status();
+        // Attached clients get EOF: the container's output has ended.
+        self.attachers.clear();
         self.state.status = RuntimeStatus::Exited;
         self.state.exit_code = Some(code);
         self.state.finished_at = Some(now_nanos());
@@ -234,6 +261,8 @@ impl Monitor {
             exec_status: Some(status_r),
             exec_error: Vec::new(),
             _stdin_writer: stdin_writer,
+            attachers: Vec::new(),
+            stdin_once: req.stdin_once,
             log_path: req.log_path.clone(),
             cgroup: cgroups_path(&req.bundle).map(|p| CgroupPath::new(&p)),
         };

@@ -3,6 +3,7 @@
 //! its output captured through pipes and its exit reaped by the poll loop,
 //! so the monitor keeps serving meanwhile.
 
+use super::container_ops::Attacher;
 use super::*;
 
 pub(super) struct ExecJob {
@@ -160,6 +161,67 @@ impl Monitor {
             deadline: None,
             timed_out: false,
         });
+        Ok(Reply::Deferred)
+    }
+
+    /// Attach: hands the client fresh pipes fed with the container's live
+    /// output from now on (the log keeps everything), and a copy of the
+    /// container's stdin write end when it was created with stdin.
+    pub(super) fn attach(
+        &mut self,
+        conn: u64,
+        id: &str,
+        want_stdin: bool,
+    ) -> Result<Reply, RuntimeError> {
+        let rec = self
+            .containers
+            .get_mut(id)
+            .ok_or_else(|| RuntimeError::NotFound {
+                container: id.into(),
+            })?;
+        if rec.exited() {
+            return Err(RuntimeError::InvalidRequest(format!(
+                "container {id} has exited: attach needs a running container"
+            )));
+        }
+        let stdin = match (&rec._stdin_writer, want_stdin) {
+            // stdin_once: the client gets the only write end, so its EOF is
+            // the container's EOF.
+            (Some(_), true) if rec.stdin_once => rec._stdin_writer.take(),
+            (Some(w), true) => Some(
+                w.try_clone()
+                    .map_err(|e| RuntimeError::io("duplicating the container's stdin", e))?,
+            ),
+            _ => None,
+        };
+        let (out_r, out_w) = cloexec_pipe()?;
+        let (err_r, err_w) = cloexec_pipe()?;
+        for w in [&out_w, &err_w] {
+            nix::fcntl::fcntl(
+                w.as_raw_fd(),
+                nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+            )
+            .map_err(|e| RuntimeError::io("making an attach pipe non-blocking", e.into()))?;
+        }
+        let has_stdin = stdin.is_some();
+        let mut passed: Vec<OwnedFd> = stdin.into_iter().collect();
+        passed.push(out_r);
+        passed.push(err_r);
+        let pid = rec.pid;
+        rec.attachers.push(Attacher {
+            stdout: out_w,
+            stderr: err_w,
+        });
+        let raw: Vec<RawFd> = passed.iter().map(|f| f.as_raw_fd()).collect();
+        self.send_with_fds(
+            conn,
+            &Response::Streams {
+                pid: pid as u32,
+                tty: false,
+                stdin: has_stdin,
+            },
+            &raw,
+        );
         Ok(Reply::Deferred)
     }
 

@@ -666,6 +666,7 @@ impl Monitor {
                 stdin,
                 tty,
             } => self.exec_stream(conn, &id, spec, stdin, tty),
+            Request::Attach { id, stdin } => self.attach(conn, &id, stdin),
             Request::Shutdown => {
                 self.shutdown_pod();
                 Ok(Reply::Now(Response::Ok))
