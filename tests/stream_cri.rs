@@ -12,7 +12,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use capcri::stream::spdy::frame::FLAG_FIN;
 use capcri::stream::spdy::{Frame, HeaderCodec, Headers};
-use common::{TestDaemon, container_config, pod_config, pull};
+use common::{TestDaemon, container_config, pod_config, pull, wait_for};
 use futures_util::{SinkExt, StreamExt};
 use k8s_cri::v1 as cri;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -404,5 +404,69 @@ async fn exec_and_port_forward_through_the_streaming_server() {
         .await
         .expect_err("exec into a missing container");
     assert_eq!(missing.code(), tonic::Code::NotFound, "{missing}");
+    remove_pod(&d, &pod).await;
+}
+
+/// critest "should support attach": a container started with stdin and
+/// stdin_once running `sh`; the attached client's stdin drives it, its
+/// output comes back, and closing stdin ends the container and the session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attach_drives_a_containers_stdin_and_reads_its_output() {
+    let registry = require_privileged!();
+    let d = TestDaemon::start(&[
+        "--registry-mirror",
+        &format!("registry.k8s.io={registry}"),
+        "--stream-address",
+        "127.0.0.1:0",
+    ]);
+    pull(&d, BUSYBOX).await;
+    let (pod, pod_cfg) = run_pod(&d, "attach").await;
+    let mut cfg = container_config("shell", BUSYBOX, &["sh"]);
+    cfg.stdin = true;
+    cfg.stdin_once = true;
+    let id = run_container(&d, &pod, &pod_cfg, cfg).await;
+    let url = d
+        .runtime()
+        .await
+        .attach(cri::AttachRequest {
+            container_id: id.clone(),
+            stdin: true,
+            tty: false,
+            stdout: true,
+            stderr: true,
+        })
+        .await
+        .expect("Attach")
+        .into_inner()
+        .url;
+    let mut c = Spdy::connect(&url, "v4.channel.k8s.io").await;
+    let error = c.open(&[("streamType", "error")]).await;
+    let stdin = c.open(&[("streamType", "stdin")]).await;
+    let stdout = c.open(&[("streamType", "stdout")]).await;
+    let _stderr = c.open(&[("streamType", "stderr")]).await;
+    c.write(stdin, b"echo hello\n", false).await;
+    c.run_until(|c| c.text(stdout).contains("hello")).await;
+    assert_eq!(c.text(stdout), "hello\n");
+    // Closing stdin (stdin_once) is the shell's EOF: the container exits
+    // and the session ends.
+    c.write(stdin, b"", true).await;
+    c.run_until(|c| c.fin.contains(&error)).await;
+    let status = wait_for("the shell to exit", Duration::from_secs(10), || async {
+        let s = d
+            .runtime()
+            .await
+            .container_status(cri::ContainerStatusRequest {
+                container_id: id.clone(),
+                verbose: false,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status
+            .unwrap();
+        (s.state == cri::ContainerState::ContainerExited as i32).then_some(s)
+    })
+    .await;
+    assert_eq!(status.exit_code, 0);
     remove_pod(&d, &pod).await;
 }
