@@ -23,13 +23,14 @@ struct OpenHow {
 const RESOLVE_IN_ROOT: u64 = 0x10;
 const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
 
-/// The content of `path` inside `root`, or None if it does not exist.
-pub fn read_in_root(root: &Path, path: &str) -> std::io::Result<Option<String>> {
+/// openat2(2) of `path` with every component, symlinks included,
+/// resolved inside `root`.
+fn openat2_in_root(root: &Path, path: &str, flags: i32) -> std::io::Result<std::fs::File> {
     let root_fd = std::fs::File::open(root)?;
     let rel = CString::new(path.trim_start_matches('/'))
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "NUL in path"))?;
     let how = OpenHow {
-        flags: (libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOCTTY) as u64,
+        flags: (flags | libc::O_CLOEXEC) as u64,
         mode: 0,
         resolve: RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS,
     };
@@ -44,14 +45,21 @@ pub fn read_in_root(root: &Path, path: &str) -> std::io::Result<Option<String>> 
         )
     };
     if fd < 0 {
-        let err = std::io::Error::last_os_error();
-        if err.kind() == std::io::ErrorKind::NotFound {
-            return Ok(None);
-        }
-        return Err(err);
+        return Err(std::io::Error::last_os_error());
     }
     // SAFETY: the kernel just returned this fd to us.
-    let file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd as i32) });
+    Ok(std::fs::File::from(unsafe {
+        OwnedFd::from_raw_fd(fd as i32)
+    }))
+}
+
+/// The content of `path` inside `root`, or None if it does not exist.
+pub fn read_in_root(root: &Path, path: &str) -> std::io::Result<Option<String>> {
+    let file = match openat2_in_root(root, path, libc::O_RDONLY | libc::O_NOCTTY) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
     if !file.metadata()?.is_file() {
         return Ok(None);
     }
@@ -95,34 +103,11 @@ mod tests {
 /// Opens `path` inside `root` (every component resolved in the root) as an
 /// O_PATH handle; `follow_last` decides whether a final symlink is followed.
 pub fn open_in_root(root: &Path, path: &str, follow_last: bool) -> Option<std::fs::File> {
-    let root_fd = std::fs::File::open(root).ok()?;
-    let rel = CString::new(path.trim_start_matches('/')).ok()?;
-    let mut flags = libc::O_PATH | libc::O_CLOEXEC;
+    let mut flags = libc::O_PATH;
     if !follow_last {
         flags |= libc::O_NOFOLLOW;
     }
-    let how = OpenHow {
-        flags: flags as u64,
-        mode: 0,
-        resolve: RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS,
-    };
-    // SAFETY: valid fd, NUL-terminated path, properly sized open_how.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            std::os::fd::AsRawFd::as_raw_fd(&root_fd),
-            rel.as_ptr(),
-            &how as *const OpenHow,
-            std::mem::size_of::<OpenHow>(),
-        )
-    };
-    if fd < 0 {
-        return None;
-    }
-    // SAFETY: the kernel just returned this fd to us.
-    Some(std::fs::File::from(unsafe {
-        OwnedFd::from_raw_fd(fd as i32)
-    }))
+    openat2_in_root(root, path, flags).ok()
 }
 
 /// The target of the symlink at `path` inside `root`, None if it is not one.
