@@ -274,22 +274,7 @@ impl MonitorClient {
             Response::Error(e) => return Err(RuntimeError::from_wire(e)),
             other => return Err(unexpected(other)),
         };
-        let mut fds = fds.into_iter();
-        let mut next = |what: &str| {
-            fds.next().ok_or_else(|| {
-                RuntimeError::Protocol(format!("the monitor sent no {what} descriptor"))
-            })
-        };
-        Ok(ExecStdio {
-            terminal: None,
-            stdin: if with_stdin {
-                Some(next("stdin")?)
-            } else {
-                None
-            },
-            stdout: Some(next("stdout")?),
-            stderr: Some(next("stderr")?),
-        })
+        stdio_from_fds(fds, false, with_stdin)
     }
 
     pub async fn exec_stream(
@@ -315,31 +300,7 @@ impl MonitorClient {
             Response::Error(e) => return Err(RuntimeError::from_wire(e)),
             other => return Err(unexpected(other)),
         };
-        let mut fds = fds.into_iter();
-        let mut next = |what: &str| {
-            fds.next().ok_or_else(|| {
-                RuntimeError::Protocol(format!("the monitor sent no {what} descriptor"))
-            })
-        };
-        let stdio = if tty {
-            ExecStdio {
-                terminal: Some(next("terminal")?),
-                stdin: None,
-                stdout: None,
-                stderr: None,
-            }
-        } else {
-            ExecStdio {
-                terminal: None,
-                stdin: if want_stdin {
-                    Some(next("stdin")?)
-                } else {
-                    None
-                },
-                stdout: Some(next("stdout")?),
-                stderr: Some(next("stderr")?),
-            }
-        };
+        let stdio = stdio_from_fds(fds, tty, want_stdin)?;
         stream
             .set_nonblocking(true)
             .map_err(|e| RuntimeError::io("setting the exec connection non-blocking", e))?;
@@ -475,4 +436,36 @@ fn call_receiving_fds(
 
 fn unexpected(resp: Response) -> RuntimeError {
     RuntimeError::Protocol(format!("unexpected response {resp:?}"))
+}
+
+/// The descriptors of a `Streams` reply in the order the monitor sends
+/// them: the terminal alone, or [stdin], stdout, stderr.
+fn stdio_from_fds(
+    fds: Vec<std::os::fd::OwnedFd>,
+    tty: bool,
+    with_stdin: bool,
+) -> Result<ExecStdio, RuntimeError> {
+    let mut fds = fds.into_iter();
+    let mut next = |what: &str| {
+        fds.next()
+            .ok_or_else(|| RuntimeError::Protocol(format!("the monitor sent no {what} descriptor")))
+    };
+    if tty {
+        return Ok(ExecStdio {
+            terminal: Some(next("terminal")?),
+            stdin: None,
+            stdout: None,
+            stderr: None,
+        });
+    }
+    Ok(ExecStdio {
+        terminal: None,
+        stdin: if with_stdin {
+            Some(next("stdin")?)
+        } else {
+            None
+        },
+        stdout: Some(next("stdout")?),
+        stderr: Some(next("stderr")?),
+    })
 }
