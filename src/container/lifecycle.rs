@@ -212,6 +212,8 @@ impl Node {
             capabilities: Some(capabilities),
             localhost_seccomp_profile: localhost_profile.as_deref(),
         })?;
+        // After the spec, so a malformed request is reported as such first.
+        super::propagation::check_host_sources(&record.config.mounts)?;
         let spec_json = serde_json::to_vec_pretty(&spec)
             .map_err(|e| NodeError::Internal(format!("cannot encode OCI spec: {e}")))?;
         crate::store::write_atomic(&record.bundle.join("config.json"), &spec_json)?;

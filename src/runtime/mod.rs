@@ -20,6 +20,7 @@ mod executor;
 mod monitor;
 mod namespaces;
 mod persist;
+mod propagation;
 mod protocol;
 mod sealed_exe;
 mod types;
