@@ -8,6 +8,7 @@ use super::capabilities::{
 use super::paths::log_file_path;
 use super::rootfs_read::read_in_root;
 use super::{ContainerRecord, ContainerState, container_name_key, cri_state};
+use crate::events::EventKind;
 use crate::image::rootfs::{mount_overlay, unmount};
 use crate::node::{Node, NodeError, find_by_id_or_prefix, labels_match, lock, new_id, now_nanos};
 use crate::policy::ResolvedIdentity;
@@ -105,6 +106,7 @@ impl Node {
         };
         match self.set_up_container(&pod, &image, &mut record).await {
             Ok(()) => {
+                self.events.emit(EventKind::Created, &id, &record.pod_id);
                 lock(&self.containers).insert(id.clone(), record);
                 info!(pod.id = %pod.id, container.id = %id, "container created");
                 Ok(id)
@@ -314,6 +316,8 @@ impl Node {
                 record.id, record.message
             )));
         }
+        self.events
+            .emit(EventKind::Started, &record.id, &record.pod_id);
         info!(pod.id = %record.pod_id, container.id = %record.id, "container started");
         Ok(())
     }
@@ -424,6 +428,8 @@ impl Node {
         self.container_records.delete(&record.id)?;
         lock(&self.containers).remove(&record.id);
         self.release_name(&record.name_key());
+        self.events
+            .emit(EventKind::Deleted, &record.id, &record.pod_id);
         drop(guard);
         self.container_locks.forget(&record.id);
         info!(pod.id = %record.pod_id, container.id = %record.id, "container removed");

@@ -506,6 +506,9 @@ impl Monitor {
             {
                 rec.record_exit(code);
                 let _ = write_state(&pod_dir, id, &rec.state);
+                rec.drain(true);
+                self.notify_exit(id, code);
+                return;
             }
         }
         rec.drain(true);
