@@ -349,9 +349,9 @@ impl RuntimeService for CriRuntimeService {
             .instrument(info_span!("Attach", container.id = %req.container_id))
             .await
             .map_err(to_status)?;
-        if req.tty || record.config.tty {
+        if req.tty && !record.config.tty {
             return Err(Status::failed_precondition(format!(
-                "container {} has no terminal: capcri does not run containers with tty yet; attach without tty",
+                "container {} was created without a terminal (tty: false); attach without tty",
                 record.id
             )));
         }

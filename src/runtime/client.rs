@@ -275,12 +275,12 @@ impl MonitorClient {
             tokio::task::spawn_blocking(move || call_receiving_fds(&socket, &req))
                 .await
                 .map_err(|e| RuntimeError::Protocol(format!("attach task failed: {e}")))??;
-        let with_stdin = match resp {
-            Response::Streams { stdin, .. } => stdin,
+        let (tty, with_stdin) = match resp {
+            Response::Streams { tty, stdin, .. } => (tty, stdin),
             Response::Error(e) => return Err(RuntimeError::from_wire(e)),
             other => return Err(unexpected(other)),
         };
-        stdio_from_fds(fds, false, with_stdin)
+        stdio_from_fds(fds, tty, with_stdin)
     }
 
     pub async fn exec_stream(
@@ -506,10 +506,12 @@ fn stdio_from_fds(
             .ok_or_else(|| RuntimeError::Protocol(format!("the monitor sent no {what} descriptor")))
     };
     if tty {
+        let terminal = Some(next("terminal")?);
         return Ok(ExecStdio {
-            terminal: Some(next("terminal")?),
+            terminal,
             stdin: None,
-            stdout: None,
+            // Attach to a tty container: its output, fanned out by the monitor.
+            stdout: fds.next(),
             stderr: None,
         });
     }

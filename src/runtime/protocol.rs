@@ -96,8 +96,9 @@ pub enum Response {
     State(ContainerRuntimeState),
     Exec(ExecOutput),
     /// Descriptors travel with this frame, in the order of `MonitorClient::exec_stream`:
-    /// with `tty` the terminal's master side alone; otherwise the stdin
-    /// write end (if asked), the stdout and the stderr read ends.
+    /// with `tty` the terminal's master side, then (attach only) the read
+    /// end of the output the monitor fans out; otherwise the stdin write
+    /// end (if asked), the stdout and the stderr read ends.
     Streams {
         pid: u32,
         tty: bool,

@@ -27,6 +27,7 @@ use nix::sys::signal::Signal;
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
+mod console;
 mod container_ops;
 mod exec;
 mod tenant;
