@@ -67,14 +67,14 @@ impl NodeSnapshot {
         let pods = by_state(&self.pods);
         pods.encode(encoder.encode_descriptor(
             "pods",
-            "Pod sandboxes known to capcri by state: ready (running) or notready (stopped, not yet removed)",
+            "Pod sandboxes known to capcri by state: ready (running) or notready (stopped, not yet removed).",
             None,
             pods.metric_type(),
         )?)?;
         let containers = by_state(&self.containers);
         containers.encode(encoder.encode_descriptor(
             "containers",
-            "Containers known to capcri by state (created, running, exited, unknown), as last seen from their pod monitors",
+            "Containers known to capcri by state (created, running, exited, unknown), as last seen from their pod monitors.",
             None,
             containers.metric_type(),
         )?)?;
@@ -87,14 +87,14 @@ impl NodeSnapshot {
         }
         reloads.encode(encoder.encode_descriptor(
             "policy_reloads",
-            "Reloads of the policy directory after a change: success (new set in force) or failure (rejected whole, previous set kept)",
+            "Reloads of the policy directory after a change: success (new set in force) or failure (rejected whole, previous set kept).",
             None,
             reloads.metric_type(),
         )?)?;
         let bytes = ConstCounter::new(self.image_pull_bytes);
         bytes.encode(encoder.encode_descriptor(
             "image_pull_bytes",
-            "Bytes of image blobs (configs and layers) fetched from registries",
+            "Bytes of image blobs (configs and layers) fetched from registries.",
             None,
             bytes.metric_type(),
         )?)?;
