@@ -7,6 +7,7 @@ pub mod config;
 pub mod container;
 pub mod cri;
 mod error;
+pub mod events;
 pub mod image;
 pub mod metrics;
 pub mod network;

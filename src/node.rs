@@ -58,6 +58,8 @@ pub struct Node {
     pub(crate) names: Mutex<HashSet<String>>,
     pub(crate) pod_locks: KeyedLocks,
     pub(crate) container_locks: KeyedLocks,
+    /// Lifecycle events for `GetContainerEvents`.
+    pub(crate) events: crate::events::EventBus,
     pub(crate) metrics: Metrics,
 }
 
@@ -126,6 +128,7 @@ impl Node {
             names: Mutex::new(names),
             pod_locks: KeyedLocks::default(),
             container_locks: KeyedLocks::default(),
+            events: crate::events::EventBus::default(),
             metrics: Metrics::new(),
         }))
     }
@@ -193,8 +196,45 @@ impl Node {
             return Ok(m.clone());
         }
         let client = MonitorClient::connect(&pod.pod_dir).await?;
-        lock(&self.monitors).insert(pod.id.clone(), client.clone());
+        self.remember_monitor(&pod.id, client.clone());
         Ok(client)
+    }
+
+    /// Keeps the pod's monitor client and, the first time, follows its
+    /// container exits into the event stream (the monitor pushes them; the
+    /// daemon never polls).
+    pub(crate) fn remember_monitor(&self, pod_id: &str, client: MonitorClient) {
+        let known = lock(&self.monitors).insert(pod_id.to_string(), client.clone());
+        if known.is_some() {
+            return;
+        }
+        let events = self.events.clone();
+        let pod_id = pod_id.to_string();
+        tokio::spawn(async move {
+            let mut watch = match client.watch_exits().await {
+                Ok(w) => w,
+                Err(e) => {
+                    tracing::warn!(pod.id = %pod_id, error = %e, "cannot follow the pod's container exits");
+                    return;
+                }
+            };
+            while let Some((id, exit_code)) = watch.next().await {
+                tracing::debug!(pod.id = %pod_id, container.id = %id, exit_code, "container exited");
+                events.emit(crate::events::EventKind::Stopped, &id, &pod_id);
+            }
+        });
+    }
+
+    /// After a restart: reconnect to every live pod's monitor so exits that
+    /// happen from now on reach the event stream without waiting for the
+    /// first call on that pod.
+    pub async fn follow_live_monitors(&self) {
+        let pods: Vec<PodSandbox> = lock(&self.pods).values().cloned().collect();
+        for pod in pods {
+            if pod.pod_dir.join(crate::runtime::MONITOR_SOCKET).exists() {
+                let _ = self.monitor(&pod).await;
+            }
+        }
     }
 }
 

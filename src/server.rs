@@ -91,6 +91,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     node.policies().watch(std::time::Duration::from_secs(
         config.policy_poll_seconds.max(1),
     ));
+    node.follow_live_monitors().await;
     let listener = bind_socket(&config.socket, config.socket_gid)?;
     let admin_listener = bind_socket(&config.admin_socket, config.socket_gid)?;
     info!(socket = %config.socket.display(), state_dir = %config.state_dir.display(), data_dir = %config.data_dir.display(), "capcri serving the CRI");

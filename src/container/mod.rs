@@ -4,6 +4,7 @@
 pub mod capabilities;
 mod lifecycle;
 pub mod paths;
+pub mod propagation;
 mod resources;
 pub mod rootfs_read;
 pub mod stats;

@@ -507,15 +507,16 @@ impl RuntimeService for CriRuntimeService {
         Err(unimplemented("CheckpointContainer"))
     }
 
-    type GetContainerEventsStream = std::pin::Pin<
-        Box<dyn tokio_stream::Stream<Item = Result<cri::ContainerEventResponse, Status>> + Send>,
-    >;
+    type GetContainerEventsStream = super::events::ContainerEventStream;
 
     async fn get_container_events(
         &self,
         _r: Request<cri::GetEventsRequest>,
     ) -> R<Self::GetContainerEventsStream> {
-        Err(unimplemented("GetContainerEvents"))
+        let _span = info_span!("GetContainerEvents").entered();
+        Ok(Response::new(super::events::container_events(
+            self.node.clone(),
+        )))
     }
 
     async fn list_metric_descriptors(

@@ -165,22 +165,28 @@ impl MonitorClient {
             .map_err(unreachable)?;
         let frame = encode_frame(req).map_err(RuntimeError::Protocol)?;
         stream.write_all(&frame).await.map_err(unreachable)?;
-        let mut len = [0u8; 4];
-        stream.read_exact(&mut len).await.map_err(unreachable)?;
-        let len = u32::from_be_bytes(len) as usize;
-        if len > MAX_FRAME_LEN {
-            return Err(RuntimeError::Protocol(format!(
-                "response of {len} bytes exceeds the frame limit"
-            )));
-        }
-        let mut body = vec![0u8; len];
-        stream.read_exact(&mut body).await.map_err(unreachable)?;
-        let resp: Response = serde_json::from_slice(&body).map_err(|e| {
-            RuntimeError::Protocol(format!("malformed response from the monitor: {e}"))
-        })?;
-        match resp {
-            Response::Error(e) => Err(RuntimeError::from_wire(e)),
-            other => Ok(other),
+        read_response(&mut stream).await.map_err(|e| match e {
+            FrameError::Io(source) => unreachable(source),
+            FrameError::Runtime(e) => e,
+        })
+    }
+
+    /// Subscribes to the pod's container exits on a connection of its own.
+    pub async fn watch_exits(&self) -> Result<ExitWatch, RuntimeError> {
+        let unreachable = |source| RuntimeError::MonitorUnreachable {
+            socket: self.socket.clone(),
+            source,
+        };
+        let mut stream = UnixStream::connect(&self.socket)
+            .await
+            .map_err(unreachable)?;
+        let frame = encode_frame(&Request::WatchExits).map_err(RuntimeError::Protocol)?;
+        stream.write_all(&frame).await.map_err(unreachable)?;
+        match read_response(&mut stream).await {
+            Ok(Response::Watching) => Ok(ExitWatch { stream }),
+            Ok(other) => Err(unexpected(other)),
+            Err(FrameError::Io(source)) => Err(unreachable(source)),
+            Err(FrameError::Runtime(e)) => Err(e),
         }
     }
 
@@ -432,6 +438,55 @@ fn call_receiving_fds(
     let resp: Response = serde_json::from_slice(&got[4..4 + len])
         .map_err(|e| RuntimeError::Protocol(format!("malformed response from the monitor: {e}")))?;
     Ok((resp, fds, stream))
+}
+
+/// A subscription to one monitor's container exits (see
+/// [`MonitorClient::watch_exits`]).
+#[derive(Debug)]
+pub struct ExitWatch {
+    stream: UnixStream,
+}
+
+impl ExitWatch {
+    /// The next exit as (container id, exit code); `None` once the monitor
+    /// is gone (pod stopped, or the monitor was killed).
+    pub async fn next(&mut self) -> Option<(String, i32)> {
+        loop {
+            match read_response(&mut self.stream).await {
+                Ok(Response::Exited { id, exit_code }) => return Some((id, exit_code)),
+                Ok(_) => continue,
+                Err(_) => return None,
+            }
+        }
+    }
+}
+
+enum FrameError {
+    Io(std::io::Error),
+    Runtime(RuntimeError),
+}
+
+/// Reads one response frame; a monitor-side error becomes `Runtime`.
+async fn read_response(stream: &mut UnixStream) -> Result<Response, FrameError> {
+    let mut len = [0u8; 4];
+    stream.read_exact(&mut len).await.map_err(FrameError::Io)?;
+    let len = u32::from_be_bytes(len) as usize;
+    if len > MAX_FRAME_LEN {
+        return Err(FrameError::Runtime(RuntimeError::Protocol(format!(
+            "response of {len} bytes exceeds the frame limit"
+        ))));
+    }
+    let mut body = vec![0u8; len];
+    stream.read_exact(&mut body).await.map_err(FrameError::Io)?;
+    let resp: Response = serde_json::from_slice(&body).map_err(|e| {
+        FrameError::Runtime(RuntimeError::Protocol(format!(
+            "malformed response from the monitor: {e}"
+        )))
+    })?;
+    match resp {
+        Response::Error(e) => Err(FrameError::Runtime(RuntimeError::from_wire(e))),
+        other => Ok(other),
+    }
 }
 
 fn unexpected(resp: Response) -> RuntimeError {

@@ -59,6 +59,10 @@ pub enum Request {
         stdin: bool,
     },
     Shutdown,
+    /// Subscribe this connection to container exits: answered with
+    /// [`Response::Watching`], then one [`Response::Exited`] per exit for as
+    /// long as the connection stays open (the daemon's event stream).
+    WatchExits,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -100,6 +104,12 @@ pub enum Response {
         stdin: bool,
     },
     Error(WireError),
+    Watching,
+    /// A container of the pod has exited (pushed to watchers).
+    Exited {
+        id: String,
+        exit_code: i32,
+    },
 }
 
 /// Serialize `msg` into one frame.

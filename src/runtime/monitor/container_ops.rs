@@ -267,8 +267,32 @@ impl Monitor {
             cgroup: cgroups_path(&req.bundle).map(|p| CgroupPath::new(&p)),
         };
         write_state(&self.args.pod_dir, &id, &record.state)?;
-        self.containers.insert(id, record);
+        self.containers.insert(id.clone(), record);
+        if let Err(e) = Self::apply_propagation(&req.bundle, pid) {
+            let _ = self.delete(&id);
+            return Err(RuntimeError::Libcontainer {
+                container: id,
+                message: e.to_string(),
+            });
+        }
         Ok(pid as u32)
+    }
+
+    /// Finishes what libcontainer leaves out: the volumes' propagation
+    /// options (see `runtime::propagation`), read back from the bundle it
+    /// has just used, before the container's process can run.
+    fn apply_propagation(bundle: &Path, pid: i32) -> Result<(), RuntimeError> {
+        let path = bundle.join("config.json");
+        let spec = oci_spec::runtime::Spec::load(&path).map_err(|e| {
+            RuntimeError::io(
+                format!("reading {}", path.display()),
+                std::io::Error::other(e.to_string()),
+            )
+        })?;
+        crate::runtime::propagation::apply_in_container(
+            pid,
+            &crate::runtime::propagation::propagation_changes(&spec),
+        )
     }
 
     /// The sealed trampoline memfd, made once per monitor. Its fd is
@@ -482,6 +506,9 @@ impl Monitor {
             {
                 rec.record_exit(code);
                 let _ = write_state(&pod_dir, id, &rec.state);
+                rec.drain(true);
+                self.notify_exit(id, code);
+                return;
             }
         }
         rec.drain(true);
