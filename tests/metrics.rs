@@ -184,6 +184,14 @@ async fn scrape_counts_cri_calls_decisions_containers_pulls_and_reloads() {
         })
         .await
         .expect_err("an image the registry lacks");
+    // A stream kept open for the whole test: counted once, when it is set up.
+    let events = d
+        .runtime()
+        .await
+        .get_container_events(cri::GetEventsRequest::default())
+        .await
+        .expect("GetContainerEvents")
+        .into_inner();
     let pod = run_pod(&d, "metrics").await;
 
     let web = create(&d, &pod, bind80(&registry))
@@ -236,6 +244,7 @@ async fn scrape_counts_cri_calls_decisions_containers_pulls_and_reloads() {
     assert_eq!(s.get(&cri_calls("RunPodSandbox", "OK")), 1.0);
     assert_eq!(s.get(&cri_calls("StartContainer", "OK")), 1.0);
     assert_eq!(s.get(&cri_calls("PullImage", "OK")), 2.0);
+    assert_eq!(s.get(&cri_calls("GetContainerEvents", "OK")), 1.0);
     let pull_failed = format!("{:?}", missing.code());
     assert_eq!(
         s.get(&cri_calls("PullImage", &pull_failed)),
@@ -332,6 +341,7 @@ async fn scrape_counts_cri_calls_decisions_containers_pulls_and_reloads() {
     assert_eq!(s.get("capcri_pods{state=\"ready\"}"), 0.0);
     assert_eq!(s.get(&containers("exited")), 0.0);
 
+    drop(events);
     d.terminate();
     assert!(
         tokio::net::TcpStream::connect(addr).await.is_err(),
