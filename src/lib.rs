@@ -9,6 +9,7 @@ pub mod cri;
 mod error;
 pub mod events;
 pub mod image;
+pub mod metrics;
 pub mod network;
 pub mod node;
 pub mod policy;

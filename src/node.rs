@@ -4,7 +4,9 @@
 
 use crate::config::Config;
 use crate::container::ContainerRecord;
-use crate::image::{ImageStore, ImageStoreConfig};
+use crate::image::{ImageRecord, ImageStore, ImageStoreConfig, RegistryAuth};
+use crate::metrics::Metrics;
+use crate::metrics::labels::Outcome;
 use crate::policy_store::PolicyStore;
 use crate::runtime::MonitorClient;
 use crate::sandbox::PodSandbox;
@@ -58,6 +60,7 @@ pub struct Node {
     pub(crate) container_locks: KeyedLocks,
     /// Lifecycle events for `GetContainerEvents`.
     pub(crate) events: crate::events::EventBus,
+    pub(crate) metrics: Metrics,
 }
 
 /// Poisoning only follows a panic elsewhere; the maps stay consistent
@@ -126,6 +129,7 @@ impl Node {
             pod_locks: KeyedLocks::default(),
             container_locks: KeyedLocks::default(),
             events: crate::events::EventBus::default(),
+            metrics: Metrics::new(),
         }))
     }
 
@@ -143,6 +147,35 @@ impl Node {
 
     pub fn policies(&self) -> &Arc<PolicyStore> {
         &self.policies
+    }
+
+    /// The metric families this node records into.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Pulls an image into the store, timing the pull for the metrics.
+    pub async fn pull_image(
+        &self,
+        reference: &str,
+        auth: Option<&RegistryAuth>,
+    ) -> Result<ImageRecord, NodeError> {
+        let start = std::time::Instant::now();
+        let result = self.images.pull(reference, auth).await;
+        let outcome = match result {
+            Ok(_) => Outcome::Success,
+            Err(_) => Outcome::Failure,
+        };
+        self.metrics.observe_pull(outcome, start.elapsed());
+        Ok(result?)
+    }
+
+    /// Asks the pod monitors for the state of every container not known to
+    /// have exited, so a scrape counts containers that exited on their own.
+    pub async fn refresh_container_states(&self) {
+        if let Err(e) = self.list_containers(None).await {
+            tracing::debug!(error = %e, "refreshing container states for metrics");
+        }
     }
 
     pub(crate) fn reserve_name(&self, key: String) -> Result<(), NodeError> {

@@ -169,6 +169,7 @@ impl Node {
             &view,
         );
         clamp_to_host(&mut decision, host_bounding_set());
+        self.metrics.count_decision(&decision);
         for w in &decision.warnings {
             warn!(pod.id = %pod.id, container.id = %record.id, warning = %w, "capability policy warning");
         }
