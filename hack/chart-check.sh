@@ -41,6 +41,12 @@ if ! diff -r policy charts/capcri/policies; then
 fi
 echo "chart-check: charts/capcri/policies/ is identical to policy/ ($(find policy -name "*.yaml" | wc -l) files)"
 
+if ! diff contrib/systemd/capcri.service charts/capcri/files/capcri.service; then
+    echo "chart-check: charts/capcri/files/capcri.service differs from contrib/systemd/capcri.service (above): copy it" >&2
+    exit 1
+fi
+echo "chart-check: charts/capcri/files/capcri.service is identical to contrib/systemd/capcri.service"
+
 for s in charts/capcri/files/*.sh hack/chart-check.sh; do
     bash -n "$s"
     if command -v shellcheck >/dev/null; then shellcheck "$s"; fi
@@ -71,17 +77,21 @@ configmap_dir() { # src-dir dest-dir
 }
 install_on() { # chart-dir node-dir
     CAPCRI_CHART_DIR=$1 HOST_ROOT=$2 HOST_BIN_DIR=/usr/local/bin CAPCRI_BINARY=$capcri \
-        sh charts/capcri/files/install.sh
+        CAPCRI_SYSTEMD_UNIT=true sh charts/capcri/files/install.sh
 }
 chart=$out/chart node=$out/node
 mkdir -p "$chart" "$node/etc/capcri/policies"
 echo "node-local" >"$node/etc/capcri/policies/00-node.yaml"
 configmap_dir "$out/render/defaults" "$chart/config"
 configmap_dir "$out/render/defaults/policies" "$chart/policies"
+configmap_dir "$out/render/defaults/scripts" "$chart/scripts"
 install_on "$chart" "$node"
 install_on "$chart" "$node"
 cmp "$capcri" "$node/usr/local/bin/capcri"
 cmp "$out/render/defaults/config.toml" "$node/etc/capcri/config.toml"
+cmp contrib/systemd/capcri.service "$node/etc/systemd/system/capcri.service"
+grep -qx "ExecStart=/usr/local/bin/capcri serve --config /etc/capcri/config.toml" \
+    "$node/etc/systemd/system/capcri.service.d/10-helm.conf"
 diff -r policy "$node/etc/capcri/policies/"
 [ "$(find "$node/etc/capcri" -maxdepth 1 -name '.policies.*' | wc -l)" = 1 ]
 [ -f "$node/etc/capcri/policies.before-helm/00-node.yaml" ]
@@ -97,7 +107,7 @@ if install_on "$chart" "$node" 2>"$out/err"; then
 fi
 grep -q "node keeps its current one" "$out/err"
 diff -r policy "$node/etc/capcri/policies/"
-echo "chart-check: install.sh: binary, config and policies installed twice (one policy version kept, the node's own set moved aside), an invalid set refused: $(tail -1 "$out/err")"
+echo "chart-check: install.sh: binary, config, systemd unit + drop-in and policies installed twice (one policy version kept, the node's own set moved aside), an invalid set refused: $(tail -1 "$out/err")"
 
 # The main container's start script, in a PID namespace of its own so that
 # "PID 1" is the script itself: it must leave its cgroup for a new one in

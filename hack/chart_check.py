@@ -56,6 +56,9 @@ def check_set(chart: pathlib.Path, name: str, values: dict, out: pathlib.Path) -
     policies = by_kind[("ConfigMap", "policies")].get("data") or {}
     for key, text in policies.items():
         (set_dir / "policies" / key).write_text(text)
+    (set_dir / "scripts").mkdir()
+    for key, text in by_kind[("ConfigMap", "scripts")]["data"].items():
+        (set_dir / "scripts" / key).write_text(text)
     config = by_kind[("ConfigMap", "config")]["data"]["config.toml"]
     (set_dir / "config.toml").write_text(config)
     parsed = tomllib.loads(config)

@@ -55,4 +55,16 @@ for old in "$etc"/.policies.*; do
     [ "$old" = "$new" ] || rm -rf "$old"
 done
 
+# daemon.mode=systemd: the unit and a drop-in (rendered by the chart) that
+# points it at the installed binary and config.
+if [ "${CAPCRI_SYSTEMD_UNIT:-false}" = true ]; then
+    units=$host/etc/systemd/system
+    mkdir -p "$units/capcri.service.d"
+    cp "$chart/scripts/capcri.service" "$units/.capcri.service.new"
+    mv -f "$units/.capcri.service.new" "$units/capcri.service"
+    cp "$chart/scripts/10-helm.conf" "$units/capcri.service.d/.10-helm.conf.new"
+    mv -f "$units/capcri.service.d/.10-helm.conf.new" "$units/capcri.service.d/10-helm.conf"
+    echo "capcri install: $units/capcri.service with drop-in capcri.service.d/10-helm.conf"
+fi
+
 echo "capcri install: $bin_dir/capcri ($("$binary" version 2>/dev/null || echo unknown version)), $etc/config.toml, $count polic(y/ies) in $etc/policies"
