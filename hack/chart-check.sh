@@ -133,4 +133,52 @@ if grep -v ":/$cg\$" "$out/cgroup"; then
     exit 1
 fi
 echo "chart-check: start.sh: moved to /$cg in $(wc -l <"$out/cgroup") cgroup hierarchies, then ran: capcri $(cat "$out/argv")"
+
+# The systemd-mode script against stand-ins for systemctl and journalctl
+# (first on PATH, they record their calls), in a private mount and PID
+# namespace whose /etc and /run are scratch tmpfs: it must start an
+# inactive unit, leave an active one alone when nothing changed, and
+# restart it when the config changed.
+cat >"$fake/systemctl" <<'STUB'
+#!/bin/sh
+echo "systemctl $*" >>/run/calls
+case "$1" in
+is-active) [ -f /run/active ] ;;
+start | restart) touch /run/active ;;
+esac
+STUB
+printf '#!/bin/sh\necho "journalctl $*" >>/run/calls\n' >"$fake/journalctl"
+chmod +x "$fake/systemctl" "$fake/journalctl"
+# shellcheck disable=SC2016 # the inner script expands its own variables
+PATH=$fake:$PATH HOST_BIN_DIR=$fake unshare --mount --pid --fork --mount-proc --propagation private sh -c '
+    set -eu
+    mount -t tmpfs tmpfs /etc && mount -t tmpfs tmpfs /run
+    mkdir -p /run/systemd/system /etc/capcri /etc/systemd/system/capcri.service.d
+    echo "socket = \"/run/capcri/capcri.sock\"" >/etc/capcri/config.toml
+    touch /etc/systemd/system/capcri.service /etc/systemd/system/capcri.service.d/10-helm.conf
+    sh "$1" >/dev/null && sh "$1" >/dev/null
+    echo "log_level = \"debug\"" >>/etc/capcri/config.toml
+    sh "$1" >/dev/null
+    cat /run/calls
+' sh charts/capcri/files/systemd.sh >"$out/calls"
+expected="systemctl daemon-reload
+systemctl enable capcri.service
+systemctl is-active --quiet capcri.service
+systemctl start capcri.service
+journalctl --unit capcri.service --follow --lines 20 --output cat
+systemctl daemon-reload
+systemctl enable capcri.service
+systemctl is-active --quiet capcri.service
+journalctl --unit capcri.service --follow --lines 20 --output cat
+systemctl daemon-reload
+systemctl enable capcri.service
+systemctl is-active --quiet capcri.service
+systemctl restart capcri.service
+journalctl --unit capcri.service --follow --lines 20 --output cat"
+if [ "$(cat "$out/calls")" != "$expected" ]; then
+    echo "chart-check: systemd.sh made these calls:" >&2
+    cat "$out/calls" >&2
+    exit 1
+fi
+echo "chart-check: systemd.sh: starts an inactive capcri.service, leaves it alone when nothing changed, restarts it for a new config"
 echo "chart-check: OK"
