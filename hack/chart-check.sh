@@ -16,6 +16,10 @@
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
+if [ "$(id -u)" != 0 ]; then
+    echo "hack/chart-check.sh: the script checks move processes between cgroups and mount scratch tmpfs in private namespaces: run it as root" >&2
+    exit 2
+fi
 venv=${CAPCRI_CHART_VENV:-/var/tmp/capcri-chart-venv}
 requirements=(helm-python-sdk==0.2.2 kubernetes-validate==1.37.0)
 
