@@ -7,7 +7,8 @@
 #    and every rendered document is valid against the Kubernetes schemas of
 #    one release (kubernetes-validate); values.schema.json refuses each file
 #    of hack/chart-values/bad/ (hack/chart_check.py);
-#  - capcri itself accepts the policy set each value set renders;
+#  - capcri itself accepts the policy set and config.toml each value set
+#    renders (`policy check`, and `serve` starts with them);
 #  - contrib/image/Dockerfile lints clean (hadolint);
 #  - the init container's install script, run against a scratch "node",
 #    installs the binary, config and policies, is idempotent, and refuses an
@@ -67,12 +68,37 @@ out=$(mktemp -d /tmp/capcri-chart-check.XXXXXX)
 trap 'rm -rf "$out"' EXIT
 "$venv/bin/python" hack/chart_check.py "$out/render"
 
+# capcri itself on what each value set renders: the policy set passes
+# `policy check`, and `capcri serve` starts with the config.toml and the
+# policy set (socket and directories moved to scratch paths by flags, which
+# override the file; in a private mount namespace), then stops on SIGTERM.
 for set in "$out"/render/*/; do
     name=$(basename "$set")
     if compgen -G "$set/policies/*.yaml" >/dev/null; then
         echo -n "chart-check: $name: capcri policy check: "
         "$capcri" policy check "$set/policies"
     fi
+    # Short: the monitors' socket paths under the state dir must fit in 107 bytes.
+    scratch=$(mktemp -d /tmp/cs.XXXXXX)
+    unshare --mount --propagation private -- "$capcri" serve --config "$set/config.toml" \
+        --socket "$scratch/capcri.sock" --admin-socket "$scratch/admin.sock" \
+        --state-dir "$scratch/run" --data-dir "$scratch/lib" --policy-dir "$set/policies" \
+        >"$scratch/log" 2>&1 &
+    daemon=$!
+    for _ in $(seq 300); do
+        [ -S "$scratch/capcri.sock" ] || ! kill -0 "$daemon" 2>/dev/null && break
+        sleep 0.1
+    done
+    if [ ! -S "$scratch/capcri.sock" ]; then
+        kill "$daemon" 2>/dev/null || true
+        echo "chart-check: $name: capcri serve did not start with the rendered config.toml:" >&2
+        cat "$scratch/log" >&2
+        exit 1
+    fi
+    kill -TERM "$daemon"
+    wait "$daemon" || true
+    rm -rf "$scratch"
+    echo "chart-check: $name: capcri serve started with the rendered config.toml and policies"
 done
 
 # The install script against a scratch node, its inputs laid out as
