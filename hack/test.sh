@@ -24,6 +24,8 @@ packages=(
     docker-registry skopeo umoci
     # tests
     iproute2 curl
+    # the Helm chart's checks (hack/chart-check.sh)
+    python3-venv shellcheck
 )
 missing=()
 for p in "${packages[@]}"; do
@@ -49,6 +51,9 @@ cargo fmt --check
 cargo clippy --all-targets --locked -- -D warnings
 # The recommended policy set must stay valid.
 cargo run --quiet --locked -- policy check policy/
+# The Helm chart renders (Helm's Go SDK from PyPI, no helm binary) and
+# validates against the Kubernetes schemas; its scripts work.
+./hack/chart-check.sh
 
 # The daemon under test runs in a private mount namespace: whatever a
 # failing test leaves mounted disappears with it, and the host's mount
