@@ -56,6 +56,9 @@ pub struct Node {
     pub(crate) names: Mutex<HashSet<String>>,
     pub(crate) pod_locks: KeyedLocks,
     pub(crate) container_locks: KeyedLocks,
+    /// Why POD user namespaces cannot be offered here (probed once at
+    /// startup); `None`: they can, and Status advertises them.
+    pub(crate) userns_unsupported: Option<String>,
 }
 
 /// Poisoning only follows a panic elsewhere; the maps stay consistent
@@ -110,7 +113,9 @@ impl Node {
             names.insert(c.name_key());
             containers.insert(c.id.clone(), c);
         }
+        let userns_unsupported = probe_user_namespaces(&config);
         Ok(Arc::new(Node {
+            userns_unsupported,
             config,
             images,
             policies: Arc::new(policies),
@@ -124,6 +129,11 @@ impl Node {
             pod_locks: KeyedLocks::default(),
             container_locks: KeyedLocks::default(),
         }))
+    }
+
+    /// Whether POD user namespaces work on this node; Status's feature.
+    pub fn supports_user_namespaces(&self) -> bool {
+        self.userns_unsupported.is_none()
     }
 
     pub fn config(&self) -> &Config {
@@ -220,5 +230,22 @@ mod tests {
         assert_eq!(find_by_id_or_prefix(&map, "ab"), None, "ambiguous");
         assert_eq!(find_by_id_or_prefix(&map, ""), None);
         assert_eq!(find_by_id_or_prefix(&map, "x"), None);
+    }
+}
+
+/// POD user namespaces need idmapped mounts of the layer store and an
+/// overlay on idmapped layers; try exactly that once, on the filesystem of
+/// the writable layers.
+fn probe_user_namespaces(config: &Config) -> Option<String> {
+    let scratch = config.writable_layers_dir().join(".idmap-probe");
+    match crate::runtime::probe_idmapped_overlay(&scratch) {
+        Ok(()) => {
+            tracing::info!("user namespaces supported: idmapped overlay layers work");
+            None
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "user namespaces (hostUsers: false) not offered");
+            Some(e.to_string())
+        }
     }
 }

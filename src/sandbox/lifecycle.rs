@@ -37,6 +37,16 @@ impl Node {
                 "unknown runtime handler {runtime_handler:?}: capcri serves the default handler (\"\") and \"capcri\""
             )));
         }
+        let userns = crate::spec::pod_user_namespace(&config)?;
+        if userns.is_some()
+            && let Some(why) = &self.userns_unsupported
+        {
+            return Err(NodeError::FailedPrecondition(format!(
+                "pod {:?} asks for its own user namespace (hostUsers: false) but this node cannot idmap the layer store: {why}; \
+                 run the pod with hostUsers: true or move capcri's data directory to a filesystem with idmapped mounts on kernel 5.19+",
+                meta.name
+            )));
+        }
         let key = pod_name_key(&config);
         self.reserve_name(key.clone())?;
         let id = match new_id() {
@@ -116,6 +126,7 @@ impl Node {
                 pid: pod.shares_pid(),
             },
             hostname: (!pod.host_network() && !hostname.is_empty()).then(|| hostname.clone()),
+            user_namespace: pod.user_namespace(),
             program: None,
         })
         .await?;
