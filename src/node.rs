@@ -217,22 +217,6 @@ pub(crate) fn labels_match(
     selector.iter().all(|(k, v)| labels.get(k) == Some(v))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ids_resolve_by_unique_prefix_only() {
-        let map: HashMap<String, u32> =
-            [("abc123".to_string(), 1), ("abd456".to_string(), 2)].into();
-        assert_eq!(find_by_id_or_prefix(&map, "abc123"), Some(1));
-        assert_eq!(find_by_id_or_prefix(&map, "abd"), Some(2));
-        assert_eq!(find_by_id_or_prefix(&map, "ab"), None, "ambiguous");
-        assert_eq!(find_by_id_or_prefix(&map, ""), None);
-        assert_eq!(find_by_id_or_prefix(&map, "x"), None);
-    }
-}
-
 /// POD user namespaces need idmapped mounts of the layer store and an
 /// overlay on idmapped layers; try exactly that once, on the filesystem of
 /// the writable layers.
@@ -247,5 +231,21 @@ fn probe_user_namespaces(config: &Config) -> Option<String> {
             tracing::warn!(error = %e, "user namespaces (hostUsers: false) not offered");
             Some(e.to_string())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_resolve_by_unique_prefix_only() {
+        let map: HashMap<String, u32> =
+            [("abc123".to_string(), 1), ("abd456".to_string(), 2)].into();
+        assert_eq!(find_by_id_or_prefix(&map, "abc123"), Some(1));
+        assert_eq!(find_by_id_or_prefix(&map, "abd"), Some(2));
+        assert_eq!(find_by_id_or_prefix(&map, "ab"), None, "ambiguous");
+        assert_eq!(find_by_id_or_prefix(&map, ""), None);
+        assert_eq!(find_by_id_or_prefix(&map, "x"), None);
     }
 }

@@ -210,12 +210,28 @@ pub fn pod_user_namespace(pod: &PodSandboxConfig) -> Result<Option<PodUserNamesp
 }
 
 /// A container runs in its pod's user namespace. Its own userns_options,
-/// when given, must say the same as the pod's (kubelet copies them).
+/// when given, must say the same as the pod's (kubelet copies them); and in
+/// a POD user namespace it can neither be privileged nor use the host's PID
+/// namespace, as kubelet's own validation says.
 pub fn check_container_user_namespace(
     container: &ContainerConfig,
     pod: Option<&PodUserNamespace>,
 ) -> Result<(), SpecError> {
     let opts = security_context(container).and_then(|sc| sc.namespace_options.as_ref());
+    if pod.is_some() {
+        if opts.is_some_and(|o| o.pid() == NamespaceMode::Node) {
+            return Err(SpecError::invalid(
+                "security_context.namespace_options.pid",
+                "NODE (the host's PID namespace) cannot be used from a POD user namespace, which cannot mount the host's /proc; use POD or CONTAINER",
+            ));
+        }
+        if security_context(container).is_some_and(|sc| sc.privileged) {
+            return Err(SpecError::invalid(
+                "security_context.privileged",
+                "a privileged container cannot run in a POD user namespace (its host devices and sysfs need the host's); set hostUsers: true",
+            ));
+        }
+    }
     if opts.and_then(|o| o.userns_options.as_ref()).is_none() {
         return Ok(());
     }
@@ -231,12 +247,6 @@ pub fn check_container_user_namespace(
                 describe(own.as_ref()),
                 describe(pod)
             ),
-        ));
-    }
-    if pod.is_some() && security_context(container).is_some_and(|sc| sc.privileged) {
-        return Err(SpecError::invalid(
-            "security_context.privileged",
-            "a privileged container cannot run in a POD user namespace (its host devices and sysfs need the host's); set hostUsers: true",
         ));
     }
     Ok(())
@@ -416,6 +426,12 @@ mod tests {
         assert!(check_container_user_namespace(&ctr(other, false), Some(&podns)).is_err());
         let err = check_container_user_namespace(&ctr(same(), true), Some(&podns)).unwrap_err();
         assert!(err.to_string().contains("privileged"), "{err}");
+        let host_pid = Some(NamespaceOption {
+            pid: Node as i32,
+            ..same().unwrap()
+        });
+        let err = check_container_user_namespace(&ctr(host_pid, false), Some(&podns)).unwrap_err();
+        assert!(err.to_string().contains("namespace_options.pid"), "{err}");
     }
 
     #[test]
