@@ -222,7 +222,8 @@ pub(crate) fn labels_match(
 /// the writable layers.
 fn probe_user_namespaces(config: &Config) -> Option<String> {
     let scratch = config.writable_layers_dir().join(".idmap-probe");
-    match crate::runtime::probe_idmapped_overlay(&scratch) {
+    let state_file = config.state_dir.join(".idmap-probe");
+    match crate::runtime::probe_idmapped_overlay(&scratch, &state_file) {
         Ok(()) => {
             tracing::info!("user namespaces supported: idmapped overlay layers work");
             None

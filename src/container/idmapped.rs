@@ -108,7 +108,8 @@ fn remove_unmounted(dir: &Path) -> bool {
     }
 }
 
-/// Stages an idmapped bind of every CRI volume and pod file, and returns
+/// Stages an idmapped bind of every CRI volume and pod file (not the pod's
+/// /dev/shm: that tmpfs is mounted owned by the pod's root), and returns
 /// the container config and pod files that name the staged mounts instead
 /// of the host paths. The originals stay untouched (they are what
 /// ContainerStatus reports).
@@ -144,7 +145,6 @@ pub fn stage_idmapped_volumes(
         ("hostname", &mut files.hostname),
         ("hosts", &mut files.hosts),
         ("resolv.conf", &mut files.resolv_conf),
-        ("shm", &mut files.shm),
     ] {
         if let Some(source) = slot.as_ref() {
             *slot = Some(bind(name.to_string(), source, false)?);

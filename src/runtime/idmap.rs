@@ -198,12 +198,14 @@ pub fn throwaway_user_namespace(userns: &PodUserNamespace) -> Result<OwnedFd, Ru
     result
 }
 
-/// Whether this kernel and the filesystem under `scratch` can do what a
-/// POD user namespace needs: an idmapped bind of a layer, and a writable
-/// overlay on it whose upper directory belongs to the mapped root. Run once at startup; the
+/// Whether this kernel and the filesystems under `scratch` (the data
+/// directory) and `state_file` (the state directory) can do what a POD user
+/// namespace needs: an idmapped bind of a pod file, an idmapped bind of a
+/// layer, and a writable overlay on it whose upper directory belongs to the
+/// mapped root. Run once at startup; the
 /// answer is `Status`'s `user_namespaces` feature. `scratch` is created and
 /// removed.
-pub fn probe_idmapped_overlay(scratch: &Path) -> Result<(), RuntimeError> {
+pub fn probe_idmapped_overlay(scratch: &Path, state_file: &Path) -> Result<(), RuntimeError> {
     let userns = throwaway_user_namespace(&PodUserNamespace {
         uids: crate::spec::IdRange {
             container_id: 0,
@@ -216,6 +218,14 @@ pub fn probe_idmapped_overlay(scratch: &Path) -> Result<(), RuntimeError> {
             length: 65536,
         },
     })?;
+    // The pod files (hosts, hostname, resolv.conf) live in the state
+    // directory, often a tmpfs, which takes idmapped mounts from 6.3 only.
+    fs::write(state_file, b"")
+        .map_err(|e| RuntimeError::io(format!("writing {}", state_file.display()), e))?;
+    let state_fs = open_idmapped_tree(state_file, userns.as_fd(), false);
+    let _ = fs::remove_file(state_file);
+    drop(state_fs?);
+
     let _ = fs::remove_dir_all(scratch);
     let layers = scratch.join("layers");
     let mapped = scratch.join("mapped");

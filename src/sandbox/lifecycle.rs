@@ -106,12 +106,21 @@ impl Node {
         if !pod.host_ipc() {
             let shm = pod.shm_dir();
             std::fs::create_dir_all(&shm).map_err(|e| NodeError::io(&shm, e))?;
+            // In a POD user namespace the fresh tmpfs belongs to the pod's
+            // root from the start (no idmapped tmpfs before kernel 6.3).
+            let options = match pod
+                .user_namespace()
+                .and_then(|u| Some((u.uids.to_host(0)?, u.gids.to_host(0)?)))
+            {
+                Some((uid, gid)) => format!("{SHM_SIZE},uid={uid},gid={gid}"),
+                None => SHM_SIZE.to_string(),
+            };
             nix::mount::mount(
                 Some("shm"),
                 &shm,
                 Some("tmpfs"),
                 MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-                Some(SHM_SIZE),
+                Some(options.as_str()),
             )
             .map_err(|e| NodeError::io(&shm, e.into()))?;
         }
