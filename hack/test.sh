@@ -24,6 +24,9 @@ packages=(
     docker-registry skopeo umoci
     # tests
     iproute2 curl
+    # the Helm chart's checks (hack/chart-check.sh), the e2e lint
+    # (hack/e2e-lint.sh) and the standalone-kubelet runner (e2e/kubelet.sh)
+    python3-venv shellcheck python3-yaml
 )
 missing=()
 for p in "${packages[@]}"; do
@@ -49,6 +52,11 @@ cargo fmt --check
 cargo clippy --all-targets --locked -- -D warnings
 # The recommended policy set must stay valid.
 cargo run --quiet --locked -- policy check policy/
+# The Helm chart renders (Helm's Go SDK from PyPI, no helm binary) and
+# validates against the Kubernetes schemas; its scripts work.
+./hack/chart-check.sh
+# The e2e suite's scripts, manifests and Dockerfile (kind itself cannot run here).
+./hack/e2e-lint.sh
 
 # The daemon under test runs in a private mount namespace: whatever a
 # failing test leaves mounted disappears with it, and the host's mount
@@ -59,6 +67,10 @@ export CAPCRI_TEST_OCI_LAYOUT="$ocidir"
 # The full churn run of the reliability issue: 1,000 pod lifecycles, 20 at a time.
 export CAPCRI_CHURN_PODS=${CAPCRI_CHURN_PODS:-1000}
 unshare --mount --propagation private -- cargo test --locked -- --test-threads=2
+# The e2e scenarios through a real kubelet when one is installed (KUBELET or
+# PATH); without one it says so and tests/e2e_scenarios.rs, above, has run
+# them against the CRI.
+./e2e/kubelet.sh
 
 # Every parser of untrusted bytes, fuzzed for a bounded time (cargo-fuzz on
 # stable through RUSTC_BOOTSTRAP, see hack/fuzz.sh); any crash fails the run.

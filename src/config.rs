@@ -60,6 +60,12 @@ pub struct Config {
     /// (its only authentication is the URL's token), port 0 = a free port,
     /// like containerd's default.
     pub stream_address: std::net::SocketAddr,
+    /// Where `GET /metrics` (Prometheus, OpenMetrics text) is served; None
+    /// (the default) serves no metrics. Any address is accepted: the
+    /// endpoint has no authentication and exposes only counts and
+    /// latencies, so bind loopback (127.0.0.1:9090) unless a scraper on
+    /// another host needs it and the network is trusted.
+    pub metrics_address: Option<std::net::SocketAddr>,
 }
 
 impl Default for Config {
@@ -80,6 +86,7 @@ impl Default for Config {
             cni_conf_dir: "/etc/cni/net.d".into(),
             cni_bin_dirs: vec!["/opt/cni/bin".into(), "/usr/lib/cni".into()],
             stream_address: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+            metrics_address: None,
         }
     }
 }
@@ -234,6 +241,16 @@ mod tests {
                 .to_string()
                 .contains("stream_address")
         );
+    }
+
+    #[test]
+    fn metrics_are_off_unless_an_address_is_given() {
+        assert_eq!(Config::default().metrics_address, None);
+        let c = Config::from_toml_str("metrics_address = \"127.0.0.1:9090\"").unwrap();
+        assert_eq!(c.metrics_address, Some(([127, 0, 0, 1], 9090).into()));
+        c.validate().unwrap();
+        let err = Config::from_toml_str("metrics_address = \"localhost\"").unwrap_err();
+        assert!(err.contains("metrics_address"), "{err}");
     }
 
     #[test]

@@ -108,6 +108,9 @@ struct ServeArgs {
     /// Streaming server (exec, attach, port-forward) address, loopback; port 0 = any free port [default: 127.0.0.1:0]
     #[arg(long)]
     stream_address: Option<std::net::SocketAddr>,
+    /// Serve Prometheus metrics at GET /metrics on this address, e.g. 127.0.0.1:9090 [default: off]
+    #[arg(long)]
+    metrics_address: Option<std::net::SocketAddr>,
     /// CNI network config directory [default: /etc/cni/net.d]
     #[arg(long)]
     cni_conf_dir: Option<PathBuf>,
@@ -139,6 +142,9 @@ impl ServeArgs {
         }
         if let Some(v) = self.stream_address {
             c.stream_address = v;
+        }
+        if let Some(v) = self.metrics_address {
+            c.metrics_address = Some(v);
         }
         if let Some(v) = self.state_dir {
             c.state_dir = v;

@@ -4,7 +4,9 @@
 
 use crate::config::Config;
 use crate::container::ContainerRecord;
-use crate::image::{ImageStore, ImageStoreConfig};
+use crate::image::{ImageRecord, ImageStore, ImageStoreConfig, RegistryAuth};
+use crate::metrics::Metrics;
+use crate::metrics::labels::Outcome;
 use crate::policy_store::PolicyStore;
 use crate::runtime::MonitorClient;
 use crate::sandbox::PodSandbox;
@@ -59,6 +61,9 @@ pub struct Node {
     /// Why POD user namespaces cannot be offered here (probed once at
     /// startup); `None`: they can, and Status advertises them.
     pub(crate) userns_unsupported: Option<String>,
+    /// Lifecycle events for `GetContainerEvents`.
+    pub(crate) events: crate::events::EventBus,
+    pub(crate) metrics: Metrics,
 }
 
 /// Poisoning only follows a panic elsewhere; the maps stay consistent
@@ -128,6 +133,8 @@ impl Node {
             names: Mutex::new(names),
             pod_locks: KeyedLocks::default(),
             container_locks: KeyedLocks::default(),
+            events: crate::events::EventBus::default(),
+            metrics: Metrics::new(),
         }))
     }
 
@@ -152,6 +159,35 @@ impl Node {
         &self.policies
     }
 
+    /// The metric families this node records into.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Pulls an image into the store, timing the pull for the metrics.
+    pub async fn pull_image(
+        &self,
+        reference: &str,
+        auth: Option<&RegistryAuth>,
+    ) -> Result<ImageRecord, NodeError> {
+        let start = std::time::Instant::now();
+        let result = self.images.pull(reference, auth).await;
+        let outcome = match result {
+            Ok(_) => Outcome::Success,
+            Err(_) => Outcome::Failure,
+        };
+        self.metrics.observe_pull(outcome, start.elapsed());
+        Ok(result?)
+    }
+
+    /// Asks the pod monitors for the state of every container not known to
+    /// have exited, so a scrape counts containers that exited on their own.
+    pub async fn refresh_container_states(&self) {
+        if let Err(e) = self.list_containers(None).await {
+            tracing::debug!(error = %e, "refreshing container states for metrics");
+        }
+    }
+
     pub(crate) fn reserve_name(&self, key: String) -> Result<(), NodeError> {
         let mut names = lock(&self.names);
         if !names.insert(key.clone()) {
@@ -170,8 +206,45 @@ impl Node {
             return Ok(m.clone());
         }
         let client = MonitorClient::connect(&pod.pod_dir).await?;
-        lock(&self.monitors).insert(pod.id.clone(), client.clone());
+        self.remember_monitor(&pod.id, client.clone());
         Ok(client)
+    }
+
+    /// Keeps the pod's monitor client and, the first time, follows its
+    /// container exits into the event stream (the monitor pushes them; the
+    /// daemon never polls).
+    pub(crate) fn remember_monitor(&self, pod_id: &str, client: MonitorClient) {
+        let known = lock(&self.monitors).insert(pod_id.to_string(), client.clone());
+        if known.is_some() {
+            return;
+        }
+        let events = self.events.clone();
+        let pod_id = pod_id.to_string();
+        tokio::spawn(async move {
+            let mut watch = match client.watch_exits().await {
+                Ok(w) => w,
+                Err(e) => {
+                    tracing::warn!(pod.id = %pod_id, error = %e, "cannot follow the pod's container exits");
+                    return;
+                }
+            };
+            while let Some((id, exit_code)) = watch.next().await {
+                tracing::debug!(pod.id = %pod_id, container.id = %id, exit_code, "container exited");
+                events.emit(crate::events::EventKind::Stopped, &id, &pod_id);
+            }
+        });
+    }
+
+    /// After a restart: reconnect to every live pod's monitor so exits that
+    /// happen from now on reach the event stream without waiting for the
+    /// first call on that pod.
+    pub async fn follow_live_monitors(&self) {
+        let pods: Vec<PodSandbox> = lock(&self.pods).values().cloned().collect();
+        for pod in pods {
+            if pod.pod_dir.join(crate::runtime::MONITOR_SOCKET).exists() {
+                let _ = self.monitor(&pod).await;
+            }
+        }
     }
 }
 

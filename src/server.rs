@@ -5,10 +5,12 @@ use crate::admin::proto::admin_server::AdminServer;
 use crate::config::{Config, LogFormat};
 use crate::container::streaming::NodeStreams;
 use crate::cri::{CriImageService, CriRuntimeService};
+use crate::metrics::{CriMetricsLayer, MetricsServer, NodeCollector, Refresh, SnapshotSource};
 use crate::node::Node;
 use anyhow::{Context, bail};
 use k8s_cri::v1::image_service_server::ImageServiceServer;
 use k8s_cri::v1::runtime_service_server::RuntimeServiceServer;
+use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -89,6 +91,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     node.policies().watch(std::time::Duration::from_secs(
         config.policy_poll_seconds.max(1),
     ));
+    node.follow_live_monitors().await;
     let listener = bind_socket(&config.socket, config.socket_gid)?;
     let admin_listener = bind_socket(&config.admin_socket, config.socket_gid)?;
     info!(socket = %config.socket.display(), state_dir = %config.state_dir.display(), data_dir = %config.data_dir.display(), "capcri serving the CRI");
@@ -120,19 +123,47 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
+    let metrics = match config.metrics_address {
+        Some(addr) => Some(metrics_server(&node, addr).await?),
+        None => None,
+    };
     let cri = tonic::transport::Server::builder()
+        .layer(CriMetricsLayer::new(node.metrics().clone()))
         .add_service(runtime)
         .add_service(images)
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), stopped(stop_rx.clone()));
     let admin = tonic::transport::Server::builder()
         .add_service(admin)
-        .serve_with_incoming_shutdown(UnixListenerStream::new(admin_listener), stopped(stop_rx));
-    let (cri, admin) = tokio::join!(cri, admin);
+        .serve_with_incoming_shutdown(
+            UnixListenerStream::new(admin_listener),
+            stopped(stop_rx.clone()),
+        );
+    let metrics = async move {
+        if let Some(server) = metrics {
+            server.serve(stopped(stop_rx)).await;
+        }
+    };
+    let (cri, admin, ()) = tokio::join!(cri, admin, metrics);
     cri.context("CRI gRPC server failed")?;
     admin.context("admin gRPC server failed")?;
     let _ = std::fs::remove_file(&config.socket);
     let _ = std::fs::remove_file(&config.admin_socket);
     Ok(())
+}
+
+/// The metrics endpoint of `node` on `addr`, bound (so a busy port fails
+/// the start, like the CRI socket) but not yet serving.
+async fn metrics_server(node: &Arc<Node>, addr: SocketAddr) -> anyhow::Result<MetricsServer> {
+    let registry = node
+        .metrics()
+        .registry(NodeCollector::new(node.clone() as Arc<dyn SnapshotSource>));
+    let refresh_node = node.clone();
+    let refresh: Refresh = Arc::new(move || {
+        let node = refresh_node.clone();
+        Box::pin(async move { node.refresh_container_states().await })
+    });
+    let server = MetricsServer::bind(addr, registry, refresh).await?;
+    Ok(server)
 }
 
 /// A gRPC channel over a unix socket (for the CLI's admin calls).

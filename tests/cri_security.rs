@@ -156,3 +156,208 @@ async fn supplemental_groups_policy_merge_and_strict() {
         .await
         .unwrap();
 }
+
+/// The mounts a test makes on the host side, undone even when it fails.
+struct HostMounts(Vec<std::path::PathBuf>);
+
+impl Drop for HostMounts {
+    fn drop(&mut self) {
+        for p in self.0.iter().rev() {
+            let _ = std::process::Command::new("umount")
+                .arg("-R")
+                .arg("-l")
+                .arg(p)
+                .status();
+        }
+    }
+}
+
+fn sh(cmd: &str) {
+    let ok = std::process::Command::new("sh")
+        .args(["-c", cmd])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "{cmd}");
+}
+
+fn host_sees_mount(path: &std::path::Path) -> bool {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .any(|l| l.split(' ').nth(4) == Some(path.to_str().unwrap()))
+}
+
+/// Mount propagation as kubelet's mountPropagation modes promise it, with
+/// real mounts on both sides: HostToContainer (rslave) sees the host's new
+/// mounts, Bidirectional (rshared) also hands its own back to the host, and
+/// None (private) neither. A Bidirectional volume on a private host mount
+/// is refused at create, as containerd does, instead of silently not
+/// propagating.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mount_propagation_modes_reach_the_host_as_asked() {
+    let registry = require_privileged!();
+    let d = TestDaemon::start(&[]);
+    let busybox = format!("{registry}/cri-lab/busybox:latest");
+    pull(&d, &busybox).await;
+    // Privileged containers (to call mount) need a privileged pod.
+    let mut config = common::pod_config("propagation", &d.dir.path().join("logs"));
+    config.linux = Some(cri::LinuxPodSandboxConfig {
+        security_context: Some(cri::LinuxSandboxSecurityContext {
+            privileged: true,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let pod = d
+        .runtime()
+        .await
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(config),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_sandbox_id;
+    let mut guard = HostMounts(Vec::new());
+
+    let source = d.dir.path().join("source");
+    std::fs::create_dir_all(&source).unwrap();
+    std::fs::write(source.join("flagFile"), b"x").unwrap();
+
+    let cases = [
+        (
+            "private",
+            cri::MountPropagation::PropagationPrivate,
+            false,
+            false,
+        ),
+        (
+            "rslave",
+            cri::MountPropagation::PropagationHostToContainer,
+            true,
+            false,
+        ),
+        (
+            "rshared",
+            cri::MountPropagation::PropagationBidirectional,
+            true,
+            true,
+        ),
+    ];
+    for (name, propagation, host_to_container, container_to_host) in cases {
+        // A shared host mount, as kubelet's pod volume dirs are.
+        let vol = d.dir.path().join(name);
+        std::fs::create_dir_all(vol.join("fromhost")).unwrap();
+        std::fs::create_dir_all(vol.join("fromctr")).unwrap();
+        sh(&format!(
+            "mount --bind {0} {0} && mount --make-rshared {0}",
+            vol.display()
+        ));
+        guard.0.push(vol.clone());
+
+        let mut c = container_config(name, &busybox, &["sleep", "1000"]);
+        c.linux = Some(cri::LinuxContainerConfig {
+            security_context: Some(cri::LinuxContainerSecurityContext {
+                privileged: true,
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        c.mounts = vec![cri::Mount {
+            container_path: vol.display().to_string(),
+            host_path: vol.display().to_string(),
+            propagation: propagation as i32,
+            ..Default::default()
+        }];
+        let id = create(&d, &pod, c)
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let status = d
+            .runtime()
+            .await
+            .container_status(cri::ContainerStatusRequest {
+                container_id: id.clone(),
+                verbose: false,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status
+            .unwrap();
+        assert_eq!(status.mounts[0].propagation, propagation as i32, "{name}");
+        start(&d, &id).await;
+
+        // Host to container.
+        sh(&format!(
+            "mount --bind {} {}",
+            source.display(),
+            vol.join("fromhost").display()
+        ));
+        let seen = exec(
+            &d,
+            &id,
+            &[
+                "test",
+                "-e",
+                &format!("{}/fromhost/flagFile", vol.display()),
+            ],
+        )
+        .await;
+        assert_eq!(
+            seen.exit_code == 0,
+            host_to_container,
+            "{name}: host to container"
+        );
+
+        // Container to host.
+        let target = vol.join("fromctr");
+        let r = exec(
+            &d,
+            &id,
+            &["mount", "-t", "tmpfs", "ctr", target.to_str().unwrap()],
+        )
+        .await;
+        assert_eq!(r.exit_code, 0, "{name}: {r:?}");
+        assert_eq!(
+            host_sees_mount(&target),
+            container_to_host,
+            "{name}: container to host"
+        );
+    }
+
+    // Bidirectional on a private host mount: refused, with the fix named.
+    let private = d.dir.path().join("private-src");
+    std::fs::create_dir_all(&private).unwrap();
+    sh(&format!(
+        "mount --bind {0} {0} && mount --make-rprivate {0}",
+        private.display()
+    ));
+    guard.0.push(private.clone());
+    let mut c = container_config("refused", &busybox, &["true"]);
+    c.mounts = vec![cri::Mount {
+        container_path: "/mnt".into(),
+        host_path: private.display().to_string(),
+        propagation: cri::MountPropagation::PropagationBidirectional as i32,
+        ..Default::default()
+    }];
+    let err = create(&d, &pod, c).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err}");
+    assert!(err.message().contains("mount --make-rshared"), "{err}");
+
+    d.runtime()
+        .await
+        .stop_pod_sandbox(cri::StopPodSandboxRequest {
+            pod_sandbox_id: pod.clone(),
+        })
+        .await
+        .unwrap();
+    d.runtime()
+        .await
+        .remove_pod_sandbox(cri::RemovePodSandboxRequest {
+            pod_sandbox_id: pod,
+        })
+        .await
+        .unwrap();
+}

@@ -470,3 +470,97 @@ async fn attach_drives_a_containers_stdin_and_reads_its_output() {
     assert_eq!(status.exit_code, 0);
     remove_pod(&d, &pod).await;
 }
+
+/// `kubectl run -it`: a container created with `tty` and `stdin` runs on a
+/// terminal of its own; its output reaches the CRI log as stdout; an
+/// attached client types into it, resizes it and reads the echo; and the
+/// container keeps running when the client leaves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tty_container_is_attached_typed_into_and_resized() {
+    let registry = require_privileged!();
+    let d = TestDaemon::start(&[
+        "--registry-mirror",
+        &format!("registry.k8s.io={registry}"),
+        "--stream-address",
+        "127.0.0.1:0",
+    ]);
+    pull(&d, BUSYBOX).await;
+    let (pod, pod_cfg) = run_pod(&d, "tty").await;
+    let mut cfg = container_config("term", BUSYBOX, &["sh", "-c", "tty; exec sh"]);
+    cfg.stdin = true;
+    cfg.tty = true;
+    let id = run_container(&d, &pod, &pod_cfg, cfg).await;
+    let log = d.dir.path().join("logs-tty").join("term").join("0.log");
+    let first = wait_for(
+        "the tty line in the log",
+        Duration::from_secs(10),
+        || async {
+            std::fs::read_to_string(&log)
+                .ok()
+                .filter(|l| l.contains("/dev/pts/"))
+        },
+    )
+    .await;
+    assert!(
+        first.contains(" stdout "),
+        "a terminal's output is stdout: {first}"
+    );
+
+    let url = d
+        .runtime()
+        .await
+        .attach(cri::AttachRequest {
+            container_id: id.clone(),
+            stdin: true,
+            tty: true,
+            stdout: true,
+            stderr: false,
+        })
+        .await
+        .expect("Attach")
+        .into_inner()
+        .url;
+    let mut c = Spdy::connect(&url, "v4.channel.k8s.io").await;
+    let _error = c.open(&[("streamType", "error")]).await;
+    let stdin = c.open(&[("streamType", "stdin")]).await;
+    let stdout = c.open(&[("streamType", "stdout")]).await;
+    let resize = c.open(&[("streamType", "resize")]).await;
+    c.write(resize, br#"{"Width":90,"Height":33}"#, false).await;
+    c.write(stdin, b"echo $((6*7)); stty size\n", false).await;
+    c.run_until(|c| c.text(stdout).contains("33 90")).await;
+    assert!(c.text(stdout).contains("42"), "{}", c.text(stdout));
+    drop(c);
+
+    // The client left; the shell still runs and still logs.
+    let state = common::container_state(&d, &id).await;
+    assert_eq!(state.state, cri::ContainerState::ContainerRunning as i32);
+    wait_for("the echo in the log", Duration::from_secs(10), || async {
+        std::fs::read_to_string(&log)
+            .ok()
+            .filter(|l| l.contains("42"))
+    })
+    .await;
+    // Attaching with tty to a container without one is refused.
+    let (plain_pod, plain_cfg) = (pod.clone(), pod_cfg.clone());
+    let plain = run_container(
+        &d,
+        &plain_pod,
+        &plain_cfg,
+        container_config("plain", BUSYBOX, &["sleep", "1000"]),
+    )
+    .await;
+    let err = d
+        .runtime()
+        .await
+        .attach(cri::AttachRequest {
+            container_id: plain,
+            stdin: false,
+            tty: true,
+            stdout: true,
+            stderr: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err}");
+    remove_pod(&d, &pod).await;
+}

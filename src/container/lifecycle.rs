@@ -9,6 +9,7 @@ use super::idmapped::{mount_idmapped_overlay, stage_idmapped_volumes, unstage};
 use super::paths::log_file_path;
 use super::rootfs_read::read_in_root;
 use super::{ContainerRecord, ContainerState, container_name_key, cri_state};
+use crate::events::EventKind;
 use crate::image::rootfs::{mount_overlay, unmount};
 use crate::node::{Node, NodeError, find_by_id_or_prefix, labels_match, lock, new_id, now_nanos};
 use crate::policy::ResolvedIdentity;
@@ -106,6 +107,7 @@ impl Node {
         };
         match self.set_up_container(&pod, &image, &mut record).await {
             Ok(()) => {
+                self.events.emit(EventKind::Created, &id, &record.pod_id);
                 lock(&self.containers).insert(id.clone(), record);
                 info!(pod.id = %pod.id, container.id = %id, "container created");
                 Ok(id)
@@ -188,6 +190,7 @@ impl Node {
             &view,
         );
         clamp_to_host(&mut decision, host_bounding_set());
+        self.metrics.count_decision(&decision);
         for w in &decision.warnings {
             warn!(pod.id = %pod.id, container.id = %record.id, warning = %w, "capability policy warning");
         }
@@ -245,6 +248,8 @@ impl Node {
             localhost_seccomp_profile: localhost_profile.as_deref(),
             user_namespace: userns.as_ref(),
         })?;
+        // After the spec, so a malformed request is reported as such first.
+        super::propagation::check_host_sources(&record.config.mounts)?;
         let spec_json = serde_json::to_vec_pretty(&spec)
             .map_err(|e| NodeError::Internal(format!("cannot encode OCI spec: {e}")))?;
         crate::store::write_atomic(&record.bundle.join("config.json"), &spec_json)?;
@@ -351,6 +356,8 @@ impl Node {
                 record.id, record.message
             )));
         }
+        self.events
+            .emit(EventKind::Started, &record.id, &record.pod_id);
         info!(pod.id = %record.pod_id, container.id = %record.id, "container started");
         Ok(())
     }
@@ -461,6 +468,8 @@ impl Node {
         self.container_records.delete(&record.id)?;
         lock(&self.containers).remove(&record.id);
         self.release_name(&record.name_key());
+        self.events
+            .emit(EventKind::Deleted, &record.id, &record.pod_id);
         drop(guard);
         self.container_locks.forget(&record.id);
         info!(pod.id = %record.pod_id, container.id = %record.id, "container removed");

@@ -5,6 +5,7 @@ pub mod capabilities;
 mod idmapped;
 mod lifecycle;
 pub mod paths;
+pub mod propagation;
 mod resources;
 pub mod rootfs_read;
 pub mod stats;

@@ -122,7 +122,12 @@ fn wire(stdio: ExecStdio, io: StreamIo) -> std::io::Result<(Tasks, Tasks)> {
                 }
             }));
         }
-        let from = reader(master)?;
+        // Exec reads the master itself; attach gets the monitor's copy of
+        // the container's output (the master's one reader is the log).
+        let from = match stdio.stdout {
+            Some(fd) => reader(fd)?,
+            None => reader(master)?,
+        };
         if let Some(out) = stdout {
             outputs.push(tokio::spawn(pump(from, out)));
         }
@@ -206,12 +211,7 @@ impl StreamBackend for NodeStreams {
         code
     }
 
-    async fn attach(&self, container_id: &str, tty: bool, io: StreamIo) -> Result<(), String> {
-        if tty {
-            return Err(format!(
-                "attach with a terminal to container {container_id}: capcri does not run containers with tty yet"
-            ));
-        }
+    async fn attach(&self, container_id: &str, _tty: bool, io: StreamIo) -> Result<(), String> {
         let record = self
             .node
             .running_container(container_id)

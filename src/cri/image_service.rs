@@ -84,11 +84,10 @@ impl ImageService for CriImageService {
         });
         let record = self
             .node
-            .images()
-            .pull(&name, auth.as_ref())
+            .pull_image(&name, auth.as_ref())
             .instrument(info_span!("PullImage", image = %name))
             .await
-            .map_err(|e| to_status(NodeError::Image(e)))?;
+            .map_err(to_status)?;
         Ok(Response::new(cri::PullImageResponse {
             image_ref: record.id,
         }))

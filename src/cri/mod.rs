@@ -2,6 +2,7 @@
 //! mapping domain errors to gRPC status codes. No business logic here.
 
 mod convert;
+mod events;
 mod image_service;
 mod runtime_service;
 mod status;

@@ -349,9 +349,9 @@ impl RuntimeService for CriRuntimeService {
             .instrument(info_span!("Attach", container.id = %req.container_id))
             .await
             .map_err(to_status)?;
-        if req.tty || record.config.tty {
+        if req.tty && !record.config.tty {
             return Err(Status::failed_precondition(format!(
-                "container {} has no terminal: capcri does not run containers with tty yet; attach without tty",
+                "container {} was created without a terminal (tty: false); attach without tty",
                 record.id
             )));
         }
@@ -509,15 +509,16 @@ impl RuntimeService for CriRuntimeService {
         Err(unimplemented("CheckpointContainer"))
     }
 
-    type GetContainerEventsStream = std::pin::Pin<
-        Box<dyn tokio_stream::Stream<Item = Result<cri::ContainerEventResponse, Status>> + Send>,
-    >;
+    type GetContainerEventsStream = super::events::ContainerEventStream;
 
     async fn get_container_events(
         &self,
         _r: Request<cri::GetEventsRequest>,
     ) -> R<Self::GetContainerEventsStream> {
-        Err(unimplemented("GetContainerEvents"))
+        let _span = info_span!("GetContainerEvents").entered();
+        Ok(Response::new(super::events::container_events(
+            self.node.clone(),
+        )))
     }
 
     async fn list_metric_descriptors(

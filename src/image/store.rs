@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use oci_spec::image::ImageConfiguration;
@@ -136,6 +137,9 @@ pub struct ImageStore {
     pins: Mutex<HashMap<String, usize>>,
     /// Per-digest locks: one download / unpack of a blob or layer at a time.
     digest_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Bytes of blobs fetched from registries since the store was opened
+    /// (`capcri_image_pull_bytes_total`); blobs already stored add nothing.
+    fetched_bytes: AtomicU64,
 }
 
 impl ImageStore {
@@ -163,6 +167,7 @@ impl ImageStore {
             images: Mutex::new(BTreeMap::new()),
             pins: Mutex::new(HashMap::new()),
             digest_locks: Mutex::new(HashMap::new()),
+            fetched_bytes: AtomicU64::new(0),
         };
         for d in [
             store.blobs_dir(),
@@ -341,6 +346,9 @@ impl ImageStore {
             let _ = fs::remove_file(&tmp);
             return Err(e);
         }
+        // The fetch verified the digest and so the size.
+        self.fetched_bytes
+            .fetch_add(u64::try_from(desc.size).unwrap_or(0), Ordering::Relaxed);
         fs::rename(&tmp, &path)
             .map_err(|e| ImageError::io("move blob into the store", &path, e))?;
         sync_dir(&self.blobs_dir())?;
@@ -409,6 +417,11 @@ impl ImageStore {
         }
         sync_dir(&self.layers_dir())?;
         Ok(unpacked.changes)
+    }
+
+    /// Bytes of blobs fetched from registries since the store was opened.
+    pub fn fetched_bytes(&self) -> u64 {
+        self.fetched_bytes.load(Ordering::Relaxed)
     }
 
     pub fn list(&self) -> Vec<ImageRecord> {

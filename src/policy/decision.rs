@@ -46,6 +46,11 @@ pub struct Decision {
     pub caps: ThreadCaps,
     pub exec_path: ExecPath,
     pub preflight: PreflightMode,
+    /// The entrypoint's file capabilities failed the preflight check:
+    /// refused under `enforce`, a warning under `warn`. Kept apart from the
+    /// deny message so the outcome is counted without parsing text.
+    #[serde(default)]
+    pub preflight_failed: bool,
     pub warnings: Vec<String>,
     pub reasons: Vec<Reason>,
     /// The predicted sets of the user process after its execve along the

@@ -473,6 +473,7 @@ impl PolicySet {
 
         // Preflight.
         let (pmode, psource) = &preflight;
+        let mut preflight_failed = false;
         if *pmode != PreflightMode::Off {
             ev.reason("preflight", psource, format!("{pmode:?}").to_lowercase());
             if let (Some(e), Some(fc)) = (&entry, entry_caps) {
@@ -507,6 +508,7 @@ impl PolicySet {
                         )
                     };
                     let message = format!("{problem}; {fix}");
+                    preflight_failed = true;
                     if *pmode == PreflightMode::Enforce {
                         ev.denies.push(format!("preflight ({psource}): {message}"));
                     } else {
@@ -548,6 +550,7 @@ impl PolicySet {
             caps,
             exec_path,
             preflight: *pmode,
+            preflight_failed,
             warnings: ev.warnings,
             reasons: ev.reasons,
             prediction: if entry.is_some() { prediction } else { None },

@@ -165,22 +165,28 @@ impl MonitorClient {
             .map_err(unreachable)?;
         let frame = encode_frame(req).map_err(RuntimeError::Protocol)?;
         stream.write_all(&frame).await.map_err(unreachable)?;
-        let mut len = [0u8; 4];
-        stream.read_exact(&mut len).await.map_err(unreachable)?;
-        let len = u32::from_be_bytes(len) as usize;
-        if len > MAX_FRAME_LEN {
-            return Err(RuntimeError::Protocol(format!(
-                "response of {len} bytes exceeds the frame limit"
-            )));
-        }
-        let mut body = vec![0u8; len];
-        stream.read_exact(&mut body).await.map_err(unreachable)?;
-        let resp: Response = serde_json::from_slice(&body).map_err(|e| {
-            RuntimeError::Protocol(format!("malformed response from the monitor: {e}"))
-        })?;
-        match resp {
-            Response::Error(e) => Err(RuntimeError::from_wire(e)),
-            other => Ok(other),
+        read_response(&mut stream).await.map_err(|e| match e {
+            FrameError::Io(source) => unreachable(source),
+            FrameError::Runtime(e) => e,
+        })
+    }
+
+    /// Subscribes to the pod's container exits on a connection of its own.
+    pub async fn watch_exits(&self) -> Result<ExitWatch, RuntimeError> {
+        let unreachable = |source| RuntimeError::MonitorUnreachable {
+            socket: self.socket.clone(),
+            source,
+        };
+        let mut stream = UnixStream::connect(&self.socket)
+            .await
+            .map_err(unreachable)?;
+        let frame = encode_frame(&Request::WatchExits).map_err(RuntimeError::Protocol)?;
+        stream.write_all(&frame).await.map_err(unreachable)?;
+        match read_response(&mut stream).await {
+            Ok(Response::Watching) => Ok(ExitWatch { stream }),
+            Ok(other) => Err(unexpected(other)),
+            Err(FrameError::Io(source)) => Err(unreachable(source)),
+            Err(FrameError::Runtime(e)) => Err(e),
         }
     }
 
@@ -269,12 +275,12 @@ impl MonitorClient {
             tokio::task::spawn_blocking(move || call_receiving_fds(&socket, &req))
                 .await
                 .map_err(|e| RuntimeError::Protocol(format!("attach task failed: {e}")))??;
-        let with_stdin = match resp {
-            Response::Streams { stdin, .. } => stdin,
+        let (tty, with_stdin) = match resp {
+            Response::Streams { tty, stdin, .. } => (tty, stdin),
             Response::Error(e) => return Err(RuntimeError::from_wire(e)),
             other => return Err(unexpected(other)),
         };
-        stdio_from_fds(fds, false, with_stdin)
+        stdio_from_fds(fds, tty, with_stdin)
     }
 
     pub async fn exec_stream(
@@ -434,6 +440,55 @@ fn call_receiving_fds(
     Ok((resp, fds, stream))
 }
 
+/// A subscription to one monitor's container exits (see
+/// [`MonitorClient::watch_exits`]).
+#[derive(Debug)]
+pub struct ExitWatch {
+    stream: UnixStream,
+}
+
+impl ExitWatch {
+    /// The next exit as (container id, exit code); `None` once the monitor
+    /// is gone (pod stopped, or the monitor was killed).
+    pub async fn next(&mut self) -> Option<(String, i32)> {
+        loop {
+            match read_response(&mut self.stream).await {
+                Ok(Response::Exited { id, exit_code }) => return Some((id, exit_code)),
+                Ok(_) => continue,
+                Err(_) => return None,
+            }
+        }
+    }
+}
+
+enum FrameError {
+    Io(std::io::Error),
+    Runtime(RuntimeError),
+}
+
+/// Reads one response frame; a monitor-side error becomes `Runtime`.
+async fn read_response(stream: &mut UnixStream) -> Result<Response, FrameError> {
+    let mut len = [0u8; 4];
+    stream.read_exact(&mut len).await.map_err(FrameError::Io)?;
+    let len = u32::from_be_bytes(len) as usize;
+    if len > MAX_FRAME_LEN {
+        return Err(FrameError::Runtime(RuntimeError::Protocol(format!(
+            "response of {len} bytes exceeds the frame limit"
+        ))));
+    }
+    let mut body = vec![0u8; len];
+    stream.read_exact(&mut body).await.map_err(FrameError::Io)?;
+    let resp: Response = serde_json::from_slice(&body).map_err(|e| {
+        FrameError::Runtime(RuntimeError::Protocol(format!(
+            "malformed response from the monitor: {e}"
+        )))
+    })?;
+    match resp {
+        Response::Error(e) => Err(FrameError::Runtime(RuntimeError::from_wire(e))),
+        other => Ok(other),
+    }
+}
+
 fn unexpected(resp: Response) -> RuntimeError {
     RuntimeError::Protocol(format!("unexpected response {resp:?}"))
 }
@@ -451,10 +506,12 @@ fn stdio_from_fds(
             .ok_or_else(|| RuntimeError::Protocol(format!("the monitor sent no {what} descriptor")))
     };
     if tty {
+        let terminal = Some(next("terminal")?);
         return Ok(ExecStdio {
-            terminal: Some(next("terminal")?),
+            terminal,
             stdin: None,
-            stdout: None,
+            // Attach to a tty container: its output, fanned out by the monitor.
+            stdout: fds.next(),
             stderr: None,
         });
     }

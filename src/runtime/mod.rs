@@ -21,19 +21,21 @@ mod idmap;
 mod monitor;
 mod namespaces;
 mod persist;
+mod propagation;
 mod protocol;
 mod sealed_exe;
 mod types;
 
 pub use cgroup_files::{MemoryUsage, ResourceUpdate};
 pub use cgroup_io::CgroupPath;
-pub use client::{ExecExit, ExecStdio, MonitorClient, spawn_monitor};
+pub use client::{ExecExit, ExecStdio, ExitWatch, MonitorClient, spawn_monitor};
 pub use cri_log::{
     CriLogLine, CriLogParseError, CriLogStream, LineSplitter, MAX_LOG_LINE, format_cri_log_line,
     parse_cri_log_line,
 };
 pub use error::RuntimeError;
 pub use idmap::{idmapped_bind, probe_idmapped_overlay};
+pub(crate) use monitor::SOCKET_NAME as MONITOR_SOCKET;
 pub use monitor::monitor_main;
 pub use namespaces::{pinned_namespace_path, unpin_namespaces};
 pub use persist::read_persisted_state;

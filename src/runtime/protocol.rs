@@ -59,6 +59,10 @@ pub enum Request {
         stdin: bool,
     },
     Shutdown,
+    /// Subscribe this connection to container exits: answered with
+    /// [`Response::Watching`], then one [`Response::Exited`] per exit for as
+    /// long as the connection stays open (the daemon's event stream).
+    WatchExits,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -92,14 +96,21 @@ pub enum Response {
     State(ContainerRuntimeState),
     Exec(ExecOutput),
     /// Descriptors travel with this frame, in the order of `MonitorClient::exec_stream`:
-    /// with `tty` the terminal's master side alone; otherwise the stdin
-    /// write end (if asked), the stdout and the stderr read ends.
+    /// with `tty` the terminal's master side, then (attach only) the read
+    /// end of the output the monitor fans out; otherwise the stdin write
+    /// end (if asked), the stdout and the stderr read ends.
     Streams {
         pid: u32,
         tty: bool,
         stdin: bool,
     },
     Error(WireError),
+    Watching,
+    /// A container of the pod has exited (pushed to watchers).
+    Exited {
+        id: String,
+        exit_code: i32,
+    },
 }
 
 /// Serialize `msg` into one frame.

@@ -2,6 +2,7 @@
 
 use super::files::{render_hosts, render_resolv_conf, write_pod_file};
 use super::{PodSandbox, PodState, pod_name_key};
+use crate::events::EventKind;
 use crate::network::{CniError, PodNetworkRequest, bandwidth_from_annotations};
 use crate::node::{Node, NodeError, find_by_id_or_prefix, labels_match, lock, new_id, now_nanos};
 use crate::runtime::{
@@ -70,6 +71,8 @@ impl Node {
         match self.set_up_pod(&mut pod).await {
             Ok(()) => {
                 lock(&self.pods).insert(id.clone(), pod);
+                self.events.emit(EventKind::Created, &id, &id);
+                self.events.emit(EventKind::Started, &id, &id);
                 info!(pod.id = %id, "pod sandbox ready");
                 Ok(id)
             }
@@ -139,7 +142,7 @@ impl Node {
             program: None,
         })
         .await?;
-        lock(&self.monitors).insert(pod.id.clone(), client);
+        self.remember_monitor(&pod.id, client);
         if !pod.host_network() {
             pod.ips = self.attach_network(pod).await?;
         }
@@ -233,6 +236,7 @@ impl Node {
             pod.state = PodState::NotReady;
             self.pod_records.put(&pod.id, &pod)?;
             lock(&self.pods).insert(pod.id.clone(), pod.clone());
+            self.events.emit(EventKind::Stopped, &pod.id, &pod.id);
         }
         info!(pod.id = %pod.id, "pod sandbox stopped");
         Ok(())
@@ -250,6 +254,7 @@ impl Node {
         self.pod_records.delete(&pod.id)?;
         lock(&self.pods).remove(&pod.id);
         self.release_name(&pod.name_key());
+        self.events.emit(EventKind::Deleted, &pod.id, &pod.id);
         drop(guard);
         self.pod_locks.forget(&pod.id);
         info!(pod.id = %pod.id, "pod sandbox removed");

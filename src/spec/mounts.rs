@@ -143,6 +143,10 @@ fn depth(path: &Path) -> usize {
 /// Result of the mount translation: the list and the rootfs propagation
 /// the CRI propagation modes need (rslave/rshared mounts only propagate if
 /// the rootfs mount itself is slave/shared).
+///
+/// `rootfs_propagation` uses the names libcontainer accepts (`slave`,
+/// `shared`): it always applies them recursively and refuses the `r`
+/// forms that runc also takes, failing deep in rootfs preparation.
 pub struct ContainerMounts {
     pub mounts: Vec<Mount>,
     pub rootfs_propagation: Option<String>,
@@ -183,12 +187,12 @@ pub fn container_mounts(
             MountPropagation::PropagationHostToContainer => {
                 options.push("rslave".into());
                 if rootfs_propagation.is_none() {
-                    rootfs_propagation = Some("rslave".into());
+                    rootfs_propagation = Some("slave".into());
                 }
             }
             MountPropagation::PropagationBidirectional => {
                 options.push("rshared".into());
-                rootfs_propagation = Some("rshared".into());
+                rootfs_propagation = Some("shared".into());
             }
         }
         if m.recursive_read_only {
@@ -450,14 +454,14 @@ mod tests {
                 false,
                 PropagationHostToContainer,
                 vec!["rbind", "rslave", "rw"],
-                Some("rslave"),
+                Some("slave"),
             ),
             (
                 false,
                 false,
                 PropagationBidirectional,
                 vec!["rbind", "rshared", "rw"],
-                Some("rshared"),
+                Some("shared"),
             ),
         ];
         for (ro, rro, prop, want, rootfs_prop) in cases {

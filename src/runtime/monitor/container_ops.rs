@@ -38,6 +38,9 @@ pub(super) struct ContainerRecord {
     pub(super) attachers: Vec<Attacher>,
     /// stdin_once: the stdin write end goes to the first attacher.
     pub(super) stdin_once: bool,
+    /// The master side of a `tty` container's terminal (see `console.rs`):
+    /// lent to attach clients for input and resizes.
+    pub(super) terminal: Option<OwnedFd>,
 }
 
 pub(super) struct Attacher {
@@ -148,11 +151,6 @@ impl Monitor {
                 "container id {id:?} is not a plain name"
             )));
         }
-        if req.tty {
-            return Err(RuntimeError::InvalidRequest(format!(
-                "container {id:?} asks for a tty, which capcri does not support yet; set tty: false"
-            )));
-        }
         if self.containers.contains_key(&id) || self.args.runtime_root.join(&id).exists() {
             return Err(RuntimeError::AlreadyExists { container: id });
         }
@@ -186,11 +184,18 @@ impl Monitor {
         let (out_r, out_w) = cloexec_pipe()?;
         let (err_r, err_w) = cloexec_pipe()?;
         let (status_r, status_w) = cloexec_pipe()?;
-        let (stdin_fd, stdin_writer) = if req.stdin {
+        let (stdin_fd, stdin_writer) = if req.stdin && !req.tty {
             let (r, w) = cloexec_pipe()?;
             (r, Some(w))
         } else {
             (dev_null()?, None)
+        };
+        // With a terminal, the init's stdio is the pty libcontainer makes;
+        // its master comes back over this socket.
+        let console = if req.tty {
+            Some(super::console::ConsoleSocket::bind(&self.args.pod_dir)?)
+        } else {
+            None
         };
         let mut executor = ReportingExecutor::new(status_w.as_raw_fd());
         if req.exec_path == ExecPath::Dmz {
@@ -203,6 +208,7 @@ impl Monitor {
             .with_stdin(stdin_fd)
             .with_stdout(out_w)
             .with_stderr(err_w)
+            .with_console_socket(console.as_ref().map(|c| c.path()))
             .as_init(&req.bundle)
             .with_systemd(false)
             .as_sibling(false)
@@ -233,6 +239,51 @@ impl Monitor {
         let pid = container.pid().map(|p| p.as_raw()).unwrap_or(0);
         set_nonblocking(out_r.as_raw_fd());
         set_nonblocking(err_r.as_raw_fd());
+        let terminal = match console.as_ref().map(|c| c.receive_master()) {
+            None => None,
+            Some(Ok(master)) => Some(master),
+            Some(Err(e)) => {
+                if let Ok(mut c) = Container::load(self.args.runtime_root.join(&id)) {
+                    let _ = c.delete(true);
+                }
+                self.reap();
+                return Err(RuntimeError::Libcontainer {
+                    container: id,
+                    message: e.to_string(),
+                });
+            }
+        };
+        drop(console);
+        // Output: the terminal (one stream, logged as stdout) or the pipes.
+        let pipes = match &terminal {
+            Some(master) => vec![LogPipe {
+                fd: master
+                    .try_clone()
+                    .map_err(|e| RuntimeError::io("duplicating the terminal", e))?,
+                stream: CriLogStream::Stdout,
+                splitter: LineSplitter::default(),
+            }],
+            None => vec![
+                LogPipe {
+                    fd: out_r,
+                    stream: CriLogStream::Stdout,
+                    splitter: LineSplitter::default(),
+                },
+                LogPipe {
+                    fd: err_r,
+                    stream: CriLogStream::Stderr,
+                    splitter: LineSplitter::default(),
+                },
+            ],
+        };
+        let stdin_writer = match (&terminal, req.stdin) {
+            (Some(master), true) => Some(
+                master
+                    .try_clone()
+                    .map_err(|e| RuntimeError::io("duplicating the terminal", e))?,
+            ),
+            _ => stdin_writer,
+        };
         let record = ContainerRecord {
             pid,
             state: ContainerRuntimeState {
@@ -246,18 +297,8 @@ impl Monitor {
             },
             bundle: req.bundle.clone(),
             log,
-            pipes: vec![
-                LogPipe {
-                    fd: out_r,
-                    stream: CriLogStream::Stdout,
-                    splitter: LineSplitter::default(),
-                },
-                LogPipe {
-                    fd: err_r,
-                    stream: CriLogStream::Stderr,
-                    splitter: LineSplitter::default(),
-                },
-            ],
+            pipes,
+            terminal,
             exec_status: Some(status_r),
             exec_error: Vec::new(),
             _stdin_writer: stdin_writer,
@@ -267,8 +308,32 @@ impl Monitor {
             cgroup: cgroups_path(&req.bundle).map(|p| CgroupPath::new(&p)),
         };
         write_state(&self.args.pod_dir, &id, &record.state)?;
-        self.containers.insert(id, record);
+        self.containers.insert(id.clone(), record);
+        if let Err(e) = Self::apply_propagation(&req.bundle, pid) {
+            let _ = self.delete(&id);
+            return Err(RuntimeError::Libcontainer {
+                container: id,
+                message: e.to_string(),
+            });
+        }
         Ok(pid as u32)
+    }
+
+    /// Finishes what libcontainer leaves out: the volumes' propagation
+    /// options (see `runtime::propagation`), read back from the bundle it
+    /// has just used, before the container's process can run.
+    fn apply_propagation(bundle: &Path, pid: i32) -> Result<(), RuntimeError> {
+        let path = bundle.join("config.json");
+        let spec = oci_spec::runtime::Spec::load(&path).map_err(|e| {
+            RuntimeError::io(
+                format!("reading {}", path.display()),
+                std::io::Error::other(e.to_string()),
+            )
+        })?;
+        crate::runtime::propagation::apply_in_container(
+            pid,
+            &crate::runtime::propagation::propagation_changes(&spec),
+        )
     }
 
     /// The sealed trampoline memfd, made once per monitor. Its fd is
@@ -482,6 +547,9 @@ impl Monitor {
             {
                 rec.record_exit(code);
                 let _ = write_state(&pod_dir, id, &rec.state);
+                rec.drain(true);
+                self.notify_exit(id, code);
+                return;
             }
         }
         rec.drain(true);

@@ -184,6 +184,37 @@ impl Monitor {
                 "container {id} has exited: attach needs a running container"
             )));
         }
+        if let Some(master) = &rec.terminal {
+            // A terminal: the client writes into (and resizes) the master,
+            // and reads the output the monitor fans out, since the master
+            // has one reader, the log.
+            let master = master
+                .try_clone()
+                .map_err(|e| RuntimeError::io("duplicating the terminal", e))?;
+            let (out_r, out_w) = cloexec_pipe()?;
+            let (_, err_w) = cloexec_pipe()?;
+            nix::fcntl::fcntl(
+                out_w.as_raw_fd(),
+                nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+            )
+            .map_err(|e| RuntimeError::io("making an attach pipe non-blocking", e.into()))?;
+            let pid = rec.pid;
+            rec.attachers.push(Attacher {
+                stdout: out_w,
+                stderr: err_w,
+            });
+            let raw = [master.as_raw_fd(), out_r.as_raw_fd()];
+            self.send_with_fds(
+                conn,
+                &Response::Streams {
+                    pid: pid as u32,
+                    tty: true,
+                    stdin: want_stdin,
+                },
+                &raw,
+            );
+            return Ok(Reply::Deferred);
+        }
         let stdin = match (&rec._stdin_writer, want_stdin) {
             // stdin_once: the client gets the only write end, so its EOF is
             // the container's EOF.

@@ -27,6 +27,7 @@ use nix::sys::signal::Signal;
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
+mod console;
 mod container_ops;
 mod exec;
 mod tenant;
@@ -295,6 +296,8 @@ struct Monitor {
     containers: HashMap<String, ContainerRecord>,
     execs: Vec<ExecJob>,
     stops: Vec<PendingStop>,
+    /// Connections subscribed to container exits (`WatchExits`).
+    watchers: Vec<u64>,
     /// Pod-level cgroups (parents of the containers' `cgroupsPath`), removed
     /// at shutdown: libcontainer removes only each container's own group.
     cgroup_parents: std::collections::BTreeSet<PathBuf>,
@@ -404,6 +407,7 @@ impl Monitor {
             containers: HashMap::new(),
             execs: Vec::new(),
             stops: Vec::new(),
+            watchers: Vec::new(),
             cgroup_parents: Default::default(),
             dmz_memfd: None,
             pod_init,
@@ -687,6 +691,10 @@ impl Monitor {
                 tty,
             } => self.exec_stream(conn, &id, spec, stdin, tty),
             Request::Attach { id, stdin } => self.attach(conn, &id, stdin),
+            Request::WatchExits => {
+                self.watchers.push(conn);
+                Ok(Reply::Now(Response::Watching))
+            }
             Request::Shutdown => {
                 self.shutdown_pod();
                 Ok(Reply::Now(Response::Ok))
@@ -723,6 +731,7 @@ impl Monitor {
                 }
             }
             if let Some(id) = finished {
+                self.notify_exit(&id, code);
                 let done: Vec<u64> = self
                     .stops
                     .iter()
@@ -741,6 +750,20 @@ impl Monitor {
                 }
             }
         }
+    }
+
+    /// Tells every watcher (the daemon's event stream) that `id` exited;
+    /// watchers whose connection is gone are forgotten.
+    pub(super) fn notify_exit(&mut self, id: &str, exit_code: i32) {
+        let event = Response::Exited {
+            id: id.to_string(),
+            exit_code,
+        };
+        for w in self.watchers.clone() {
+            self.send(w, &event);
+        }
+        let live: std::collections::HashSet<u64> = self.conns.iter().map(|c| c.id).collect();
+        self.watchers.retain(|w| live.contains(w));
     }
 
     fn handle_timers(&mut self) {

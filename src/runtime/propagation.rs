@@ -1,0 +1,167 @@
+//! Per-mount propagation (`rprivate`, `rslave`, `rshared`), applied inside a
+//! created container's mount namespace before it starts.
+//!
+//! libcontainer 0.7 bind-mounts volumes with `open_tree(OPEN_TREE_CLONE)`
+//! and `move_mount`, and never applies the propagation options of the OCI
+//! mount. A clone of a shared host mount then joins its peer group, so every
+//! volume from a shared host mount (systemd makes `/` shared) would be
+//! bidirectional whatever kubelet asked: a privileged container's mounts
+//! would leak to the host, and `HostToContainer` could not be had at all.
+//! runc applies these options right after the mount; we apply them right
+//! after create, when the container's mounts exist and its process has not
+//! run yet.
+
+use super::RuntimeError;
+use nix::mount::MsFlags;
+use oci_spec::runtime::Spec;
+use std::path::PathBuf;
+
+/// One mount whose propagation must be set, at its container path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PropagationChange {
+    pub destination: PathBuf,
+    pub flags: MsFlags,
+}
+
+/// The changes a spec asks for, in mount order (a later mount on the same
+/// path is the visible one, so it is changed last).
+pub fn propagation_changes(spec: &Spec) -> Vec<PropagationChange> {
+    let Some(mounts) = spec.mounts() else {
+        return Vec::new();
+    };
+    mounts
+        .iter()
+        .filter_map(|m| {
+            let options = m.options().as_ref()?;
+            // The last propagation option wins, as in runc.
+            let flags = options.iter().rev().find_map(|o| {
+                Some(match o.as_str() {
+                    "rprivate" => MsFlags::MS_PRIVATE | MsFlags::MS_REC,
+                    "private" => MsFlags::MS_PRIVATE,
+                    "rslave" => MsFlags::MS_SLAVE | MsFlags::MS_REC,
+                    "slave" => MsFlags::MS_SLAVE,
+                    "rshared" => MsFlags::MS_SHARED | MsFlags::MS_REC,
+                    "shared" => MsFlags::MS_SHARED,
+                    "runbindable" => MsFlags::MS_UNBINDABLE | MsFlags::MS_REC,
+                    "unbindable" => MsFlags::MS_UNBINDABLE,
+                    _ => return None,
+                })
+            })?;
+            Some(PropagationChange {
+                destination: m.destination().clone(),
+                flags,
+            })
+        })
+        .collect()
+}
+
+/// Enters the mount namespace of `pid` in a forked child (the monitor keeps
+/// its own) and applies `changes` there. Container paths resolve against
+/// the container's root, which `setns` makes the child's root.
+pub fn apply_in_container(pid: i32, changes: &[PropagationChange]) -> Result<(), RuntimeError> {
+    if changes.is_empty() {
+        return Ok(());
+    }
+    let ns_path = format!("/proc/{pid}/ns/mnt");
+    let ns = std::fs::File::open(&ns_path)
+        .map_err(|e| RuntimeError::io(format!("opening {ns_path}"), e))?;
+    let (err_r, err_w) = nix::unistd::pipe()
+        .map_err(|e| RuntimeError::io("creating a pipe", std::io::Error::from(e)))?;
+    // SAFETY: the monitor is single-threaded, so the child may allocate.
+    match unsafe { nix::unistd::fork() }
+        .map_err(|e| RuntimeError::io("forking to set mount propagation", e.into()))?
+    {
+        nix::unistd::ForkResult::Child => {
+            drop(err_r);
+            let result = nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNS)
+                .map_err(|e| format!("entering the container's mount namespace: {e}"))
+                .and_then(|()| {
+                    changes.iter().try_for_each(|c| {
+                        nix::mount::mount(
+                            None::<&str>,
+                            &c.destination,
+                            None::<&str>,
+                            c.flags,
+                            None::<&str>,
+                        )
+                        .map_err(|e| {
+                            format!(
+                                "setting propagation {:?} on {}: {e}",
+                                c.flags,
+                                c.destination.display()
+                            )
+                        })
+                    })
+                });
+            let code = match result {
+                Ok(()) => 0,
+                Err(msg) => {
+                    let _ = nix::unistd::write(&err_w, msg.as_bytes());
+                    1
+                }
+            };
+            // SAFETY: leave without running the monitor's destructors.
+            unsafe { libc::_exit(code) }
+        }
+        nix::unistd::ForkResult::Parent { child } => {
+            drop(err_w);
+            let mut msg = String::new();
+            let _ = std::io::Read::read_to_string(&mut std::fs::File::from(err_r), &mut msg);
+            let status = nix::sys::wait::waitpid(child, None)
+                .map_err(|e| RuntimeError::io("waiting for the propagation child", e.into()))?;
+            match status {
+                nix::sys::wait::WaitStatus::Exited(_, 0) => Ok(()),
+                other => Err(RuntimeError::io(
+                    "setting mount propagation in the container",
+                    std::io::Error::other(if msg.is_empty() {
+                        format!("{other:?}")
+                    } else {
+                        msg
+                    }),
+                )),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oci_spec::runtime::{MountBuilder, SpecBuilder};
+
+    fn mount(dest: &str, options: &[&str]) -> oci_spec::runtime::Mount {
+        MountBuilder::default()
+            .destination(dest)
+            .source("/src")
+            .typ("bind")
+            .options(options.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn each_mode_maps_to_its_recursive_flag_and_plain_mounts_are_left() {
+        let spec = SpecBuilder::default()
+            .mounts(vec![
+                mount("/proc", &["nosuid"]),
+                mount("/a", &["rbind", "rprivate", "rw"]),
+                mount("/b", &["rbind", "rslave", "rw"]),
+                mount("/c", &["rbind", "rshared", "ro"]),
+                mount("/d", &["rbind", "rslave", "private"]),
+            ])
+            .build()
+            .unwrap();
+        let got = propagation_changes(&spec);
+        let want = [
+            ("/a", MsFlags::MS_PRIVATE | MsFlags::MS_REC),
+            ("/b", MsFlags::MS_SLAVE | MsFlags::MS_REC),
+            ("/c", MsFlags::MS_SHARED | MsFlags::MS_REC),
+            ("/d", MsFlags::MS_PRIVATE),
+        ];
+        assert_eq!(got.len(), want.len());
+        for (g, (dest, flags)) in got.iter().zip(want) {
+            assert_eq!(g.destination, PathBuf::from(dest));
+            assert_eq!(g.flags, flags);
+        }
+    }
+}
