@@ -202,8 +202,8 @@ pub fn throwaway_user_namespace(userns: &PodUserNamespace) -> Result<OwnedFd, Ru
 /// directory) and `state_file` (the state directory) can do what a POD user
 /// namespace needs: an idmapped bind of a pod file, an idmapped bind of a
 /// layer, and a writable overlay on it whose upper directory belongs to the
-/// mapped root. Run once at startup; the
-/// answer is `Status`'s `user_namespaces` feature. `scratch` is created and
+/// mapped root. Run once at startup; the answer is `Status`'s
+/// `user_namespaces` feature. `scratch` and `state_file` are created and
 /// removed.
 pub fn probe_idmapped_overlay(scratch: &Path, state_file: &Path) -> Result<(), RuntimeError> {
     let userns = throwaway_user_namespace(&PodUserNamespace {
