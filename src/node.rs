@@ -58,6 +58,9 @@ pub struct Node {
     pub(crate) names: Mutex<HashSet<String>>,
     pub(crate) pod_locks: KeyedLocks,
     pub(crate) container_locks: KeyedLocks,
+    /// Why POD user namespaces cannot be offered here (probed once at
+    /// startup); `None`: they can, and Status advertises them.
+    pub(crate) userns_unsupported: Option<String>,
     /// Lifecycle events for `GetContainerEvents`.
     pub(crate) events: crate::events::EventBus,
     pub(crate) metrics: Metrics,
@@ -115,7 +118,9 @@ impl Node {
             names.insert(c.name_key());
             containers.insert(c.id.clone(), c);
         }
+        let userns_unsupported = probe_user_namespaces(&config);
         Ok(Arc::new(Node {
+            userns_unsupported,
             config,
             images,
             policies: Arc::new(policies),
@@ -131,6 +136,11 @@ impl Node {
             events: crate::events::EventBus::default(),
             metrics: Metrics::new(),
         }))
+    }
+
+    /// Whether POD user namespaces work on this node; Status's feature.
+    pub fn supports_user_namespaces(&self) -> bool {
+        self.userns_unsupported.is_none()
     }
 
     pub fn config(&self) -> &Config {
@@ -278,6 +288,24 @@ pub(crate) fn labels_match(
     selector: &HashMap<String, String>,
 ) -> bool {
     selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+/// POD user namespaces need idmapped mounts of the layer store and an
+/// overlay on idmapped layers; try exactly that once, on the filesystem of
+/// the writable layers.
+fn probe_user_namespaces(config: &Config) -> Option<String> {
+    let scratch = config.writable_layers_dir().join(".idmap-probe");
+    let state_file = config.state_dir.join(".idmap-probe");
+    match crate::runtime::probe_idmapped_overlay(&scratch, &state_file) {
+        Ok(()) => {
+            tracing::info!("user namespaces supported: idmapped overlay layers work");
+            None
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "user namespaces (hostUsers: false) not offered");
+            Some(e.to_string())
+        }
+    }
 }
 
 #[cfg(test)]

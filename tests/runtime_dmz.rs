@@ -60,6 +60,7 @@ impl TestPod {
                 pid: false,
             },
             hostname: Some("dmz-test".into()),
+            user_namespace: None,
             program: Some(PathBuf::from(env!("CARGO_BIN_EXE_capcri"))),
         })
         .await

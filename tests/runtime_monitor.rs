@@ -49,6 +49,7 @@ async fn monitor_runs_a_pod_end_to_end() {
             pid: false,
         },
         hostname: Some(HOSTNAME.into()),
+        user_namespace: None,
         program: Some(PathBuf::from(env!("CARGO_BIN_EXE_capcri"))),
     })
     .await
@@ -404,6 +405,7 @@ async fn monitor_startup_error_is_reported() {
             pid: false,
         },
         hostname: Some("x".repeat(100)),
+        user_namespace: None,
         program: Some(PathBuf::from(env!("CARGO_BIN_EXE_capcri"))),
     })
     .await

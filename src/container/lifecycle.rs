@@ -5,6 +5,7 @@ use super::capabilities::{
     MountedRootfs, clamp_to_host, decide, host_bounding_set, image_facts, image_file_caps,
     oci_capabilities,
 };
+use super::idmapped::{mount_idmapped_overlay, stage_idmapped_volumes, unstage};
 use super::paths::log_file_path;
 use super::rootfs_read::read_in_root;
 use super::{ContainerRecord, ContainerState, container_name_key, cri_state};
@@ -134,8 +135,28 @@ impl Node {
         for d in [&upper, &work, &rootfs] {
             std::fs::create_dir_all(d).map_err(|e| NodeError::io(d, e))?;
         }
+        let userns = pod.user_namespace();
+        crate::spec::check_container_user_namespace(&record.config, userns.as_ref())?;
+        let userns_fd = match &userns {
+            Some(_) => {
+                let pin = pinned_namespace_path(&pod.pod_dir, NamespaceKind::User);
+                Some(std::fs::File::open(&pin).map_err(|e| NodeError::io(&pin, e))?)
+            }
+            None => None,
+        };
         let layers = self.images.layer_dirs(image)?;
-        mount_overlay(&layers, &upper, &work, &rootfs)?;
+        match (&userns, &userns_fd) {
+            (Some(mapping), Some(fd)) => mount_idmapped_overlay(
+                &layers,
+                &upper,
+                &work,
+                &rootfs,
+                &record.bundle,
+                fd,
+                mapping,
+            )?,
+            _ => mount_overlay(&layers, &upper, &work, &rootfs)?,
+        }
 
         let passwd = read_in_root(&rootfs, "/etc/passwd")
             .map_err(|e| NodeError::io(&rootfs.join("etc/passwd"), e))?;
@@ -191,6 +212,7 @@ impl Node {
             ipc: (!pod.host_ipc()).then(|| ns(NamespaceKind::Ipc)),
             uts: (!pod.host_network()).then(|| ns(NamespaceKind::Uts)),
             pid: pod.shares_pid().then(|| ns(NamespaceKind::Pid)),
+            user: userns.is_some().then(|| ns(NamespaceKind::User)),
         };
         let pod_files = PodFiles {
             hostname: Some(pod.pod_dir.join("hostname")),
@@ -203,9 +225,19 @@ impl Node {
             }),
         };
         let localhost_profile = self.localhost_seccomp_profile(&record.config)?;
+        // In a POD user namespace the spec names idmapped clones of the
+        // volumes and pod files, staged in the bundle.
+        let (staged_config, pod_files) = match &userns_fd {
+            Some(fd) => {
+                let (c, f) =
+                    stage_idmapped_volumes(&record.config, &pod_files, &record.bundle, fd)?;
+                (Some(c), f)
+            }
+            None => (None, pod_files),
+        };
         let spec = crate::spec::container_spec(&ContainerSpecInput {
             pod: &pod.config,
-            container: &record.config,
+            container: staged_config.as_ref().unwrap_or(&record.config),
             image_config,
             rootfs: &rootfs,
             namespaces: &namespaces,
@@ -214,6 +246,7 @@ impl Node {
             users,
             capabilities: Some(capabilities),
             localhost_seccomp_profile: localhost_profile.as_deref(),
+            user_namespace: userns.as_ref(),
         })?;
         // After the spec, so a malformed request is reported as such first.
         super::propagation::check_host_sources(&record.config.mounts)?;
@@ -283,6 +316,12 @@ impl Node {
     fn tear_down_container(&self, record: &ContainerRecord) {
         if let Err(e) = unmount(&record.rootfs()) {
             warn!(container.id = %record.id, error = %e, "rootfs unmount failed");
+        }
+        if !unstage(&record.bundle) {
+            // A volume may still be attached under the bundle: never delete
+            // recursively through it.
+            warn!(container.id = %record.id, "idmapped mounts still attached; bundle kept");
+            return;
         }
         for d in [&record.bundle, &record.writable_dir] {
             if let Err(e) = std::fs::remove_dir_all(d)

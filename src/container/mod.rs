@@ -2,6 +2,7 @@
 //! unknown), exit codes and CRI log files.
 
 pub mod capabilities;
+mod idmapped;
 mod lifecycle;
 pub mod paths;
 pub mod propagation;

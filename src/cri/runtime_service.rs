@@ -487,9 +487,11 @@ impl RuntimeService for CriRuntimeService {
                 name: String::new(),
                 // rro: the spec emits the "rro" option, which libcontainer
                 // applies with mount_setattr(MOUNT_ATTR_RDONLY, AT_RECURSIVE).
+                // userns: POD mode with idmapped rootfs and volumes, when the
+                // startup probe found idmapped overlay layers to work.
                 features: Some(cri::RuntimeHandlerFeatures {
                     recursive_read_only_mounts: true,
-                    user_namespaces: false,
+                    user_namespaces: self.node.supports_user_namespaces(),
                 }),
             }],
             // Merge and Strict are implemented in spec::user, and the

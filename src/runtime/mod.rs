@@ -17,6 +17,7 @@ mod cri_log;
 mod dmz;
 mod error;
 mod executor;
+mod idmap;
 mod monitor;
 mod namespaces;
 mod persist;
@@ -33,6 +34,7 @@ pub use cri_log::{
     parse_cri_log_line,
 };
 pub use error::RuntimeError;
+pub use idmap::{idmapped_bind, probe_idmapped_overlay};
 pub(crate) use monitor::SOCKET_NAME as MONITOR_SOCKET;
 pub use monitor::monitor_main;
 pub use namespaces::{pinned_namespace_path, unpin_namespaces};

@@ -16,7 +16,9 @@ use nix::sys::wait::waitpid;
 use nix::unistd::{ForkResult, fork, pipe};
 
 use super::error::RuntimeError;
+use super::idmap::write_id_maps;
 use super::types::{NamespaceKind, PodNamespaceSet};
+use crate::spec::PodUserNamespace;
 
 pub fn pinned_namespace_path(pod_dir: &Path, kind: NamespaceKind) -> PathBuf {
     pod_dir.join("ns").join(kind.proc_name())
@@ -74,12 +76,25 @@ fn requested(set: PodNamespaceSet) -> Vec<NamespaceKind> {
 /// Create and pin the requested namespaces. Must be called while the caller
 /// is single-threaded (it forks and the child does more than async-signal
 /// -safe work), which the monitor is.
+///
+/// With a POD user namespace, one unshare(2) creates it together with the
+/// others: the kernel makes the user namespace first and the new network,
+/// IPC and UTS namespaces are owned by it (user_namespaces(7)), as for a
+/// runc/crun pod sandbox. So the pod's root holds CAP_NET_ADMIN over its own
+/// network and nothing on the host, while CNI, run as host root, can still
+/// enter the network namespace (an ancestor user namespace's root has every
+/// capability in its descendants). The mappings are written from here, as
+/// host root, which the kernel allows for any range.
 pub(crate) fn create_and_pin(
     pod_dir: &Path,
     set: PodNamespaceSet,
     hostname: Option<&str>,
+    userns: Option<&PodUserNamespace>,
 ) -> Result<(), RuntimeError> {
-    let kinds = requested(set);
+    let mut kinds = requested(set);
+    if userns.is_some() {
+        kinds.push(NamespaceKind::User);
+    }
     if kinds.is_empty() {
         return Ok(());
     }
@@ -92,6 +107,7 @@ pub(crate) fn create_and_pin(
             NamespaceKind::Net => CloneFlags::CLONE_NEWNET,
             NamespaceKind::Ipc => CloneFlags::CLONE_NEWIPC,
             NamespaceKind::Uts => CloneFlags::CLONE_NEWUTS,
+            NamespaceKind::User => CloneFlags::CLONE_NEWUSER,
             // Never requested here: see `start_pod_init`.
             NamespaceKind::Pid => CloneFlags::empty(),
         };
@@ -133,7 +149,9 @@ pub(crate) fn create_and_pin(
             let mut msg = String::new();
             let read = fs::File::from(ready_r).read_to_string(&mut msg);
             let result = match read {
-                Ok(_) if msg == "ok" => pin_from(child.as_raw(), pod_dir, &kinds),
+                Ok(_) if msg == "ok" => userns
+                    .map_or(Ok(()), |u| write_id_maps(child.as_raw(), u))
+                    .and_then(|()| pin_from(child.as_raw(), pod_dir, &kinds)),
                 Ok(_) => Err(RuntimeError::MonitorStartup {
                     pod: pod_dir.display().to_string(),
                     message: format!("creating pod namespaces failed: {msg}"),
@@ -162,10 +180,23 @@ pub(crate) fn create_and_pin(
 /// pod shutdown. The init must live as long as the pod: the kernel refuses
 /// `fork` in a PID namespace whose init has died, so joining the pinned
 /// namespace would fail for every later container.
-pub(crate) fn start_pod_init(pod_dir: &Path) -> Result<i32, RuntimeError> {
+///
+/// In a POD user namespace the child first joins it, so the PID namespace is
+/// owned by it: a container that has joined the user namespace could not
+/// enter (nor mount /proc for) a PID namespace owned by the host's.
+pub(crate) fn start_pod_init(pod_dir: &Path, in_userns: bool) -> Result<i32, RuntimeError> {
     let ns_dir = pod_dir.join("ns");
     fs::create_dir_all(&ns_dir)
         .map_err(|e| RuntimeError::io(format!("creating {}", ns_dir.display()), e))?;
+    let userns = if in_userns {
+        let pin = pinned_namespace_path(pod_dir, NamespaceKind::User);
+        Some(
+            fs::File::open(&pin)
+                .map_err(|e| RuntimeError::io(format!("opening {}", pin.display()), e))?,
+        )
+    } else {
+        None
+    };
     let (pid_r, pid_w) = pipe().map_err(|e| RuntimeError::io("creating pipe", e.into()))?;
     // SAFETY: the monitor is single-threaded; the child only makes syscalls.
     match unsafe { fork() }
@@ -174,8 +205,15 @@ pub(crate) fn start_pod_init(pod_dir: &Path) -> Result<i32, RuntimeError> {
         ForkResult::Child => {
             drop(pid_r);
             let mut out = fs::File::from(pid_w);
-            let reply = match unshare(CloneFlags::CLONE_NEWPID) {
-                Err(e) => format!("error: unshare(CLONE_NEWPID): {e}"),
+            let joined = match &userns {
+                Some(f) => join_as_root(f),
+                None => Ok(()),
+            };
+            let reply = match joined.and_then(|()| {
+                unshare(CloneFlags::CLONE_NEWPID)
+                    .map_err(|e| format!("error: unshare(CLONE_NEWPID): {e}"))
+            }) {
+                Err(e) => e,
                 // SAFETY: as above; the grandchild runs only `pod_init`.
                 Ok(()) => match unsafe { fork() } {
                     Ok(ForkResult::Child) => pod_init(),
@@ -211,6 +249,20 @@ pub(crate) fn start_pod_init(pod_dir: &Path) -> Result<i32, RuntimeError> {
             Ok(pid)
         }
     }
+}
+
+/// Joins the pod's user namespace and becomes its root (the mapped host
+/// id), so the pod init is not host root inside the pod's PID namespace.
+/// setns keeps the host ids, which the namespace would show as 65534.
+fn join_as_root(userns: &fs::File) -> Result<(), String> {
+    nix::sched::setns(userns, CloneFlags::CLONE_NEWUSER)
+        .map_err(|e| format!("error: joining the pod user namespace: {e}"))?;
+    let root_gid = nix::unistd::Gid::from_raw(0);
+    let root_uid = nix::unistd::Uid::from_raw(0);
+    nix::unistd::setgroups(&[])
+        .and_then(|()| nix::unistd::setresgid(root_gid, root_gid, root_gid))
+        .and_then(|()| nix::unistd::setresuid(root_uid, root_uid, root_uid))
+        .map_err(|e| format!("error: becoming root of the pod user namespace: {e}"))
 }
 
 /// Pid 1 of the pod's PID namespace, the role of the pause process: it

@@ -31,6 +31,8 @@ pub enum NamespaceKind {
     Ipc,
     Uts,
     Pid,
+    /// The pod's user namespace (POD mode), owner of all the others.
+    User,
 }
 
 impl NamespaceKind {
@@ -42,14 +44,18 @@ impl NamespaceKind {
             NamespaceKind::Ipc => "ipc",
             NamespaceKind::Uts => "uts",
             NamespaceKind::Pid => "pid",
+            NamespaceKind::User => "user",
         }
     }
 
-    pub const ALL: [NamespaceKind; 4] = [
+    /// The user namespace last: unpinning goes in this order, and the
+    /// others are owned by it.
+    pub const ALL: [NamespaceKind; 5] = [
         NamespaceKind::Net,
         NamespaceKind::Ipc,
         NamespaceKind::Uts,
         NamespaceKind::Pid,
+        NamespaceKind::User,
     ];
 }
 
@@ -66,6 +72,9 @@ pub struct MonitorSpawn {
     /// Set in the new UTS namespace (ignored when `new_namespaces.uts` is
     /// false: the host's hostname is never changed).
     pub hostname: Option<String>,
+    /// POD user-namespace mode: the monitor creates the pod's user namespace
+    /// with these mappings first, and the other pod namespaces inside it.
+    pub user_namespace: Option<crate::spec::PodUserNamespace>,
     /// The capcri binary to run as the monitor. `None` = `/proc/self/exe`
     /// (the daemon itself). Tests set it because they run from a test binary.
     pub program: Option<PathBuf>,

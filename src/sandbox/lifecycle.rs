@@ -38,6 +38,16 @@ impl Node {
                 "unknown runtime handler {runtime_handler:?}: capcri serves the default handler (\"\") and \"capcri\""
             )));
         }
+        let userns = crate::spec::pod_user_namespace(&config)?;
+        if userns.is_some()
+            && let Some(why) = &self.userns_unsupported
+        {
+            return Err(NodeError::FailedPrecondition(format!(
+                "pod {:?} asks for its own user namespace (hostUsers: false) but this node cannot idmap the layer store: {why}; \
+                 run the pod with hostUsers: true or move capcri's data directory to a filesystem with idmapped mounts on kernel 5.19+",
+                meta.name
+            )));
+        }
         let key = pod_name_key(&config);
         self.reserve_name(key.clone())?;
         let id = match new_id() {
@@ -99,12 +109,21 @@ impl Node {
         if !pod.host_ipc() {
             let shm = pod.shm_dir();
             std::fs::create_dir_all(&shm).map_err(|e| NodeError::io(&shm, e))?;
+            // In a POD user namespace the fresh tmpfs belongs to the pod's
+            // root from the start (no idmapped tmpfs before kernel 6.3).
+            let options = match pod
+                .user_namespace()
+                .and_then(|u| Some((u.uids.to_host(0)?, u.gids.to_host(0)?)))
+            {
+                Some((uid, gid)) => format!("{SHM_SIZE},uid={uid},gid={gid}"),
+                None => SHM_SIZE.to_string(),
+            };
             nix::mount::mount(
                 Some("shm"),
                 &shm,
                 Some("tmpfs"),
                 MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-                Some(SHM_SIZE),
+                Some(options.as_str()),
             )
             .map_err(|e| NodeError::io(&shm, e.into()))?;
         }
@@ -119,6 +138,7 @@ impl Node {
                 pid: pod.shares_pid(),
             },
             hostname: (!pod.host_network() && !hostname.is_empty()).then(|| hostname.clone()),
+            user_namespace: pod.user_namespace(),
             program: None,
         })
         .await?;

@@ -66,6 +66,11 @@ impl PodSandbox {
         self.namespace_mode(|o| o.pid) == NamespaceMode::Pod
     }
 
+    /// The pod's user namespace (POD mode), validated at RunPodSandbox.
+    pub fn user_namespace(&self) -> Option<crate::spec::PodUserNamespace> {
+        crate::spec::pod_user_namespace(&self.config).ok().flatten()
+    }
+
     pub fn shm_dir(&self) -> PathBuf {
         self.pod_dir.join("shm")
     }

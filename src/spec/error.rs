@@ -9,6 +9,10 @@ pub enum SpecError {
     #[error("invalid container config: {field}: {reason}")]
     InvalidConfig { field: String, reason: String },
 
+    /// A pod sandbox field holds a value capcri cannot honour.
+    #[error("invalid pod sandbox config: {field}: {reason}")]
+    InvalidPodConfig { field: String, reason: String },
+
     /// Neither the CRI config nor the image says what to run.
     #[error(
         "container {container:?} has no command: the CRI config sets neither command nor args \
@@ -49,6 +53,13 @@ pub enum SpecError {
 impl SpecError {
     pub(crate) fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
         SpecError::InvalidConfig {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+
+    pub(crate) fn invalid_pod(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        SpecError::InvalidPodConfig {
             field: field.into(),
             reason: reason.into(),
         }

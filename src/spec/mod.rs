@@ -15,6 +15,7 @@ mod resources;
 mod seccomp;
 mod seccomp_default;
 mod user;
+mod userns;
 
 #[cfg(test)]
 mod tests;
@@ -37,6 +38,7 @@ pub use resources::{container_resources, oom_score_adj, sysctls};
 pub use seccomp::{SeccompMode, container_seccomp, seccomp_mode};
 pub use seccomp_default::runtime_default_profile;
 pub use user::{ImageUserDb, ResolvedUser, resolve_user};
+pub use userns::{IdRange, PodUserNamespace, check_container_user_namespace, pod_user_namespace};
 
 /// The annotation containerd sets so tools can tell app containers from
 /// sandboxes.
@@ -83,6 +85,8 @@ pub struct ContainerSpecInput<'a> {
     pub capabilities: Option<LinuxCapabilities>,
     /// JSON of the Localhost seccomp profile, read by the caller.
     pub localhost_seccomp_profile: Option<&'a str>,
+    /// The pod's user namespace (POD mode); None: the host's.
+    pub user_namespace: Option<&'a PodUserNamespace>,
 }
 
 pub(crate) fn security_context(
@@ -121,6 +125,13 @@ pub fn container_spec(input: &ContainerSpecInput) -> Result<Spec, SpecError> {
         ));
     }
     validate_capability_names(container)?;
+    check_container_user_namespace(container, input.user_namespace)?;
+    if input.user_namespace.is_some() != input.namespaces.user.is_some() {
+        return Err(SpecError::invalid(
+            "namespace_options.userns_options",
+            "the pod's user namespace mappings and its pinned namespace must come together",
+        ));
+    }
 
     let hostname = input.pod.hostname.as_str();
     let user = resolve_user(container, input.image_config, &input.users)?;
@@ -169,8 +180,15 @@ pub fn container_spec(input: &ContainerSpecInput) -> Result<Spec, SpecError> {
     )?);
     linux.set_rootfs_propagation(mounts.rootfs_propagation.clone());
     linux.set_devices(None);
-    linux.set_uid_mappings(None);
-    linux.set_gid_mappings(None);
+    let (uid_mappings, gid_mappings) = match input.user_namespace {
+        Some(u) => {
+            let (uids, gids) = u.oci_mappings()?;
+            (Some(vec![uids]), Some(vec![gids]))
+        }
+        None => (None, None),
+    };
+    linux.set_uid_mappings(uid_mappings);
+    linux.set_gid_mappings(gid_mappings);
     let (masked, readonly) = if privileged {
         (Vec::new(), Vec::new())
     } else {

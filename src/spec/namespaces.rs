@@ -19,6 +19,8 @@ pub struct PodNamespacePaths {
     pub ipc: Option<PathBuf>,
     pub uts: Option<PathBuf>,
     pub pid: Option<PathBuf>,
+    /// The pod's user namespace (POD mode); `None`: the host's.
+    pub user: Option<PathBuf>,
 }
 
 fn namespace(typ: LinuxNamespaceType, path: Option<&Path>) -> LinuxNamespace {
@@ -28,9 +30,10 @@ fn namespace(typ: LinuxNamespaceType, path: Option<&Path>) -> LinuxNamespace {
     ns
 }
 
-/// The namespace list, in containerd's order (pid, ipc, uts, mount,
+/// The namespace list, in containerd's order (user, pid, ipc, uts, mount,
 /// network). No cgroup namespace: on this cgroup v1 host containerd does
-/// not create one either. No user namespace: not supported yet.
+/// not create one either. The user namespace comes first: libcontainer
+/// joins it before the others, whose owner it is.
 pub fn container_namespaces(
     container: &ContainerConfig,
     pod: &PodNamespacePaths,
@@ -43,6 +46,9 @@ pub fn container_namespaces(
         // crictl leaves it out for "container" mode.
         .unwrap_or(NamespaceMode::Container);
     let mut list = Vec::new();
+    if let Some(path) = &pod.user {
+        list.push(namespace(LinuxNamespaceType::User, Some(path)));
+    }
     match pid_mode {
         NamespaceMode::Container => list.push(namespace(LinuxNamespaceType::Pid, None)),
         NamespaceMode::Node => {}
@@ -103,6 +109,7 @@ mod tests {
             ipc: Some(PathBuf::from("/run/capcri/ns/p/ipc")),
             uts: Some(PathBuf::from("/run/capcri/ns/p/uts")),
             pid: pid.then(|| PathBuf::from("/run/capcri/ns/p/pid")),
+            user: None,
         }
     }
 
@@ -163,6 +170,27 @@ mod tests {
             let got = container_namespaces(&ctr(mode), &pod).unwrap();
             assert_eq!(summary(&got), want, "pid mode {mode:?}");
         }
+    }
+
+    #[test]
+    fn pod_user_namespace_is_joined_first() {
+        use LinuxNamespaceType::*;
+        let pod = PodNamespacePaths {
+            user: Some(PathBuf::from("/run/capcri/ns/p/user")),
+            ..pod(true, true)
+        };
+        let got = container_namespaces(&ctr(Some(NamespaceMode::Pod)), &pod).unwrap();
+        assert_eq!(
+            summary(&got),
+            vec![
+                (User, true),
+                (Pid, true),
+                (Ipc, true),
+                (Uts, true),
+                (Mount, false),
+                (Network, true)
+            ]
+        );
     }
 
     #[test]

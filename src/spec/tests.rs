@@ -64,6 +64,7 @@ fn ns_paths() -> PodNamespacePaths {
         ipc: Some("/run/ns/ipc".into()),
         uts: Some("/run/ns/uts".into()),
         pid: None,
+        user: None,
     }
 }
 
@@ -98,6 +99,7 @@ fn build(
         },
         capabilities: caps,
         localhost_seccomp_profile: seccomp,
+        user_namespace: None,
     })
 }
 
@@ -308,6 +310,7 @@ fn invalid_inputs() {
         users: ImageUserDb::default(),
         capabilities: None,
         localhost_seccomp_profile: None,
+        user_namespace: None,
     });
     assert!(relative.is_err());
 }
@@ -378,4 +381,63 @@ fn unset_fields_stay_out_of_the_json() {
     assert!(value["process"].get("noNewPrivileges").is_none());
     assert!(value.get("hostname").is_none());
     assert!(value["linux"]["seccomp"].is_object());
+}
+
+#[test]
+fn pod_user_namespace_joins_by_path_with_mappings() {
+    use crate::spec::{IdRange, PodUserNamespace};
+    let userns = PodUserNamespace {
+        uids: IdRange {
+            container_id: 0,
+            host_id: 65536,
+            length: 65536,
+        },
+        gids: IdRange {
+            container_id: 0,
+            host_id: 131072,
+            length: 65536,
+        },
+    };
+    let ns = PodNamespacePaths {
+        user: Some("/run/ns/user".into()),
+        ..ns_paths()
+    };
+    let f = files();
+    let c = container(LinuxContainerSecurityContext::default());
+    let input = |userns: Option<&PodUserNamespace>| {
+        container_spec(&ContainerSpecInput {
+            pod: &pod(false),
+            container: &c,
+            image_config: None,
+            rootfs: Path::new("/r"),
+            namespaces: &ns,
+            pod_files: &f,
+            cgroups_path: "/capcri/p/c".into(),
+            users: ImageUserDb::default(),
+            capabilities: None,
+            localhost_seccomp_profile: None,
+            user_namespace: userns,
+        })
+    };
+    let spec = input(Some(&userns)).unwrap();
+    let l = linux(&spec);
+    let first = &l.namespaces().as_ref().unwrap()[0];
+    assert_eq!(first.typ(), oci_spec::runtime::LinuxNamespaceType::User);
+    assert_eq!(first.path().as_deref(), Some(Path::new("/run/ns/user")));
+    let uids = l.uid_mappings().as_ref().unwrap();
+    let gids = l.gid_mappings().as_ref().unwrap();
+    assert_eq!(
+        (uids[0].container_id(), uids[0].host_id(), uids[0].size()),
+        (0, 65536, 65536)
+    );
+    assert_eq!(gids[0].host_id(), 131072);
+    // Capabilities are relative to the user namespace: the same set as
+    // without one.
+    let plain = build(&pod(false), &c, None, None).unwrap();
+    assert_eq!(
+        process(&spec).capabilities(),
+        process(&plain).capabilities()
+    );
+    // A pinned user namespace without its mappings (or the reverse) is a bug.
+    assert!(input(None).is_err());
 }

@@ -76,6 +76,7 @@ struct MonitorArgs {
     runtime_root: PathBuf,
     namespaces: PodNamespaceSet,
     hostname: Option<String>,
+    user_namespace: Option<crate::spec::PodUserNamespace>,
 }
 
 /// The argv the daemon passes (after the `monitor` subcommand).
@@ -105,6 +106,12 @@ pub(crate) fn monitor_argv(spawn: &super::types::MonitorSpawn) -> Vec<String> {
         v.push("--hostname".into());
         v.push(h.clone());
     }
+    if let Some(u) = &spawn.user_namespace {
+        v.push("--userns-uids".into());
+        v.push(u.uids.to_string());
+        v.push("--userns-gids".into());
+        v.push(u.gids.to_string());
+    }
     v
 }
 
@@ -115,6 +122,7 @@ fn parse_args(args: &[String]) -> Result<MonitorArgs, String> {
         .position(|a| a == "monitor")
         .map_or(0, |i| i + 1);
     let mut it = args[start..].iter();
+    let (mut uids, mut gids) = (None, None);
     fn value<'a>(name: &str, it: &mut impl Iterator<Item = &'a String>) -> Result<String, String> {
         it.next()
             .cloned()
@@ -130,6 +138,8 @@ fn parse_args(args: &[String]) -> Result<MonitorArgs, String> {
             "--ipc" => out.namespaces.ipc = true,
             "--uts" => out.namespaces.uts = true,
             "--pid" => out.namespaces.pid = true,
+            "--userns-uids" => uids = Some(value(a, &mut it)?.parse()?),
+            "--userns-gids" => gids = Some(value(a, &mut it)?.parse()?),
             other => return Err(format!("unknown monitor argument {other:?}")),
         }
     }
@@ -141,6 +151,11 @@ fn parse_args(args: &[String]) -> Result<MonitorArgs, String> {
     if let Some(h) = &out.hostname {
         validate_hostname(h)?;
     }
+    out.user_namespace = match (uids, gids) {
+        (Some(uids), Some(gids)) => Some(crate::spec::PodUserNamespace { uids, gids }),
+        (None, None) => None,
+        _ => return Err("--userns-uids and --userns-gids go together".into()),
+    };
     Ok(out)
 }
 
@@ -361,12 +376,17 @@ impl Monitor {
             .map_err(|e| RuntimeError::io("setting the monitor socket non-blocking", e))?;
         // Pinned last: every later step that could fail is behind us, and a
         // failure here leaves no socket (create_and_pin undoes its pins).
-        if let Err(e) = create_and_pin(&args.pod_dir, args.namespaces, args.hostname.as_deref()) {
+        if let Err(e) = create_and_pin(
+            &args.pod_dir,
+            args.namespaces,
+            args.hostname.as_deref(),
+            args.user_namespace.as_ref(),
+        ) {
             let _ = fs::remove_file(&sock);
             return Err(e);
         }
         let pod_init = if args.namespaces.pid {
-            match start_pod_init(&args.pod_dir) {
+            match start_pod_init(&args.pod_dir, args.user_namespace.is_some()) {
                 Ok(pid) => Some(pid),
                 Err(e) => {
                     let _ = unpin_namespaces(&args.pod_dir);
@@ -788,10 +808,15 @@ mod tests {
                 pid: true,
             },
             hostname: Some("web-0".into()),
+            user_namespace: Some(crate::spec::PodUserNamespace {
+                uids: "0:65536:65536".parse().unwrap(),
+                gids: "0:131072:65536".parse().unwrap(),
+            }),
             program: None,
         };
         let argv = monitor_argv(&spawn);
         let parsed = parse_args(&argv).unwrap();
+        assert_eq!(parsed.user_namespace, spawn.user_namespace);
         assert_eq!(parsed.pod_id, "p1");
         assert_eq!(parsed.pod_dir, PathBuf::from("/run/capcri/pods/p1"));
         assert_eq!(parsed.namespaces, spawn.new_namespaces);
@@ -803,6 +828,25 @@ mod tests {
         assert!(parse_args(&["monitor".into(), "--bogus".into()]).is_err());
         assert!(parse_args(&["monitor".into(), "--pod-id".into()]).is_err());
         assert!(parse_args(&["monitor".into(), "--pod-id".into(), "p".into()]).is_err());
+        let base = || {
+            [
+                "monitor",
+                "--pod-id",
+                "p",
+                "--pod-dir",
+                "/p",
+                "--runtime-root",
+                "/r",
+            ]
+            .map(String::from)
+            .to_vec()
+        };
+        let mut only_uids = base();
+        only_uids.extend(["--userns-uids".into(), "0:1000:10".into()]);
+        assert!(parse_args(&only_uids).is_err());
+        let mut bad = base();
+        bad.extend(["--userns-uids".into(), "0:1000".into()]);
+        assert!(parse_args(&bad).is_err());
     }
 
     #[test]
