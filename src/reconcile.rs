@@ -75,12 +75,15 @@ impl Node {
         }
 
         for pod in &pods {
+            // Connect first: the monitor serves one request at a time, so
+            // its answer to the ping comes after a create the dead daemon
+            // had sent, and that container's state dir is there to list.
+            let monitor = self.monitor(pod).await;
             let held = entry_names(&pod.pod_dir.join("containers"));
             let orphans: Vec<&String> = held
                 .iter()
                 .filter(|id| !container_ids.contains(*id))
                 .collect();
-            let monitor = self.monitor(pod).await;
             if monitor.is_err() && pod.state == PodState::Ready {
                 // Its monitor (and so every container it held) is gone: the
                 // pod cannot run containers; kubelet recreates NotReady pods.

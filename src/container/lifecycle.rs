@@ -342,6 +342,13 @@ impl Node {
                 self.apply_runtime_state(record, &state)?;
                 Ok(())
             }
+            Err(NodeError::Runtime(RuntimeError::NotFound { .. })) => {
+                // Its monitor no longer holds it (a RemoveContainer that a
+                // crash interrupted after the delete): nothing runs to stop;
+                // status reports it unknown until it is removed.
+                warn!(container.id = %record.id, "the pod monitor no longer holds the container; nothing to stop");
+                Ok(())
+            }
             Err(NodeError::Runtime(RuntimeError::MonitorUnreachable { .. })) => {
                 // Its monitor is gone: the exit code cannot be known, but the
                 // container must still stop (kubelet retries StopPodSandbox).

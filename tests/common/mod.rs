@@ -132,9 +132,15 @@ impl TestDaemon {
     }
 
     pub fn spawn(&mut self, extra_args: &[&str]) {
+        self.spawn_env(extra_args, &[]);
+    }
+
+    /// `spawn` with extra environment (e.g. `CAPCRI_CRASH_AT`).
+    pub fn spawn_env(&mut self, extra_args: &[&str], env: &[(&str, &str)]) {
         // A daemon killed with -9 leaves its socket file; wait for the new one.
         let _ = std::fs::remove_file(&self.socket);
         let child = Command::new(env!("CARGO_BIN_EXE_capcri"))
+            .envs(env.iter().copied())
             .arg("serve")
             .arg("--socket")
             .arg(&self.socket)
@@ -185,6 +191,24 @@ impl TestDaemon {
             let _ = c.wait();
         }
         start.elapsed()
+    }
+
+    /// Waits up to `timeout` for the daemon to exit on its own (a crash
+    /// point); returns whether it did. The child is reaped either way.
+    pub fn wait_for_exit(&mut self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let Some(c) = self.child.as_mut() else {
+            return true;
+        };
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = c.try_wait() {
+                self.child = None;
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.kill9();
+        false
     }
 
     pub fn kill9(&mut self) {
