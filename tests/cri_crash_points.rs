@@ -219,81 +219,117 @@ async fn kill9_at_every_crash_point_leaves_listed_objects_or_nothing() {
         );
         reached += 1;
 
-        d.spawn(&[]);
-        let mut rt = d.runtime().await;
-        let pods: BTreeSet<String> = rt
-            .list_pod_sandbox(cri::ListPodSandboxRequest::default())
-            .await
-            .unwrap()
-            .into_inner()
-            .items
-            .into_iter()
-            .map(|p| p.id)
-            .collect();
-        let listed = rt
-            .list_containers(cri::ListContainersRequest::default())
-            .await
-            .unwrap()
-            .into_inner()
-            .containers;
-        let containers: BTreeSet<String> = listed.iter().map(|c| c.id.clone()).collect();
-        for a in &acked {
-            if let Some(pod) = &a.pod {
-                if a.pod_removed {
-                    assert!(!pods.contains(pod), "{point}: removed pod {pod} is listed");
-                } else if !a.removal_in_flight {
-                    assert!(
-                        pods.contains(pod),
-                        "{point}: acknowledged pod {pod} is missing"
-                    );
-                }
-            }
-            for id in &a.removed_containers {
-                assert!(
-                    !containers.contains(id),
-                    "{point}: removed container {id} is listed"
-                );
-            }
-            if a.removal_in_flight {
-                continue;
-            }
-            for (id, started) in &a.containers {
-                let c = listed.iter().find(|c| &c.id == id);
-                let c =
-                    c.unwrap_or_else(|| panic!("{point}: acknowledged container {id} is missing"));
-                let running = cri::ContainerState::ContainerRunning as i32;
-                let created = cri::ContainerState::ContainerCreated as i32;
-                // A start sent but unanswered may have happened or not.
-                let ok = c.state == running || (!*started && c.state == created);
-                assert!(
-                    ok,
-                    "{point}: {id} (started: {started}) is in state {}",
-                    c.state
-                );
-            }
-        }
-        assert_nothing_unlisted(&d, point, &pods, &containers);
-        eprintln!(
-            "{point}: after restart {} pods, {} containers listed; acked {acked:?}",
-            pods.len(),
-            containers.len()
-        );
-
-        // What is left stops and removes cleanly.
-        for pod in &pods {
-            rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
-                pod_sandbox_id: pod.clone(),
-            })
-            .await
-            .unwrap_or_else(|e| panic!("{point}: stop {pod}: {e}"));
-            rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
-                pod_sandbox_id: pod.clone(),
-            })
-            .await
-            .unwrap_or_else(|e| panic!("{point}: remove {pod}: {e}"));
-        }
-        assert_zero_leftovers(&d, point);
+        restart_verify_and_clean(&mut d, point, &acked).await;
         d.kill9();
     }
     eprintln!("crash points exercised: {reached}; leftovers after cleanup: 0");
+}
+
+/// Restarts the daemon after a crash at `point`, checks the listings
+/// against what was acknowledged and that nothing unlisted is left, then
+/// removes everything and checks for zero leftovers.
+async fn restart_verify_and_clean(d: &mut TestDaemon, point: &str, acked: &[Acked]) {
+    d.spawn(&[]);
+    let mut rt = d.runtime().await;
+    let pods: BTreeSet<String> = rt
+        .list_pod_sandbox(cri::ListPodSandboxRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .items
+        .into_iter()
+        .map(|p| p.id)
+        .collect();
+    let listed = rt
+        .list_containers(cri::ListContainersRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .containers;
+    let containers: BTreeSet<String> = listed.iter().map(|c| c.id.clone()).collect();
+    for a in acked {
+        if let Some(pod) = &a.pod {
+            if a.pod_removed {
+                assert!(!pods.contains(pod), "{point}: removed pod {pod} is listed");
+            } else if !a.removal_in_flight {
+                assert!(
+                    pods.contains(pod),
+                    "{point}: acknowledged pod {pod} is missing"
+                );
+            }
+        }
+        for id in &a.removed_containers {
+            assert!(
+                !containers.contains(id),
+                "{point}: removed container {id} is listed"
+            );
+        }
+        if a.removal_in_flight {
+            continue;
+        }
+        for (id, started) in &a.containers {
+            let c = listed.iter().find(|c| &c.id == id);
+            let c = c.unwrap_or_else(|| panic!("{point}: acknowledged container {id} is missing"));
+            let running = cri::ContainerState::ContainerRunning as i32;
+            let created = cri::ContainerState::ContainerCreated as i32;
+            // A start sent but unanswered may have happened or not.
+            let ok = c.state == running || (!*started && c.state == created);
+            assert!(
+                ok,
+                "{point}: {id} (started: {started}) is in state {}",
+                c.state
+            );
+        }
+    }
+    assert_nothing_unlisted(d, point, &pods, &containers);
+    eprintln!(
+        "{point}: after restart {} pods, {} containers listed; acked {acked:?}",
+        pods.len(),
+        containers.len()
+    );
+
+    // What is left stops and removes cleanly.
+    for pod in &pods {
+        rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
+            pod_sandbox_id: pod.clone(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{point}: stop {pod}: {e}"));
+        rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+            pod_sandbox_id: pod.clone(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{point}: remove {pod}: {e}"));
+    }
+    assert_zero_leftovers(d, point);
+}
+
+/// kill -9 from outside at varied moments of the same churn: the windows
+/// between the named points are covered too (no timing is asserted, the
+/// delays only spread the kills over the lifecycle).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_from_outside_at_varied_moments() {
+    let registry = require_privileged!();
+    let mut d = TestDaemon::start(&[]);
+    let busybox = format!("{registry}/cri-lab/busybox:latest");
+    pull(&d, &busybox).await;
+    let delays_ms = [5u64, 40, 90, 150, 260, 400];
+    for (round, delay) in delays_ms.iter().enumerate() {
+        let point = format!("external kill after {delay} ms");
+        let pid = d.pid().expect("daemon running") as i32;
+        let clients =
+            (0..3).map(|i| lifecycle(&d, format!("j{round}-p{i}"), busybox.clone(), i == 0));
+        let killer = async move {
+            tokio::time::sleep(Duration::from_millis(*delay)).await;
+            // SAFETY: kill(2) of the test's own daemon child.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        };
+        let (acked, ()) = tokio::join!(futures_util::future::join_all(clients), killer);
+        d.wait_for_exit(Duration::from_secs(30));
+        restart_verify_and_clean(&mut d, &point, &acked).await;
+    }
+    eprintln!(
+        "external kills: {}; leftovers after cleanup: 0",
+        delays_ms.len()
+    );
 }
