@@ -218,20 +218,32 @@ impl TestDaemon {
         }
     }
 
+    /// The socket file appears at bind(2), a moment before listen(2): a
+    /// connect in between is refused, so refusals are retried briefly.
     pub async fn channel(&self) -> Channel {
-        let path = self.socket.clone();
-        Endpoint::try_from("http://[::]:50051")
-            .expect("endpoint")
-            .connect_with_connector(tower::service_fn(move |_: Uri| {
-                let path = path.clone();
-                async move {
-                    Ok::<_, std::io::Error>(TokioIo::new(
-                        tokio::net::UnixStream::connect(path).await?,
-                    ))
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let path = self.socket.clone();
+            let connected = Endpoint::try_from("http://[::]:50051")
+                .expect("endpoint")
+                .connect_with_connector(tower::service_fn(move |_: Uri| {
+                    let path = path.clone();
+                    async move {
+                        Ok::<_, std::io::Error>(TokioIo::new(
+                            tokio::net::UnixStream::connect(path).await?,
+                        ))
+                    }
+                }))
+                .await;
+            match connected {
+                Ok(c) => return c,
+                Err(e) if Instant::now() < deadline => {
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
                 }
-            }))
-            .await
-            .expect("connect to capcri")
+                Err(e) => panic!("connect to capcri: {e:?}"),
+            }
+        }
     }
 
     pub async fn runtime(&self) -> RuntimeServiceClient<Channel> {
