@@ -45,6 +45,9 @@ pub struct Config {
     /// Upper bound on the uncompressed size of one image layer: a gzip bomb
     /// fails the pull instead of filling the disk.
     pub max_layer_bytes: u64,
+    /// Upper bound on the xattr bytes (names + values) of one layer entry:
+    /// a layer with more is refused, naming the entry.
+    pub max_entry_xattr_bytes: u64,
     /// Registry mirrors and plain-HTTP registries, like containerd's hosts.toml.
     pub registries: RegistriesConfig,
     /// Capability policies (YAML). Absent or empty: built-in defaults,
@@ -80,6 +83,7 @@ impl Default for Config {
             log_level: "info".into(),
             cgroup_parent: "/capcri".into(),
             max_layer_bytes: 8 << 30,
+            max_entry_xattr_bytes: crate::image::unpack::DEFAULT_MAX_ENTRY_XATTR_BYTES,
             registries: RegistriesConfig::default(),
             policy_dir: crate::policy::DEFAULT_POLICY_DIR.into(),
             policy_poll_seconds: 2,

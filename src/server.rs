@@ -88,6 +88,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     config.validate()?;
     let _lock = lock_socket(&config.socket)?;
     let node = Node::open(config.clone()).context("cannot open capcri's state")?;
+    node.reconcile()
+        .await
+        .context("cannot reconcile what the previous run left")?;
     node.policies().watch(std::time::Duration::from_secs(
         config.policy_poll_seconds.max(1),
     ));

@@ -34,6 +34,7 @@ fn store(root: &Path, reg: &str) -> ImageStore {
             insecure: vec![],
         },
         max_layer_bytes: 512 << 20,
+        max_entry_xattr_bytes: capcri::image::unpack::DEFAULT_MAX_ENTRY_XATTR_BYTES,
     })
     .unwrap()
 }
@@ -327,6 +328,7 @@ async fn tampered_blob_is_refused() {
         root: root.path().to_path_buf(),
         registries: RegistriesConfig::default(),
         max_layer_bytes: 1 << 20,
+        max_entry_xattr_bytes: capcri::image::unpack::DEFAULT_MAX_ENTRY_XATTR_BYTES,
     })
     .unwrap();
     let err = store

@@ -56,6 +56,7 @@ fuzz_target!(|data: &[u8]| {
         layer: "sha256:fuzz".into(),
         max_bytes: MAX_BYTES,
         keep_ownership: false,
+        max_entry_xattr_bytes: capcri::image::unpack::DEFAULT_MAX_ENTRY_XATTR_BYTES,
     };
     let result = unpacker.unpack(blob, compression, &dest, None);
 

@@ -9,6 +9,7 @@ use super::idmapped::{mount_idmapped_overlay, stage_idmapped_volumes, unstage};
 use super::paths::log_file_path;
 use super::rootfs_read::read_in_root;
 use super::{ContainerRecord, ContainerState, container_name_key, cri_state};
+use crate::crash_point::crash_point;
 use crate::events::EventKind;
 use crate::image::rootfs::{mount_overlay, unmount};
 use crate::node::{Node, NodeError, find_by_id_or_prefix, labels_match, lock, new_id, now_nanos};
@@ -157,6 +158,7 @@ impl Node {
             )?,
             _ => mount_overlay(&layers, &upper, &work, &rootfs)?,
         }
+        crash_point("container.create.after-rootfs");
 
         let passwd = read_in_root(&rootfs, "/etc/passwd")
             .map_err(|e| NodeError::io(&rootfs.join("etc/passwd"), e))?;
@@ -253,6 +255,7 @@ impl Node {
         let spec_json = serde_json::to_vec_pretty(&spec)
             .map_err(|e| NodeError::Internal(format!("cannot encode OCI spec: {e}")))?;
         crate::store::write_atomic(&record.bundle.join("config.json"), &spec_json)?;
+        crash_point("container.create.after-bundle");
 
         if !record.log_path.as_os_str().is_empty()
             && let Some(parent) = record.log_path.parent()
@@ -277,7 +280,9 @@ impl Node {
                     .unwrap_or(crate::runtime::ExecPath::Direct),
             })
             .await?;
+        crash_point("container.create.after-monitor");
         self.container_records.put(&record.id, record)?;
+        crash_point("container.create.after-record");
         Ok(())
     }
 
@@ -383,12 +388,19 @@ impl Node {
                 self.apply_runtime_state(record, &state)?;
                 Ok(())
             }
+            Err(NodeError::Runtime(RuntimeError::NotFound { .. })) => {
+                // Its monitor no longer holds it (a RemoveContainer that a
+                // crash interrupted after the delete): nothing runs to stop;
+                // status reports it unknown until it is removed.
+                warn!(container.id = %record.id, "the pod monitor no longer holds the container; nothing to stop");
+                Ok(())
+            }
             Err(NodeError::Runtime(RuntimeError::MonitorUnreachable { .. })) => {
                 // Its monitor is gone: the exit code cannot be known, but the
                 // container must still stop (kubelet retries StopPodSandbox).
                 warn!(container.id = %record.id, "pod monitor gone; killing the orphaned container directly");
                 lock(&self.monitors).remove(&pod.id);
-                self.kill_orphan(&pod, &record).await;
+                self.kill_orphan(&pod, &record.id).await;
                 Ok(())
             }
             Err(e) => Err(e),
@@ -399,9 +411,9 @@ impl Node {
     /// to init. Kill it by the pid the monitor persisted, after checking the
     /// pid still belongs to the container's cgroup (pids are reused), then
     /// remove its cgroups and libcontainer state.
-    async fn kill_orphan(&self, pod: &PodSandbox, record: &ContainerRecord) {
-        let cgroup = format!("{}/{}/{}", self.config.cgroup_parent, pod.id, record.id);
-        if let Ok(state) = crate::runtime::read_persisted_state(&pod.pod_dir, &record.id)
+    pub(crate) async fn kill_orphan(&self, pod: &PodSandbox, id: &str) {
+        let cgroup = format!("{}/{}/{}", self.config.cgroup_parent, pod.id, id);
+        if let Ok(state) = crate::runtime::read_persisted_state(&pod.pod_dir, id)
             && let Some(pid) = state.pid
         {
             let cgroups =
@@ -424,10 +436,10 @@ impl Node {
             if let Err(e) = std::fs::remove_dir(&dir)
                 && e.kind() != std::io::ErrorKind::NotFound
             {
-                warn!(container.id = %record.id, path = %dir.display(), error = %e, "cgroup not removed");
+                warn!(container.id = %id, path = %dir.display(), error = %e, "cgroup not removed");
             }
         }
-        let _ = std::fs::remove_dir_all(self.config.runtime_root().join(&record.id));
+        let _ = std::fs::remove_dir_all(self.config.runtime_root().join(id));
     }
 
     /// The image's STOPSIGNAL, as containerd honours it; SIGTERM otherwise.
@@ -459,12 +471,14 @@ impl Node {
                 Err(NodeError::Runtime(RuntimeError::MonitorUnreachable { .. })) => {
                     warn!(container.id = %record.id, "pod monitor gone; killing the orphaned container directly");
                     lock(&self.monitors).remove(&pod.id);
-                    self.kill_orphan(&pod, &record).await;
+                    self.kill_orphan(&pod, &record.id).await;
                 }
                 Err(e) => return Err(e),
             }
         }
+        crash_point("container.remove.after-monitor");
         self.tear_down_container(&record);
+        crash_point("container.remove.after-teardown");
         self.container_records.delete(&record.id)?;
         lock(&self.containers).remove(&record.id);
         self.release_name(&record.name_key());

@@ -45,6 +45,7 @@ fn image_code(e: &ImageError) -> Code {
         ImageError::Registry { .. } => Code::Unavailable,
         ImageError::DigestMismatch { .. }
         | ImageError::HostileLayer { .. }
+        | ImageError::DeviceNodeNotPermitted { .. }
         | ImageError::TooLarge { .. }
         | ImageError::Unsupported { .. } => Code::FailedPrecondition,
         _ => Code::Internal,

@@ -51,6 +51,21 @@ pub enum ImageError {
         reason: String,
     },
 
+    /// A char or block device entry where capcri lacks CAP_MKNOD (a user
+    /// namespace, a dropped capability): refused rather than skipped, so the
+    /// layer on disk is never silently different from the image.
+    #[error(
+        "layer {layer} refused: entry {entry:?} is a {kind} device node ({major}:{minor}) and capcri cannot create device nodes here ({cause}: no CAP_MKNOD, e.g. in a user namespace or with the capability dropped); containers get their devices from the runtime spec, not from image layers: rebuild the image without device nodes, or run capcri with CAP_MKNOD"
+    )]
+    DeviceNodeNotPermitted {
+        layer: String,
+        entry: String,
+        kind: &'static str,
+        major: u32,
+        minor: u32,
+        cause: String,
+    },
+
     #[error(
         "{object} is too large: more than {limit} bytes; raise max_layer_bytes if the image is trusted"
     )]

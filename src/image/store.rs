@@ -40,6 +40,8 @@ pub struct ImageStoreConfig {
     pub registries: RegistriesConfig,
     /// Uncompressed cap per layer: gzip-bomb guard.
     pub max_layer_bytes: u64,
+    /// Cap on one layer entry's xattr bytes (`LayerUnpacker`).
+    pub max_entry_xattr_bytes: u64,
 }
 
 /// From CRI AuthConfig; empty strings = unset.
@@ -390,6 +392,7 @@ impl ImageStore {
             layer: desc.digest.clone(),
             max_bytes: self.cfg.max_layer_bytes,
             keep_ownership: nix::unistd::geteuid().is_root(),
+            max_entry_xattr_bytes: self.cfg.max_entry_xattr_bytes,
         };
         let expected = diff_id.to_string();
         let tmp2 = tmp.clone();
@@ -771,6 +774,7 @@ mod tests {
             root: root.path().to_path_buf(),
             registries: RegistriesConfig::default(),
             max_layer_bytes: 1 << 20,
+            max_entry_xattr_bytes: crate::image::unpack::DEFAULT_MAX_ENTRY_XATTR_BYTES,
         };
         let store = ImageStore::open(cfg.clone()).unwrap();
         drop(store);

@@ -133,7 +133,19 @@ pub struct LayerUnpacker {
     pub max_bytes: u64,
     /// Apply tar owners (needs CAP_CHOWN; off for unprivileged unit tests).
     pub keep_ownership: bool,
+    /// Cap on the sum of xattr name and value bytes of one entry. The kernel
+    /// refuses a single value above 64 KiB (XATTR_SIZE_MAX) on its own, but
+    /// thousands of small ones would each cost a syscall and inode space.
+    pub max_entry_xattr_bytes: u64,
 }
+
+/// The kernel's limit on one xattr value (XATTR_SIZE_MAX, linux/limits.h).
+pub const XATTR_VALUE_MAX: usize = 64 * 1024;
+/// The kernel's limit on an xattr name (XATTR_NAME_MAX, linux/limits.h).
+pub const XATTR_NAME_MAX: usize = 255;
+/// Default for [`LayerUnpacker::max_entry_xattr_bytes`]: far above what any
+/// real image carries (a few `security.*`/`user.*` values per file).
+pub const DEFAULT_MAX_ENTRY_XATTR_BYTES: u64 = 256 * 1024;
 
 /// Counts and hashes the uncompressed stream, enforces the size cap and
 /// remembers whether the tar parser hit end-of-file (a tar without its
@@ -601,12 +613,24 @@ impl LayerUnpacker {
                     Mode::from_bits_truncate(0o600),
                     makedev(major.into(), minor.into()),
                 )
-                .map_err(|e| {
-                    ImageError::io(
-                        "create device node or fifo (needs CAP_MKNOD for devices)",
-                        &target,
-                        e.into(),
-                    )
+                .map_err(|e| match (kind, e) {
+                    // mknod(2): EPERM for a device node without CAP_MKNOD
+                    // in the initial user namespace.
+                    (tar::EntryType::Char | tar::EntryType::Block, nix::errno::Errno::EPERM) => {
+                        ImageError::DeviceNodeNotPermitted {
+                            layer: self.layer.clone(),
+                            entry: raw.to_string(),
+                            kind: if kind == tar::EntryType::Char {
+                                "character"
+                            } else {
+                                "block"
+                            },
+                            major,
+                            minor,
+                            cause: e.desc().to_string(),
+                        }
+                    }
+                    _ => ImageError::io("create device node or fifo", &target, e.into()),
                 })?;
             }
             other => {
@@ -645,6 +669,7 @@ impl LayerUnpacker {
         raw: &str,
     ) -> Result<Vec<(String, Vec<u8>)>, ImageError> {
         let mut out = Vec::new();
+        let mut total: u64 = 0;
         let Some(exts) = entry
             .pax_extensions()
             .map_err(|e| self.corrupt(format!("entry {raw:?}: bad PAX header: {e}")))?
@@ -661,7 +686,37 @@ impl LayerUnpacker {
                         self.hostile(raw, format!("carries the overlayfs-internal xattr {name}"))
                     );
                 }
-                out.push((name.to_string(), ext.value_bytes().to_vec()));
+                let value = ext.value_bytes();
+                if name.len() > XATTR_NAME_MAX {
+                    return Err(self.hostile(
+                        raw,
+                        format!(
+                            "carries an xattr name of {} bytes (the kernel allows {XATTR_NAME_MAX})",
+                            name.len()
+                        ),
+                    ));
+                }
+                if value.len() > XATTR_VALUE_MAX {
+                    return Err(self.hostile(
+                        raw,
+                        format!(
+                            "carries xattr {name} with a {} byte value (the kernel allows {XATTR_VALUE_MAX})",
+                            value.len()
+                        ),
+                    ));
+                }
+                total += (name.len() + value.len()) as u64;
+                if total > self.max_entry_xattr_bytes {
+                    return Err(self.hostile(
+                        raw,
+                        format!(
+                            "carries more than {} bytes of xattrs ({} so far, at {name}): the per-entry bound is max_entry_xattr_bytes",
+                            self.max_entry_xattr_bytes,
+                            out.len() + 1
+                        ),
+                    ));
+                }
+                out.push((name.to_string(), value.to_vec()));
             }
         }
         Ok(out)
@@ -849,6 +904,7 @@ mod tests {
 
     fn unpacker(max: u64) -> LayerUnpacker {
         LayerUnpacker {
+            max_entry_xattr_bytes: DEFAULT_MAX_ENTRY_XATTR_BYTES,
             layer: "sha256:feed".into(),
             max_bytes: max,
             keep_ownership: privileged(),
@@ -1232,6 +1288,137 @@ mod tests {
             !merged.contains_key("/usr/bin/keep"),
             "a file replacing /usr hides what was below it"
         );
+    }
+
+    /// Unpacks `tar` and expects a refusal whose text names the layer and
+    /// `entry` and contains `cause`; nothing may be left in place.
+    fn assert_refused_naming(tar: &[u8], entry: &str, cause: &str) -> String {
+        let (_tmp, dest, r) = unpack(tar);
+        let err = r.expect_err("the layer must be refused").to_string();
+        assert!(err.contains("sha256:feed"), "names the layer: {err}");
+        assert!(err.contains(entry), "names the entry: {err}");
+        assert!(err.contains(cause), "says why: {err}");
+        assert!(!dest.exists(), "nothing of a refused layer stays visible");
+        err
+    }
+
+    #[test]
+    fn refuses_an_xattr_value_above_the_kernel_limit() {
+        let big = vec![b'x'; XATTR_VALUE_MAX + 1];
+        let mut t = TarBuilder::new();
+        t.add(E {
+            data: b"hi",
+            xattrs: &[("user.big", &big)],
+            ..e("etc/conf", tar::EntryType::Regular)
+        });
+        assert_refused_naming(&t.finish(), "etc/conf", "user.big with a 65537 byte value");
+    }
+
+    #[test]
+    fn refuses_an_xattr_name_above_the_kernel_limit() {
+        let name = format!("user.{}", "n".repeat(XATTR_NAME_MAX));
+        let mut t = TarBuilder::new();
+        t.add(E {
+            xattrs: &[(&name, b"v")],
+            ..e("etc/conf", tar::EntryType::Regular)
+        });
+        assert_refused_naming(&t.finish(), "etc/conf", "xattr name of 260 bytes");
+    }
+
+    #[test]
+    fn refuses_many_xattrs_above_the_configured_bound() {
+        let names: Vec<String> = (0..300).map(|i| format!("user.a{i:04}")).collect();
+        let value = vec![b'v'; 1000];
+        let xattrs: Vec<(&str, &[u8])> = names
+            .iter()
+            .map(|n| (n.as_str(), value.as_slice()))
+            .collect();
+        let mut t = TarBuilder::new();
+        t.add(E {
+            xattrs: &xattrs,
+            ..e("bin/many", tar::EntryType::Regular)
+        });
+        let err = assert_refused_naming(&t.finish(), "bin/many", "max_entry_xattr_bytes");
+        assert!(err.contains("more than 262144 bytes of xattrs"), "{err}");
+        // Just under the bound is fine: the limit is the bound, not less.
+        let few: Vec<(&str, &[u8])> = xattrs[..200].to_vec();
+        let mut t = TarBuilder::new();
+        t.add(E {
+            xattrs: &few,
+            ..e("bin/many", tar::EntryType::Regular)
+        });
+        let (_tmp, _dest, r) = unpack(&t.finish());
+        // ext4 keeps about one block of xattrs per inode: a filesystem
+        // refusal (ENOSPC/E2BIG) is an I/O error, not a hostile-layer one.
+        if let Err(e) = r {
+            assert!(matches!(e, ImageError::Io { .. }), "{e}");
+        }
+    }
+
+    /// Drops CAP_MKNOD from this thread's effective set (capabilities are
+    /// per thread on Linux, so the rest of the test process keeps it).
+    fn drop_cap_mknod_in_this_thread() {
+        #[repr(C)]
+        struct Header {
+            version: u32,
+            pid: i32,
+        }
+        #[repr(C)]
+        #[derive(Clone, Copy, Default)]
+        struct Data {
+            effective: u32,
+            permitted: u32,
+            inheritable: u32,
+        }
+        const VERSION_3: u32 = 0x2008_0522;
+        let mut hdr = Header {
+            version: VERSION_3,
+            pid: 0,
+        };
+        let mut data = [Data::default(); 2];
+        // SAFETY: capget/capset with a v3 header and two data structs, as
+        // capget(2) documents; both point to live stack memory.
+        unsafe {
+            assert_eq!(
+                libc::syscall(libc::SYS_capget, &mut hdr, data.as_mut_ptr()),
+                0
+            );
+            // CAP_MKNOD is 27 (linux/capability.h).
+            data[0].effective &= !(1 << 27);
+            assert_eq!(libc::syscall(libc::SYS_capset, &hdr, data.as_ptr()), 0);
+        }
+    }
+
+    #[test]
+    fn device_nodes_without_cap_mknod_refuse_the_layer() {
+        let mut t = TarBuilder::new();
+        t.add(e("etc/", tar::EntryType::Directory)).add(E {
+            dev: (1, 3),
+            ..e("dev/null", tar::EntryType::Char)
+        });
+        let tar = t.finish();
+        // Root drops CAP_MKNOD in a thread of its own; anyone else never had it.
+        let err = std::thread::spawn(move || {
+            drop_cap_mknod_in_this_thread();
+            assert_refused_naming(&tar, "dev/null", "character device node (1:3)")
+        })
+        .join()
+        .unwrap();
+        assert!(err.contains("no CAP_MKNOD"), "{err}");
+        assert!(!err.contains("os error"), "not a raw errno: {err}");
+
+        let mut t = TarBuilder::new();
+        t.add(E {
+            dev: (8, 0),
+            ..e("dev/sda", tar::EntryType::Block)
+        });
+        let tar = t.finish();
+        std::thread::spawn(move || {
+            drop_cap_mknod_in_this_thread();
+            assert_refused_naming(&tar, "dev/sda", "block device node (8:0)")
+        })
+        .join()
+        .unwrap();
     }
 
     #[test]

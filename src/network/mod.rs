@@ -293,6 +293,26 @@ impl CniNetwork {
     /// pod, a netns that is gone and a plugin answering "unknown container"
     /// (code 3) are all success, so StopPodSandbox and RemovePodSandbox can
     /// both call it, also after a daemon restart.
+    /// DEL of a pod known only by its attachment record (startup
+    /// reconciliation of a pod whose RunPodSandbox never finished); no
+    /// record: nothing was added, nothing to delete.
+    pub async fn teardown_recorded(&self, pod_id: &str) -> Result<(), CniError> {
+        let Some(record) = self.store.load(pod_id)? else {
+            return Ok(());
+        };
+        self.teardown(&PodNetworkRequest {
+            pod_id: record.pod.pod_id.clone(),
+            name: record.pod.name.clone(),
+            namespace: record.pod.namespace.clone(),
+            uid: record.pod.uid.clone(),
+            netns: record.netns.clone(),
+            port_mappings: Vec::new(),
+            dns: None,
+            bandwidth: None,
+        })
+        .await
+    }
+
     pub async fn teardown(&self, pod: &PodNetworkRequest) -> Result<(), CniError> {
         let identity = pod.identity();
         identity

@@ -2,6 +2,7 @@
 
 use super::files::{render_hosts, render_resolv_conf, write_pod_file};
 use super::{PodSandbox, PodState, pod_name_key};
+use crate::crash_point::crash_point;
 use crate::events::EventKind;
 use crate::network::{CniError, PodNetworkRequest, bandwidth_from_annotations};
 use crate::node::{Node, NodeError, find_by_id_or_prefix, labels_match, lock, new_id, now_nanos};
@@ -127,6 +128,7 @@ impl Node {
             )
             .map_err(|e| NodeError::io(&shm, e.into()))?;
         }
+        crash_point("pod.run.after-files");
         let client = spawn_monitor(MonitorSpawn {
             pod_id: pod.id.clone(),
             pod_dir: dir.clone(),
@@ -143,10 +145,13 @@ impl Node {
         })
         .await?;
         self.remember_monitor(&pod.id, client);
+        crash_point("pod.run.after-monitor");
         if !pod.host_network() {
             pod.ips = self.attach_network(pod).await?;
         }
+        crash_point("pod.run.after-network");
         self.pod_records.put(&pod.id, pod)?;
+        crash_point("pod.run.after-record");
         Ok(())
     }
 
@@ -191,32 +196,37 @@ impl Node {
         if let Err(e) = self.detach_network(pod).await {
             warn!(pod.id = %pod.id, error = %e, "CNI teardown failed");
         }
-        let client = lock(&self.monitors).remove(&pod.id);
+        self.tear_down_pod_dir(&pod.id, &pod.pod_dir).await;
+    }
+
+    /// Everything of a pod but its network: monitor, pod init, pinned
+    /// namespaces, shm, pod cgroups, the pod directory. Needs no record, so
+    /// startup reconciliation uses it for pods a crash left half-made.
+    pub(crate) async fn tear_down_pod_dir(&self, pod_id: &str, pod_dir: &Path) {
+        let client = lock(&self.monitors).remove(pod_id);
         let client = match client {
             Some(c) => Some(c),
-            None => crate::runtime::MonitorClient::connect(&pod.pod_dir)
-                .await
-                .ok(),
+            None => crate::runtime::MonitorClient::connect(pod_dir).await.ok(),
         };
         if let Some(c) = client
             && let Err(e) = c.shutdown().await
         {
-            warn!(pod.id = %pod.id, error = %e, "monitor shutdown failed");
+            warn!(pod.id = %pod_id, error = %e, "monitor shutdown failed");
         }
         // If the monitor died, its pod init (pid 1 of the pod's pid
         // namespace) and any process left in that namespace outlived it.
-        kill_pid_namespace(&pod.pod_dir);
-        if let Err(e) = crate::runtime::unpin_namespaces(&pod.pod_dir) {
-            warn!(pod.id = %pod.id, error = %e, "unpinning namespaces failed");
+        kill_pid_namespace(pod_dir);
+        if let Err(e) = crate::runtime::unpin_namespaces(pod_dir) {
+            warn!(pod.id = %pod_id, error = %e, "unpinning namespaces failed");
         }
-        unmount_if_mounted(&pod.shm_dir());
-        for failure in super::cgroups::remove_pod_cgroups(&self.config.cgroup_parent, &pod.id) {
-            warn!(pod.id = %pod.id, %failure, "pod cgroup not removed");
+        unmount_if_mounted(&pod_dir.join("shm"));
+        for failure in super::cgroups::remove_pod_cgroups(&self.config.cgroup_parent, pod_id) {
+            warn!(pod.id = %pod_id, %failure, "pod cgroup not removed");
         }
-        if let Err(e) = std::fs::remove_dir_all(&pod.pod_dir)
+        if let Err(e) = std::fs::remove_dir_all(pod_dir)
             && e.kind() != std::io::ErrorKind::NotFound
         {
-            warn!(pod.id = %pod.id, error = %e, "removing pod dir failed");
+            warn!(pod.id = %pod_id, error = %e, "removing pod dir failed");
         }
     }
 
@@ -250,7 +260,9 @@ impl Node {
         for c in self.containers_of(&pod.id) {
             self.remove_container(&c.id).await?;
         }
+        crash_point("pod.remove.after-containers");
         self.tear_down_pod(&pod).await;
+        crash_point("pod.remove.after-teardown");
         self.pod_records.delete(&pod.id)?;
         lock(&self.pods).remove(&pod.id);
         self.release_name(&pod.name_key());

@@ -132,9 +132,15 @@ impl TestDaemon {
     }
 
     pub fn spawn(&mut self, extra_args: &[&str]) {
+        self.spawn_env(extra_args, &[]);
+    }
+
+    /// `spawn` with extra environment (e.g. `CAPCRI_CRASH_AT`).
+    pub fn spawn_env(&mut self, extra_args: &[&str], env: &[(&str, &str)]) {
         // A daemon killed with -9 leaves its socket file; wait for the new one.
         let _ = std::fs::remove_file(&self.socket);
         let child = Command::new(env!("CARGO_BIN_EXE_capcri"))
+            .envs(env.iter().copied())
             .arg("serve")
             .arg("--socket")
             .arg(&self.socket)
@@ -187,6 +193,24 @@ impl TestDaemon {
         start.elapsed()
     }
 
+    /// Waits up to `timeout` for the daemon to exit on its own (a crash
+    /// point); returns whether it did. The child is reaped either way.
+    pub fn wait_for_exit(&mut self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let Some(c) = self.child.as_mut() else {
+            return true;
+        };
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = c.try_wait() {
+                self.child = None;
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.kill9();
+        false
+    }
+
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
@@ -194,20 +218,32 @@ impl TestDaemon {
         }
     }
 
+    /// The socket file appears at bind(2), a moment before listen(2): a
+    /// connect in between is refused, so refusals are retried briefly.
     pub async fn channel(&self) -> Channel {
-        let path = self.socket.clone();
-        Endpoint::try_from("http://[::]:50051")
-            .expect("endpoint")
-            .connect_with_connector(tower::service_fn(move |_: Uri| {
-                let path = path.clone();
-                async move {
-                    Ok::<_, std::io::Error>(TokioIo::new(
-                        tokio::net::UnixStream::connect(path).await?,
-                    ))
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let path = self.socket.clone();
+            let connected = Endpoint::try_from("http://[::]:50051")
+                .expect("endpoint")
+                .connect_with_connector(tower::service_fn(move |_: Uri| {
+                    let path = path.clone();
+                    async move {
+                        Ok::<_, std::io::Error>(TokioIo::new(
+                            tokio::net::UnixStream::connect(path).await?,
+                        ))
+                    }
+                }))
+                .await;
+            match connected {
+                Ok(c) => return c,
+                Err(e) if Instant::now() < deadline => {
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
                 }
-            }))
-            .await
-            .expect("connect to capcri")
+                Err(e) => panic!("connect to capcri: {e:?}"),
+            }
+        }
     }
 
     pub async fn runtime(&self) -> RuntimeServiceClient<Channel> {

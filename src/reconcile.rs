@@ -1,0 +1,229 @@
+//! Startup reconciliation: what a daemon killed in the middle of
+//! RunPodSandbox, CreateContainer, RemoveContainer or RemovePodSandbox left
+//! behind is finished or undone before the first CRI call is served.
+//!
+//! The metadata record of a pod or container is written last when it is
+//! created and deleted last when it is removed, so the record is the commit
+//! point: an object with a record is kept (and must stay removable), every
+//! on-disk or kernel object without one is half-made or half-removed and is
+//! torn down here. The sweep looks at every place capcri creates something:
+//! pod directories (monitor, pinned namespaces, shm), the monitors' container
+//! state, bundles with their rootfs mounts, writable layers, libcontainer
+//! state, cgroups and CNI attachments.
+
+use crate::node::{Node, NodeError, lock};
+use crate::sandbox::PodState;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use tracing::{info, warn};
+
+/// What the sweep removed, for the startup log and the tests.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ReconcileReport {
+    /// Pod directories without a pod record (monitor, namespaces, shm).
+    pub orphan_pods: usize,
+    /// Containers a monitor holds that have no container record.
+    pub orphan_monitor_containers: usize,
+    /// Bundle, writable-layer and libcontainer state dirs without a record.
+    pub orphan_container_dirs: usize,
+    /// cgroup directories of unknown pods or containers.
+    pub orphan_cgroups: usize,
+    /// Pods with a record whose monitor is gone, now reported NotReady.
+    pub pods_marked_not_ready: usize,
+}
+
+impl ReconcileReport {
+    pub fn is_empty(&self) -> bool {
+        *self == ReconcileReport::default()
+    }
+}
+
+/// Names of the entries of `dir` (absent dir: none).
+fn entry_names(dir: &Path) -> Vec<String> {
+    let mut out: Vec<String> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().map(str::to_string))
+        .collect();
+    out.sort();
+    out
+}
+
+impl Node {
+    /// Finishes or undoes what an interrupted run left; see the module doc.
+    /// Runs once in `serve`, before the socket accepts calls.
+    pub async fn reconcile(&self) -> Result<ReconcileReport, NodeError> {
+        let mut report = ReconcileReport::default();
+        let pods: Vec<crate::sandbox::PodSandbox> = lock(&self.pods).values().cloned().collect();
+        let pod_ids: HashSet<String> = pods.iter().map(|p| p.id.clone()).collect();
+        let container_ids: HashSet<String> = lock(&self.containers).keys().cloned().collect();
+
+        // Pods first: shutting an orphan pod's monitor down also deletes
+        // the containers it held.
+        for name in entry_names(&self.config.pods_dir()) {
+            if pod_ids.contains(&name) {
+                continue;
+            }
+            warn!(pod.id = %name, "tearing down a pod that a crash left half-created or half-removed");
+            let pod_dir = self.config.pods_dir().join(&name);
+            if let Err(e) = self.network.teardown_recorded(&name).await {
+                warn!(pod.id = %name, error = %e, "CNI teardown of the orphan pod failed");
+            }
+            self.tear_down_pod_dir(&name, &pod_dir).await;
+            report.orphan_pods += 1;
+        }
+
+        for pod in &pods {
+            // Connect first: the monitor serves one request at a time, so
+            // its answer to the ping comes after a create the dead daemon
+            // had sent, and that container's state dir is there to list.
+            let monitor = self.monitor(pod).await;
+            let held = entry_names(&pod.pod_dir.join("containers"));
+            let orphans: Vec<&String> = held
+                .iter()
+                .filter(|id| !container_ids.contains(*id))
+                .collect();
+            if monitor.is_err() && pod.state == PodState::Ready {
+                // Its monitor (and so every container it held) is gone: the
+                // pod cannot run containers; kubelet recreates NotReady pods.
+                warn!(pod.id = %pod.id, "pod monitor gone at startup: the pod is NotReady");
+                let mut p = pod.clone();
+                p.state = PodState::NotReady;
+                self.pod_records.put(&p.id, &p)?;
+                lock(&self.pods).insert(p.id.clone(), p);
+                report.pods_marked_not_ready += 1;
+            }
+            for id in orphans {
+                warn!(pod.id = %pod.id, container.id = %id, "deleting a container that a crash left without a record");
+                let deleted = match &monitor {
+                    Ok(m) => m.delete(id).await.is_ok(),
+                    Err(_) => false,
+                };
+                if !deleted {
+                    self.kill_orphan(pod, id).await;
+                    let dir = pod.pod_dir.join("containers").join(id);
+                    if let Err(e) = std::fs::remove_dir_all(&dir) {
+                        warn!(path = %dir.display(), error = %e, "removing orphan container state failed");
+                    }
+                }
+                report.orphan_monitor_containers += 1;
+            }
+        }
+
+        for dir in [
+            self.config.bundles_dir(),
+            self.config.writable_layers_dir(),
+            self.config.runtime_root(),
+        ] {
+            for id in entry_names(&dir) {
+                if container_ids.contains(&id) {
+                    continue;
+                }
+                let path = dir.join(&id);
+                warn!(path = %path.display(), "removing a container directory without a record");
+                if let Err(e) = crate::image::rootfs::unmount(&path.join("rootfs")) {
+                    warn!(path = %path.display(), error = %e, "unmounting an orphan rootfs failed");
+                }
+                if let Err(e) = std::fs::remove_dir_all(&path) {
+                    warn!(path = %path.display(), error = %e, "removing an orphan container directory failed");
+                }
+                report.orphan_container_dirs += 1;
+            }
+        }
+
+        let parent = self.config.cgroup_parent.clone();
+        let pod_ids: HashSet<String> = lock(&self.pods).keys().cloned().collect();
+        // Blocking: it waits for killed processes to leave their cgroups.
+        report.orphan_cgroups = tokio::task::spawn_blocking(move || {
+            remove_unknown_cgroups(&parent, &pod_ids, &container_ids)
+        })
+        .await
+        .map_err(|e| NodeError::Internal(format!("cgroup sweep failed: {e}")))?;
+
+        if report.is_empty() {
+            info!("startup reconciliation: nothing left over");
+        } else {
+            warn!(?report, "startup reconciliation cleaned what a crash left");
+        }
+        Ok(report)
+    }
+}
+
+/// Removes `<parent>/<pod>` for unknown pods and `<parent>/<pod>/<ctr>` for
+/// unknown containers in every hierarchy, SIGKILLing what is still in them
+/// (a container whose monitor died with the daemon's half-made pod).
+fn remove_unknown_cgroups(
+    parent: &str,
+    pods: &HashSet<String>,
+    containers: &HashSet<String>,
+) -> usize {
+    let mut removed = 0;
+    for h in crate::sandbox::cgroups::hierarchies() {
+        let root = h.join(parent.trim_matches('/'));
+        for pod in entry_names(&root) {
+            let pod_dir = root.join(&pod);
+            if !pod_dir.is_dir() {
+                continue;
+            }
+            if !pods.contains(&pod) {
+                removed += remove_cgroup_tree(&pod_dir);
+                continue;
+            }
+            for ctr in entry_names(&pod_dir) {
+                let dir = pod_dir.join(&ctr);
+                if dir.is_dir() && !containers.contains(&ctr) {
+                    removed += remove_cgroup_tree(&dir);
+                }
+            }
+        }
+    }
+    removed
+}
+
+/// Kills every process of a cgroup subtree and removes its directories,
+/// deepest first; returns how many directories went.
+fn remove_cgroup_tree(dir: &Path) -> usize {
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    collect_dirs(dir, &mut dirs);
+    let mut removed = 0;
+    for d in dirs.iter().rev() {
+        kill_cgroup_procs(d);
+        for _ in 0..100 {
+            match std::fs::remove_dir(d) {
+                Ok(()) => {
+                    removed += 1;
+                    break;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+                // EBUSY while the killed processes are still exiting.
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
+            }
+        }
+        if d.exists() {
+            warn!(path = %d.display(), "orphan cgroup could not be removed");
+        }
+    }
+    removed
+}
+
+/// `dir` first, then its subdirectories, parents before children.
+fn collect_dirs(dir: &Path, out: &mut Vec<PathBuf>) {
+    out.push(dir.to_path_buf());
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+            collect_dirs(&e.path(), out);
+        }
+    }
+}
+
+fn kill_cgroup_procs(dir: &Path) {
+    let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+    for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+        warn!(pid, cgroup = %dir.display(), "killing a process left in an orphan cgroup");
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+}
