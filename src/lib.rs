@@ -8,6 +8,7 @@ pub mod container;
 pub mod cri;
 mod error;
 pub mod image;
+pub mod malloc_tuning;
 pub mod network;
 pub mod node;
 pub mod policy;

@@ -87,8 +87,11 @@ impl ImageService for CriImageService {
             .images()
             .pull(&name, auth.as_ref())
             .instrument(info_span!("PullImage", image = %name))
-            .await
-            .map_err(|e| to_status(NodeError::Image(e)))?;
+            .await;
+        // A pull's buffers are the daemon's biggest allocations; hand what
+        // they leave free back to the kernel (off the runtime's workers).
+        tokio::task::spawn_blocking(crate::malloc_tuning::trim);
+        let record = record.map_err(|e| to_status(NodeError::Image(e)))?;
         Ok(Response::new(cri::PullImageResponse {
             image_ref: record.id,
         }))
