@@ -56,6 +56,8 @@ pub struct Node {
     pub(crate) names: Mutex<HashSet<String>>,
     pub(crate) pod_locks: KeyedLocks,
     pub(crate) container_locks: KeyedLocks,
+    /// Where removed containers' directories wait for deletion.
+    pub(crate) trash: crate::container::trash::Trash,
 }
 
 /// Poisoning only follows a panic elsewhere; the maps stay consistent
@@ -110,6 +112,20 @@ impl Node {
             names.insert(c.name_key());
             containers.insert(c.id.clone(), c);
         }
+        let trash = crate::container::trash::Trash::open(&config.state_dir, &config.data_dir)
+            .map_err(|e| NodeError::io(&config.state_dir.join("trash"), e))?;
+        let known: HashSet<String> = containers.keys().cloned().collect();
+        trash.sweep_orphans(&config.bundles_dir(), &known, "bundle");
+        trash.sweep_orphans(&config.writable_layers_dir(), &known, "layer");
+        let leftovers = trash.entries();
+        if !leftovers.is_empty() {
+            // What the last run did not finish deleting; nothing waits on it.
+            std::thread::spawn(move || {
+                for e in leftovers {
+                    crate::container::trash::delete_entry(&e);
+                }
+            });
+        }
         Ok(Arc::new(Node {
             config,
             images,
@@ -123,6 +139,7 @@ impl Node {
             names: Mutex::new(names),
             pod_locks: KeyedLocks::default(),
             container_locks: KeyedLocks::default(),
+            trash,
         }))
     }
 
@@ -205,6 +222,45 @@ pub(crate) fn labels_match(
     selector: &HashMap<String, String>,
 ) -> bool {
     selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+/// Runs blocking work (file system, mounts, fsync) without stalling the
+/// other tasks of the runtime worker it is called on: on the
+/// multi-threaded runtime the worker hands its queue to another thread
+/// first; elsewhere (a current-thread test runtime, no runtime) it just
+/// runs.
+pub(crate) fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}
+
+/// Debug-level durations of the steps of one CRI call (`--log-level
+/// capcri=debug`): where the time of a slow call goes, without a profiler.
+pub(crate) struct StepTimer {
+    call: &'static str,
+    id: String,
+    last: std::cell::Cell<std::time::Instant>,
+}
+
+impl StepTimer {
+    pub(crate) fn new(call: &'static str, id: &str) -> Self {
+        StepTimer {
+            call,
+            id: id.to_string(),
+            last: std::cell::Cell::new(std::time::Instant::now()),
+        }
+    }
+
+    /// Logs the time since the previous step (or since `new`).
+    pub(crate) fn done(&self, step: &'static str) {
+        let now = std::time::Instant::now();
+        let us = now.duration_since(self.last.replace(now)).as_micros() as u64;
+        tracing::debug!(call = self.call, id = %self.id, step, elapsed_us = us, "step done");
+    }
 }
 
 #[cfg(test)]
