@@ -506,7 +506,7 @@ impl Node {
                     r.reason = "Unknown".into();
                     r.message =
                         "the pod's monitor is gone; the container's fate cannot be known".into();
-                    self.container_records.put(&r.id, &r)?;
+                    crate::node::blocking(|| self.container_records.put(&r.id, &r))?;
                     lock(&self.containers).insert(r.id.clone(), r.clone());
                 }
                 Ok(r)
@@ -559,7 +559,7 @@ impl Node {
                 record.exit_code,
             )
         {
-            self.container_records.put(&record.id, &record)?;
+            crate::node::blocking(|| self.container_records.put(&record.id, &record))?;
             lock(&self.containers).insert(record.id.clone(), record.clone());
         }
         Ok(record)

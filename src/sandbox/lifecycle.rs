@@ -123,7 +123,7 @@ impl Node {
         if !pod.host_network() {
             pod.ips = self.attach_network(pod).await?;
         }
-        self.pod_records.put(&pod.id, pod)?;
+        crate::node::blocking(|| self.pod_records.put(&pod.id, pod))?;
         Ok(())
     }
 
@@ -211,7 +211,7 @@ impl Node {
         let mut pod = pod;
         if pod.state != PodState::NotReady {
             pod.state = PodState::NotReady;
-            self.pod_records.put(&pod.id, &pod)?;
+            crate::node::blocking(|| self.pod_records.put(&pod.id, &pod))?;
             lock(&self.pods).insert(pod.id.clone(), pod.clone());
         }
         info!(pod.id = %pod.id, "pod sandbox stopped");
@@ -227,7 +227,7 @@ impl Node {
             self.remove_container(&c.id).await?;
         }
         self.tear_down_pod(&pod).await;
-        self.pod_records.delete(&pod.id)?;
+        crate::node::blocking(|| self.pod_records.delete(&pod.id))?;
         lock(&self.pods).remove(&pod.id);
         self.release_name(&pod.name_key());
         drop(guard);
