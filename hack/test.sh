@@ -22,8 +22,8 @@ packages=(
     # the test images and their registry (../shared/testimages/README.md)
     python3 busybox-static procps util-linux libcap2-bin libssl3 libpcre2-8-0 zlib1g libcrypt1
     docker-registry skopeo umoci
-    # tests
-    iproute2 curl
+    # tests (the bench gives capcri a CNI bridge: bench_smoke needs the plugins)
+    iproute2 curl containernetworking-plugins
     # the Helm chart's checks (hack/chart-check.sh), the e2e lint
     # (hack/e2e-lint.sh) and the standalone-kubelet runner (e2e/kubelet.sh)
     python3-venv shellcheck python3-yaml

@@ -10,6 +10,7 @@ pub mod cri;
 mod error;
 pub mod events;
 pub mod image;
+pub mod malloc_tuning;
 pub mod metrics;
 pub mod network;
 pub mod node;

@@ -225,6 +225,7 @@ fn main() -> std::process::ExitCode {
                     return std::process::ExitCode::from(2);
                 }
             };
+            capcri::malloc_tuning::tune();
             capcri::server::init_tracing(config.log_format, &config.log_level);
             let rt = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

@@ -66,6 +66,22 @@ fn quick_bench_against_capcri_reports_every_operation() {
             );
         }
     }
+    // Capcri's own rows: StartContainer on each exec path (the dmz one
+    // through the bench's policy), one pod each per iteration, at c=1.
+    for op in ["Start direct", "Start dmz"] {
+        assert!(stdout.contains(op), "table lacks {op}:\n{stdout}");
+        assert_eq!(phases[0]["ops"][op]["count"].as_u64(), Some(3), "{op}");
+    }
+    // The status/list probe ran while pods were being created.
+    for op in ["status|creating", "list|creating"] {
+        assert!(stdout.contains(op), "table lacks {op}:\n{stdout}");
+        assert!(
+            phases
+                .iter()
+                .any(|p| p["ops"][op]["count"].as_u64().unwrap_or(0) > 0),
+            "no {op} samples"
+        );
+    }
     assert_eq!(report["iterations"], 3);
     let memory = &runtimes[0]["memory"];
     let steps = memory["steps"].as_array().expect("memory steps");

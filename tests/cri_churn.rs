@@ -97,9 +97,19 @@ async fn churn_leaves_nothing_behind() {
     let image = format!("{registry}/cri-lab/busybox:latest");
     pull(&d, &image).await;
     let pid = d.pid().unwrap();
-    // Warm-up: allocator arenas, tonic buffers and the first monitor spawn.
-    for n in 0..concurrency.min(total) {
-        one_lifecycle(&d, &image, 100_000 + n).await;
+    // Warm-up at the load's own concurrency: allocator arenas, tonic
+    // buffers, the first monitor spawn, and the runtime's extra threads for
+    // blocking work, which only a concurrent load makes (each keeps a stack
+    // and stays alive a few seconds after the load).
+    let warm: Vec<_> = (0..concurrency.min(total))
+        .map(|n| {
+            let d = Arc::clone(&d);
+            let image = image.clone();
+            tokio::spawn(async move { one_lifecycle(&d, &image, 100_000 + n).await })
+        })
+        .collect();
+    for w in warm {
+        w.await.unwrap();
     }
     let fds_before = fd_count(pid);
     let rss_before = rss_kib(pid);

@@ -15,8 +15,9 @@ use std::time::{Duration, Instant};
 /// ("failed to find network info" with a loopback-only list), so it gets a
 /// bridge of its own: no gateway address and no masquerading, so the host's
 /// addresses and routes stay as they are; the pods' veths go with the pods
-/// and the bench deletes the bridge. capcri (no CNI yet) does loopback only,
-/// which favours it in RunPodSandbox and StopPodSandbox: the report says so.
+/// and the bench deletes the bridge. capcri gets the same kind of bridge,
+/// its own (another name and /24), so both pay for a veth, an address and
+/// the bridge in RunPodSandbox and StopPodSandbox.
 pub fn bridge_conflist(bridge: &str, subnet: &str, ipam_dir: &Path) -> String {
     serde_json::json!({
         "cniVersion": "0.4.0",
@@ -88,7 +89,26 @@ impl CapcriPaths {
     pub fn policy_dir(&self) -> PathBuf {
         self.base.join("pol")
     }
+    pub fn cni_conf_dir(&self) -> PathBuf {
+        self.base.join("cni")
+    }
 }
+
+/// Puts the bench's containers named [`DMZ_CONTAINER`] on the dmz exec
+/// path, so one run measures StartContainer on both paths.
+const DMZ_POLICY: &str = r#"apiVersion: capcri.dev/v1alpha1
+kind: CapabilityPolicy
+metadata:
+  name: 90-bench-dmz
+spec:
+  match: "container.name == 'c-dmz'"
+  rules:
+    - name: bench-dmz-path
+      execPath: dmz
+"#;
+
+/// The container name [`DMZ_POLICY`] matches.
+pub const DMZ_CONTAINER: &str = "c-dmz";
 
 fn toml_str(p: &Path) -> String {
     // Debug formatting of a str is a valid TOML basic string for the plain
@@ -268,8 +288,8 @@ fn spawn(
 pub struct Workspace {
     pub daemons: Vec<Daemon>,
     cgroup_parents: Vec<String>,
-    /// containerd's CNI bridge, deleted at the end.
-    bridge: Option<String>,
+    /// The daemons' CNI bridges, deleted at the end.
+    bridges: Vec<String>,
     dir: Option<tempfile::TempDir>,
     path: PathBuf,
 }
@@ -284,7 +304,7 @@ impl Workspace {
         Ok(Workspace {
             daemons: Vec::new(),
             cgroup_parents: Vec::new(),
-            bridge: None,
+            bridges: Vec::new(),
             dir: Some(dir),
             path,
         })
@@ -316,6 +336,13 @@ impl Workspace {
             base: self.path.join("c"),
         };
         fs::create_dir_all(&p.base).map_err(io_err(format!("create {}", p.base.display())))?;
+        write(&p.policy_dir().join("90-bench-dmz.yaml"), DMZ_POLICY)?;
+        let bridge = self.bridge_name("c");
+        write(
+            &p.cni_conf_dir().join("10-bench.conflist"),
+            &bridge_conflist(&bridge, &bridge_subnet(&bridge), &p.base.join("ipam")),
+        )?;
+        self.bridges.push(bridge);
         let mut cmd = Command::new(bin);
         cmd.arg("serve")
             .arg("--socket")
@@ -326,6 +353,10 @@ impl Workspace {
             .arg(p.data_dir())
             .arg("--policy-dir")
             .arg(p.policy_dir())
+            .arg("--cni-conf-dir")
+            .arg(p.cni_conf_dir())
+            .arg("--cni-bin-dir")
+            .arg("/usr/lib/cni")
             .arg("--cgroup-parent")
             .arg(cgroup_parent)
             .arg("--log-level")
@@ -333,6 +364,17 @@ impl Workspace {
         let d = spawn("capcri", cmd, p.socket(), self.path.join("capcri.log"))?;
         self.daemons.push(d);
         Ok((p, self.daemons.len() - 1))
+    }
+
+    /// A bridge name per daemon (`tag`), from the bench directory's name:
+    /// at most 15 bytes, as Linux wants.
+    fn bridge_name(&self, tag: &str) -> String {
+        let base = self
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "cb-bench".into());
+        format!("{}{tag}", &base[..base.len().min(14)])
     }
 
     pub fn start_containerd(
@@ -344,16 +386,12 @@ impl Workspace {
             base: self.path.join("k"),
         };
         write(&p.config(), &containerd_config(&p, registry))?;
-        let bridge = self
-            .path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "cb-bench".into());
+        let bridge = self.bridge_name("k");
         write(
             &p.cni_conf_dir().join("10-bench.conflist"),
             &bridge_conflist(&bridge, &bridge_subnet(&bridge), &p.base.join("ipam")),
         )?;
-        self.bridge = Some(bridge);
+        self.bridges.push(bridge);
         write(
             &p.certs_dir().join(registry).join("hosts.toml"),
             &hosts_toml(registry),
@@ -466,8 +504,8 @@ impl Drop for Workspace {
                 }
             }
         }
-        if let Some(bridge) = &self.bridge {
-            // Absent when containerd never ran a pod: ip's error is expected.
+        for bridge in &self.bridges {
+            // Absent when the daemon never ran a pod: ip's error is expected.
             let _ = Command::new("ip")
                 .args(["link", "del", bridge])
                 .stderr(Stdio::null())

@@ -20,6 +20,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use workload::Target;
 
@@ -349,7 +350,7 @@ async fn bench_in(
         r.target.pull(&container_image).await?;
         let name = r.next_name("warmup");
         r.target
-            .pod_cycle(&name, &container_image, &mut Vec::new())
+            .pod_cycle(&name, &container_image, &mut Vec::new(), None)
             .await?;
     }
 
@@ -361,6 +362,14 @@ async fn bench_in(
                 r.samples.entry(c).or_default().extend(round);
                 ws.daemons[r.daemon_index].check_alive()?;
             }
+        }
+    }
+
+    for r in &mut runners {
+        if r.kind == RuntimeKind::Capcri {
+            eprintln!("capcri bench: exec paths of capcri (direct, dmz)");
+            let kept = run_exec_paths(r, s.iterations, &container_image).await?;
+            r.samples.entry(1).or_default().extend(kept);
         }
     }
 
@@ -423,8 +432,10 @@ async fn bench_in(
             "percentiles by nearest rank".into(),
             "PullImage is cold: RemoveImage (untimed) first; at concurrency N worker k pulls the k-th image (at most 5 workers pull)".into(),
             "pod-to-running: RunPodSandbox sent until the first ContainerStatus saying RUNNING".into(),
-            "network: containerd 1.6 needs an eth0 (CNI bridge, no gateway, host-local IPAM), capcri has loopback only (no CNI yet): containerd's RunPodSandbox/StopPodSandbox include veth+bridge work capcri does not do".into(),
+            "network: each runtime has its own CNI bridge (no gateway, host-local IPAM, /usr/lib/cni plugins): both RunPodSandbox/StopPodSandbox include the veth and bridge work".into(),
             "per-pod processes: capcri's monitors, containerd's shims; containerd's pause processes and the containers themselves are not counted".into(),
+            "status|creating, list|creating: PodSandboxStatus+ContainerStatus and ListPodSandbox+ListContainers sent every 5 ms by a probe while at least one pod of the round is between RunPodSandbox and running".into(),
+            "Start direct, Start dmz: capcri only, StartContainer of pods run one at a time after the rounds, alternating the exec path (a policy puts containers named c-dmz on the dmz trampoline)".into(),
         ],
     })
 }
@@ -504,26 +515,73 @@ async fn run_round(
     image: &str,
     pulls: &[String],
 ) -> Result<Vec<(Op, Duration)>, BenchError> {
+    let creating = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let prober = {
+        let (target, creating, stop) = (r.target.clone(), creating.clone(), stop.clone());
+        tokio::spawn(async move { target.probe_while_creating(creating, stop).await })
+    };
     let mut set = tokio::task::JoinSet::new();
     for k in 0..c {
         let name = r.next_name(&format!("c{c}i{iteration}w{k}"));
         let target = r.target.clone();
         let image = image.to_string();
         let pull = pulls.get(k).cloned();
+        let creating = creating.clone();
         set.spawn(async move {
             let mut out = Vec::new();
             if let Some(p) = pull {
                 out.push((Op::PullImage, target.pull_cold(&p).await?));
             }
-            target.pod_cycle(&name, &image, &mut out).await?;
+            target
+                .pod_cycle(&name, &image, &mut out, Some(&creating))
+                .await?;
             Ok::<_, BenchError>(out)
         });
     }
     let mut all = Vec::new();
+    let mut failed = None;
     while let Some(res) = set.join_next().await {
-        all.extend(res??);
+        match res.map_err(BenchError::from).and_then(|x| x) {
+            Ok(out) => all.extend(out),
+            Err(e) => failed = Some(e),
+        }
     }
-    Ok(all)
+    stop.store(true, Ordering::SeqCst);
+    all.extend(prober.await?);
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(all),
+    }
+}
+
+/// capcri only: `iterations` pods on each exec path, alternating, one at a
+/// time; only their StartContainer is kept (as "Start direct" and "Start
+/// dmz" at concurrency 1).
+async fn run_exec_paths(
+    r: &mut Runner,
+    iterations: usize,
+    image: &str,
+) -> Result<Vec<(Op, Duration)>, BenchError> {
+    let mut kept = Vec::new();
+    for i in 0..iterations {
+        for (ctr, op) in [
+            ("c", Op::StartDirect),
+            (daemons::DMZ_CONTAINER, Op::StartDmz),
+        ] {
+            let name = r.next_name(&format!("path{i}-{ctr}"));
+            let mut out = Vec::new();
+            r.target
+                .pod_cycle_of(&name, image, ctr, &mut out, None)
+                .await?;
+            kept.extend(
+                out.into_iter()
+                    .filter(|(o, _)| *o == Op::StartContainer)
+                    .map(|(_, d)| (op, d)),
+            );
+        }
+    }
+    Ok(kept)
 }
 
 /// Daemon and per-pod memory at 0 pods and at each of `s.pods_for_rss`
@@ -548,7 +606,7 @@ async fn measure_memory(
                 let image = image.to_string();
                 set.spawn(async move {
                     target
-                        .start_pod(&name, &image, &mut Vec::new())
+                        .start_pod(&name, &image, "c", &mut Vec::new())
                         .await
                         .map(|(pod, _)| pod)
                 });

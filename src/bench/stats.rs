@@ -22,10 +22,19 @@ pub enum Op {
     RemoveContainer,
     StopPodSandbox,
     RemovePodSandbox,
+    /// ContainerStatus and PodSandboxStatus sent while at least one pod of
+    /// the round is between RunPodSandbox and running.
+    StatusWhileCreating,
+    /// ListContainers and ListPodSandbox, likewise.
+    ListWhileCreating,
+    /// StartContainer of a container on capcri's direct exec path.
+    StartDirect,
+    /// StartContainer of a container a policy puts on the dmz trampoline.
+    StartDmz,
 }
 
 impl Op {
-    pub const ALL: [Op; 10] = [
+    pub const ALL: [Op; 14] = [
         Op::PullImage,
         Op::RunPodSandbox,
         Op::CreateContainer,
@@ -36,6 +45,10 @@ impl Op {
         Op::RemoveContainer,
         Op::StopPodSandbox,
         Op::RemovePodSandbox,
+        Op::StatusWhileCreating,
+        Op::ListWhileCreating,
+        Op::StartDirect,
+        Op::StartDmz,
     ];
 
     pub fn name(self) -> &'static str {
@@ -50,6 +63,10 @@ impl Op {
             Op::RemoveContainer => "RemoveContainer",
             Op::StopPodSandbox => "StopPodSandbox",
             Op::RemovePodSandbox => "RemovePodSandbox",
+            Op::StatusWhileCreating => "status|creating",
+            Op::ListWhileCreating => "list|creating",
+            Op::StartDirect => "Start direct",
+            Op::StartDmz => "Start dmz",
         }
     }
 }

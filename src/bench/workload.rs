@@ -9,6 +9,8 @@ use k8s_cri::v1::image_service_client::ImageServiceClient;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use tonic::transport::{Channel, Endpoint, Uri};
 
@@ -77,8 +79,8 @@ impl Target {
     }
 
     /// RuntimeReady true, and NetworkReady too when `need_network`:
-    /// containerd reports it once its CNI config is loaded, capcri (no CNI
-    /// yet) never does and needs none for loopback-only pods.
+    /// containerd reports it once its CNI config is loaded (capcri reads
+    /// its CNI config at RunPodSandbox, so only its runtime is waited for).
     pub async fn ready(&self, need_network: bool) -> Result<bool, BenchError> {
         let s = self
             .runtime()
@@ -149,10 +151,10 @@ impl Target {
         })
     }
 
-    fn container_config(image: &str) -> cri::ContainerConfig {
+    fn container_config(image: &str, ctr_name: &str) -> cri::ContainerConfig {
         cri::ContainerConfig {
             metadata: Some(cri::ContainerMetadata {
-                name: "c".into(),
+                name: ctr_name.into(),
                 attempt: 0,
             }),
             image: Some(image_spec(image)),
@@ -170,6 +172,7 @@ impl Target {
         &self,
         name: &str,
         image: &str,
+        ctr_name: &str,
         out: &mut Vec<(Op, Duration)>,
     ) -> Result<(String, String), BenchError> {
         let pod_config = self.pod_config(name)?;
@@ -190,7 +193,7 @@ impl Target {
         let ctr_id = rt
             .create_container(cri::CreateContainerRequest {
                 pod_sandbox_id: pod_id.clone(),
-                config: Some(Self::container_config(image)),
+                config: Some(Self::container_config(image, ctr_name)),
                 sandbox_config: Some(pod_config),
             })
             .await
@@ -266,8 +269,29 @@ impl Target {
         name: &str,
         image: &str,
         out: &mut Vec<(Op, Duration)>,
+        creating: Option<&AtomicUsize>,
     ) -> Result<(), BenchError> {
-        let (pod_id, ctr_id) = self.start_pod(name, image, out).await?;
+        self.pod_cycle_of(name, image, "c", out, creating).await
+    }
+
+    /// [`Self::pod_cycle`] with the container's name (policies match on
+    /// it); `creating` counts the pods between RunPodSandbox and running.
+    pub async fn pod_cycle_of(
+        &self,
+        name: &str,
+        image: &str,
+        ctr_name: &str,
+        out: &mut Vec<(Op, Duration)>,
+        creating: Option<&AtomicUsize>,
+    ) -> Result<(), BenchError> {
+        if let Some(c) = creating {
+            c.fetch_add(1, Ordering::SeqCst);
+        }
+        let started = self.start_pod(name, image, ctr_name, out).await;
+        if let Some(c) = creating {
+            c.fetch_sub(1, Ordering::SeqCst);
+        }
+        let (pod_id, ctr_id) = started?;
         let res = self.container_ops(&ctr_id, out).await;
         if res.is_err() {
             let _ = self.remove_pod(&pod_id, &mut Vec::new()).await;
@@ -317,6 +341,68 @@ impl Target {
         .map_err(self.rpc_err("RemoveContainer", ctr_id))?;
         out.push((Op::RemoveContainer, t.elapsed()));
         Ok(())
+    }
+
+    /// Until `stop`, every 5 ms while a pod is being created (`creating`
+    /// is not zero): ListPodSandbox and ListContainers, then
+    /// PodSandboxStatus and ContainerStatus of a listed object, each timed.
+    /// What kubelet's PLEG and status manager send while pods start; a
+    /// daemon whose workers block on one call's file system work shows
+    /// here. Failed calls (an object removed meanwhile) are not samples.
+    pub async fn probe_while_creating(
+        &self,
+        creating: Arc<AtomicUsize>,
+        stop: Arc<AtomicBool>,
+    ) -> Vec<(Op, Duration)> {
+        let mut out = Vec::new();
+        let mut rt = self.runtime();
+        while !stop.load(Ordering::SeqCst) {
+            if creating.load(Ordering::SeqCst) == 0 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                continue;
+            }
+            let t = Instant::now();
+            let pods = rt
+                .list_pod_sandbox(cri::ListPodSandboxRequest { filter: None })
+                .await;
+            let pods_took = t.elapsed();
+            let t = Instant::now();
+            let ctrs = rt
+                .list_containers(cri::ListContainersRequest { filter: None })
+                .await;
+            let ctrs_took = t.elapsed();
+            let (Ok(pods), Ok(ctrs)) = (pods, ctrs) else {
+                continue;
+            };
+            out.push((Op::ListWhileCreating, pods_took));
+            out.push((Op::ListWhileCreating, ctrs_took));
+            if let Some(p) = pods.into_inner().items.last() {
+                let t = Instant::now();
+                let r = rt
+                    .pod_sandbox_status(cri::PodSandboxStatusRequest {
+                        pod_sandbox_id: p.id.clone(),
+                        verbose: false,
+                    })
+                    .await;
+                if r.is_ok() {
+                    out.push((Op::StatusWhileCreating, t.elapsed()));
+                }
+            }
+            if let Some(c) = ctrs.into_inner().containers.last() {
+                let t = Instant::now();
+                let r = rt
+                    .container_status(cri::ContainerStatusRequest {
+                        container_id: c.id.clone(),
+                        verbose: false,
+                    })
+                    .await;
+                if r.is_ok() {
+                    out.push((Op::StatusWhileCreating, t.elapsed()));
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        out
     }
 
     /// Stops and removes every pod the runtime lists (leftovers of a failed

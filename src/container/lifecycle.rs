@@ -130,6 +130,46 @@ impl Node {
         image: &crate::image::ImageRecord,
         record: &mut ContainerRecord,
     ) -> Result<(), NodeError> {
+        // Mount, file reads, policy and an fsynced write: blocking work that
+        // must not hold a runtime worker (2 of them on 2 cores) while other
+        // calls (ContainerStatus, List*) wait behind it.
+        crate::node::blocking(|| self.prepare_bundle(pod, image, record))?;
+        let monitor = self.monitor(pod).await?;
+        let step = crate::node::StepTimer::new("create_container", &record.id);
+        monitor
+            .create(CreateContainer {
+                id: record.id.clone(),
+                bundle: record.bundle.clone(),
+                log_path: (!record.log_path.as_os_str().is_empty())
+                    .then(|| record.log_path.clone()),
+                stdin: record.config.stdin,
+                stdin_once: record.config.stdin_once,
+                tty: record.config.tty,
+                exec_path: record
+                    .decision
+                    .as_ref()
+                    .map(|d| d.exec_path)
+                    .unwrap_or(crate::runtime::ExecPath::Direct),
+            })
+            .await?;
+        crash_point("container.create.after-monitor");
+        step.done("monitor_create");
+        crate::node::blocking(|| self.container_records.put(&record.id, record))?;
+        crash_point("container.create.after-record");
+        step.done("record");
+        Ok(())
+    }
+
+    /// Everything CreateContainer does before the monitor: the writable
+    /// layer and its overlay mount, the image user, the capability
+    /// decision and the bundle's config.json. Blocking.
+    fn prepare_bundle(
+        &self,
+        pod: &PodSandbox,
+        image: &crate::image::ImageRecord,
+        record: &mut ContainerRecord,
+    ) -> Result<(), NodeError> {
+        let step = crate::node::StepTimer::new("create_container", &record.id);
         let upper = record.writable_dir.join("upper");
         let work = record.writable_dir.join("work");
         let rootfs = record.rootfs();
@@ -159,6 +199,7 @@ impl Node {
             _ => mount_overlay(&layers, &upper, &work, &rootfs)?,
         }
         crash_point("container.create.after-rootfs");
+        step.done("overlay");
 
         let passwd = read_in_root(&rootfs, "/etc/passwd")
             .map_err(|e| NodeError::io(&rootfs.join("etc/passwd"), e))?;
@@ -173,6 +214,7 @@ impl Node {
         record.uid = user.uid;
         record.gid = user.gid;
         record.additional_gids = user.additional_gids.clone();
+        step.done("user");
 
         // The capability decision, before any bundle is written.
         let file_caps = image_file_caps(image);
@@ -207,6 +249,7 @@ impl Node {
         }
         let capabilities = oci_capabilities(&decision);
         record.decision = Some(decision);
+        step.done("policy");
 
         let ns = |kind| pinned_namespace_path(&pod.pod_dir, kind);
         let namespaces = PodNamespacePaths {
@@ -254,35 +297,15 @@ impl Node {
         super::propagation::check_host_sources(&record.config.mounts)?;
         let spec_json = serde_json::to_vec_pretty(&spec)
             .map_err(|e| NodeError::Internal(format!("cannot encode OCI spec: {e}")))?;
-        crate::store::write_atomic(&record.bundle.join("config.json"), &spec_json)?;
+        crate::store::write_replace(&record.bundle.join("config.json"), &spec_json)?;
         crash_point("container.create.after-bundle");
+        step.done("bundle");
 
         if !record.log_path.as_os_str().is_empty()
             && let Some(parent) = record.log_path.parent()
         {
             std::fs::create_dir_all(parent).map_err(|e| NodeError::io(parent, e))?;
         }
-        let monitor = self.monitor(pod).await?;
-        monitor
-            .create(CreateContainer {
-                id: record.id.clone(),
-                bundle: record.bundle.clone(),
-                log_path: (!record.log_path.as_os_str().is_empty())
-                    .then(|| record.log_path.clone()),
-                stdin: record.config.stdin,
-                stdin_once: record.config.stdin_once,
-                tty: record.config.tty,
-                // The daemon integration wires the policy decision here.
-                exec_path: record
-                    .decision
-                    .as_ref()
-                    .map(|d| d.exec_path)
-                    .unwrap_or(crate::runtime::ExecPath::Direct),
-            })
-            .await?;
-        crash_point("container.create.after-monitor");
-        self.container_records.put(&record.id, record)?;
-        crash_point("container.create.after-record");
         Ok(())
     }
 
@@ -375,8 +398,13 @@ impl Node {
         let pod = self.pod(&record.pod_id)?;
         let stopped = async {
             let monitor = self.monitor(&pod).await?;
-            let state = monitor.state(&record.id).await?;
-            if state.status == RuntimeStatus::Running {
+            // A container this record saw running is stopped straight away
+            // (the monitor answers at once for one that has exited since):
+            // one monitor round trip less on the common path. Otherwise ask
+            // first, so a created container is not signalled.
+            let running = record.state == ContainerState::Running
+                || monitor.state(&record.id).await?.status == RuntimeStatus::Running;
+            if running {
                 monitor
                     .stop(&record.id, timeout, self.stop_signal(&record))
                     .await?;
@@ -461,6 +489,7 @@ impl Node {
             return Ok(());
         };
         let guard = self.container_locks.lock(&record.id).await;
+        let step = crate::node::StepTimer::new("remove_container", &record.id);
         if let Some(pod) = self.find_pod(&record.pod_id) {
             let deleted = match self.monitor(&pod).await {
                 Ok(m) => m.delete(&record.id).await.map_err(NodeError::from),
@@ -477,9 +506,31 @@ impl Node {
             }
         }
         crash_point("container.remove.after-monitor");
-        self.tear_down_container(&record);
+        step.done("monitor_delete");
+        // The unmount and the deletion happen after the answer; the record
+        // goes only once both directories are out of the way (see trash.rs).
+        let discarded = match self
+            .trash
+            .discard(&record.id, &record.bundle, &record.writable_dir)
+        {
+            Ok(moved) => moved,
+            Err(e) => {
+                warn!(container.id = %record.id, error = %e, "cannot move to the trash; deleting in place");
+                self.tear_down_container(&record);
+                Vec::new()
+            }
+        };
         crash_point("container.remove.after-teardown");
-        self.container_records.delete(&record.id)?;
+        step.done("trash");
+        crate::node::blocking(|| self.container_records.delete(&record.id))?;
+        step.done("record");
+        if !discarded.is_empty() {
+            tokio::task::spawn_blocking(move || {
+                for p in discarded {
+                    super::trash::delete_entry(&p);
+                }
+            });
+        }
         lock(&self.containers).remove(&record.id);
         self.release_name(&record.name_key());
         self.events
@@ -517,7 +568,7 @@ impl Node {
                     r.reason = "Unknown".into();
                     r.message =
                         "the pod's monitor is gone; the container's fate cannot be known".into();
-                    self.container_records.put(&r.id, &r)?;
+                    crate::node::blocking(|| self.container_records.put(&r.id, &r))?;
                     lock(&self.containers).insert(r.id.clone(), r.clone());
                 }
                 Ok(r)
@@ -570,7 +621,7 @@ impl Node {
                 record.exit_code,
             )
         {
-            self.container_records.put(&record.id, &record)?;
+            crate::node::blocking(|| self.container_records.put(&record.id, &record))?;
             lock(&self.containers).insert(record.id.clone(), record.clone());
         }
         Ok(record)

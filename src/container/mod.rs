@@ -10,6 +10,7 @@ mod resources;
 pub mod rootfs_read;
 pub mod stats;
 pub mod streaming;
+pub mod trash;
 
 use k8s_cri::v1::ContainerConfig;
 use serde::{Deserialize, Serialize};

@@ -86,8 +86,11 @@ impl ImageService for CriImageService {
             .node
             .pull_image(&name, auth.as_ref())
             .instrument(info_span!("PullImage", image = %name))
-            .await
-            .map_err(to_status)?;
+            .await;
+        // A pull's buffers are the daemon's biggest allocations; hand what
+        // they leave free back to the kernel (off the runtime's workers).
+        tokio::task::spawn_blocking(crate::malloc_tuning::trim);
+        let record = record.map_err(to_status)?;
         Ok(Response::new(cri::PullImageResponse {
             image_ref: record.id,
         }))

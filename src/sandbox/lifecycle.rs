@@ -150,7 +150,7 @@ impl Node {
             pod.ips = self.attach_network(pod).await?;
         }
         crash_point("pod.run.after-network");
-        self.pod_records.put(&pod.id, pod)?;
+        crate::node::blocking(|| self.pod_records.put(&pod.id, pod))?;
         crash_point("pod.run.after-record");
         Ok(())
     }
@@ -244,7 +244,7 @@ impl Node {
         let mut pod = pod;
         if pod.state != PodState::NotReady {
             pod.state = PodState::NotReady;
-            self.pod_records.put(&pod.id, &pod)?;
+            crate::node::blocking(|| self.pod_records.put(&pod.id, &pod))?;
             lock(&self.pods).insert(pod.id.clone(), pod.clone());
             self.events.emit(EventKind::Stopped, &pod.id, &pod.id);
         }
@@ -263,7 +263,7 @@ impl Node {
         crash_point("pod.remove.after-containers");
         self.tear_down_pod(&pod).await;
         crash_point("pod.remove.after-teardown");
-        self.pod_records.delete(&pod.id)?;
+        crate::node::blocking(|| self.pod_records.delete(&pod.id))?;
         lock(&self.pods).remove(&pod.id);
         self.release_name(&pod.name_key());
         self.events.emit(EventKind::Deleted, &pod.id, &pod.id);

@@ -12,6 +12,20 @@ pub(super) const TMP_PREFIX: &str = ".tmp-";
 /// Writes `bytes` to `path` so that a crash leaves either the old or the new
 /// content: temp file in the same directory, fsync, rename, fsync directory.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    replace(path, bytes, true)
+}
+
+/// Like [`write_atomic`] without the two fsyncs: a crash of capcri leaves
+/// the old or the new content, a crash of the machine may leave neither.
+/// For files under the state dir (tmpfs `/run` on a node, emptied by a
+/// reboot anyway, where every container it describes is gone too), such
+/// as a bundle's config.json: its fsyncs cost CreateContainer several ms
+/// on a busy disk and protected nothing.
+pub fn write_replace(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    replace(path, bytes, false)
+}
+
+fn replace(path: &Path, bytes: &[u8], durable: bool) -> Result<(), StoreError> {
     let dir = path.parent().unwrap_or_else(|| Path::new("."));
     let name = path
         .file_name()
@@ -26,14 +40,16 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
             .truncate(true)
             .open(&tmp)?;
         f.write_all(bytes)?;
-        f.sync_all()?;
+        if durable {
+            f.sync_all()?;
+        }
         std::fs::rename(&tmp, path)
     })();
     if let Err(e) = result {
         let _ = std::fs::remove_file(&tmp);
         return Err(StoreError::io(path, e));
     }
-    fsync_dir(dir)
+    if durable { fsync_dir(dir) } else { Ok(()) }
 }
 
 pub(super) fn fsync_dir(dir: &Path) -> Result<(), StoreError> {

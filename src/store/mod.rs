@@ -9,7 +9,7 @@
 
 mod atomic;
 
-pub use atomic::write_atomic;
+pub use atomic::{write_atomic, write_replace};
 
 use serde::{Serialize, de::DeserializeOwned};
 use std::marker::PhantomData;
