@@ -4,8 +4,7 @@
 mod common;
 
 use common::{
-    TestDaemon, container_config, create, exec, log_of, pod_config, pull, run_pod, start,
-    wait_exited, wait_for,
+    TestDaemon, container_config, create, exec, log_of, pull, run_pod, start, wait_exited, wait_for,
 };
 use k8s_cri::v1 as cri;
 use std::time::Duration;
@@ -526,25 +525,7 @@ async fn privileged_and_add_all_get_every_capability_the_host_has() {
     let d = TestDaemon::start(&[]);
     let busybox = format!("{registry}/cri-lab/busybox:latest");
     pull(&d, &busybox).await;
-    let mut pod_cfg = pod_config("priv", &d.dir.path().join("logs"));
-    pod_cfg.linux = Some(cri::LinuxPodSandboxConfig {
-        security_context: Some(cri::LinuxSandboxSecurityContext {
-            privileged: true,
-            ..Default::default()
-        }),
-        ..Default::default()
-    });
-    let pod = d
-        .runtime()
-        .await
-        .run_pod_sandbox(cri::RunPodSandboxRequest {
-            config: Some(pod_cfg),
-            runtime_handler: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .pod_sandbox_id;
+    let pod = common::run_privileged_pod(&d, "priv").await;
     let host = std::fs::read_to_string("/proc/self/status").unwrap();
     let host_bnd = host
         .lines()

@@ -159,15 +159,5 @@ async fn exits_after_a_daemon_crash_are_still_reported() {
         (cri::ContainerEventType::ContainerStoppedEvent, c.as_str())
     );
     assert_eq!(e.containers_statuses[0].exit_code, 7);
-    let mut rt = d.runtime().await;
-    rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
-        pod_sandbox_id: pod.clone(),
-    })
-    .await
-    .unwrap();
-    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
-        pod_sandbox_id: pod,
-    })
-    .await
-    .unwrap();
+    common::stop_and_remove_pod(&d, &pod).await;
 }

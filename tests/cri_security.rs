@@ -201,25 +201,7 @@ async fn mount_propagation_modes_reach_the_host_as_asked() {
     let busybox = format!("{registry}/cri-lab/busybox:latest");
     pull(&d, &busybox).await;
     // Privileged containers (to call mount) need a privileged pod.
-    let mut config = common::pod_config("propagation", &d.dir.path().join("logs"));
-    config.linux = Some(cri::LinuxPodSandboxConfig {
-        security_context: Some(cri::LinuxSandboxSecurityContext {
-            privileged: true,
-            ..Default::default()
-        }),
-        ..Default::default()
-    });
-    let pod = d
-        .runtime()
-        .await
-        .run_pod_sandbox(cri::RunPodSandboxRequest {
-            config: Some(config),
-            runtime_handler: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .pod_sandbox_id;
+    let pod = common::run_privileged_pod(&d, "propagation").await;
     let mut guard = HostMounts(Vec::new());
 
     let source = d.dir.path().join("source");
@@ -346,18 +328,5 @@ async fn mount_propagation_modes_reach_the_host_as_asked() {
     assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err}");
     assert!(err.message().contains("mount --make-rshared"), "{err}");
 
-    d.runtime()
-        .await
-        .stop_pod_sandbox(cri::StopPodSandboxRequest {
-            pod_sandbox_id: pod.clone(),
-        })
-        .await
-        .unwrap();
-    d.runtime()
-        .await
-        .remove_pod_sandbox(cri::RemovePodSandboxRequest {
-            pod_sandbox_id: pod,
-        })
-        .await
-        .unwrap();
+    common::stop_and_remove_pod(&d, &pod).await;
 }

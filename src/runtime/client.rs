@@ -155,7 +155,9 @@ impl MonitorClient {
         &self.socket
     }
 
-    async fn call(&self, req: &Request) -> Result<Response, RuntimeError> {
+    /// Sends `req` on a new connection and reads the first response; the
+    /// connection is returned for requests answered more than once.
+    async fn request(&self, req: &Request) -> Result<(Response, UnixStream), RuntimeError> {
         let unreachable = |source| RuntimeError::MonitorUnreachable {
             socket: self.socket.clone(),
             source,
@@ -165,28 +167,22 @@ impl MonitorClient {
             .map_err(unreachable)?;
         let frame = encode_frame(req).map_err(RuntimeError::Protocol)?;
         stream.write_all(&frame).await.map_err(unreachable)?;
-        read_response(&mut stream).await.map_err(|e| match e {
-            FrameError::Io(source) => unreachable(source),
-            FrameError::Runtime(e) => e,
-        })
+        match read_response(&mut stream).await {
+            Ok(resp) => Ok((resp, stream)),
+            Err(FrameError::Io(source)) => Err(unreachable(source)),
+            Err(FrameError::Runtime(e)) => Err(e),
+        }
+    }
+
+    async fn call(&self, req: &Request) -> Result<Response, RuntimeError> {
+        self.request(req).await.map(|(resp, _)| resp)
     }
 
     /// Subscribes to the pod's container exits on a connection of its own.
     pub async fn watch_exits(&self) -> Result<ExitWatch, RuntimeError> {
-        let unreachable = |source| RuntimeError::MonitorUnreachable {
-            socket: self.socket.clone(),
-            source,
-        };
-        let mut stream = UnixStream::connect(&self.socket)
-            .await
-            .map_err(unreachable)?;
-        let frame = encode_frame(&Request::WatchExits).map_err(RuntimeError::Protocol)?;
-        stream.write_all(&frame).await.map_err(unreachable)?;
-        match read_response(&mut stream).await {
-            Ok(Response::Watching) => Ok(ExitWatch { stream }),
-            Ok(other) => Err(unexpected(other)),
-            Err(FrameError::Io(source)) => Err(unreachable(source)),
-            Err(FrameError::Runtime(e)) => Err(e),
+        match self.request(&Request::WatchExits).await? {
+            (Response::Watching, stream) => Ok(ExitWatch { stream }),
+            (other, _) => Err(unexpected(other)),
         }
     }
 

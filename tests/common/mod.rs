@@ -448,6 +448,43 @@ pub async fn run_pod(d: &TestDaemon, name: &str) -> String {
         .pod_sandbox_id
 }
 
+/// A pod with a privileged sandbox: privileged containers need one.
+pub async fn run_privileged_pod(d: &TestDaemon, name: &str) -> String {
+    let mut config = pod_config(name, &d.dir.path().join("logs"));
+    config.linux = Some(cri::LinuxPodSandboxConfig {
+        security_context: Some(cri::LinuxSandboxSecurityContext {
+            privileged: true,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    d.runtime()
+        .await
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(config),
+            runtime_handler: String::new(),
+        })
+        .await
+        .expect("run privileged pod")
+        .into_inner()
+        .pod_sandbox_id
+}
+
+/// StopPodSandbox, then RemovePodSandbox: what kubelet does at the end.
+pub async fn stop_and_remove_pod(d: &TestDaemon, pod: &str) {
+    let mut rt = d.runtime().await;
+    rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
+        pod_sandbox_id: pod.into(),
+    })
+    .await
+    .expect("stop pod");
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+        pod_sandbox_id: pod.into(),
+    })
+    .await
+    .expect("remove pod");
+}
+
 pub async fn create(
     d: &TestDaemon,
     pod: &str,
