@@ -281,7 +281,21 @@ async fn pod_user_namespace_maps_ids_and_idmaps_rootfs_and_volumes() {
     })
     .await
     .unwrap();
-    // The volume survived the teardown of its idmapped mount.
+    // The removed containers' directories are deleted after the answer
+    // (the trash): wait for that, then the volume must be intact, the
+    // deletion never having gone through its idmapped mount.
+    let trash = d.state_dir().join("trash");
+    common::wait_for(
+        "the trash to empty",
+        std::time::Duration::from_secs(20),
+        || async {
+            std::fs::read_dir(&trash)
+                .map(|r| r.count() == 0)
+                .unwrap_or(true)
+                .then_some(())
+        },
+    )
+    .await;
     assert_eq!(std::fs::read_to_string(vol.join("secret")).unwrap(), "s");
     assert!(vol.join("d").is_dir());
     assert!(

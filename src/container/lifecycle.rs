@@ -507,6 +507,17 @@ impl Node {
         }
         crash_point("container.remove.after-monitor");
         step.done("monitor_delete");
+        // A user-namespace container's idmapped binds (its volumes among
+        // them) are detached before the answer: nothing of the host's stays
+        // mounted under a removed container, even for a moment.
+        if super::idmapped::staging_dir(&record.bundle).exists() {
+            crate::node::blocking(|| {
+                if let Err(e) = unmount(&record.rootfs()) {
+                    warn!(container.id = %record.id, error = %e, "rootfs unmount failed");
+                }
+                super::idmapped::unstage(&record.bundle)
+            });
+        }
         // The unmount and the deletion happen after the answer; the record
         // goes only once both directories are out of the way (see trash.rs).
         let discarded = match self

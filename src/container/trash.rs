@@ -135,6 +135,13 @@ pub fn delete_entry(path: &Path) {
             return;
         }
     }
+    // A user-namespace container's bundle holds idmapped binds of its
+    // volumes: deleting recursively through one would delete the volume's
+    // data on the host. They go first, or nothing is deleted.
+    if !super::idmapped::unstage(path) {
+        warn!(path = %path.display(), "trash: idmapped mounts still attached; not deleting through them");
+        return;
+    }
     if let Err(e) = std::fs::remove_dir_all(path)
         && e.kind() != std::io::ErrorKind::NotFound
     {
