@@ -108,8 +108,11 @@ impl Node {
         };
         match self.set_up_container(&pod, &image, &mut record).await {
             Ok(()) => {
-                self.events.emit(EventKind::Created, &id, &record.pod_id);
+                let pod_id = record.pod_id.clone();
                 lock(&self.containers).insert(id.clone(), record);
+                // After the insert: the event's statuses are read from the
+                // node when it is delivered, and must include this one.
+                self.events.emit(EventKind::Created, &id, &pod_id);
                 info!(pod.id = %pod.id, container.id = %id, "container created");
                 Ok(id)
             }
