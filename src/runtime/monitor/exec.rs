@@ -184,47 +184,6 @@ impl Monitor {
                 "container {id} has exited: attach needs a running container"
             )));
         }
-        if let Some(master) = &rec.terminal {
-            // A terminal: the client writes into (and resizes) the master,
-            // and reads the output the monitor fans out, since the master
-            // has one reader, the log.
-            let master = master
-                .try_clone()
-                .map_err(|e| RuntimeError::io("duplicating the terminal", e))?;
-            let (out_r, out_w) = cloexec_pipe()?;
-            let (_, err_w) = cloexec_pipe()?;
-            nix::fcntl::fcntl(
-                out_w.as_raw_fd(),
-                nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
-            )
-            .map_err(|e| RuntimeError::io("making an attach pipe non-blocking", e.into()))?;
-            let pid = rec.pid;
-            rec.attachers.push(Attacher {
-                stdout: out_w,
-                stderr: err_w,
-            });
-            let raw = [master.as_raw_fd(), out_r.as_raw_fd()];
-            self.send_with_fds(
-                conn,
-                &Response::Streams {
-                    pid: pid as u32,
-                    tty: true,
-                    stdin: want_stdin,
-                },
-                &raw,
-            );
-            return Ok(Reply::Deferred);
-        }
-        let stdin = match (&rec._stdin_writer, want_stdin) {
-            // stdin_once: the client gets the only write end, so its EOF is
-            // the container's EOF.
-            (Some(_), true) if rec.stdin_once => rec._stdin_writer.take(),
-            (Some(w), true) => Some(
-                w.try_clone()
-                    .map_err(|e| RuntimeError::io("duplicating the container's stdin", e))?,
-            ),
-            _ => None,
-        };
         let (out_r, out_w) = cloexec_pipe()?;
         let (err_r, err_w) = cloexec_pipe()?;
         for w in [&out_w, &err_w] {
@@ -234,10 +193,35 @@ impl Monitor {
             )
             .map_err(|e| RuntimeError::io("making an attach pipe non-blocking", e.into()))?;
         }
-        let has_stdin = stdin.is_some();
-        let mut passed: Vec<OwnedFd> = stdin.into_iter().collect();
-        passed.push(out_r);
-        passed.push(err_r);
+        let (tty, has_stdin, passed): (bool, bool, Vec<OwnedFd>) = match &rec.terminal {
+            // A terminal: the client writes into (and resizes) the master,
+            // and reads the output the monitor fans out, since the master
+            // has one reader, the log. A terminal has no stderr.
+            Some(master) => {
+                let master = master
+                    .try_clone()
+                    .map_err(|e| RuntimeError::io("duplicating the terminal", e))?;
+                (true, want_stdin, vec![master, out_r])
+            }
+            None => {
+                let stdin =
+                    match (&rec._stdin_writer, want_stdin) {
+                        // stdin_once: the client gets the only write end, so
+                        // its EOF is the container's EOF.
+                        (Some(_), true) if rec.stdin_once => rec._stdin_writer.take(),
+                        (Some(w), true) => Some(w.try_clone().map_err(|e| {
+                            RuntimeError::io("duplicating the container's stdin", e)
+                        })?),
+                        _ => None,
+                    };
+                let has_stdin = stdin.is_some();
+                (
+                    false,
+                    has_stdin,
+                    stdin.into_iter().chain([out_r, err_r]).collect(),
+                )
+            }
+        };
         let pid = rec.pid;
         rec.attachers.push(Attacher {
             stdout: out_w,
@@ -248,7 +232,7 @@ impl Monitor {
             conn,
             &Response::Streams {
                 pid: pid as u32,
-                tty: false,
+                tty,
                 stdin: has_stdin,
             },
             &raw,
