@@ -170,6 +170,26 @@ async fn run_container(
     id
 }
 
+/// Attach with stdin and stdout (and stderr unless `tty`, which has one
+/// output stream), connected over SPDY v4.
+async fn attach(d: &TestDaemon, id: &str, tty: bool) -> Spdy {
+    let url = d
+        .runtime()
+        .await
+        .attach(cri::AttachRequest {
+            container_id: id.to_string(),
+            stdin: true,
+            tty,
+            stdout: true,
+            stderr: !tty,
+        })
+        .await
+        .expect("Attach")
+        .into_inner()
+        .url;
+    Spdy::connect(&url, "v4.channel.k8s.io").await
+}
+
 async fn exec_sync(d: &TestDaemon, id: &str, cmd: &[&str]) -> cri::ExecSyncResponse {
     d.runtime()
         .await
@@ -425,21 +445,7 @@ async fn attach_drives_a_containers_stdin_and_reads_its_output() {
     cfg.stdin = true;
     cfg.stdin_once = true;
     let id = run_container(&d, &pod, &pod_cfg, cfg).await;
-    let url = d
-        .runtime()
-        .await
-        .attach(cri::AttachRequest {
-            container_id: id.clone(),
-            stdin: true,
-            tty: false,
-            stdout: true,
-            stderr: true,
-        })
-        .await
-        .expect("Attach")
-        .into_inner()
-        .url;
-    let mut c = Spdy::connect(&url, "v4.channel.k8s.io").await;
+    let mut c = attach(&d, &id, false).await;
     let error = c.open(&[("streamType", "error")]).await;
     let stdin = c.open(&[("streamType", "stdin")]).await;
     let stdout = c.open(&[("streamType", "stdout")]).await;
@@ -506,21 +512,7 @@ async fn tty_container_is_attached_typed_into_and_resized() {
         "a terminal's output is stdout: {first}"
     );
 
-    let url = d
-        .runtime()
-        .await
-        .attach(cri::AttachRequest {
-            container_id: id.clone(),
-            stdin: true,
-            tty: true,
-            stdout: true,
-            stderr: false,
-        })
-        .await
-        .expect("Attach")
-        .into_inner()
-        .url;
-    let mut c = Spdy::connect(&url, "v4.channel.k8s.io").await;
+    let mut c = attach(&d, &id, true).await;
     let _error = c.open(&[("streamType", "error")]).await;
     let stdin = c.open(&[("streamType", "stdin")]).await;
     let stdout = c.open(&[("streamType", "stdout")]).await;
