@@ -47,6 +47,13 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Forks the pod monitors; started by `capcri serve`, not by hand.
+    #[command(hide = true, name = "monitor-template")]
+    MonitorTemplate {
+        /// Room for each monitor's command line (blank).
+        #[arg(allow_hyphen_values = true)]
+        room: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -215,6 +222,11 @@ fn main() -> std::process::ExitCode {
             // Single-threaded on purpose: libcontainer must not be called
             // from a multi-threaded process (see runtime/).
             let code = capcri::runtime::monitor_main(&args);
+            std::process::ExitCode::from(code.clamp(0, 255) as u8)
+        }
+        Command::MonitorTemplate { room: _ } => {
+            // Single-threaded too: it forks the monitors.
+            let code = capcri::runtime::template_main();
             std::process::ExitCode::from(code.clamp(0, 255) as u8)
         }
         Command::Serve(args) => {

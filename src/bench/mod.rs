@@ -629,6 +629,7 @@ async fn measure_memory(
         steps.push(MemoryStep {
             pods: target_pods,
             daemon: procfs::process_memory(daemon_pid).unwrap_or_default(),
+            helpers: procfs::children_memory(daemon_pid, procfs::is_monitor_template),
             per_pod: procfs::per_pod_memory(&r.per_pod),
         });
     }

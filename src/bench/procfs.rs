@@ -113,6 +113,30 @@ pub fn per_pod_memory(kind: &PerPodProcess) -> Memory {
         .fold(Memory::default(), |a, b| a + b)
 }
 
+/// The summed memory of `parent`'s children whose command line
+/// satisfies `pred` (capcri's monitor template: one per daemon, not per pod).
+pub fn children_memory(parent: i32, pred: impl Fn(&str) -> bool) -> Memory {
+    pids_where(pred)
+        .into_iter()
+        .filter(|&pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/status"))
+                .ok()
+                .and_then(|s| {
+                    s.lines()
+                        .find_map(|l| l.strip_prefix("PPid:"))
+                        .and_then(|v| v.trim().parse::<i32>().ok())
+                })
+                == Some(parent)
+        })
+        .filter_map(process_memory)
+        .fold(Memory::default(), |a, b| a + b)
+}
+
+/// Is this the command line of capcri's monitor template?
+pub fn is_monitor_template(cmdline: &str) -> bool {
+    cmdline.starts_with("capcri monitor-template")
+}
+
 /// Pids whose command line mentions `dir` (daemons, monitors, shims).
 pub fn pids_mentioning(dir: &Path) -> Vec<i32> {
     let needle = dir.display().to_string();
@@ -126,6 +150,14 @@ pub fn pids_mentioning(dir: &Path) -> Vec<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_template_is_told_from_the_monitors() {
+        assert!(is_monitor_template("capcri monitor-template       "));
+        assert!(!is_monitor_template("capcri monitor --pod-id p"));
+        let me = std::process::id() as i32;
+        assert_eq!(children_memory(me, |_| true).processes, 0);
+    }
 
     #[test]
     fn kib_fields() {

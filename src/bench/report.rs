@@ -56,8 +56,10 @@ pub struct MemoryReport {
     pub per_pod_processes: String,
     pub daemon_at_start: Memory,
     pub steps: Vec<MemoryStep>,
-    /// (daemon + per-pod processes) growth per pod between the first and the
-    /// last step with pods, by RSS and by PSS.
+    /// (daemon + helpers + per-pod processes) growth per pod between the
+    /// first and the last step with pods, by RSS and by PSS. The helpers
+    /// count because the pages monitors share with the template move PSS
+    /// between them.
     pub per_extra_pod_rss_kib: Option<f64>,
     pub per_extra_pod_pss_kib: Option<f64>,
 }
@@ -66,6 +68,9 @@ pub struct MemoryReport {
 pub struct MemoryStep {
     pub pods: usize,
     pub daemon: Memory,
+    /// Per-daemon helper processes (capcri's monitor template; none for
+    /// containerd): a fixed cost, reported apart from the daemon's own.
+    pub helpers: Memory,
     pub per_pod: Memory,
 }
 
@@ -78,9 +83,9 @@ pub fn per_extra_pod(steps: &[MemoryStep], pss: bool) -> Option<f64> {
     }
     let total = |s: &MemoryStep| {
         if pss {
-            (s.daemon.pss_kib + s.per_pod.pss_kib) as f64
+            (s.daemon.pss_kib + s.helpers.pss_kib + s.per_pod.pss_kib) as f64
         } else {
-            (s.daemon.rss_kib + s.per_pod.rss_kib) as f64
+            (s.daemon.rss_kib + s.helpers.rss_kib + s.per_pod.rss_kib) as f64
         }
     };
     Some((total(last) - total(first)) / (last.pods - first.pods) as f64)
@@ -174,22 +179,30 @@ pub fn render(r: &Report) -> String {
     }
     let _ = writeln!(
         o,
-        "\nmemory (MiB; daemon = VmRSS/Pss of the daemon, per-pod = sum over its per-pod processes)"
+        "\nmemory (MiB; daemon = VmRSS/Pss of the daemon, helpers = its per-daemon helper processes (capcri: the monitor template), per-pod = sum over its per-pod processes)"
     );
     let _ = writeln!(
         o,
-        "{:<11} {:>5} {:>11} {:>11} {:>6} {:>11} {:>11}",
-        "runtime", "pods", "daemon RSS", "daemon PSS", "procs", "per-pod RSS", "per-pod PSS"
+        "{:<11} {:>5} {:>11} {:>11} {:>15} {:>6} {:>11} {:>11}",
+        "runtime",
+        "pods",
+        "daemon RSS",
+        "daemon PSS",
+        "helpers RSS/PSS",
+        "procs",
+        "per-pod RSS",
+        "per-pod PSS"
     );
     for rt in &r.runtimes {
         let Some(m) = &rt.memory else { continue };
         let _ = writeln!(
             o,
-            "{:<11} {:>5} {:>11} {:>11} {:>6} {:>11} {:>11}",
+            "{:<11} {:>5} {:>11} {:>11} {:>15} {:>6} {:>11} {:>11}",
             rt.name,
             "start",
             mib(m.daemon_at_start.rss_kib),
             mib(m.daemon_at_start.pss_kib),
+            "-",
             "-",
             "-",
             "-"
@@ -197,11 +210,12 @@ pub fn render(r: &Report) -> String {
         for s in &m.steps {
             let _ = writeln!(
                 o,
-                "{:<11} {:>5} {:>11} {:>11} {:>6} {:>11} {:>11}",
+                "{:<11} {:>5} {:>11} {:>11} {:>15} {:>6} {:>11} {:>11}",
                 rt.name,
                 s.pods,
                 mib(s.daemon.rss_kib),
                 mib(s.daemon.pss_kib),
+                format!("{}/{}", mib(s.helpers.rss_kib), mib(s.helpers.pss_kib)),
                 s.per_pod.processes,
                 mib(s.per_pod.rss_kib),
                 mib(s.per_pod.pss_kib)
@@ -210,7 +224,7 @@ pub fn render(r: &Report) -> String {
         let per = |v: Option<f64>| v.map_or("-".to_string(), |k| format!("{:.2}", k / 1024.0));
         let _ = writeln!(
             o,
-            "{:<11} per extra pod (daemon + per-pod processes): {} MiB by RSS, {} MiB by PSS; per-pod processes: {}",
+            "{:<11} per extra pod (daemon + helpers + per-pod processes): {} MiB by RSS, {} MiB by PSS; per-pod processes: {}",
             rt.name,
             per(m.per_extra_pod_rss_kib),
             per(m.per_extra_pod_pss_kib),
@@ -265,16 +279,19 @@ mod tests {
             MemoryStep {
                 pods: 0,
                 daemon: mem(9000, 8000, 1),
+                helpers: Memory::default(),
                 per_pod: Memory::default(),
             },
             MemoryStep {
                 pods: 10,
                 daemon: mem(10000, 9000, 1),
+                helpers: mem(4000, 1000, 1),
                 per_pod: mem(30000, 10000, 10),
             },
             MemoryStep {
                 pods: 50,
                 daemon: mem(14000, 13000, 1),
+                helpers: mem(4000, 1000, 1),
                 per_pod: mem(150000, 50000, 50),
             },
         ];

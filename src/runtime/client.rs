@@ -1,8 +1,7 @@
 //! The daemon's side: start a pod's monitor and talk to it (async, tokio).
 
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,7 +12,7 @@ use tokio::sync::Mutex;
 use super::error::RuntimeError;
 use super::monitor::{SOCKET_NAME, monitor_argv};
 use super::protocol::{MAX_FRAME_LEN, Request, Response, encode_frame};
-use super::sealed_exe::sealed_copy;
+use super::template::fork_monitor;
 use super::types::{ContainerRuntimeState, CreateContainer, ExecOutput, ExecSpec, MonitorSpawn};
 
 /// How long a monitor may take to pin namespaces and open its socket.
@@ -24,22 +23,20 @@ const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Clone, Debug)]
 pub struct MonitorClient {
     socket: PathBuf,
-    /// The monitor process when this daemon spawned it, so `shutdown` can
-    /// reap it; `None` after `connect` (then it is someone else's child).
-    child: Arc<Mutex<Option<tokio::process::Child>>>,
+    /// A pidfd of the monitor when this daemon started it, so `shutdown`
+    /// can wait for its exit; `None` after `connect`.
+    exit: Arc<Mutex<Option<OwnedFd>>>,
     pid: Option<u32>,
 }
 
-/// Start the pod's monitor in its own session from the sealed copy of the
-/// capcri binary and wait until it reports ready (or its startup error).
+/// Start the pod's monitor (forked by the monitor template, see
+/// [`super::template`]) and wait until it reports ready (or its startup
+/// error).
 pub async fn spawn_monitor(req: MonitorSpawn) -> Result<MonitorClient, RuntimeError> {
     let program = req
         .program
         .clone()
         .unwrap_or_else(|| PathBuf::from("/proc/self/exe"));
-    let sealed = tokio::task::spawn_blocking(move || sealed_copy(&program))
-        .await
-        .map_err(|e| RuntimeError::Protocol(format!("sealing task failed: {e}")))??;
     tokio::fs::create_dir_all(&req.pod_dir).await.map_err(|e| {
         RuntimeError::io(
             format!("creating pod directory {}", req.pod_dir.display()),
@@ -52,56 +49,28 @@ pub async fn spawn_monitor(req: MonitorSpawn) -> Result<MonitorClient, RuntimeEr
         .append(true)
         .open(&log_path)
         .map_err(|e| RuntimeError::io(format!("opening {}", log_path.display()), e))?;
-
-    let fd = sealed.as_raw_fd();
-    // Executing /proc/self/fd/N in the child runs the memfd, never the file
-    // on disk, so the monitor's /proc/<pid>/exe is the sealed copy.
-    let mut cmd = tokio::process::Command::new(format!("/proc/self/fd/{fd}"));
-    cmd.arg0("capcri").args(monitor_argv(&req));
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::from(log));
-    cmd.env_clear().env(
-        "PATH",
-        "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-    );
-    cmd.kill_on_drop(false);
-    // SAFETY: the closure only makes async-signal-safe syscalls (fcntl,
-    // setsid) between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            // The memfd is O_CLOEXEC in the daemon; only this child keeps it
-            // across exec (exec of /proc/self/fd/N needs it open).
-            let flags = libc::fcntl(fd, libc::F_GETFD);
-            if flags < 0 || libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            // Own session and process group: a signal to the daemon's group
-            // or the end of its session does not reach the pod.
-            if libc::setsid() < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let mut child = cmd.spawn().map_err(|e| {
-        RuntimeError::io(format!("spawning the monitor of pod {:?}", req.pod_id), e)
-    })?;
-    let stdout = child
-        .stdout
-        .take()
-        .ok_or_else(|| RuntimeError::Protocol("monitor stdout missing".into()))?;
+    let (ready_r, ready_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| RuntimeError::io("creating the monitor's readiness pipe", e.into()))?;
+    let argv = monitor_argv(&req);
+    // The write end goes to the monitor only: once the template has it,
+    // ours is dropped, so a monitor that dies unannounced reads as EOF.
+    let pidfd = tokio::task::spawn_blocking(move || {
+        fork_monitor(&program, &argv, ready_w, OwnedFd::from(log))
+    })
+    .await
+    .map_err(|e| RuntimeError::Protocol(format!("monitor fork task failed: {e}")))??;
+    let ready = tokio::net::unix::pipe::Receiver::from_owned_fd(ready_r)
+        .map_err(|e| RuntimeError::io("reading the monitor's readiness pipe", e))?;
     let mut line = String::new();
     let read =
-        tokio::time::timeout(STARTUP_TIMEOUT, BufReader::new(stdout).read_line(&mut line)).await;
+        tokio::time::timeout(STARTUP_TIMEOUT, BufReader::new(ready).read_line(&mut line)).await;
     let startup_failed = |message: String| RuntimeError::MonitorStartup {
         pod: req.pod_id.clone(),
         message,
     };
     match read {
         Err(_) => {
-            let _ = child.start_kill();
-            let _ = child.wait().await;
+            signal_pidfd(&pidfd, libc::SIGKILL);
             return Err(startup_failed(format!(
                 "not ready after {STARTUP_TIMEOUT:?}; see {}",
                 log_path.display()
@@ -112,7 +81,6 @@ pub async fn spawn_monitor(req: MonitorSpawn) -> Result<MonitorClient, RuntimeEr
     }
     let line = line.trim();
     let Some(pid) = line.strip_prefix("ready ") else {
-        let _ = child.wait().await;
         let msg = line.strip_prefix("error: ").unwrap_or(line);
         let msg = if msg.is_empty() {
             format!("exited without a word; see {}", log_path.display())
@@ -124,9 +92,37 @@ pub async fn spawn_monitor(req: MonitorSpawn) -> Result<MonitorClient, RuntimeEr
     let pid = pid.parse::<u32>().ok();
     Ok(MonitorClient {
         socket: req.pod_dir.join(SOCKET_NAME),
-        child: Arc::new(Mutex::new(Some(child))),
+        exit: Arc::new(Mutex::new(Some(pidfd))),
         pid,
     })
+}
+
+/// Send `signal` to the process behind `pidfd` (no pid reuse race).
+fn signal_pidfd(pidfd: &OwnedFd, signal: libc::c_int) {
+    // SAFETY: pidfd_send_signal with a valid pidfd and no siginfo.
+    unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            signal,
+            std::ptr::null::<libc::siginfo_t>(),
+            0u32,
+        );
+    }
+}
+
+/// Wait until the process behind `pidfd` has exited (the pidfd polls
+/// readable), at most `timeout`.
+async fn wait_pidfd(pidfd: OwnedFd, timeout: Duration) {
+    // SAFETY: the AsyncFd owns the pidfd for as long as it is registered;
+    // nothing else can close or replace the descriptor.
+    let registered = unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE)
+    };
+    let Ok(fd) = registered else {
+        return;
+    };
+    let _ = tokio::time::timeout(timeout, fd.readable()).await;
 }
 
 impl MonitorClient {
@@ -134,7 +130,7 @@ impl MonitorClient {
     pub async fn connect(pod_dir: &Path) -> Result<MonitorClient, RuntimeError> {
         let client = MonitorClient {
             socket: pod_dir.join(SOCKET_NAME),
-            child: Arc::new(Mutex::new(None)),
+            exit: Arc::new(Mutex::new(None)),
             pid: None,
         };
         match client.call(&Request::Ping).await? {
@@ -315,8 +311,8 @@ impl MonitorClient {
     /// namespaces, removes its socket and exits.
     pub async fn shutdown(&self) -> Result<(), RuntimeError> {
         self.call_ok(&Request::Shutdown).await?;
-        if let Some(mut child) = self.child.lock().await.take() {
-            let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
+        if let Some(pidfd) = self.exit.lock().await.take() {
+            wait_pidfd(pidfd, Duration::from_secs(10)).await;
         }
         Ok(())
     }

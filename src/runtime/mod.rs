@@ -24,6 +24,7 @@ mod persist;
 mod propagation;
 mod protocol;
 mod sealed_exe;
+mod template;
 mod types;
 
 pub use cgroup_files::{MemoryUsage, ResourceUpdate};
@@ -37,11 +38,12 @@ pub use error::RuntimeError;
 pub use idmap::{idmapped_bind, probe_idmapped_overlay};
 pub(crate) use monitor::SOCKET_NAME as MONITOR_SOCKET;
 pub use monitor::monitor_main;
-pub use namespaces::{pinned_namespace_path, unpin_namespaces};
+pub use namespaces::{create_pinned_netns, pinned_namespace_path, unpin_namespaces};
 pub use persist::read_persisted_state;
 pub use protocol::{
     Decoded, MAX_FRAME_LEN, Request, Response, WireError, WireErrorKind, decode_frame, encode_frame,
 };
+pub use template::template_main;
 pub use types::{
     ContainerRuntimeState, CreateContainer, ExecOutput, ExecPath, ExecSpec, MAX_EXEC_OUTPUT,
     MonitorSpawn, NamespaceKind, PodNamespaceSet, RuntimeStatus,

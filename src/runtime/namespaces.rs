@@ -358,6 +358,63 @@ fn pin_from(pid: i32, pod_dir: &Path, kinds: &[NamespaceKind]) -> Result<(), Run
     Ok(())
 }
 
+/// Create the pod's network namespace from the daemon, with `lo` up, and
+/// pin it at `pod_dir/ns/net`; the monitor is then started without a new
+/// network namespace of its own.
+///
+/// Why from the daemon: CNI ADD (exec of Go plugins, most of RunPodSandbox)
+/// needs only this namespace, so it can run while the monitor starts
+/// instead of after it. A namespace change is per thread, so a thread made
+/// for this alone unshares, pins and exits: no thread of the daemon's pools
+/// is ever left in the pod's network. Not for pods with their own user
+/// namespace, whose network namespace must be created inside it (the
+/// monitor does that).
+pub fn create_pinned_netns(pod_dir: &Path) -> Result<(), RuntimeError> {
+    let ns_dir = pod_dir.join("ns");
+    fs::create_dir_all(&ns_dir)
+        .map_err(|e| RuntimeError::io(format!("creating {}", ns_dir.display()), e))?;
+    let target = pinned_namespace_path(pod_dir, NamespaceKind::Net);
+    let pinned = std::thread::scope(|scope| {
+        scope
+            .spawn(|| -> Result<(), RuntimeError> {
+                unshare(CloneFlags::CLONE_NEWNET)
+                    .map_err(|e| RuntimeError::io("unshare(CLONE_NEWNET) for the pod", e.into()))?;
+                loopback_up().map_err(|e| {
+                    RuntimeError::io("bringing lo up in the pod network namespace", e)
+                })?;
+                fs::File::create(&target)
+                    .map_err(|e| RuntimeError::io(format!("creating {}", target.display()), e))?;
+                mount(
+                    Some("/proc/thread-self/ns/net"),
+                    &target,
+                    None::<&str>,
+                    MsFlags::MS_BIND,
+                    None::<&str>,
+                )
+                .map_err(|e| {
+                    RuntimeError::io(
+                        format!(
+                            "bind-mounting the pod network namespace onto {}",
+                            target.display()
+                        ),
+                        e.into(),
+                    )
+                })
+            })
+            .join()
+            .unwrap_or_else(|_| {
+                Err(RuntimeError::Protocol(
+                    "the network namespace thread panicked".into(),
+                ))
+            })
+    });
+    if pinned.is_err() {
+        let _ = umount2(&target, MntFlags::MNT_DETACH);
+        let _ = fs::remove_file(&target);
+    }
+    pinned
+}
+
 /// Checked when the monitor starts, before anything is created, so a bad
 /// hostname is a clear startup error instead of a failed unshare child.
 /// 64 bytes is the kernel's limit (HOST_NAME_MAX).

@@ -9,7 +9,8 @@
 //! it is not the file on disk, so a write could not reach the host binary,
 //! and the memfd carries `F_SEAL_WRITE|F_SEAL_SHRINK|F_SEAL_GROW|F_SEAL_SEAL`,
 //! so the kernel refuses every write and the seals cannot be removed. The
-//! copy is made once per daemon and shared by every monitor it spawns.
+//! copy is made once per daemon; the monitor template is exec'd from it and
+//! every monitor is a fork of the template (see `template`).
 
 use std::ffi::CString;
 use std::fs::File;

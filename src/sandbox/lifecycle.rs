@@ -86,6 +86,7 @@ impl Node {
     }
 
     async fn set_up_pod(&self, pod: &mut PodSandbox) -> Result<(), NodeError> {
+        let step = crate::node::StepTimer::new("run_pod_sandbox", &pod.id);
         let dir = &pod.pod_dir;
         std::fs::create_dir_all(dir).map_err(|e| NodeError::io(dir, e))?;
         let hostname = if pod.host_network() {
@@ -128,13 +129,22 @@ impl Node {
             )
             .map_err(|e| NodeError::io(&shm, e.into()))?;
         }
+        step.done("files");
         crash_point("pod.run.after-files");
-        let client = spawn_monitor(MonitorSpawn {
+        // The network namespace is made here, before the monitor, so that
+        // CNI ADD (Go plugins: most of this call) runs while the monitor
+        // starts. A pod with its own user namespace is the exception: its
+        // network namespace must be created inside it, by the monitor.
+        let netns_first = !pod.host_network() && pod.user_namespace().is_none();
+        if netns_first {
+            crate::node::blocking(|| crate::runtime::create_pinned_netns(dir))?;
+        }
+        let spawn = spawn_monitor(MonitorSpawn {
             pod_id: pod.id.clone(),
             pod_dir: dir.clone(),
             runtime_root: self.config.runtime_root(),
             new_namespaces: PodNamespaceSet {
-                net: !pod.host_network(),
+                net: !pod.host_network() && !netns_first,
                 ipc: !pod.host_ipc(),
                 uts: !pod.host_network(),
                 pid: pod.shares_pid(),
@@ -142,15 +152,34 @@ impl Node {
             hostname: (!pod.host_network() && !hostname.is_empty()).then(|| hostname.clone()),
             user_namespace: pod.user_namespace(),
             program: None,
-        })
-        .await?;
-        self.remember_monitor(&pod.id, client);
-        crash_point("pod.run.after-monitor");
-        if !pod.host_network() {
+        });
+        let monitor = async {
+            let client = spawn.await?;
+            crash_point("pod.run.after-monitor");
+            Ok::<_, NodeError>(client)
+        };
+        let network = async {
+            if netns_first {
+                self.attach_network(pod).await
+            } else {
+                Ok(Vec::new())
+            }
+        };
+        // Both run to the end, whatever the other does: a dropped CNI ADD
+        // would leave its plugin's work half done. On any error the caller
+        // tears down both (CNI DEL is idempotent).
+        let (monitor, network) = tokio::join!(monitor, network);
+        self.remember_monitor(&pod.id, monitor?);
+        let ips = network?;
+        step.done("monitor+network");
+        pod.ips = ips;
+        if !pod.host_network() && !netns_first {
             pod.ips = self.attach_network(pod).await?;
         }
+        step.done("network");
         crash_point("pod.run.after-network");
         crate::node::blocking(|| self.pod_records.put(&pod.id, pod))?;
+        step.done("record");
         crash_point("pod.run.after-record");
         Ok(())
     }
