@@ -253,3 +253,121 @@ async fn a_killed_monitor_leaves_containers_unknown_and_remove_cleans_up() {
         common::cgroups_left(&d.cgroup_parent)
     );
 }
+
+/// Pids of `parent`'s children whose command line starts with `prefix`.
+fn children_of(parent: u32, prefix: &str) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().parse::<u32>().ok())
+        .filter(|pid| {
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+            let ppid = status
+                .lines()
+                .find_map(|l| l.strip_prefix("PPid:"))
+                .and_then(|v| v.trim().parse::<u32>().ok());
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            ppid == Some(parent) && cmd.starts_with(prefix.as_bytes())
+        })
+        .collect()
+}
+
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .map(|s| {
+            !s.lines()
+                .any(|l| l.starts_with("State:") && l.contains('Z'))
+        })
+        .unwrap_or(false)
+}
+
+/// Monitors are forks of one monitor template per daemon (exec'd from the
+/// sealed memfd). Killing it costs nothing running: its monitors live on,
+/// and the next RunPodSandbox starts a new one. It exits with its daemon.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_monitor_template_is_replaced_and_its_monitors_live_on() {
+    let registry = require_privileged!();
+    let mut d = TestDaemon::start(&[]);
+    let busybox = format!("{registry}/cri-lab/busybox:latest");
+    pull(&d, &busybox).await;
+    let daemon = d.pid().unwrap();
+    let first = run_pod(&d, "before").await;
+    let id = create(
+        &d,
+        &first,
+        container_config("sleeper", &busybox, &["sleep", "1000"]),
+    )
+    .await
+    .expect("create");
+    start(&d, &id).await;
+
+    let templates = children_of(daemon, "capcri\0monitor-template\0");
+    assert_eq!(templates.len(), 1, "one template per daemon");
+    let template = templates[0];
+    let exe = std::fs::read_link(format!("/proc/{template}/exe")).unwrap();
+    assert!(
+        exe.to_string_lossy().starts_with("/memfd:capcri"),
+        "the template runs from the sealed memfd, not {exe:?}"
+    );
+    let monitors = children_of(template, "capcri\0monitor\0--pod-id\0");
+    assert_eq!(
+        monitors.len(),
+        1,
+        "the pod's monitor is the template's child"
+    );
+    let monitor = monitors[0];
+    let cmdline = std::fs::read(format!("/proc/{monitor}/cmdline")).unwrap();
+    assert!(
+        String::from_utf8_lossy(&cmdline).contains(&first),
+        "the monitor's command line names its pod"
+    );
+
+    // SAFETY: kill(2) of the test daemon's own helper process.
+    unsafe { libc::kill(template as i32, libc::SIGKILL) };
+    wait_for(
+        "the template to die",
+        Duration::from_secs(5),
+        || async move { (!alive(template)).then_some(()) },
+    )
+    .await;
+    assert!(alive(monitor), "the monitor outlives its template");
+    assert_eq!(
+        container_state(&d, &id).await.state,
+        cri::ContainerState::ContainerRunning as i32
+    );
+
+    let second = run_pod(&d, "after").await;
+    let replacement = children_of(daemon, "capcri\0monitor-template\0");
+    assert_eq!(replacement.len(), 1, "a new template");
+    assert_ne!(replacement[0], template);
+
+    let mut rt = d.runtime().await;
+    for pod in [&first, &second] {
+        rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
+            pod_sandbox_id: pod.to_string(),
+        })
+        .await
+        .expect("stop");
+        rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+            pod_sandbox_id: pod.to_string(),
+        })
+        .await
+        .expect("remove");
+    }
+    assert!(!alive(monitor), "removal ended the first monitor");
+    assert!(
+        common::mounts_under(d.dir.path()).is_empty(),
+        "{:?}",
+        common::mounts_under(d.dir.path())
+    );
+
+    // The template ends with its daemon (its request channel closes).
+    d.kill9();
+    let replacement = replacement[0];
+    wait_for(
+        "the template to exit",
+        Duration::from_secs(5),
+        || async move { (!alive(replacement)).then_some(()) },
+    )
+    .await;
+}

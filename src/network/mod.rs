@@ -190,6 +190,7 @@ impl CniNetwork {
     /// ADD the pod to the network in force. On failure everything added is
     /// deleted again (SPEC.md: DEL all plugins in reverse order, as containerd does).
     pub async fn setup(&self, pod: &PodNetworkRequest) -> Result<PodNetworkStatus, CniError> {
+        let step = crate::node::StepTimer::new("cni_add", &pod.pod_id);
         let identity = pod.identity();
         identity
             .validate()
@@ -233,6 +234,7 @@ impl CniNetwork {
             &cni_args,
             &self.cfg.bin_dirs,
         );
+        step.done("conf+record");
         let mut prev: Option<Value> = None;
         for (i, binary) in binaries.iter().enumerate() {
             let stdin = invocation::plugin_stdin(&list, i, prev.as_ref(), &caps);
@@ -260,6 +262,7 @@ impl CniNetwork {
                     return Err(err);
                 }
             }
+            step.done("plugin");
         }
         let result = prev.unwrap_or(Value::Null);
         let addresses = match result::pod_addresses(&result, &self.cfg.ifname) {
@@ -274,7 +277,9 @@ impl CniNetwork {
             }
         };
         record.result = Some(result.clone());
-        if let Err(err) = self.store.save(&record) {
+        let saved = crate::node::blocking(|| self.store.save(&record));
+        step.done("result record");
+        if let Err(err) = saved {
             // Without the record a restarted daemon could not DEL with the
             // right prevResult: better fail the pod now than leak it later.
             self.rollback(&record, &list, Some(&result)).await;

@@ -138,6 +138,7 @@ impl Node {
         let netns_first = !pod.host_network() && pod.user_namespace().is_none();
         if netns_first {
             crate::node::blocking(|| crate::runtime::create_pinned_netns(dir))?;
+            step.done("netns");
         }
         let spawn = spawn_monitor(MonitorSpawn {
             pod_id: pod.id.clone(),
@@ -153,8 +154,10 @@ impl Node {
             user_namespace: pod.user_namespace(),
             program: None,
         });
+        let started = std::time::Instant::now();
         let monitor = async {
             let client = spawn.await?;
+            tracing::debug!(pod.id = %pod.id, elapsed_us = started.elapsed().as_micros() as u64, "monitor ready");
             crash_point("pod.run.after-monitor");
             Ok::<_, NodeError>(client)
         };
