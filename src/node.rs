@@ -66,6 +66,8 @@ pub struct Node {
     pub(crate) metrics: Metrics,
     /// Where removed containers' directories wait for deletion.
     pub(crate) trash: crate::container::trash::Trash,
+    /// Network namespaces made ahead of RunPodSandbox.
+    pub(crate) netns_pool: crate::sandbox::netns_pool::NetnsPool,
 }
 
 /// Poisoning only follows a panic elsewhere; the maps stay consistent
@@ -136,7 +138,14 @@ impl Node {
                 }
             });
         }
+        let pool_dir = config.state_dir.join("netns-pool");
+        let netns_pool = crate::sandbox::netns_pool::NetnsPool::open(
+            pool_dir.clone(),
+            crate::sandbox::netns_pool::POOL_SIZE,
+        )
+        .map_err(|e| NodeError::io(&pool_dir, e))?;
         Ok(Arc::new(Node {
+            netns_pool,
             userns_unsupported,
             config,
             images,

@@ -146,7 +146,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             server.serve(stopped(stop_rx)).await;
         }
     };
+    node.netns_pool.fill();
     let (cri, admin, ()) = tokio::join!(cri, admin, metrics);
+    node.netns_pool.drain();
     cri.context("CRI gRPC server failed")?;
     admin.context("admin gRPC server failed")?;
     let _ = std::fs::remove_file(&config.socket);

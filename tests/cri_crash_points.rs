@@ -152,6 +152,11 @@ fn assert_nothing_unlisted(
         pods.len(),
         "{point}: pod records {records:?}"
     );
+    // The namespaces a daemon makes ahead of pods: a previous daemon's are
+    // destroyed at start, so they never pile up across crashes (ready ones
+    // plus at most one per concurrent client being unmounted).
+    let pool = common::netns_pool_mounts(d.dir.path());
+    assert!(pool.len() <= 2 + 3, "{point}: netns pool {pool:?}");
     for m in common::mounts_under(d.dir.path()) {
         assert!(
             pods.iter().any(|p| m.contains(p.as_str()))

@@ -161,10 +161,19 @@ async fn sigterm_leaves_containers_running_and_exits_quickly() {
     let sleeper = container_config("sleeper", &busybox, &["sleep", "1000"]);
     let id = create(&d, &pod, sleeper).await.expect("create");
     start(&d, &id).await;
+    assert!(
+        !common::netns_pool_mounts(d.dir.path()).is_empty(),
+        "namespaces are made ahead of pods"
+    );
     let elapsed = d.terminate();
     assert!(
         elapsed < Duration::from_secs(1),
         "SIGTERM shutdown took {elapsed:?}"
+    );
+    assert_eq!(
+        common::netns_pool_mounts(d.dir.path()),
+        Vec::<String>::new(),
+        "a graceful shutdown destroys the namespaces made ahead"
     );
     d.spawn(&[]);
     let status = wait_for("status after restart", Duration::from_secs(5), || async {

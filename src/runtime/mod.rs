@@ -38,7 +38,9 @@ pub use error::RuntimeError;
 pub use idmap::{idmapped_bind, probe_idmapped_overlay};
 pub(crate) use monitor::SOCKET_NAME as MONITOR_SOCKET;
 pub use monitor::monitor_main;
-pub use namespaces::{create_pinned_netns, pinned_namespace_path, unpin_namespaces};
+pub use namespaces::{
+    create_netns_at, create_pinned_netns, pinned_namespace_path, unpin_namespaces,
+};
 pub use persist::read_persisted_state;
 pub use protocol::{
     Decoded, MAX_FRAME_LEN, Request, Response, WireError, WireErrorKind, decode_frame, encode_frame,

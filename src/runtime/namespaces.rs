@@ -373,7 +373,12 @@ pub fn create_pinned_netns(pod_dir: &Path) -> Result<(), RuntimeError> {
     let ns_dir = pod_dir.join("ns");
     fs::create_dir_all(&ns_dir)
         .map_err(|e| RuntimeError::io(format!("creating {}", ns_dir.display()), e))?;
-    let target = pinned_namespace_path(pod_dir, NamespaceKind::Net);
+    create_netns_at(&pinned_namespace_path(pod_dir, NamespaceKind::Net))
+}
+
+/// A new network namespace with `lo` up, pinned by a bind mount at
+/// `target` (its parent must exist). See [`create_pinned_netns`].
+pub fn create_netns_at(target: &Path) -> Result<(), RuntimeError> {
     let pinned = std::thread::scope(|scope| {
         scope
             .spawn(|| -> Result<(), RuntimeError> {
@@ -382,11 +387,11 @@ pub fn create_pinned_netns(pod_dir: &Path) -> Result<(), RuntimeError> {
                 loopback_up().map_err(|e| {
                     RuntimeError::io("bringing lo up in the pod network namespace", e)
                 })?;
-                fs::File::create(&target)
+                fs::File::create(target)
                     .map_err(|e| RuntimeError::io(format!("creating {}", target.display()), e))?;
                 mount(
                     Some("/proc/thread-self/ns/net"),
-                    &target,
+                    target,
                     None::<&str>,
                     MsFlags::MS_BIND,
                     None::<&str>,
@@ -409,8 +414,8 @@ pub fn create_pinned_netns(pod_dir: &Path) -> Result<(), RuntimeError> {
             })
     });
     if pinned.is_err() {
-        let _ = umount2(&target, MntFlags::MNT_DETACH);
-        let _ = fs::remove_file(&target);
+        let _ = umount2(target, MntFlags::MNT_DETACH);
+        let _ = fs::remove_file(target);
     }
     pinned
 }

@@ -137,7 +137,13 @@ impl Node {
         // network namespace must be created inside it, by the monitor.
         let netns_first = !pod.host_network() && pod.user_namespace().is_none();
         if netns_first {
-            crate::node::blocking(|| crate::runtime::create_pinned_netns(dir))?;
+            let ns_dir = dir.join("ns");
+            std::fs::create_dir_all(&ns_dir).map_err(|e| NodeError::io(&ns_dir, e))?;
+            let target = pinned_namespace_path(dir, NamespaceKind::Net);
+            if !self.netns_pool.take_into(&target) {
+                crate::node::blocking(|| crate::runtime::create_pinned_netns(dir))?;
+            }
+            self.netns_pool.fill();
             step.done("netns");
         }
         let spawn = spawn_monitor(MonitorSpawn {
@@ -154,13 +160,16 @@ impl Node {
             user_namespace: pod.user_namespace(),
             program: None,
         });
+        // Its own task, so the blocking steps of either side (record
+        // writes, the fork request) never hold the other up.
         let started = std::time::Instant::now();
-        let monitor = async {
+        let pod_id = pod.id.clone();
+        let monitor = tokio::spawn(async move {
             let client = spawn.await?;
-            tracing::debug!(pod.id = %pod.id, elapsed_us = started.elapsed().as_micros() as u64, "monitor ready");
+            tracing::debug!(pod.id = %pod_id, elapsed_us = started.elapsed().as_micros() as u64, "monitor ready");
             crash_point("pod.run.after-monitor");
             Ok::<_, NodeError>(client)
-        };
+        });
         let network = async {
             if netns_first {
                 self.attach_network(pod).await
@@ -172,6 +181,8 @@ impl Node {
         // would leave its plugin's work half done. On any error the caller
         // tears down both (CNI DEL is idempotent).
         let (monitor, network) = tokio::join!(monitor, network);
+        let monitor =
+            monitor.map_err(|e| NodeError::Internal(format!("monitor start task failed: {e}")))?;
         self.remember_monitor(&pod.id, monitor?);
         let ips = network?;
         step.done("monitor+network");

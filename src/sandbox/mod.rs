@@ -2,11 +2,14 @@
 //!
 //! capcri runs no pause container: the pod's network, IPC and UTS
 //! namespaces are created and pinned (bind mounts under the pod directory)
-//! by the pod's monitor, and every container joins them by path.
+//! by the daemon (network, see `netns_pool`) and the pod's monitor (the
+//! others, and all of them in a pod user namespace), and every container
+//! joins them by path.
 
 pub mod cgroups;
 pub mod files;
 mod lifecycle;
+pub(crate) mod netns_pool;
 
 use k8s_cri::v1::{NamespaceMode, PodSandboxConfig};
 use serde::{Deserialize, Serialize};

@@ -272,6 +272,25 @@ impl Drop for TestDaemon {
 
 /// Mount points below `dir`, from /proc/self/mountinfo.
 pub fn mounts_under(dir: &Path) -> Vec<String> {
+    all_mounts_under(dir)
+        .into_iter()
+        .filter(|m| !m.contains(NETNS_POOL))
+        .collect()
+}
+
+/// The daemon's pool of network namespaces made ahead of pods (a fixed
+/// few, under the state dir): not a pod's or a container's, so
+/// `mounts_under` leaves them out and tests bound them apart.
+pub const NETNS_POOL: &str = "/netns-pool/";
+
+pub fn netns_pool_mounts(dir: &Path) -> Vec<String> {
+    all_mounts_under(dir)
+        .into_iter()
+        .filter(|m| m.contains(NETNS_POOL))
+        .collect()
+}
+
+fn all_mounts_under(dir: &Path) -> Vec<String> {
     let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     let prefix = dir.display().to_string();
     info.lines()
