@@ -350,18 +350,8 @@ async fn a_killed_monitor_template_is_replaced_and_its_monitors_live_on() {
     assert_eq!(replacement.len(), 1, "a new template");
     assert_ne!(replacement[0], template);
 
-    let mut rt = d.runtime().await;
     for pod in [&first, &second] {
-        rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
-            pod_sandbox_id: pod.to_string(),
-        })
-        .await
-        .expect("stop");
-        rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
-            pod_sandbox_id: pod.to_string(),
-        })
-        .await
-        .expect("remove");
+        common::stop_and_remove_pod(&d, pod).await;
     }
     assert!(!alive(monitor), "removal ended the first monitor");
     assert!(

@@ -334,28 +334,34 @@ fn loopback_up() -> std::io::Result<()> {
 fn pin_from(pid: i32, pod_dir: &Path, kinds: &[NamespaceKind]) -> Result<(), RuntimeError> {
     for kind in kinds {
         let target = pinned_namespace_path(pod_dir, *kind);
-        fs::File::create(&target)
-            .map_err(|e| RuntimeError::io(format!("creating {}", target.display()), e))?;
         let source = PathBuf::from(format!("/proc/{pid}/ns/{}", kind.proc_name()));
-        mount(
-            Some(&source),
-            &target,
-            None::<&str>,
-            MsFlags::MS_BIND,
-            None::<&str>,
-        )
-        .map_err(|e| {
-            RuntimeError::io(
-                format!(
-                    "bind-mounting {} onto {}",
-                    source.display(),
-                    target.display()
-                ),
-                e.into(),
-            )
-        })?;
+        pin_namespace(&source, &target)?;
     }
     Ok(())
+}
+
+/// Pin the namespace `source` (a `/proc/.../ns/<kind>` link) at `target`,
+/// a new empty file, by a bind mount.
+fn pin_namespace(source: &Path, target: &Path) -> Result<(), RuntimeError> {
+    fs::File::create(target)
+        .map_err(|e| RuntimeError::io(format!("creating {}", target.display()), e))?;
+    mount(
+        Some(source),
+        target,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(|e| {
+        RuntimeError::io(
+            format!(
+                "bind-mounting {} onto {}",
+                source.display(),
+                target.display()
+            ),
+            e.into(),
+        )
+    })
 }
 
 /// Create the pod's network namespace from the daemon, with `lo` up, and
@@ -387,24 +393,7 @@ pub fn create_netns_at(target: &Path) -> Result<(), RuntimeError> {
                 loopback_up().map_err(|e| {
                     RuntimeError::io("bringing lo up in the pod network namespace", e)
                 })?;
-                fs::File::create(target)
-                    .map_err(|e| RuntimeError::io(format!("creating {}", target.display()), e))?;
-                mount(
-                    Some("/proc/thread-self/ns/net"),
-                    target,
-                    None::<&str>,
-                    MsFlags::MS_BIND,
-                    None::<&str>,
-                )
-                .map_err(|e| {
-                    RuntimeError::io(
-                        format!(
-                            "bind-mounting the pod network namespace onto {}",
-                            target.display()
-                        ),
-                        e.into(),
-                    )
-                })
+                pin_namespace(Path::new("/proc/thread-self/ns/net"), target)
             })
             .join()
             .unwrap_or_else(|_| {
