@@ -98,6 +98,8 @@ fn quick_bench_against_capcri_reports_every_operation() {
     // pod init it forked (same command line); none when idle.
     assert_eq!(steps[0]["per_pod"]["processes"], 0);
     assert_eq!(steps[2]["per_pod"]["processes"], 8);
+    // The monitors' template, one per daemon, is reported apart.
+    assert_eq!(steps[2]["helpers"]["processes"], 1);
 
     // The bench's own workspace is gone: no /tmp/cb-* of this run mounted.
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
