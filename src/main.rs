@@ -239,8 +239,14 @@ fn main() -> std::process::ExitCode {
             };
             capcri::malloc_tuning::tune();
             capcri::server::init_tracing(config.log_format, &config.log_level);
+            // Blocking-pool threads (file and process work) exit after a
+            // second without work, not tokio's 10 s: an idle node should
+            // not hold a burst's extra threads and their stacks, and a new
+            // thread costs tens of microseconds against the milliseconds of
+            // any CRI call that needs one.
             let rt = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
+                .thread_keep_alive(std::time::Duration::from_secs(1))
                 .build()
             {
                 Ok(rt) => rt,

@@ -138,7 +138,7 @@ async fn churn_leaves_nothing_behind() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let fds_after = fd_count(pid);
     // "Back within 10%": the runtime's extra threads for blocking work
-    // outlive a burst by their keep-alive (10 s in tokio) with their stacks,
+    // outlive a burst by their keep-alive (1 s in capcri's runtime) with their stacks,
     // so RSS is given that long to come back; a leak never does.
     let settle = Instant::now();
     let mut rss_after = rss_kib(pid);

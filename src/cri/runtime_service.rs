@@ -90,6 +90,7 @@ impl RuntimeService for CriRuntimeService {
             .await
             .map_err(to_status)?;
         span.record("pod.id", id.as_str());
+        crate::malloc_tuning::trim_when_idle();
         Ok(Response::new(cri::RunPodSandboxResponse {
             pod_sandbox_id: id,
         }))
@@ -120,6 +121,7 @@ impl RuntimeService for CriRuntimeService {
             .instrument(info_span!("RemovePodSandbox", pod.id = %id))
             .await
             .map_err(to_status)?;
+        crate::malloc_tuning::trim_when_idle();
         Ok(Response::new(cri::RemovePodSandboxResponse {}))
     }
 
@@ -181,6 +183,7 @@ impl RuntimeService for CriRuntimeService {
             .await
             .map_err(to_status)?;
         span.record("container.id", id.as_str());
+        crate::malloc_tuning::trim_when_idle();
         Ok(Response::new(cri::CreateContainerResponse {
             container_id: id,
         }))
@@ -226,6 +229,7 @@ impl RuntimeService for CriRuntimeService {
             .instrument(info_span!("RemoveContainer", container.id = %id))
             .await
             .map_err(to_status)?;
+        crate::malloc_tuning::trim_when_idle();
         Ok(Response::new(cri::RemoveContainerResponse {}))
     }
 
