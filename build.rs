@@ -38,7 +38,8 @@ fn main() {
     // as RELA entries they are a 1.8 MB table the loader reads through at
     // every exec (resident file pages of the daemon and of the monitor
     // template); as RELR they are a few KiB. An older GNU ld ignores the
-    // option with a warning.
+    // option with a warning. The binary then needs glibc >= 2.36 at run
+    // time (Debian 12; not Ubuntu 22.04 or RHEL 9).
     if std::env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux")
         && std::env::var("CARGO_CFG_TARGET_ENV").as_deref() == Ok("gnu")
     {
@@ -57,13 +58,6 @@ fn main() {
         fail(&format!(
             "target {target} is not supported: the trampoline makes raw Linux syscalls for x86_64 and aarch64 only"
         ));
-    }
-    // RELR relocations: a PIE's relative relocations as a bitmap of a few
-    // KiB instead of 1.8 MB of `.rela.dyn`, which the dynamic loader reads
-    // in full at every start (daemon and monitors) and which then stays in
-    // the process's RSS. Needs glibc >= 2.36 at run time.
-    if std::env::var("CARGO_CFG_TARGET_ENV").as_deref() == Ok("gnu") {
-        println!("cargo:rustc-link-arg-bins=-Wl,-z,pack-relative-relocs");
     }
     let out = out_dir.join("capcri-dmz");
     let mut cmd = Command::new(&rustc);
