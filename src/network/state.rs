@@ -4,9 +4,9 @@
 //!
 //! A record is written before the first ADD (phase `adding`, no result) so
 //! a crash in the middle still leaves the config that was used, then again
-//! with the result. Writes are atomic: temp file, fsync, rename, fsync dir.
+//! with the result. Writes are atomic (`store::write_atomic`: temp file,
+//! fsync, rename, fsync dir; the first one without the fsyncs).
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -91,25 +91,21 @@ impl AttachmentStore {
                 std::io::Error::new(std::io::ErrorKind::InvalidData, e),
             )
         })?;
-        let mut tmp = tempfile::NamedTempFile::new_in(&self.dir)
-            .map_err(|e| CniError::io("creating temp file in", &self.dir, e))?;
-        tmp.write_all(&bytes)
-            .and_then(|_| {
-                if durable {
-                    tmp.as_file().sync_all()
-                } else {
-                    Ok(())
-                }
-            })
-            .map_err(|e| {
-                CniError::io("writing CNI attachment record", tmp.path().to_path_buf(), e)
-            })?;
-        tmp.persist(&path)
-            .map_err(|e| CniError::io("renaming CNI attachment record to", &path, e.error))?;
-        if durable {
-            sync_dir(&self.dir)?;
-        }
-        Ok(())
+        let written = if durable {
+            crate::store::write_atomic(&path, &bytes)
+        } else {
+            crate::store::write_replace(&path, &bytes)
+        };
+        written.map_err(|e| match e {
+            crate::store::StoreError::Io { path, source } => {
+                CniError::io("writing CNI attachment record", path, source)
+            }
+            other => CniError::io(
+                "writing CNI attachment record",
+                path.clone(),
+                std::io::Error::other(other.to_string()),
+            ),
+        })
     }
 
     pub fn remove(&self, pod_id: &str) -> Result<(), CniError> {
