@@ -39,7 +39,7 @@ pub use idmap::{idmapped_bind, probe_idmapped_overlay};
 pub(crate) use monitor::SOCKET_NAME as MONITOR_SOCKET;
 pub use monitor::monitor_main;
 pub use namespaces::{
-    create_netns_at, create_pinned_netns, pinned_namespace_path, unpin_namespaces,
+    create_netns_at, pin_namespace, pinned_namespace_path, unpin, unpin_namespaces,
 };
 pub use persist::read_persisted_state;
 pub use protocol::{

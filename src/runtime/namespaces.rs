@@ -28,25 +28,7 @@ pub fn pinned_namespace_path(pod_dir: &Path, kind: NamespaceKind) -> PathBuf {
 /// of the pod. Idempotent: missing or unmounted pins are fine.
 pub fn unpin_namespaces(pod_dir: &Path) -> Result<(), RuntimeError> {
     for kind in NamespaceKind::ALL {
-        let path = pinned_namespace_path(pod_dir, kind);
-        match umount2(&path, MntFlags::MNT_DETACH) {
-            Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
-            Err(e) => {
-                return Err(RuntimeError::io(
-                    format!(
-                        "unmounting pinned {} namespace {}",
-                        kind.proc_name(),
-                        path.display()
-                    ),
-                    e.into(),
-                ));
-            }
-        }
-        match fs::remove_file(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(RuntimeError::io(format!("removing {}", path.display()), e)),
-        }
+        unpin(&pinned_namespace_path(pod_dir, kind))?;
     }
     let ns_dir = pod_dir.join("ns");
     match fs::remove_dir(&ns_dir) {
@@ -56,6 +38,24 @@ pub fn unpin_namespaces(pod_dir: &Path) -> Result<(), RuntimeError> {
             format!("removing {}", ns_dir.display()),
             e,
         )),
+    }
+}
+
+/// Unmount (lazily) and remove one pin; missing or unmounted is fine.
+pub fn unpin(path: &Path) -> Result<(), RuntimeError> {
+    match umount2(path, MntFlags::MNT_DETACH) {
+        Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
+        Err(e) => {
+            return Err(RuntimeError::io(
+                format!("unmounting pinned namespace {}", path.display()),
+                e.into(),
+            ));
+        }
+    }
+    match fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(RuntimeError::io(format!("removing {}", path.display()), e)),
     }
 }
 
@@ -342,7 +342,7 @@ fn pin_from(pid: i32, pod_dir: &Path, kinds: &[NamespaceKind]) -> Result<(), Run
 
 /// Pin the namespace `source` (a `/proc/.../ns/<kind>` link) at `target`,
 /// a new empty file, by a bind mount.
-fn pin_namespace(source: &Path, target: &Path) -> Result<(), RuntimeError> {
+pub fn pin_namespace(source: &Path, target: &Path) -> Result<(), RuntimeError> {
     fs::File::create(target)
         .map_err(|e| RuntimeError::io(format!("creating {}", target.display()), e))?;
     mount(
@@ -364,26 +364,15 @@ fn pin_namespace(source: &Path, target: &Path) -> Result<(), RuntimeError> {
     })
 }
 
-/// Create the pod's network namespace from the daemon, with `lo` up, and
-/// pin it at `pod_dir/ns/net`; the monitor is then started without a new
-/// network namespace of its own.
-///
-/// Why from the daemon: CNI ADD (exec of Go plugins, most of RunPodSandbox)
-/// needs only this namespace, so it can run while the monitor starts
-/// instead of after it. A namespace change is per thread, so a thread made
-/// for this alone unshares, pins and exits: no thread of the daemon's pools
-/// is ever left in the pod's network. Not for pods with their own user
-/// namespace, whose network namespace must be created inside it (the
-/// monitor does that).
-pub fn create_pinned_netns(pod_dir: &Path) -> Result<(), RuntimeError> {
-    let ns_dir = pod_dir.join("ns");
-    fs::create_dir_all(&ns_dir)
-        .map_err(|e| RuntimeError::io(format!("creating {}", ns_dir.display()), e))?;
-    create_netns_at(&pinned_namespace_path(pod_dir, NamespaceKind::Net))
-}
-
 /// A new network namespace with `lo` up, pinned by a bind mount at
-/// `target` (its parent must exist). See [`create_pinned_netns`].
+/// `target` (its parent must exist). The daemon makes the pods' network
+/// namespaces with it (see `sandbox::netns_pool`), so CNI ADD (exec of Go
+/// plugins, most of RunPodSandbox) can run while the monitor starts.
+///
+/// A namespace change is per thread, so a thread made for this alone
+/// unshares, pins and exits: no thread of the daemon's pools is ever left
+/// in the pod's network. Not for pods with their own user namespace, whose
+/// network namespace must be created inside it (the monitor does that).
 pub fn create_netns_at(target: &Path) -> Result<(), RuntimeError> {
     let pinned = std::thread::scope(|scope| {
         scope
@@ -403,8 +392,7 @@ pub fn create_netns_at(target: &Path) -> Result<(), RuntimeError> {
             })
     });
     if pinned.is_err() {
-        let _ = umount2(target, MntFlags::MNT_DETACH);
-        let _ = fs::remove_file(target);
+        let _ = unpin(target);
     }
     pinned
 }

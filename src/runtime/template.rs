@@ -183,37 +183,13 @@ enum Served {
 
 /// Read one request, fork its monitor, answer.
 fn serve_one(control: RawFd, sigfd: RawFd) -> Served {
-    let mut buf = vec![0u8; MAX_REQUEST];
-    let mut cmsg = nix::cmsg_space!([RawFd; 2]);
-    let mut fds: Vec<OwnedFd> = Vec::new();
-    let received = {
-        let mut iov = [IoSliceMut::new(&mut buf)];
-        recvmsg::<()>(
-            control,
-            &mut iov,
-            Some(&mut cmsg),
-            MsgFlags::MSG_CMSG_CLOEXEC | MsgFlags::MSG_DONTWAIT,
-        )
-        .map(|msg| {
-            for c in msg.cmsgs().into_iter().flatten() {
-                if let ControlMessageOwned::ScmRights(raw) = c {
-                    // SAFETY: the kernel just installed these descriptors.
-                    fds.extend(
-                        raw.into_iter()
-                            .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
-                    );
-                }
-            }
-            msg.bytes
-        })
-    };
-    let n = match received {
-        Ok(0) => return Served::ChannelClosed,
-        Ok(n) => n,
+    let (packet, fds) = match recv_packet(control, MAX_REQUEST, MsgFlags::MSG_DONTWAIT) {
+        Ok((packet, _)) if packet.is_empty() => return Served::ChannelClosed,
+        Ok(got) => got,
         Err(nix::errno::Errno::EINTR | nix::errno::Errno::EAGAIN) => return Served::Yes,
         Err(_) => return Served::ChannelClosed,
     };
-    let reply = match (decode_request(&buf[..n]), <[OwnedFd; 2]>::try_from(fds)) {
+    let reply = match (decode_request(&packet), <[OwnedFd; 2]>::try_from(fds)) {
         (Ok(argv), Ok([stdout, stderr])) => fork_one(&argv, stdout, stderr, sigfd),
         (Err(e), _) => Err(e),
         (_, Err(_)) => Err("a request carries exactly 2 descriptors (stdout, stderr)".into()),
@@ -307,6 +283,34 @@ fn send_packet(fd: RawFd, bytes: &[u8], fds: &[RawFd]) -> nix::Result<usize> {
     }
 }
 
+/// One packet (at most `max` bytes; empty = the peer closed) and the
+/// descriptors it carried, close-on-exec (those that fit: a request with
+/// more than 2 is refused for its count).
+fn recv_packet(fd: RawFd, max: usize, flags: MsgFlags) -> nix::Result<(Vec<u8>, Vec<OwnedFd>)> {
+    let mut buf = vec![0u8; max];
+    let mut cmsg = nix::cmsg_space!([RawFd; 2]);
+    let mut iov = [IoSliceMut::new(&mut buf)];
+    let msg = recvmsg::<()>(
+        fd,
+        &mut iov,
+        Some(&mut cmsg),
+        flags | MsgFlags::MSG_CMSG_CLOEXEC,
+    )?;
+    let mut fds = Vec::new();
+    for c in msg.cmsgs().into_iter().flatten() {
+        if let ControlMessageOwned::ScmRights(raw) = c {
+            // SAFETY: the kernel just installed these descriptors.
+            fds.extend(
+                raw.into_iter()
+                    .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+            );
+        }
+    }
+    let n = msg.bytes;
+    buf.truncate(n);
+    Ok((buf, fds))
+}
+
 // ---------------------------------------------------------------------------
 // The daemon's side.
 // ---------------------------------------------------------------------------
@@ -347,73 +351,43 @@ pub(crate) fn fork_monitor(
     let fds = [stdout.as_raw_fd(), stderr.as_raw_fd()];
     // A template that died (killed, or out of memory) is noticed when the
     // request cannot be sent; one fresh template gets the request again.
-    for attempt in 0..2 {
-        if !guard.iter().any(|(p, _)| p == program) {
-            let t = start_template(program)?;
-            guard.push((program.to_path_buf(), t));
+    let mut pos = template_for(&mut guard, program)?;
+    if let Err(e) = send_packet(guard[pos].1.control.as_raw_fd(), &request, &fds) {
+        tracing::warn!(error = %e, "monitor template gone; starting a new one");
+        guard.remove(pos);
+        pos = template_for(&mut guard, program)?;
+        if let Err(e) = send_packet(guard[pos].1.control.as_raw_fd(), &request, &fds) {
+            guard.remove(pos);
+            return Err(RuntimeError::io(
+                "sending a fork request to the monitor template",
+                e.into(),
+            ));
         }
-        let Some(pos) = guard.iter().position(|(p, _)| p == program) else {
-            continue;
-        };
-        let control = guard[pos].1.control.as_raw_fd();
-        match send_packet(control, &request, &fds) {
-            Ok(_) => {}
-            Err(e) if attempt == 0 => {
-                tracing::warn!(error = %e, "monitor template gone; starting a new one");
-                guard.remove(pos);
-                continue;
-            }
-            Err(e) => {
-                guard.remove(pos);
-                return Err(RuntimeError::io(
-                    "sending a fork request to the monitor template",
-                    e.into(),
-                ));
-            }
-        }
-        return match receive_reply(control) {
-            Ok(pidfd) => Ok(pidfd),
-            Err(e) => {
-                // No answer: whatever state it is in, it is not trusted again.
-                if matches!(e, RuntimeError::Io { .. }) {
-                    guard.remove(pos);
-                }
-                Err(e)
-            }
-        };
     }
-    Err(RuntimeError::Protocol(
-        "the monitor template died twice in a row; see the daemon's log".into(),
-    ))
+    let reply = receive_reply(guard[pos].1.control.as_raw_fd());
+    // No answer: whatever state it is in, it is not trusted again.
+    if matches!(reply, Err(RuntimeError::Io { .. })) {
+        guard.remove(pos);
+    }
+    reply
+}
+
+/// The index of `program`'s running template, started if there is none.
+fn template_for(
+    templates: &mut Vec<(PathBuf, Template)>,
+    program: &Path,
+) -> Result<usize, RuntimeError> {
+    if let Some(pos) = templates.iter().position(|(p, _)| p == program) {
+        return Ok(pos);
+    }
+    templates.push((program.to_path_buf(), start_template(program)?));
+    Ok(templates.len() - 1)
 }
 
 fn receive_reply(control: RawFd) -> Result<OwnedFd, RuntimeError> {
-    let mut buf = vec![0u8; 4096];
-    let mut cmsg = nix::cmsg_space!([RawFd; 1]);
-    let mut fds: Vec<OwnedFd> = Vec::new();
-    let n = loop {
-        let mut iov = [IoSliceMut::new(&mut buf)];
-        match recvmsg::<()>(
-            control,
-            &mut iov,
-            Some(&mut cmsg),
-            MsgFlags::MSG_CMSG_CLOEXEC,
-        ) {
-            Ok(msg) => {
-                for c in msg
-                    .cmsgs()
-                    .map_err(|e| RuntimeError::io("monitor template reply", e.into()))?
-                {
-                    if let ControlMessageOwned::ScmRights(raw) = c {
-                        // SAFETY: the kernel just installed these.
-                        fds.extend(
-                            raw.into_iter()
-                                .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
-                        );
-                    }
-                }
-                break msg.bytes;
-            }
+    let (packet, mut fds) = loop {
+        match recv_packet(control, 4096, MsgFlags::empty()) {
+            Ok(got) => break got,
             Err(nix::errno::Errno::EINTR) => continue,
             Err(e) => {
                 return Err(RuntimeError::io(
@@ -423,13 +397,13 @@ fn receive_reply(control: RawFd) -> Result<OwnedFd, RuntimeError> {
             }
         }
     };
-    if n == 0 {
+    if packet.is_empty() {
         return Err(RuntimeError::io(
             "waiting for the monitor template's reply",
             std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "the template exited"),
         ));
     }
-    let text = String::from_utf8_lossy(&buf[..n]);
+    let text = String::from_utf8_lossy(&packet);
     match (text.as_ref(), fds.pop()) {
         ("ok", Some(pidfd)) => Ok(pidfd),
         (other, _) => Err(RuntimeError::Protocol(format!(

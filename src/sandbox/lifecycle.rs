@@ -141,7 +141,7 @@ impl Node {
             std::fs::create_dir_all(&ns_dir).map_err(|e| NodeError::io(&ns_dir, e))?;
             let target = pinned_namespace_path(dir, NamespaceKind::Net);
             if !self.netns_pool.take_into(&target) {
-                crate::node::blocking(|| crate::runtime::create_pinned_netns(dir))?;
+                crate::node::blocking(|| crate::runtime::create_netns_at(&target))?;
             }
             self.netns_pool.fill();
             step.done("netns");
@@ -184,9 +184,8 @@ impl Node {
         let monitor =
             monitor.map_err(|e| NodeError::Internal(format!("monitor start task failed: {e}")))?;
         self.remember_monitor(&pod.id, monitor?);
-        let ips = network?;
+        pod.ips = network?;
         step.done("monitor+network");
-        pod.ips = ips;
         if !pod.host_network() && !netns_first {
             pod.ips = self.attach_network(pod).await?;
         }

@@ -16,10 +16,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use tracing::warn;
 
 use crate::node::lock;
+use crate::runtime::{create_netns_at, pin_namespace, unpin};
 
 /// Namespaces kept ready: enough for the pods a kubelet starts at once on
 /// a small node; each costs some kernel memory and nothing else.
@@ -67,17 +67,9 @@ impl NetnsPool {
         let Some(pin) = lock(&self.inner.ready).pop_front() else {
             return false;
         };
-        let placed = std::fs::File::create(target).is_ok()
-            && mount(
-                Some(pin.as_path()),
-                target,
-                None::<&str>,
-                MsFlags::MS_BIND,
-                None::<&str>,
-            )
-            .is_ok();
+        let placed = pin_namespace(&pin, target).is_ok();
         if !placed {
-            let _ = std::fs::remove_file(target);
+            let _ = unpin(target);
         }
         lock(&self.inner.spent).push(pin);
         placed
@@ -137,7 +129,7 @@ impl Inner {
             }
             let n = self.next.fetch_add(1, Ordering::Relaxed);
             let pin = self.dir.join(format!("net-{n}"));
-            match crate::runtime::create_netns_at(&pin) {
+            match create_netns_at(&pin) {
                 Ok(()) => lock(&self.ready).push_back(pin),
                 Err(e) => {
                     warn!(error = %e, "cannot prepare a network namespace ahead of pods");
@@ -152,10 +144,10 @@ impl Inner {
     }
 }
 
-/// Unmount and remove a pool pin; missing or unmounted is fine.
+/// Unmount and remove a pool pin; a failure leaves a pin the next start
+/// clears.
 fn release(pin: &Path) {
-    let _ = umount2(pin, MntFlags::MNT_DETACH);
-    let _ = std::fs::remove_file(pin);
+    let _ = unpin(pin);
 }
 
 #[cfg(test)]
@@ -211,7 +203,7 @@ mod tests {
             0
         );
         for p in [&a, &b] {
-            umount2(p.as_path(), MntFlags::MNT_DETACH).unwrap();
+            unpin(p).unwrap();
         }
     }
 }
