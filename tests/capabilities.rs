@@ -93,17 +93,7 @@ async fn recommended_policy_promotes_added_caps_to_ambient() {
         // NET_BIND_SERVICE is bit 10.
         let log = log_of(&d, name);
         assert!(log.contains("CapAmb:\t0000000000000400"), "{name}: {log}");
-        let status = d
-            .runtime()
-            .await
-            .container_status(cri::ContainerStatusRequest {
-                container_id: id.clone(),
-                verbose: true,
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        let info: serde_json::Value = serde_json::from_str(&status.info["info"]).unwrap();
+        let info = common::verbose_info(&d, &id).await;
         let decision = &info["capabilityDecision"];
         assert_eq!(decision["allowed"], true);
         assert!(
@@ -323,17 +313,7 @@ async fn exec_path_auto_never_changes_the_outcome_and_forced_dmz_breaks_it() {
             true,
         );
         let id = create(&d, &pod, cfg).await.expect("create");
-        let status = d
-            .runtime()
-            .await
-            .container_status(cri::ContainerStatusRequest {
-                container_id: id.clone(),
-                verbose: true,
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        let info: serde_json::Value = serde_json::from_str(&status.info["info"]).unwrap();
+        let info = common::verbose_info(&d, &id).await;
         let path = info["capabilityDecision"]["exec_path"]
             .as_str()
             .unwrap()

@@ -75,17 +75,7 @@ async fn proc_exe_is_not_writable_from_inside_on_either_exec_path() {
         .await
         .expect("create");
         start(&d, &id).await;
-        let status = d
-            .runtime()
-            .await
-            .container_status(cri::ContainerStatusRequest {
-                container_id: id.clone(),
-                verbose: true,
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        let info: serde_json::Value = serde_json::from_str(&status.info["info"]).unwrap();
+        let info = common::verbose_info(&d, &id).await;
         assert_eq!(
             info["capabilityDecision"]["exec_path"].as_str(),
             Some(want_path),

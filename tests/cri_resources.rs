@@ -77,20 +77,6 @@ async fn exec(d: &TestDaemon, id: &str, cmd: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-async fn remove_pod(d: &TestDaemon, pod: &str) {
-    let mut rt = d.runtime().await;
-    rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
-        pod_sandbox_id: pod.into(),
-    })
-    .await
-    .expect("stop pod");
-    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
-        pod_sandbox_id: pod.into(),
-    })
-    .await
-    .expect("remove pod");
-}
-
 /// critest leaves namespace_options.pid at POD: containers of such a pod
 /// share one PID namespace (pid 1 is the pod init); a CONTAINER-mode
 /// container sees only its own. Removing the pod leaves no process and
@@ -179,7 +165,7 @@ async fn pod_pid_namespace_is_shared_and_logs_outlive_removal() {
     .expect("remove a");
     assert!(log.exists(), "RemoveContainer deleted {}", log.display());
 
-    remove_pod(&d, &pod).await;
+    common::stop_and_remove_pod(&d, &pod).await;
     assert!(log.exists(), "RemovePodSandbox deleted {}", log.display());
     assert!(d.dir.path().join("logs/b/0.log").exists());
     assert_eq!(
@@ -216,7 +202,7 @@ async fn an_oom_killed_container_reports_137_and_oomkilled() {
     .await;
     assert_eq!(status.exit_code, 137);
     assert_eq!(status.reason, "OOMKilled");
-    remove_pod(&d, &pod).await;
+    common::stop_and_remove_pod(&d, &pod).await;
 }
 
 /// Stats RPCs, UpdateContainerResources and ReopenContainerLog on one
@@ -419,7 +405,7 @@ async fn stats_updates_and_log_reopening() {
         .expect_err("reopen of a stopped container");
     assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err}");
 
-    remove_pod(&d, &pod).await;
+    common::stop_and_remove_pod(&d, &pod).await;
     assert_eq!(
         cgroups_left(&d.cgroup_parent),
         Vec::<std::path::PathBuf>::new()

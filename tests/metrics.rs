@@ -217,17 +217,7 @@ async fn scrape_counts_cri_calls_decisions_containers_pulls_and_reloads() {
         .await
         .expect_err("unknown container");
     assert_eq!(unknown.code(), tonic::Code::NotFound);
-    let status = d
-        .runtime()
-        .await
-        .container_status(cri::ContainerStatusRequest {
-            container_id: web.clone(),
-            verbose: true,
-        })
-        .await
-        .expect("status of web")
-        .into_inner();
-    let info: serde_json::Value = serde_json::from_str(&status.info["info"]).unwrap();
+    let info = common::verbose_info(&d, &web).await;
     let exec_path = info["capabilityDecision"]["exec_path"]
         .as_str()
         .expect("the decision's exec path")

@@ -203,20 +203,6 @@ async fn exec_sync(d: &TestDaemon, id: &str, cmd: &[&str]) -> cri::ExecSyncRespo
         .into_inner()
 }
 
-async fn remove_pod(d: &TestDaemon, pod: &str) {
-    let mut rt = d.runtime().await;
-    rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
-        pod_sandbox_id: pod.into(),
-    })
-    .await
-    .expect("stop pod");
-    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
-        pod_sandbox_id: pod.into(),
-    })
-    .await
-    .expect("remove pod");
-}
-
 fn with_seccomp(
     mut cfg: cri::ContainerConfig,
     profile: cri::SecurityProfile,
@@ -276,7 +262,7 @@ async fn exec_keeps_the_containers_seccomp_filter() {
     );
     let out = exec_sync(&d, &id, &["grep", "Seccomp:", "/proc/self/status"]).await;
     assert!(String::from_utf8_lossy(&out.stdout).contains("Seccomp:\t2"));
-    remove_pod(&d, &pod).await;
+    common::stop_and_remove_pod(&d, &pod).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -424,7 +410,7 @@ async fn exec_and_port_forward_through_the_streaming_server() {
         .await
         .expect_err("exec into a missing container");
     assert_eq!(missing.code(), tonic::Code::NotFound, "{missing}");
-    remove_pod(&d, &pod).await;
+    common::stop_and_remove_pod(&d, &pod).await;
 }
 
 /// critest "should support attach": a container started with stdin and
@@ -474,7 +460,7 @@ async fn attach_drives_a_containers_stdin_and_reads_its_output() {
     })
     .await;
     assert_eq!(status.exit_code, 0);
-    remove_pod(&d, &pod).await;
+    common::stop_and_remove_pod(&d, &pod).await;
 }
 
 /// `kubectl run -it`: a container created with `tty` and `stdin` runs on a
@@ -554,5 +540,5 @@ async fn tty_container_is_attached_typed_into_and_resized() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err}");
-    remove_pod(&d, &pod).await;
+    common::stop_and_remove_pod(&d, &pod).await;
 }

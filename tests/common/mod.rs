@@ -453,6 +453,22 @@ pub async fn container_state(d: &TestDaemon, id: &str) -> cri::ContainerStatus {
         .expect("status present")
 }
 
+/// The verbose ContainerStatus's `info["info"]`, parsed: the pid, the
+/// capability decision and the rest of what `crictl inspect` shows.
+pub async fn verbose_info(d: &TestDaemon, id: &str) -> serde_json::Value {
+    let status = d
+        .runtime()
+        .await
+        .container_status(cri::ContainerStatusRequest {
+            container_id: id.into(),
+            verbose: true,
+        })
+        .await
+        .expect("verbose container status")
+        .into_inner();
+    serde_json::from_str(&status.info["info"]).expect("verbose info is JSON")
+}
+
 /// A pod named `name` logging under `<dir>/logs`.
 pub async fn run_pod(d: &TestDaemon, name: &str) -> String {
     d.runtime()
