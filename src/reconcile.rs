@@ -24,7 +24,8 @@ pub struct ReconcileReport {
     pub orphan_pods: usize,
     /// Containers a monitor holds that have no container record.
     pub orphan_monitor_containers: usize,
-    /// Bundle, writable-layer and libcontainer state dirs without a record.
+    /// libcontainer state dirs without a record (bundles and writable
+    /// layers without one go to the trash when the node opens).
     pub orphan_container_dirs: usize,
     /// cgroup directories of unknown pods or containers.
     pub orphan_cgroups: usize,
@@ -111,25 +112,21 @@ impl Node {
             }
         }
 
-        for dir in [
-            self.config.bundles_dir(),
-            self.config.writable_layers_dir(),
-            self.config.runtime_root(),
-        ] {
-            for id in entry_names(&dir) {
-                if container_ids.contains(&id) {
-                    continue;
-                }
-                let path = dir.join(&id);
-                warn!(path = %path.display(), "removing a container directory without a record");
-                if let Err(e) = crate::image::rootfs::unmount(&path.join("rootfs")) {
-                    warn!(path = %path.display(), error = %e, "unmounting an orphan rootfs failed");
-                }
-                if let Err(e) = std::fs::remove_dir_all(&path) {
-                    warn!(path = %path.display(), error = %e, "removing an orphan container directory failed");
-                }
-                report.orphan_container_dirs += 1;
+        // Bundles and writable layers without a record were already moved
+        // to the trash by `Node::open` (`Trash::sweep_orphans`), whose
+        // deletion unmounts, detaches idmapped binds and deletes off the
+        // start path; what is left here is libcontainer's state.
+        let runtime_root = self.config.runtime_root();
+        for id in entry_names(&runtime_root) {
+            if container_ids.contains(&id) {
+                continue;
             }
+            let path = runtime_root.join(&id);
+            warn!(path = %path.display(), "removing a container directory without a record");
+            if let Err(e) = std::fs::remove_dir_all(&path) {
+                warn!(path = %path.display(), error = %e, "removing an orphan container directory failed");
+            }
+            report.orphan_container_dirs += 1;
         }
 
         let parent = self.config.cgroup_parent.clone();
