@@ -195,3 +195,36 @@ async fn hostile_requests_are_refused_cleanly() {
         .expect("still serving");
     assert!(common::mounts_under(d.dir.path()).is_empty());
 }
+
+/// The crafted-image kit of `tests/common/crafted.rs` works end to end: an
+/// image pushed byte by byte by a test is pulled and run through the CRI.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crafted_image_is_pulled_and_run() {
+    use common::crafted::{CraftedImage, Entry, busybox_layers, tar_layer};
+    let registry = require_privileged!();
+    let mut layers = busybox_layers(&registry);
+    layers.push(tar_layer(&[
+        Entry::dir("opt/", 0o755),
+        Entry::file("opt/hello", 0o644, b"crafted\n"),
+    ]));
+    let image = CraftedImage {
+        layers,
+        config: serde_json::json!({ "Cmd": ["cat", "/opt/hello"] }),
+    }
+    .push(&registry, "cri-lab/crafted-smoke", "latest");
+    let d = TestDaemon::start(&[]);
+    pull(&d, &image).await;
+    let pod = common::run_pod(&d, "crafted").await;
+    let id = common::create(&d, &pod, container_config("c", &image, &[]))
+        .await
+        .expect("create");
+    common::start(&d, &id).await;
+    let status = common::wait_exited(&d, &id).await;
+    assert_eq!(status.exit_code, 0);
+    assert!(
+        common::log_of(&d, "c").contains("crafted"),
+        "log: {}",
+        common::log_of(&d, "c")
+    );
+    common::stop_and_remove_pod(&d, &pod).await;
+}

@@ -2,6 +2,8 @@
 //! the CRI with a `k8s-cri` client, and leftover checks.
 #![allow(dead_code)]
 
+pub mod crafted;
+
 use hyper_util::rt::TokioIo;
 use k8s_cri::v1::image_service_client::ImageServiceClient;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
