@@ -24,7 +24,6 @@ node_image=capcri-kind-node:e2e
 reg_name=kind-registry
 reg_port=${E2E_REGISTRY_PORT:-5001}
 timeout=${E2E_TIMEOUT:-180}
-testimages=${CAPCRI_TESTIMAGES:-$repo/../shared/testimages}
 
 for tool in docker kind kubectl helm python3; do
     command -v "$tool" >/dev/null || {
@@ -50,7 +49,7 @@ echo "== local registry $reg_name (127.0.0.1:$reg_port), test images and the cha
 if [ "$(docker inspect -f '{{.State.Running}}' "$reg_name" 2>/dev/null || true)" != true ]; then
     docker run -d --restart=always -p "127.0.0.1:$reg_port:5000" --name "$reg_name" registry:2
 fi
-"$testimages/build.py" --out "$work/testimages-oci" --push "127.0.0.1:$reg_port"
+"$repo/tests/images/build.py" --out "$work/testimages-oci" --push "127.0.0.1:$reg_port"
 docker build -f "$repo/contrib/image/Dockerfile" -t "127.0.0.1:$reg_port/capcri:e2e" "$repo"
 docker push "127.0.0.1:$reg_port/capcri:e2e"
 

@@ -6,7 +6,8 @@
 #   sudo hack/bench.sh [capcri bench flags...]     e.g. --quick, --json out.json
 #
 # The registry: CAPCRI_TEST_REGISTRY (default 127.0.0.1:5000) must already
-# serve ../shared/testimages (hack/test.sh or shared/testimages/start-registry.sh).
+# serve the test images of tests/images (hack/test.sh starts one; by hand see
+# tests/images/README.md).
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -26,7 +27,7 @@ fi
 registry=${CAPCRI_TEST_REGISTRY:-127.0.0.1:5000}
 if ! curl -fsS "http://$registry/v2/" >/dev/null 2>&1; then
     echo "hack/bench.sh: no registry answers on $registry; start one with the test images" >&2
-    echo "  (shared/testimages/start-registry.sh DIR PORT && shared/testimages/build.py --out DIR --push 127.0.0.1:PORT)" >&2
+    echo "  (tests/images/registry.sh start DIR PORT && tests/images/build.py --out OCI_DIR --push 127.0.0.1:PORT)" >&2
     exit 2
 fi
 

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Runs capcri's whole test suite on a Debian 12 machine, as root:
-# installs what it needs (idempotently), starts a local registry with the
-# test images of ../shared/testimages, runs the checks and the tests, and
-# stops the registry again.
+# installs what it needs (idempotently), builds the test images
+# (tests/images/build.py) and serves them from a local registry
+# (tests/images/registry.sh), runs the checks and the tests, and stops the
+# registry again.
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
-testimages=${CAPCRI_TESTIMAGES:-$repo/../shared/testimages}
+images=$repo/tests/images
 port=${CAPCRI_TEST_REGISTRY_PORT:-5055}
 regdir=${CAPCRI_TEST_REGISTRY_DIR:-/var/tmp/capcri-test-registry}
 ocidir=${CAPCRI_TEST_OCI_DIR:-/var/tmp/capcri-test-oci}
@@ -19,9 +20,11 @@ fi
 packages=(
     # build
     gcc g++ libc6-dev pkg-config libseccomp-dev protobuf-compiler
-    # the test images and their registry (../shared/testimages/README.md)
-    python3 busybox-static procps util-linux libcap2-bin libssl3 libpcre2-8-0 zlib1g libcrypt1
-    docker-registry skopeo umoci
+    # the test images (tests/images/README.md: build.py's HOST_PACKAGES; it
+    # fetches busybox, busybox-static and nginx itself with apt-get download),
+    # their registry, and umoci for the runtime tests that unpack the layout
+    python3 procps util-linux libcap2-bin libssl3 libpcre2-8-0 zlib1g libcrypt1
+    docker-registry umoci
     # tests (the bench gives capcri a CNI bridge: bench_smoke needs the plugins)
     iproute2 curl containernetworking-plugins
     # the Helm chart's checks (hack/chart-check.sh), the e2e lint
@@ -37,15 +40,23 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt-get update -q
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
+# build.py fetches busybox, busybox-static and nginx with apt-get download,
+# which needs apt's package lists (absent on a fresh image with clean lists).
+for p in busybox busybox-static nginx; do
+    apt-cache policy "$p" | grep -q 'Candidate: [0-9]' || { apt-get update -q && break; }
+done
 # Debian's docker-registry package starts its own service on :5000 where
 # systemd runs; ours listens on $port only, so both can coexist.
 
 cleanup() {
-    "$testimages/stop-registry.sh" "$regdir" >/dev/null 2>&1 || true
+    "$images/registry.sh" stop "$regdir" >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
-"$testimages/start-registry.sh" "$regdir" "$port"
-"$testimages/build.py" --out "$ocidir" --push "127.0.0.1:$port"
+"$images/registry.sh" start "$regdir" "$port"
+"$images/build.py" --out "$ocidir" --push "127.0.0.1:$port"
+# What critest expects of the images capcri's tests do not run (nginx, httpd,
+# nonewprivs, pause, the benchmark busyboxes), in private namespaces.
+"$images/verify.sh" "$ocidir"
 
 cd "$repo"
 cargo fmt --check

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use capcri::runtime::{ExecSpec, NamespaceKind, pinned_namespace_path, unpin_namespaces};
 
-/// The OCI layout of ../shared/testimages; hack/test.sh sets it.
+/// The OCI layout `tests/images/build.py --out` wrote; hack/test.sh sets it.
 pub fn oci_layout() -> String {
     std::env::var("CAPCRI_TEST_OCI_LAYOUT").unwrap_or_else(|_| "/var/tmp/testimages-oci".into())
 }
@@ -140,7 +140,7 @@ pub fn write_config(bundle: &Path, pod_dir: &Path, cgroups_path: &str, args: &[&
 /// A config.json with explicit capability sets (bounding, effective and
 /// permitted all `caps`, nothing inheritable or ambient, as CRI runtimes
 /// do) and `noNewPrivileges` (None leaves the field out: an explicit false
-/// plus seccomp breaks libcontainer, see DESIGN.md).
+/// plus seccomp breaks libcontainer, see docs/DESIGN.md).
 pub fn write_config_with(
     bundle: &Path,
     pod_dir: &Path,
