@@ -9,6 +9,7 @@
 mod digest;
 mod error;
 mod fsutil;
+mod layerfs;
 mod reference;
 mod registry;
 pub mod rootfs;
