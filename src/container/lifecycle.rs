@@ -204,10 +204,17 @@ impl Node {
         crash_point("container.create.after-rootfs");
         step.done("overlay");
 
-        let passwd = read_in_root(&rootfs, "/etc/passwd")
-            .map_err(|e| NodeError::io(&rootfs.join("etc/passwd"), e))?;
-        let group = read_in_root(&rootfs, "/etc/group")
-            .map_err(|e| NodeError::io(&rootfs.join("etc/group"), e))?;
+        // The image's files, not the caller's: a bad one is a precondition
+        // failure naming the file and the image.
+        let image_file = |e: super::rootfs_read::RootfsReadError| {
+            NodeError::FailedPrecondition(format!(
+                "container {:?} (image {}): {e}",
+                record.name(),
+                record.image_ref
+            ))
+        };
+        let passwd = read_in_root(&rootfs, "/etc/passwd").map_err(image_file)?;
+        let group = read_in_root(&rootfs, "/etc/group").map_err(image_file)?;
         let users = ImageUserDb {
             passwd: passwd.as_deref(),
             group: group.as_deref(),
