@@ -404,7 +404,13 @@ impl LayerUnpacker {
                         .map_err(|e| ImageError::io("chmod", &path, e.into()))?;
                     fd
                 }
-                Err(Errno::ELOOP) => {
+                // O_NOFOLLOW|O_DIRECTORY on a symlink: ELOOP or ENOTDIR.
+                Err(Errno::ELOOP | Errno::ENOTDIR)
+                    if layerfs::stat_at(cur.as_fd(), name)
+                        .ok()
+                        .flatten()
+                        .is_some_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFLNK) =>
+                {
                     return Err(self.hostile(
                         raw,
                         format!(
@@ -413,7 +419,7 @@ impl LayerUnpacker {
                         ),
                     ));
                 }
-                Err(Errno::ENOTDIR) => {
+                Err(Errno::ENOTDIR | Errno::ELOOP) => {
                     return Err(self.hostile(
                         raw,
                         format!(
@@ -667,7 +673,7 @@ impl LayerUnpacker {
                 // no symlink allowed.
                 let src_parent_rel = link_rel.parent().unwrap_or(Path::new(""));
                 let src_parent = layerfs::open_dir_beneath(root.fd.as_fd(), src_parent_rel)
-                    .map_err(|_| self.hostile(raw, format!("is a hard link to {link_raw:?}, whose path is not a directory of this layer")))?;
+                    .map_err(|_| self.hostile(raw, format!("is a hard link to {link_raw:?}, whose path is not a directory of this layer (a symlink or a file on the way)")))?;
                 match layerfs::stat_at(src_parent.as_fd(), src_name) {
                     Ok(Some(st)) if layerfs::is_dir(&st) => {
                         return Err(self.hostile(
