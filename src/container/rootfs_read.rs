@@ -7,8 +7,8 @@
 
 use std::ffi::CString;
 use std::io::Read;
-use std::os::unix::fs::OpenOptionsExt;
 use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 /// At most this much is read: user databases are small, and a huge file
@@ -117,10 +117,7 @@ pub fn read_in_root(root: &Path, path: &str) -> Result<Option<String>, RootfsRea
     if meta.len() > MAX_BYTES {
         return Err(too_large(meta.len()));
     }
-    let reopen = format!(
-        "/proc/self/fd/{}",
-        std::os::fd::AsRawFd::as_raw_fd(&handle)
-    );
+    let reopen = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&handle));
     let file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
@@ -174,21 +171,44 @@ mod tests {
         );
         assert!(matches!(escaped, Ok(None)), "{escaped:?}");
         // Not regular: refused without opening (a FIFO open would block).
-        nix::unistd::mkfifo(&root.path().join("etc/fifo"), nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+        nix::unistd::mkfifo(
+            &root.path().join("etc/fifo"),
+            nix::sys::stat::Mode::from_bits_truncate(0o644),
+        )
+        .unwrap();
         std::os::unix::fs::symlink("/etc/fifo", root.path().join("etc/to-fifo")).unwrap();
         std::fs::create_dir(root.path().join("etc/dir")).unwrap();
-        for (p, kind) in [("/etc/fifo", "FIFO"), ("/etc/to-fifo", "FIFO"), ("/etc/dir", "directory")] {
+        for (p, kind) in [
+            ("/etc/fifo", "FIFO"),
+            ("/etc/to-fifo", "FIFO"),
+            ("/etc/dir", "directory"),
+        ] {
             let t = std::time::Instant::now();
             let err = read_in_root(root.path(), p).unwrap_err().to_string();
             assert!(t.elapsed() < std::time::Duration::from_secs(1));
-            assert!(err.contains(p) && err.contains(kind) && err.contains("not a regular file"), "{err}");
+            assert!(
+                err.contains(p) && err.contains(kind) && err.contains("not a regular file"),
+                "{err}"
+            );
         }
         // Too large: refused, not truncated (a cut line would change who a user is).
-        std::fs::write(root.path().join("etc/big"), vec![b'x'; MAX_BYTES as usize + 1]).unwrap();
-        let err = read_in_root(root.path(), "/etc/big").unwrap_err().to_string();
+        std::fs::write(
+            root.path().join("etc/big"),
+            vec![b'x'; MAX_BYTES as usize + 1],
+        )
+        .unwrap();
+        let err = read_in_root(root.path(), "/etc/big")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("larger than 1048576 bytes"), "{err}");
         std::fs::write(root.path().join("etc/max"), vec![b'x'; MAX_BYTES as usize]).unwrap();
-        assert_eq!(read_in_root(root.path(), "/etc/max").unwrap().unwrap().len(), MAX_BYTES as usize);
+        assert_eq!(
+            read_in_root(root.path(), "/etc/max")
+                .unwrap()
+                .unwrap()
+                .len(),
+            MAX_BYTES as usize
+        );
         assert_eq!(read_in_root(root.path(), "/etc/missing").unwrap(), None);
     }
 }
