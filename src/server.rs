@@ -86,7 +86,7 @@ fn bind_socket(socket: &Path, gid: u32) -> anyhow::Result<UnixListener> {
 }
 
 /// The directories capcri keeps, each with its mode and why.
-fn node_directories(config: &Config) -> Vec<(std::path::PathBuf, u32)> {
+fn node_directories(config: &Config) -> Vec<(std::path::PathBuf, u32, bool)> {
     use crate::store::perms::{PRIVATE_DIR, TRAVERSE_DIR};
     // Socket group members must reach the sockets through their directory.
     let socket_dir_mode = if config.socket_gid != 0 {
@@ -97,26 +97,28 @@ fn node_directories(config: &Config) -> Vec<(std::path::PathBuf, u32)> {
     let mut dirs = vec![
         // Traversed (never listed) by a user-namespaced container's init on
         // its way to its bundle's rootfs and its pod's hosts/resolv.conf.
-        (config.state_dir.clone(), TRAVERSE_DIR),
-        (config.pods_dir(), TRAVERSE_DIR),
-        (config.bundles_dir(), TRAVERSE_DIR),
+        (config.state_dir.clone(), TRAVERSE_DIR, true),
+        (config.pods_dir(), TRAVERSE_DIR, true),
+        (config.bundles_dir(), TRAVERSE_DIR, true),
         // libcontainer's container state (pid, annotations): root only.
         // Its notify socket is bound by the monitor, not by the init.
-        (config.runtime_root(), PRIVATE_DIR),
+        (config.runtime_root(), PRIVATE_DIR, true),
         // Layers and writable layers hold the images' setuid-root binaries:
         // a 0700 parent keeps local users from running them
         // (CVE-2021-41091). Only root (the overlay's mounter) goes in.
-        (config.data_dir.clone(), PRIVATE_DIR),
-        (config.images_dir(), PRIVATE_DIR),
-        (config.meta_dir(), PRIVATE_DIR),
-        (config.writable_layers_dir(), PRIVATE_DIR),
-        (config.cni_state_dir(), PRIVATE_DIR),
+        (config.data_dir.clone(), PRIVATE_DIR, true),
+        (config.images_dir(), PRIVATE_DIR, true),
+        (config.meta_dir(), PRIVATE_DIR, true),
+        (config.writable_layers_dir(), PRIVATE_DIR, true),
+        (config.cni_state_dir(), PRIVATE_DIR, true),
     ];
     for socket in [&config.socket, &config.admin_socket] {
         if let Some(parent) = socket.parent()
-            && !dirs.iter().any(|(d, _)| d == parent)
+            && !dirs.iter().any(|(d, _, _)| d == parent)
         {
-            dirs.push((parent.to_path_buf(), socket_dir_mode));
+            // Possibly shared (--socket /run/capcri.sock): made if missing,
+            // never changed.
+            dirs.push((parent.to_path_buf(), socket_dir_mode, false));
         }
     }
     dirs
@@ -127,8 +129,8 @@ fn node_directories(config: &Config) -> Vec<(std::path::PathBuf, u32)> {
 /// exists yet (issue 13: `/run/capcri` was never created).
 fn prepare_directories(config: &Config) -> anyhow::Result<()> {
     use crate::store::perms::{DirChange, ensure_dir};
-    for (dir, mode) in node_directories(config) {
-        let changes = ensure_dir(&dir, mode)
+    for (dir, mode, own) in node_directories(config) {
+        let changes = ensure_dir(&dir, mode, own)
             .with_context(|| format!("cannot create or set the mode of {}", dir.display()))?;
         for change in changes {
             match change {

@@ -39,8 +39,11 @@ pub enum DirChange {
 /// Makes `path` a directory of exactly `mode` (creating it and any missing
 /// parent; parents get [`TRAVERSE_DIR`], since something else may live
 /// next to capcri's directory). Modes are set with chmod after mkdir, so
-/// the umask does not shape them. Returns what was created or changed.
-pub fn ensure_dir(path: &Path, mode: u32) -> io::Result<Vec<DirChange>> {
+/// the umask does not shape them. An existing `path` is set to `mode` only
+/// when `own` (capcri's own directory); a directory that may be shared
+/// (the parent of a configured socket, e.g. /run) is never changed.
+/// Returns what was created or changed.
+pub fn ensure_dir(path: &Path, mode: u32, own: bool) -> io::Result<Vec<DirChange>> {
     let mut missing = Vec::new();
     let mut cur = path;
     loop {
@@ -79,7 +82,7 @@ pub fn ensure_dir(path: &Path, mode: u32) -> io::Result<Vec<DirChange>> {
         });
     }
     let have = std::fs::metadata(path)?.permissions().mode() & 0o7777;
-    if have != mode && !missing.iter().any(|d| d == path) {
+    if own && have != mode && !missing.iter().any(|d| d == path) {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
         changes.push(DirChange::Changed {
             path: path.to_path_buf(),
@@ -104,7 +107,7 @@ mod tests {
         let target = tmp.path().join("a/b/state");
         // SAFETY: umask has no failure mode; a loose one must not matter.
         let old = unsafe { libc::umask(0o000) };
-        let changes = ensure_dir(&target, PRIVATE_DIR).unwrap();
+        let changes = ensure_dir(&target, PRIVATE_DIR, true).unwrap();
         unsafe { libc::umask(old) };
         assert_eq!(mode(&target), 0o700);
         assert_eq!(mode(&tmp.path().join("a")), 0o711);
@@ -112,7 +115,7 @@ mod tests {
         assert_eq!(changes.len(), 3, "{changes:?}");
         // Existing and loose: tightened, and reported.
         std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let changes = ensure_dir(&target, PRIVATE_DIR).unwrap();
+        let changes = ensure_dir(&target, PRIVATE_DIR, true).unwrap();
         assert_eq!(
             changes,
             vec![DirChange::Changed {
@@ -122,8 +125,13 @@ mod tests {
             }]
         );
         assert_eq!(mode(&target), 0o700);
-        assert!(ensure_dir(&target, PRIVATE_DIR).unwrap().is_empty());
+        assert!(ensure_dir(&target, PRIVATE_DIR, true).unwrap().is_empty());
         std::fs::write(tmp.path().join("file"), b"").unwrap();
-        assert!(ensure_dir(&tmp.path().join("file"), PRIVATE_DIR).is_err());
+        assert!(ensure_dir(&tmp.path().join("file"), PRIVATE_DIR, true).is_err());
+        // A shared directory (a socket's parent) is created if missing,
+        // never changed if it exists.
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert!(ensure_dir(&target, PRIVATE_DIR, false).unwrap().is_empty());
+        assert_eq!(mode(&target), 0o755);
     }
 }
