@@ -763,19 +763,6 @@ pub(crate) fn parse_signal(s: &str) -> Option<i32> {
         .map(|s| s as i32)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn signals_parse_like_docker() {
-        assert_eq!(parse_signal("SIGQUIT"), Some(libc::SIGQUIT));
-        assert_eq!(parse_signal("quit"), Some(libc::SIGQUIT));
-        assert_eq!(parse_signal("9"), Some(9));
-        assert_eq!(parse_signal("SIGNOPE"), None);
-    }
-}
-
 /// Modes of a container's own directories under the daemon's umask 077.
 /// The upper dir is the root of the container's overlay, so its mode is
 /// the container's `/`: 0755, as every image expects. The bundle holds the
@@ -802,5 +789,18 @@ fn set_container_dir_modes(
             chmod(bundle, 0o710)
         }
         None => chmod(bundle, 0o700),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signals_parse_like_docker() {
+        assert_eq!(parse_signal("SIGQUIT"), Some(libc::SIGQUIT));
+        assert_eq!(parse_signal("quit"), Some(libc::SIGQUIT));
+        assert_eq!(parse_signal("9"), Some(9));
+        assert_eq!(parse_signal("SIGNOPE"), None);
     }
 }

@@ -1140,7 +1140,10 @@ mod tests {
     /// Mode, owner, mtime, link count and xattr names of everything under
     /// `dir` (the dir itself included), so a test can prove a host tree
     /// was not touched at all, not only that nothing appeared in it.
-    fn snapshot(dir: &Path) -> Vec<(String, u32, u32, u32, i64, u64, Vec<String>)> {
+    /// Path, mode, uid, gid, mtime, link count, xattr names.
+    type Snapshot = Vec<(String, u32, u32, u32, i64, u64, Vec<String>)>;
+
+    fn snapshot(dir: &Path) -> Snapshot {
         let mut out = Vec::new();
         let mut stack = vec![dir.to_path_buf()];
         while let Some(p) = stack.pop() {
@@ -1308,7 +1311,8 @@ mod tests {
                     ..e("x", tar::EntryType::Symlink)
                 });
         };
-        let cases: Vec<(&str, Box<dyn Fn(&mut TarBuilder)>)> = vec![
+        type AddEntry = Box<dyn Fn(&mut TarBuilder)>;
+        let cases: Vec<(&str, AddEntry)> = vec![
             (
                 "x/victim/f",
                 Box::new(|t: &mut TarBuilder| {
