@@ -25,15 +25,16 @@ def write(target, name, data):
         f.write(data)
 
 
-def tar_bytes(entries):
-    """entries: (name, type, data, linkname, pax) tuples."""
+def tar_bytes(entries, mode=None, mtime=1700000000):
+    """entries: (name, type, data, linkname, pax) tuples; `mode` overrides
+    every entry's mode (0o777 for the swap seeds)."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as t:
         for name, kind, data, link, pax in entries:
             ti = tarfile.TarInfo(name)
             ti.type = kind
-            ti.mode = 0o755 if kind == tarfile.DIRTYPE else 0o644
-            ti.mtime = 1700000000
+            ti.mode = mode if mode is not None else (0o755 if kind == tarfile.DIRTYPE else 0o644)
+            ti.mtime = mtime
             ti.linkname = link or ""
             ti.pax_headers = pax or {}
             ti.size = len(data) if kind == tarfile.REGTYPE else 0
@@ -67,6 +68,26 @@ def layer_seeds():
         ("up/keep", tarfile.REGTYPE, b"pwned", None, None)]))
     write("layer_unpack", "hardlink-out", b"\x00" + tar_bytes([
         ("out", tarfile.LNKTYPE, b"", "../../canary/keep", None)]))
+    # Issue 12 item 1: a parent swapped for a symlink after its children.
+    # The harness's canary/sub must keep its mode (0750) and mtime.
+    swap = [
+        ("x/", tarfile.DIRTYPE, b"", None, None),
+        ("x/sub/", tarfile.DIRTYPE, b"", None, None),
+        ("real", tarfile.REGTYPE, b"r", None, None),
+        ("x", tarfile.SYMTYPE, b"", "../../canary", None),
+    ]
+    write("layer_unpack", "swap-deferred-mode", b"\x00" + tar_bytes(swap, mode=0o777, mtime=0))
+    for name, extra in [
+        ("swap-file", ("x/sub/f", tarfile.REGTYPE, b"pwned", None, None)),
+        ("swap-dir-xattr", ("x/sub/", tarfile.DIRTYPE, b"", None,
+                            {"SCHILY.xattr.user.pwned": "1"})),
+        ("swap-hardlink-dest", ("x/sub/hl", tarfile.LNKTYPE, b"", "real", None)),
+        ("swap-hardlink-src", ("stolen", tarfile.LNKTYPE, b"", "x/keep", None)),
+        ("swap-whiteout", ("x/.wh.keep", tarfile.REGTYPE, b"", None, None)),
+        ("swap-opaque", ("x/sub/.wh..wh..opq", tarfile.REGTYPE, b"", None, None)),
+        ("swap-fifo", ("x/sub/p", tarfile.FIFOTYPE, b"", None, None)),
+    ]:
+        write("layer_unpack", name, b"\x00" + tar_bytes(swap + [extra], mode=0o777, mtime=0))
     write("layer_unpack", "overlay-xattr", b"\x00" + tar_bytes([
         ("d/", tarfile.DIRTYPE, b"", None,
          {"SCHILY.xattr.trusted.overlay.redirect": "/etc"})]))

@@ -45,6 +45,10 @@ pub struct Config {
     /// Upper bound on the uncompressed size of one image layer: a gzip bomb
     /// fails the pull instead of filling the disk.
     pub max_layer_bytes: u64,
+    /// Upper bound on the compressed size of one layer blob as downloaded:
+    /// a descriptor declaring more is refused before any byte is fetched,
+    /// and a body longer than its descriptor is cut off.
+    pub max_compressed_layer_bytes: u64,
     /// Upper bound on the xattr bytes (names + values) of one layer entry:
     /// a layer with more is refused, naming the entry.
     pub max_entry_xattr_bytes: u64,
@@ -83,6 +87,7 @@ impl Default for Config {
             log_level: "info".into(),
             cgroup_parent: "/capcri".into(),
             max_layer_bytes: 8 << 30,
+            max_compressed_layer_bytes: crate::image::DEFAULT_MAX_COMPRESSED_LAYER_BYTES,
             max_entry_xattr_bytes: crate::image::unpack::DEFAULT_MAX_ENTRY_XATTR_BYTES,
             registries: RegistriesConfig::default(),
             policy_dir: crate::policy::DEFAULT_POLICY_DIR.into(),

@@ -93,6 +93,7 @@ impl Node {
             root: config.images_dir(),
             registries: config.registries.clone(),
             max_layer_bytes: config.max_layer_bytes,
+            max_compressed_layer_bytes: config.max_compressed_layer_bytes,
             max_entry_xattr_bytes: config.max_entry_xattr_bytes,
         })?;
         let policies = PolicyStore::open(&config.policy_dir).map_err(|errors| {

@@ -12,7 +12,7 @@ use k8s_cri::v1::image_service_server::ImageServiceServer;
 use k8s_cri::v1::runtime_service_server::RuntimeServiceServer;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::sync::Arc;
 use tokio::net::UnixListener;
@@ -48,6 +48,7 @@ fn lock_socket(socket: &Path) -> anyhow::Result<SocketLock> {
         .truncate(false)
         .read(true)
         .write(true)
+        .mode(0o600)
         .open(&lock_path)
         .with_context(|| format!("cannot open lock file {}", lock_path.display()))?;
     // SAFETY: flock on an fd we own.
@@ -84,8 +85,78 @@ fn bind_socket(socket: &Path, gid: u32) -> anyhow::Result<UnixListener> {
     Ok(listener)
 }
 
+/// The directories capcri keeps, each with its mode and why.
+fn node_directories(config: &Config) -> Vec<(std::path::PathBuf, u32, bool)> {
+    use crate::store::perms::{PRIVATE_DIR, TRAVERSE_DIR};
+    // Socket group members must reach the sockets through their directory.
+    let socket_dir_mode = if config.socket_gid != 0 {
+        TRAVERSE_DIR
+    } else {
+        PRIVATE_DIR
+    };
+    let mut dirs = vec![
+        // Traversed (never listed) by a user-namespaced container's init on
+        // its way to its bundle's rootfs and its pod's hosts/resolv.conf.
+        (config.state_dir.clone(), TRAVERSE_DIR, true),
+        (config.pods_dir(), TRAVERSE_DIR, true),
+        (config.bundles_dir(), TRAVERSE_DIR, true),
+        // libcontainer's container state (pid, annotations): root only.
+        // Its notify socket is bound by the monitor, not by the init.
+        (config.runtime_root(), PRIVATE_DIR, true),
+        // Layers and writable layers hold the images' setuid-root binaries:
+        // a 0700 parent keeps local users from running them
+        // (CVE-2021-41091). Only root (the overlay's mounter) goes in.
+        (config.data_dir.clone(), PRIVATE_DIR, true),
+        (config.images_dir(), PRIVATE_DIR, true),
+        (config.meta_dir(), PRIVATE_DIR, true),
+        (config.writable_layers_dir(), PRIVATE_DIR, true),
+        (config.cni_state_dir(), PRIVATE_DIR, true),
+    ];
+    for socket in [&config.socket, &config.admin_socket] {
+        if let Some(parent) = socket.parent()
+            && !dirs.iter().any(|(d, _, _)| d == parent)
+        {
+            // Possibly shared (--socket /run/capcri.sock): made if missing,
+            // never changed.
+            dirs.push((parent.to_path_buf(), socket_dir_mode, false));
+        }
+    }
+    dirs
+}
+
+/// Creates capcri's directories (and missing parents) with their modes,
+/// tightens existing ones, and says what it did: on a fresh node nothing
+/// exists yet (issue 13: `/run/capcri` was never created).
+fn prepare_directories(config: &Config) -> anyhow::Result<()> {
+    use crate::store::perms::{DirChange, ensure_dir};
+    for (dir, mode, own) in node_directories(config) {
+        let changes = ensure_dir(&dir, mode, own)
+            .with_context(|| format!("cannot create or set the mode of {}", dir.display()))?;
+        for change in changes {
+            match change {
+                DirChange::Created { path, mode } => {
+                    info!(path = %path.display(), mode = format!("{mode:o}"), "created directory")
+                }
+                DirChange::Changed { path, from, to } => tracing::warn!(
+                    path = %path.display(),
+                    from = format!("{from:o}"),
+                    to = format!("{to:o}"),
+                    "directory mode changed to capcri's (a looser one exposed state to local users)"
+                ),
+            }
+        }
+    }
+    Ok(())
+}
+
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     config.validate()?;
+    // Everything the daemon creates is root-only unless it says otherwise
+    // (pod files containers read, CRI logs); files holding state also set
+    // 0600 explicitly, so this is a second line, not the only one.
+    // SAFETY: umask has no failure mode.
+    unsafe { libc::umask(0o077) };
+    prepare_directories(&config)?;
     let _lock = lock_socket(&config.socket)?;
     let node = Node::open(config.clone()).context("cannot open capcri's state")?;
     node.reconcile()

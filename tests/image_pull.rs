@@ -35,6 +35,7 @@ fn store(root: &Path, reg: &str) -> ImageStore {
         },
         max_layer_bytes: 512 << 20,
         max_entry_xattr_bytes: capcri::image::unpack::DEFAULT_MAX_ENTRY_XATTR_BYTES,
+        max_compressed_layer_bytes: capcri::image::DEFAULT_MAX_COMPRESSED_LAYER_BYTES,
     })
     .unwrap()
 }
@@ -329,6 +330,7 @@ async fn tampered_blob_is_refused() {
         registries: RegistriesConfig::default(),
         max_layer_bytes: 1 << 20,
         max_entry_xattr_bytes: capcri::image::unpack::DEFAULT_MAX_ENTRY_XATTR_BYTES,
+        max_compressed_layer_bytes: capcri::image::DEFAULT_MAX_COMPRESSED_LAYER_BYTES,
     })
     .unwrap();
     let err = store

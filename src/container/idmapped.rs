@@ -121,6 +121,14 @@ pub fn stage_idmapped_volumes(
 ) -> Result<(ContainerConfig, PodFiles), NodeError> {
     let stage = staging_dir(bundle).join("volumes");
     fs::create_dir_all(&stage).map_err(|e| NodeError::io(&stage, e))?;
+    // The pod's root (in its user namespace) bind-mounts these staged
+    // volumes; under the daemon's umask 077 both levels would be 0700.
+    // The bundle above (0710, the pod root's group) keeps others out.
+    for d in [staging_dir(bundle), stage.clone()] {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&d, fs::Permissions::from_mode(0o711))
+            .map_err(|e| NodeError::io(&d, e))?;
+    }
     let bind = |name: String, source: &Path, recursive: bool| -> Result<PathBuf, NodeError> {
         let at = stage.join(name);
         create_like(source, &at)?;

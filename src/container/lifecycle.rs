@@ -180,6 +180,7 @@ impl Node {
             std::fs::create_dir_all(d).map_err(|e| NodeError::io(d, e))?;
         }
         let userns = pod.user_namespace();
+        set_container_dir_modes(&upper, &record.bundle, userns.as_ref())?;
         crate::spec::check_container_user_namespace(&record.config, userns.as_ref())?;
         let userns_fd = match &userns {
             Some(_) => {
@@ -204,10 +205,17 @@ impl Node {
         crash_point("container.create.after-rootfs");
         step.done("overlay");
 
-        let passwd = read_in_root(&rootfs, "/etc/passwd")
-            .map_err(|e| NodeError::io(&rootfs.join("etc/passwd"), e))?;
-        let group = read_in_root(&rootfs, "/etc/group")
-            .map_err(|e| NodeError::io(&rootfs.join("etc/group"), e))?;
+        // The image's files, not the caller's: a bad one is a precondition
+        // failure naming the file and the image.
+        let image_file = |e: super::rootfs_read::RootfsReadError| {
+            NodeError::FailedPrecondition(format!(
+                "container {:?} (image {}): {e}",
+                record.name(),
+                record.image_ref
+            ))
+        };
+        let passwd = read_in_root(&rootfs, "/etc/passwd").map_err(image_file)?;
+        let group = read_in_root(&rootfs, "/etc/group").map_err(image_file)?;
         let users = ImageUserDb {
             passwd: passwd.as_deref(),
             group: group.as_deref(),
@@ -753,6 +761,35 @@ pub(crate) fn parse_signal(s: &str) -> Option<i32> {
     name.parse::<nix::sys::signal::Signal>()
         .ok()
         .map(|s| s as i32)
+}
+
+/// Modes of a container's own directories under the daemon's umask 077.
+/// The upper dir is the root of the container's overlay, so its mode is
+/// the container's `/`: 0755, as every image expects. The bundle holds the
+/// mounted rootfs (with the image's setuid-root binaries): 0700, so local
+/// users cannot reach it (CVE-2021-41091), except that a user-namespaced
+/// container's init must walk through it to its rootfs before pivot_root:
+/// then 0710 with the group of the pod's root (as Docker does for
+/// remapped roots), still closed to everyone else.
+fn set_container_dir_modes(
+    upper: &std::path::Path,
+    bundle: &std::path::Path,
+    userns: Option<&crate::spec::PodUserNamespace>,
+) -> Result<(), NodeError> {
+    use std::os::unix::fs::PermissionsExt;
+    let chmod = |p: &std::path::Path, mode: u32| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))
+            .map_err(|e| NodeError::io(p, e))
+    };
+    chmod(upper, 0o755)?;
+    match userns.and_then(|u| u.gids.to_host(0)) {
+        Some(gid) => {
+            std::os::unix::fs::chown(bundle, None, Some(gid))
+                .map_err(|e| NodeError::io(bundle, e))?;
+            chmod(bundle, 0o710)
+        }
+        None => chmod(bundle, 0o700),
+    }
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@
 use std::ffi::CString;
 use std::io::Read;
 use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 /// At most this much is read: user databases are small, and a huge file
@@ -53,18 +54,91 @@ fn openat2_in_root(root: &Path, path: &str, flags: i32) -> std::io::Result<std::
     }))
 }
 
-/// The content of `path` inside `root`, or None if it does not exist.
-pub fn read_in_root(root: &Path, path: &str) -> std::io::Result<Option<String>> {
-    let file = match openat2_in_root(root, path, libc::O_RDONLY | libc::O_NOCTTY) {
+/// Why a file of the image could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum RootfsReadError {
+    #[error(
+        "{path} in the image is a {kind}, not a regular file; capcri reads it only as a regular file (a FIFO would block CreateContainer, a device would be opened by host root): fix the image"
+    )]
+    NotRegular { path: String, kind: &'static str },
+    #[error(
+        "{path} in the image is larger than {limit} bytes ({size}); a user database is a few KiB: fix the image"
+    )]
+    TooLarge { path: String, size: u64, limit: u64 },
+    #[error("cannot read {path} in the image: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn kind_of(mode: u32) -> &'static str {
+    match mode & libc::S_IFMT {
+        libc::S_IFIFO => "FIFO",
+        libc::S_IFCHR => "character device",
+        libc::S_IFBLK => "block device",
+        libc::S_IFSOCK => "socket",
+        libc::S_IFDIR => "directory",
+        libc::S_IFLNK => "symlink",
+        _ => "special file",
+    }
+}
+
+/// The content of `path` inside `root` (symlinks resolved inside the root,
+/// as the container would see them), or None if it does not exist.
+///
+/// The file is first opened as an O_PATH handle, which never runs a driver's
+/// open or waits for a FIFO writer; only a regular file of at most
+/// [`MAX_BYTES`] is then reopened for reading (through the handle's
+/// /proc/self/fd link, O_NONBLOCK|O_NOCTTY) and checked to be the same inode.
+pub fn read_in_root(root: &Path, path: &str) -> Result<Option<String>, RootfsReadError> {
+    let io_err = |source| RootfsReadError::Io {
+        path: path.to_string(),
+        source,
+    };
+    let handle = match openat2_in_root(root, path, libc::O_PATH) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e),
+        Err(e) => return Err(io_err(e)),
     };
-    if !file.metadata()?.is_file() {
-        return Ok(None);
+    let meta = handle.metadata().map_err(io_err)?;
+    if !meta.is_file() {
+        return Err(RootfsReadError::NotRegular {
+            path: path.to_string(),
+            kind: kind_of(std::os::unix::fs::MetadataExt::mode(&meta)),
+        });
+    }
+    let too_large = |size| RootfsReadError::TooLarge {
+        path: path.to_string(),
+        size,
+        limit: MAX_BYTES,
+    };
+    if meta.len() > MAX_BYTES {
+        return Err(too_large(meta.len()));
+    }
+    let reopen = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&handle));
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(&reopen)
+        .map_err(io_err)?;
+    let reopened = file.metadata().map_err(io_err)?;
+    {
+        use std::os::unix::fs::MetadataExt;
+        if (reopened.dev(), reopened.ino()) != (meta.dev(), meta.ino()) || !reopened.is_file() {
+            return Err(io_err(std::io::Error::other(
+                "the file changed while it was being opened",
+            )));
+        }
     }
     let mut buf = Vec::new();
-    file.take(MAX_BYTES).read_to_end(&mut buf)?;
+    file.take(MAX_BYTES + 1)
+        .read_to_end(&mut buf)
+        .map_err(io_err)?;
+    if buf.len() as u64 > MAX_BYTES {
+        return Err(too_large(buf.len() as u64));
+    }
     Ok(Some(String::from_utf8_lossy(&buf).into_owned()))
 }
 
@@ -96,6 +170,45 @@ mod tests {
             &format!("/etc/up{}", outside.path().join("secret").display()),
         );
         assert!(matches!(escaped, Ok(None)), "{escaped:?}");
+        // Not regular: refused without opening (a FIFO open would block).
+        nix::unistd::mkfifo(
+            &root.path().join("etc/fifo"),
+            nix::sys::stat::Mode::from_bits_truncate(0o644),
+        )
+        .unwrap();
+        std::os::unix::fs::symlink("/etc/fifo", root.path().join("etc/to-fifo")).unwrap();
+        std::fs::create_dir(root.path().join("etc/dir")).unwrap();
+        for (p, kind) in [
+            ("/etc/fifo", "FIFO"),
+            ("/etc/to-fifo", "FIFO"),
+            ("/etc/dir", "directory"),
+        ] {
+            let t = std::time::Instant::now();
+            let err = read_in_root(root.path(), p).unwrap_err().to_string();
+            assert!(t.elapsed() < std::time::Duration::from_secs(1));
+            assert!(
+                err.contains(p) && err.contains(kind) && err.contains("not a regular file"),
+                "{err}"
+            );
+        }
+        // Too large: refused, not truncated (a cut line would change who a user is).
+        std::fs::write(
+            root.path().join("etc/big"),
+            vec![b'x'; MAX_BYTES as usize + 1],
+        )
+        .unwrap();
+        let err = read_in_root(root.path(), "/etc/big")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("larger than 1048576 bytes"), "{err}");
+        std::fs::write(root.path().join("etc/max"), vec![b'x'; MAX_BYTES as usize]).unwrap();
+        assert_eq!(
+            read_in_root(root.path(), "/etc/max")
+                .unwrap()
+                .unwrap()
+                .len(),
+            MAX_BYTES as usize
+        );
         assert_eq!(read_in_root(root.path(), "/etc/missing").unwrap(), None);
     }
 }

@@ -47,6 +47,8 @@ fn image_code(e: &ImageError) -> Code {
         | ImageError::HostileLayer { .. }
         | ImageError::DeviceNodeNotPermitted { .. }
         | ImageError::TooLarge { .. }
+        | ImageError::BlobTooLarge { .. }
+        | ImageError::BodyOverDeclared { .. }
         | ImageError::Unsupported { .. } => Code::FailedPrecondition,
         _ => Code::Internal,
     }

@@ -61,9 +61,10 @@ impl BlobVerifier {
         if let Some(limit) = self.expected_size
             && self.received > limit
         {
-            return Err(ImageError::TooLarge {
-                object: format!("{} (descriptor size {limit})", self.object),
-                limit,
+            return Err(ImageError::BodyOverDeclared {
+                object: self.object.clone(),
+                digest: self.expected.clone(),
+                declared: limit,
             });
         }
         self.hasher.update(chunk);
@@ -139,7 +140,7 @@ mod tests {
         let mut v = BlobVerifier::new("blob", &sha256_digest(b"abc"), Some(3)).unwrap();
         assert!(matches!(
             v.update(b"abcd"),
-            Err(ImageError::TooLarge { .. })
+            Err(ImageError::BodyOverDeclared { .. })
         ));
     }
 

@@ -71,6 +71,30 @@ pub enum ImageError {
     )]
     TooLarge { object: String, limit: u64 },
 
+    /// A descriptor declares more bytes than the cap allows: refused
+    /// before any byte is downloaded.
+    #[error(
+        "{object} is too large: its descriptor ({media_type}, {digest}) declares {size} bytes, above the limit of {limit} bytes; raise {setting} if the image is trusted"
+    )]
+    BlobTooLarge {
+        object: String,
+        digest: String,
+        media_type: String,
+        size: i64,
+        limit: u64,
+        setting: &'static str,
+    },
+
+    /// The registry sent more than the descriptor declared: cut off.
+    #[error(
+        "{object} ({digest}): the registry sent more than the {declared} bytes its descriptor declares; the download was cut off: the registry is broken or hostile"
+    )]
+    BodyOverDeclared {
+        object: String,
+        digest: String,
+        declared: u64,
+    },
+
     #[error("{object} is not supported: {reason}")]
     Unsupported { object: String, reason: String },
 

@@ -2,6 +2,7 @@
 
 use std::fs::{self, File};
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -30,7 +31,13 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), ImageError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let tmp = dir.join(temp_name());
     let result = (|| {
-        let mut f = File::create(&tmp).map_err(|e| ImageError::io("create", &tmp, e))?;
+        // Image records and layer metadata: root only, whatever the umask.
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(|e| ImageError::io("create", &tmp, e))?;
         f.write_all(data)
             .map_err(|e| ImageError::io("write", &tmp, e))?;
         f.sync_all().map_err(|e| ImageError::io("fsync", &tmp, e))?;

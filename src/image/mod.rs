@@ -9,6 +9,7 @@
 mod digest;
 mod error;
 mod fsutil;
+mod layerfs;
 mod reference;
 mod registry;
 pub mod rootfs;
@@ -19,6 +20,7 @@ pub use digest::BlobVerifier;
 pub use error::ImageError;
 pub use reference::{ParsedReference, normalize_reference, parse_reference};
 pub use store::{
-    FsUsage, ImageRecord, ImageStore, ImageStoreConfig, RegistriesConfig, RegistryAuth,
+    DEFAULT_MAX_COMPRESSED_LAYER_BYTES, FsUsage, ImageRecord, ImageStore, ImageStoreConfig,
+    MAX_CONFIG_BYTES, RegistriesConfig, RegistryAuth,
 };
 pub use unpack::{Compression, LayerChange, LayerUnpacker, UnpackedLayer, merge_file_caps};

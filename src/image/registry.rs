@@ -25,7 +25,10 @@ pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
 pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+/// containerd's bound on a manifest or index (4 MiB): real ones are a few
+/// KiB, and the whole body is held in memory.
 const MAX_MANIFEST_BYTES: usize = 4 << 20;
+const MANIFEST_LIMIT_SETTING: &str = "none (a fixed bound, as containerd's)";
 
 /// One place to try: a mirror or the upstream.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -300,9 +303,15 @@ impl Session {
                 )
             })?;
         if bytes.len() > MAX_MANIFEST_BYTES {
-            return Err(ImageError::TooLarge {
+            return Err(ImageError::BlobTooLarge {
                 object: format!("manifest of {}", self.image),
+                digest: expected
+                    .unwrap_or(reference.tag().unwrap_or("latest"))
+                    .to_string(),
+                media_type: "manifest".into(),
+                size: bytes.len() as i64,
                 limit: MAX_MANIFEST_BYTES as u64,
+                setting: MANIFEST_LIMIT_SETTING,
             });
         }
         let digest = sha256_digest(&bytes);
@@ -343,6 +352,17 @@ impl Session {
                     ),
                 });
             };
+            // The index says how big the manifest is: refuse before fetching.
+            if entry.size > MAX_MANIFEST_BYTES as i64 {
+                return Err(ImageError::BlobTooLarge {
+                    object: format!("platform manifest of {}", self.image),
+                    digest: entry.digest.clone(),
+                    media_type: entry.media_type.clone(),
+                    size: entry.size,
+                    limit: MAX_MANIFEST_BYTES as u64,
+                    setting: MANIFEST_LIMIT_SETTING,
+                });
+            }
             let by_digest = self.reference.clone_with_digest(entry.digest.clone());
             let (bytes, manifest_digest) = self.manifest(&by_digest, Some(&entry.digest)).await?;
             let inner = parse_manifest(&self.image, &bytes)?;

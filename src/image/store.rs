@@ -34,12 +34,32 @@ pub struct RegistriesConfig {
     pub insecure: Vec<String>,
 }
 
+/// Cap on an image config blob. The config is parsed whole in memory
+/// (serde_json holds several times its size); real configs are a few KiB,
+/// the largest seen (hundreds of history entries) well under 1 MiB, so
+/// 8 MiB is generous and bounds the daemon's memory per pull.
+pub const MAX_CONFIG_BYTES: u64 = 8 << 20;
+
+/// Default of `max_compressed_layer_bytes`: the uncompressed default
+/// (`max_layer_bytes`, 8 GiB) is the most a compressed layer can usefully
+/// be, so the same figure.
+pub const DEFAULT_MAX_COMPRESSED_LAYER_BYTES: u64 = 8 << 30;
+
+/// A size cap and the setting that raises it (named in the error).
+#[derive(Clone, Copy)]
+struct BlobLimit {
+    bytes: u64,
+    setting: &'static str,
+}
+
 #[derive(Clone, Debug)]
 pub struct ImageStoreConfig {
     pub root: PathBuf,
     pub registries: RegistriesConfig,
     /// Uncompressed cap per layer: gzip-bomb guard.
     pub max_layer_bytes: u64,
+    /// Cap on one compressed layer blob (declared and received).
+    pub max_compressed_layer_bytes: u64,
     /// Cap on one layer entry's xattr bytes (`LayerUnpacker`).
     pub max_entry_xattr_bytes: u64,
 }
@@ -242,6 +262,10 @@ impl ImageStore {
                 &session,
                 &manifest.config,
                 &format!("config {} of image {image}", manifest.config.digest),
+                BlobLimit {
+                    bytes: MAX_CONFIG_BYTES,
+                    setting: "none (a fixed bound: an image config is a few KiB)",
+                },
             )
             .await?;
         let config_bytes = fs::read(&config_path)
@@ -327,13 +351,28 @@ impl ImageStore {
         write_atomic(&path, &data)
     }
 
+    /// Fetches a blob into the store unless there. `limit` caps its size
+    /// and `setting` names the configuration key that raises it: a
+    /// descriptor declaring more is refused before the download, and
+    /// `fetch_blob` cuts off a body longer than its descriptor.
     async fn ensure_blob(
         &self,
         session: &registry::Session,
         desc: &RawDescriptor,
         object: &str,
+        limit: BlobLimit,
     ) -> Result<PathBuf, ImageError> {
         let hex = digest_hex(object, &desc.digest)?;
+        if u64::try_from(desc.size).is_ok_and(|size| size > limit.bytes) {
+            return Err(ImageError::BlobTooLarge {
+                object: object.to_string(),
+                digest: desc.digest.clone(),
+                media_type: desc.media_type.clone(),
+                size: desc.size,
+                limit: limit.bytes,
+                setting: limit.setting,
+            });
+        }
         let path = self.blobs_dir().join(hex);
         let lock = self.digest_lock(&desc.digest);
         let _held = lock.lock().await;
@@ -385,7 +424,17 @@ impl ImageStore {
                 ),
             }
         })?;
-        let blob = self.ensure_blob(session, desc, &object).await?;
+        let blob = self
+            .ensure_blob(
+                session,
+                desc,
+                &object,
+                BlobLimit {
+                    bytes: self.cfg.max_compressed_layer_bytes,
+                    setting: "max_compressed_layer_bytes",
+                },
+            )
+            .await?;
         remove_any(&dir)?;
         let tmp = self.layers_dir().join(temp_name());
         let unpacker = LayerUnpacker {
@@ -774,6 +823,7 @@ mod tests {
             root: root.path().to_path_buf(),
             registries: RegistriesConfig::default(),
             max_layer_bytes: 1 << 20,
+            max_compressed_layer_bytes: 1 << 20,
             max_entry_xattr_bytes: crate::image::unpack::DEFAULT_MAX_ENTRY_XATTR_BYTES,
         };
         let store = ImageStore::open(cfg.clone()).unwrap();

@@ -6,22 +6,32 @@
 //! whiteouts, and refusing entries that would escape the layer directory.
 //!
 //! The `tar` crate only parses here; every filesystem change is made by this
-//! file with no-follow calls, so a symlink in the layer is never followed.
+//! file relative to a directory fd resolved with no symlinks allowed
+//! (`layerfs`), so a symlink in the layer is never followed, not even by the
+//! directory metadata applied after the last entry.
 
 use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::fs;
 use std::io::{self, Read};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 
-use nix::sys::stat::{Mode, SFlag, UtimensatFlags, makedev, mknod, utimensat};
+use nix::errno::Errno;
+use nix::fcntl::{AtFlags, OFlag};
+use nix::sys::stat::{
+    FchmodatFlags, Mode, SFlag, UtimensatFlags, fchmodat, futimens, makedev, mkdirat, mknodat,
+    utimensat,
+};
 use nix::sys::time::TimeSpec;
+use nix::unistd::{Gid, Uid, fchown, fchownat, linkat, symlinkat};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::ImageError;
+use super::layerfs;
 
 /// The xattr holding file capabilities (capabilities(7), "File capabilities").
 pub const CAPABILITY_XATTR: &str = "security.capability";
@@ -175,8 +185,13 @@ impl<R: Read> Read for CountingReader<R> {
     }
 }
 
+/// A directory's mode and mtime, applied after the whole layer is written.
+/// `rel` is re-resolved beneath the layer root with no symlinks allowed and
+/// must still be the directory recorded (`id`): a later entry may have
+/// replaced it, or a parent of it, with a symlink to a host path.
 struct DirMeta {
-    path: PathBuf,
+    rel: PathBuf,
+    id: (u64, u64),
     mode: u32,
     mtime: i64,
 }
@@ -200,19 +215,25 @@ impl LayerUnpacker {
                 e,
             )
         })?;
-        let result = match compression {
-            Compression::None => self.unpack_tar(blob, dest, expected_diff_id),
-            Compression::Gzip => self.unpack_tar(
-                flate2::read::MultiGzDecoder::new(blob),
-                dest,
-                expected_diff_id,
-            ),
-            Compression::Zstd => match zstd::stream::read::Decoder::new(blob) {
-                Ok(decoder) => self.unpack_tar(decoder, dest, expected_diff_id),
-                Err(e) => Err(self.corrupt(format!("cannot start zstd decoding: {e}"))),
-            },
-        };
+        let result = layerfs::open_dir_path(dest)
+            .map_err(|e| ImageError::io("open layer directory", dest, e.into()))
+            .and_then(|root| {
+                let root = LayerRoot { fd: root, dest };
+                match compression {
+                    Compression::None => self.unpack_tar(blob, &root, expected_diff_id),
+                    Compression::Gzip => self.unpack_tar(
+                        flate2::read::MultiGzDecoder::new(blob),
+                        &root,
+                        expected_diff_id,
+                    ),
+                    Compression::Zstd => match zstd::stream::read::Decoder::new(blob) {
+                        Ok(decoder) => self.unpack_tar(decoder, &root, expected_diff_id),
+                        Err(e) => Err(self.corrupt(format!("cannot start zstd decoding: {e}"))),
+                    },
+                }
+            });
         if result.is_err() {
+            // std's remove_dir_all does not follow symlinks (CVE-2022-21658 fix).
             let _ = fs::remove_dir_all(dest);
         }
         result
@@ -236,7 +257,7 @@ impl LayerUnpacker {
     fn unpack_tar<R: Read>(
         &self,
         reader: R,
-        dest: &Path,
+        root: &LayerRoot<'_>,
         expected_diff_id: Option<&str>,
     ) -> Result<UnpackedLayer, ImageError> {
         let counter = CountingReader {
@@ -265,7 +286,7 @@ impl LayerUnpacker {
                     .map(|p| p.to_string_lossy().into_owned())
                     .unwrap_or_else(|_| "<undecodable>".into());
                 last_entry = raw_path.clone();
-                self.unpack_entry(&mut entry, &raw_path, dest, &mut changes, &mut dirs)?;
+                self.unpack_entry(&mut entry, &raw_path, root, &mut changes, &mut dirs)?;
             }
             Ok(())
         })();
@@ -307,15 +328,24 @@ impl LayerUnpacker {
         }
         // Directory modes and mtimes last, deepest first: creating children
         // changes a directory's mtime, and a read-only mode would stop them.
-        dirs.sort_by_key(|d| std::cmp::Reverse(d.path.components().count()));
+        dirs.sort_by_key(|d| std::cmp::Reverse(d.rel.components().count()));
         for d in &dirs {
-            // A later entry of the same tar may have replaced the directory.
-            if !fs::symlink_metadata(&d.path).is_ok_and(|m| m.is_dir()) {
+            // Re-resolved with no symlink allowed: a later entry of the same
+            // tar may have replaced the directory or a parent of it by a
+            // symlink to a host directory (then this open fails and the
+            // metadata is dropped with the directory it belonged to).
+            let Ok(fd) = layerfs::open_dir_beneath(root.fd.as_fd(), &d.rel) else {
+                continue;
+            };
+            if layerfs::identity(fd.as_fd()).ok() != Some(d.id) {
                 continue;
             }
-            fs::set_permissions(&d.path, fs::Permissions::from_mode(d.mode))
-                .map_err(|e| ImageError::io("chmod", &d.path, e))?;
-            set_mtime(&d.path, d.mtime)?;
+            let path = root.dest.join(&d.rel);
+            nix::sys::stat::fchmod(fd.as_raw_fd(), Mode::from_bits_truncate(d.mode))
+                .map_err(|e| ImageError::io("chmod", &path, e.into()))?;
+            let ts = TimeSpec::new(d.mtime, 0);
+            futimens(fd.as_raw_fd(), &ts, &ts)
+                .map_err(|e| ImageError::io("set mtime", &path, e.into()))?;
         }
         Ok(UnpackedLayer {
             diff_id,
@@ -341,54 +371,75 @@ impl LayerUnpacker {
         Ok(out)
     }
 
-    /// Makes sure every parent of `rel` is a real directory inside the
-    /// layer, creating missing ones; a symlink on the way is refused because
-    /// following it would write outside the layer.
-    fn prepare_parents(&self, raw: &str, dest: &Path, rel: &Path) -> Result<(), ImageError> {
-        let mut cur = dest.to_path_buf();
-        let parent_components: Vec<_> = rel
-            .parent()
-            .map(|p| p.components().collect())
-            .unwrap_or_default();
-        for c in parent_components {
-            cur.push(c);
-            match fs::symlink_metadata(&cur) {
-                Ok(m) if m.file_type().is_symlink() => {
+    /// Opens the parent directory `parent` (relative to the layer root),
+    /// creating missing components; a symlink or a non-directory on the way
+    /// is refused, because going through it would write outside the layer.
+    /// One openat2 when the parent exists (the common case), a walk by
+    /// component otherwise (to create, and to name the bad component).
+    fn open_parent(
+        &self,
+        raw: &str,
+        root: &LayerRoot<'_>,
+        parent: &Path,
+    ) -> Result<OwnedFd, ImageError> {
+        if let Ok(fd) = layerfs::open_dir_beneath(root.fd.as_fd(), parent) {
+            return Ok(fd);
+        }
+        let mut cur = layerfs::open_dir_beneath(root.fd.as_fd(), Path::new(""))
+            .map_err(|e| ImageError::io("open layer directory", root.dest, e.into()))?;
+        let mut cur_rel = PathBuf::new();
+        for c in parent.components() {
+            cur_rel.push(c);
+            let name = c.as_os_str();
+            let next = match layerfs::open_dir_beneath(cur.as_fd(), Path::new(name)) {
+                Ok(fd) => fd,
+                Err(Errno::ENOENT) => {
+                    let path = root.dest.join(&cur_rel);
+                    mkdirat(Some(cur.as_raw_fd()), name, Mode::from_bits_truncate(0o755))
+                        .map_err(|e| ImageError::io("create directory", &path, e.into()))?;
+                    let fd = layerfs::open_child_dir(cur.as_fd(), name)
+                        .map_err(|e| ImageError::io("open directory", &path, e.into()))?;
+                    // Explicit: the daemon's umask (077) must not shape the image.
+                    nix::sys::stat::fchmod(fd.as_raw_fd(), Mode::from_bits_truncate(0o755))
+                        .map_err(|e| ImageError::io("chmod", &path, e.into()))?;
+                    fd
+                }
+                // O_NOFOLLOW|O_DIRECTORY on a symlink: ELOOP or ENOTDIR.
+                Err(Errno::ELOOP | Errno::ENOTDIR)
+                    if layerfs::stat_at(cur.as_fd(), name)
+                        .ok()
+                        .flatten()
+                        .is_some_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFLNK) =>
+                {
                     return Err(self.hostile(
                         raw,
                         format!(
                             "goes through the symlink {:?} of the same layer",
-                            strip(dest, &cur)
+                            cur_rel.to_string_lossy()
                         ),
                     ));
                 }
-                Ok(m) if m.is_dir() => {}
-                Ok(_) => {
+                Err(Errno::ENOTDIR | Errno::ELOOP) => {
                     return Err(self.hostile(
                         raw,
                         format!(
                             "has a parent {:?} that is not a directory",
-                            strip(dest, &cur)
+                            cur_rel.to_string_lossy()
                         ),
                     ));
                 }
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    fs::create_dir(&cur)
-                        .map_err(|e| ImageError::io("create directory", &cur, e))?;
-                    fs::set_permissions(&cur, fs::Permissions::from_mode(0o755))
-                        .map_err(|e| ImageError::io("chmod", &cur, e))?;
-                }
-                Err(e) => return Err(ImageError::io("inspect", &cur, e)),
-            }
+                Err(e) => return Err(ImageError::io("open", root.dest.join(&cur_rel), e.into())),
+            };
+            cur = next;
         }
-        Ok(())
+        Ok(cur)
     }
 
     fn unpack_entry<R: Read>(
         &self,
         entry: &mut tar::Entry<'_, R>,
         raw: &str,
-        dest: &Path,
+        root: &LayerRoot<'_>,
         changes: &mut Vec<LayerChange>,
         dirs: &mut Vec<DirMeta>,
     ) -> Result<(), ImageError> {
@@ -420,36 +471,44 @@ impl LayerUnpacker {
             .gid()
             .map_err(|e| self.corrupt(format!("entry {raw:?}: bad gid: {e}")))?;
         let mtime = header.mtime().unwrap_or(0) as i64;
+        let owner = self.owner(raw, uid, gid)?;
 
         if rel.as_os_str().is_empty() {
             // The layer root itself ("./"): keep its metadata.
             if kind == tar::EntryType::Directory {
-                self.chown(dest, uid, gid)?;
+                if let Some((u, g)) = owner {
+                    fchown(root.fd.as_raw_fd(), Some(u), Some(g))
+                        .map_err(|e| ImageError::io("chown", root.dest, e.into()))?;
+                }
                 dirs.push(DirMeta {
-                    path: dest.to_path_buf(),
+                    rel: PathBuf::new(),
+                    id: layerfs::identity(root.fd.as_fd())
+                        .map_err(|e| ImageError::io("stat", root.dest, e.into()))?,
                     mode,
                     mtime,
                 });
             }
             return Ok(());
         }
-        self.prepare_parents(raw, dest, &rel)?;
-        let target = dest.join(&rel);
-        let file_name = rel
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let parent_rel = rel.parent().unwrap_or(Path::new(""));
+        let parent = self.open_parent(raw, root, parent_rel)?;
+        let pfd = parent.as_fd();
+        let target = root.dest.join(&rel);
+        let Some(name) = rel.file_name() else {
+            return Err(self.hostile(raw, "has no file name"));
+        };
+        let file_name = name.to_string_lossy().into_owned();
 
         // OCI image-spec "Whiteouts" -> overlayfs whiteouts (char device 0:0) and opaque dirs.
         if file_name == OPAQUE_MARKER {
-            let dir = target.parent().unwrap_or(dest);
-            set_xattr(dir, OPAQUE_XATTR, b"y")?;
-            let dir_name = format!(
-                "/{}",
-                rel.parent()
-                    .map(|p| p.to_string_lossy().into_owned())
-                    .unwrap_or_default()
-            );
+            layerfs::fset_xattr(pfd, OPAQUE_XATTR, b"y").map_err(|e| {
+                ImageError::io(
+                    format!("set xattr {OPAQUE_XATTR} (needs root)"),
+                    root.dest.join(parent_rel),
+                    e,
+                )
+            })?;
+            let dir_name = format!("/{}", parent_rel.to_string_lossy());
             changes.push(LayerChange::Opaque {
                 dir: dir_name.trim_end_matches('/').to_string(),
             });
@@ -464,8 +523,17 @@ impl LayerUnpacker {
                 return Err(self.hostile(raw, "is a malformed whiteout name"));
             }
             let wh = target.with_file_name(hidden);
-            remove_existing(&wh)?;
-            mknod(&wh, SFlag::S_IFCHR, Mode::empty(), makedev(0, 0)).map_err(|e| {
+            let hidden_os = std::ffi::OsStr::new(hidden);
+            layerfs::remove_at(pfd, hidden_os)
+                .map_err(|e| ImageError::io("replace", &wh, e.into()))?;
+            mknodat(
+                Some(pfd.as_raw_fd()),
+                hidden_os,
+                SFlag::S_IFCHR,
+                Mode::empty(),
+                makedev(0, 0),
+            )
+            .map_err(|e| {
                 ImageError::io(
                     "create overlay whiteout (char device 0:0; needs CAP_MKNOD)",
                     &wh,
@@ -485,24 +553,36 @@ impl LayerUnpacker {
             .find(|(k, _)| k == CAPABILITY_XATTR)
             .map(|(_, v)| v.clone());
         let header = entry.header();
+        let ts = TimeSpec::new(mtime, 0);
         match kind {
             tar::EntryType::Directory => {
-                match fs::symlink_metadata(&target) {
-                    Ok(m) if m.is_dir() => {}
-                    Ok(_) => {
-                        remove_existing(&target)?;
-                        fs::create_dir(&target)
-                            .map_err(|e| ImageError::io("create directory", &target, e))?;
+                let existing = layerfs::stat_at(pfd, name)
+                    .map_err(|e| ImageError::io("inspect", &target, e.into()))?;
+                match existing {
+                    Some(st) if layerfs::is_dir(&st) => {}
+                    other => {
+                        if other.is_some() {
+                            layerfs::remove_at(pfd, name)
+                                .map_err(|e| ImageError::io("replace", &target, e.into()))?;
+                        }
+                        mkdirat(Some(pfd.as_raw_fd()), name, Mode::from_bits_truncate(0o700))
+                            .map_err(|e| ImageError::io("create directory", &target, e.into()))?;
                     }
-                    Err(_) => fs::create_dir(&target)
-                        .map_err(|e| ImageError::io("create directory", &target, e))?,
                 }
-                self.chown(&target, uid, gid)?;
+                let dir = layerfs::open_child_dir(pfd, name)
+                    .map_err(|e| ImageError::io("open directory", &target, e.into()))?;
+                if let Some((u, g)) = owner {
+                    fchown(dir.as_raw_fd(), Some(u), Some(g))
+                        .map_err(|e| ImageError::io("chown", &target, e.into()))?;
+                }
                 for (k, v) in &xattrs {
-                    set_xattr(&target, k, v)?;
+                    layerfs::fset_xattr(dir.as_fd(), k, v)
+                        .map_err(|e| xattr_error(k, &target, e))?;
                 }
                 dirs.push(DirMeta {
-                    path: target.clone(),
+                    rel: rel.clone(),
+                    id: layerfs::identity(dir.as_fd())
+                        .map_err(|e| ImageError::io("stat", &target, e.into()))?,
                     mode,
                     mtime,
                 });
@@ -514,19 +594,46 @@ impl LayerUnpacker {
                 return Ok(());
             }
             tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
-                remove_existing(&target)?;
-                let mut f = fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .custom_flags(libc::O_NOFOLLOW)
-                    .open(&target)
-                    .map_err(|e| ImageError::io("create", &target, e))?;
+                layerfs::remove_at(pfd, name)
+                    .map_err(|e| ImageError::io("replace", &target, e.into()))?;
+                let fd = nix::fcntl::openat(
+                    Some(pfd.as_raw_fd()),
+                    name,
+                    OFlag::O_WRONLY
+                        | OFlag::O_CREAT
+                        | OFlag::O_EXCL
+                        | OFlag::O_NOFOLLOW
+                        | OFlag::O_CLOEXEC,
+                    Mode::from_bits_truncate(0o600),
+                )
+                .map_err(|e| ImageError::io("create", &target, e.into()))?;
+                // SAFETY: the kernel just returned this fd; the File owns it.
+                let mut f = unsafe { fs::File::from_raw_fd(fd) };
                 io::copy(entry, &mut f).map_err(|e| {
-                    let _ = &e;
                     self.corrupt(format!("entry {raw:?}: reading its data failed: {e}; the layer is truncated, corrupt or over the size limit"))
                 })?;
                 f.sync_data().ok();
+                // Order matters: chown clears setuid/setgid and
+                // security.capability (kernel: "on chown the file
+                // capabilities are cleared"), so owner first, then mode,
+                // then xattrs, then mtime. All on the fd just created.
+                if let Some((u, g)) = owner {
+                    fchown(f.as_raw_fd(), Some(u), Some(g))
+                        .map_err(|e| ImageError::io("chown", &target, e.into()))?;
+                }
+                nix::sys::stat::fchmod(f.as_raw_fd(), Mode::from_bits_truncate(mode))
+                    .map_err(|e| ImageError::io("chmod", &target, e.into()))?;
+                for (k, v) in &xattrs {
+                    layerfs::fset_xattr(f.as_fd(), k, v).map_err(|e| xattr_error(k, &target, e))?;
+                }
+                futimens(f.as_raw_fd(), &ts, &ts)
+                    .map_err(|e| ImageError::io("set mtime", &target, e.into()))?;
+                changes.push(LayerChange::Put {
+                    path: abs_name,
+                    is_dir: false,
+                    caps,
+                });
+                return Ok(());
             }
             tar::EntryType::Symlink => {
                 let link = header
@@ -535,10 +642,11 @@ impl LayerUnpacker {
                 let Some(link) = link else {
                     return Err(self.corrupt(format!("symlink {raw:?} has no target")));
                 };
-                remove_existing(&target)?;
+                layerfs::remove_at(pfd, name)
+                    .map_err(|e| ImageError::io("replace", &target, e.into()))?;
                 // Symlinks may point anywhere (absolute targets are normal); they are created, never followed.
-                std::os::unix::fs::symlink(&link, &target)
-                    .map_err(|e| ImageError::io("create symlink", &target, e))?;
+                symlinkat(link.as_ref(), Some(pfd.as_raw_fd()), name)
+                    .map_err(|e| ImageError::io("create symlink", &target, e.into()))?;
             }
             tar::EntryType::Link => {
                 let link = header
@@ -554,43 +662,49 @@ impl LayerUnpacker {
                         format!("is a hard link to {link_raw:?}, outside the layer"),
                     )
                 })?;
-                let source = dest.join(&link_rel);
-                // Every component of the target must be a real directory of this layer.
-                let mut cur = dest.to_path_buf();
-                for c in link_rel
-                    .parent()
-                    .map(|p| p.components().collect::<Vec<_>>())
-                    .unwrap_or_default()
-                {
-                    cur.push(c);
-                    match fs::symlink_metadata(&cur) {
-                        Ok(m) if m.is_dir() && !m.file_type().is_symlink() => {}
-                        _ => return Err(self.hostile(raw, format!("is a hard link to {link_raw:?}, whose path is not a directory of this layer"))),
-                    }
-                }
-                match fs::symlink_metadata(&source) {
-                    Ok(m) if m.is_dir() => {
+                let Some(src_name) = link_rel.file_name() else {
+                    return Err(self.hostile(
+                        raw,
+                        format!("is a hard link to {link_raw:?}, the layer root"),
+                    ));
+                };
+                // Every component of the source's path must be a real
+                // directory of this layer: resolved beneath the root with
+                // no symlink allowed.
+                let src_parent_rel = link_rel.parent().unwrap_or(Path::new(""));
+                let src_parent = layerfs::open_dir_beneath(root.fd.as_fd(), src_parent_rel)
+                    .map_err(|_| self.hostile(raw, format!("is a hard link to {link_raw:?}, whose path is not a directory of this layer (a symlink or a file on the way)")))?;
+                match layerfs::stat_at(src_parent.as_fd(), src_name) {
+                    Ok(Some(st)) if layerfs::is_dir(&st) => {
                         return Err(self.hostile(
                             raw,
                             format!("is a hard link to the directory {link_raw:?}"),
                         ));
                     }
-                    Ok(_) => {}
-                    Err(_) => {
+                    Ok(Some(_)) => {}
+                    _ => {
                         return Err(self.hostile(
                             raw,
                             format!("is a hard link to {link_raw:?}, absent from this layer"),
                         ));
                     }
                 }
-                if source == target {
+                if link_rel == rel {
                     return Ok(());
                 }
-                remove_existing(&target)?;
-                fs::hard_link(&source, &target)
-                    .map_err(|e| ImageError::io("create hard link", &target, e))?;
+                layerfs::remove_at(pfd, name)
+                    .map_err(|e| ImageError::io("replace", &target, e.into()))?;
+                // linkat without AT_SYMLINK_FOLLOW links a symlink itself, never its target.
+                linkat(
+                    Some(src_parent.as_raw_fd()),
+                    src_name,
+                    Some(pfd.as_raw_fd()),
+                    name,
+                    AtFlags::empty(),
+                )
+                .map_err(|e| ImageError::io("create hard link", &target, e.into()))?;
                 // The inode's owner, mode and xattrs came with the first name.
-                let caps = get_xattr(&target, CAPABILITY_XATTR);
+                let caps = layerfs::get_xattr_at(pfd, name, CAPABILITY_XATTR);
                 changes.push(LayerChange::Put {
                     path: abs_name,
                     is_dir: false,
@@ -606,9 +720,11 @@ impl LayerUnpacker {
                     tar::EntryType::Block => SFlag::S_IFBLK,
                     _ => SFlag::S_IFIFO,
                 };
-                remove_existing(&target)?;
-                mknod(
-                    &target,
+                layerfs::remove_at(pfd, name)
+                    .map_err(|e| ImageError::io("replace", &target, e.into()))?;
+                mknodat(
+                    Some(pfd.as_raw_fd()),
+                    name,
                     sflag,
                     Mode::from_bits_truncate(0o600),
                     makedev(major.into(), minor.into()),
@@ -640,19 +756,45 @@ impl LayerUnpacker {
                 });
             }
         }
+        // Symlinks, device nodes and fifos: not opened (a fifo open blocks,
+        // a device open reaches a driver), so changed by name in the pinned
+        // parent fd, without following the final component. Same order as
+        // for regular files.
         let is_symlink = kind == tar::EntryType::Symlink;
-        // Order matters: chown clears setuid/setgid and security.capability
-        // (kernel: "on chown the file capabilities are cleared"), so owner
-        // first, then mode, then xattrs, then mtime.
-        self.chown(&target, uid, gid)?;
+        if let Some((u, g)) = owner {
+            fchownat(
+                Some(pfd.as_raw_fd()),
+                name,
+                Some(u),
+                Some(g),
+                AtFlags::AT_SYMLINK_NOFOLLOW,
+            )
+            .map_err(|e| ImageError::io("chown", &target, e.into()))?;
+        }
         if !is_symlink {
-            fs::set_permissions(&target, fs::Permissions::from_mode(mode))
-                .map_err(|e| ImageError::io("chmod", &target, e))?;
+            // fchmodat cannot refuse to follow before fchmodat2 (Linux
+            // 6.6); the name was created just above as a device node or
+            // fifo in a directory no one else writes to, so there is no
+            // symlink to follow.
+            fchmodat(
+                Some(pfd.as_raw_fd()),
+                name,
+                Mode::from_bits_truncate(mode),
+                FchmodatFlags::FollowSymlink,
+            )
+            .map_err(|e| ImageError::io("chmod", &target, e.into()))?;
         }
         for (k, v) in &xattrs {
-            set_xattr(&target, k, v)?;
+            layerfs::set_xattr_at(pfd, name, k, v).map_err(|e| xattr_error(k, &target, e))?;
         }
-        set_mtime(&target, mtime)?;
+        utimensat(
+            Some(pfd.as_raw_fd()),
+            name,
+            &ts,
+            &ts,
+            UtimensatFlags::NoFollowSymlink,
+        )
+        .map_err(|e| ImageError::io("set mtime", &target, e.into()))?;
         changes.push(LayerChange::Put {
             path: abs_name,
             is_dir: false,
@@ -722,76 +864,37 @@ impl LayerUnpacker {
         Ok(out)
     }
 
-    fn chown(&self, path: &Path, uid: u64, gid: u64) -> Result<(), ImageError> {
+    /// The tar owner to apply, None when ownership is not kept.
+    fn owner(&self, raw: &str, uid: u64, gid: u64) -> Result<Option<(Uid, Gid)>, ImageError> {
         if !self.keep_ownership {
-            return Ok(());
+            return Ok(None);
         }
         let uid = u32::try_from(uid)
-            .map_err(|_| self.corrupt(format!("{}: uid {uid} out of range", path.display())))?;
+            .map_err(|_| self.corrupt(format!("entry {raw:?}: uid {uid} out of range")))?;
         let gid = u32::try_from(gid)
-            .map_err(|_| self.corrupt(format!("{}: gid {gid} out of range", path.display())))?;
-        std::os::unix::fs::lchown(path, Some(uid), Some(gid))
-            .map_err(|e| ImageError::io("chown", path, e))
+            .map_err(|_| self.corrupt(format!("entry {raw:?}: gid {gid} out of range")))?;
+        Ok(Some((Uid::from_raw(uid), Gid::from_raw(gid))))
     }
 }
 
-fn strip(dest: &Path, p: &Path) -> String {
-    p.strip_prefix(dest)
-        .unwrap_or(p)
-        .to_string_lossy()
-        .into_owned()
+/// The layer directory: its fd (every operation starts from it) and its
+/// path (for error messages only).
+struct LayerRoot<'a> {
+    fd: OwnedFd,
+    dest: &'a Path,
 }
 
-/// A later entry of the same tar replaces an earlier one (tar semantics).
-fn remove_existing(path: &Path) -> Result<(), ImageError> {
-    match fs::symlink_metadata(path) {
-        Ok(m) if m.is_dir() => {
-            fs::remove_dir_all(path).map_err(|e| ImageError::io("replace directory", path, e))
-        }
-        Ok(_) => fs::remove_file(path).map_err(|e| ImageError::io("replace", path, e)),
-        Err(_) => Ok(()),
-    }
-}
-
-fn set_mtime(path: &Path, mtime: i64) -> Result<(), ImageError> {
-    let ts = TimeSpec::new(mtime, 0);
-    utimensat(None, path, &ts, &ts, UtimensatFlags::NoFollowSymlink)
-        .map_err(|e| ImageError::io("set mtime", path, e.into()))
+fn xattr_error(name: &str, path: &Path, e: io::Error) -> ImageError {
+    ImageError::io(
+        format!("set xattr {name} (trusted.* and security.capability need root)"),
+        path,
+        e,
+    )
 }
 
 fn cstring(path: &Path) -> Result<CString, ImageError> {
     CString::new(path.as_os_str().as_bytes())
         .map_err(|_| ImageError::io("encode path", path, io::Error::other("NUL byte in path")))
-}
-
-/// lsetxattr: never follows a symlink.
-pub(crate) fn set_xattr(path: &Path, name: &str, value: &[u8]) -> Result<(), ImageError> {
-    let p = cstring(path)?;
-    let n = CString::new(name).map_err(|_| {
-        ImageError::io(
-            format!("set xattr {name:?}"),
-            path,
-            io::Error::other("NUL in xattr name"),
-        )
-    })?;
-    // SAFETY: valid NUL-terminated strings and a buffer of the given length.
-    let rc = unsafe {
-        libc::lsetxattr(
-            p.as_ptr(),
-            n.as_ptr(),
-            value.as_ptr().cast(),
-            value.len(),
-            0,
-        )
-    };
-    if rc != 0 {
-        return Err(ImageError::io(
-            format!("set xattr {name} (trusted.* and security.capability need root)"),
-            path,
-            io::Error::last_os_error(),
-        ));
-    }
-    Ok(())
 }
 
 /// lgetxattr; None when absent or unreadable.
@@ -1032,6 +1135,276 @@ mod tests {
             caps: None
         }));
         assert_eq!(layer.uncompressed_bytes % 512, 0);
+    }
+
+    /// Mode, owner, mtime, link count and xattr names of everything under
+    /// `dir` (the dir itself included), so a test can prove a host tree
+    /// was not touched at all, not only that nothing appeared in it.
+    /// Path, mode, uid, gid, mtime, link count, xattr names.
+    type Snapshot = Vec<(String, u32, u32, u32, i64, u64, Vec<String>)>;
+
+    fn snapshot(dir: &Path) -> Snapshot {
+        let mut out = Vec::new();
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(p) = stack.pop() {
+            let m = fs::symlink_metadata(&p).unwrap();
+            let mut names = Vec::new();
+            if !m.file_type().is_symlink() {
+                let c = cstring(&p).unwrap();
+                let mut buf = vec![0u8; 4096];
+                // SAFETY: valid path and buffer of the given length.
+                let n = unsafe { libc::llistxattr(c.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+                if n > 0 {
+                    buf.truncate(n as usize);
+                    names = buf
+                        .split(|b| *b == 0)
+                        .filter(|s| !s.is_empty())
+                        .map(|s| String::from_utf8_lossy(s).into_owned())
+                        .collect();
+                }
+            }
+            out.push((
+                p.display().to_string(),
+                m.mode(),
+                m.uid(),
+                m.gid(),
+                m.mtime(),
+                m.nlink(),
+                names,
+            ));
+            if m.is_dir() {
+                for e in fs::read_dir(&p).unwrap() {
+                    stack.push(e.unwrap().path());
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// A host directory `victim` (0750, mtime 1000, a file `keep` inside)
+    /// that hostile layers aim at through a swapped symlink.
+    fn host_victim() -> (tempfile::TempDir, PathBuf) {
+        let outside = tempfile::tempdir().unwrap();
+        let victim = outside.path().join("victim");
+        fs::create_dir(&victim).unwrap();
+        fs::write(victim.join("keep"), b"keep").unwrap();
+        fs::set_permissions(&victim, fs::Permissions::from_mode(0o750)).unwrap();
+        let old = TimeSpec::new(1000, 0);
+        utimensat(
+            None,
+            &victim.join("keep"),
+            &old,
+            &old,
+            UtimensatFlags::NoFollowSymlink,
+        )
+        .unwrap();
+        utimensat(None, &victim, &old, &old, UtimensatFlags::NoFollowSymlink).unwrap();
+        let old = TimeSpec::new(2000, 0);
+        utimensat(
+            None,
+            outside.path(),
+            &old,
+            &old,
+            UtimensatFlags::NoFollowSymlink,
+        )
+        .unwrap();
+        (outside, victim)
+    }
+
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn deferred_directory_metadata_never_follows_a_swapped_parent() {
+        // Issue 12 item 1: `x/`, `x/victim/` (0777, mtime 0), then `x`
+        // replaced by a symlink to a host directory. The deferred chmod and
+        // utimes of `x/victim` must not land on the host's `victim`.
+        let (outside, _victim) = host_victim();
+        let before = snapshot(outside.path());
+        let host = outside.path().to_str().unwrap().to_string();
+        // Depth one (`x` -> the host dir holding victim) and depth two (a
+        // grandparent swapped: `a` -> the parent of that host dir, so that
+        // `a/<its name>/victim` is the host's victim again).
+        let base = outside
+            .path()
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_string();
+        let up = outside
+            .path()
+            .parent()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_string();
+        let deep_a = format!("a/{base}/victim/");
+        let cases = [
+            (
+                "x",
+                vec!["x/".to_string()],
+                "x/victim/".to_string(),
+                host.clone(),
+            ),
+            (
+                "a",
+                vec!["a/".to_string(), format!("a/{base}/")],
+                deep_a,
+                up,
+            ),
+        ];
+        for (swap_name, parents, deep, link) in cases {
+            let mut t = TarBuilder::new();
+            for p in &parents {
+                t.add(e(p, tar::EntryType::Directory));
+            }
+            t.add(E {
+                mode: 0o777,
+                ..e(&deep, tar::EntryType::Directory)
+            });
+            t.add(E {
+                link: Some(&link),
+                ..e(swap_name, tar::EntryType::Symlink)
+            });
+            let (_tmp, dest, r) = unpack(&t.finish());
+            r.unwrap_or_else(|e| panic!("{swap_name}: {e}"));
+            assert!(
+                fs::symlink_metadata(dest.join(swap_name))
+                    .unwrap()
+                    .file_type()
+                    .is_symlink()
+            );
+            assert_eq!(snapshot(outside.path()), before, "host tree changed");
+        }
+        // The swap of the layer root's own child at depth one, applied to
+        // the victim directly: `victim/` then `victim` -> host victim.
+        let mut t = TarBuilder::new();
+        t.add(E {
+            mode: 0o777,
+            ..e("victim/", tar::EntryType::Directory)
+        })
+        .add(E {
+            link: Some(&format!("{host}/victim")),
+            ..e("victim", tar::EntryType::Symlink)
+        });
+        let (_tmp, _dest, r) = unpack(&t.finish());
+        r.unwrap();
+        assert_eq!(snapshot(outside.path()), before, "host tree changed");
+    }
+
+    #[test]
+    fn no_operation_goes_through_a_swapped_parent() {
+        // After `x` becomes a symlink to a host directory, every kind of
+        // entry below `x` (file, dir with owner and xattr, symlink, fifo,
+        // hard link as source and as destination, whiteout, opaque marker)
+        // is refused, and the host tree is untouched.
+        let (outside, _victim) = host_victim();
+        let before = snapshot(outside.path());
+        let host = outside.path().to_str().unwrap().to_string();
+        let swap = |t: &mut TarBuilder| {
+            t.add(e("x/", tar::EntryType::Directory))
+                .add(e("x/victim/", tar::EntryType::Directory))
+                .add(e("real", tar::EntryType::Regular))
+                .add(E {
+                    link: Some(&host),
+                    ..e("x", tar::EntryType::Symlink)
+                });
+        };
+        type AddEntry = Box<dyn Fn(&mut TarBuilder)>;
+        let cases: Vec<(&str, AddEntry)> = vec![
+            (
+                "x/victim/f",
+                Box::new(|t: &mut TarBuilder| {
+                    t.add(E {
+                        data: b"pwned",
+                        ..e("x/victim/f", tar::EntryType::Regular)
+                    });
+                }),
+            ),
+            (
+                "x/victim/keep",
+                Box::new(|t: &mut TarBuilder| {
+                    t.add(E {
+                        data: b"pwned",
+                        ..e("x/victim/keep", tar::EntryType::Regular)
+                    });
+                }),
+            ),
+            (
+                "x/victim/",
+                Box::new(|t: &mut TarBuilder| {
+                    t.add(E {
+                        mode: 0o777,
+                        uid: 4242,
+                        xattrs: &[("user.pwned", b"1")],
+                        ..e("x/victim/", tar::EntryType::Directory)
+                    });
+                }),
+            ),
+            (
+                "x/victim/sl",
+                Box::new(|t: &mut TarBuilder| {
+                    t.add(E {
+                        link: Some("/etc/shadow"),
+                        ..e("x/victim/sl", tar::EntryType::Symlink)
+                    });
+                }),
+            ),
+            (
+                "x/victim/fifo",
+                Box::new(|t: &mut TarBuilder| {
+                    t.add(e("x/victim/fifo", tar::EntryType::Fifo));
+                }),
+            ),
+            (
+                "x/victim/hl",
+                Box::new(|t: &mut TarBuilder| {
+                    t.add(E {
+                        link: Some("real"),
+                        ..e("x/victim/hl", tar::EntryType::Link)
+                    });
+                }),
+            ),
+            (
+                "stolen",
+                Box::new(|t: &mut TarBuilder| {
+                    t.add(E {
+                        link: Some("x/victim/keep"),
+                        ..e("stolen", tar::EntryType::Link)
+                    });
+                }),
+            ),
+            (
+                "x/.wh.victim",
+                Box::new(|t: &mut TarBuilder| {
+                    t.add(e("x/.wh.victim", tar::EntryType::Regular));
+                }),
+            ),
+            (
+                "x/victim/.wh.keep",
+                Box::new(|t: &mut TarBuilder| {
+                    t.add(e("x/victim/.wh.keep", tar::EntryType::Regular));
+                }),
+            ),
+            (
+                "x/victim/.wh..wh..opq",
+                Box::new(|t: &mut TarBuilder| {
+                    t.add(e("x/victim/.wh..wh..opq", tar::EntryType::Regular));
+                }),
+            ),
+        ];
+        for (entry, add) in cases {
+            let mut t = TarBuilder::new();
+            swap(&mut t);
+            add(&mut t);
+            assert_hostile(t.finish(), entry);
+            assert_eq!(
+                snapshot(outside.path()),
+                before,
+                "host tree changed by {entry}"
+            );
+        }
     }
 
     #[test]

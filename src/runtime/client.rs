@@ -1,6 +1,7 @@
 //! The daemon's side: start a pod's monitor and talk to it (async, tokio).
 
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,6 +48,7 @@ pub async fn spawn_monitor(req: MonitorSpawn) -> Result<MonitorClient, RuntimeEr
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(0o600)
         .open(&log_path)
         .map_err(|e| RuntimeError::io(format!("opening {}", log_path.display()), e))?;
     let (ready_r, ready_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)

@@ -31,7 +31,18 @@ pub(crate) fn write_state(
     let tmp = dir.join("state.json.tmp");
     let final_path = state_path(pod_dir, id);
     let io = |what: &str, e| RuntimeError::io(format!("{what} {}", tmp.display()), e);
-    let mut f = fs::File::create(&tmp).map_err(|e| io("creating", e))?;
+    // The monitor runs with umask 022 (its containers inherit it): the
+    // state file is made 0600 explicitly.
+    let mut f = {
+        use std::os::unix::fs::OpenOptionsExt;
+        fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(|e| io("creating", e))?
+    };
     f.write_all(&body).map_err(|e| io("writing", e))?;
     f.sync_all().map_err(|e| io("syncing", e))?;
     drop(f);

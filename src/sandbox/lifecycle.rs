@@ -89,6 +89,23 @@ impl Node {
         let step = crate::node::StepTimer::new("run_pod_sandbox", &pod.id);
         let dir = &pod.pod_dir;
         std::fs::create_dir_all(dir).map_err(|e| NodeError::io(dir, e))?;
+        // Root only: it holds the pod's /dev/shm (a 1777 tmpfs) and the
+        // monitor's state. A user-namespaced container's init bind-mounts
+        // hosts/resolv.conf/hostname from here before pivot_root, so for
+        // such a pod the group of the pod's root may traverse (0710).
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = match pod.user_namespace().and_then(|u| u.gids.to_host(0)) {
+                Some(gid) => {
+                    std::os::unix::fs::chown(dir, None, Some(gid))
+                        .map_err(|e| NodeError::io(dir, e))?;
+                    0o710
+                }
+                None => 0o700,
+            };
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
+                .map_err(|e| NodeError::io(dir, e))?;
+        }
         let hostname = if pod.host_network() {
             nix::unistd::gethostname()
                 .map(|h| h.to_string_lossy().into_owned())

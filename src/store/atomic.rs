@@ -2,6 +2,7 @@
 
 use super::StoreError;
 use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -34,11 +35,15 @@ fn replace(path: &Path, bytes: &[u8], durable: bool) -> Result<(), StoreError> {
     let seq = NEXT_TMP.fetch_add(1, Ordering::Relaxed);
     let tmp = dir.join(format!("{TMP_PREFIX}{name}.{}.{seq}", std::process::id()));
     let result = (|| {
+        // 0600 whatever the umask: these files hold specs (with the
+        // container's env), records and state.
         let mut f = std::fs::OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
+            .mode(super::perms::PRIVATE_FILE)
             .open(&tmp)?;
+        f.set_permissions(std::fs::Permissions::from_mode(super::perms::PRIVATE_FILE))?;
         f.write_all(bytes)?;
         if durable {
             f.sync_all()?;

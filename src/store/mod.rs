@@ -8,6 +8,7 @@
 //! that names it, so a pod is never silently dropped.
 
 mod atomic;
+pub mod perms;
 
 pub use atomic::{write_atomic, write_replace};
 

@@ -42,6 +42,14 @@ pub enum Entry {
         major: u32,
         minor: u32,
     },
+    /// `inner` with an owner and `SCHILY.xattr.*` records (written as a PAX
+    /// header before it).
+    WithMeta {
+        inner: Box<Entry>,
+        uid: u64,
+        gid: u64,
+        xattrs: Vec<(String, Vec<u8>)>,
+    },
 }
 
 impl Entry {
@@ -65,6 +73,46 @@ impl Entry {
             target: target.into(),
         }
     }
+    pub fn hard_link(path: &str, target: &str) -> Entry {
+        Entry::HardLink {
+            path: path.into(),
+            target: target.into(),
+        }
+    }
+    /// This entry owned by `uid:gid` and carrying `xattrs`.
+    pub fn with_meta(self, uid: u64, gid: u64, xattrs: &[(&str, &[u8])]) -> Entry {
+        Entry::WithMeta {
+            inner: Box::new(self),
+            uid,
+            gid,
+            xattrs: xattrs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_vec()))
+                .collect(),
+        }
+    }
+}
+
+/// A PAX extended header carrying `SCHILY.xattr.<name>` records.
+fn append_pax_xattrs(b: &mut tar::Builder<Vec<u8>>, xattrs: &[(String, Vec<u8>)]) {
+    let mut pax = Vec::new();
+    for (k, v) in xattrs {
+        // "<len> SCHILY.xattr.<k>=<v>\n", where <len> counts itself.
+        let body = format!(" SCHILY.xattr.{k}=").len() + v.len() + 1;
+        let mut total = body + 1;
+        while total.to_string().len() + body != total {
+            total = total.to_string().len() + body;
+        }
+        pax.extend_from_slice(format!("{total} SCHILY.xattr.{k}=").as_bytes());
+        pax.extend_from_slice(v);
+        pax.push(b'\n');
+    }
+    let mut h = tar::Header::new_ustar();
+    h.set_entry_type(tar::EntryType::XHeader);
+    h.set_size(pax.len() as u64);
+    h.set_mode(0o644);
+    b.append_data(&mut h, "PaxHeader", pax.as_slice())
+        .expect("pax header");
 }
 
 /// An uncompressed tar of `entries`, in order, with GNU headers (long names
@@ -72,58 +120,74 @@ impl Entry {
 pub fn tar_layer(entries: &[Entry]) -> Vec<u8> {
     let mut b = tar::Builder::new(Vec::new());
     for e in entries {
-        let mut h = tar::Header::new_gnu();
-        h.set_uid(0);
-        h.set_gid(0);
-        h.set_mtime(1_704_067_200);
-        h.set_size(0);
-        let (path, data): (&str, &[u8]) = match e {
-            Entry::Dir { path, mode, mtime } => {
-                h.set_entry_type(tar::EntryType::Directory);
-                h.set_mode(*mode);
-                h.set_mtime(*mtime);
-                (path, &[])
-            }
-            Entry::File { path, mode, data } => {
-                h.set_entry_type(tar::EntryType::Regular);
-                h.set_mode(*mode);
-                h.set_size(data.len() as u64);
-                (path, data)
-            }
-            Entry::Symlink { path, target } | Entry::HardLink { path, target } => {
-                h.set_entry_type(if matches!(e, Entry::Symlink { .. }) {
-                    tar::EntryType::Symlink
-                } else {
-                    tar::EntryType::Link
-                });
-                h.set_mode(0o777);
-                h.set_link_name_literal(target.as_bytes())
-                    .expect("link name");
-                (path, &[])
-            }
-            Entry::Fifo { path, mode } => {
-                h.set_entry_type(tar::EntryType::Fifo);
-                h.set_mode(*mode);
-                (path, &[])
-            }
-            Entry::CharDev {
-                path,
-                mode,
-                major,
-                minor,
-            } => {
-                h.set_entry_type(tar::EntryType::Char);
-                h.set_mode(*mode);
-                h.set_device_major(*major).expect("major");
-                h.set_device_minor(*minor).expect("minor");
-                (path, &[])
-            }
-        };
-        // The raw name, unnormalised: a hostile layer's names are what the
-        // test says, `./`, trailing slashes and all.
-        b.append_data(&mut h, path, data).expect("tar entry");
+        append_entry(&mut b, e, 0, 0);
     }
     b.into_inner().expect("tar")
+}
+
+fn append_entry(b: &mut tar::Builder<Vec<u8>>, e: &Entry, uid: u64, gid: u64) {
+    let mut h = tar::Header::new_gnu();
+    h.set_uid(uid);
+    h.set_gid(gid);
+    h.set_mtime(1_704_067_200);
+    h.set_size(0);
+    let (path, data): (&str, &[u8]) = match e {
+        Entry::Dir { path, mode, mtime } => {
+            h.set_entry_type(tar::EntryType::Directory);
+            h.set_mode(*mode);
+            h.set_mtime(*mtime);
+            (path, &[])
+        }
+        Entry::File { path, mode, data } => {
+            h.set_entry_type(tar::EntryType::Regular);
+            h.set_mode(*mode);
+            h.set_size(data.len() as u64);
+            (path, data)
+        }
+        Entry::Symlink { path, target } | Entry::HardLink { path, target } => {
+            h.set_entry_type(if matches!(e, Entry::Symlink { .. }) {
+                tar::EntryType::Symlink
+            } else {
+                tar::EntryType::Link
+            });
+            h.set_mode(0o777);
+            h.set_link_name_literal(target.as_bytes())
+                .expect("link name");
+            (path, &[])
+        }
+        Entry::Fifo { path, mode } => {
+            h.set_entry_type(tar::EntryType::Fifo);
+            h.set_mode(*mode);
+            (path, &[])
+        }
+        Entry::WithMeta {
+            inner,
+            uid,
+            gid,
+            xattrs,
+        } => {
+            if !xattrs.is_empty() {
+                append_pax_xattrs(b, xattrs);
+            }
+            append_entry(b, inner, *uid, *gid);
+            return;
+        }
+        Entry::CharDev {
+            path,
+            mode,
+            major,
+            minor,
+        } => {
+            h.set_entry_type(tar::EntryType::Char);
+            h.set_mode(*mode);
+            h.set_device_major(*major).expect("major");
+            h.set_device_minor(*minor).expect("minor");
+            (path, &[])
+        }
+    };
+    // The raw name, unnormalised: a hostile layer's names are what the
+    // test says, `./`, trailing slashes and all.
+    b.append_data(&mut h, path, data).expect("tar entry");
 }
 
 pub fn sha256_digest(bytes: &[u8]) -> String {

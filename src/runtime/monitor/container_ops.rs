@@ -237,6 +237,16 @@ impl Monitor {
             }
         };
         let pid = container.pid().map(|p| p.as_raw()).unwrap_or(0);
+        // libcontainer's state.json carries the container's annotations and
+        // is made under the monitor's umask 022 (which the containers
+        // inherit): root only, like every other state file. Later saves
+        // truncate the same inode, so the mode stays.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let dir = self.args.runtime_root.join(&id);
+            let _ = fs::set_permissions(&dir, fs::Permissions::from_mode(0o700));
+            let _ = fs::set_permissions(dir.join("state.json"), fs::Permissions::from_mode(0o600));
+        }
         set_nonblocking(out_r.as_raw_fd());
         set_nonblocking(err_r.as_raw_fd());
         let terminal = match console.as_ref().map(|c| c.receive_master()) {

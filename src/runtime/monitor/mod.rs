@@ -325,6 +325,12 @@ impl Monitor {
                 std::io::Error::last_os_error(),
             ));
         }
+        // The daemon runs with umask 077 (its state is root-only); the
+        // containers and exec'd processes this monitor starts inherit its
+        // umask, and they get the OCI runtimes' default (runc: 0022), as
+        // under containerd. The monitor's own files set their modes.
+        // SAFETY: umask has no failure mode.
+        unsafe { libc::umask(0o022) };
         fs::create_dir_all(&args.pod_dir).map_err(|e| {
             RuntimeError::io(
                 format!("creating pod directory {}", args.pod_dir.display()),
