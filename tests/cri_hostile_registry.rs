@@ -22,7 +22,8 @@ fn digest(b: &[u8]) -> String {
 /// What the server answers for one repository.
 #[derive(Clone)]
 struct Scenario {
-    manifest: Vec<u8>,
+    /// `None`: a manifest whose body never ends (no Content-Length).
+    manifest: Option<Vec<u8>>,
     /// digest -> body; `None`: an endless body of zeros.
     blobs: Vec<(String, Option<Vec<u8>>)>,
 }
@@ -101,12 +102,25 @@ fn serve(conn: TcpStream, scenarios: &[(&'static str, Scenario)], seen: &Mutex<V
             continue;
         };
         if path.contains("/manifests/") {
-            respond(
-                &mut out,
-                "200 OK",
-                "application/vnd.oci.image.manifest.v1+json",
-                &s.manifest,
-            );
+            match &s.manifest {
+                Some(m) => respond(
+                    &mut out,
+                    "200 OK",
+                    "application/vnd.oci.image.manifest.v1+json",
+                    m,
+                ),
+                None => {
+                    // No length, a JSON start, then spaces until the client
+                    // hangs up.
+                    let _ = write!(
+                        out,
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\nConnection: close\r\n\r\n{{\"schemaVersion\": 2, \"x\": \""
+                    );
+                    let chunk = vec![b' '; 64 * 1024];
+                    while out.write_all(&chunk).is_ok() {}
+                    return;
+                }
+            }
             continue;
         }
         let wanted = path.rsplit('/').next().unwrap_or("");
@@ -189,7 +203,7 @@ async fn hostile_registry_cannot_fill_memory_or_disk() {
             // A 100 MiB config: refused from its descriptor, never fetched.
             "bigconfig",
             Scenario {
-                manifest: manifest((&fake(1), big), &[(&fake(2), 10)]),
+                manifest: Some(manifest((&fake(1), big), &[(&fake(2), 10)])),
                 blobs: vec![(fake(1), None)],
             },
         ),
@@ -197,7 +211,7 @@ async fn hostile_registry_cannot_fill_memory_or_disk() {
             // The descriptor says 300 bytes; the body never ends.
             "liarconfig",
             Scenario {
-                manifest: manifest((&fake(3), 300), &[(&fake(2), 10)]),
+                manifest: Some(manifest((&fake(3), 300), &[(&fake(2), 10)])),
                 blobs: vec![(fake(3), None)],
             },
         ),
@@ -205,10 +219,10 @@ async fn hostile_registry_cannot_fill_memory_or_disk() {
             // A 20 GiB layer: above max_compressed_layer_bytes (8 GiB).
             "biglayer",
             Scenario {
-                manifest: manifest(
+                manifest: Some(manifest(
                     (&config_digest, config.len() as i64),
                     &[(&fake(4), 20i64 << 30)],
-                ),
+                )),
                 blobs: vec![
                     (config_digest.clone(), Some(config.clone())),
                     (fake(4), None),
@@ -219,14 +233,22 @@ async fn hostile_registry_cannot_fill_memory_or_disk() {
             // A layer declared at 1 MiB whose body never ends.
             "liarlayer",
             Scenario {
-                manifest: manifest(
+                manifest: Some(manifest(
                     (&config_digest, config.len() as i64),
                     &[(&fake(5), 1 << 20)],
-                ),
+                )),
                 blobs: vec![
                     (config_digest.clone(), Some(config.clone())),
                     (fake(5), None),
                 ],
+            },
+        ),
+        (
+            // A manifest that never ends: bounded while it streams.
+            "endlessmanifest",
+            Scenario {
+                manifest: None,
+                blobs: vec![],
             },
         ),
     ];
@@ -271,6 +293,14 @@ async fn hostile_registry_cannot_fill_memory_or_disk() {
             vec![
                 fake(5),
                 "sent more than the 1048576 bytes its descriptor declares".into(),
+            ],
+        ),
+        (
+            "endlessmanifest",
+            vec![
+                "manifest latest of".into(),
+                "larger than 4194304 bytes".into(),
+                "received so far".into(),
             ],
         ),
     ];

@@ -48,6 +48,7 @@ fn image_code(e: &ImageError) -> Code {
         | ImageError::DeviceNodeNotPermitted { .. }
         | ImageError::TooLarge { .. }
         | ImageError::BlobTooLarge { .. }
+        | ImageError::ManifestTooLarge { .. }
         | ImageError::BodyOverDeclared { .. }
         | ImageError::Unsupported { .. } => Code::FailedPrecondition,
         _ => Code::Internal,

@@ -85,6 +85,20 @@ pub enum ImageError {
         setting: &'static str,
     },
 
+    /// A manifest or index over containerd's 4 MiB bound: declared so by
+    /// its index entry or Content-Length, or streamed past it.
+    #[error(
+        "manifest {reference} of {image} is larger than {limit} bytes ({size} bytes {how}): real manifests are a few KiB, so the registry is broken or hostile; the pull was stopped"
+    )]
+    ManifestTooLarge {
+        image: String,
+        reference: String,
+        size: u64,
+        /// "declared", "received so far"
+        how: &'static str,
+        limit: u64,
+    },
+
     /// The registry sent more than the descriptor declared: cut off.
     #[error(
         "{object} ({digest}): the registry sent more than the {declared} bytes its descriptor declares; the download was cut off: the registry is broken or hostile"

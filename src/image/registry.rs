@@ -7,6 +7,7 @@ use std::net::IpAddr;
 use std::path::Path;
 
 use base64::Engine as _;
+use oci_client::RegistryOperation;
 use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::errors::OciDistributionError;
 use oci_client::manifest::OciDescriptor;
@@ -28,7 +29,6 @@ pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.
 /// containerd's bound on a manifest or index (4 MiB): real ones are a few
 /// KiB, and the whole body is held in memory.
 const MAX_MANIFEST_BYTES: usize = 4 << 20;
-const MANIFEST_LIMIT_SETTING: &str = "none (a fixed bound, as containerd's)";
 
 /// One place to try: a mirror or the upstream.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -205,6 +205,10 @@ pub fn pick_platform<'a>(manifests: &'a [RawDescriptor], arch: &str) -> Option<&
 /// A registry endpoint that served the manifest; blobs come from it too.
 pub struct Session {
     client: Client,
+    /// For manifests only: see `manifest_body`.
+    http: reqwest::Client,
+    /// The Authorization header value for this registry, learned once.
+    authorization: tokio::sync::OnceCell<Option<String>>,
     reference: Reference,
     auth: ClientAuth,
     pub endpoint: Endpoint,
@@ -275,8 +279,19 @@ impl Session {
                 Reference::with_tag(endpoint.host.clone(), parsed.path.clone(), "latest".into())
             }
         };
+        // Same timeouts as the blob client. Built without TLS options of
+        // its own: reqwest's rustls (enabled through oci-client) and its
+        // default roots, as oci-client's client has.
+        let http = reqwest::Client::builder()
+            .connect_timeout(std::time::Duration::from_secs(10))
+            .read_timeout(std::time::Duration::from_secs(120))
+            .user_agent(concat!("capcri/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .unwrap_or_default();
         Session {
             client: Client::new(config),
+            http,
+            authorization: tokio::sync::OnceCell::new(),
             reference,
             auth,
             endpoint,
@@ -289,31 +304,7 @@ impl Session {
         reference: &Reference,
         expected: Option<&str>,
     ) -> Result<(Vec<u8>, String), ImageError> {
-        let accepted = [OCI_INDEX, OCI_MANIFEST, DOCKER_LIST, DOCKER_MANIFEST];
-        let (bytes, _) = self
-            .client
-            .pull_manifest_raw(reference, &self.auth, &accepted)
-            .await
-            .map_err(|e| {
-                map_error(
-                    &self.image,
-                    &self.endpoint.host,
-                    &format!("fetching manifest {reference}"),
-                    e,
-                )
-            })?;
-        if bytes.len() > MAX_MANIFEST_BYTES {
-            return Err(ImageError::BlobTooLarge {
-                object: format!("manifest of {}", self.image),
-                digest: expected
-                    .unwrap_or(reference.tag().unwrap_or("latest"))
-                    .to_string(),
-                media_type: "manifest".into(),
-                size: bytes.len() as i64,
-                limit: MAX_MANIFEST_BYTES as u64,
-                setting: MANIFEST_LIMIT_SETTING,
-            });
-        }
+        let bytes = self.manifest_body(reference, expected).await?;
         let digest = sha256_digest(&bytes);
         if let Some(expected) = expected
             && expected != digest
@@ -324,7 +315,133 @@ impl Session {
                 actual: digest,
             });
         }
-        Ok((bytes.to_vec(), digest))
+        Ok((bytes, digest))
+    }
+
+    /// The Authorization header for this registry: a bearer token from its
+    /// token service (oci-client's `auth` does the challenge dance), the
+    /// configured basic credentials, a configured token, or none.
+    async fn authorization(&self) -> Result<Option<String>, ImageError> {
+        self.authorization
+            .get_or_try_init(|| async {
+                let token = self
+                    .client
+                    .auth(&self.reference, &self.auth, RegistryOperation::Pull)
+                    .await
+                    .map_err(|e| {
+                        map_error(&self.image, &self.endpoint.host, "authenticating", e)
+                    })?;
+                Ok(match (token.as_ref(), &self.auth) {
+                    (Some(t), _) | (None, ClientAuth::Bearer(t)) => Some(format!("Bearer {t}")),
+                    (None, ClientAuth::Basic(user, password)) => Some(format!(
+                        "Basic {}",
+                        base64::engine::general_purpose::STANDARD
+                            .encode(format!("{user}:{password}"))
+                    )),
+                    (None, ClientAuth::Anonymous) => None,
+                })
+            })
+            .await
+            .cloned()
+    }
+
+    /// GETs a manifest, reading its body chunk by chunk and refusing it past
+    /// `MAX_MANIFEST_BYTES`. This is not left to oci-client: its
+    /// `pull_manifest_raw` reads the whole body before anyone can look at
+    /// its size, so a registry that streams an endless manifest would grow
+    /// the daemon's memory until the OOM killer came.
+    async fn manifest_body(
+        &self,
+        reference: &Reference,
+        expected: Option<&str>,
+    ) -> Result<Vec<u8>, ImageError> {
+        let what = format!("fetching manifest {reference}");
+        let registry_error = |reason: String| ImageError::Registry {
+            image: self.image.clone(),
+            registry: self.endpoint.host.clone(),
+            reason: format!("{what}: {reason}"),
+        };
+        let too_large = |size: u64, how| ImageError::ManifestTooLarge {
+            image: self.image.clone(),
+            reference: expected
+                .unwrap_or(reference.tag().unwrap_or("latest"))
+                .to_string(),
+            size,
+            how,
+            limit: MAX_MANIFEST_BYTES as u64,
+        };
+        let url = format!(
+            "{scheme}://{registry}/v2/{repository}/manifests/{tag_or_digest}",
+            scheme = if self.endpoint.plain_http {
+                "http"
+            } else {
+                "https"
+            },
+            registry = reference.resolve_registry(),
+            repository = reference.repository(),
+            tag_or_digest = reference
+                .digest()
+                .unwrap_or(reference.tag().unwrap_or("latest")),
+        );
+        let mut request = self.http.get(&url).header(
+            reqwest::header::ACCEPT,
+            [OCI_INDEX, OCI_MANIFEST, DOCKER_LIST, DOCKER_MANIFEST].join(", "),
+        );
+        if let Some(authorization) = self.authorization().await? {
+            request = request.header(reqwest::header::AUTHORIZATION, authorization);
+        }
+        let mut response = request
+            .send()
+            .await
+            .map_err(|e| registry_error(e.to_string()))?;
+        let status = response.status();
+        if !status.is_success() {
+            // Only the start of an error body: it goes into a message.
+            let mut body = Vec::new();
+            while body.len() < 4096 {
+                match response.chunk().await {
+                    Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+                    _ => break,
+                }
+            }
+            body.truncate(4096);
+            let reason = format!(
+                "{what}: HTTP {status}: {}",
+                String::from_utf8_lossy(&body).trim()
+            );
+            return Err(match status.as_u16() {
+                404 => ImageError::NotFound {
+                    image: self.image.clone(),
+                    reason: format!("registry {}: {reason}", self.endpoint.host),
+                },
+                401 | 403 => ImageError::Unauthorized {
+                    image: self.image.clone(),
+                    registry: self.endpoint.host.clone(),
+                    reason,
+                },
+                _ => registry_error(format!("HTTP {status}")),
+            });
+        }
+        if let Some(declared) = response.content_length()
+            && declared > MAX_MANIFEST_BYTES as u64
+        {
+            return Err(too_large(declared, "declared"));
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| registry_error(e.to_string()))?
+        {
+            if body.len() + chunk.len() > MAX_MANIFEST_BYTES {
+                return Err(too_large(
+                    (body.len() + chunk.len()) as u64,
+                    "received so far",
+                ));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
     }
 
     /// Resolves tag/digest -> (index ->) image manifest of the host platform.
@@ -354,13 +471,12 @@ impl Session {
             };
             // The index says how big the manifest is: refuse before fetching.
             if entry.size > MAX_MANIFEST_BYTES as i64 {
-                return Err(ImageError::BlobTooLarge {
-                    object: format!("platform manifest of {}", self.image),
-                    digest: entry.digest.clone(),
-                    media_type: entry.media_type.clone(),
-                    size: entry.size,
+                return Err(ImageError::ManifestTooLarge {
+                    image: self.image.clone(),
+                    reference: entry.digest.clone(),
+                    size: entry.size as u64,
+                    how: "declared by its index",
                     limit: MAX_MANIFEST_BYTES as u64,
-                    setting: MANIFEST_LIMIT_SETTING,
                 });
             }
             let by_digest = self.reference.clone_with_digest(entry.digest.clone());
