@@ -201,6 +201,51 @@ async fn check_orphans_are_reaped(d: &TestDaemon, ctr: &str) {
     .await;
 }
 
+/// A container whose init has a child: once the init is killed the child
+/// lives on (re-parented to the pod's init, in the container's cgroup);
+/// RemoveContainer must end it too and succeed (critest "PodPID" with
+/// nginx's workers).
+async fn check_removal_ends_a_containers_orphans(
+    d: &TestDaemon,
+    pod: &str,
+    image: &str,
+    witness: &str,
+) {
+    let mut c = container_config(
+        "parent",
+        image,
+        &["sh", "-c", "sleep 1001 & exec sleep 1002"],
+    );
+    c.linux = Some(cri::LinuxContainerConfig {
+        security_context: Some(cri::LinuxContainerSecurityContext {
+            namespace_options: Some(shared_pid()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let id = create(d, pod, c).await.expect("create parent");
+    start(d, &id).await;
+    let seen = |ps: &str| ps.contains("sleep 1001");
+    common::wait_for("the child", Duration::from_secs(10), || async {
+        seen(&sh(d, witness, "ps -o pid,args").await.1).then_some(())
+    })
+    .await;
+    let mut rt = d.runtime().await;
+    rt.stop_container(cri::StopContainerRequest {
+        container_id: id.clone(),
+        timeout: 0,
+    })
+    .await
+    .expect("stop parent");
+    rt.remove_container(cri::RemoveContainerRequest {
+        container_id: id.clone(),
+    })
+    .await
+    .expect("remove parent");
+    let (_, ps, _) = sh(d, witness, "ps -o pid,stat,args").await;
+    assert!(!seen(&ps), "the removed container's child lives on: {ps}");
+}
+
 fn shared_pid() -> cri::NamespaceOption {
     cri::NamespaceOption {
         pid: cri::NamespaceMode::Pod as i32,
@@ -221,6 +266,7 @@ async fn a_shared_pid_pods_init_gives_a_ptrace_container_nothing_of_the_host() {
     start(&d, &ctr).await;
     check_pod_init_is_powerless(&d, &ctr, &pod, "65535", true).await;
     check_orphans_are_reaped(&d, &ctr).await;
+    check_removal_ends_a_containers_orphans(&d, &pod, &busybox, &ctr).await;
     common::stop_and_remove_pod(&d, &pod).await;
     // The init's cgroup leaf went with the pod.
     assert_eq!(

@@ -585,6 +585,9 @@ impl Monitor {
             return Ok(());
         }
         self.kill_and_reap(id);
+        if let Some(cgroup) = self.containers.get(id).and_then(|r| r.cgroup.clone()) {
+            cgroup.kill_all(Duration::from_secs(2));
+        }
         if root.exists() {
             let mut container =
                 Container::load(root).map_err(|e| Self::libcontainer_err(id, &e))?;
