@@ -168,6 +168,11 @@ fn remove_unknown_cgroups(
                 continue;
             }
             for ctr in entry_names(&pod_dir) {
+                // A known pod's init (shared PID namespace) has a leaf of
+                // its own there; it lives as long as the pod's monitor.
+                if ctr == crate::sandbox::cgroups::POD_INIT_CGROUP {
+                    continue;
+                }
                 let dir = pod_dir.join(&ctr);
                 if dir.is_dir() && !containers.contains(&ctr) {
                     removed += remove_cgroup_tree(&dir);

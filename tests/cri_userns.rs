@@ -208,9 +208,10 @@ async fn pod_user_namespace_maps_ids_and_idmaps_rootfs_and_volumes() {
         upper.display()
     );
 
-    // Inside, the exec and the pod's init (pid 1 of the shared PID
-    // namespace) are root; seen from the host, the container's processes
-    // run as the mapped id.
+    // Inside, the exec is root and the pod's init (pid 1 of the shared PID
+    // namespace) the unprivileged 65535, as a pause container (see
+    // tests/cri_pod_init.rs); seen from the host, the container's
+    // processes run as the mapped id.
     let status = exec(
         &d,
         &id,
@@ -221,7 +222,7 @@ async fn pod_user_namespace_maps_ids_and_idmaps_rootfs_and_volumes() {
         .lines()
         .map(|l| l.split_whitespace().nth(1).unwrap_or("").to_string())
         .collect();
-    assert_eq!(uids, vec!["0", "0"], "{status:?}");
+    assert_eq!(uids, vec!["0", "65535"], "{status:?}");
     let host_uids: Vec<u32> = std::fs::read_dir("/proc")
         .unwrap()
         .flatten()

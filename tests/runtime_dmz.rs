@@ -61,6 +61,7 @@ impl TestPod {
             },
             hostname: Some("dmz-test".into()),
             user_namespace: None,
+            init_cgroup: None,
             program: Some(PathBuf::from(env!("CARGO_BIN_EXE_capcri"))),
         })
         .await

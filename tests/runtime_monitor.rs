@@ -50,6 +50,7 @@ async fn monitor_runs_a_pod_end_to_end() {
         },
         hostname: Some(HOSTNAME.into()),
         user_namespace: None,
+        init_cgroup: None,
         program: Some(PathBuf::from(env!("CARGO_BIN_EXE_capcri"))),
     })
     .await
@@ -412,6 +413,7 @@ async fn monitor_startup_error_is_reported() {
         },
         hostname: Some("x".repeat(100)),
         user_namespace: None,
+        init_cgroup: None,
         program: Some(PathBuf::from(env!("CARGO_BIN_EXE_capcri"))),
     })
     .await

@@ -291,7 +291,7 @@ impl Node {
             }
             None => (None, pod_files),
         };
-        let spec = crate::spec::container_spec(&ContainerSpecInput {
+        let mut spec = crate::spec::container_spec(&ContainerSpecInput {
             pod: &pod.config,
             container: staged_config.as_ref().unwrap_or(&record.config),
             image_config,
@@ -304,6 +304,10 @@ impl Node {
             localhost_seccomp_profile: localhost_profile.as_deref(),
             user_namespace: userns.as_ref(),
         })?;
+        crate::spec::cgroup_v1::emulate_cgroup_v1(
+            &mut spec,
+            crate::sandbox::cgroups::v1_hierarchies(),
+        );
         // After the spec, so a malformed request is reported as such first.
         super::propagation::check_host_sources(&record.config.mounts)?;
         let spec_json = serde_json::to_vec_pretty(&spec)

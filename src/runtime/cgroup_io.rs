@@ -47,6 +47,44 @@ impl CgroupPath {
         std::fs::read_to_string(self.file(controller, name)).ok()
     }
 
+    /// SIGKILLs every process of the group, in every hierarchy, until none
+    /// is left or `timeout` passes; returns whether it is empty. In a
+    /// shared-PID pod a container's children outlive its init (they are
+    /// re-parented to the pod's init, still in the container's cgroup), and
+    /// libcontainer's own cgroup removal gives them about 100 ms to die,
+    /// which a loaded node does not always meet ("could not delete").
+    pub fn kill_all(&self, timeout: std::time::Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        let dirs: Vec<PathBuf> = if self.unified {
+            vec![Path::new(CGROUP_ROOT).join(&self.rel)]
+        } else {
+            crate::sandbox::cgroups::hierarchies()
+                .into_iter()
+                .map(|h| h.join(&self.rel))
+                .collect()
+        };
+        loop {
+            let mut left = false;
+            for dir in &dirs {
+                let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+                for pid in procs.lines().filter_map(|p| p.trim().parse::<i32>().ok()) {
+                    left = true;
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+            }
+            if !left {
+                return true;
+            }
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
     /// Whether the group exists (in the memory hierarchy on v1).
     pub fn exists(&self) -> bool {
         self.file("memory", "").is_dir()

@@ -21,6 +21,7 @@ mod idmap;
 mod monitor;
 mod namespaces;
 mod persist;
+mod pod_init;
 mod propagation;
 mod protocol;
 mod sealed_exe;

@@ -17,6 +17,7 @@ use nix::unistd::{ForkResult, fork, pipe};
 
 use super::error::RuntimeError;
 use super::idmap::write_id_maps;
+use super::pod_init::{PodInitPlan, join_cgroup, pod_init_id, scrub_environ_and_cmdline};
 use super::types::{NamespaceKind, PodNamespaceSet};
 use crate::spec::PodUserNamespace;
 
@@ -181,14 +182,22 @@ pub(crate) fn create_and_pin(
 /// `fork` in a PID namespace whose init has died, so joining the pinned
 /// namespace would fail for every later container.
 ///
-/// In a POD user namespace the child first joins it, so the PID namespace is
-/// owned by it: a container that has joined the user namespace could not
-/// enter (nor mount /proc for) a PID namespace owned by the host's.
-pub(crate) fn start_pod_init(pod_dir: &Path, in_userns: bool) -> Result<i32, RuntimeError> {
+/// The child first takes the init's sandbox (see `pod_init`): an empty
+/// root, then, in a POD user namespace, that namespace (so the PID
+/// namespace is owned by it: a container that has joined the user
+/// namespace could not enter, nor mount /proc for, a PID namespace owned
+/// by the host's), then the pod's other namespaces. The init drops every
+/// privilege before it serves and is moved into `init_cgroup` (relative
+/// to each hierarchy's root) before it is pinned.
+pub(crate) fn start_pod_init(
+    pod_dir: &Path,
+    userns: Option<&PodUserNamespace>,
+    init_cgroup: Option<&str>,
+) -> Result<i32, RuntimeError> {
     let ns_dir = pod_dir.join("ns");
     fs::create_dir_all(&ns_dir)
         .map_err(|e| RuntimeError::io(format!("creating {}", ns_dir.display()), e))?;
-    let userns = if in_userns {
+    let userns_pin = if userns.is_some() {
         let pin = pinned_namespace_path(pod_dir, NamespaceKind::User);
         Some(
             fs::File::open(&pin)
@@ -197,6 +206,11 @@ pub(crate) fn start_pod_init(pod_dir: &Path, in_userns: bool) -> Result<i32, Run
     } else {
         None
     };
+    let plan = PodInitPlan::new(
+        pod_dir,
+        pod_init_id(userns.map(|u| u.uids.length)),
+        pod_init_id(userns.map(|u| u.gids.length)),
+    )?;
     let (pid_r, pid_w) = pipe().map_err(|e| RuntimeError::io("creating pipe", e.into()))?;
     // SAFETY: the monitor is single-threaded; the child only makes syscalls.
     match unsafe { fork() }
@@ -205,18 +219,25 @@ pub(crate) fn start_pod_init(pod_dir: &Path, in_userns: bool) -> Result<i32, Run
         ForkResult::Child => {
             drop(pid_r);
             let mut out = fs::File::from(pid_w);
-            let joined = match &userns {
-                Some(f) => join_as_root(f),
-                None => Ok(()),
-            };
-            let reply = match joined.and_then(|()| {
-                unshare(CloneFlags::CLONE_NEWPID)
-                    .map_err(|e| format!("error: unshare(CLONE_NEWPID): {e}"))
-            }) {
-                Err(e) => e,
+            // Before anything else: the strings are read through /proc,
+            // which the empty root leaves behind.
+            scrub_environ_and_cmdline();
+            let ready = plan
+                .enter_empty_root()
+                .and_then(|()| match &userns_pin {
+                    Some(f) => join_as_root(f),
+                    None => Ok(()),
+                })
+                .and_then(|()| plan.join_pod_namespaces())
+                .and_then(|()| {
+                    unshare(CloneFlags::CLONE_NEWPID)
+                        .map_err(|e| format!("error: unshare(CLONE_NEWPID): {e}"))
+                });
+            let reply = match ready {
+                Err(e) => format!("error: {}", e.trim_start_matches("error: ")),
                 // SAFETY: as above; the grandchild runs only `pod_init`.
                 Ok(()) => match unsafe { fork() } {
-                    Ok(ForkResult::Child) => pod_init(),
+                    Ok(ForkResult::Child) => pod_init(&plan, out),
                     Ok(ForkResult::Parent { child }) => format!("{}", child.as_raw()),
                     Err(e) => format!("error: forking the pod init: {e}"),
                 },
@@ -227,6 +248,7 @@ pub(crate) fn start_pod_init(pod_dir: &Path, in_userns: bool) -> Result<i32, Run
         }
         ForkResult::Parent { child } => {
             drop(pid_w);
+            drop(plan);
             let mut reply = String::new();
             let read = fs::File::from(pid_r).read_to_string(&mut reply);
             let _ = waitpid(child, None);
@@ -235,15 +257,39 @@ pub(crate) fn start_pod_init(pod_dir: &Path, in_userns: bool) -> Result<i32, Run
                 message,
             };
             read.map_err(|e| RuntimeError::io("reading the pod init's pid", e))?;
-            let pid: i32 = reply
-                .parse()
-                .map_err(|_| failed(format!("starting the pod's PID namespace failed: {reply}")))?;
-            if let Err(e) = pin_from(pid, pod_dir, &[NamespaceKind::Pid]) {
+            // The child writes the pid; the init, only if it fails, why.
+            let (pid, error) = match reply.split_once("error: ") {
+                Some((pid, error)) => (pid, Some(error)),
+                None => (reply.as_str(), None),
+            };
+            let pid: Option<i32> = pid.trim().parse().ok();
+            let pid = match (pid, error) {
+                (Some(pid), None) => pid,
+                (pid, error) => {
+                    if let Some(pid) = pid {
+                        let _ = waitpid(nix::unistd::Pid::from_raw(pid), None);
+                    }
+                    return Err(failed(format!(
+                        "starting the pod's PID namespace failed: {}",
+                        error.unwrap_or(&reply)
+                    )));
+                }
+            };
+            let kill = || {
                 let _ = nix::sys::signal::kill(
                     nix::unistd::Pid::from_raw(pid),
                     nix::sys::signal::Signal::SIGKILL,
                 );
                 let _ = waitpid(nix::unistd::Pid::from_raw(pid), None);
+            };
+            if let Some(rel) = init_cgroup
+                && let Err(e) = join_cgroup(pid, rel)
+            {
+                kill();
+                return Err(failed(format!("placing the pod init in its cgroup: {e}")));
+            }
+            if let Err(e) = pin_from(pid, pod_dir, &[NamespaceKind::Pid]) {
+                kill();
                 return Err(e);
             }
             Ok(pid)
@@ -266,17 +312,27 @@ fn join_as_root(userns: &fs::File) -> Result<(), String> {
 }
 
 /// Pid 1 of the pod's PID namespace, the role of the pause process: it
-/// holds the namespace open and reaps orphans. Only syscalls, no
-/// allocation. With SIGCHLD ignored the kernel reaps its children itself
-/// (POSIX.1-2001), including orphans re-parented to it, so it has nothing
-/// to do but sleep. Every other signal is ignored so nothing inside the
-/// namespace can end it; the monitor kills it with SIGKILL.
-fn pod_init() -> ! {
-    // SAFETY: plain syscalls on this process's own state.
+/// holds the namespace open and reaps orphans. With SIGCHLD ignored the
+/// kernel reaps its children itself (POSIX.1-2001), including orphans
+/// re-parented to it (the monitor's PR_SET_CHILD_SUBREAPER does not reach
+/// into the namespace), so it has nothing to do but sleep. Every other
+/// signal is ignored so nothing inside the namespace can end it; the
+/// monitor kills it with SIGKILL. It first gives up every privilege (see
+/// `pod_init`); if it cannot, it says why on `status` and exits, and the
+/// monitor's start fails.
+fn pod_init(plan: &PodInitPlan, mut status: fs::File) -> ! {
+    // SAFETY: prctl with a static name.
+    unsafe { libc::prctl(libc::PR_SET_NAME, c"pod-init".as_ptr(), 0, 0, 0) };
+    if let Err(e) = plan.drop_privileges() {
+        let _ = status.write_all(format!("error: {e}").as_bytes());
+        // SAFETY: exit without running the monitor's destructors.
+        unsafe { libc::_exit(1) }
+    }
+    // SAFETY: plain syscalls on this process's own state; closing the
+    // status pipe (with every other descriptor) tells the monitor it is
+    // ready.
     unsafe {
         libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0u32);
-        let _ = libc::chdir(c"/".as_ptr());
-        libc::prctl(libc::PR_SET_NAME, c"pod-init".as_ptr(), 0, 0, 0);
         for sig in 1..32 {
             if sig != libc::SIGKILL && sig != libc::SIGSTOP {
                 libc::signal(sig, libc::SIG_IGN);

@@ -75,6 +75,9 @@ pub struct MonitorSpawn {
     /// POD user-namespace mode: the monitor creates the pod's user namespace
     /// with these mappings first, and the other pod namespaces inside it.
     pub user_namespace: Option<crate::spec::PodUserNamespace>,
+    /// With a new PID namespace: the cgroup (relative to each hierarchy's
+    /// root) the pod's init is moved into; None leaves it in the monitor's.
+    pub init_cgroup: Option<String>,
     /// The capcri binary to run as the monitor. `None` = `/proc/self/exe`
     /// (the daemon itself). Tests set it because they run from a test binary.
     pub program: Option<PathBuf>,

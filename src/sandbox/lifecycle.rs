@@ -175,6 +175,9 @@ impl Node {
             },
             hostname: (!pod.host_network() && !hostname.is_empty()).then(|| hostname.clone()),
             user_namespace: pod.user_namespace(),
+            init_cgroup: pod
+                .shares_pid()
+                .then(|| super::cgroups::pod_init_cgroup(&self.config.cgroup_parent, &pod.id)),
             program: None,
         });
         // Its own task, so the blocking steps of either side (record

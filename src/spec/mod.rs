@@ -7,6 +7,7 @@
 //! profile) and passes it in.
 
 mod capabilities;
+pub mod cgroup_v1;
 mod error;
 mod mounts;
 mod namespaces;

@@ -48,6 +48,11 @@ pub struct TestDaemon {
     pub socket: PathBuf,
     pub cgroup_parent: String,
     child: Option<Child>,
+    /// Spawn the daemon as a node agent in a container runs: inside new
+    /// PID (with its own /proc), mount, network and IPC namespaces, by
+    /// `unshare --pid --fork --mount-proc --mount --net --ipc`. `child` is
+    /// then the unshare process and the daemon is its only child.
+    nested: bool,
 }
 
 impl TestDaemon {
@@ -69,6 +74,7 @@ impl TestDaemon {
             socket,
             cgroup_parent,
             child: None,
+            nested: false,
             dir,
         };
         d.spawn(extra_args);
@@ -141,7 +147,26 @@ impl TestDaemon {
     pub fn spawn_env(&mut self, extra_args: &[&str], env: &[(&str, &str)]) {
         // A daemon killed with -9 leaves its socket file; wait for the new one.
         let _ = std::fs::remove_file(&self.socket);
-        let child = Command::new(env!("CARGO_BIN_EXE_capcri"))
+        let mut cmd = if self.nested {
+            // --kill-child: if the test dies, so does the daemon (pid 1 of
+            // its namespace, whose death ends every process in it).
+            let mut c = Command::new("unshare");
+            c.args([
+                "--pid",
+                "--fork",
+                "--mount-proc",
+                "--mount",
+                "--net",
+                "--ipc",
+                "--kill-child",
+                "--",
+                env!("CARGO_BIN_EXE_capcri"),
+            ]);
+            c
+        } else {
+            Command::new(env!("CARGO_BIN_EXE_capcri"))
+        };
+        let child = cmd
             .envs(env.iter().copied())
             .arg("serve")
             .arg("--socket")
@@ -180,16 +205,34 @@ impl TestDaemon {
         }
     }
 
+    /// The daemon's pid (in the test's PID namespace).
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(|c| c.id())
+        let child = self.child.as_ref()?.id();
+        if self.nested {
+            children_of(child).first().copied()
+        } else {
+            Some(child)
+        }
+    }
+
+    /// Restart the daemon (same directories) inside its own PID, mount,
+    /// network and IPC namespaces (see `nested`). Images it pulled before
+    /// stay: the new network namespace cannot reach the test registry.
+    pub fn respawn_nested(&mut self, extra_args: &[&str]) {
+        self.terminate();
+        self.nested = true;
+        self.spawn(extra_args);
     }
 
     /// SIGTERM and wait; returns how long the daemon took to exit.
     pub fn terminate(&mut self) -> Duration {
         let start = Instant::now();
+        if let Some(pid) = self.pid() {
+            // SAFETY: plain kill(2) of our own child (or, nested, of the
+            // daemon under unshare, which blocks SIGTERM itself).
+            unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+        }
         if let Some(mut c) = self.child.take() {
-            // SAFETY: plain kill(2) of our own child.
-            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
             let _ = c.wait();
         }
         start.elapsed()
@@ -258,13 +301,12 @@ impl TestDaemon {
 
 impl Drop for TestDaemon {
     fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            // SAFETY: plain kill(2) of our own child.
-            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-            let _ = c.wait();
-        }
+        self.terminate();
         // Whatever a failed test left behind: monitors, mounts, cgroups.
         kill_processes_mentioning(self.dir.path());
+        // A shared-PID pod's init has no command line to find it by (it
+        // scrubs it); it is in the pod's cgroup.
+        kill_processes_in_cgroups(&self.cgroup_parent);
         for m in mounts_under(self.dir.path()).into_iter().rev() {
             let _ = Command::new("umount").arg("-l").arg(&m).status();
         }
@@ -302,6 +344,26 @@ fn all_mounts_under(dir: &Path) -> Vec<String> {
         .collect()
 }
 
+/// Pids whose parent is `pid`, from /proc/<pid>/stat (field 4).
+pub fn children_of(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(child) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+        // The command name (field 2) is in parentheses and may hold spaces.
+        let ppid = stat
+            .rsplit_once(") ")
+            .and_then(|(_, rest)| rest.split(' ').nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if ppid == Some(pid) {
+            out.push(child);
+        }
+    }
+    out
+}
+
 /// Pids whose command line mentions `dir` (the monitors get the pod dir).
 pub fn processes_mentioning(dir: &Path) -> Vec<i32> {
     let needle = dir.display().to_string();
@@ -320,6 +382,19 @@ pub fn processes_mentioning(dir: &Path) -> Vec<i32> {
         }
     }
     out
+}
+
+fn kill_processes_in_cgroups(parent: &str) {
+    for h in capcri::sandbox::cgroups::hierarchies() {
+        let d = h.join(parent.trim_start_matches('/'));
+        for dir in walk_dirs(&d).into_iter().chain([d.clone()]) {
+            let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+            for pid in procs.lines().filter_map(|p| p.parse::<i32>().ok()) {
+                // SAFETY: kill(2) of a test leftover.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+    }
 }
 
 fn kill_processes_mentioning(dir: &Path) {

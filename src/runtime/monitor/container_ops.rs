@@ -2,6 +2,7 @@
 //! verdict), kill, stop, delete, and the per-container record with its log
 //! pipes and exit.
 
+use super::libcontainer_log::{Capture, error_chain, failure_message};
 use super::*;
 use crate::runtime::cgroup_io::CgroupPath;
 
@@ -137,10 +138,10 @@ pub(super) struct PendingStop {
 }
 
 impl Monitor {
-    pub(super) fn libcontainer_err(id: &str, e: impl std::fmt::Display) -> RuntimeError {
+    pub(super) fn libcontainer_err(id: &str, e: &dyn std::error::Error) -> RuntimeError {
         RuntimeError::Libcontainer {
             container: id.to_string(),
-            message: e.to_string(),
+            message: error_chain(e),
         }
     }
 
@@ -203,7 +204,7 @@ impl Monitor {
         }
         let builder = ContainerBuilder::new(id.clone(), SyscallType::default())
             .with_root_path(self.args.runtime_root.clone())
-            .map_err(|e| Self::libcontainer_err(&id, e))?
+            .map_err(|e| Self::libcontainer_err(&id, &e))?
             .with_executor(executor)
             .with_stdin(stdin_fd)
             .with_stdout(out_w)
@@ -213,7 +214,9 @@ impl Monitor {
             .with_systemd(false)
             .as_sibling(false)
             .with_detach(true);
+        let capture = Capture::start();
         let built = builder.build();
+        let report = capture.map(Capture::finish).unwrap_or_default();
         // Our copy of the write end must go, or EOF (= exec succeeded) could
         // never be seen; the init holds its own copy.
         drop(status_w);
@@ -225,7 +228,7 @@ impl Monitor {
                 read_available(status_r.as_raw_fd(), &mut detail);
                 let detail = String::from_utf8_lossy(&detail).trim().to_string();
                 let message = if detail.is_empty() {
-                    format!("creating the container failed: {e}")
+                    failure_message("creating the container failed", &e, &report)
                 } else {
                     format!("the container's process cannot be started: {detail}")
                 };
@@ -426,6 +429,21 @@ impl Monitor {
         }
     }
 
+    /// The pod init's leaf and its parent, the pod's cgroup (which no
+    /// container may have made if none was created).
+    pub(super) fn remove_init_cgroup(&mut self) {
+        let Some(rel) = self.args.init_cgroup.clone() else {
+            return;
+        };
+        let rel = PathBuf::from(rel.trim_start_matches('/'));
+        for h in crate::sandbox::cgroups::hierarchies() {
+            let _ = fs::remove_dir(h.join(&rel));
+            if let Some(pod) = rel.parent() {
+                let _ = fs::remove_dir(h.join(pod));
+            }
+        }
+    }
+
     pub(super) fn record(&mut self, id: &str) -> Result<&mut ContainerRecord, RuntimeError> {
         self.containers
             .get_mut(id)
@@ -444,10 +462,14 @@ impl Monitor {
                 rec.state.status
             )));
         }
-        let mut container = Container::load(root).map_err(|e| Self::libcontainer_err(id, e))?;
-        container
-            .start()
-            .map_err(|e| Self::libcontainer_err(id, e))?;
+        let mut container = Container::load(root).map_err(|e| Self::libcontainer_err(id, &e))?;
+        let capture = Capture::start();
+        let started = container.start();
+        let report = capture.map(Capture::finish).unwrap_or_default();
+        started.map_err(|e| RuntimeError::Libcontainer {
+            container: id.to_string(),
+            message: failure_message("starting the container failed", &e, &report),
+        })?;
         rec.state.status = RuntimeStatus::Running;
         rec.state.started_at = Some(now_nanos());
         // Wait for the verdict of execve: EOF = the command runs; data = why
@@ -573,11 +595,15 @@ impl Monitor {
             return Ok(());
         }
         self.kill_and_reap(id);
+        if let Some(cgroup) = self.containers.get(id).and_then(|r| r.cgroup.clone()) {
+            cgroup.kill_all(Duration::from_secs(2));
+        }
         if root.exists() {
-            let mut container = Container::load(root).map_err(|e| Self::libcontainer_err(id, e))?;
+            let mut container =
+                Container::load(root).map_err(|e| Self::libcontainer_err(id, &e))?;
             container
                 .delete(true)
-                .map_err(|e| Self::libcontainer_err(id, e))?;
+                .map_err(|e| Self::libcontainer_err(id, &e))?;
         }
         self.containers.remove(id);
         remove_container_dir(&self.args.pod_dir, id)?;
@@ -610,6 +636,7 @@ impl Monitor {
             let _ = Self::signal(pid, libc::SIGKILL);
             let _ = waitpid(Pid::from_raw(pid), None);
         }
+        self.remove_init_cgroup();
         self.remove_cgroup_parents();
         if let Err(e) = unpin_namespaces(&self.args.pod_dir) {
             eprintln!("capcri monitor: {e}");

@@ -30,6 +30,7 @@ use nix::unistd::Pid;
 mod console;
 mod container_ops;
 mod exec;
+mod libcontainer_log;
 mod tenant;
 
 use container_ops::{ContainerRecord, PendingStop};
@@ -77,6 +78,7 @@ struct MonitorArgs {
     namespaces: PodNamespaceSet,
     hostname: Option<String>,
     user_namespace: Option<crate::spec::PodUserNamespace>,
+    init_cgroup: Option<String>,
 }
 
 /// The argv the daemon passes (after the `monitor` subcommand).
@@ -106,6 +108,10 @@ pub(crate) fn monitor_argv(spawn: &super::types::MonitorSpawn) -> Vec<String> {
         v.push("--hostname".into());
         v.push(h.clone());
     }
+    if let Some(c) = &spawn.init_cgroup {
+        v.push("--init-cgroup".into());
+        v.push(c.clone());
+    }
     if let Some(u) = &spawn.user_namespace {
         v.push("--userns-uids".into());
         v.push(u.uids.to_string());
@@ -134,6 +140,7 @@ fn parse_args(args: &[String]) -> Result<MonitorArgs, String> {
             "--pod-dir" => out.pod_dir = PathBuf::from(value(a, &mut it)?),
             "--runtime-root" => out.runtime_root = PathBuf::from(value(a, &mut it)?),
             "--hostname" => out.hostname = Some(value(a, &mut it)?),
+            "--init-cgroup" => out.init_cgroup = Some(value(a, &mut it)?),
             "--net" => out.namespaces.net = true,
             "--ipc" => out.namespaces.ipc = true,
             "--uts" => out.namespaces.uts = true,
@@ -318,6 +325,7 @@ impl Monitor {
         unsafe {
             libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
         }
+        libcontainer_log::install();
         // SAFETY: prctl with integer arguments.
         if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
             return Err(RuntimeError::io(
@@ -392,7 +400,11 @@ impl Monitor {
             return Err(e);
         }
         let pod_init = if args.namespaces.pid {
-            match start_pod_init(&args.pod_dir, args.user_namespace.is_some()) {
+            match start_pod_init(
+                &args.pod_dir,
+                args.user_namespace.as_ref(),
+                args.init_cgroup.as_deref(),
+            ) {
                 Ok(pid) => Some(pid),
                 Err(e) => {
                     let _ = unpin_namespaces(&args.pod_dir);
@@ -818,6 +830,7 @@ mod tests {
                 uids: "0:65536:65536".parse().unwrap(),
                 gids: "0:131072:65536".parse().unwrap(),
             }),
+            init_cgroup: Some("/capcri/p1/pod-init".into()),
             program: None,
         };
         let argv = monitor_argv(&spawn);
@@ -827,6 +840,7 @@ mod tests {
         assert_eq!(parsed.pod_dir, PathBuf::from("/run/capcri/pods/p1"));
         assert_eq!(parsed.namespaces, spawn.new_namespaces);
         assert_eq!(parsed.hostname.as_deref(), Some("web-0"));
+        assert_eq!(parsed.init_cgroup, spawn.init_cgroup);
     }
 
     #[test]
