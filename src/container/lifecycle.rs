@@ -219,7 +219,10 @@ impl Node {
         record.additional_gids = user.additional_gids.clone();
         step.done("user");
 
-        // The capability decision, before any bundle is written.
+        // The capability decision, before any bundle is written. An unknown
+        // capability name is a bad request (InvalidArgument), not a policy
+        // deny: the same check and wording as the spec builder's.
+        crate::spec::validate_capability_names(&record.config)?;
         let file_caps = image_file_caps(image);
         let view = MountedRootfs {
             root: rootfs.clone(),

@@ -1,0 +1,408 @@
+//! Escapes closed by issue 12 (items 2, 5 and 10), each shown through the CRI
+//! socket on a real daemon with images the tests craft themselves.
+
+mod common;
+
+use common::crafted::{CraftedImage, Entry, busybox_layers, tar_layer};
+use common::{TestDaemon, container_config, pull};
+use k8s_cri::v1 as cri;
+use tonic::Code;
+
+/// A passwd whose "-1" and "+5" lines are root: the bypass of issue 12
+/// item 2 (USER -1 reported as uid -1, non-root, then run as uid 0).
+const HOSTILE_PASSWD: &[u8] = b"root:x:0:0:root:/root:/bin/sh\n-1:x:0:0::/:/bin/sh\n+5:x:0:0::/:/bin/sh\nsneaky:x:0:0::/:/bin/sh\nalice:x:1000:1000::/:/bin/sh\n";
+
+fn user_image(registry: &str, tag: &str, user: &str) -> String {
+    let mut layers = busybox_layers(registry);
+    layers.push(tar_layer(&[
+        Entry::dir("etc/", 0o755),
+        Entry::file("etc/passwd", 0o644, HOSTILE_PASSWD),
+    ]));
+    CraftedImage {
+        layers,
+        config: serde_json::json!({ "User": user, "Cmd": ["id", "-u"] }),
+    }
+    .push(registry, "cri-lab/user-spoof", tag)
+}
+
+async fn image_status_user(d: &TestDaemon, image: &str) -> (Option<i64>, String) {
+    let img = d
+        .images()
+        .await
+        .image_status(cri::ImageStatusRequest {
+            image: Some(cri::ImageSpec {
+                image: image.into(),
+                ..Default::default()
+            }),
+            verbose: false,
+        })
+        .await
+        .expect("image status")
+        .into_inner()
+        .image
+        .expect("image present");
+    (img.uid.map(|u| u.value), img.username)
+}
+
+/// Issue 12 item 2 (CVE-2024-40635 class): an image whose USER looks numeric
+/// but is not a valid uid is refused at pull, so ImageStatus never reports a
+/// uid the process would not run as; run_as_username is held to the same
+/// rule at create; a name that /etc/passwd maps to root is reported as a
+/// name (kubelet then refuses runAsNonRoot), and a valid uid runs as itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn numeric_looking_users_never_run_as_root() {
+    let registry = require_privileged!();
+    let d = TestDaemon::start(&[]);
+    for (tag, user) in [
+        ("minus1", "-1"),
+        ("minus1-group", "-1:0"),
+        ("plus5", "+5"),
+        ("wrap", "4294967296"),
+        ("uidmax", "4294967295"),
+        ("int32", "2147483648"),
+        ("lead-space", " 1000"),
+        ("trail-space", "1000 "),
+        ("hex", "0x10"),
+        ("bad-group", "1000:-1"),
+        ("empty-group", "1000:"),
+        ("empty-user", ":0"),
+    ] {
+        let image = user_image(&registry, tag, user);
+        let err = d
+            .images()
+            .await
+            .pull_image(cri::PullImageRequest {
+                image: Some(cri::ImageSpec {
+                    image: image.clone(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .await
+            .expect_err(&format!("USER {user:?} must be refused at pull"));
+        assert_eq!(err.code(), Code::FailedPrecondition, "USER {user:?}: {err}");
+        assert!(
+            err.message().contains("USER") && err.message().contains(&format!("{user:?}")),
+            "the error names the USER: {err}"
+        );
+        let listed = d
+            .images()
+            .await
+            .image_status(cri::ImageStatusRequest {
+                image: Some(cri::ImageSpec {
+                    image,
+                    ..Default::default()
+                }),
+                verbose: false,
+            })
+            .await
+            .expect("image status")
+            .into_inner()
+            .image;
+        assert!(listed.is_none(), "USER {user:?}: refused image is stored");
+    }
+
+    // A name that the image maps to uid 0 is reported as a name, never a uid.
+    let sneaky = user_image(&registry, "sneaky", "sneaky");
+    pull(&d, &sneaky).await;
+    assert_eq!(
+        image_status_user(&d, &sneaky).await,
+        (None, "sneaky".to_string())
+    );
+    // A valid uid is reported and the process runs as exactly it.
+    let valid = user_image(&registry, "uid1000", "1000");
+    pull(&d, &valid).await;
+    assert_eq!(
+        image_status_user(&d, &valid).await,
+        (Some(1000), String::new())
+    );
+    let pod = common::run_pod(&d, "user-spoof").await;
+    let id = common::create(&d, &pod, container_config("valid", &valid, &[]))
+        .await
+        .expect("create valid");
+    common::start(&d, &id).await;
+    assert_eq!(common::wait_exited(&d, &id).await.exit_code, 0);
+    let log = common::log_of(&d, "valid");
+    assert!(log.trim_end().ends_with(" 1000"), "log: {log}");
+
+    // run_as_username: the same spellings are refused at create.
+    for user in ["-1", "+5", "4294967296", " 0", "0x10", "-1:0"] {
+        let mut cfg = container_config("byname", &valid, &["id", "-u"]);
+        cfg.linux = Some(cri::LinuxContainerConfig {
+            security_context: Some(cri::LinuxContainerSecurityContext {
+                run_as_username: user.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        let err = common::create(&d, &pod, cfg)
+            .await
+            .expect_err(&format!("run_as_username {user:?} must be refused"));
+        assert_eq!(err.code(), Code::InvalidArgument, "{user:?}: {err}");
+        assert!(
+            err.message().contains("run_as_username"),
+            "the error names the field: {err}"
+        );
+    }
+    common::stop_and_remove_pod(&d, &pod).await;
+}
+
+/// The example deny policy of `policy/`, enabled.
+fn deny_sys_admin_enabled() -> String {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("policy/90-example-deny-sys-admin.yaml");
+    std::fs::read_to_string(path)
+        .expect("example policy")
+        .replace("match: \"false\"", "match: \"true\"")
+}
+
+fn with_caps(mut cfg: cri::ContainerConfig, add: &[&str], drop: &[&str]) -> cri::ContainerConfig {
+    cfg.linux = Some(cri::LinuxContainerConfig {
+        security_context: Some(cri::LinuxContainerSecurityContext {
+            capabilities: Some(cri::Capability {
+                add_capabilities: add.iter().map(|s| s.to_string()).collect(),
+                drop_capabilities: drop.iter().map(|s| s.to_string()).collect(),
+                add_ambient_capabilities: vec![],
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    cfg
+}
+
+/// A `CapXxx:` line of /proc/self/status as bits.
+fn cap_line(status: &str, key: &str) -> u64 {
+    let line = status
+        .lines()
+        .find(|l| l.contains(&format!("{key}:\t")))
+        .unwrap_or_else(|| panic!("no {key} in {status}"));
+    u64::from_str_radix(line.rsplit('\t').next().unwrap_or("").trim(), 16)
+        .unwrap_or_else(|e| panic!("{key}: {e} in {line}"))
+}
+
+const CAP_SYS_ADMIN_BIT: u64 = 1 << 21;
+
+/// Issue 12 item 5: with the example deny policy enabled, every spelling
+/// that would give CAP_SYS_ADMIN is refused through the CRI, an unknown
+/// name is InvalidArgument for add and drop alike, and the containers the
+/// policy lets through never hold CAP_SYS_ADMIN in /proc/self/status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capability_spellings_cannot_bypass_a_deny() {
+    let registry = require_privileged!();
+    let policy = deny_sys_admin_enabled();
+    let d = TestDaemon::start_with_policies(&[("90-example-deny-sys-admin.yaml", &policy)], &[]);
+    let busybox = format!("{registry}/cri-lab/busybox:latest");
+    pull(&d, &busybox).await;
+    let pod = common::run_pod(&d, "spelling").await;
+    let denied: &[(&[&str], &[&str])] = &[
+        (&["SYS_ADMIN"], &[]),
+        (&["sys_admin"], &[]),
+        (&[" SYS_ADMIN"], &[]),
+        (&["SYS_ADMIN "], &[]),
+        (&["CAP_SYS_ADMIN"], &[]),
+        (&["cap_sys_admin"], &[]),
+        (&["Cap_Sys_Admin"], &[]),
+        (&["ALL"], &[]),
+        (&["all"], &[]),
+        (&[" All "], &[]),
+        (&["sys_admin"], &["ALL"]),
+        (&[" CAP_SYS_ADMIN"], &["all"]),
+    ];
+    for (i, (add, drop)) in denied.iter().enumerate() {
+        let cfg = with_caps(
+            container_config(&format!("deny{i}"), &busybox, &["true"]),
+            add,
+            drop,
+        );
+        let err = common::create(&d, &pod, cfg)
+            .await
+            .expect_err(&format!("add {add:?} drop {drop:?} must be refused"));
+        assert_eq!(err.code(), Code::FailedPrecondition, "add {add:?}: {err}");
+        assert!(
+            err.message().contains("no-sys-admin-outside-kube-system"),
+            "add {add:?}: {err}"
+        );
+    }
+    for (add, drop) in [(&["SYS_WIZARD"][..], &[][..]), (&[], &["sys_wizard"])] {
+        let cfg = with_caps(container_config("unknown", &busybox, &["true"]), add, drop);
+        let err = common::create(&d, &pod, cfg)
+            .await
+            .expect_err("unknown name");
+        assert_eq!(err.code(), Code::InvalidArgument, "{err}");
+        assert!(
+            err.message().to_uppercase().contains("\"SYS_WIZARD\"")
+                && err.message().contains("CAP_ prefix"),
+            "{err}"
+        );
+    }
+    // Allowed: the request never leads to CAP_SYS_ADMIN, whatever spelling.
+    let allowed: &[(&str, &[&str], &[&str])] = &[
+        ("dropall", &["net_bind_service"], &["ALL"]),
+        ("allminus", &["ALL"], &[" cap_sys_admin"]),
+        ("plain", &[], &[]),
+    ];
+    for (name, add, drop) in allowed {
+        let cfg = with_caps(
+            container_config(name, &busybox, &["grep", "^Cap", "/proc/self/status"]),
+            add,
+            drop,
+        );
+        let id = common::create(&d, &pod, cfg)
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        common::start(&d, &id).await;
+        assert_eq!(common::wait_exited(&d, &id).await.exit_code, 0, "{name}");
+        let log = common::log_of(&d, name);
+        for key in ["CapEff", "CapPrm", "CapBnd", "CapInh", "CapAmb"] {
+            assert_eq!(
+                cap_line(&log, key) & CAP_SYS_ADMIN_BIT,
+                0,
+                "{name}: {key} holds CAP_SYS_ADMIN: {log}"
+            );
+        }
+        if *name == "dropall" {
+            assert_eq!(cap_line(&log, "CapBnd"), 1 << 10, "{name}: {log}");
+        }
+    }
+    common::stop_and_remove_pod(&d, &pod).await;
+}
+
+/// Issue 12 item 10: the admin socket is root:root 0600 even when
+/// `socket_gid` opens the CRI socket to a group; a member of that group can
+/// reach the CRI socket and not the admin one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_socket_is_root_only_whatever_socket_gid_says() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let _registry = require_privileged!();
+    const GID: u32 = 4242;
+    let config = tempfile::NamedTempFile::new().expect("config");
+    std::fs::write(config.path(), format!("socket_gid = {GID}\n")).expect("write config");
+    let d = TestDaemon::start(&["--config", &config.path().display().to_string()]);
+    let admin = d.admin_socket();
+    common::wait_for("admin socket", std::time::Duration::from_secs(10), || {
+        let admin = admin.clone();
+        async move { admin.exists().then_some(()) }
+    })
+    .await;
+    let a = std::fs::metadata(&admin).expect("admin socket");
+    assert_eq!(
+        (a.uid(), a.gid(), a.permissions().mode() & 0o7777),
+        (0, 0, 0o600),
+        "admin socket owner/mode"
+    );
+    let c = std::fs::metadata(&d.socket).expect("CRI socket");
+    assert_eq!(
+        (c.uid(), c.gid(), c.permissions().mode() & 0o7777),
+        (0, GID, 0o660),
+        "CRI socket owner/mode"
+    );
+    // No staging directory is left next to the sockets.
+    let leftovers: Vec<_> = std::fs::read_dir(d.dir.path())
+        .expect("dir")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".capcri-bind-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+
+    // A process in the socket group (uid 65534, gid GID) connects to the
+    // CRI socket and is refused by the admin socket.
+    let dir_mode = std::fs::metadata(d.dir.path()).expect("dir").permissions();
+    std::fs::set_permissions(d.dir.path(), std::fs::Permissions::from_mode(0o711)).expect("chmod");
+    let connect = |path: &std::path::Path| {
+        use std::os::unix::process::CommandExt;
+        let path = path.to_path_buf();
+        std::process::Command::new(std::env::current_exe().expect("exe"))
+            .env("CAPCRI_HARDENING_CONNECT", &path)
+            .args(["--exact", "connect_helper", "--nocapture"])
+            .uid(65534)
+            .gid(GID)
+            .output()
+            .expect("run helper")
+    };
+    let cri_out = connect(&d.socket);
+    let admin_out = connect(&admin);
+    std::fs::set_permissions(d.dir.path(), dir_mode).expect("chmod back");
+    let text = |o: &std::process::Output| String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        text(&cri_out).contains("CONNECT OK"),
+        "CRI socket: {}",
+        text(&cri_out)
+    );
+    assert!(
+        text(&admin_out).contains("CONNECT DENIED"),
+        "admin socket: {}",
+        text(&admin_out)
+    );
+}
+
+/// Run by `admin_socket_is_root_only_whatever_socket_gid_says` as another
+/// user: connects to `CAPCRI_HARDENING_CONNECT` and prints the outcome.
+#[test]
+fn connect_helper() {
+    let Some(path) = std::env::var_os("CAPCRI_HARDENING_CONNECT") else {
+        return;
+    };
+    match std::os::unix::net::UnixStream::connect(&path) {
+        Ok(_) => println!("CONNECT OK"),
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => println!("CONNECT DENIED"),
+        Err(e) => println!("CONNECT ERROR {e}"),
+    }
+}
+
+/// Issue 12 item 10: once policies are in force, a policy directory that
+/// vanishes keeps them (fail closed): a container the deny policy refuses
+/// is still refused after the directory is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vanished_policy_directory_keeps_the_last_good_set() {
+    let registry = require_privileged!();
+    let config = tempfile::NamedTempFile::new().expect("config");
+    std::fs::write(config.path(), "policy_poll_seconds = 1\n").expect("write config");
+    let policy = deny_sys_admin_enabled();
+    let d = TestDaemon::start_with_policies(
+        &[("90-example-deny-sys-admin.yaml", &policy)],
+        &["--config", &config.path().display().to_string()],
+    );
+    let busybox = format!("{registry}/cri-lab/busybox:latest");
+    pull(&d, &busybox).await;
+    let pod = common::run_pod(&d, "vanish").await;
+    let moved = d.dir.path().join("policies-moved");
+    std::fs::rename(d.policy_dir(), &moved).expect("move the policy dir away");
+    // Several polls.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let cfg = with_caps(
+        container_config("admin", &busybox, &["true"]),
+        &["SYS_ADMIN"],
+        &[],
+    );
+    let err = common::create(&d, &pod, cfg)
+        .await
+        .expect_err("the deny must stay in force");
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err}");
+    let mut admin = capcri::admin::proto::admin_client::AdminClient::new(
+        capcri::server::unix_channel(&d.admin_socket())
+            .await
+            .expect("admin channel"),
+    );
+    let listed = admin
+        .list_policies(capcri::admin::proto::ListPoliciesRequest {})
+        .await
+        .expect("list policies")
+        .into_inner();
+    assert!(
+        listed
+            .policies
+            .iter()
+            .any(|p| p.name == "90-example-deny-sys-admin"),
+        "{listed:?}"
+    );
+    assert!(listed.reloads_failed >= 1, "{listed:?}");
+    assert!(
+        listed
+            .last_reload_errors
+            .iter()
+            .any(|e| e.contains("disappeared")),
+        "{listed:?}"
+    );
+    common::stop_and_remove_pod(&d, &pod).await;
+}
