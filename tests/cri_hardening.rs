@@ -548,3 +548,82 @@ async fn runtime_default_seccomp_gates_ptrace_on_sys_ptrace() {
     }
     common::stop_and_remove_pod(&d, &pod).await;
 }
+
+/// Issue 12 item 10: a bind mount whose destination reaches /proc or /sys
+/// through a symlink in the image is refused like `/proc` written out
+/// (InvalidArgument naming the mount and the resolved path), whether the
+/// link is absolute, relative or climbs with `..`; an image link that stays
+/// elsewhere still mounts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mount_destinations_through_image_symlinks_into_proc_are_refused() {
+    let registry = require_privileged!();
+    let mut layers = busybox_layers(&registry);
+    layers.push(tar_layer(&[
+        Entry::symlink("data", "/proc/sys"),
+        Entry::symlink("rel", "proc"),
+        Entry::dir("deep/", 0o755),
+        Entry::symlink("deep/up", "../../../sys"),
+        Entry::symlink("kern", "/sys/kernel"),
+        Entry::symlink("loop", "loop"),
+        Entry::dir("srv/", 0o755),
+        Entry::dir("srv/vol/", 0o755),
+        Entry::symlink("vol", "/srv/vol"),
+    ]));
+    let image = CraftedImage {
+        layers,
+        config: serde_json::json!({ "Cmd": ["sh"] }),
+    }
+    .push(&registry, "cri-lab/mount-symlinks", "latest");
+    let d = TestDaemon::start(&[]);
+    pull(&d, &image).await;
+    let pod = common::run_pod(&d, "mountlinks").await;
+    let host = tempfile::tempdir().expect("host dir");
+    std::fs::write(host.path().join("marker"), "from the host\n").expect("marker");
+    let with_mount = |name: &str, container_path: &str, cmd: &[&str]| {
+        let mut cfg = container_config(name, &image, cmd);
+        cfg.mounts = vec![cri::Mount {
+            container_path: container_path.into(),
+            host_path: host.path().display().to_string(),
+            readonly: true,
+            ..Default::default()
+        }];
+        cfg
+    };
+    for (path, resolved) in [
+        ("/data/kernel", "/proc/sys/kernel"),
+        ("/data", "/proc/sys"),
+        ("/rel/sys/vm", "/proc/sys/vm"),
+        ("/deep/up/fs", "/sys/fs"),
+        ("/kern/mm", "/sys/kernel/mm"),
+        ("/proc/sys/kernel", "/proc/sys/kernel"),
+    ] {
+        let err = common::create(&d, &pod, with_mount("bad", path, &["true"]))
+            .await
+            .expect_err(&format!("mount at {path} must be refused"));
+        assert_eq!(err.code(), Code::InvalidArgument, "{path}: {err}");
+        assert!(
+            err.message().contains("mounts[0]") && err.message().contains(path),
+            "{path}: {err}"
+        );
+        if path != resolved {
+            assert!(err.message().contains(resolved), "{path}: {err}");
+        }
+    }
+    let err = common::create(&d, &pod, with_mount("bad", "/loop/x", &["true"]))
+        .await
+        .expect_err("a symlink loop is refused");
+    assert_eq!(err.code(), Code::InvalidArgument, "{err}");
+
+    // A link that stays out of /proc and /sys still mounts, through it.
+    let id = common::create(
+        &d,
+        &pod,
+        with_mount("good", "/vol/data", &["cat", "/srv/vol/data/marker"]),
+    )
+    .await
+    .expect("mount through a benign link");
+    common::start(&d, &id).await;
+    assert_eq!(common::wait_exited(&d, &id).await.exit_code, 0);
+    assert!(common::log_of(&d, "good").contains("from the host"));
+    common::stop_and_remove_pod(&d, &pod).await;
+}

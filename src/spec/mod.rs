@@ -31,7 +31,7 @@ pub use capabilities::{
     requested_capabilities, validate_capability_names,
 };
 pub use error::SpecError;
-pub use mounts::{ContainerMounts, PodFiles, container_mounts};
+pub use mounts::{ContainerMounts, PodFiles, check_mount_destinations, container_mounts};
 pub use namespaces::{PodNamespacePaths, container_namespaces};
 pub use process::{DEFAULT_PATH_ENV, merged_env, process_args, working_dir};
 pub use resources::{container_resources, oom_score_adj, sysctls};
