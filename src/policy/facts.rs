@@ -3,6 +3,15 @@
 //! CEL sees four variables: `pod`, `container`, `image`, `node`, with the
 //! camelCase field names documented on each struct. Numbers are CEL `int`,
 //! so `container.user.uid == 0` works without `u` suffixes.
+//!
+//! Capability names are canonical everywhere CEL sees them: `SYS_ADMIN`
+//! (trimmed, upper-case, no `CAP_` prefix, kernel bit order), with `ALL`
+//! expanded: `container.capabilities.{add,drop,addAmbient}` plus the
+//! `addAll`/`dropAll` flags. Deny conditions also see a fifth variable,
+//! `granted.{bounding,effective,permitted,inheritable,ambient}`: the sets
+//! the runtime gives the container's first process once every add, drop
+//! and promotion is applied. A deny on `'X' in granted.bounding` holds
+//! whatever spelling or route (ALL, another policy, privileged) put X there.
 
 use std::collections::{BTreeMap, HashMap};
 
