@@ -28,9 +28,11 @@ pub enum LogFormat {
 pub struct Config {
     /// The CRI socket kubelet and crictl talk to.
     pub socket: PathBuf,
-    /// capcri's admin API (explain, dry-run, policies), root only.
+    /// capcri's admin API (explain, dry-run, policies): root only (0600,
+    /// root:root), whatever `socket_gid` says.
     pub admin_socket: PathBuf,
-    /// Group owning the sockets (mode 0660). 0 = root only.
+    /// Group owning the CRI socket (mode 0660). 0 = root only. Never the
+    /// admin socket's.
     pub socket_gid: u32,
     /// Volatile state: pod directories, bundles, monitor sockets.
     pub state_dir: PathBuf,

@@ -6,7 +6,7 @@
 //! logged and counted. Running containers keep the decision they were
 //! created with; only new CreateContainer calls see a new set.
 
-use crate::policy::{LoadError, PolicySet};
+use crate::policy::{DirSnapshot, LoadError, PolicySet, snapshot_dir};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,27 +27,24 @@ fn describe(errors: &[LoadError]) -> Vec<String> {
     errors.iter().map(|e| e.to_string()).collect()
 }
 
-/// A digest of the names and contents of the policy files: a reload is
-/// attempted only when it changes (mtimes are too coarse for quick edits).
-fn fingerprint(dir: &Path) -> String {
+/// A digest of what one snapshot read (names and the very bytes that are
+/// parsed): a reload is attempted only when it changes (mtimes are too
+/// coarse for quick edits). Errors are part of it, so one persistent error
+/// is logged and counted once, not on every poll.
+fn fingerprint(snap: &DirSnapshot) -> String {
+    if snap.missing {
+        return "missing".into();
+    }
     let mut hasher = Sha256::new();
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            matches!(
-                p.extension().and_then(|e| e.to_str()),
-                Some("yaml") | Some("yml")
-            )
-        })
-        .collect();
-    files.sort();
-    for f in files {
-        hasher.update(f.as_os_str().as_encoded_bytes());
+    for (file, text) in &snap.sources {
+        hasher.update(file.as_bytes());
         hasher.update([0]);
-        hasher.update(std::fs::read(&f).unwrap_or_default());
+        hasher.update(text.as_bytes());
+        hasher.update([0]);
+    }
+    for e in &snap.errors {
+        hasher.update(b"error\0");
+        hasher.update(e.to_string().as_bytes());
         hasher.update([0]);
     }
     hex::encode(hasher.finalize())
@@ -57,8 +54,12 @@ impl PolicyStore {
     /// Loads the directory; an invalid set at start is an error (the daemon
     /// refuses to start rather than run with a policy the admin did not write).
     pub fn open(dir: &Path) -> Result<PolicyStore, Vec<String>> {
-        let print = fingerprint(dir);
-        let set = PolicySet::load_dir_strict(dir).map_err(|e| describe(&e))?;
+        let snap = snapshot_dir(dir);
+        let print = fingerprint(&snap);
+        let (set, errors) = PolicySet::from_snapshot(snap);
+        if !errors.is_empty() {
+            return Err(describe(&errors));
+        }
         info!(policy_dir = %dir.display(), policies = ?set.policy_names(), "capability policies loaded");
         Ok(PolicyStore {
             dir: dir.to_path_buf(),
@@ -91,13 +92,37 @@ impl PolicyStore {
     }
 
     /// Reloads if the directory changed. Returns whether a new set is in force.
+    ///
+    /// Each file is read once per poll ([`snapshot_dir`]); the fingerprint
+    /// and the parse see the same bytes. Fail closed: a directory that
+    /// vanished or cannot be read, or a file that cannot be read (removed
+    /// or replaced mid-poll, not a regular file), rejects the poll and the
+    /// last good set stays in force. A missing directory means "no
+    /// policies" only at start; once policies were loaded, removing the
+    /// directory is treated as an accident (an unmounted ConfigMap, a
+    /// half-done deploy), not as "allow everything": to drop every policy,
+    /// empty the directory instead.
     pub fn reload_if_changed(&self) -> bool {
-        let print = fingerprint(&self.dir);
+        let snap = snapshot_dir(&self.dir);
+        let print = fingerprint(&snap);
         if *self.fingerprint.read().unwrap_or_else(|p| p.into_inner()) == print {
             return false;
         }
         *self.fingerprint.write().unwrap_or_else(|p| p.into_inner()) = print;
-        match PolicySet::load_dir_strict(&self.dir) {
+        let loaded = if snap.missing && !self.current().policy_names().is_empty() {
+            Err(vec![format!(
+                "policy directory {} disappeared: the previous policies stay in force; recreate it (an empty directory means no policies)",
+                self.dir.display()
+            )])
+        } else {
+            let (set, errors) = PolicySet::from_snapshot(snap);
+            if errors.is_empty() {
+                Ok(set)
+            } else {
+                Err(describe(&errors))
+            }
+        };
+        match loaded {
             Ok(set) => {
                 info!(policy_dir = %self.dir.display(), policies = ?set.policy_names(), "capability policies reloaded");
                 *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(set);
@@ -109,7 +134,6 @@ impl PolicyStore {
                 true
             }
             Err(errors) => {
-                let errors = describe(&errors);
                 error!(
                     policy_dir = %self.dir.display(),
                     errors = ?errors,
@@ -179,6 +203,107 @@ spec:
         assert!(store.reload_if_changed());
         assert_eq!(store.current().policy_names(), vec!["renamed"]);
         assert!(store.last_errors().is_empty());
+    }
+
+    /// Issue 12 item 10: a directory that vanishes, becomes unreadable, or
+    /// whose file is swapped for something that is not a regular file
+    /// mid-poll keeps the last good set (fail closed), logs and counts a
+    /// failure once, and recovers when the directory is good again.
+    #[test]
+    fn vanished_or_unreadable_directory_keeps_the_last_good_set() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("policies");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("a.yaml"), GOOD).unwrap();
+        let store = PolicyStore::open(&dir).unwrap();
+        let failed = || store.reloads_failed.load(Ordering::Relaxed);
+
+        // Vanishes.
+        std::fs::rename(&dir, root.path().join("moved")).unwrap();
+        assert!(!store.reload_if_changed());
+        assert_eq!(store.current().policy_names(), vec!["exec-direct"]);
+        assert_eq!(failed(), 1);
+        assert!(
+            store.last_errors()[0].contains("disappeared"),
+            "{:?}",
+            store.last_errors()
+        );
+        assert!(!store.reload_if_changed(), "same state: no second failure");
+        assert_eq!(failed(), 1);
+
+        // Replaced by a file (read_dir fails with ENOTDIR).
+        std::fs::write(&dir, "not a directory").unwrap();
+        assert!(!store.reload_if_changed());
+        assert_eq!(store.current().policy_names(), vec!["exec-direct"]);
+        assert_eq!(failed(), 2);
+        std::fs::remove_file(&dir).unwrap();
+
+        // Back, with a policy file swapped for a FIFO: refused, no hang.
+        std::fs::rename(root.path().join("moved"), &dir).unwrap();
+        std::fs::remove_file(dir.join("a.yaml")).unwrap();
+        nix::unistd::mkfifo(
+            &dir.join("a.yaml"),
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+        )
+        .unwrap();
+        assert!(!store.reload_if_changed());
+        assert_eq!(store.current().policy_names(), vec!["exec-direct"]);
+        assert_eq!(failed(), 3);
+        assert!(
+            store.last_errors()[0].contains("a.yaml"),
+            "{:?}",
+            store.last_errors()
+        );
+
+        // Or for a directory: the policy is never silently left out.
+        std::fs::remove_file(dir.join("a.yaml")).unwrap();
+        std::fs::create_dir(dir.join("a.yaml")).unwrap();
+        std::fs::write(dir.join("b.yaml"), GOOD.replace("exec-direct", "other")).unwrap();
+        assert!(!store.reload_if_changed());
+        assert_eq!(store.current().policy_names(), vec!["exec-direct"]);
+        assert_eq!(failed(), 4);
+
+        // Good again.
+        std::fs::remove_dir(dir.join("a.yaml")).unwrap();
+        assert!(store.reload_if_changed());
+        assert_eq!(store.current().policy_names(), vec!["other"]);
+        assert!(store.last_errors().is_empty());
+
+        // An emptied directory is the deliberate way to drop every policy.
+        std::fs::remove_file(dir.join("b.yaml")).unwrap();
+        assert!(store.reload_if_changed());
+        assert!(store.current().policy_names().is_empty());
+    }
+
+    /// What is parsed is what was read: a snapshot keeps the bytes of its
+    /// single read, whatever happens to the file afterwards, and the
+    /// fingerprint is of those same bytes.
+    #[test]
+    fn each_file_is_read_once_per_load() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.yaml"), GOOD).unwrap();
+        let snap = snapshot_dir(dir.path());
+        let print = fingerprint(&snap);
+        std::fs::write(
+            dir.path().join("a.yaml"),
+            GOOD.replace("exec-direct", "swapped"),
+        )
+        .unwrap();
+        let (set, errors) = PolicySet::from_snapshot(snap);
+        assert!(errors.is_empty());
+        assert_eq!(set.policy_names(), vec!["exec-direct"]);
+        assert_ne!(fingerprint(&snapshot_dir(dir.path())), print);
+        // A file over the size cap is an error, not a truncated policy.
+        let big = "#".repeat(crate::policy::MAX_POLICY_FILE_BYTES as usize + 1);
+        std::fs::write(dir.path().join("huge.yaml"), big).unwrap();
+        let snap = snapshot_dir(dir.path());
+        assert!(
+            snap.errors
+                .iter()
+                .any(|e| e.to_string().contains("huge.yaml")),
+            "{:?}",
+            snap.errors
+        );
     }
 
     #[test]

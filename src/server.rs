@@ -66,22 +66,54 @@ fn lock_socket(socket: &Path) -> anyhow::Result<SocketLock> {
     Ok(SocketLock { _file: file })
 }
 
-fn bind_socket(socket: &Path, gid: u32) -> anyhow::Result<UnixListener> {
-    if let Some(dir) = socket.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    }
-    match std::fs::remove_file(socket) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => {
-            return Err(e)
-                .with_context(|| format!("cannot remove stale socket {}", socket.display()));
+/// Who may connect to a socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SocketAccess {
+    /// root and one group (mode 0660; gid 0 = root only): the CRI socket.
+    Group(u32),
+    /// root only (mode 0600, root:root) whatever `socket_gid` says: the
+    /// admin socket. Its dry-run evaluates policies against any pod spec
+    /// and its explain shows every container's decision, so a CRI client
+    /// group is not an admin (issue 12 item 10).
+    RootOnly,
+}
+
+impl SocketAccess {
+    pub fn owner_and_mode(self) -> (u32, u32) {
+        match self {
+            SocketAccess::Group(gid) => (gid, 0o660),
+            SocketAccess::RootOnly => (0, 0o600),
         }
     }
-    let listener = UnixListener::bind(socket)
+}
+
+/// Binds `socket` with its owner and mode set before anyone can connect:
+/// the socket is bound inside a fresh 0700 directory next to it, given its
+/// owner and mode there, and only then renamed into place. Binding at the
+/// final path and chmod-ing after leaves a window in which a socket made
+/// with the process umask accepts connections that outlive the chmod.
+fn bind_socket(socket: &Path, access: SocketAccess) -> anyhow::Result<UnixListener> {
+    let dir = socket
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let staging = tempfile::Builder::new()
+        .prefix(".capcri-bind-")
+        .permissions(std::fs::Permissions::from_mode(0o700))
+        .tempdir_in(dir)
+        .with_context(|| format!("cannot create a staging directory in {}", dir.display()))?;
+    let staged = staging.path().join("socket");
+    let listener = UnixListener::bind(&staged)
         .with_context(|| format!("cannot listen on {}", socket.display()))?;
-    std::os::unix::fs::chown(socket, Some(0), Some(gid))?;
-    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o660))?;
+    let (gid, mode) = access.owner_and_mode();
+    std::os::unix::fs::chown(&staged, Some(0), Some(gid))
+        .with_context(|| format!("cannot chown {}", socket.display()))?;
+    std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("cannot chmod {}", socket.display()))?;
+    // rename(2) replaces a stale socket atomically.
+    std::fs::rename(&staged, socket)
+        .with_context(|| format!("cannot move the new socket to {}", socket.display()))?;
     Ok(listener)
 }
 
@@ -166,8 +198,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         config.policy_poll_seconds.max(1),
     ));
     node.follow_live_monitors().await;
-    let listener = bind_socket(&config.socket, config.socket_gid)?;
-    let admin_listener = bind_socket(&config.admin_socket, config.socket_gid)?;
+    let listener = bind_socket(&config.socket, SocketAccess::Group(config.socket_gid))?;
+    let admin_listener = bind_socket(&config.admin_socket, SocketAccess::RootOnly)?;
     info!(socket = %config.socket.display(), state_dir = %config.state_dir.display(), data_dir = %config.data_dir.display(), "capcri serving the CRI");
 
     let streams = crate::stream::StreamServer::bind(

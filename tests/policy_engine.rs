@@ -586,3 +586,209 @@ fn cli_eval_with_crictl_json() {
     assert_eq!(d.caps.ambient, set([NetBindService]));
     assert!(cli_eval(Some(&dir), "{", ctr, None, false).is_err());
 }
+
+/// The example deny policy of `policy/`, enabled.
+fn deny_sys_admin_enabled() -> String {
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("policy/90-example-deny-sys-admin.yaml");
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{e}"));
+    assert!(text.contains("match: \"false\""));
+    text.replace("match: \"false\"", "match: \"true\"")
+}
+
+/// Issue 12 item 5: every spelling that puts CAP_SYS_ADMIN in the sets the
+/// kernel gets is denied by the example policy, and every decision the
+/// policy allows leaves CAP_SYS_ADMIN out of every set.
+#[test]
+fn deny_holds_for_every_spelling() {
+    let ps = policies(&[&deny_sys_admin_enabled()]);
+    // (name, add, drop, privileged, policy add, denied)
+    #[allow(clippy::type_complexity)]
+    let cases: &[(&str, &[&str], &[&str], bool, bool)] = &[
+        ("canonical", &["SYS_ADMIN"], &[], false, true),
+        ("prefixed", &["CAP_SYS_ADMIN"], &[], false, true),
+        ("lower", &["sys_admin"], &[], false, true),
+        ("lower prefixed", &["cap_sys_admin"], &[], false, true),
+        ("mixed case", &["Sys_Admin"], &[], false, true),
+        ("leading space", &[" SYS_ADMIN"], &[], false, true),
+        ("trailing space", &["SYS_ADMIN "], &[], false, true),
+        ("tab and newline", &["\tcap_sys_admin\n"], &[], false, true),
+        ("ALL", &["ALL"], &[], false, true),
+        ("all", &["all"], &[], false, true),
+        ("spaced all", &[" All "], &[], false, true),
+        (
+            "drop ALL then add lower",
+            &["sys_admin"],
+            &["ALL"],
+            false,
+            true,
+        ),
+        ("drop all then add ALL", &["ALL"], &["all"], false, false),
+        (
+            "ALL minus sys_admin",
+            &["ALL"],
+            &["sys_admin"],
+            false,
+            false,
+        ),
+        (
+            "add then drop spelled apart",
+            &["SYS_ADMIN"],
+            &[" cap_sys_admin"],
+            false,
+            false,
+        ),
+        ("privileged", &[], &[], true, true),
+        ("nothing", &["NET_ADMIN"], &[], false, false),
+    ];
+    for (name, add, drop, privileged, denied) in cases {
+        let mut f = facts(0, add, "/bin/app");
+        f.container.capabilities.drop = drop.iter().map(|s| s.to_string()).collect();
+        f.container.privileged = *privileged;
+        let d = ps.evaluate(&f, &fs_plain());
+        assert_eq!(!d.allowed, *denied, "{name}: {:?}", d.deny_message);
+        if d.allowed {
+            for s in [
+                d.caps.bounding,
+                d.caps.effective,
+                d.caps.permitted,
+                d.caps.ambient,
+            ] {
+                assert!(!s.contains(SysAdmin), "{name}: {s}");
+            }
+        } else {
+            let msg = d.deny_message.unwrap_or_default();
+            assert!(
+                msg.contains("no-sys-admin-outside-kube-system"),
+                "{name}: {msg}"
+            );
+        }
+    }
+    // A policy action that adds it, in any spelling, is denied too.
+    for spelling in ["sys_admin", "CAP_SYS_ADMIN", "ALL"] {
+        let adder = format!(
+            "apiVersion: capcri.dev/v1alpha1\nkind: CapabilityPolicy\nmetadata: {{name: adder}}\nspec:\n  match: 'true'\n  rules:\n    - add: [\"{spelling}\"]\n"
+        );
+        let ps = policies(&[&adder, &deny_sys_admin_enabled()]);
+        let d = ps.evaluate(&facts(0, &[], "/bin/app"), &fs_plain());
+        assert!(!d.allowed, "policy add {spelling:?}");
+    }
+    // kube-system keeps it.
+    let mut f = facts(0, &["sys_admin"], "/bin/app");
+    f.pod.namespace = "kube-system".into();
+    let d = ps.evaluate(&f, &fs_plain());
+    assert!(d.allowed && d.caps.bounding.contains(SysAdmin));
+}
+
+/// CEL sees canonical names (ALL expanded, addAll/dropAll flags), so even a
+/// rule written on the request instead of `granted` matches every spelling.
+#[test]
+fn cel_sees_canonical_names() {
+    let ps = policies(&[r#"
+apiVersion: capcri.dev/v1alpha1
+kind: CapabilityPolicy
+metadata: {name: on-request}
+spec:
+  match: "true"
+  rules:
+    - deny:
+        condition: "'SYS_ADMIN' in container.capabilities.add && !('SYS_ADMIN' in container.capabilities.drop)"
+        message: "no SYS_ADMIN"
+    - deny:
+        condition: "container.capabilities.add.exists(c, c.startsWith('CAP_') || !c.matches('^[A-Z_]+$') || c == 'ALL')"
+        message: "a non-canonical name reached CEL"
+    - deny:
+        condition: "container.capabilities.addAll && size(container.capabilities.add) != 41"
+        message: "ALL was not expanded"
+"#]);
+    for add in [
+        &["sys_admin"][..],
+        &[" CAP_SYS_ADMIN "],
+        &["all"],
+        &["ALL", "net_admin"],
+    ] {
+        let d = ps.evaluate(&facts(0, add, "/bin/app"), &fs_plain());
+        let msg = d.deny_message.unwrap_or_default();
+        assert!(msg.contains("no SYS_ADMIN"), "{add:?}: {msg}");
+        assert!(
+            !msg.contains("non-canonical") && !msg.contains("not expanded"),
+            "{add:?}: {msg}"
+        );
+    }
+    let mut f = facts(0, &["ALL"], "/bin/app");
+    f.container.capabilities.drop = vec!["Sys_Admin".into()];
+    assert!(ps.evaluate(&f, &fs_plain()).allowed);
+}
+
+/// `granted` is known only after the sets: reading it anywhere but a deny
+/// condition is a load error, and a deny on it sees the final sets.
+#[test]
+fn granted_is_for_deny_conditions_only() {
+    for field in [
+        "match: \"'KILL' in granted.bounding\"\n  rules:\n    - execPath: dmz",
+        "match: 'true'\n  rules:\n    - when: \"size(granted.ambient) > 0\"\n      execPath: dmz",
+        "match: 'true'\n  rules:\n    - ambientExpression: \"granted.bounding\"",
+    ] {
+        let kind = load_error(&format!("{HEAD}spec:\n  {field}\n"));
+        assert!(
+            matches!(kind, LoadErrorKind::GrantedOutsideDeny { .. }),
+            "{kind}"
+        );
+    }
+    let ps = policies(&[r#"
+apiVersion: capcri.dev/v1alpha1
+kind: CapabilityPolicy
+metadata: {name: g}
+spec:
+  match: "true"
+  rules:
+    - drop: [NET_RAW]
+    - deny:
+        condition: "'NET_RAW' in granted.bounding || !('CHOWN' in granted.effective) || size(granted.ambient) != 0"
+        message: "granted is wrong"
+"#]);
+    assert!(
+        ps.evaluate(&facts(0, &["net_raw"], "/bin/app"), &fs_plain())
+            .allowed
+    );
+}
+
+/// An unknown name is the one error on every path: policy check, policy
+/// eval and the engine (the CRI path refuses it first with the same text).
+#[test]
+fn unknown_capability_is_one_error_everywhere() {
+    let want = |text: &str| {
+        assert!(
+            text.contains("\"SYS_WIZARD\"")
+                && text.contains("CAP_ prefix")
+                && text.contains("SYS_ADMIN"),
+            "{text}"
+        )
+    };
+    for list in ["add", "drop", "ambient"] {
+        let kind = load_error(&format!(
+            "{HEAD}spec:\n  match: 'true'\n  rules:\n    - {list}: [SYS_WIZARD]\n"
+        ));
+        assert!(
+            matches!(&kind, LoadErrorKind::UnknownCapability { name, .. } if name == "SYS_WIZARD")
+        );
+        want(&kind.to_string());
+    }
+    for list in ["add", "drop", "add_ambient"] {
+        let mut f = facts(0, &[], "/bin/app");
+        match list {
+            "add" => f.container.capabilities.add = vec!["SYS_WIZARD".into()],
+            "drop" => f.container.capabilities.drop = vec!["SYS_WIZARD".into()],
+            _ => f.container.capabilities.add_ambient = vec!["SYS_WIZARD".into()],
+        }
+        let d = PolicySet::builtin().evaluate(&f, &fs_plain());
+        assert!(!d.allowed, "{list}");
+        want(&d.deny_message.unwrap_or_default());
+    }
+    let pod = r#"{"metadata": {"name": "p", "namespace": "default", "uid": "u1"}, "linux": {}}"#;
+    let ctr = r#"{"metadata": {"name": "c"}, "image": {"image": "x"}, "command": ["/bin/app"],
+                 "linux": {"security_context": {"capabilities": {"drop_capabilities": ["SYS_WIZARD"]}}}}"#;
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("policy");
+    let err = cli_eval(Some(&dir), pod, ctr, None, false).unwrap_err();
+    want(&err.to_string());
+}

@@ -5,13 +5,55 @@ use std::str::FromStr;
 
 use thiserror::Error;
 
-/// A name that is not a Linux capability.
+/// A name that is not a Linux capability. The one error for an unknown
+/// name on every path (CRI add/drop/ambient, policy actions, `policy
+/// check`, `policy eval`), so it names the name and lists the valid form.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[error(
-    "unknown capability {name:?}: expected a Linux capability name such as NET_RAW or CAP_NET_RAW (see capabilities(7))"
+    "unknown capability {name:?}: write ALL or a Linux capability name (capabilities(7)), in any case, with or without the CAP_ prefix, one of {}",
+    valid_names()
 )]
 pub struct CapParseError {
     pub name: String,
+}
+
+fn valid_names() -> String {
+    Capability::ALL
+        .iter()
+        .map(|c| c.short_name())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// One entry of a capability list: `ALL` or a single capability.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CapName {
+    All,
+    One(Capability),
+}
+
+impl FromStr for CapName {
+    type Err = CapParseError;
+
+    /// The one normalisation of a capability name: trim, upper-case, drop
+    /// the `CAP_` prefix; `ALL` (same rules, so " all" too) is the whole set.
+    /// Issue 12 item 5: a policy that compared raw strings missed
+    /// "sys_admin", " SYS_ADMIN" and "ALL", which the kernel still got.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let upper = s.trim().to_ascii_uppercase();
+        let short = upper.strip_prefix("CAP_").unwrap_or(&upper);
+        if short == "ALL" {
+            return Ok(CapName::All);
+        }
+        Capability::ALL
+            .iter()
+            .copied()
+            .find(|c| c.short_name() == short)
+            .map(CapName::One)
+            .ok_or_else(|| CapParseError {
+                name: s.to_string(),
+            })
+    }
 }
 
 macro_rules! capabilities {
@@ -109,15 +151,12 @@ impl FromStr for Capability {
     /// libcap's lower case (`cap_net_raw`), since all three appear in pod
     /// specs and image tooling.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let upper = s.trim().to_ascii_uppercase();
-        let short = upper.strip_prefix("CAP_").unwrap_or(&upper);
-        Capability::ALL
-            .iter()
-            .copied()
-            .find(|c| c.short_name() == short)
-            .ok_or_else(|| CapParseError {
+        match s.parse::<CapName>()? {
+            CapName::One(c) => Ok(c),
+            CapName::All => Err(CapParseError {
                 name: s.to_string(),
-            })
+            }),
+        }
     }
 }
 

@@ -148,12 +148,11 @@ pub fn decide(
 }
 
 fn oci_set(set: CapSet) -> HashSet<OciCapability> {
-    set.names()
-        .into_iter()
-        .filter_map(|n| match crate::spec::parse_capability(&n) {
+    set.iter()
+        .filter_map(|c| match crate::spec::oci_capability(c) {
             Some(c) => Some(c),
             None => {
-                warn!(capability = %n, "capability unknown to oci-spec; not passed to the runtime");
+                warn!(capability = %c, "capability unknown to oci-spec; not passed to the runtime");
                 None
             }
         })

@@ -227,7 +227,10 @@ impl Node {
         record.additional_gids = user.additional_gids.clone();
         step.done("user");
 
-        // The capability decision, before any bundle is written.
+        // The capability decision, before any bundle is written. An unknown
+        // capability name is a bad request (InvalidArgument), not a policy
+        // deny: the same check and wording as the spec builder's.
+        crate::spec::validate_capability_names(&record.config)?;
         let file_caps = image_file_caps(image);
         let view = MountedRootfs {
             root: rootfs.clone(),
@@ -310,6 +313,12 @@ impl Node {
         );
         // After the spec, so a malformed request is reported as such first.
         super::propagation::check_host_sources(&record.config.mounts)?;
+        // The lexical /proc check cannot see an image symlink: resolve every
+        // destination inside the mounted rootfs (openat2 RESOLVE_IN_ROOT per
+        // link, never leaving it) as the runtime's mount will.
+        crate::spec::check_mount_destinations(&record.config, |p| {
+            crate::policy::resolve_symlinks(&view, p)
+        })?;
         let spec_json = serde_json::to_vec_pretty(&spec)
             .map_err(|e| NodeError::Internal(format!("cannot encode OCI spec: {e}")))?;
         crate::store::write_replace(&record.bundle.join("config.json"), &spec_json)?;

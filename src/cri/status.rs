@@ -45,6 +45,7 @@ fn image_code(e: &ImageError) -> Code {
         ImageError::Registry { .. } => Code::Unavailable,
         ImageError::DigestMismatch { .. }
         | ImageError::HostileLayer { .. }
+        | ImageError::InvalidUser { .. }
         | ImageError::DeviceNodeNotPermitted { .. }
         | ImageError::TooLarge { .. }
         | ImageError::BlobTooLarge { .. }

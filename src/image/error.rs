@@ -66,6 +66,17 @@ pub enum ImageError {
         cause: String,
     },
 
+    /// The image config USER is numeric-looking but not a valid id ("-1",
+    /// "+5", "4294967296", " 7", "0x10"), or otherwise unparseable.
+    #[error(
+        "image {image} refused: its config USER {user:?} is invalid: {reason}; a USER that is not a plain name or a decimal id would run as a different user than the one reported to kubelet (CVE-2024-40635 class), rebuild the image with a valid USER"
+    )]
+    InvalidUser {
+        image: String,
+        user: String,
+        reason: String,
+    },
+
     #[error(
         "{object} is too large: more than {limit} bytes; raise max_layer_bytes if the image is trusted"
     )]

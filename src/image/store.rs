@@ -92,25 +92,58 @@ impl ImageRecord {
     /// The image's USER as CRI ImageStatus wants it: a numeric user is a uid,
     /// anything else a name; a group after ':' is not part of either.
     pub fn uid_and_username(&self) -> (Option<i64>, String) {
-        let user = self
-            .config
+        split_user(&self.user())
+    }
+
+    fn user(&self) -> String {
+        self.config
             .config()
             .as_ref()
             .and_then(|c| c.user().clone())
-            .unwrap_or_default();
-        split_user(&user)
+            .unwrap_or_default()
     }
 }
 
+/// ImageStatus's view of USER, from the same parser CreateContainer uses, so
+/// a uid is reported only when the process will run as exactly that uid.
+/// A name is reported as a name even when the image's /etc/passwd maps it to
+/// a non-zero uid: kubelet then refuses runAsNonRoot unless the pod sets
+/// runAsUser, which is containerd's behaviour and never claims non-root for
+/// a name that resolves to 0. A USER the parser refuses (only in records
+/// pulled before the check existed: pull refuses them) is reported as a
+/// name, never a uid, and CreateContainer refuses it.
 fn split_user(user: &str) -> (Option<i64>, String) {
-    let name = user.split(':').next().unwrap_or("");
-    if name.is_empty() {
+    if user.is_empty() {
         return (None, String::new());
     }
-    match name.parse::<i64>() {
-        Ok(uid) => (Some(uid), String::new()),
-        Err(_) => (None, name.to_string()),
+    match crate::spec::parse_user_spec(user) {
+        Ok(spec) => match spec.user {
+            crate::spec::IdPart::Id(uid) => (Some(i64::from(uid)), String::new()),
+            crate::spec::IdPart::Name(name) => (None, name),
+        },
+        Err(_) => (None, user.split(':').next().unwrap_or(user).to_string()),
     }
+}
+
+/// Refuses at pull an image whose USER the runtime would refuse to run
+/// (CVE-2024-40635 class, issue 12 item 2): such an image never reaches the
+/// store, so ImageStatus never reports a uid for it.
+fn check_image_user(image: &str, config: &ImageConfiguration) -> Result<(), ImageError> {
+    let user = config
+        .config()
+        .as_ref()
+        .and_then(|c| c.user().clone())
+        .unwrap_or_default();
+    if user.is_empty() {
+        return Ok(());
+    }
+    crate::spec::parse_user_spec(&user)
+        .map(|_| ())
+        .map_err(|reason| ImageError::InvalidUser {
+            image: image.to_string(),
+            user,
+            reason,
+        })
 }
 
 #[derive(Clone, Debug)]
@@ -275,6 +308,7 @@ impl ImageStore {
                 object: format!("config {} of image {image}", manifest.config.digest),
                 reason: format!("not an OCI/Docker image config: {e}"),
             })?;
+        check_image_user(&image, &config)?;
         let diff_ids: Vec<String> = config.rootfs().diff_ids().clone();
         if diff_ids.len() != manifest.layers.len() {
             return Err(ImageError::Corrupt {
@@ -814,6 +848,40 @@ mod tests {
             stored('a', "65535:65535").record.uid_and_username(),
             (Some(65535), String::new())
         );
+    }
+
+    /// ImageStatus never reports a uid for a numeric-looking USER that is
+    /// not a valid id (the process would not run as it), and pull refuses
+    /// such a config before any layer is fetched.
+    #[test]
+    fn invalid_users_are_never_reported_as_uids() {
+        for user in [
+            "-1",
+            "-1:0",
+            "+5",
+            "4294967295",
+            "4294967296",
+            " 1000",
+            "1000 ",
+            "0x10",
+            "1000:-1",
+            "1000:",
+            ":0",
+            "1:2:3",
+        ] {
+            let (uid, _) = split_user(user);
+            assert_eq!(uid, None, "USER {user:?}");
+            let config: ImageConfiguration = serde_json::from_str(&format!(
+                r#"{{"architecture":"amd64","os":"linux","config":{{"User":{}}},"rootfs":{{"type":"layers","diff_ids":[]}}}}"#,
+                serde_json::to_string(user).unwrap()
+            ))
+            .unwrap();
+            let err = check_image_user("img", &config).unwrap_err();
+            assert!(matches!(err, ImageError::InvalidUser { .. }), "{user:?}");
+            assert!(err.to_string().contains("CVE-2024-40635"), "{err}");
+        }
+        assert_eq!(split_user("0007"), (Some(7), String::new()));
+        assert_eq!(split_user("2147483647"), (Some(2147483647), String::new()));
     }
 
     #[test]

@@ -281,6 +281,7 @@ pub fn cli_eval(
         identity,
         &pod.runtime_handler,
     );
+    facts.container.capabilities.lists()?;
     let decision = set.evaluate(&facts, &rootfs);
     if output_json {
         Ok(render_json(&decision)?)

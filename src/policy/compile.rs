@@ -11,8 +11,9 @@ use super::document::{
     API_VERSION, AmbientRequests, ExecPathMode, KIND, PolicyDocument, PreflightMode, RuleSpec,
 };
 use super::error::{LoadError, LoadErrorKind, Location};
-use super::facts::{CelVars, Facts, UserFacts};
-use crate::caps::{CapSet, Capability};
+use super::facts::{CelVars, Facts, UserFacts, bind_granted};
+use crate::caps::ThreadCaps;
+use crate::caps::{CapList, CapSet};
 
 /// A compiled CEL expression with where it was written.
 #[derive(Debug)]
@@ -112,6 +113,13 @@ fn sample_facts() -> Facts {
     f
 }
 
+/// The sets `granted` holds when deny conditions are test-run at load time.
+fn sample_granted() -> ThreadCaps {
+    let mut bounding = crate::caps::docker_default_capabilities();
+    bounding.insert(crate::caps::Capability::NetBindService);
+    ThreadCaps::runtime_default(bounding)
+}
+
 pub(crate) struct Compiler<'a> {
     pub env: &'a Arc<Env>,
     pub file: &'a str,
@@ -172,7 +180,14 @@ impl<'a> Compiler<'a> {
         };
         let result = {
             let mut ctx = Context::with_env(Arc::clone(self.env));
-            self.sample.bind(&mut ctx, CelVars::ALL);
+            let requested = self
+                .sample
+                .container
+                .capabilities
+                .lists()
+                .unwrap_or_default();
+            self.sample.bind(&mut ctx, CelVars::ALL, requested);
+            bind_granted(&mut ctx, &sample_granted());
             program.execute(&ctx)
         };
         match result {
@@ -205,30 +220,50 @@ impl<'a> Compiler<'a> {
             // key); they are handled per evaluation, failing closed.
             _ => {}
         }
+        let vars = CelVars::of(&program);
+        if vars.contains(CelVars::GRANTED) && !field.ends_with("deny.condition") {
+            self.push(
+                source,
+                LoadErrorKind::GrantedOutsideDeny {
+                    policy: policy.into(),
+                    field: field.into(),
+                    expression: source.into(),
+                },
+            );
+            return None;
+        }
         Some(CompiledExpr {
             source: source.to_string(),
-            vars: CelVars::of(&program),
+            vars,
             program,
             location: self.location_of(source),
         })
     }
 
-    fn caps(&mut self, policy: &str, rule: usize, names: &[String]) -> Option<CapSet> {
+    /// A rule's `add`, `drop` or `ambient` list, normalised by the one
+    /// parser the CRI path uses (`ALL` is every capability).
+    fn caps(
+        &mut self,
+        policy: &str,
+        rule: usize,
+        field: &'static str,
+        names: &[String],
+    ) -> Option<CapSet> {
         let mut set = CapSet::empty();
         let mut ok = true;
         for name in names {
-            match name.parse::<Capability>() {
-                Ok(c) => {
-                    set.insert(c);
-                }
-                Err(_) => {
+            match CapList::parse([name]) {
+                Ok(list) => set = set.union(list.expanded()),
+                Err(error) => {
                     ok = false;
                     self.push(
                         name,
                         LoadErrorKind::UnknownCapability {
                             policy: policy.into(),
                             rule,
+                            field,
                             name: name.clone(),
+                            error,
                         },
                     );
                 }
@@ -325,9 +360,9 @@ impl<'a> Compiler<'a> {
             .when
             .as_ref()
             .and_then(|w| self.expr(policy, &field("when"), w, Expect::Bool));
-        let add = self.caps(policy, index, &spec.add);
-        let drop = self.caps(policy, index, &spec.drop);
-        let ambient = self.caps(policy, index, &spec.ambient);
+        let add = self.caps(policy, index, "add", &spec.add);
+        let drop = self.caps(policy, index, "drop", &spec.drop);
+        let ambient = self.caps(policy, index, "ambient", &spec.ambient);
         let ambient_expression = spec
             .ambient_expression
             .as_ref()

@@ -43,13 +43,15 @@ pub enum LoadErrorKind {
     },
     #[error("policy {policy:?}: {message}")]
     Schema { policy: String, message: String },
-    #[error(
-        "policy {policy:?} rule {rule}: unknown capability {name:?}; use a name from capabilities(7) such as NET_BIND_SERVICE"
-    )]
+    /// The same wording as the CRI path's InvalidArgument
+    /// ([`crate::caps::CapParseError`]).
+    #[error("policy {policy:?} rule {rule} {field}: {error}")]
     UnknownCapability {
         policy: String,
         rule: usize,
+        field: &'static str,
         name: String,
+        error: crate::caps::CapParseError,
     },
     #[error("policy {policy:?} {field}: CEL expression `{expression}` does not compile: {message}")]
     CelCompile {
@@ -77,6 +79,16 @@ pub enum LoadErrorKind {
         expression: String,
         name: String,
     },
+    /// `granted` (the computed sets) is known only after every add, drop
+    /// and promotion, so only a deny condition may read it.
+    #[error(
+        "policy {policy:?} {field}: CEL expression `{expression}` reads `granted`, which exists only after the capability sets are computed; use it in a deny condition, or read container.capabilities here"
+    )]
+    GrantedOutsideDeny {
+        policy: String,
+        field: String,
+        expression: String,
+    },
     #[error("policy name {policy:?} is used twice (also in {other}); names must be unique")]
     DuplicateName { policy: String, other: String },
 }
@@ -90,6 +102,8 @@ pub enum PolicyError {
     PodJson(serde_json::Error),
     #[error("container config JSON is invalid: {0}; expected crictl's container-config.json form")]
     ContainerJson(serde_json::Error),
+    #[error("container config: {0}")]
+    Capability(#[from] super::facts::CapRequestError),
     #[error("cannot render decision as JSON: {0}")]
     Render(#[from] serde_json::Error),
 }

@@ -20,6 +20,13 @@
 //! 5. Deny wins: any true deny condition, and any CEL runtime error (in
 //!    `match`, `when`, a deny condition or an ambient expression: fail
 //!    closed), denies the container with a message naming the policy.
+//!    Deny conditions of the applying rules run last, with `granted` bound
+//!    to the sets decided by steps 1-4, so a rule can refuse what will
+//!    actually be granted whatever spelling or route put it there.
+//!
+//! Capability names are normalised once ([`crate::caps::CapList`]) before
+//! any of this: the sets and CEL's `container.capabilities` come from the
+//! same parse.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -29,12 +36,12 @@ use cel::{Context, ExecutionError, Value};
 use super::compile::{CompiledExpr, Expect};
 use super::decision::{Decision, ExecPath, Reason};
 use super::document::{AmbientRequests, ExecPathMode, PreflightMode};
-use super::facts::{CelVars, Facts};
+use super::facts::{CelVars, Facts, RequestedCaps, bind_granted};
 use super::load::PolicySet;
 use super::preflight::{ResolvedBinary, RootfsView, resolve_entrypoint};
 use crate::caps::{
-    CapSet, Capability, ExecIdentity, ExecveError, FileCaps, ThreadCaps, all_capabilities,
-    docker_default_capabilities, predict_execve,
+    CapList, Capability, ExecIdentity, ExecveError, FileCaps, ThreadCaps, all_capabilities,
+    container_bounding, docker_default_capabilities, predict_execve,
 };
 
 const BUILTIN: &str = "built-in default";
@@ -116,26 +123,6 @@ struct Request {
     source: String,
 }
 
-fn parse_cri_caps(names: &[String], what: &str, denies: &mut Vec<String>) -> (bool, CapSet) {
-    let mut all = false;
-    let mut set = CapSet::empty();
-    for n in names {
-        if n.eq_ignore_ascii_case("ALL") {
-            all = true;
-            continue;
-        }
-        match n.parse::<Capability>() {
-            Ok(c) => {
-                set.insert(c);
-            }
-            Err(e) => denies.push(format!(
-                "container securityContext capabilities.{what}: {e}; fix the pod spec"
-            )),
-        }
-    }
-    (all, set)
-}
-
 /// The outcome of each exec path, for `auto` and for the invariance tests.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PathPredictions {
@@ -201,7 +188,17 @@ impl PolicySet {
             warnings: Vec::new(),
             denies: Vec::new(),
         };
-        facts.bind(&mut ev.ctx, self.cel_vars());
+        let vars = self.cel_vars();
+        // The one normalisation of the container's capability names: the
+        // sets below and every CEL expression use its result.
+        let requested = match facts.container.capabilities.lists() {
+            Ok(r) => r,
+            Err(e) => {
+                ev.denies.push(format!("{CONTAINER} {e}"));
+                RequestedCaps::default()
+            }
+        };
+        facts.bind(&mut ev.ctx, vars, requested);
         let c = &facts.container;
         let privileged = c.privileged;
 
@@ -221,24 +218,20 @@ impl PolicySet {
             base
         };
         if !privileged {
-            let (add_all, add) = parse_cri_caps(&c.capabilities.add, "add", &mut ev.denies);
-            let (drop_all, drop) = parse_cri_caps(&c.capabilities.drop, "drop", &mut ev.denies);
-            if add_all {
-                bounding = all_capabilities();
+            let (add, drop) = (requested.add, requested.drop);
+            if add.all {
                 ev.reason("bounding", CONTAINER, "capabilities.add: ALL");
             }
-            if drop_all {
-                bounding = CapSet::empty();
+            if drop.all {
                 ev.reason("bounding", CONTAINER, "capabilities.drop: ALL");
             }
-            for cap in add.iter() {
-                bounding.insert(cap);
+            for cap in add.named.iter() {
                 ev.reason(format!("bounding:{cap}"), CONTAINER, "capabilities.add");
             }
-            for cap in drop.iter() {
-                bounding.remove(cap);
+            for cap in drop.named.iter() {
                 ev.reason(format!("drop:{cap}"), CONTAINER, "capabilities.drop");
             }
+            bounding = container_bounding(false, add, drop);
         }
 
         // 2.-4. Policies.
@@ -248,6 +241,7 @@ impl PolicySet {
         let mut ambient_requests = (AmbientRequests::Allow, BUILTIN.to_string());
         let mut exec_mode = (ExecPathMode::Direct, BUILTIN.to_string());
         let mut preflight = (PreflightMode::Off, BUILTIN.to_string());
+        let mut deny_rules = Vec::new();
         for policy in &self.policies {
             if !ev.truthy(&policy.match_expression, &policy.source, "match") {
                 continue;
@@ -259,11 +253,10 @@ impl PolicySet {
                 {
                     continue;
                 }
-                if let Some((cond, message)) = &rule.deny
-                    && ev.truthy(cond, source, "deny.condition")
-                {
-                    ev.denies.push(format!("{source}: {message}"));
-                    ev.reason("deny", source, message.clone());
+                // Evaluated once the sets exist, so a condition may read
+                // `granted` (deny never changes the sets).
+                if let Some((cond, message)) = &rule.deny {
+                    deny_rules.push((cond, message, source));
                 }
                 adds.extend(rule.add.iter().map(|cap| Request {
                     cap,
@@ -284,8 +277,8 @@ impl PolicySet {
                     {
                         for item in items.iter() {
                             let Value::String(name) = item else { continue };
-                            match name.parse::<Capability>() {
-                                Ok(cap) => promotions.push(Request { cap, source: source.clone() }),
+                            match CapList::parse([name.as_str()]) {
+                                Ok(list) => promotions.extend(list.expanded().iter().map(|cap| Request { cap, source: source.clone() })),
                                 Err(e) => ev.denies.push(format!(
                                     "{source}: ambientExpression `{}` returned {e}; denied (fail closed)",
                                     expr.source
@@ -333,20 +326,18 @@ impl PolicySet {
         // 3. Ambient.
         if !privileged {
             let (mode, mode_source) = &ambient_requests;
-            for name in &c.capabilities.add_ambient {
-                match name.parse::<Capability>() {
-                    Ok(cap) if *mode == AmbientRequests::Allow => promotions.push(Request {
+            for cap in requested.add_ambient.expanded().iter() {
+                if *mode == AmbientRequests::Allow {
+                    promotions.push(Request {
                         cap,
                         source: format!(
                             "{CONTAINER} addAmbientCapabilities (allowed by {mode_source})"
                         ),
-                    }),
-                    Ok(cap) => ev.warnings.push(format!(
+                    });
+                } else {
+                    ev.warnings.push(format!(
                         "ambient request for {cap} refused by {mode_source}"
-                    )),
-                    Err(e) => ev.denies.push(format!(
-                        "{CONTAINER} capabilities.addAmbientCapabilities: {e}; fix the pod spec"
-                    )),
+                    ));
                 }
             }
         }
@@ -531,6 +522,19 @@ impl PolicySet {
                             "they will not be granted"
                         }
                     ));
+                }
+            }
+        }
+
+        // 5. Deny conditions, with `granted` bound to the sets decided above.
+        if !deny_rules.is_empty() {
+            if vars.contains(CelVars::GRANTED) {
+                bind_granted(&mut ev.ctx, &caps);
+            }
+            for (cond, message, source) in deny_rules {
+                if ev.truthy(cond, source, "deny.condition") {
+                    ev.denies.push(format!("{source}: {message}"));
+                    ev.reason("deny", source, message.clone());
                 }
             }
         }

@@ -3,6 +3,15 @@
 //! CEL sees four variables: `pod`, `container`, `image`, `node`, with the
 //! camelCase field names documented on each struct. Numbers are CEL `int`,
 //! so `container.user.uid == 0` works without `u` suffixes.
+//!
+//! Capability names are canonical everywhere CEL sees them: `SYS_ADMIN`
+//! (trimmed, upper-case, no `CAP_` prefix, kernel bit order), with `ALL`
+//! expanded: `container.capabilities.{add,drop,addAmbient}` plus the
+//! `addAll`/`dropAll` flags. Deny conditions also see a fifth variable,
+//! `granted.{bounding,effective,permitted,inheritable,ambient}`: the sets
+//! the runtime gives the container's first process once every add, drop
+//! and promotion is applied. A deny on `'X' in granted.bounding` holds
+//! whatever spelling or route (ALL, another policy, privileged) put X there.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -11,7 +20,7 @@ use cel::{Context, Program};
 use k8s_cri::v1::{ContainerConfig, PodSandboxConfig};
 use serde::{Deserialize, Serialize};
 
-use crate::caps::FileCaps;
+use crate::caps::{CapList, CapParseError, CapSet, FileCaps, ThreadCaps};
 
 /// The uid/gid the container process will run as, resolved by the caller
 /// from `run_as_user`/`run_as_username` and the image's `/etc/passwd`.
@@ -47,7 +56,14 @@ pub struct UserFacts {
     pub non_root: bool,
 }
 
-/// `container.capabilities.*`: the names exactly as the pod spec wrote them.
+/// `container.capabilities.*`. The struct holds the names as the pod spec
+/// wrote them; CEL never sees those: the engine normalises them once
+/// ([`CapabilityRequest::lists`], the parser the kernel's sets come from)
+/// and CEL sees canonical names (`SYS_ADMIN`: trimmed, upper-case, no
+/// `CAP_` prefix, kernel bit order) with `ALL` expanded to every
+/// capability, plus `addAll`/`dropAll` saying whether `ALL` was written.
+/// Issue 12 item 5: comparing raw strings let "sys_admin", " SYS_ADMIN"
+/// and "ALL" past a deny on 'SYS_ADMIN'.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct CapabilityRequest {
@@ -55,6 +71,36 @@ pub struct CapabilityRequest {
     pub drop: Vec<String>,
     /// CRI `add_ambient_capabilities` (KEP-2763).
     pub add_ambient: Vec<String>,
+}
+
+/// The three lists of a [`CapabilityRequest`], normalised.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RequestedCaps {
+    pub add: CapList,
+    pub drop: CapList,
+    pub add_ambient: CapList,
+}
+
+/// An unknown name in one of the container's lists.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("securityContext capabilities.{list}: {error}; fix the pod spec")]
+pub struct CapRequestError {
+    pub list: &'static str,
+    pub error: CapParseError,
+}
+
+impl CapabilityRequest {
+    /// Normalises the three lists; the first unknown name is the error.
+    pub fn lists(&self) -> Result<RequestedCaps, CapRequestError> {
+        let parse = |list: &'static str, names: &[String]| {
+            CapList::parse(names).map_err(|error| CapRequestError { list, error })
+        };
+        Ok(RequestedCaps {
+            add: parse("add", &self.add)?,
+            drop: parse("drop", &self.drop)?,
+            add_ambient: parse("addAmbient", &self.add_ambient)?,
+        })
+    }
 }
 
 /// `container.*`
@@ -240,12 +286,20 @@ impl Facts {
     /// borrow the facts instead of copying them: a decision sits on the
     /// CreateContainer path, and deep-copying every fact into CEL values for
     /// variables no expression reads was most of its cost.
-    pub(crate) fn bind<'a>(&'a self, ctx: &mut Context<'_, 'a>, needed: CelVars) {
+    ///
+    /// `requested` is the normalised form of `container.capabilities`
+    /// ([`CapabilityRequest::lists`]): CEL sees it, never the raw names.
+    pub(crate) fn bind<'a>(
+        &'a self,
+        ctx: &mut Context<'_, 'a>,
+        needed: CelVars,
+        requested: RequestedCaps,
+    ) {
         if needed.contains(CelVars::POD) {
             ctx.add_variable_as_val("pod", self.pod.to_val());
         }
         if needed.contains(CelVars::CONTAINER) {
-            ctx.add_variable_as_val("container", self.container.to_val());
+            ctx.add_variable_as_val("container", self.container.to_val(requested));
         }
         if needed.contains(CelVars::IMAGE) {
             ctx.add_variable_as_val("image", self.image.to_val());
@@ -268,7 +322,9 @@ impl CelVars {
     pub const CONTAINER: CelVars = CelVars(2);
     pub const IMAGE: CelVars = CelVars(4);
     pub const NODE: CelVars = CelVars(8);
-    pub const ALL: CelVars = CelVars(15);
+    /// `granted`: bound only for deny conditions, after the sets exist.
+    pub const GRANTED: CelVars = CelVars(16);
+    pub const ALL: CelVars = CelVars(31);
 
     pub fn contains(self, other: CelVars) -> bool {
         self.0 & other.0 == other.0
@@ -288,6 +344,7 @@ impl CelVars {
             ("container", CelVars::CONTAINER),
             ("image", CelVars::IMAGE),
             ("node", CelVars::NODE),
+            ("granted", CelVars::GRANTED),
         ] {
             if refs.has_variable(name) || refs.has_variable(format!(".{name}")) {
                 vars = vars.union(bit);
@@ -297,7 +354,34 @@ impl CelVars {
     }
 }
 
+/// Binds `granted`: the five sets the runtime gives the container's first
+/// process, after the base set, the container's and the policies' adds and
+/// drops, and ambient promotion. A deny on `granted.bounding` holds
+/// whatever spelling or route (`ALL`, a policy add) put the capability
+/// there. Canonical names, kernel bit order.
+pub(crate) fn bind_granted(ctx: &mut Context<'_, '_>, caps: &ThreadCaps) {
+    ctx.add_variable_as_val(
+        "granted",
+        val_map([
+            ("bounding", val_caps(caps.bounding)),
+            ("effective", val_caps(caps.effective)),
+            ("permitted", val_caps(caps.permitted)),
+            ("inheritable", val_caps(caps.inheritable)),
+            ("ambient", val_caps(caps.ambient)),
+        ]),
+    );
+}
+
 type Val<'a> = Box<dyn cel::common::value::Val + 'a>;
+
+/// Canonical names of `set`; `short_name` is `'static`, so nothing is copied.
+fn val_caps(set: CapSet) -> Val<'static> {
+    Box::new(CelList::from(
+        set.iter()
+            .map(|c| Box::new(CelString::from(c.short_name())) as Val<'static>)
+            .collect::<Vec<_>>(),
+    ))
+}
 
 fn val_str(v: &str) -> Val<'_> {
     Box::new(CelString::from(v))
@@ -358,7 +442,7 @@ impl PodFacts {
 }
 
 impl ContainerFacts {
-    fn to_val(&self) -> Val<'_> {
+    fn to_val(&self, requested: RequestedCaps) -> Val<'_> {
         // Later entries win, as in the runtime's environment.
         let env: BTreeMap<&str, &str> = self
             .env
@@ -382,9 +466,11 @@ impl ContainerFacts {
             (
                 "capabilities",
                 val_map([
-                    ("add", val_list(&self.capabilities.add)),
-                    ("drop", val_list(&self.capabilities.drop)),
-                    ("addAmbient", val_list(&self.capabilities.add_ambient)),
+                    ("add", val_caps(requested.add.expanded())),
+                    ("drop", val_caps(requested.drop.expanded())),
+                    ("addAmbient", val_caps(requested.add_ambient.expanded())),
+                    ("addAll", val_bool(requested.add.all)),
+                    ("dropAll", val_bool(requested.drop.all)),
                 ]),
             ),
             ("privileged", val_bool(self.privileged)),

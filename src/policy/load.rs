@@ -146,11 +146,16 @@ impl PolicySet {
     /// Loads every `*.yaml`/`*.yml` file of `dir` (sorted by file name).
     /// A missing directory is no policies: the built-in behaviour.
     pub fn load_dir(dir: &Path) -> (PolicySet, Vec<LoadError>) {
-        if !dir.exists() {
+        PolicySet::from_snapshot(snapshot_dir(dir))
+    }
+
+    /// Compiles what [`snapshot_dir`] read; no file is read again.
+    pub(crate) fn from_snapshot(snap: DirSnapshot) -> (PolicySet, Vec<LoadError>) {
+        if snap.missing {
             return (PolicySet::builtin(), Vec::new());
         }
-        let (sources, mut errors) = read_sources(&[dir.to_path_buf()]);
-        let (set, mut more) = PolicySet::from_sources(&sources);
+        let mut errors = snap.errors;
+        let (set, mut more) = PolicySet::from_sources(&snap.sources);
         errors.append(&mut more);
         (set, errors)
     }
@@ -174,46 +179,120 @@ fn is_policy_file(p: &Path) -> bool {
     )
 }
 
-/// Reads policy files: each path is a file or a directory of `*.yaml` /
-/// `*.yml` files. The I/O side of loading, kept apart from parsing.
-pub(crate) fn read_sources(paths: &[PathBuf]) -> (Vec<(String, String)>, Vec<LoadError>) {
-    let mut files = Vec::new();
-    let mut errors = Vec::new();
-    let io_error = |p: &Path, e: std::io::Error| LoadError {
+/// A policy file larger than this is refused: policies are a few KiB, and
+/// the reader must not be made to hold an arbitrary file in memory.
+pub const MAX_POLICY_FILE_BYTES: u64 = 1 << 20;
+
+/// Reads one policy file exactly once: opened without blocking (a FIFO put
+/// in the directory must not hang the poller), its type checked on the
+/// open fd (no check-then-use race with a file swapped between the two),
+/// and its bytes read with a size cap. Symlinks are followed: Kubernetes
+/// ConfigMap volumes are symlink farms whose `..data` link is swapped
+/// atomically, and reading through the fd gives one consistent version.
+fn read_policy_file(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOCTTY)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file; a policy must be a regular YAML file",
+        ));
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_POLICY_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_POLICY_FILE_BYTES {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("larger than {MAX_POLICY_FILE_BYTES} bytes; split the policies"),
+        ));
+    }
+    String::from_utf8(bytes)
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text"))
+}
+
+/// Every policy file of a directory, each read once: what a load parses and
+/// what the store fingerprints are the same bytes.
+#[derive(Debug, Default)]
+pub(crate) struct DirSnapshot {
+    /// The directory does not exist.
+    pub missing: bool,
+    /// `(file, text)`, sorted by file name.
+    pub sources: Vec<(String, String)>,
+    pub errors: Vec<LoadError>,
+}
+
+fn io_error(p: &Path, e: std::io::Error) -> LoadError {
+    LoadError {
         location: Location {
             file: p.display().to_string(),
             line: 0,
             column: 0,
         },
         kind: LoadErrorKind::Io(e.to_string()),
+    }
+}
+
+pub(crate) fn snapshot_dir(dir: &Path) -> DirSnapshot {
+    let mut snap = DirSnapshot::default();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            snap.missing = true;
+            return snap;
+        }
+        Err(e) => {
+            snap.errors.push(io_error(dir, e));
+            return snap;
+        }
     };
-    for path in paths {
-        if path.is_dir() {
-            match std::fs::read_dir(path) {
-                Ok(entries) => {
-                    let mut found: Vec<PathBuf> = entries
-                        .filter_map(|e| e.ok().map(|e| e.path()))
-                        .filter(|p| p.is_file() && is_policy_file(p))
-                        .collect();
-                    found.sort();
-                    files.extend(found);
+    let mut found = Vec::new();
+    for entry in entries {
+        match entry {
+            Ok(e) => {
+                let p = e.path();
+                // Anything named *.yaml is opened and its type checked on
+                // the fd: a directory or FIFO there is an error (fail
+                // closed), never a policy silently left out.
+                if is_policy_file(&p) {
+                    found.push(p);
                 }
-                Err(e) => errors.push(io_error(path, e)),
             }
-        } else if path.exists() || path.is_symlink() {
-            files.push(path.clone());
-        } else {
-            errors.push(io_error(
-                path,
-                std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or directory"),
-            ));
+            // A directory that fails while being listed (removed, unmounted)
+            // is an error, never a shorter list.
+            Err(e) => snap.errors.push(io_error(dir, e)),
         }
     }
+    found.sort();
+    for f in found {
+        match read_policy_file(&f) {
+            Ok(text) => snap.sources.push((f.display().to_string(), text)),
+            Err(e) => snap.errors.push(io_error(&f, e)),
+        }
+    }
+    snap
+}
+
+/// Reads policy files: each path is a file or a directory of `*.yaml` /
+/// `*.yml` files. The I/O side of loading, kept apart from parsing.
+pub(crate) fn read_sources(paths: &[PathBuf]) -> (Vec<(String, String)>, Vec<LoadError>) {
     let mut sources = Vec::new();
-    for f in files {
-        match std::fs::read_to_string(&f) {
-            Ok(text) => sources.push((f.display().to_string(), text)),
-            Err(e) => errors.push(io_error(&f, e)),
+    let mut errors = Vec::new();
+    for path in paths {
+        if path.is_dir() {
+            let mut snap = snapshot_dir(path);
+            sources.append(&mut snap.sources);
+            errors.append(&mut snap.errors);
+        } else {
+            match read_policy_file(path) {
+                Ok(text) => sources.push((path.display().to_string(), text)),
+                Err(e) => errors.push(io_error(path, e)),
+            }
         }
     }
     (sources, errors)

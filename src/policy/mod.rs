@@ -28,7 +28,8 @@ pub use facts::{
     CapabilityRequest, ContainerFacts, Facts, ImageFacts, NodeFacts, PodFacts, ResolvedIdentity,
     UserFacts,
 };
-pub use load::{DEFAULT_POLICY_DIR, PolicySet};
+pub use load::{DEFAULT_POLICY_DIR, MAX_POLICY_FILE_BYTES, PolicySet};
+pub(crate) use load::{DirSnapshot, snapshot_dir};
 pub use preflight::{
     MemoryRootfs, ResolvedBinary, RootfsView, resolve_entrypoint, resolve_symlinks,
 };

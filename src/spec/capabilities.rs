@@ -1,5 +1,7 @@
-//! Default capability sets, as containerd computes them from the CRI
-//! `capabilities` add/drop lists.
+//! The OCI form of a container's capability sets. The sets themselves
+//! (Docker's defaults, `ALL`, containerd's add/drop order, name
+//! normalisation) are computed in `crate::caps`, once for the spec builder
+//! and the policy engine alike.
 
 use std::collections::HashSet;
 
@@ -7,80 +9,18 @@ use k8s_cri::v1::ContainerConfig;
 use oci_spec::runtime::{Capabilities, Capability, LinuxCapabilities};
 
 use super::{SpecError, security_context};
+use crate::caps::{self, CapList, CapSet};
 
-/// The capabilities Docker (and containerd's CRI plugin) grant a container
-/// that asks for nothing else.
-pub const DOCKER_DEFAULT_CAPABILITIES: [&str; 14] = [
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_FSETID",
-    "CAP_FOWNER",
-    "CAP_MKNOD",
-    "CAP_NET_RAW",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETFCAP",
-    "CAP_SETPCAP",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_SYS_CHROOT",
-    "CAP_KILL",
-    "CAP_AUDIT_WRITE",
-];
-
-/// Every capability the kernel knows, 0 (CAP_CHOWN) to 40
-/// (CAP_CHECKPOINT_RESTORE, Linux 5.9): what "ALL" and privileged mean.
-pub const ALL_CAPABILITIES: [&str; 41] = [
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_DAC_READ_SEARCH",
-    "CAP_FOWNER",
-    "CAP_FSETID",
-    "CAP_KILL",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETPCAP",
-    "CAP_LINUX_IMMUTABLE",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_NET_BROADCAST",
-    "CAP_NET_ADMIN",
-    "CAP_NET_RAW",
-    "CAP_IPC_LOCK",
-    "CAP_IPC_OWNER",
-    "CAP_SYS_MODULE",
-    "CAP_SYS_RAWIO",
-    "CAP_SYS_CHROOT",
-    "CAP_SYS_PTRACE",
-    "CAP_SYS_PACCT",
-    "CAP_SYS_ADMIN",
-    "CAP_SYS_BOOT",
-    "CAP_SYS_NICE",
-    "CAP_SYS_RESOURCE",
-    "CAP_SYS_TIME",
-    "CAP_SYS_TTY_CONFIG",
-    "CAP_MKNOD",
-    "CAP_LEASE",
-    "CAP_AUDIT_WRITE",
-    "CAP_AUDIT_CONTROL",
-    "CAP_SETFCAP",
-    "CAP_MAC_OVERRIDE",
-    "CAP_MAC_ADMIN",
-    "CAP_SYSLOG",
-    "CAP_WAKE_ALARM",
-    "CAP_BLOCK_SUSPEND",
-    "CAP_AUDIT_READ",
-    "CAP_PERFMON",
-    "CAP_BPF",
-    "CAP_CHECKPOINT_RESTORE",
-];
-
-/// Parses a capability name as kubelet sends it ("NET_ADMIN") or as it is
-/// written elsewhere ("CAP_NET_ADMIN", any case).
-pub fn parse_capability(name: &str) -> Option<Capability> {
-    serde_json::from_value(serde_json::Value::String(name.trim().to_string())).ok()
+/// The OCI capability for one of ours. oci-spec knows every capability up
+/// to CAP_CHECKPOINT_RESTORE (the model's last), so this never fails today;
+/// a None is logged by the caller rather than passed to the runtime.
+pub fn oci_capability(cap: caps::Capability) -> Option<Capability> {
+    serde_json::from_value(serde_json::Value::String(cap.to_string())).ok()
 }
 
-fn set_of(names: &[&str]) -> Capabilities {
-    names.iter().filter_map(|n| parse_capability(n)).collect()
+/// The OCI form of a set.
+pub fn oci_capabilities(set: CapSet) -> Capabilities {
+    set.iter().filter_map(oci_capability).collect()
 }
 
 /// Bounding, effective and permitted all hold `set`; inheritable and ambient
@@ -97,69 +37,49 @@ pub fn capabilities_from_set(set: Capabilities) -> LinuxCapabilities {
     caps
 }
 
-/// containerd's capability computation: Docker's 14, then "ALL" in add,
-/// then "ALL" in drop (so drop ALL wins), then each named add, then each
-/// named drop; privileged means every capability. Unknown names are
-/// skipped here; [`validate_capability_names`] rejects them first.
-pub fn default_capabilities(container: &ContainerConfig) -> LinuxCapabilities {
-    let sc = security_context(container);
-    if sc.is_some_and(|sc| sc.privileged) {
-        return capabilities_from_set(set_of(&ALL_CAPABILITIES));
-    }
-    let mut set = set_of(&DOCKER_DEFAULT_CAPABILITIES);
-    if let Some(cri) = sc.and_then(|sc| sc.capabilities.as_ref()) {
-        let is_all = |n: &String| n.eq_ignore_ascii_case("ALL");
-        if cri.add_capabilities.iter().any(is_all) {
-            set = set_of(&ALL_CAPABILITIES);
-        }
-        if cri.drop_capabilities.iter().any(is_all) {
-            set.clear();
-        }
-        set.extend(
-            cri.add_capabilities
-                .iter()
-                .filter_map(|n| parse_capability(n)),
-        );
-        for cap in cri
-            .drop_capabilities
-            .iter()
-            .filter_map(|n| parse_capability(n))
-        {
-            set.remove(&cap);
-        }
-    }
-    capabilities_from_set(set)
-}
-
-/// Rejects capability names the kernel does not know: containerd passes
-/// them on and runc then fails with a less helpful message.
-pub fn validate_capability_names(container: &ContainerConfig) -> Result<(), SpecError> {
+/// The container's CRI capability lists, normalised; the error names the
+/// field and the name, in the one wording of [`caps::CapParseError`].
+pub fn requested_capabilities(
+    container: &ContainerConfig,
+) -> Result<(CapList, CapList, CapList), SpecError> {
     let Some(cri) = security_context(container).and_then(|sc| sc.capabilities.as_ref()) else {
-        return Ok(());
+        return Ok(Default::default());
     };
-    let lists = [
-        (
+    let parse = |field: &str, names: &[String]| {
+        CapList::parse(names)
+            .map_err(|e| SpecError::invalid(field, format!("{e}; fix the pod spec")))
+    };
+    Ok((
+        parse(
             "security_context.capabilities.add_capabilities",
             &cri.add_capabilities,
-        ),
-        (
+        )?,
+        parse(
             "security_context.capabilities.drop_capabilities",
             &cri.drop_capabilities,
-        ),
-    ];
-    for (field, names) in lists {
-        for name in names {
-            if !name.eq_ignore_ascii_case("ALL") && parse_capability(name).is_none() {
-                return Err(SpecError::invalid(
-                    field,
-                    format!(
-                        "{name:?} is not a Linux capability; use a name from capabilities(7) such as NET_ADMIN"
-                    ),
-                ));
-            }
-        }
-    }
-    Ok(())
+        )?,
+        parse(
+            "security_context.capabilities.add_ambient_capabilities",
+            &cri.add_ambient_capabilities,
+        )?,
+    ))
+}
+
+/// containerd's capability computation ([`caps::container_bounding`]) in
+/// OCI form. Unknown names are refused first by
+/// [`validate_capability_names`]; here they count as absent.
+pub fn default_capabilities(container: &ContainerConfig) -> LinuxCapabilities {
+    let privileged = security_context(container).is_some_and(|sc| sc.privileged);
+    let (add, drop, _) = requested_capabilities(container).unwrap_or_default();
+    capabilities_from_set(oci_capabilities(caps::container_bounding(
+        privileged, add, drop,
+    )))
+}
+
+/// Rejects capability names the kernel does not know (InvalidArgument):
+/// containerd passes them on and runc then fails with a less helpful message.
+pub fn validate_capability_names(container: &ContainerConfig) -> Result<(), SpecError> {
+    requested_capabilities(container).map(|_| ())
 }
 
 #[cfg(test)]
@@ -192,9 +112,12 @@ mod tests {
     }
 
     #[test]
-    fn all_names_parse() {
-        assert_eq!(set_of(&ALL_CAPABILITIES).len(), 41);
-        assert_eq!(set_of(&DOCKER_DEFAULT_CAPABILITIES).len(), 14);
+    fn all_names_map_to_oci() {
+        assert_eq!(oci_capabilities(caps::all_capabilities()).len(), 41);
+        assert_eq!(
+            oci_capabilities(caps::docker_default_capabilities()).len(),
+            14
+        );
     }
 
     #[test]
@@ -298,14 +221,20 @@ mod tests {
     #[test]
     fn no_security_context_means_docker_defaults() {
         let caps = default_capabilities(&ContainerConfig::default());
-        assert_eq!(effective(&caps), set_of(&DOCKER_DEFAULT_CAPABILITIES));
+        assert_eq!(
+            effective(&caps),
+            oci_capabilities(caps::docker_default_capabilities())
+        );
     }
 
     #[test]
     fn unknown_names_are_rejected() {
-        assert!(validate_capability_names(&ctr(&["NET_ADMIN", "all"], &["ALL"], false)).is_ok());
+        assert!(validate_capability_names(&ctr(&["NET_ADMIN", " all"], &["ALL"], false)).is_ok());
         let err = validate_capability_names(&ctr(&["NET_WIZARD"], &[], false)).unwrap_err();
         assert!(err.to_string().contains("NET_WIZARD"));
-        assert!(validate_capability_names(&ctr(&[], &["bogus"], false)).is_err());
+        assert!(err.to_string().contains("add_capabilities"));
+        let err = validate_capability_names(&ctr(&[], &["bogus"], false)).unwrap_err();
+        assert!(err.to_string().contains("drop_capabilities"), "{err}");
+        assert!(err.to_string().contains("CAP_ prefix"), "{err}");
     }
 }

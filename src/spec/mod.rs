@@ -28,17 +28,17 @@ use k8s_cri::v1::{ContainerConfig, LinuxContainerSecurityContext, PodSandboxConf
 use oci_spec::runtime::{Linux, LinuxCapabilities, Process, Root, Spec, User};
 
 pub use capabilities::{
-    ALL_CAPABILITIES, DOCKER_DEFAULT_CAPABILITIES, capabilities_from_set, default_capabilities,
-    parse_capability, validate_capability_names,
+    capabilities_from_set, default_capabilities, oci_capabilities, oci_capability,
+    requested_capabilities, validate_capability_names,
 };
 pub use error::SpecError;
-pub use mounts::{ContainerMounts, PodFiles, container_mounts};
+pub use mounts::{ContainerMounts, PodFiles, check_mount_destinations, container_mounts};
 pub use namespaces::{PodNamespacePaths, container_namespaces};
 pub use process::{DEFAULT_PATH_ENV, merged_env, process_args, working_dir};
 pub use resources::{container_resources, oom_score_adj, sysctls};
 pub use seccomp::{SeccompMode, container_seccomp, seccomp_mode};
 pub use seccomp_default::runtime_default_profile;
-pub use user::{ImageUserDb, ResolvedUser, resolve_user};
+pub use user::{IdPart, ImageUserDb, ResolvedUser, UserSpec, parse_user_spec, resolve_user};
 pub use userns::{IdRange, PodUserNamespace, check_container_user_namespace, pod_user_namespace};
 
 /// The annotation containerd sets so tools can tell app containers from

@@ -123,6 +123,55 @@ fn check_container_path(index: usize, path: &str) -> Result<(), SpecError> {
     Ok(())
 }
 
+/// Filesystems only the runtime mounts: a bind mount that lands on them
+/// would hide the container's procfs (masked paths included) or sysfs
+/// behind a host directory (CVE-2019-19921 class).
+const RUNTIME_ONLY: [&str; 2] = ["/proc", "/sys"];
+
+fn under(path: &str, top: &str) -> bool {
+    path == top
+        || path
+            .strip_prefix(top)
+            .is_some_and(|rest| rest.starts_with('/'))
+}
+
+/// Refuses a CRI mount whose destination, once the image's symlinks are
+/// followed inside the rootfs, lands on /proc or /sys although the path as
+/// written does not (an image with `/data -> /proc/sys` and a volume at
+/// `/data/kernel`). The lexical check ([`check_container_path`]) cannot see
+/// this; the runtime would follow the link when it mounts. `resolve`
+/// follows symlinks without leaving the rootfs (openat2 RESOLVE_IN_ROOT for
+/// the real rootfs) and returns None for a loop.
+pub fn check_mount_destinations(
+    container: &ContainerConfig,
+    resolve: impl Fn(&str) -> Option<String>,
+) -> Result<(), SpecError> {
+    for (i, m) in container.mounts.iter().enumerate() {
+        let field = format!("mounts[{i}].container_path");
+        let path = m.container_path.as_str();
+        let Some(resolved) = resolve(path) else {
+            return Err(SpecError::invalid(
+                field,
+                format!(
+                    "{path:?} does not resolve in the image (a symlink loop or more than 40 links); fix the image or mount the volume elsewhere"
+                ),
+            ));
+        };
+        if let Some(top) = RUNTIME_ONLY
+            .iter()
+            .find(|top| under(&resolved, top) && !under(path, top))
+        {
+            return Err(SpecError::invalid(
+                field,
+                format!(
+                    "{path:?} resolves through a symlink in the image to {resolved:?}, which is on {top}, which only the runtime mounts; mount the volume elsewhere or remove the symlink from the image"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod proc_tests {
     #[test]
@@ -131,6 +180,77 @@ mod proc_tests {
         assert!(super::check_container_path(0, "/proc/sys/kernel").is_err());
         assert!(super::check_container_path(0, "/procfs").is_ok());
         assert!(super::check_container_path(0, "/var/run/x").is_ok());
+    }
+
+    #[test]
+    fn destinations_resolving_into_proc_or_sys_are_refused() {
+        use k8s_cri::v1::{ContainerConfig, Mount as CriMount};
+        // An image's links, resolved the way `policy::resolve_symlinks`
+        // does over the rootfs.
+        let resolve = |p: &str| -> Option<String> {
+            let links = [
+                ("/data", "/proc/sys"),
+                ("/rel", "proc"),
+                ("/deep/root", "/"),
+                ("/sysl", "/sys/kernel"),
+                ("/loop", "/loop"),
+                ("/vol", "/srv/vol"),
+            ];
+            if p.starts_with("/loop") {
+                return None;
+            }
+            for (link, target) in links {
+                if let Some(rest) = p.strip_prefix(link)
+                    && (rest.is_empty() || rest.starts_with('/'))
+                {
+                    let base = if target.starts_with('/') {
+                        target.to_string()
+                    } else {
+                        format!("/{target}")
+                    };
+                    return Some(
+                        format!("{}{rest}", base.trim_end_matches('/')).replace("//", "/"),
+                    );
+                }
+            }
+            Some(p.to_string())
+        };
+        let ctr = |path: &str| ContainerConfig {
+            mounts: vec![
+                CriMount {
+                    container_path: "/ok".into(),
+                    host_path: "/h".into(),
+                    ..Default::default()
+                },
+                CriMount {
+                    container_path: path.into(),
+                    host_path: "/h".into(),
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        };
+        for path in [
+            "/data/kernel",
+            "/data",
+            "/rel/sys",
+            "/deep/root/proc/1",
+            "/sysl/x",
+            "/deep/root/sys",
+        ] {
+            let err = super::check_mount_destinations(&ctr(path), resolve).unwrap_err();
+            let text = err.to_string();
+            assert!(text.contains("mounts[1]") && text.contains(path), "{text}");
+            assert!(text.contains("/proc") || text.contains("/sys"), "{text}");
+        }
+        let err = super::check_mount_destinations(&ctr("/loop/x"), resolve).unwrap_err();
+        assert!(err.to_string().contains("symlink loop"), "{err}");
+        for path in ["/vol/x", "/srv", "/procfs", "/sys/fs/bpf"] {
+            assert!(
+                super::check_mount_destinations(&ctr(path), resolve).is_ok(),
+                "{path}"
+            );
+        }
     }
 }
 

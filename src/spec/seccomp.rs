@@ -153,7 +153,7 @@ mod tests {
         )
         .unwrap()
         .unwrap();
-        assert_eq!(rd.default_action(), LinuxSeccompAction::ScmpActAllow);
+        assert_eq!(rd.default_action(), LinuxSeccompAction::ScmpActErrno);
         assert_eq!(
             container_seccomp(
                 &ctr(Some((ProfileType::RuntimeDefault, "")), "", true),

@@ -44,6 +44,94 @@ struct GroupEntry<'a> {
     members: Vec<&'a str>,
 }
 
+/// The highest uid or gid capcri runs a process as: 2^31-1, like containerd
+/// (`maxUserID = math.MaxInt32` since CVE-2024-40635) and the Kubernetes API
+/// (runAsUser is an int32). Above it, 32-bit tools wrap to negatives and
+/// 4294967295 is the kernel's "leave unchanged" value for setresuid(2): a
+/// process asked to become that uid stays root.
+pub const MAX_ID: u32 = i32::MAX as u32;
+
+/// One side of "user[:group]" (image USER, CRI run_as_username).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdPart {
+    Id(u32),
+    Name(String),
+}
+
+/// A user string parsed once, by the rules every reader shares: ImageStatus
+/// reports what this says, and CreateContainer runs what this says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserSpec {
+    pub user: IdPart,
+    pub group: Option<IdPart>,
+}
+
+/// Parses one part strictly. A part made of decimal digits is an id in
+/// 0..=MAX_ID; a part that looks numeric but is not such an id ("-1", "+5",
+/// " 7", "7 ", "0x10", "1e3", "99999999999") is refused rather than taken
+/// for a name: CVE-2024-40635 and this project's issue 12 (USER -1 with a
+/// passwd line "-1:x:0:0" was reported as uid -1, non-root, and ran as 0).
+/// Names start with a letter, '_' or '.', and hold no blank, control
+/// character, ':' or '/'.
+pub fn parse_id_part(part: &str, what: &str) -> Result<IdPart, String> {
+    if part.is_empty() {
+        return Err(format!(
+            "the {what} part is empty; name a {what} or give an id"
+        ));
+    }
+    if part.bytes().all(|b| b.is_ascii_digit()) {
+        return match part.parse::<u64>() {
+            Ok(v) if v <= u64::from(MAX_ID) => Ok(IdPart::Id(v as u32)),
+            _ => Err(format!(
+                "{what} id {part:?} is out of range; use an id in 0..={MAX_ID}"
+            )),
+        };
+    }
+    let first = part.chars().next().unwrap_or(' ');
+    if first.is_numeric() || first == '-' || first == '+' {
+        return Err(format!(
+            "{what} {part:?} looks like a number but is not a decimal id in 0..={MAX_ID}; \
+             write the id as plain digits or use a name that starts with a letter"
+        ));
+    }
+    if part
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || c == '/' || c == ':')
+    {
+        return Err(format!(
+            "{what} {part:?} holds a blank, control character or '/'; \
+             write a plain name or a decimal id in 0..={MAX_ID}"
+        ));
+    }
+    Ok(IdPart::Name(part.to_string()))
+}
+
+/// Parses "user", "user:group" (each side a name or an id). Refuses empty
+/// sides, more than one ':' and numeric-looking non-ids (see `parse_id_part`).
+pub fn parse_user_spec(spec: &str) -> Result<UserSpec, String> {
+    let mut parts = spec.split(':');
+    let user = parse_id_part(parts.next().unwrap_or(""), "user")?;
+    let group = parts
+        .next()
+        .map(|g| parse_id_part(g, "group"))
+        .transpose()?;
+    if parts.next().is_some() {
+        return Err(format!(
+            "{spec:?} has more than one ':'; write user or user:group"
+        ));
+    }
+    Ok(UserSpec { user, group })
+}
+
+/// An id field of /etc/passwd or /etc/group: plain digits in 0..=MAX_ID, or
+/// the line is ignored (Rust's `parse::<u32>` would take "+0").
+fn passwd_id(field: &str) -> Option<u32> {
+    match parse_id_part(field, "id") {
+        Ok(IdPart::Id(id)) => Some(id),
+        _ => None,
+    }
+}
+
 fn passwd_entries(passwd: &str) -> impl Iterator<Item = PasswdEntry<'_>> {
     data_lines(passwd).filter_map(|line| {
         let f: Vec<&str> = line.split(':').collect();
@@ -52,8 +140,8 @@ fn passwd_entries(passwd: &str) -> impl Iterator<Item = PasswdEntry<'_>> {
         }
         Some(PasswdEntry {
             name: f[0],
-            uid: f[2].parse().ok()?,
-            gid: f[3].parse().ok()?,
+            uid: passwd_id(f[2])?,
+            gid: passwd_id(f[3])?,
         })
     })
 }
@@ -75,7 +163,7 @@ fn group_entries(group: &str) -> impl Iterator<Item = GroupEntry<'_>> {
             .unwrap_or_default();
         Some(GroupEntry {
             name: f[0],
-            gid: f[2].parse().ok()?,
+            gid: passwd_id(f[2])?,
             members,
         })
     })
@@ -88,12 +176,15 @@ fn data_lines(text: &str) -> impl Iterator<Item = &str> {
 }
 
 fn id_from_i64(value: i64, field: &str) -> Result<u32, SpecError> {
-    u32::try_from(value).map_err(|_| {
-        SpecError::invalid(
-            field,
-            format!("{value} is not a valid Linux id (0..=4294967295); set a non-negative id"),
-        )
-    })
+    u32::try_from(value)
+        .ok()
+        .filter(|v| *v <= MAX_ID)
+        .ok_or_else(|| {
+            SpecError::invalid(
+                field,
+                format!("{value} is not a valid id; set an id in 0..={MAX_ID}"),
+            )
+        })
 }
 
 fn absent_detail(file: Option<&str>) -> String {
@@ -112,15 +203,21 @@ pub fn resolve_user(
     users: &ImageUserDb,
 ) -> Result<ResolvedUser, SpecError> {
     let sc = security_context(container);
-    let mut user_part: Option<String> = None;
-    let mut group_part: Option<String> = None;
+    let mut user_part: Option<IdPart> = None;
+    let mut group_part: Option<IdPart> = None;
     let mut source = "security_context.run_as_user";
     if let Some(sc) = sc {
         if !sc.run_as_username.is_empty() {
-            user_part = Some(sc.run_as_username.clone());
             source = "security_context.run_as_username";
+            user_part = Some(
+                parse_id_part(&sc.run_as_username, "user")
+                    .map_err(|reason| SpecError::invalid(source, reason))?,
+            );
         } else if let Some(uid) = &sc.run_as_user {
-            user_part = Some(id_from_i64(uid.value, "security_context.run_as_user")?.to_string());
+            user_part = Some(IdPart::Id(id_from_i64(
+                uid.value,
+                "security_context.run_as_user",
+            )?));
         }
         if let Some(gid) = &sc.run_as_group {
             if user_part.is_none() {
@@ -131,7 +228,10 @@ pub fn resolve_user(
                     "a group is set without a user; set run_as_user or run_as_username too",
                 ));
             }
-            group_part = Some(id_from_i64(gid.value, "security_context.run_as_group")?.to_string());
+            group_part = Some(IdPart::Id(id_from_i64(
+                gid.value,
+                "security_context.run_as_group",
+            )?));
         }
     }
     if user_part.is_none()
@@ -140,34 +240,31 @@ pub fn resolve_user(
             .filter(|u| !u.is_empty())
     {
         source = "image config USER";
-        match image_user.split_once(':') {
-            Some((u, g)) => {
-                user_part = Some(u.to_string());
-                group_part = Some(g.to_string());
-            }
-            None => user_part = Some(image_user),
-        }
+        let spec = parse_user_spec(&image_user).map_err(|reason| {
+            SpecError::invalid(
+                source,
+                format!(
+                    "USER {image_user:?} is refused: {reason}; rebuild the image or set run_as_user"
+                ),
+            )
+        })?;
+        user_part = Some(spec.user);
+        group_part = spec.group;
     }
-    let user_part = user_part.unwrap_or_else(|| "0".to_string());
-    if user_part.is_empty() {
-        return Err(SpecError::invalid(
-            source,
-            "the user part of \"user:group\" is empty; name a user",
-        ));
-    }
+    let user_part = user_part.unwrap_or(IdPart::Id(0));
 
     let passwd = users.passwd.unwrap_or("");
-    let (uid, passwd_gid, username) = match user_part.parse::<u32>() {
-        Ok(uid) => match passwd_entries(passwd).find(|e| e.uid == uid) {
+    let (uid, passwd_gid, username) = match user_part {
+        IdPart::Id(uid) => match passwd_entries(passwd).find(|e| e.uid == uid) {
             Some(e) => (uid, e.gid, Some(e.name.to_string())),
             // A uid without a passwd entry is legal; its group is root's.
             None => (uid, 0, None),
         },
-        Err(_) => match passwd_entries(passwd).find(|e| e.name == user_part) {
+        IdPart::Name(name) => match passwd_entries(passwd).find(|e| e.name == name) {
             Some(e) => (e.uid, e.gid, Some(e.name.to_string())),
             None => {
                 return Err(SpecError::UnknownUser {
-                    user: user_part,
+                    user: name,
                     source_field: source.to_string(),
                     detail: absent_detail(users.passwd),
                 });
@@ -178,24 +275,16 @@ pub fn resolve_user(
     let group_text = users.group.unwrap_or("");
     let gid = match group_part {
         None => passwd_gid,
-        Some(g) if g.is_empty() => {
-            return Err(SpecError::invalid(
-                source,
-                "the group part of \"user:group\" is empty; name a group or drop the colon",
-            ));
-        }
-        Some(g) => match g.parse::<u32>() {
-            Ok(gid) => gid,
-            Err(_) => match group_entries(group_text).find(|e| e.name == g) {
-                Some(e) => e.gid,
-                None => {
-                    return Err(SpecError::UnknownGroup {
-                        group: g,
-                        source_field: source.to_string(),
-                        detail: absent_detail(users.group),
-                    });
-                }
-            },
+        Some(IdPart::Id(gid)) => gid,
+        Some(IdPart::Name(g)) => match group_entries(group_text).find(|e| e.name == g) {
+            Some(e) => e.gid,
+            None => {
+                return Err(SpecError::UnknownGroup {
+                    group: g,
+                    source_field: source.to_string(),
+                    detail: absent_detail(users.group),
+                });
+            }
         },
     };
 
@@ -333,6 +422,113 @@ mod tests {
             ..Default::default()
         };
         assert!(resolve_user(&ctr(Some(sc)), None, &db()).is_err());
+    }
+
+    /// Every spelling of a numeric-looking USER that is not a valid id is
+    /// refused (CVE-2024-40635 class), for the image USER and for
+    /// run_as_username alike; valid ids and names still resolve.
+    #[test]
+    fn numeric_looking_users_are_refused() {
+        let hostile = PASSWD.to_string() + "-1:x:0:0::/:/bin/sh\n+5:x:0:0::/:/bin/sh\n";
+        let users = ImageUserDb {
+            passwd: Some(&hostile),
+            group: Some(GROUP),
+        };
+        let refused = [
+            "-1",
+            "-0",
+            "+5",
+            "+0",
+            "4294967295",
+            "4294967296",
+            "2147483648",
+            "99999999999999999999",
+            " 1000",
+            "1000 ",
+            " ",
+            "\t0",
+            "0x10",
+            "0X10",
+            "1e3",
+            "1_000",
+            "１０００",
+            "1000:-1",
+            "1000:+5",
+            "1000:0x10",
+            "1000: 7",
+            "1000:4294967295",
+            "-1:0",
+            "alice:-1",
+            ":",
+            ":0",
+            "1000:",
+            "alice:",
+            "1:2:3",
+            "al ice",
+            "alice\n",
+            "../root",
+        ];
+        for user in refused {
+            let err = resolve_user(&ctr(None), Some(&img_user(user)), &users)
+                .expect_err(&format!("USER {user:?} must be refused"));
+            assert!(
+                matches!(&err, SpecError::InvalidConfig { field, .. } if field == "image config USER"),
+                "USER {user:?}: {err}"
+            );
+            if !user.contains(':') {
+                let sc = LinuxContainerSecurityContext {
+                    run_as_username: user.to_string(),
+                    ..Default::default()
+                };
+                let err = resolve_user(&ctr(Some(sc)), None, &users)
+                    .expect_err(&format!("run_as_username {user:?} must be refused"));
+                assert!(
+                    matches!(&err, SpecError::InvalidConfig { field, .. } if field == "security_context.run_as_username"),
+                    "run_as_username {user:?}: {err}"
+                );
+            }
+        }
+        // Valid spellings: plain digits (leading zeros too) in range, names.
+        let accepted: Vec<(&str, u32, u32)> = vec![
+            ("2147483647", 2147483647, 0),
+            ("0007", 7, 0),
+            ("0:0", 0, 0),
+            ("alice", 1000, 1000),
+            ("_apt", 42, 65534),
+            ("www-data:0", 33, 0),
+        ];
+        let named =
+            PASSWD.to_string() + "_apt:x:42:65534::/:/bin/false\nwww-data:x:33:33::/:/bin/false\n";
+        let users = ImageUserDb {
+            passwd: Some(&named),
+            group: Some(GROUP),
+        };
+        for (user, uid, gid) in accepted {
+            let r = resolve_user(&ctr(None), Some(&img_user(user)), &users).unwrap();
+            assert_eq!((r.uid, r.gid), (uid, gid), "USER {user:?}");
+        }
+        for v in [-1i64, 2147483648, 4294967295, i64::MAX] {
+            let sc = LinuxContainerSecurityContext {
+                run_as_user: Some(Int64Value { value: v }),
+                ..Default::default()
+            };
+            assert!(resolve_user(&ctr(Some(sc)), None, &db()).is_err(), "{v}");
+        }
+    }
+
+    /// passwd lines whose id fields are not plain in-range digits are
+    /// ignored, so a name never resolves through "+0" or "-0" to root.
+    #[test]
+    fn passwd_lines_with_bad_ids_are_ignored() {
+        let passwd = "mallory:x:+0:0::/:/bin/sh\neve:x:0x0:0::/:/bin/sh\n";
+        let users = ImageUserDb {
+            passwd: Some(passwd),
+            group: None,
+        };
+        for name in ["mallory", "eve"] {
+            let err = resolve_user(&ctr(None), Some(&img_user(name)), &users).unwrap_err();
+            assert!(matches!(err, SpecError::UnknownUser { .. }), "{name}");
+        }
     }
 
     #[test]
