@@ -11,6 +11,12 @@ fn cgroups_path(bundle: &Path) -> Option<PathBuf> {
     spec.linux().as_ref()?.cgroups_path().clone()
 }
 
+/// `process.oomScoreAdj` of the bundle's spec.
+fn spec_oom_score_adj(bundle: &Path) -> Option<i32> {
+    let spec = Spec::load(bundle.join("config.json")).ok()?;
+    spec.process().as_ref()?.oom_score_adj()
+}
+
 pub(super) struct LogPipe {
     pub(super) fd: OwnedFd,
     pub(super) stream: CriLogStream,
@@ -41,6 +47,14 @@ pub(super) struct ContainerRecord {
     /// The master side of a `tty` container's terminal (see `console.rs`):
     /// lent to attach clients for input and resizes.
     pub(super) terminal: Option<OwnedFd>,
+    /// The namespaces execs join, opened at create (see
+    /// `tenant::ContainerNamespaces`); dropped at exit, so a stopped
+    /// container's mounts are not kept alive by the monitor.
+    pub(super) namespaces: Option<super::tenant::ContainerNamespaces>,
+    /// The container's oom_score_adj, given to its exec'd processes.
+    pub(super) oom_score_adj: Option<i32>,
+    /// Its exec path: execs of a `dmz` container go through the trampoline.
+    pub(super) exec_path: ExecPath,
 }
 
 pub(super) struct Attacher {
@@ -111,6 +125,7 @@ impl ContainerRecord {
         self.drain_exec_status();
         // Attached clients get EOF: the container's output has ended.
         self.attachers.clear();
+        self.namespaces = None;
         self.state.status = RuntimeStatus::Exited;
         self.state.exit_code = Some(code);
         self.state.finished_at = Some(now_nanos());
@@ -213,7 +228,15 @@ impl Monitor {
             .with_systemd(false)
             .as_sibling(false)
             .with_detach(true);
+        // libcontainer's build writes the spec's oom_score_adj into the
+        // calling process, the monitor, so its children inherit it: put the
+        // monitor's own back after, or the next exec or container of the
+        // pod would inherit this container's.
+        let monitor_oom = fs::read_to_string("/proc/self/oom_score_adj").ok();
         let built = builder.build();
+        if let Some(v) = &monitor_oom {
+            let _ = fs::write("/proc/self/oom_score_adj", v.trim());
+        }
         // Our copy of the write end must go, or EOF (= exec succeeded) could
         // never be seen; the init holds its own copy.
         drop(status_w);
@@ -237,6 +260,27 @@ impl Monitor {
             }
         };
         let pid = container.pid().map(|p| p.as_raw()).unwrap_or(0);
+        // Now, and only now, the init is known to be the container's own
+        // process (libcontainer's code, waiting for Start): what its /proc
+        // entries show is what the container was given.
+        let oom_score_adj = spec_oom_score_adj(&req.bundle).or_else(|| {
+            fs::read_to_string(format!("/proc/{pid}/oom_score_adj"))
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+        });
+        let namespaces = match super::tenant::ContainerNamespaces::open(pid) {
+            Ok(ns) => ns,
+            Err(e) => {
+                if let Ok(mut c) = Container::load(self.args.runtime_root.join(&id)) {
+                    let _ = c.delete(true);
+                }
+                self.reap();
+                return Err(RuntimeError::Libcontainer {
+                    container: id,
+                    message: format!("keeping the container's namespaces for exec: {e}"),
+                });
+            }
+        };
         set_nonblocking(out_r.as_raw_fd());
         set_nonblocking(err_r.as_raw_fd());
         let terminal = match console.as_ref().map(|c| c.receive_master()) {
@@ -306,6 +350,9 @@ impl Monitor {
             stdin_once: req.stdin_once,
             log_path: req.log_path.clone(),
             cgroup: cgroups_path(&req.bundle).map(|p| CgroupPath::new(&p)),
+            namespaces: Some(namespaces),
+            oom_score_adj,
+            exec_path: req.exec_path,
         };
         write_state(&self.args.pod_dir, &id, &record.state)?;
         self.containers.insert(id.clone(), record);
@@ -339,7 +386,7 @@ impl Monitor {
     /// The sealed trampoline memfd, made once per monitor. Its fd is
     /// close-on-exec: the container's init (a clone) has it until its own
     /// exec, which is all `execveat` needs.
-    fn trampoline(&mut self) -> Result<RawFd, RuntimeError> {
+    pub(super) fn trampoline(&mut self) -> Result<RawFd, RuntimeError> {
         if let Some(fd) = &self.dmz_memfd {
             return Ok(fd.as_raw_fd());
         }

@@ -212,6 +212,29 @@ fn set_nonblocking(fd: RawFd) {
     }
 }
 
+/// KEYCTL_JOIN_SESSION_KEYRING with no name: a new anonymous session
+/// keyring for the calling process. A kernel without keyrings (ENOSYS) has
+/// nothing to share, so that is no error.
+pub(crate) fn join_new_session_keyring() -> std::io::Result<()> {
+    /// `KEYCTL_JOIN_SESSION_KEYRING` from <linux/keyctl.h>.
+    const KEYCTL_JOIN_SESSION_KEYRING: libc::c_long = 1;
+    // SAFETY: keyctl with an integer command and a NULL name.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_keyctl,
+            KEYCTL_JOIN_SESSION_KEYRING,
+            std::ptr::null::<libc::c_char>(),
+        )
+    };
+    if r < 0 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::ENOSYS) {
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
 fn cloexec_pipe() -> Result<(OwnedFd, OwnedFd), RuntimeError> {
     nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| RuntimeError::io("creating a pipe", e.into()))
@@ -324,6 +347,13 @@ impl Monitor {
                 "PR_SET_CHILD_SUBREAPER",
                 std::io::Error::last_os_error(),
             ));
+        }
+        // A session keyring of the pod's own (KEYCTL_JOIN_SESSION_KEYRING,
+        // anonymous): containers and execs that cannot make their own (a
+        // seccomp profile without keyctl) must not share the daemon's or
+        // the host login's, as runc gives each container its own.
+        if let Err(e) = join_new_session_keyring() {
+            eprintln!("capcri monitor: a new session keyring: {e}");
         }
         fs::create_dir_all(&args.pod_dir).map_err(|e| {
             RuntimeError::io(
