@@ -149,6 +149,49 @@ pub(super) struct PendingStop {
     pub(super) conn: u64,
     pub(super) container: String,
     pub(super) kill_at: Option<Instant>,
+    /// The stop signal, when the kernel dropped it: the container's init is
+    /// pid 1 of its pid namespace and had no handler for it yet. It is sent
+    /// again the moment a handler appears (see [`signal_disposition`]).
+    pub(super) redeliver: Option<i32>,
+    pub(super) started: Instant,
+}
+
+/// What a process does with one signal, from /proc/<pid>/status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Disposition {
+    Default,
+    Ignored,
+    Caught,
+}
+
+/// Reads `signal`'s disposition and whether the process is pid 1 of its
+/// pid namespace (its NSpid line ends in 1 below the monitor's namespace)
+/// from the text of /proc/<pid>/status. Pure, so it is tested on samples.
+pub(super) fn parse_status(status: &str, signal: i32) -> Option<(Disposition, bool)> {
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(str::trim)
+    };
+    let mask = |name: &str| field(name).and_then(|v| u64::from_str_radix(v, 16).ok());
+    let bit = 1u64.checked_shl(u32::try_from(signal - 1).ok()?)?;
+    let disposition = if mask("SigCgt:")? & bit != 0 {
+        Disposition::Caught
+    } else if mask("SigIgn:")? & bit != 0 {
+        Disposition::Ignored
+    } else {
+        Disposition::Default
+    };
+    let nspids: Vec<&str> = field("NSpid:")?.split_whitespace().collect();
+    let ns_init = nspids.len() > 1 && nspids.last() == Some(&"1");
+    Some((disposition, ns_init))
+}
+
+/// `parse_status` of a live process; None once it is gone.
+pub(super) fn signal_disposition(pid: i32, signal: i32) -> Option<(Disposition, bool)> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    parse_status(&status, signal)
 }
 
 impl Monitor {
@@ -559,6 +602,7 @@ impl Monitor {
         }
         let pid = rec.pid;
         let signal = if signal == 0 { libc::SIGTERM } else { signal };
+        let before = signal_disposition(pid, signal);
         Self::signal(pid, signal)?;
         let kill_at = if timeout.is_zero() || signal == libc::SIGKILL {
             Self::signal(pid, libc::SIGKILL)?;
@@ -566,12 +610,67 @@ impl Monitor {
         } else {
             Some(Instant::now() + timeout)
         };
+        // The kernel discards a signal sent to a pid namespace's init that
+        // has no handler for it (SIG_DFL; SIGNAL_UNKILLABLE), even from an
+        // ancestor namespace. A stop right after the start (critest stops
+        // `top` that way) lands before the program installed its handler:
+        // the signal was lost and the stop would wait the whole timeout for
+        // the kill. So it is sent again once a handler appears. Dropped for
+        // sure when there was no handler after the send; when one appeared
+        // between the two reads, it may have been delivered or not, and a
+        // second signal is the lesser harm than a lost one.
+        let after = signal_disposition(pid, signal);
+        let redeliver = match (before, after) {
+            _ if kill_at.is_none() => None,
+            (_, Some((Disposition::Default, true))) => Some(signal),
+            (Some((Disposition::Default, true)), Some((Disposition::Caught, true))) => {
+                eprintln!(
+                    "capcri monitor: container {id:?}: its handler for signal {signal} appeared while the stop signal was sent; sending it once more"
+                );
+                let _ = Self::signal(pid, signal);
+                None
+            }
+            _ => None,
+        };
         self.stops.push(PendingStop {
             conn,
             container: id.to_string(),
             kill_at,
+            redeliver,
+            started: Instant::now(),
         });
         Ok(Reply::Deferred)
+    }
+
+    /// Pending stops whose signal the kernel dropped: send it again once
+    /// the init handles it; forget it once the init ignores it on purpose.
+    pub(super) fn redeliver_stop_signals(&mut self) {
+        for s in self.stops.iter_mut() {
+            let Some(signal) = s.redeliver else {
+                continue;
+            };
+            let Some(rec) = self.containers.get(&s.container) else {
+                s.redeliver = None;
+                continue;
+            };
+            if rec.exited() {
+                s.redeliver = None;
+                continue;
+            }
+            match signal_disposition(rec.pid, signal) {
+                Some((Disposition::Caught, _)) => {
+                    eprintln!(
+                        "capcri monitor: container {:?}: signal {signal} arrived before its handler and was dropped by the kernel; sent again {:?} after the stop began",
+                        s.container,
+                        s.started.elapsed()
+                    );
+                    let _ = Self::signal(rec.pid, signal);
+                    s.redeliver = None;
+                }
+                Some((Disposition::Default, _)) => {}
+                Some((Disposition::Ignored, _)) | None => s.redeliver = None,
+            }
+        }
     }
 
     pub(super) fn state(&mut self, id: &str) -> Result<ContainerRuntimeState, RuntimeError> {
@@ -654,5 +753,50 @@ impl Monitor {
         let _ = fs::remove_file(self.args.pod_dir.join(SOCKET_NAME));
         let _ = fs::remove_dir(self.args.pod_dir.join("containers"));
         self.shutdown = true;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STATUS: &str = "Name:\tsh\nUmask:\t0022\nState:\tS (sleeping)\nNSpid:\t4242\t1\n\
+SigQ:\t0/63408\nSigPnd:\t0000000000000000\nShdPnd:\t0000000000000000\n\
+SigBlk:\t0000000000000000\nSigIgn:\t0000000000000004\nSigCgt:\t0000000000004002\n";
+
+    #[test]
+    fn dispositions_and_namespace_init_come_from_proc_status() {
+        // SigCgt 0x4002: SIGINT (2) and SIGTERM (15); SigIgn 0x4: SIGQUIT.
+        assert_eq!(
+            parse_status(STATUS, libc::SIGTERM),
+            Some((Disposition::Caught, true))
+        );
+        assert_eq!(
+            parse_status(STATUS, libc::SIGQUIT),
+            Some((Disposition::Ignored, true))
+        );
+        assert_eq!(
+            parse_status(STATUS, libc::SIGUSR1),
+            Some((Disposition::Default, true))
+        );
+        // Not pid 1 of a namespace below ours: a shared pod pid namespace,
+        // or the host's.
+        let shared = STATUS.replace("NSpid:\t4242\t1", "NSpid:\t4242\t7");
+        assert_eq!(
+            parse_status(&shared, libc::SIGUSR1),
+            Some((Disposition::Default, false))
+        );
+        let host = STATUS.replace("NSpid:\t4242\t1", "NSpid:\t1");
+        assert_eq!(parse_status(&host, libc::SIGTERM).unwrap().1, false);
+        // A process name cannot forge a field: the kernel escapes it, and
+        // the first line with the prefix wins.
+        let named = format!("Name:\tSigCgt: ffffffffffffffff\n{STATUS}");
+        assert_eq!(
+            parse_status(&named, libc::SIGUSR1),
+            Some((Disposition::Default, true))
+        );
+        assert_eq!(parse_status(STATUS, 0), None);
+        assert_eq!(parse_status(STATUS, 65), None);
+        assert_eq!(parse_status("garbage", libc::SIGTERM), None);
     }
 }

@@ -55,6 +55,8 @@ const EXEC_CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
 /// (held by a background child) before the result is sent anyway.
 const EXEC_DRAIN_GRACE: Duration = Duration::from_millis(500);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often a stop whose signal the kernel dropped looks for the handler.
+const STOP_SIGNAL_RECHECK: Duration = Duration::from_millis(20);
 
 static SIGCHLD_PIPE: AtomicI32 = AtomicI32::new(-1);
 
@@ -548,6 +550,9 @@ impl Monitor {
         };
         for s in &self.stops {
             consider(s.kill_at);
+            // A dropped stop signal is re-checked often: the init installs
+            // its handler within milliseconds of its start.
+            consider(s.redeliver.map(|_| now + STOP_SIGNAL_RECHECK));
         }
         for e in &self.execs {
             consider(e.deadline.filter(|_| !e.timed_out && e.exit.is_none()));
@@ -798,6 +803,10 @@ impl Monitor {
 
     fn handle_timers(&mut self) {
         let now = Instant::now();
+        // A dropped stop signal first: its kill may be due in this turn too.
+        if self.stops.iter().any(|s| s.redeliver.is_some()) {
+            self.redeliver_stop_signals();
+        }
         let mut to_kill = Vec::new();
         for s in self.stops.iter_mut() {
             if s.kill_at.is_some_and(|t| t <= now) {
@@ -809,6 +818,10 @@ impl Monitor {
             if let Some(rec) = self.containers.get(&id)
                 && !rec.exited()
             {
+                eprintln!(
+                    "capcri monitor: container {id:?} (pod {}) did not stop within its stop timeout; sending SIGKILL",
+                    self.args.pod_id
+                );
                 let _ = Self::signal(rec.pid, libc::SIGKILL);
             }
         }
