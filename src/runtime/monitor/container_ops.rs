@@ -787,7 +787,7 @@ SigBlk:\t0000000000000000\nSigIgn:\t0000000000000004\nSigCgt:\t0000000000004002\
             Some((Disposition::Default, false))
         );
         let host = STATUS.replace("NSpid:\t4242\t1", "NSpid:\t1");
-        assert_eq!(parse_status(&host, libc::SIGTERM).unwrap().1, false);
+        assert!(!parse_status(&host, libc::SIGTERM).unwrap().1);
         // A process name cannot forge a field: the kernel escapes it, and
         // the first line with the prefix wins.
         let named = format!("Name:\tSigCgt: ffffffffffffffff\n{STATUS}");
