@@ -19,6 +19,8 @@ fi
 packages=(
     # build
     gcc g++ libc6-dev pkg-config libseccomp-dev protobuf-compiler
+    # libcgroups' cgroupsv2_devices builds libbpf, which needs libelf's and zlib's headers
+    libelf-dev zlib1g-dev
     # the test images and their registry (../shared/testimages/README.md)
     python3 busybox-static procps util-linux libcap2-bin libssl3 libpcre2-8-0 zlib1g libcrypt1
     docker-registry skopeo umoci
