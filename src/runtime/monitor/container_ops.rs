@@ -154,6 +154,20 @@ pub(super) struct PendingStop {
     /// again the moment a handler appears (see [`signal_disposition`]).
     pub(super) redeliver: Option<i32>,
     pub(super) started: Instant,
+    /// When the dropped signal's disposition is next read.
+    pub(super) next_check: Instant,
+}
+
+/// How often a stop whose signal the kernel dropped looks for the handler:
+/// often at first (a program installs its handler within milliseconds of
+/// its start), seldom after a second (one that never does waits for its
+/// kill anyway).
+pub(super) fn recheck_interval(since_stop: Duration) -> Duration {
+    if since_stop < Duration::from_secs(1) {
+        Duration::from_millis(20)
+    } else {
+        Duration::from_millis(200)
+    }
 }
 
 /// What a process does with one signal, from /proc/<pid>/status.
@@ -638,6 +652,7 @@ impl Monitor {
             kill_at,
             redeliver,
             started: Instant::now(),
+            next_check: Instant::now() + recheck_interval(Duration::ZERO),
         });
         Ok(Reply::Deferred)
     }
@@ -645,10 +660,15 @@ impl Monitor {
     /// Pending stops whose signal the kernel dropped: send it again once
     /// the init handles it; forget it once the init ignores it on purpose.
     pub(super) fn redeliver_stop_signals(&mut self) {
+        let now = Instant::now();
         for s in self.stops.iter_mut() {
             let Some(signal) = s.redeliver else {
                 continue;
             };
+            if now < s.next_check {
+                continue;
+            }
+            s.next_check = now + recheck_interval(s.started.elapsed());
             let Some(rec) = self.containers.get(&s.container) else {
                 s.redeliver = None;
                 continue;

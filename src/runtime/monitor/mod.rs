@@ -55,8 +55,6 @@ const EXEC_CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
 /// (held by a background child) before the result is sent anyway.
 const EXEC_DRAIN_GRACE: Duration = Duration::from_millis(500);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
-/// How often a stop whose signal the kernel dropped looks for the handler.
-const STOP_SIGNAL_RECHECK: Duration = Duration::from_millis(20);
 
 static SIGCHLD_PIPE: AtomicI32 = AtomicI32::new(-1);
 
@@ -550,9 +548,8 @@ impl Monitor {
         };
         for s in &self.stops {
             consider(s.kill_at);
-            // A dropped stop signal is re-checked often: the init installs
-            // its handler within milliseconds of its start.
-            consider(s.redeliver.map(|_| now + STOP_SIGNAL_RECHECK));
+            // A dropped stop signal is re-checked (see recheck_interval).
+            consider(s.redeliver.map(|_| s.next_check));
         }
         for e in &self.execs {
             consider(e.deadline.filter(|_| !e.timed_out && e.exit.is_none()));
