@@ -20,6 +20,8 @@ fi
 packages=(
     # build
     gcc g++ libc6-dev pkg-config libseccomp-dev protobuf-compiler
+    # libcgroups' cgroupsv2_devices builds libbpf, which needs libelf's and zlib's headers
+    libelf-dev zlib1g-dev
     # the test images (tests/images/README.md: build.py's HOST_PACKAGES; it
     # fetches busybox, busybox-static and nginx itself with apt-get download),
     # their registry, and umoci for the runtime tests that unpack the layout

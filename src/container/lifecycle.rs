@@ -418,22 +418,59 @@ impl Node {
         let Some(record) = self.find_container(id) else {
             return Ok(());
         };
-        let _guard = self.container_locks.lock(&record.id).await;
+        let (pod_id, ctr) = (record.pod_id.clone(), record.id.clone());
+        let _guard = watch_stop_step(
+            self.container_locks.lock(&record.id),
+            STOP_STEP_PATIENCE,
+            &pod_id,
+            &ctr,
+            "container lock (another call on this container holds it)",
+        )
+        .await;
         let pod = self.pod(&record.pod_id)?;
         let stopped = async {
-            let monitor = self.monitor(&pod).await?;
+            let monitor = watch_stop_step(
+                self.monitor(&pod),
+                STOP_STEP_PATIENCE,
+                &pod_id,
+                &ctr,
+                "monitor connection",
+            )
+            .await?;
             // A container this record saw running is stopped straight away
             // (the monitor answers at once for one that has exited since):
             // one monitor round trip less on the common path. Otherwise ask
             // first, so a created container is not signalled.
             let running = record.state == ContainerState::Running
-                || monitor.state(&record.id).await?.status == RuntimeStatus::Running;
+                || watch_stop_step(
+                    monitor.state(&record.id),
+                    STOP_STEP_PATIENCE,
+                    &pod_id,
+                    &ctr,
+                    "state before the stop",
+                )
+                .await?
+                .status
+                    == RuntimeStatus::Running;
             if running {
-                monitor
-                    .stop(&record.id, timeout, self.stop_signal(&record))
-                    .await?;
+                watch_stop_step(
+                    monitor.stop(&record.id, timeout, self.stop_signal(&record)),
+                    timeout + STOP_STEP_PATIENCE,
+                    &pod_id,
+                    &ctr,
+                    "signal and wait for the exit (monitor)",
+                )
+                .await?;
             }
-            Ok::<_, NodeError>(monitor.state(&record.id).await?)
+            let state = watch_stop_step(
+                monitor.state(&record.id),
+                STOP_STEP_PATIENCE,
+                &pod_id,
+                &ctr,
+                "state after the stop",
+            )
+            .await?;
+            Ok::<_, NodeError>(state)
         };
         match stopped.await {
             Ok(state) => {
@@ -761,6 +798,34 @@ impl Node {
 }
 
 /// "SIGQUIT", "QUIT" or "3" to a signal number.
+/// How long a step of StopContainer may take (past the stop timeout, for
+/// the wait on the exit) before the daemon logs that it is still waiting.
+const STOP_STEP_PATIENCE: Duration = Duration::from_secs(5);
+
+/// Awaits one step of StopContainer; when it takes longer than `patience`,
+/// logs a warning naming the pod, the container and the step, and another
+/// when it finally ends, so a stall shows in the daemon's log where it is
+/// (issue: two stops hung a minute with nothing logged).
+async fn watch_stop_step<T>(
+    fut: impl std::future::Future<Output = T>,
+    patience: Duration,
+    pod: &str,
+    container: &str,
+    step: &'static str,
+) -> T {
+    let started = std::time::Instant::now();
+    tokio::pin!(fut);
+    tokio::select! {
+        v = &mut fut => return v,
+        _ = tokio::time::sleep(patience) => {
+            warn!(pod.id = %pod, container.id = %container, step, waited = ?patience, "StopContainer is still waiting on a step");
+        }
+    }
+    let v = fut.await;
+    warn!(pod.id = %pod, container.id = %container, step, elapsed = ?started.elapsed(), "StopContainer step ended late");
+    v
+}
+
 pub(crate) fn parse_signal(s: &str) -> Option<i32> {
     if let Ok(n) = s.parse::<i32>() {
         return Some(n);

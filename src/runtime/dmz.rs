@@ -180,12 +180,29 @@ pub(crate) fn exec_trampoline(memfd: RawFd, status_fd: RawFd, args: &[String]) -
         Ok(p) => p,
         Err(e) => return e.to_string(),
     };
+    let envp = env_block(std::env::vars_os());
+    exec_trampoline_with(memfd, status_fd, &program, args, &envp)
+}
+
+/// Executes the trampoline from `memfd` to run the already resolved
+/// `program` with `args` and `envp`; `status_fd` (if >= 0) is left open
+/// across this first execve for the trampoline to report the second one.
+/// Used by the container's init (above) and by the monitor's exec child
+/// (`monitor/tenant.rs`), so an exec'd process of a `dmz` container takes
+/// the same two execves, and gets the same capabilities, as its init.
+/// Only returns on failure, with the reason.
+pub(crate) fn exec_trampoline_with(
+    memfd: RawFd,
+    status_fd: RawFd,
+    program: &Path,
+    args: &[String],
+    envp: &[CString],
+) -> String {
     let status = (status_fd >= 0).then_some(status_fd);
-    let argv = match trampoline_argv(status, &program, args) {
+    let argv = match trampoline_argv(status, program, args) {
         Ok(a) => a,
         Err(e) => return e,
     };
-    let envp = env_block(std::env::vars_os());
     let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
     argv_ptrs.push(std::ptr::null());
     let mut envp_ptrs: Vec<*const libc::c_char> = envp.iter().map(|e| e.as_ptr()).collect();
@@ -207,6 +224,12 @@ pub(crate) fn exec_trampoline(memfd: RawFd, status_fd: RawFd, args: &[String]) -
         );
     }
     let err = std::io::Error::last_os_error();
+    if let Some(fd) = status {
+        // Back to close-on-exec: the caller reports through it, and it must
+        // not outlive a later execve.
+        // SAFETY: as above.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
     let hint = match err.raw_os_error() {
         // seccomp's usual answers for a syscall a profile does not allow.
         Some(libc::EPERM) | Some(libc::ENOSYS) => {

@@ -110,9 +110,35 @@ fn reset_signals() {
     }
 }
 
+/// Whether the spec's seccomp profile (if any) lets keyctl(2) through
+/// unconditionally: no profile, an allowing default action, or an allow
+/// rule naming keyctl without argument conditions.
+fn seccomp_allows_keyctl(spec: &Spec) -> bool {
+    use libcontainer::oci_spec::runtime::LinuxSeccompAction;
+    let Some(profile) = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) else {
+        return true;
+    };
+    let allow = |a: LinuxSeccompAction| matches!(a, LinuxSeccompAction::ScmpActAllow);
+    let named = profile.syscalls().iter().flatten().find(|r| {
+        r.names().iter().any(|n| n == "keyctl") && r.args().as_ref().is_none_or(|a| a.is_empty())
+    });
+    match named {
+        Some(rule) => allow(rule.action()),
+        None => allow(profile.default_action()),
+    }
+}
+
 impl Executor for ReportingExecutor {
     fn exec(&self, spec: &Spec) -> Result<(), ExecutorError> {
         reset_signals();
+        // A session keyring of the container's own, as runc gives its init
+        // (libcontainer 0.7 does not). The filter is already installed
+        // here, and a profile may kill on keyctl: only where it lets keyctl
+        // through. Elsewhere the init keeps the pod monitor's own keyring,
+        // which it cannot reach without keyctl anyway.
+        if seccomp_allows_keyctl(spec) {
+            let _ = super::monitor::join_new_session_keyring();
+        }
         if let Some(memfd) = self.dmz_memfd {
             let args = spec
                 .process()

@@ -5,22 +5,64 @@ use std::collections::HashMap;
 
 use k8s_cri::v1::{ContainerConfig, PodSandboxConfig};
 use oci_spec::runtime::{
-    LinuxCpu, LinuxDeviceCgroup, LinuxHugepageLimit, LinuxMemory, LinuxResources,
+    LinuxCpu, LinuxDeviceCgroup, LinuxDeviceType, LinuxHugepageLimit, LinuxMemory, LinuxResources,
 };
 
 use super::{SpecError, security_context};
 
-/// The device cgroup rules. containerd writes one rule: deny everything
-/// (or, privileged, allow everything); the runtime then allows the standard
-/// char devices itself (libcgroups' v1 devices controller appends
-/// null, zero, full, tty, random, urandom, ptmx and /dev/pts/* after the
-/// spec's rules, as runc does).
+/// The device cgroup rules, written out in the spec for cgroup v1 and v2
+/// alike. Unprivileged: deny everything, then allow what runc allows every
+/// container (its specconv `AllowedDevices`): mknod of any node (creating
+/// one is harmless, opening it is what the rules guard), and read, write
+/// and mknod of null, zero, full, random, urandom, tty, console, ptmx,
+/// /dev/pts/* and /dev/net/tun. So a root container with CAP_MKNOD can
+/// make a node for the host's disk but not open it (EPERM). libcgroups
+/// appends the same list itself (v1, and v2 with `cgroupsv2_devices`); the
+/// spec says it so it does not depend on that. Privileged: allow all, as
+/// containerd does (the container gets the host's /dev).
 fn device_rules(privileged: bool) -> Vec<LinuxDeviceCgroup> {
-    let mut rule = LinuxDeviceCgroup::default();
-    rule.set_allow(privileged);
-    rule.set_access(Some("rwm".to_string()));
-    vec![rule]
+    let rule = |allow: bool,
+                typ: Option<LinuxDeviceType>,
+                major: Option<i64>,
+                minor: Option<i64>,
+                access: &str| {
+        let mut r = LinuxDeviceCgroup::default();
+        r.set_allow(allow);
+        r.set_typ(typ);
+        r.set_major(major);
+        r.set_minor(minor);
+        r.set_access(Some(access.to_string()));
+        r
+    };
+    if privileged {
+        return vec![rule(true, None, None, None, "rwm")];
+    }
+    let c = Some(LinuxDeviceType::C);
+    let mut rules = vec![
+        rule(false, None, None, None, "rwm"),
+        rule(true, c, None, None, "m"),
+        rule(true, Some(LinuxDeviceType::B), None, None, "m"),
+    ];
+    for (major, minor) in ALLOWED_CHAR_DEVICES {
+        rules.push(rule(true, c, Some(major), minor, "rwm"));
+    }
+    rules
 }
+
+/// (major, minor) of the character devices every container may use; a
+/// minor of None is all of them.
+const ALLOWED_CHAR_DEVICES: [(i64, Option<i64>); 10] = [
+    (1, Some(3)),    // /dev/null
+    (1, Some(5)),    // /dev/zero
+    (1, Some(7)),    // /dev/full
+    (1, Some(8)),    // /dev/random
+    (1, Some(9)),    // /dev/urandom
+    (5, Some(0)),    // /dev/tty
+    (5, Some(1)),    // /dev/console
+    (5, Some(2)),    // /dev/ptmx
+    (136, None),     // /dev/pts/*
+    (10, Some(200)), // /dev/net/tun
+];
 
 fn non_negative(value: i64, field: &str) -> Result<u64, SpecError> {
     u64::try_from(value)
@@ -202,13 +244,83 @@ mod tests {
         let empty = container_resources(&ctr(None)).unwrap();
         assert!(empty.cpu().is_none() && empty.memory().is_none());
         let devices = empty.devices().clone().unwrap();
-        assert_eq!(devices.len(), 1);
         assert!(!devices[0].allow());
+        assert_eq!(devices[0].access().as_deref(), Some("rwm"));
+        assert!(devices[0].typ().is_none() && devices[0].major().is_none());
         let bad = LinuxContainerResources {
             cpu_shares: -2,
             ..Default::default()
         };
         assert!(container_resources(&ctr(Some(bad))).is_err());
+    }
+
+    /// The rules a kernel device cgroup would apply, evaluated the way
+    /// both v1 and libcgroups' v2 emulator do: the last matching rule wins.
+    fn decide(
+        rules: &[LinuxDeviceCgroup],
+        typ: LinuxDeviceType,
+        major: i64,
+        minor: i64,
+        access: char,
+    ) -> bool {
+        let mut allowed = false;
+        for r in rules {
+            let typ_ok = r.typ().is_none_or(|t| t == LinuxDeviceType::A || t == typ);
+            let major_ok = r.major().is_none_or(|m| m == major);
+            let minor_ok = r.minor().is_none_or(|m| m == minor);
+            let access_ok = r.access().as_deref().is_some_and(|a| a.contains(access));
+            if typ_ok && major_ok && minor_ok && access_ok {
+                allowed = r.allow();
+            }
+        }
+        allowed
+    }
+
+    #[test]
+    fn device_rules_deny_disks_and_allow_the_standard_nodes() {
+        use LinuxDeviceType::{B, C};
+        let rules = device_rules(false);
+        // The host's disks (sda 8:0, nvme 259:0, vda 253:0, dm 254:0) and
+        // memory (1:1 /dev/mem, 1:2 /dev/kmem): mknod yes, open no.
+        for (typ, major, minor) in [
+            (B, 8, 0),
+            (B, 259, 0),
+            (B, 253, 0),
+            (B, 254, 0),
+            (C, 1, 1),
+            (C, 10, 229),
+        ] {
+            assert!(
+                decide(&rules, typ, major, minor, 'm'),
+                "{typ:?} {major}:{minor} mknod"
+            );
+            for a in ['r', 'w'] {
+                assert!(
+                    !decide(&rules, typ, major, minor, a),
+                    "{typ:?} {major}:{minor} {a}"
+                );
+            }
+        }
+        for (major, minor) in [
+            (1, 3),
+            (1, 5),
+            (1, 7),
+            (1, 8),
+            (1, 9),
+            (5, 0),
+            (5, 1),
+            (5, 2),
+            (136, 0),
+            (136, 7),
+            (10, 200),
+        ] {
+            for a in ['r', 'w', 'm'] {
+                assert!(decide(&rules, C, major, minor, a), "c {major}:{minor} {a}");
+            }
+            assert!(!decide(&rules, B, major, minor, 'r'), "b {major}:{minor}");
+        }
+        let privileged = device_rules(true);
+        assert!(decide(&privileged, B, 8, 0, 'r') && decide(&privileged, C, 1, 1, 'w'));
     }
 
     #[test]

@@ -12,6 +12,12 @@ fn cgroups_path(bundle: &Path) -> Option<PathBuf> {
     spec.linux().as_ref()?.cgroups_path().clone()
 }
 
+/// `process.oomScoreAdj` of the bundle's spec.
+fn spec_oom_score_adj(bundle: &Path) -> Option<i32> {
+    let spec = Spec::load(bundle.join("config.json")).ok()?;
+    spec.process().as_ref()?.oom_score_adj()
+}
+
 pub(super) struct LogPipe {
     pub(super) fd: OwnedFd,
     pub(super) stream: CriLogStream,
@@ -42,6 +48,14 @@ pub(super) struct ContainerRecord {
     /// The master side of a `tty` container's terminal (see `console.rs`):
     /// lent to attach clients for input and resizes.
     pub(super) terminal: Option<OwnedFd>,
+    /// The namespaces execs join, opened at create (see
+    /// `tenant::ContainerNamespaces`); dropped at exit, so a stopped
+    /// container's mounts are not kept alive by the monitor.
+    pub(super) namespaces: Option<super::tenant::ContainerNamespaces>,
+    /// The container's oom_score_adj, given to its exec'd processes.
+    pub(super) oom_score_adj: Option<i32>,
+    /// Its exec path: execs of a `dmz` container go through the trampoline.
+    pub(super) exec_path: ExecPath,
 }
 
 pub(super) struct Attacher {
@@ -112,6 +126,7 @@ impl ContainerRecord {
         self.drain_exec_status();
         // Attached clients get EOF: the container's output has ended.
         self.attachers.clear();
+        self.namespaces = None;
         self.state.status = RuntimeStatus::Exited;
         self.state.exit_code = Some(code);
         self.state.finished_at = Some(now_nanos());
@@ -135,6 +150,63 @@ pub(super) struct PendingStop {
     pub(super) conn: u64,
     pub(super) container: String,
     pub(super) kill_at: Option<Instant>,
+    /// The stop signal, when the kernel dropped it: the container's init is
+    /// pid 1 of its pid namespace and had no handler for it yet. It is sent
+    /// again the moment a handler appears (see [`signal_disposition`]).
+    pub(super) redeliver: Option<i32>,
+    pub(super) started: Instant,
+    /// When the dropped signal's disposition is next read.
+    pub(super) next_check: Instant,
+}
+
+/// How often a stop whose signal the kernel dropped looks for the handler:
+/// often at first (a program installs its handler within milliseconds of
+/// its start), seldom after a second (one that never does waits for its
+/// kill anyway).
+pub(super) fn recheck_interval(since_stop: Duration) -> Duration {
+    if since_stop < Duration::from_secs(1) {
+        Duration::from_millis(20)
+    } else {
+        Duration::from_millis(200)
+    }
+}
+
+/// What a process does with one signal, from /proc/<pid>/status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Disposition {
+    Default,
+    Ignored,
+    Caught,
+}
+
+/// Reads `signal`'s disposition and whether the process is pid 1 of its
+/// pid namespace (its NSpid line ends in 1 below the monitor's namespace)
+/// from the text of /proc/<pid>/status. Pure, so it is tested on samples.
+pub(super) fn parse_status(status: &str, signal: i32) -> Option<(Disposition, bool)> {
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(str::trim)
+    };
+    let mask = |name: &str| field(name).and_then(|v| u64::from_str_radix(v, 16).ok());
+    let bit = 1u64.checked_shl(u32::try_from(signal - 1).ok()?)?;
+    let disposition = if mask("SigCgt:")? & bit != 0 {
+        Disposition::Caught
+    } else if mask("SigIgn:")? & bit != 0 {
+        Disposition::Ignored
+    } else {
+        Disposition::Default
+    };
+    let nspids: Vec<&str> = field("NSpid:")?.split_whitespace().collect();
+    let ns_init = nspids.len() > 1 && nspids.last() == Some(&"1");
+    Some((disposition, ns_init))
+}
+
+/// `parse_status` of a live process; None once it is gone.
+pub(super) fn signal_disposition(pid: i32, signal: i32) -> Option<(Disposition, bool)> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    parse_status(&status, signal)
 }
 
 impl Monitor {
@@ -214,9 +286,17 @@ impl Monitor {
             .with_systemd(false)
             .as_sibling(false)
             .with_detach(true);
+        // libcontainer's build writes the spec's oom_score_adj into the
+        // calling process, the monitor, so its children inherit it: put the
+        // monitor's own back after, or the next exec or container of the
+        // pod would inherit this container's.
+        let monitor_oom = fs::read_to_string("/proc/self/oom_score_adj").ok();
         let capture = Capture::start();
         let built = builder.build();
         let report = capture.map(Capture::finish).unwrap_or_default();
+        if let Some(v) = &monitor_oom {
+            let _ = fs::write("/proc/self/oom_score_adj", v.trim());
+        }
         // Our copy of the write end must go, or EOF (= exec succeeded) could
         // never be seen; the init holds its own copy.
         drop(status_w);
@@ -250,6 +330,27 @@ impl Monitor {
             let _ = fs::set_permissions(&dir, fs::Permissions::from_mode(0o700));
             let _ = fs::set_permissions(dir.join("state.json"), fs::Permissions::from_mode(0o600));
         }
+        // Now, and only now, the init is known to be the container's own
+        // process (libcontainer's code, waiting for Start): what its /proc
+        // entries show is what the container was given.
+        let oom_score_adj = spec_oom_score_adj(&req.bundle).or_else(|| {
+            fs::read_to_string(format!("/proc/{pid}/oom_score_adj"))
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+        });
+        let namespaces = match super::tenant::ContainerNamespaces::open(pid) {
+            Ok(ns) => ns,
+            Err(e) => {
+                if let Ok(mut c) = Container::load(self.args.runtime_root.join(&id)) {
+                    let _ = c.delete(true);
+                }
+                self.reap();
+                return Err(RuntimeError::Libcontainer {
+                    container: id,
+                    message: format!("keeping the container's namespaces for exec: {e}"),
+                });
+            }
+        };
         set_nonblocking(out_r.as_raw_fd());
         set_nonblocking(err_r.as_raw_fd());
         let terminal = match console.as_ref().map(|c| c.receive_master()) {
@@ -319,6 +420,9 @@ impl Monitor {
             stdin_once: req.stdin_once,
             log_path: req.log_path.clone(),
             cgroup: cgroups_path(&req.bundle).map(|p| CgroupPath::new(&p)),
+            namespaces: Some(namespaces),
+            oom_score_adj,
+            exec_path: req.exec_path,
         };
         write_state(&self.args.pod_dir, &id, &record.state)?;
         self.containers.insert(id.clone(), record);
@@ -352,7 +456,7 @@ impl Monitor {
     /// The sealed trampoline memfd, made once per monitor. Its fd is
     /// close-on-exec: the container's init (a clone) has it until its own
     /// exec, which is all `execveat` needs.
-    fn trampoline(&mut self) -> Result<RawFd, RuntimeError> {
+    pub(super) fn trampoline(&mut self) -> Result<RawFd, RuntimeError> {
         if let Some(fd) = &self.dmz_memfd {
             return Ok(fd.as_raw_fd());
         }
@@ -544,6 +648,7 @@ impl Monitor {
         }
         let pid = rec.pid;
         let signal = if signal == 0 { libc::SIGTERM } else { signal };
+        let before = signal_disposition(pid, signal);
         Self::signal(pid, signal)?;
         let kill_at = if timeout.is_zero() || signal == libc::SIGKILL {
             Self::signal(pid, libc::SIGKILL)?;
@@ -551,12 +656,73 @@ impl Monitor {
         } else {
             Some(Instant::now() + timeout)
         };
+        // The kernel discards a signal sent to a pid namespace's init that
+        // has no handler for it (SIG_DFL; SIGNAL_UNKILLABLE), even from an
+        // ancestor namespace. A stop right after the start (critest stops
+        // `top` that way) lands before the program installed its handler:
+        // the signal was lost and the stop would wait the whole timeout for
+        // the kill. So it is sent again once a handler appears. Dropped for
+        // sure when there was no handler after the send; when one appeared
+        // between the two reads, it may have been delivered or not, and a
+        // second signal is the lesser harm than a lost one.
+        let after = signal_disposition(pid, signal);
+        let redeliver = match (before, after) {
+            _ if kill_at.is_none() => None,
+            (_, Some((Disposition::Default, true))) => Some(signal),
+            (Some((Disposition::Default, true)), Some((Disposition::Caught, true))) => {
+                eprintln!(
+                    "capcri monitor: container {id:?}: its handler for signal {signal} appeared while the stop signal was sent; sending it once more"
+                );
+                let _ = Self::signal(pid, signal);
+                None
+            }
+            _ => None,
+        };
         self.stops.push(PendingStop {
             conn,
             container: id.to_string(),
             kill_at,
+            redeliver,
+            started: Instant::now(),
+            next_check: Instant::now() + recheck_interval(Duration::ZERO),
         });
         Ok(Reply::Deferred)
+    }
+
+    /// Pending stops whose signal the kernel dropped: send it again once
+    /// the init handles it; forget it once the init ignores it on purpose.
+    pub(super) fn redeliver_stop_signals(&mut self) {
+        let now = Instant::now();
+        for s in self.stops.iter_mut() {
+            let Some(signal) = s.redeliver else {
+                continue;
+            };
+            if now < s.next_check {
+                continue;
+            }
+            s.next_check = now + recheck_interval(s.started.elapsed());
+            let Some(rec) = self.containers.get(&s.container) else {
+                s.redeliver = None;
+                continue;
+            };
+            if rec.exited() {
+                s.redeliver = None;
+                continue;
+            }
+            match signal_disposition(rec.pid, signal) {
+                Some((Disposition::Caught, _)) => {
+                    eprintln!(
+                        "capcri monitor: container {:?}: signal {signal} arrived before its handler and was dropped by the kernel; sent again {:?} after the stop began",
+                        s.container,
+                        s.started.elapsed()
+                    );
+                    let _ = Self::signal(rec.pid, signal);
+                    s.redeliver = None;
+                }
+                Some((Disposition::Default, _)) => {}
+                Some((Disposition::Ignored, _)) | None => s.redeliver = None,
+            }
+        }
     }
 
     pub(super) fn state(&mut self, id: &str) -> Result<ContainerRuntimeState, RuntimeError> {
@@ -644,5 +810,50 @@ impl Monitor {
         let _ = fs::remove_file(self.args.pod_dir.join(SOCKET_NAME));
         let _ = fs::remove_dir(self.args.pod_dir.join("containers"));
         self.shutdown = true;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STATUS: &str = "Name:\tsh\nUmask:\t0022\nState:\tS (sleeping)\nNSpid:\t4242\t1\n\
+SigQ:\t0/63408\nSigPnd:\t0000000000000000\nShdPnd:\t0000000000000000\n\
+SigBlk:\t0000000000000000\nSigIgn:\t0000000000000004\nSigCgt:\t0000000000004002\n";
+
+    #[test]
+    fn dispositions_and_namespace_init_come_from_proc_status() {
+        // SigCgt 0x4002: SIGINT (2) and SIGTERM (15); SigIgn 0x4: SIGQUIT.
+        assert_eq!(
+            parse_status(STATUS, libc::SIGTERM),
+            Some((Disposition::Caught, true))
+        );
+        assert_eq!(
+            parse_status(STATUS, libc::SIGQUIT),
+            Some((Disposition::Ignored, true))
+        );
+        assert_eq!(
+            parse_status(STATUS, libc::SIGUSR1),
+            Some((Disposition::Default, true))
+        );
+        // Not pid 1 of a namespace below ours: a shared pod pid namespace,
+        // or the host's.
+        let shared = STATUS.replace("NSpid:\t4242\t1", "NSpid:\t4242\t7");
+        assert_eq!(
+            parse_status(&shared, libc::SIGUSR1),
+            Some((Disposition::Default, false))
+        );
+        let host = STATUS.replace("NSpid:\t4242\t1", "NSpid:\t1");
+        assert!(!parse_status(&host, libc::SIGTERM).unwrap().1);
+        // A process name cannot forge a field: the kernel escapes it, and
+        // the first line with the prefix wins.
+        let named = format!("Name:\tSigCgt: ffffffffffffffff\n{STATUS}");
+        assert_eq!(
+            parse_status(&named, libc::SIGUSR1),
+            Some((Disposition::Default, true))
+        );
+        assert_eq!(parse_status(STATUS, 0), None);
+        assert_eq!(parse_status(STATUS, 65), None);
+        assert_eq!(parse_status("garbage", libc::SIGTERM), None);
     }
 }

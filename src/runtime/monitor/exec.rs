@@ -20,6 +20,52 @@ pub(super) struct ExecJob {
 }
 
 impl Monitor {
+    /// An exec needs a running container. Exits already pending are
+    /// collected first, so a container whose init has just died is
+    /// refused by name instead of being raced.
+    fn check_exec_target(&mut self, id: &str) -> Result<(), RuntimeError> {
+        self.reap();
+        let rec = self.record(id)?;
+        if rec.state.status != RuntimeStatus::Running || rec.namespaces.is_none() {
+            return Err(RuntimeError::ExecFailed {
+                container: id.to_string(),
+                message: format!(
+                    "container is {:?}, exec needs a running container",
+                    rec.state.status
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// Starts `spec` in container `id` (checked by `check_exec_target`).
+    fn spawn_in(
+        &mut self,
+        id: &str,
+        spec: &ExecSpec,
+        stdio: tenant::TenantStdio,
+    ) -> Result<i32, RuntimeError> {
+        let trampoline = match self.record(id)?.exec_path {
+            ExecPath::Dmz => Some(self.trampoline()?),
+            ExecPath::Direct => None,
+        };
+        let rec = self.record(id)?;
+        let Some(namespaces) = &rec.namespaces else {
+            return Err(RuntimeError::ExecFailed {
+                container: id.to_string(),
+                message: "container has exited, exec needs a running container".into(),
+            });
+        };
+        let target = tenant::TenantTarget {
+            id,
+            bundle: &rec.bundle,
+            namespaces,
+            oom_score_adj: rec.oom_score_adj,
+            trampoline,
+        };
+        tenant::spawn_tenant(&target, spec, stdio)
+    }
+
     pub(super) fn exec_sync(
         &mut self,
         conn: u64,
@@ -31,18 +77,7 @@ impl Monitor {
                 "exec in container {id:?} needs a command"
             )));
         }
-        let rec = self.record(id)?;
-        if rec.state.status != RuntimeStatus::Running {
-            return Err(RuntimeError::ExecFailed {
-                container: id.to_string(),
-                message: format!(
-                    "container is {:?}, exec needs a running container",
-                    rec.state.status
-                ),
-            });
-        }
-        let bundle = rec.bundle.clone();
-        let init_pid = rec.pid;
+        self.check_exec_target(id)?;
         let (out_r, out_w) = cloexec_pipe()?;
         let (err_r, err_w) = cloexec_pipe()?;
         let stdio = tenant::TenantStdio {
@@ -51,7 +86,7 @@ impl Monitor {
             stderr: err_w,
             tty: false,
         };
-        let pid = tenant::spawn_tenant(id, init_pid, &bundle, &spec, stdio)?;
+        let pid = self.spawn_in(id, &spec, stdio)?;
         set_nonblocking(out_r.as_raw_fd());
         set_nonblocking(err_r.as_raw_fd());
         self.execs.push(ExecJob {
@@ -88,18 +123,7 @@ impl Monitor {
                 "exec in container {id:?} needs a command"
             )));
         }
-        let rec = self.record(id)?;
-        if rec.state.status != RuntimeStatus::Running {
-            return Err(RuntimeError::ExecFailed {
-                container: id.to_string(),
-                message: format!(
-                    "container is {:?}, exec needs a running container",
-                    rec.state.status
-                ),
-            });
-        }
-        let bundle = rec.bundle.clone();
-        let init_pid = rec.pid;
+        self.check_exec_target(id)?;
         let (stdio, passed) = if tty {
             let (master, slave) = open_pty()?;
             let dup = |fd: &OwnedFd| {
@@ -133,7 +157,7 @@ impl Monitor {
             };
             (stdio, passed)
         };
-        let pid = tenant::spawn_tenant(id, init_pid, &bundle, &spec, stdio)?;
+        let pid = self.spawn_in(id, &spec, stdio)?;
         let raw: Vec<RawFd> = passed.iter().map(|f| f.as_raw_fd()).collect();
         let sent = self.send_with_fds(
             conn,

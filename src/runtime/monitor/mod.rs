@@ -219,6 +219,29 @@ fn set_nonblocking(fd: RawFd) {
     }
 }
 
+/// KEYCTL_JOIN_SESSION_KEYRING with no name: a new anonymous session
+/// keyring for the calling process. A kernel without keyrings (ENOSYS) has
+/// nothing to share, so that is no error.
+pub(crate) fn join_new_session_keyring() -> std::io::Result<()> {
+    /// `KEYCTL_JOIN_SESSION_KEYRING` from <linux/keyctl.h>.
+    const KEYCTL_JOIN_SESSION_KEYRING: libc::c_long = 1;
+    // SAFETY: keyctl with an integer command and a NULL name.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_keyctl,
+            KEYCTL_JOIN_SESSION_KEYRING,
+            std::ptr::null::<libc::c_char>(),
+        )
+    };
+    if r < 0 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::ENOSYS) {
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
 fn cloexec_pipe() -> Result<(OwnedFd, OwnedFd), RuntimeError> {
     nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| RuntimeError::io("creating a pipe", e.into()))
@@ -339,6 +362,13 @@ impl Monitor {
         // under containerd. The monitor's own files set their modes.
         // SAFETY: umask has no failure mode.
         unsafe { libc::umask(0o022) };
+        // A session keyring of the pod's own (KEYCTL_JOIN_SESSION_KEYRING,
+        // anonymous): containers and execs that cannot make their own (a
+        // seccomp profile without keyctl) must not share the daemon's or
+        // the host login's, as runc gives each container its own.
+        if let Err(e) = join_new_session_keyring() {
+            eprintln!("capcri monitor: a new session keyring: {e}");
+        }
         fs::create_dir_all(&args.pod_dir).map_err(|e| {
             RuntimeError::io(
                 format!("creating pod directory {}", args.pod_dir.display()),
@@ -536,6 +566,8 @@ impl Monitor {
         };
         for s in &self.stops {
             consider(s.kill_at);
+            // A dropped stop signal is re-checked (see recheck_interval).
+            consider(s.redeliver.map(|_| s.next_check));
         }
         for e in &self.execs {
             consider(e.deadline.filter(|_| !e.timed_out && e.exit.is_none()));
@@ -786,6 +818,10 @@ impl Monitor {
 
     fn handle_timers(&mut self) {
         let now = Instant::now();
+        // A dropped stop signal first: its kill may be due in this turn too.
+        if self.stops.iter().any(|s| s.redeliver.is_some()) {
+            self.redeliver_stop_signals();
+        }
         let mut to_kill = Vec::new();
         for s in self.stops.iter_mut() {
             if s.kill_at.is_some_and(|t| t <= now) {
@@ -797,6 +833,10 @@ impl Monitor {
             if let Some(rec) = self.containers.get(&id)
                 && !rec.exited()
             {
+                eprintln!(
+                    "capcri monitor: container {id:?} (pod {}) did not stop within its stop timeout; sending SIGKILL",
+                    self.args.pod_id
+                );
                 let _ = Self::signal(rec.pid, libc::SIGKILL);
             }
         }
