@@ -18,6 +18,7 @@ pub mod unpack;
 pub use digest::BlobVerifier;
 pub use error::ImageError;
 pub use reference::{ParsedReference, normalize_reference, parse_reference};
+pub use registry::host_arch;
 pub use store::{
     FsUsage, ImageRecord, ImageStore, ImageStoreConfig, RegistriesConfig, RegistryAuth,
 };

@@ -189,11 +189,20 @@ fn deny(names: Vec<String>, errno: u32, args: Option<Vec<LinuxSeccompArg>>) -> L
     s
 }
 
-fn native_architectures() -> Vec<Arch> {
-    if cfg!(target_arch = "aarch64") {
-        vec![Arch::ScmpArchAarch64, Arch::ScmpArchArm]
-    } else {
-        vec![Arch::ScmpArchX86_64, Arch::ScmpArchX86, Arch::ScmpArchX32]
+/// The architectures of the profile on a node whose CPU is `target_arch`
+/// (Rust's name, `std::env::consts::ARCH`): the native ABI and the 32-bit
+/// ABIs its kernel also runs, as containerd's default profile lists them,
+/// so a 32-bit program in the container gets the same rules (a syscall
+/// from an ABI the filter does not list is killed or refused whatever it
+/// is). x86_64 kernels run i386 and x32 binaries, arm64 kernels 32-bit
+/// ARM ones.
+fn seccomp_architectures(target_arch: &str) -> Vec<Arch> {
+    match target_arch {
+        "x86_64" => vec![Arch::ScmpArchX86_64, Arch::ScmpArchX86, Arch::ScmpArchX32],
+        "aarch64" => vec![Arch::ScmpArchAarch64, Arch::ScmpArchArm],
+        // build.rs refuses other targets (the dmz trampoline); should one
+        // be added, libseccomp's native architecture is right for it.
+        _ => vec![Arch::ScmpArchNative],
     }
 }
 
@@ -234,7 +243,7 @@ pub fn runtime_default_profile(held: &HashSet<Capability>) -> Result<LinuxSeccom
     }
     let mut profile = LinuxSeccomp::default();
     profile.set_default_action(LinuxSeccompAction::ScmpActAllow);
-    profile.set_architectures(Some(native_architectures()));
+    profile.set_architectures(Some(seccomp_architectures(std::env::consts::ARCH)));
     profile.set_syscalls(Some(syscalls));
     Ok(profile)
 }
@@ -284,6 +293,34 @@ mod tests {
             .find(|s| s.names() == &vec!["clone3".to_string()])
             .unwrap();
         assert_eq!(clone3.errno_ret(), Some(ENOSYS));
+    }
+
+    #[test]
+    fn architectures_are_the_nodes_native_and_compat_abis() {
+        use Arch::*;
+        assert_eq!(
+            seccomp_architectures("x86_64"),
+            [ScmpArchX86_64, ScmpArchX86, ScmpArchX32]
+        );
+        assert_eq!(
+            seccomp_architectures("aarch64"),
+            [ScmpArchAarch64, ScmpArchArm]
+        );
+        // The profile of this build lists the CPU it was built for first.
+        let p = runtime_default_profile(&HashSet::new()).unwrap();
+        let native = if cfg!(target_arch = "aarch64") {
+            ScmpArchAarch64
+        } else {
+            ScmpArchX86_64
+        };
+        assert_eq!(p.architectures().as_ref().unwrap()[0], native);
+        // And never another CPU's native ABI.
+        let foreign = if cfg!(target_arch = "aarch64") {
+            ScmpArchX86_64
+        } else {
+            ScmpArchAarch64
+        };
+        assert!(!p.architectures().as_ref().unwrap().contains(&foreign));
     }
 
     #[test]
