@@ -77,19 +77,19 @@ fi
 # --- the sources ----------------------------------------------------------
 cd "$repo"
 binary_failures=$failures
-sources=$(git ls-files --cached --others --exclude-standard -- 'src/*.rs' 'tests/*.rs' 'benches/*.rs' 'fuzz/*.rs' 'build.rs')
+mapfile -t sources < <(git ls-files --cached --others --exclude-standard -- 'src/*.rs' 'tests/*.rs' 'benches/*.rs' 'fuzz/*.rs' 'build.rs')
 # A raw number as syscall(2)'s first argument, or a constant of our own for one.
 raw=$(perl -0ne '
     while (/\bsyscall\(\s*(-?\d+|0x[0-9a-fA-F]+)\b/g) { print "$ARGV: syscall($1, ...)\n" }
     while (/\bconst\s+((?:SYS|NR|__NR)_\w+)\s*:\s*\w+\s*=\s*(\d+)\s*;/g) { print "$ARGV: const $1 = $2\n" }
-' $sources)
+' "${sources[@]}")
 if [ -n "$raw" ]; then
     fail "raw syscall numbers (x86_64 and arm64 number syscalls differently; use libc::SYS_*):"
-    echo "$raw" | sed 's/^/    /' >&2
+    while read -r line; do echo "    $line"; done <<<"$raw" >&2
 fi
 # x86-only code: an x86 cfg, intrinsic module or inline assembly in a file
 # that has no aarch64 counterpart.
-for f in $sources; do
+for f in "${sources[@]}"; do
     if grep -qE 'target_arch *= *"(x86_64|x86)"|(std|core)::arch::x86|\basm!|global_asm!' "$f" \
         && ! grep -qE 'target_arch *= *"aarch64"' "$f"; then
         fail "$f: x86-specific code without an aarch64 counterpart"
@@ -98,10 +98,10 @@ done
 # c_char is i8 on x86_64 and u8 on arm64: a cast to i8 (or a *const i8)
 # where a C string is meant compiles on one and not the other, or silently
 # changes meaning.
-signed=$(grep -nE '\bas \*(const|mut) i8\b|\*(const|mut) i8\b|\[i8; ' $sources || true)
+signed=$(grep -nE '\bas \*(const|mut) i8\b|\*(const|mut) i8\b|\[i8; ' "${sources[@]}" || true)
 if [ -n "$signed" ]; then
     fail "i8 used for C characters (use libc::c_char):"
-    echo "$signed" | sed 's/^/    /' >&2
+    while read -r line; do echo "    $line"; done <<<"$signed" >&2
 fi
 if [ "$failures" = "$binary_failures" ]; then
     echo "portability-check: sources: no raw syscall numbers, no x86-only code, no i8 C strings"

@@ -20,7 +20,7 @@ packages=(
     # build (binutils: readelf for hack/portability-check.sh; the arm64
     # cross compiler for the aarch64 check below)
     gcc g++ libc6-dev pkg-config libseccomp-dev protobuf-compiler binutils
-    gcc-aarch64-linux-gnu libc6-dev-arm64-cross
+    gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user
     # the test images and their registry (../shared/testimages/README.md)
     python3 busybox-static procps util-linux libcap2-bin libssl3 libpcre2-8-0 zlib1g libcrypt1
     docker-registry skopeo umoci
@@ -62,6 +62,16 @@ cargo build --release --locked
 # the cross compiler named in .cargo/config.toml).
 rustup target add aarch64-unknown-linux-gnu
 cargo clippy --all-targets --locked --target aarch64-unknown-linux-gnu -- -D warnings
+# The arm64 dmz trampoline (its own _start and syscalls, no libc) runs,
+# under qemu-user: it execs its program, and a failed exec exits 127 with
+# the errno on stderr.
+dmz=$(find target/aarch64-unknown-linux-gnu/debug/build -path '*/out/capcri-dmz' -printf '%T@ %p\n' | sort -n | tail -1 | cut -d' ' -f2-)
+[ "$(qemu-aarch64 "$dmz" - /bin/echo echo arm64-ok)" = arm64-ok ]
+set +e
+err=$(qemu-aarch64 "$dmz" - /nonexistent prog 2>&1)
+rc=$?
+set -e
+[ "$rc" = 127 ] && grep -q 'exec /nonexistent failed: ENOENT' <<<"$err"
 # The recommended policy set must stay valid.
 cargo run --quiet --locked -- policy check policy/
 # The Helm chart renders (Helm's Go SDK from PyPI, no helm binary) and
