@@ -33,17 +33,25 @@ fn build_admin_proto() {
 
 fn main() {
     build_admin_proto();
-    // Packed relative relocations (DT_RELR; glibc 2.36+, binutils 2.38+,
-    // both in Debian 12). The PIE binary has ~80 000 relative relocations:
-    // as RELA entries they are a 1.8 MB table the loader reads through at
-    // every exec (resident file pages of the daemon and of the monitor
-    // template); as RELR they are a few KiB. An older GNU ld ignores the
-    // option with a warning. The binary then needs glibc >= 2.36 at run
-    // time (Debian 12; not Ubuntu 22.04 or RHEL 9).
+    // No packed relative relocations (-z pack-relative-relocs, DT_RELR):
+    // they need glibc 2.36's loader, and the binary must start on the
+    // glibc 2.34 of RHEL 9 and Amazon Linux 2023 (and 2.35 of Ubuntu
+    // 22.04); hack/portability-check.sh refuses a binary with DT_RELR. The
+    // cost, measured in the README's "Supported nodes": the ~80 000
+    // relative relocations are a RELA table the loader reads at every exec.
+    //
+    // libseccomp is linked statically (Debian's libseccomp-dev has the
+    // archive): a node then needs only glibc, whatever libseccomp it has.
+    // libseccomp-sys asks for the shared library; an archive named earlier
+    // on the link line (this crate's native libraries precede those of its
+    // dependencies) resolves every seccomp_* symbol first, and with
+    // --as-needed, which rustc passes, libseccomp.so is then not needed.
+    // `-bundle`: the linker finds the archive in its own search path (the
+    // target's multiarch directory, also when cross-linking for arm64).
     if std::env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux")
         && std::env::var("CARGO_CFG_TARGET_ENV").as_deref() == Ok("gnu")
     {
-        println!("cargo:rustc-link-arg-bins=-Wl,-z,pack-relative-relocs");
+        println!("cargo:rustc-link-lib=static:-bundle,+verbatim=libseccomp.a");
     }
     println!("cargo:rerun-if-changed=dmz/main.rs");
     println!("cargo:rerun-if-changed=build.rs");

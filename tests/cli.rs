@@ -52,13 +52,41 @@ fn serve_help_lists_every_setting() {
 #[test]
 fn bad_config_is_refused_with_its_cause() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("capcri.toml");
-    std::fs::write(&cfg, "sockett = \"/x\"\n").unwrap();
-    let out = capcri(&["serve", "--config", cfg.to_str().unwrap()]);
+    let cfg = dir.path().join("bad.toml");
+    // (file contents, the error the operator must see after "capcri: ")
+    let cases = [
+        (
+            "sockett = \"/x\"\n",
+            ":1:1: key `sockett`: unknown key `sockett`, expected one of `socket`",
+        ),
+        (
+            "# a node's config\n[registries]\ninsecure = \"reg.lan:5000\"\n",
+            ":3:12: key `registries.insecure`: invalid type: string \"reg.lan:5000\", expected a sequence",
+        ),
+        (
+            "socket = \"capcri.sock\"\n",
+            ":1:10: key `socket`: \"capcri.sock\" is not an absolute path; expected an absolute path",
+        ),
+        (
+            "[registries.mirrors]\n\"docker.io\" = [\"127.0.0.1:5000\"]\nstate_dir = 3\n",
+            ":3:13: key `registries.mirrors.state_dir`: invalid type: integer `3`, expected a sequence",
+        ),
+    ];
+    for (text, want) in cases {
+        std::fs::write(&cfg, text).unwrap();
+        let out = capcri(&["serve", "--config", cfg.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(2), "{text:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        let want = format!("capcri: {}{want}", cfg.display());
+        assert!(err.starts_with(&want), "{text:?}:\n{err}\nwanted {want}");
+        assert_eq!(err.lines().count(), 1, "one line: {err}");
+    }
+    // A missing file names itself and the flag.
+    let out = capcri(&["serve", "--config", "/nonexistent/capcri.toml"]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("capcri.toml") && err.contains("sockett"),
+        err.contains("/nonexistent/capcri.toml") && err.contains("--config"),
         "{err}"
     );
 }

@@ -111,7 +111,11 @@ async fn mirror_and_manifest_list() {
     assert_eq!(rec.repo_tags, vec!["registry.k8s.io/pause:3.9"]);
     assert_eq!(rec.repo_digests.len(), 1);
     assert!(rec.repo_digests[0].starts_with("registry.k8s.io/pause@sha256:"));
-    assert_eq!(rec.config.architecture().to_string(), "amd64");
+    // The index's entry for this node's CPU (amd64 or arm64).
+    assert_eq!(
+        rec.config.architecture().to_string(),
+        capcri::image::host_arch()
+    );
     assert_eq!(rec.uid_and_username(), (Some(65535), String::new()));
     // The tag points at a Docker manifest list: the repo digest is the list's, not the image manifest's.
     let list = reqwest_free_get_manifest_type(&reg, "pause", "3.9");

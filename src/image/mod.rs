@@ -19,6 +19,7 @@ pub mod unpack;
 pub use digest::BlobVerifier;
 pub use error::ImageError;
 pub use reference::{ParsedReference, normalize_reference, parse_reference};
+pub use registry::host_arch;
 pub use store::{
     DEFAULT_MAX_COMPRESSED_LAYER_BYTES, FsUsage, ImageRecord, ImageStore, ImageStoreConfig,
     MAX_CONFIG_BYTES, RegistriesConfig, RegistryAuth,

@@ -23,7 +23,14 @@ use super::reference::{ParsedReference, parse_reference};
 use super::registry::{self, RawDescriptor};
 use super::unpack::{Compression, LayerChange, LayerUnpacker, UnpackedLayer, merge_file_caps};
 
+/// The `[registries]` table of the daemon's config: every key optional
+/// (empty by default), unknown keys refused.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(
+    default,
+    deny_unknown_fields,
+    expecting = "a table with the optional keys `mirrors` and `insecure`"
+)]
 pub struct RegistriesConfig {
     /// upstream host (e.g. "registry.k8s.io", "docker.io") -> mirror endpoints tried in order
     /// before the upstream, like containerd's hosts.toml. Endpoints are "host:port" or

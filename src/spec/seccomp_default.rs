@@ -533,11 +533,19 @@ fn arg(
         })
 }
 
-fn native_architectures() -> Vec<Arch> {
-    if cfg!(target_arch = "aarch64") {
-        vec![Arch::ScmpArchArm, Arch::ScmpArchAarch64]
-    } else {
-        vec![Arch::ScmpArchX86_64, Arch::ScmpArchX86, Arch::ScmpArchX32]
+/// The architectures of the profile on a node whose CPU is `target_arch`
+/// (Rust's name, `std::env::consts::ARCH`): the native ABI and the 32-bit
+/// ABIs its kernel also runs, as containerd's default profile lists them,
+/// so a 32-bit program in the container gets the same rules (a syscall
+/// from an ABI the filter does not list is refused whatever it is).
+/// x86_64 kernels run i386 and x32 binaries, arm64 kernels 32-bit ARM ones.
+fn seccomp_architectures(target_arch: &str) -> Vec<Arch> {
+    match target_arch {
+        "x86_64" => vec![Arch::ScmpArchX86_64, Arch::ScmpArchX86, Arch::ScmpArchX32],
+        "aarch64" => vec![Arch::ScmpArchAarch64, Arch::ScmpArchArm],
+        // build.rs refuses other targets (the dmz trampoline); should one
+        // be added, libseccomp's native architecture is right for it.
+        _ => vec![Arch::ScmpArchNative],
     }
 }
 
@@ -602,7 +610,7 @@ pub fn runtime_default_profile(held: &HashSet<Capability>) -> Result<LinuxSeccom
     let mut profile = LinuxSeccomp::default();
     profile.set_default_action(LinuxSeccompAction::ScmpActErrno);
     profile.set_default_errno_ret(Some(EPERM));
-    profile.set_architectures(Some(native_architectures()));
+    profile.set_architectures(Some(seccomp_architectures(std::env::consts::ARCH)));
     profile.set_syscalls(Some(syscalls));
     Ok(profile)
 }
@@ -668,6 +676,30 @@ mod tests {
             Kill,
             AuditWrite,
         ]
+    }
+
+    #[test]
+    fn architectures_are_the_nodes_native_and_compat_abis() {
+        use Arch::*;
+        assert_eq!(
+            seccomp_architectures("x86_64"),
+            [ScmpArchX86_64, ScmpArchX86, ScmpArchX32]
+        );
+        assert_eq!(
+            seccomp_architectures("aarch64"),
+            [ScmpArchAarch64, ScmpArchArm]
+        );
+        // The profile of this build lists the CPU it was built for first,
+        // and never another CPU's native ABI.
+        let p = runtime_default_profile(&HashSet::new()).unwrap();
+        let (native, foreign) = if cfg!(target_arch = "aarch64") {
+            (ScmpArchAarch64, ScmpArchX86_64)
+        } else {
+            (ScmpArchX86_64, ScmpArchAarch64)
+        };
+        let archs = p.architectures().as_ref().unwrap();
+        assert_eq!(archs[0], native);
+        assert!(!archs.contains(&foreign));
     }
 
     #[test]

@@ -212,7 +212,7 @@ impl CraftedImage {
     pub fn config_blob(&self) -> Vec<u8> {
         let diff_ids: Vec<String> = self.layers.iter().map(|l| sha256_digest(l)).collect();
         serde_json::to_vec(&serde_json::json!({
-            "architecture": "amd64",
+            "architecture": capcri::image::host_arch(),
             "os": "linux",
             "created": "2024-01-01T00:00:00Z",
             "config": self.config,
