@@ -659,23 +659,9 @@ mod tests {
 
     /// Docker's 14 default capabilities: what most containers hold.
     fn docker_default() -> Vec<Capability> {
-        use Capability::*;
-        vec![
-            Chown,
-            DacOverride,
-            Fsetid,
-            Fowner,
-            Mknod,
-            NetRaw,
-            Setgid,
-            Setuid,
-            Setfcap,
-            Setpcap,
-            NetBindService,
-            SysChroot,
-            Kill,
-            AuditWrite,
-        ]
+        crate::spec::oci_capabilities(crate::caps::docker_default_capabilities())
+            .into_iter()
+            .collect()
     }
 
     #[test]
