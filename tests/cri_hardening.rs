@@ -407,146 +407,153 @@ async fn vanished_policy_directory_keeps_the_last_good_set() {
     common::stop_and_remove_pod(&d, &pod).await;
 }
 
-/// A static x86_64 ELF that runs `code` (no libc, no loader): the tests
-/// need one syscall made exactly, which busybox cannot do.
-fn tiny_elf(code: &[u8]) -> Vec<u8> {
-    const BASE: u64 = 0x40_0000;
-    const CODE_AT: u64 = 64 + 56;
-    let size = CODE_AT + code.len() as u64;
-    let mut elf = Vec::new();
-    elf.extend_from_slice(&[0x7f, b'E', b'L', b'F', 2, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
-    elf.extend_from_slice(&2u16.to_le_bytes()); // ET_EXEC
-    elf.extend_from_slice(&0x3eu16.to_le_bytes()); // EM_X86_64
-    elf.extend_from_slice(&1u32.to_le_bytes());
-    elf.extend_from_slice(&(BASE + CODE_AT).to_le_bytes()); // entry
-    elf.extend_from_slice(&64u64.to_le_bytes()); // phoff
-    elf.extend_from_slice(&0u64.to_le_bytes()); // shoff
-    elf.extend_from_slice(&0u32.to_le_bytes()); // flags
-    for v in [64u16, 56, 1, 64, 0, 0] {
-        elf.extend_from_slice(&v.to_le_bytes()); // ehsize phentsize phnum shentsize shnum shstrndx
-    }
-    elf.extend_from_slice(&1u32.to_le_bytes()); // PT_LOAD
-    elf.extend_from_slice(&5u32.to_le_bytes()); // R+X
-    for v in [0, BASE, BASE, size, size, 0x1000] {
-        elf.extend_from_slice(&v.to_le_bytes());
-    }
-    elf.extend_from_slice(code);
-    elf
-}
-
-/// Exit with the errno of the syscall whose result is in eax (0 if it
-/// succeeded): `neg eax; mov edi, eax; mov eax, 60; syscall`.
-const EXIT_WITH_ERRNO: &[u8] = &[0xf7, 0xd8, 0x89, 0xc7, 0xb8, 60, 0, 0, 0, 0x0f, 0x05];
-
-/// ptrace(PTRACE_TRACEME, 0, 0, 0), then exit with its errno.
-fn ptrace_probe() -> Vec<u8> {
-    let mut code = vec![
-        0x31, 0xff, // xor edi, edi (PTRACE_TRACEME)
-        0x31, 0xf6, // xor esi, esi
-        0x31, 0xd2, // xor edx, edx
-        0x45, 0x31, 0xd2, // xor r10d, r10d
-        0xb8, 101, 0, 0, 0, // mov eax, SYS_ptrace
-        0x0f, 0x05, // syscall
-    ];
-    code.extend_from_slice(EXIT_WITH_ERRNO);
-    tiny_elf(&code)
-}
-
-/// kcmp(getpid(), getpid(), KCMP_VM, 0, 0), then exit with its errno.
-fn kcmp_probe() -> Vec<u8> {
-    let mut code = vec![
-        0xb8, 39, 0, 0, 0, // mov eax, SYS_getpid
-        0x0f, 0x05, // syscall
-        0x89, 0xc7, // mov edi, eax
-        0x89, 0xc6, // mov esi, eax
-        0xba, 1, 0, 0, 0, // mov edx, KCMP_VM
-        0x45, 0x31, 0xd2, // xor r10d, r10d
-        0x45, 0x31, 0xc0, // xor r8d, r8d
-        0xb8, 0x38, 0x01, 0, 0, // mov eax, SYS_kcmp (312)
-        0x0f, 0x05, // syscall
-    ];
-    code.extend_from_slice(EXIT_WITH_ERRNO);
-    tiny_elf(&code)
-}
-
-/// modify_ldt(0 /* read */, NULL, 0), then exit with its errno.
-fn modify_ldt_probe() -> Vec<u8> {
-    let mut code = vec![
-        0x31, 0xff, // xor edi, edi
-        0x31, 0xf6, // xor esi, esi
-        0x31, 0xd2, // xor edx, edx
-        0xb8, 154, 0, 0, 0, // mov eax, SYS_modify_ldt
-        0x0f, 0x05, // syscall
-    ];
-    code.extend_from_slice(EXIT_WITH_ERRNO);
-    tiny_elf(&code)
-}
-
-fn runtime_default(mut cfg: cri::ContainerConfig, add: &[&str]) -> cri::ContainerConfig {
-    cfg = with_caps(cfg, add, &[]);
-    let sc = cfg
-        .linux
-        .as_mut()
-        .and_then(|l| l.security_context.as_mut())
-        .expect("security context");
-    sc.seccomp = Some(cri::SecurityProfile {
-        profile_type: cri::security_profile::ProfileType::RuntimeDefault as i32,
-        localhost_ref: String::new(),
-    });
-    cfg
-}
-
-/// Issue 12 item 10: under RuntimeDefault, ptrace and kcmp need
-/// CAP_SYS_PTRACE (EPERM without it, not EPERM with it) and modify_ldt is
-/// refused even to a container that holds every capability the policy
-/// allows; ordinary programs still run.
+/// The RuntimeDefault probes are x86_64 machine code, and modify_ldt is an
+/// x86 system call: on arm64 the profile's rules are checked by the unit
+/// tests of `spec::seccomp_default`.
 #[cfg(target_arch = "x86_64")]
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn runtime_default_seccomp_gates_ptrace_on_sys_ptrace() {
-    let registry = require_privileged!();
-    let mut layers = busybox_layers(&registry);
-    layers.push(tar_layer(&[
-        Entry::dir("probe/", 0o755),
-        Entry::file("probe/ptrace", 0o755, &ptrace_probe()),
-        Entry::file("probe/kcmp", 0o755, &kcmp_probe()),
-        Entry::file("probe/modify_ldt", 0o755, &modify_ldt_probe()),
-    ]));
-    let image = CraftedImage {
-        layers,
-        config: serde_json::json!({ "Cmd": ["/probe/ptrace"] }),
-    }
-    .push(&registry, "cri-lab/seccomp-probe", "latest");
-    let d = TestDaemon::start(&[]);
-    pull(&d, &image).await;
-    let pod = common::run_pod(&d, "seccomp").await;
-    const EPERM: i32 = 1;
-    // (name, probe, add, expect EPERM)
-    let cases: &[(&str, &str, &[&str], bool)] = &[
-        ("ptrace-without", "/probe/ptrace", &[], true),
-        ("ptrace-with", "/probe/ptrace", &["SYS_PTRACE"], false),
-        ("kcmp-without", "/probe/kcmp", &[], true),
-        ("kcmp-with", "/probe/kcmp", &["sys_ptrace"], false),
-        ("ldt-default", "/probe/modify_ldt", &[], true),
-        ("ldt-all", "/probe/modify_ldt", &["ALL"], true),
-        ("busybox", "true", &[], false),
-    ];
-    for (name, probe, add, eperm) in cases {
-        let cfg = runtime_default(container_config(name, &image, &[probe]), add);
-        let id = common::create(&d, &pod, cfg)
-            .await
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
-        common::start(&d, &id).await;
-        let code = common::wait_exited(&d, &id).await.exit_code;
-        if *eperm {
-            assert_eq!(code, EPERM, "{name}: exit {code}");
-        } else {
-            assert_ne!(code, EPERM, "{name}: got EPERM");
+mod seccomp_probes {
+    use super::*;
+
+    /// A static x86_64 ELF that runs `code` (no libc, no loader): the tests
+    /// need one syscall made exactly, which busybox cannot do.
+    fn tiny_elf(code: &[u8]) -> Vec<u8> {
+        const BASE: u64 = 0x40_0000;
+        const CODE_AT: u64 = 64 + 56;
+        let size = CODE_AT + code.len() as u64;
+        let mut elf = Vec::new();
+        elf.extend_from_slice(&[0x7f, b'E', b'L', b'F', 2, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        elf.extend_from_slice(&2u16.to_le_bytes()); // ET_EXEC
+        elf.extend_from_slice(&0x3eu16.to_le_bytes()); // EM_X86_64
+        elf.extend_from_slice(&1u32.to_le_bytes());
+        elf.extend_from_slice(&(BASE + CODE_AT).to_le_bytes()); // entry
+        elf.extend_from_slice(&64u64.to_le_bytes()); // phoff
+        elf.extend_from_slice(&0u64.to_le_bytes()); // shoff
+        elf.extend_from_slice(&0u32.to_le_bytes()); // flags
+        for v in [64u16, 56, 1, 64, 0, 0] {
+            elf.extend_from_slice(&v.to_le_bytes()); // ehsize phentsize phnum shentsize shnum shstrndx
         }
-        if *name == "ptrace-with" || *name == "kcmp-with" || *name == "busybox" {
-            assert_eq!(code, 0, "{name}: errno {code}");
+        elf.extend_from_slice(&1u32.to_le_bytes()); // PT_LOAD
+        elf.extend_from_slice(&5u32.to_le_bytes()); // R+X
+        for v in [0, BASE, BASE, size, size, 0x1000] {
+            elf.extend_from_slice(&v.to_le_bytes());
         }
+        elf.extend_from_slice(code);
+        elf
     }
-    common::stop_and_remove_pod(&d, &pod).await;
+
+    /// Exit with the errno of the syscall whose result is in eax (0 if it
+    /// succeeded): `neg eax; mov edi, eax; mov eax, 60; syscall`.
+    const EXIT_WITH_ERRNO: &[u8] = &[0xf7, 0xd8, 0x89, 0xc7, 0xb8, 60, 0, 0, 0, 0x0f, 0x05];
+
+    /// ptrace(PTRACE_TRACEME, 0, 0, 0), then exit with its errno.
+    fn ptrace_probe() -> Vec<u8> {
+        let mut code = vec![
+            0x31, 0xff, // xor edi, edi (PTRACE_TRACEME)
+            0x31, 0xf6, // xor esi, esi
+            0x31, 0xd2, // xor edx, edx
+            0x45, 0x31, 0xd2, // xor r10d, r10d
+            0xb8, 101, 0, 0, 0, // mov eax, SYS_ptrace
+            0x0f, 0x05, // syscall
+        ];
+        code.extend_from_slice(EXIT_WITH_ERRNO);
+        tiny_elf(&code)
+    }
+
+    /// kcmp(getpid(), getpid(), KCMP_VM, 0, 0), then exit with its errno.
+    fn kcmp_probe() -> Vec<u8> {
+        let mut code = vec![
+            0xb8, 39, 0, 0, 0, // mov eax, SYS_getpid
+            0x0f, 0x05, // syscall
+            0x89, 0xc7, // mov edi, eax
+            0x89, 0xc6, // mov esi, eax
+            0xba, 1, 0, 0, 0, // mov edx, KCMP_VM
+            0x45, 0x31, 0xd2, // xor r10d, r10d
+            0x45, 0x31, 0xc0, // xor r8d, r8d
+            0xb8, 0x38, 0x01, 0, 0, // mov eax, SYS_kcmp (312)
+            0x0f, 0x05, // syscall
+        ];
+        code.extend_from_slice(EXIT_WITH_ERRNO);
+        tiny_elf(&code)
+    }
+
+    /// modify_ldt(0 /* read */, NULL, 0), then exit with its errno.
+    fn modify_ldt_probe() -> Vec<u8> {
+        let mut code = vec![
+            0x31, 0xff, // xor edi, edi
+            0x31, 0xf6, // xor esi, esi
+            0x31, 0xd2, // xor edx, edx
+            0xb8, 154, 0, 0, 0, // mov eax, SYS_modify_ldt
+            0x0f, 0x05, // syscall
+        ];
+        code.extend_from_slice(EXIT_WITH_ERRNO);
+        tiny_elf(&code)
+    }
+
+    fn runtime_default(mut cfg: cri::ContainerConfig, add: &[&str]) -> cri::ContainerConfig {
+        cfg = with_caps(cfg, add, &[]);
+        let sc = cfg
+            .linux
+            .as_mut()
+            .and_then(|l| l.security_context.as_mut())
+            .expect("security context");
+        sc.seccomp = Some(cri::SecurityProfile {
+            profile_type: cri::security_profile::ProfileType::RuntimeDefault as i32,
+            localhost_ref: String::new(),
+        });
+        cfg
+    }
+
+    /// Issue 12 item 10: under RuntimeDefault, ptrace and kcmp need
+    /// CAP_SYS_PTRACE (EPERM without it, not EPERM with it) and modify_ldt is
+    /// refused even to a container that holds every capability the policy
+    /// allows; ordinary programs still run.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn runtime_default_seccomp_gates_ptrace_on_sys_ptrace() {
+        let registry = require_privileged!();
+        let mut layers = busybox_layers(&registry);
+        layers.push(tar_layer(&[
+            Entry::dir("probe/", 0o755),
+            Entry::file("probe/ptrace", 0o755, &ptrace_probe()),
+            Entry::file("probe/kcmp", 0o755, &kcmp_probe()),
+            Entry::file("probe/modify_ldt", 0o755, &modify_ldt_probe()),
+        ]));
+        let image = CraftedImage {
+            layers,
+            config: serde_json::json!({ "Cmd": ["/probe/ptrace"] }),
+        }
+        .push(&registry, "cri-lab/seccomp-probe", "latest");
+        let d = TestDaemon::start(&[]);
+        pull(&d, &image).await;
+        let pod = common::run_pod(&d, "seccomp").await;
+        const EPERM: i32 = 1;
+        // (name, probe, add, expect EPERM)
+        let cases: &[(&str, &str, &[&str], bool)] = &[
+            ("ptrace-without", "/probe/ptrace", &[], true),
+            ("ptrace-with", "/probe/ptrace", &["SYS_PTRACE"], false),
+            ("kcmp-without", "/probe/kcmp", &[], true),
+            ("kcmp-with", "/probe/kcmp", &["sys_ptrace"], false),
+            ("ldt-default", "/probe/modify_ldt", &[], true),
+            ("ldt-all", "/probe/modify_ldt", &["ALL"], true),
+            ("busybox", "true", &[], false),
+        ];
+        for (name, probe, add, eperm) in cases {
+            let cfg = runtime_default(container_config(name, &image, &[probe]), add);
+            let id = common::create(&d, &pod, cfg)
+                .await
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            common::start(&d, &id).await;
+            let code = common::wait_exited(&d, &id).await.exit_code;
+            if *eperm {
+                assert_eq!(code, EPERM, "{name}: exit {code}");
+            } else {
+                assert_ne!(code, EPERM, "{name}: got EPERM");
+            }
+            if *name == "ptrace-with" || *name == "kcmp-with" || *name == "busybox" {
+                assert_eq!(code, 0, "{name}: errno {code}");
+            }
+        }
+        common::stop_and_remove_pod(&d, &pod).await;
+    }
 }
 
 /// Issue 12 item 10: a bind mount whose destination reaches /proc or /sys
