@@ -80,7 +80,7 @@ check "busybox: critest's commands" $E/busybox:1.29-2 "all present" \
 check "busybox: sh execs /bin/ls (MaskedPaths)" $E/busybox:1.29-2 "/bin/sh: ls: Permission denied" \
     'mount --bind /dev/null /bin/ls && /bin/sh -c ls'
 check "busybox: pgrep and ipcs" $E/busybox:1.29-2 "Shared Memory" \
-    'sleep 30 & pgrep sleep >/dev/null && ipcs -m'
+    'sleep 30 & i=0; until pgrep sleep >/dev/null; do i=$((i + 1)); [ $i -lt 10 ] || exit 1; sleep 1; done; ipcs -m'
 check "busybox: users www-data and nobody" $E/busybox:1.29-2 "uid=65534(nobody)" \
     'id www-data && id nobody'
 check "nginx: answers on :80" $E/nginx:1.14-2 "Welcome to nginx" \
