@@ -541,6 +541,9 @@ mod tests {
             ("max_entry_xattr_bytes", "4096", |c| {
                 c.max_entry_xattr_bytes == 4096
             }),
+            ("max_compressed_layer_bytes", "2048", |c| {
+                c.max_compressed_layer_bytes == 2048
+            }),
             ("registries", "{ insecure = [\"r:1\"] }", |c| {
                 c.registries.insecure == ["r:1"]
             }),
