@@ -51,8 +51,8 @@ pub fn cmdline_text(raw: &[u8]) -> String {
 /// Which per-pod processes belong to the runtime under test.
 #[derive(Debug, Clone)]
 pub enum PerPodProcess {
-    /// `capcri monitor ...` whose arguments name a path under this state dir:
-    /// the pod monitors and the pod inits they fork (same command line).
+    /// `capcri monitor ...` whose arguments name a path under this state
+    /// dir: the pod monitors (their pod inits are found as their children).
     CapcriMonitor { state_dir: String },
     /// `containerd-shim-runc-v2 ... -address <socket>` of this containerd.
     ContainerdShim { socket: String },
@@ -105,10 +105,41 @@ pub fn pids_where(pred: impl Fn(&str) -> bool) -> Vec<i32> {
     out
 }
 
-/// The summed memory of the runtime's per-pod processes.
+fn parent_of(pid: i32) -> Option<i32> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("PPid:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Children of `parents` whose command line is blank: capcri's pod inits,
+/// which zero their arguments and environment (a container of a
+/// shared-PID pod can read them, SECURITY.md), so no command line names
+/// them. A container's own processes always have a command line.
+fn scrubbed_children(parents: &[i32]) -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().parse::<i32>().ok())
+        .filter(|&pid| parent_of(pid).is_some_and(|p| parents.contains(&p)))
+        .filter(|&pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|raw| cmdline_text(&raw).trim().is_empty())
+        })
+        .collect()
+}
+
+/// The summed memory of the runtime's per-pod processes (for capcri: the
+/// pod monitors and the pod inits they fork).
 pub fn per_pod_memory(kind: &PerPodProcess) -> Memory {
-    pids_where(|c| kind.matches(c))
-        .into_iter()
+    let mut pids = pids_where(|c| kind.matches(c));
+    if matches!(kind, PerPodProcess::CapcriMonitor { .. }) {
+        let inits = scrubbed_children(&pids);
+        pids.extend(inits);
+    }
+    pids.into_iter()
         .filter_map(process_memory)
         .fold(Memory::default(), |a, b| a + b)
 }
@@ -118,16 +149,7 @@ pub fn per_pod_memory(kind: &PerPodProcess) -> Memory {
 pub fn children_memory(parent: i32, pred: impl Fn(&str) -> bool) -> Memory {
     pids_where(pred)
         .into_iter()
-        .filter(|&pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/status"))
-                .ok()
-                .and_then(|s| {
-                    s.lines()
-                        .find_map(|l| l.strip_prefix("PPid:"))
-                        .and_then(|v| v.trim().parse::<i32>().ok())
-                })
-                == Some(parent)
-        })
+        .filter(|&pid| parent_of(pid) == Some(parent))
         .filter_map(process_memory)
         .fold(Memory::default(), |a, b| a + b)
 }
