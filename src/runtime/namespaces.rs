@@ -17,7 +17,7 @@ use nix::unistd::{ForkResult, fork, pipe};
 
 use super::error::RuntimeError;
 use super::idmap::write_id_maps;
-use super::pod_init::{PodInitPlan, join_cgroup, pod_init_id, scrub_environ_and_cmdline};
+use super::pod_init::{PodInitPlan, pod_init_id, scrub_environ_and_cmdline};
 use super::types::{NamespaceKind, PodNamespaceSet};
 use crate::spec::PodUserNamespace;
 
@@ -187,12 +187,11 @@ pub(crate) fn create_and_pin(
 /// namespace is owned by it: a container that has joined the user
 /// namespace could not enter, nor mount /proc for, a PID namespace owned
 /// by the host's), then the pod's other namespaces. The init drops every
-/// privilege before it serves and is moved into `init_cgroup` (relative
-/// to each hierarchy's root) before it is pinned.
+/// privilege before it serves; the monitor moves it into its cgroup once it
+/// has reported ready (`Monitor::place_pod_init`).
 pub(crate) fn start_pod_init(
     pod_dir: &Path,
     userns: Option<&PodUserNamespace>,
-    init_cgroup: Option<&str>,
 ) -> Result<i32, RuntimeError> {
     let ns_dir = pod_dir.join("ns");
     fs::create_dir_all(&ns_dir)
@@ -282,12 +281,6 @@ pub(crate) fn start_pod_init(
                 );
                 let _ = waitpid(nix::unistd::Pid::from_raw(pid), None);
             };
-            if let Some(rel) = init_cgroup
-                && let Err(e) = join_cgroup(pid, rel)
-            {
-                kill();
-                return Err(failed(format!("placing the pod init in its cgroup: {e}")));
-            }
             if let Err(e) = pin_from(pid, pod_dir, &[NamespaceKind::Pid]) {
                 kill();
                 return Err(e);
