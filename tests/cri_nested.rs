@@ -8,22 +8,8 @@ mod common;
 
 use std::os::unix::fs::PermissionsExt;
 
-use common::{TestDaemon, container_config, create, exec, pod_config, pull, start};
+use common::{TestDaemon, container_config, create, exec, pod_config, pull, start, with_pid_mode};
 use k8s_cri::v1 as cri;
-
-fn with_pid_mode(mut c: cri::ContainerConfig, mode: cri::NamespaceMode) -> cri::ContainerConfig {
-    c.linux = Some(cri::LinuxContainerConfig {
-        security_context: Some(cri::LinuxContainerSecurityContext {
-            namespace_options: Some(cri::NamespaceOption {
-                pid: mode as i32,
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    });
-    c
-}
 
 fn monitor_log(d: &TestDaemon, pod: &str) -> String {
     std::fs::read_to_string(d.state_dir().join("pods").join(pod).join("monitor.log"))
@@ -31,16 +17,7 @@ fn monitor_log(d: &TestDaemon, pod: &str) -> String {
 }
 
 async fn run(d: &TestDaemon, config: cri::PodSandboxConfig) -> String {
-    d.runtime()
-        .await
-        .run_pod_sandbox(cri::RunPodSandboxRequest {
-            config: Some(config),
-            runtime_handler: String::new(),
-        })
-        .await
-        .expect("run pod")
-        .into_inner()
-        .pod_sandbox_id
+    common::run_pod_with_config(d, config).await
 }
 
 /// Create and start, with the monitor's log in the panic message.

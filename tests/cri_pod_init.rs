@@ -38,16 +38,7 @@ async fn run(d: &TestDaemon, name: &str, ns: cri::NamespaceOption) -> String {
         }),
         ..Default::default()
     });
-    d.runtime()
-        .await
-        .run_pod_sandbox(cri::RunPodSandboxRequest {
-            config: Some(config),
-            runtime_handler: String::new(),
-        })
-        .await
-        .expect("run pod")
-        .into_inner()
-        .pod_sandbox_id
+    common::run_pod_with_config(d, config).await
 }
 
 /// `sh -c script` in the container: (exit code, stdout, stderr).

@@ -14,20 +14,6 @@ fn daemon(registry: &str) -> TestDaemon {
     TestDaemon::start(&["--registry-mirror", &format!("registry.k8s.io={registry}")])
 }
 
-fn with_pid_mode(mut c: cri::ContainerConfig, mode: cri::NamespaceMode) -> cri::ContainerConfig {
-    c.linux = Some(cri::LinuxContainerConfig {
-        security_context: Some(cri::LinuxContainerSecurityContext {
-            namespace_options: Some(cri::NamespaceOption {
-                pid: mode as i32,
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    });
-    c
-}
-
 async fn run_pod(d: &TestDaemon, name: &str) -> String {
     d.runtime()
         .await

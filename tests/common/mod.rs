@@ -548,16 +548,39 @@ pub async fn verbose_info(d: &TestDaemon, id: &str) -> serde_json::Value {
 
 /// A pod named `name` logging under `<dir>/logs`.
 pub async fn run_pod(d: &TestDaemon, name: &str) -> String {
+    run_pod_with_config(d, pod_config(name, &d.dir.path().join("logs"))).await
+}
+
+/// RunPodSandbox with `config` as it is; the pod's id.
+pub async fn run_pod_with_config(d: &TestDaemon, config: cri::PodSandboxConfig) -> String {
     d.runtime()
         .await
         .run_pod_sandbox(cri::RunPodSandboxRequest {
-            config: Some(pod_config(name, &d.dir.path().join("logs"))),
+            config: Some(config),
             runtime_handler: String::new(),
         })
         .await
         .expect("run pod")
         .into_inner()
         .pod_sandbox_id
+}
+
+/// `c` with the given PID namespace mode.
+pub fn with_pid_mode(
+    mut c: cri::ContainerConfig,
+    mode: cri::NamespaceMode,
+) -> cri::ContainerConfig {
+    c.linux = Some(cri::LinuxContainerConfig {
+        security_context: Some(cri::LinuxContainerSecurityContext {
+            namespace_options: Some(cri::NamespaceOption {
+                pid: mode as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    c
 }
 
 /// A pod with a privileged sandbox: privileged containers need one.
@@ -570,16 +593,7 @@ pub async fn run_privileged_pod(d: &TestDaemon, name: &str) -> String {
         }),
         ..Default::default()
     });
-    d.runtime()
-        .await
-        .run_pod_sandbox(cri::RunPodSandboxRequest {
-            config: Some(config),
-            runtime_handler: String::new(),
-        })
-        .await
-        .expect("run privileged pod")
-        .into_inner()
-        .pod_sandbox_id
+    run_pod_with_config(d, config).await
 }
 
 /// StopPodSandbox, then RemovePodSandbox: what kubelet does at the end.
