@@ -141,33 +141,6 @@ async fn state_and_data_trees_keep_a_containers_env_private() {
     common::stop_and_remove_pod(&d, &pod).await;
 }
 
-async fn connect(socket: &Path) -> tonic::transport::Channel {
-    use hyper_util::rt::TokioIo;
-    use tonic::transport::{Endpoint, Uri};
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let path = socket.to_path_buf();
-        let connected = Endpoint::try_from("http://[::]:50051")
-            .unwrap()
-            .connect_with_connector(tower::service_fn(move |_: Uri| {
-                let path = path.clone();
-                async move {
-                    Ok::<_, std::io::Error>(TokioIo::new(
-                        tokio::net::UnixStream::connect(path).await?,
-                    ))
-                }
-            }))
-            .await;
-        match connected {
-            Ok(c) => return c,
-            Err(_) if Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(20)).await
-            }
-            Err(e) => panic!("connect: {e:?}"),
-        }
-    }
-}
-
 /// `capcri serve` on a fresh node: state, data and socket directories whose
 /// parents do not exist are created (parents 0711), with their modes
 /// whatever the umask (the daemon is started with umask 000), the daemon
@@ -240,8 +213,9 @@ async fn serve_creates_its_directories_on_a_fresh_node() {
     let log1 = t.join("serve1.log");
     let mut child = start(&log1);
     wait_serving(&mut child, &log1);
-    let mut rt =
-        k8s_cri::v1::runtime_service_client::RuntimeServiceClient::new(connect(&socket).await);
+    let mut rt = k8s_cri::v1::runtime_service_client::RuntimeServiceClient::new(
+        common::connect_unix(&socket).await,
+    );
     rt.version(cri::VersionRequest::default())
         .await
         .expect("serves");

@@ -263,32 +263,8 @@ impl TestDaemon {
         }
     }
 
-    /// The socket file appears at bind(2), a moment before listen(2): a
-    /// connect in between is refused, so refusals are retried briefly.
     pub async fn channel(&self) -> Channel {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            let path = self.socket.clone();
-            let connected = Endpoint::try_from("http://[::]:50051")
-                .expect("endpoint")
-                .connect_with_connector(tower::service_fn(move |_: Uri| {
-                    let path = path.clone();
-                    async move {
-                        Ok::<_, std::io::Error>(TokioIo::new(
-                            tokio::net::UnixStream::connect(path).await?,
-                        ))
-                    }
-                }))
-                .await;
-            match connected {
-                Ok(c) => return c,
-                Err(e) if Instant::now() < deadline => {
-                    let _ = e;
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                Err(e) => panic!("connect to capcri: {e:?}"),
-            }
-        }
+        connect_unix(&self.socket).await
     }
 
     pub async fn runtime(&self) -> RuntimeServiceClient<Channel> {
@@ -664,4 +640,32 @@ pub async fn wait_exited(d: &TestDaemon, id: &str) -> cri::ContainerStatus {
 
 pub fn log_of(d: &TestDaemon, name: &str) -> String {
     std::fs::read_to_string(d.dir.path().join("logs").join(name).join("0.log")).unwrap_or_default()
+}
+
+/// A gRPC channel over the unix socket at `socket`. The socket file appears
+/// at bind(2), a moment before listen(2): a connect in between is refused,
+/// so refusals are retried for up to 5 s.
+pub async fn connect_unix(socket: &Path) -> Channel {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let path = socket.to_path_buf();
+        let connected = Endpoint::try_from("http://[::]:50051")
+            .expect("endpoint")
+            .connect_with_connector(tower::service_fn(move |_: Uri| {
+                let path = path.clone();
+                async move {
+                    Ok::<_, std::io::Error>(TokioIo::new(
+                        tokio::net::UnixStream::connect(path).await?,
+                    ))
+                }
+            }))
+            .await;
+        match connected {
+            Ok(c) => return c,
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("connect to {}: {e:?}", socket.display()),
+        }
+    }
 }
