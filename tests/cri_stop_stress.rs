@@ -192,18 +192,7 @@ async fn pod_run(d: &TestDaemon, p: usize) {
     .await;
     for (i, id) in ids.iter().enumerate() {
         if i != 1 {
-            let status = d
-                .runtime()
-                .await
-                .container_status(cri::ContainerStatusRequest {
-                    container_id: id.clone(),
-                    verbose: false,
-                })
-                .await
-                .unwrap_or_else(|e| panic!("status of {}: {e}", name(i)))
-                .into_inner()
-                .status
-                .unwrap();
+            let status = common::container_state(d, id).await;
             assert_eq!(
                 status.state,
                 cri::ContainerState::ContainerExited as i32,
