@@ -4,27 +4,39 @@
 # systemd as PID 1 on the unified hierarchy, and this machine's root shared
 # read-only as the node's root (writes go to a tmpfs and vanish). Paths are
 # the same inside, so `target/debug/deps/cri_lifecycle-*` built here runs
-# there unchanged.
+# there unchanged. /tmp, /var/lib/capcri and /var/lib/kubelet are on a fresh
+# ext4 scratch disk (virtio-blk): 6.1 cannot idmap a tmpfs (6.3 can), and
+# overlayfs cannot take its upper dir from the overlay root.
 #
-#   hack/vm/run.sh [--timeout SECS] [--mem MIB] [--cpus N] [--env NAME]... -- COMMAND [ARG]...
+#   hack/vm/run.sh [--timeout SECS] [--mem MIB] [--cpus N] [--disk SIZE]
+#                  [--out DIR] [--env NAME]... -- COMMAND [ARG]...
 #
 # The command runs in the current directory with the CAPCRI_* variables of
-# this environment (and any --env NAME). Its output is printed; the exit
-# code is the command's, 124 on timeout, 125 when the node failed to boot
-# (then the console log is printed). Nothing is left running afterwards.
+# this environment (and any --env NAME). Its output is printed as it runs;
+# the exit code is the command's, 124 on timeout, 125 when the node failed
+# to boot (then the console log is printed). Whatever the command writes to
+# $CAPCRI_VM_OUT (a directory in the node) is copied to --out DIR, the
+# node's kernel log included, also after a timeout. Nothing is left running
+# or mounted afterwards.
 #
-# Cache (kernel, initramfs): $CAPCRI_VM_CACHE, default /var/tmp/capcri-vm.
+# Cache (kernel, initramfs): $CAPCRI_VM_CACHE, default /var/tmp/capcri-vm;
+# the scratch disk (sparse, --disk SIZE, default 32G) lives there for the
+# run only.
 set -euo pipefail
 
 timeout_s=1800
 mem=4096
 cpus=$(nproc)
+disk=32G
+out=
 env_names=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --timeout) timeout_s=$2; shift 2 ;;
         --mem) mem=$2; shift 2 ;;
         --cpus) cpus=$2; shift 2 ;;
+        --disk) disk=$2; shift 2 ;;
+        --out) out=$2; shift 2 ;;
         --env) env_names+=("$2"); shift 2 ;;
         --) shift; break ;;
         *) echo "hack/vm/run.sh: unknown option $1 (usage: see the head of this file)" >&2; exit 2 ;;
@@ -49,6 +61,7 @@ command -v depmod >/dev/null || need+=(kmod)
 command -v cpio >/dev/null || need+=(cpio)
 [ -x /bin/busybox ] && file -L /bin/busybox 2>/dev/null | grep -q 'statically linked' || need+=(busybox-static)
 command -v file >/dev/null || need+=(file)
+command -v mkfs.ext4 >/dev/null || need+=(e2fsprogs)
 if [ ${#need[@]} -gt 0 ]; then
     apt-get update -q
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need[@]}"
@@ -99,7 +112,9 @@ if [ ! -f "$initrd" ]; then
         cp "$moddir/$1" "$staging/modules/$base"
         echo "$base" >> "$staging/modules.order"
     }
-    for m in virtio_pci 9pnet_virtio 9p overlay; do add_module "$m"; done
+    # crc32c_generic: ext4's metadata checksums ask the crypto API for
+    # crc32c, which the initramfs has no modprobe to load on demand.
+    for m in virtio_pci 9pnet_virtio 9p overlay virtio_blk crc32c_generic ext4; do add_module "$m"; done
     (cd "$staging" && find . | cpio -o -H newc --quiet | gzip -1) > "$initrd.tmp"
     mv "$initrd.tmp" "$initrd"
     rm -rf "$staging"
@@ -107,9 +122,30 @@ fi
 
 # --- the exchange directory: the command in, output and exit code out ------
 io=$(mktemp -d "$cache/io.XXXXXX")
+mkdir "$io/out"
+out=${out:-$cache/last-out}
+# A fresh scratch disk each run: sparse, so only what the node writes takes
+# space, and nothing of one run's state leaks into the next. Inode tables
+# are not zeroed (lazy_itable_init here, noinit_itable in the node): the
+# disk is new and thrown away, and zeroing them would cost the node minutes
+# of TCG time.
+scratch=$(mktemp "$cache/scratch.XXXXXX.img")
+qpid=
+tailpid=
 # shellcheck disable=SC2317  # called by the EXIT trap
-cleanup() { rm -rf "$io"; }
+cleanup() {
+    [ -n "$qpid" ] && kill "$qpid" 2>/dev/null
+    [ -n "$tailpid" ] && kill "$tailpid" 2>/dev/null
+    rm -rf "$io" "$scratch"
+}
 trap cleanup EXIT
+truncate -s "$disk" "$scratch"
+mkfs.ext4 -q -F -L capcri-scratch -E lazy_itable_init=1,lazy_journal_init=1 "$scratch"
+
+# The node's own timeout ends the command early enough to copy its logs
+# back and power off cleanly; the host's (below) is the backstop.
+guest_timeout=$((timeout_s > 210 ? timeout_s - 90 : timeout_s * 2 / 3))
+# shellcheck disable=SC2016  # the $rc lines expand in the node
 {
     echo '#!/bin/bash'
     echo "cd $(printf %q "$PWD")"
@@ -120,18 +156,23 @@ trap cleanup EXIT
         [ -n "${!n+x}" ] && echo "export $n=$(printf %q "${!n}")"
     done
     echo 'export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/root/.cargo/bin'
+    echo 'export TMPDIR=/tmp CAPCRI_VM_OUT=/run/capcri-vm/out'
+    printf 'timeout --kill-after=20 %s ' "$guest_timeout"
     printf '%q ' "$@"
     echo '> /run/capcri-vm/output.log 2>&1'
-    echo 'echo $? > /run/capcri-vm/rc.tmp && mv /run/capcri-vm/rc.tmp /run/capcri-vm/rc'
+    echo 'rc=$?'
+    echo '[ "$rc" = 124 ] && echo "hack/vm/run.sh: the command timed out in the node after '"$guest_timeout"'s" >> /run/capcri-vm/output.log'
+    echo 'dmesg > /run/capcri-vm/out/dmesg.log 2>&1'
+    echo 'journalctl -b --no-pager -p warning > /run/capcri-vm/out/journal-warnings.log 2>&1'
+    echo 'echo $rc > /run/capcri-vm/rc.tmp && mv /run/capcri-vm/rc.tmp /run/capcri-vm/rc'
     echo 'sync'
-    # Power off at once: the tmpfs root holds nothing worth an orderly
-    # shutdown, and the results are already on the host.
-    echo 'echo o > /proc/sysrq-trigger'
+    # The service's SuccessAction powers the node off (processes killed,
+    # file systems unmounted); run.sh stops qemu if that hangs.
 } > "$io/guest.sh"
 
 # --- boot -------------------------------------------------------------------
 share() { echo "-virtfs local,path=$1,mount_tag=$2,security_model=passthrough,multidevs=remap$3"; }
-set +e
+: > "$io/output.log"
 # shellcheck disable=SC2046
 timeout --kill-after=10 "$timeout_s" qemu-system-x86_64 \
     -accel tcg -cpu max -smp "$cpus" -m "$mem" \
@@ -141,18 +182,40 @@ timeout --kill-after=10 "$timeout_s" qemu-system-x86_64 \
     $(share / hostroot ",readonly=on") \
     $(share "$moddir" modules ",readonly=on") \
     $(share "$io" io "") \
-    < /dev/null > "$io/console.log" 2>&1
+    -drive "file=$scratch,format=raw,if=virtio,cache=unsafe" \
+    < /dev/null > "$io/console.log" 2>&1 &
+qpid=$!
+# The command's output as it is written (the exchange directory is not
+# cached in the node), so a long run shows progress.
+tail -n +1 -F "$io/output.log" 2>/dev/null &
+tailpid=$!
+# Once the command's exit code is back, the node has 60 s to power off.
+while kill -0 "$qpid" 2>/dev/null; do
+    if [ -f "$io/rc" ]; then
+        for _ in $(seq 60); do kill -0 "$qpid" 2>/dev/null || break; sleep 1; done
+        kill "$qpid" 2>/dev/null || true
+        break
+    fi
+    sleep 1
+done
+set +e
+wait "$qpid"
 qemu_rc=$?
 set -e
+qpid=
+sleep 1
+kill "$tailpid" 2>/dev/null || true
+wait "$tailpid" 2>/dev/null || true
+tailpid=
 cp "$io/console.log" "$cache/last-console.log"
+rm -rf "$out" && mkdir -p "$(dirname "$out")" && cp -a "$io/out" "$out"
 
-[ -f "$io/output.log" ] && cat "$io/output.log"
-if [ "$qemu_rc" = 124 ]; then
-    echo "hack/vm/run.sh: timed out after ${timeout_s}s; the console's last lines:" >&2
-    tail -n 40 "$io/console.log" >&2
-    exit 124
-fi
 if [ ! -f "$io/rc" ]; then
+    if [ "$qemu_rc" = 124 ]; then
+        echo "hack/vm/run.sh: timed out after ${timeout_s}s; the console's last lines:" >&2
+        tail -n 40 "$io/console.log" >&2
+        exit 124
+    fi
     echo "hack/vm/run.sh: the node did not run the command (qemu exit $qemu_rc); console:" >&2
     tail -n 80 "$io/console.log" >&2
     exit 125

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# shellcheck disable=SC2016 # the node's script is single-quoted on purpose: it expands there
+# shellcheck disable=SC2016,SC2028 # the node's script is quoted on purpose: it expands (and its awk and printf read \t) there
 # Runs capcri's privileged test suites on the cgroup-v2 test node
 # (hack/vm/run.sh): builds the named test binaries here, boots the node,
-# serves the test images there from a copy of the local test registry's
-# storage, and runs each binary as root in a private mount namespace, as
+# serves the test images there from the local test registry's storage,
+# and runs each binary as root in a private mount namespace, as
 # hack/test.sh does on the host.
 #
 #   hack/vm/test.sh [--timeout SECS] SUITE[:FILTER]... 
@@ -20,9 +20,11 @@ set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 timeout_s=2400
+out=
 while [ $# -gt 0 ]; do
     case "$1" in
         --timeout) timeout_s=$2; shift 2 ;;
+        --out) out=$2; shift 2 ;;
         --) shift; break ;;
         -*) echo "hack/vm/test.sh: unknown option $1" >&2; exit 2 ;;
         *) break ;;
@@ -58,28 +60,69 @@ for line in sys.stdin:
         print(m["target"]["name"] + "\t" + m["executable"])
 ')
 
-# Not under /tmp: the node mounts its own tmpfs there.
+# Not under /tmp: the node has its own /tmp (its scratch disk).
 cache=${CAPCRI_VM_CACHE:-/var/tmp/capcri-vm}
+out=${out:-$cache/last-out}
 mkdir -p "$cache"
 script=$(mktemp "$cache/suites.XXXXXX")
 trap 'rm -f "$script"' EXIT
 {
     echo 'set -u'
+    echo 'set -o pipefail'
+    # What pods need of the kernel, loaded up front so a missing module is
+    # reported as such rather than as a failed test (the kernel would load
+    # most on demand through the node's modprobe).
+    echo 'modprobe -a overlay veth bridge br_netfilter nf_tables nft_chain_nat nf_nat nf_conntrack xt_MASQUERADE xt_conntrack xt_comment xt_addrtype iptable_nat iptable_filter || exit 4'
+    # The registry serves the host's storage in place (the node's root is
+    # the host's, read-only, under a writable overlay): copying its 3,000
+    # files over 9p costs minutes of TCG time, reading a blob per pull none.
     echo 'reg=$(mktemp -d /tmp/registry.XXXXXX)'
-    echo "cp -a $(printf %q "$regdir/storage") \"\$reg/storage\""
+    echo "ln -s $(printf %q "$regdir/storage") \"\$reg/storage\""
     echo "tests/images/registry.sh start \"\$reg\" $port >/dev/null || exit 3"
-    echo 'echo "node: $(uname -r), $(stat -fc %T /sys/fs/cgroup), PID 1 $(cat /proc/1/comm), controllers: $(cat /sys/fs/cgroup/cgroup.controllers)"'
+    echo 'echo "node: $(uname -r), $(stat -fc %T /sys/fs/cgroup), PID 1 $(cat /proc/1/comm), controllers: $(cat /sys/fs/cgroup/cgroup.controllers), /tmp on $(stat -fc %T /tmp)"'
     echo 'failed=0'
+    echo ': > "$CAPCRI_VM_OUT/results.tsv"'
     for i in "${!suites[@]}"; do
         exe=$(printf '%s\n' "${exes[@]}" | awk -F'\t' -v n="${suites[$i]}" '$1 == n {print $2; exit}')
         [ -n "$exe" ] || { echo "hack/vm/test.sh: no test binary for ${suites[$i]}" >&2; exit 2; }
+        log="\$CAPCRI_VM_OUT/${suites[$i]}${filters[$i]:+-$i}.log"
         echo "echo '=== ${suites[$i]} ${filters[$i]}'"
+        echo 'start=$(date +%s)'
         echo "CAPCRI_PRIVILEGED_TESTS=1 CAPCRI_TEST_REGISTRY=127.0.0.1:$port CAPCRI_TEST_OCI_LAYOUT=$(printf %q "$ocidir") \\"
-        echo "  unshare --mount --propagation private -- $(printf %q "$exe") ${filters[$i]:+$(printf %q "${filters[$i]}")} --test-threads=2 || failed=1"
+        echo "  unshare --mount --propagation private -- $(printf %q "$exe") ${filters[$i]:+$(printf %q "${filters[$i]}")} --test-threads=2 2>&1 | tee \"$log\""
+        echo 'rc=$?; [ "$rc" = 0 ] || failed=1'
+        # passed, failed and ignored tests, summed over the binary's
+        # "test result:" lines.
+        echo "counts=\$(awk '/^test result:/ {p += \$4; f += \$6; i += \$8} END {print p+0 \"\\t\" f+0 \"\\t\" i+0}' \"$log\")"
+        echo "printf '%s\t%s\t%s\t%s\n' $(printf %q "${suites[$i]}${filters[$i]:+:${filters[$i]}}") \"\$rc\" \"\$((\$(date +%s) - start))\" \"\$counts\" >> \"\$CAPCRI_VM_OUT/results.tsv\""
     done
     echo "tests/images/registry.sh stop \"\$reg\" >/dev/null"
     echo 'exit $failed'
 } > "$script"
 chmod 0644 "$script"
 
-"$repo/hack/vm/run.sh" --timeout "$timeout_s" -- bash "$script"
+set +e
+"$repo/hack/vm/run.sh" --timeout "$timeout_s" --out "$out" -- bash "$script"
+rc=$?
+set -e
+echo "hack/vm/test.sh: results on the node (suite, exit code, seconds, passed, failed, ignored; logs in $out):"
+if [ -s "$out/results.tsv" ]; then
+    column -t -s $'\t' "$out/results.tsv" | sed 's/^/  /'
+else
+    echo "  none: the node ran no suite to its end"
+fi
+if [ "$rc" != 0 ]; then
+    for f in "$out"/*.log; do
+        [ -f "$f" ] || continue
+        case "$f" in */dmesg.log | */journal-warnings.log) continue ;; esac
+        # The failing tests' names, as the harness listed them.
+        if grep -q '^failures:$' "$f"; then
+            echo "--- failed in $(basename "$f" .log):"
+            awk '/^failures:$/ {n++} n == 2 && /^    / {print}' "$f"
+        fi
+    done
+    echo "--- the node's kernel log, last lines:"
+    tail -n 40 "$out/dmesg.log" 2>/dev/null || echo "  (none)"
+    echo "hack/vm/test.sh: FAILED (exit $rc)" >&2
+fi
+exit "$rc"
