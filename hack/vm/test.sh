@@ -6,9 +6,16 @@
 # and runs each binary as root in a private mount namespace, as
 # hack/test.sh does on the host.
 #
-#   hack/vm/test.sh [--timeout SECS] SUITE[:FILTER]... 
+#   hack/vm/test.sh [--timeout SECS] [--out DIR] SUITE[:FILTER]...
 #     SUITE   a file of tests/ without .rs (cri_lifecycle, cri_resources, ...)
 #     FILTER  passed to the test binary (a test name or part of one)
+#     DIR     where the node's logs land: results.tsv (suite, exit code,
+#             seconds, passed, failed, ignored), SUITE.log, dmesg.log;
+#             default $CAPCRI_VM_CACHE/last-out
+#
+# Every suite runs in one boot of the node; the table of results, and on a
+# failure the failing tests and the node's kernel log, are printed at the
+# end. See hack/vm/README.md.
 #
 # Needs the test registry of hack/test.sh (tests/images/registry.sh) with
 # the images pushed: CAPCRI_TEST_REGISTRY_DIR (default
