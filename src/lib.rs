@@ -23,3 +23,4 @@ pub mod server;
 pub mod spec;
 pub mod store;
 pub mod stream;
+pub mod util;

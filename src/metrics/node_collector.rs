@@ -9,7 +9,8 @@
 use super::labels::{
     CONTAINER_STATES, Outcome, OutcomeLabels, POD_STATES, StateLabels, container_state, pod_state,
 };
-use crate::node::{Node, lock};
+use crate::node::Node;
+use crate::util::sync::lock;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
