@@ -1,4 +1,4 @@
-//! `capcri bench --quick` against capcri alone: it completes, cleans up, and
+//! `capcri-bench --quick` against capcri alone: it completes, cleans up, and
 //! its JSON report has every operation measured. No timing assertions: the
 //! numbers depend on the machine.
 
@@ -24,18 +24,18 @@ fn quick_bench_against_capcri_reports_every_operation() {
     let registry = require_privileged!();
     let dir = tempfile::tempdir().expect("tempdir");
     let json = dir.path().join("bench.json");
-    let out = Command::new(env!("CARGO_BIN_EXE_capcri"))
-        .args(["bench", "--quick", "--runtimes", "capcri", "--registry"])
+    let out = Command::new(env!("CARGO_BIN_EXE_capcri-bench"))
+        .args(["--quick", "--runtimes", "capcri", "--registry"])
         .arg(&registry)
         .arg("--json")
         .arg(&json)
         .output()
-        .expect("run capcri bench");
+        .expect("run capcri-bench");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         out.status.success(),
-        "capcri bench failed: {}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        "capcri-bench failed: {}\nstdout:\n{stdout}\nstderr:\n{stderr}",
         out.status
     );
     for op in OPS {
