@@ -15,7 +15,6 @@ pub mod network;
 pub mod node;
 pub mod policy;
 pub mod policy_store;
-pub mod reconcile;
 pub mod runtime;
 pub mod sandbox;
 pub mod server;

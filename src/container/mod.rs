@@ -2,14 +2,10 @@
 //! unknown), exit codes and CRI log files.
 
 pub mod capabilities;
-mod idmapped;
-mod lifecycle;
+pub(crate) mod idmapped;
 pub mod paths;
 pub mod propagation;
-mod resources;
 pub mod rootfs_read;
-pub mod stats;
-pub mod streaming;
 pub mod trash;
 
 use k8s_cri::v1::ContainerConfig;

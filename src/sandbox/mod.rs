@@ -8,7 +8,6 @@
 
 pub mod cgroups;
 pub mod files;
-mod lifecycle;
 pub(crate) mod netns_pool;
 
 use k8s_cri::v1::{NamespaceMode, PodSandboxConfig};

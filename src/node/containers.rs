@@ -1,14 +1,14 @@
 //! CreateContainer, StartContainer, StopContainer, RemoveContainer,
 //! ContainerStatus, ListContainers and ExecSync.
 
-use super::capabilities::{
+use crate::container::capabilities::{
     MountedRootfs, clamp_to_host, decide, host_bounding_set, image_facts, image_file_caps,
     oci_capabilities,
 };
-use super::idmapped::{mount_idmapped_overlay, stage_idmapped_volumes, unstage};
-use super::paths::log_file_path;
-use super::rootfs_read::read_in_root;
-use super::{ContainerRecord, ContainerState, container_name_key, cri_state};
+use crate::container::idmapped::{mount_idmapped_overlay, stage_idmapped_volumes, unstage};
+use crate::container::paths::log_file_path;
+use crate::container::rootfs_read::read_in_root;
+use crate::container::{ContainerRecord, ContainerState, container_name_key, cri_state};
 use crate::crash_point::crash_point;
 use crate::events::EventKind;
 use crate::image::rootfs::{mount_overlay, unmount};
@@ -209,7 +209,7 @@ impl Node {
 
         // The image's files, not the caller's: a bad one is a precondition
         // failure naming the file and the image.
-        let image_file = |e: super::rootfs_read::RootfsReadError| {
+        let image_file = |e: crate::container::rootfs_read::RootfsReadError| {
             NodeError::FailedPrecondition(format!(
                 "container {:?} (image {}): {e}",
                 record.name(),
@@ -314,7 +314,7 @@ impl Node {
             crate::sandbox::cgroups::v1_hierarchies(),
         );
         // After the spec, so a malformed request is reported as such first.
-        super::propagation::check_host_sources(&record.config.mounts)?;
+        crate::container::propagation::check_host_sources(&record.config.mounts)?;
         // The lexical /proc check cannot see an image symlink: resolve every
         // destination inside the mounted rootfs (openat2 RESOLVE_IN_ROOT per
         // link, never leaving it) as the runtime's mount will.
@@ -573,12 +573,12 @@ impl Node {
         // A user-namespace container's idmapped binds (its volumes among
         // them) are detached before the answer: nothing of the host's stays
         // mounted under a removed container, even for a moment.
-        if super::idmapped::staging_dir(&record.bundle).exists() {
+        if crate::container::idmapped::staging_dir(&record.bundle).exists() {
             crate::util::task::blocking(|| {
                 if let Err(e) = unmount(&record.rootfs()) {
                     warn!(container.id = %record.id, error = %e, "rootfs unmount failed");
                 }
-                super::idmapped::unstage(&record.bundle)
+                crate::container::idmapped::unstage(&record.bundle)
             });
         }
         // The unmount and the deletion happen after the answer; the record
@@ -601,7 +601,7 @@ impl Node {
         if !discarded.is_empty() {
             tokio::task::spawn_blocking(move || {
                 for p in discarded {
-                    super::trash::delete_entry(&p);
+                    crate::container::trash::delete_entry(&p);
                 }
             });
         }

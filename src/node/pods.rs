@@ -1,7 +1,5 @@
 //! RunPodSandbox, StopPodSandbox, RemovePodSandbox, status and list.
 
-use super::files::{render_hosts, render_resolv_conf, write_pod_file};
-use super::{PodSandbox, PodState, pod_name_key};
 use crate::crash_point::crash_point;
 use crate::events::EventKind;
 use crate::network::{CniError, PodNetworkRequest, bandwidth_from_annotations};
@@ -9,6 +7,8 @@ use crate::node::{Node, NodeError, find_by_id_or_prefix, labels_match, new_id};
 use crate::runtime::{
     MonitorSpawn, NamespaceKind, PodNamespaceSet, pinned_namespace_path, spawn_monitor,
 };
+use crate::sandbox::files::{render_hosts, render_resolv_conf, write_pod_file};
+use crate::sandbox::{PodSandbox, PodState, pod_name_key};
 use crate::util::sync::lock;
 use crate::util::time::now_nanos;
 use k8s_cri::v1::{PodSandboxConfig, PodSandboxFilter};
@@ -177,9 +177,9 @@ impl Node {
             },
             hostname: (!pod.host_network() && !hostname.is_empty()).then(|| hostname.clone()),
             user_namespace: pod.user_namespace(),
-            init_cgroup: pod
-                .shares_pid()
-                .then(|| super::cgroups::pod_init_cgroup(&self.config.cgroup_parent, &pod.id)),
+            init_cgroup: pod.shares_pid().then(|| {
+                crate::sandbox::cgroups::pod_init_cgroup(&self.config.cgroup_parent, &pod.id)
+            }),
             program: None,
         });
         // Its own task, so the blocking steps of either side (record
@@ -284,7 +284,9 @@ impl Node {
             warn!(pod.id = %pod_id, error = %e, "unpinning namespaces failed");
         }
         unmount_if_mounted(&pod_dir.join("shm"));
-        for failure in super::cgroups::remove_pod_cgroups(&self.config.cgroup_parent, pod_id) {
+        for failure in
+            crate::sandbox::cgroups::remove_pod_cgroups(&self.config.cgroup_parent, pod_id)
+        {
             warn!(pod.id = %pod_id, %failure, "pod cgroup not removed");
         }
         if let Err(e) = std::fs::remove_dir_all(pod_dir)

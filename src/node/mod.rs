@@ -15,6 +15,14 @@ use crate::util::sync::{KeyedLocks, lock};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
+mod containers;
+pub mod exec;
+mod metrics_snapshot;
+mod pods;
+pub mod recovery;
+mod resources;
+pub mod stats;
+
 pub use crate::error::NodeError;
 
 pub struct Node {

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use k8s_cri::v1::LinuxContainerResources;
 
-use super::ContainerState;
+use crate::container::ContainerState;
 use crate::node::{Node, NodeError};
 use crate::runtime::{CgroupPath, ResourceUpdate};
 use crate::util::sync::lock;

@@ -9,7 +9,7 @@ use std::sync::{Mutex, OnceLock};
 
 use k8s_cri::v1::{ContainerStatsFilter, PodSandboxStatsFilter};
 
-use super::{ContainerRecord, ContainerState};
+use crate::container::{ContainerRecord, ContainerState};
 use crate::node::{Node, NodeError, labels_match};
 use crate::runtime::{CgroupPath, MemoryUsage};
 use crate::sandbox::PodSandbox;
