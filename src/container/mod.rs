@@ -1,5 +1,7 @@
-//! Container lifecycle and its state machine (created, running, exited,
-//! unknown), exit codes and CRI log files.
+//! Container records and their states (created, running, exited, unknown),
+//! and what a container owns on the host: capability decision, rootfs
+//! reads, idmapped volumes, mount propagation, the trash. The lifecycle
+//! (CreateContainer...) is `node/containers.rs`.
 
 pub mod capabilities;
 pub(crate) mod idmapped;
