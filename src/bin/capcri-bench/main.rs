@@ -99,6 +99,11 @@ pub struct BenchArgs {
     /// Copy the daemons' logs into this directory at the end
     #[arg(long)]
     pub logs_dir: Option<PathBuf>,
+    /// Pods share one PID namespace (`shareProcessNamespace: true`); by
+    /// default each container has its own, as kubelet asks for every pod
+    /// that does not set it
+    #[arg(long)]
+    pub share_pid: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -177,6 +182,7 @@ pub struct Settings {
     pub json: Option<PathBuf>,
     pub capcri_log_level: String,
     pub logs_dir: Option<PathBuf>,
+    pub share_pid: bool,
 }
 
 /// Single-layer busybox images of the test registry, one per concurrent
@@ -241,6 +247,7 @@ impl Settings {
             json: a.json,
             capcri_log_level: a.capcri_log_level,
             logs_dir: a.logs_dir,
+            share_pid: a.share_pid,
         })
     }
 
@@ -491,6 +498,7 @@ async fn start_runtime(
         channel,
         pod_cgroup_parent,
         log_root: ws.path().join(format!("logs-{}", kind.name())),
+        share_pid: s.share_pid,
     };
     // The socket exists before every plugin is up (containerd's CRI plugin
     // and its CNI config load come later): wait for Status to say ready.
