@@ -68,6 +68,7 @@ pub fn image_facts(
     let cfg = image.config.config().clone().unwrap_or_default();
     ImageFacts {
         name: name.to_string(),
+        names: crate::image::names::all_names(image),
         digest: image
             .repo_digests
             .first()
@@ -110,7 +111,8 @@ pub fn image_facts_from_data_dir(
         let by_id = record.id == reference || record.id.trim_start_matches("sha256:") == reference;
         if by_tag || by_digest || by_id {
             let caps = image_file_caps(&record);
-            return Ok(image_facts(&record, reference, caps));
+            let name = crate::image::names::reported_name(&record, &[reference]);
+            return Ok(image_facts(&record, &name, caps));
         }
     }
     Err(format!(
