@@ -308,3 +308,33 @@ spec:
             .any(|_| true)
     );
 }
+
+/// The layers a running container is mounted on stay across a daemon
+/// crash after RemoveImage, and go with the container after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leased_layers_survive_a_daemon_crash() {
+    let registry = require_privileged!();
+    let mut d = TestDaemon::start(&[]);
+    let busybox = format!("{registry}/cri-lab/busybox:latest");
+    let id = pull(&d, &busybox).await;
+    let pod = run_pod(&d, "leases").await;
+    let ctr = create(&d, &pod, container_config("main", &id, &["sleep", "3600"]))
+        .await
+        .expect("create");
+    start(&d, &ctr).await;
+    let layers = layer_count(&d);
+    assert!(layers > 0);
+    remove_image(&d, &id).await;
+    assert_eq!(
+        layer_count(&d),
+        layers,
+        "RemoveImage collected layers in use"
+    );
+    d.kill9();
+    d.spawn(&[]);
+    assert_eq!(layer_count(&d), layers, "a restart collected layers in use");
+    let out = exec(&d, &ctr, &["ls", "/bin/sh"]).await;
+    assert_eq!(out.exit_code, 0);
+    stop_and_remove_pod(&d, &pod).await;
+    assert_eq!(layer_count(&d), 0);
+}
