@@ -113,7 +113,7 @@ fn read_in(pin: &Path) -> Option<NetworkUsage> {
         .take(MAX_BYTES)
         .read_to_string(&mut text)
         .ok()?;
-    Some(parse_net_dev(&text, crate::node::now_nanos()))
+    Some(parse_net_dev(&text, crate::util::time::now_nanos()))
 }
 
 #[cfg(test)]

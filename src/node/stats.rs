@@ -21,12 +21,15 @@ use std::sync::{Mutex, OnceLock};
 
 use k8s_cri::v1::{ContainerStatsFilter, PodSandboxStatsFilter};
 
-pub use super::layer_usage::LayerUsage;
-use super::pod_network::{NetworkUsage, read_namespaces};
-use super::{ContainerRecord, ContainerState, layer_usage};
-use crate::node::{Node, NodeError, labels_match, lock, now_nanos};
+use crate::container::layer_usage;
+pub use crate::container::layer_usage::LayerUsage;
+use crate::container::pod_network::{NetworkUsage, read_namespaces};
+use crate::container::{ContainerRecord, ContainerState};
+use crate::node::{Node, NodeError, labels_match};
 use crate::runtime::{CgroupPath, MemoryUsage, NamespaceKind, pinned_namespace_path};
 use crate::sandbox::PodSandbox;
+use crate::util::sync::lock;
+use crate::util::time::now_nanos;
 
 /// CPU and memory of one cgroup at `timestamp` (unix nanoseconds).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -279,7 +282,7 @@ impl Node {
 
     pub async fn container_stats(&self, id: &str) -> Result<ContainerUsage, NodeError> {
         let record = self.container(id)?;
-        Ok(crate::node::blocking(|| {
+        Ok(crate::util::task::blocking(|| {
             self.container_usage(record, Freshness::Now, &mut Vec::new())
         }))
     }
@@ -301,7 +304,7 @@ impl Node {
             .cloned()
             .collect();
         records.sort_by_key(|c| c.created_at);
-        crate::node::blocking(|| {
+        crate::util::task::blocking(|| {
             let mut seen = Vec::new();
             let out = records
                 .into_iter()
@@ -318,7 +321,7 @@ impl Node {
     pub async fn pod_sandbox_stats(&self, id: &str) -> Result<PodUsage, NodeError> {
         let pod = self.pod(id)?;
         let by_pod = live_by_pod(&lock(&self.containers));
-        crate::node::blocking(|| {
+        crate::util::task::blocking(|| {
             self.pod_usages(vec![pod], by_pod, Freshness::Now, &mut Vec::new())
                 .pop()
         })
@@ -340,7 +343,7 @@ impl Node {
             .collect();
         pods.sort_by_key(|p| p.created_at);
         let by_pod = live_by_pod(&lock(&self.containers));
-        crate::node::blocking(|| {
+        crate::util::task::blocking(|| {
             let mut seen = Vec::new();
             let out = self.pod_usages(pods, by_pod, Freshness::Kept, &mut seen);
             if filter.is_none() {
