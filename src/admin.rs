@@ -77,7 +77,11 @@ impl Admin for AdminService {
                     req.image
                 ))
             })?;
-            Some(image_facts(&record, &req.image, image_file_caps(&record)))
+            let name = self
+                .node
+                .images()
+                .reported_name(&record.id, &[req.image.as_str()]);
+            Some(image_facts(&record, &name, image_file_caps(&record)))
         };
         let dir = self.node.policies().dir().to_path_buf();
         let json = crate::policy::cli_eval(

@@ -68,6 +68,7 @@ pub fn image_facts(
     let cfg = image.config.config().clone().unwrap_or_default();
     ImageFacts {
         name: name.to_string(),
+        names: crate::image::names::all_names(image),
         digest: image
             .repo_digests
             .first()
@@ -102,7 +103,12 @@ pub fn image_facts_from_data_dir(
         let Ok(bytes) = std::fs::read(entry.path()) else {
             continue;
         };
-        let Ok(record) = serde_json::from_slice::<ImageRecord>(&bytes) else {
+        // The store writes `{"record": {...}, "layer_blobs": [...]}`.
+        #[derive(serde::Deserialize)]
+        struct Stored {
+            record: ImageRecord,
+        }
+        let Ok(Stored { record }) = serde_json::from_slice::<Stored>(&bytes) else {
             continue;
         };
         let by_tag = record.repo_tags.contains(&wanted);
@@ -110,7 +116,8 @@ pub fn image_facts_from_data_dir(
         let by_id = record.id == reference || record.id.trim_start_matches("sha256:") == reference;
         if by_tag || by_digest || by_id {
             let caps = image_file_caps(&record);
-            return Ok(image_facts(&record, reference, caps));
+            let name = crate::image::names::reported_name(&record, &[reference]);
+            return Ok(image_facts(&record, &name, caps));
         }
     }
     Err(format!(
@@ -224,6 +231,47 @@ pub fn oci_capabilities(decision: &Decision) -> LinuxCapabilities {
 
 #[cfg(test)]
 mod tests {
+
+    /// `capcri policy eval --image` finds an image the way the store wrote
+    /// it, under every name, and names it as CreateContainer's facts do.
+    #[test]
+    fn image_facts_read_from_the_store_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let records = dir.path().join("images/images");
+        std::fs::create_dir_all(&records).unwrap();
+        let id = format!("sha256:{}", "a".repeat(64));
+        let record = serde_json::json!({
+            "record": {
+                "id": id, "repo_tags": ["docker.io/library/busybox:latest"],
+                "repo_digests": [format!("docker.io/library/busybox@sha256:{}", "1".repeat(64))],
+                "size": 1, "diff_ids": [], "file_caps": {},
+                "config": {"architecture": "amd64", "os": "linux", "config": {"User": "1000"},
+                           "rootfs": {"type": "layers", "diff_ids": []}}
+            },
+            "layer_blobs": []
+        });
+        std::fs::write(
+            records.join(format!("{}.json", "a".repeat(64))),
+            record.to_string(),
+        )
+        .unwrap();
+        for reference in [
+            "busybox",
+            "docker.io/library/busybox:latest",
+            id.as_str(),
+            &id[7..],
+        ] {
+            let facts = image_facts_from_data_dir(dir.path(), reference).unwrap();
+            assert_eq!(
+                facts.name, "docker.io/library/busybox:latest",
+                "{reference}"
+            );
+            assert_eq!(facts.user, "1000");
+            assert_eq!(facts.names.len(), 2);
+        }
+        assert!(image_facts_from_data_dir(dir.path(), "nginx").is_err());
+    }
+
     use super::*;
     use crate::caps::ThreadCaps;
 

@@ -5,7 +5,10 @@
 
 pub mod capabilities;
 pub(crate) mod idmapped;
+pub mod image_volumes;
+pub(crate) mod layer_usage;
 pub mod paths;
+pub mod pod_network;
 pub mod propagation;
 pub mod rootfs_read;
 pub mod trash;
@@ -65,6 +68,19 @@ pub struct ContainerRecord {
 impl ContainerRecord {
     pub fn name_key(&self) -> String {
         container_name_key(&self.pod_id, &self.config)
+    }
+    /// The image as the CreateContainer request named it, most specific
+    /// first: kubelet's `user_specified_image` (the pod spec's reference),
+    /// then `image.image` (kubelet: the image id). For
+    /// `ImageStore::reported_name`.
+    pub fn asked_image(&self) -> [&str; 2] {
+        let user_specified = self
+            .config
+            .image
+            .as_ref()
+            .map(|i| i.user_specified_image.as_str())
+            .unwrap_or("");
+        [user_specified, self.image_ref.as_str()]
     }
     pub fn rootfs(&self) -> PathBuf {
         self.bundle.join("rootfs")

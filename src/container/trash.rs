@@ -138,7 +138,7 @@ pub fn delete_entry(path: &Path) {
     // A user-namespace container's bundle holds idmapped binds of its
     // volumes: deleting recursively through one would delete the volume's
     // data on the host. They go first, or nothing is deleted.
-    if !super::idmapped::unstage(path) {
+    if !super::idmapped::unstage(path) || !super::image_volumes::unmount_all(path) {
         warn!(path = %path.display(), "trash: idmapped mounts still attached; not deleting through them");
         return;
     }

@@ -58,18 +58,20 @@ fn container_state(s: ContainerState) -> i32 {
     crate::container::cri_state(s) as i32
 }
 
-fn image_spec(c: &ContainerRecord) -> cri::ImageSpec {
+/// `image_name`: `ImageStore::reported_name` of the container's image,
+/// the tag containerd reports there (never the id kubelet created it with).
+fn image_spec(c: &ContainerRecord, image_name: &str) -> cri::ImageSpec {
     let mut spec = c.config.image.clone().unwrap_or_default();
-    spec.image = c.image_ref.clone();
+    spec.image = image_name.to_string();
     spec
 }
 
-pub fn container(c: &ContainerRecord) -> cri::Container {
+pub fn container(c: &ContainerRecord, image_name: &str) -> cri::Container {
     cri::Container {
         id: c.id.clone(),
         pod_sandbox_id: c.pod_id.clone(),
         metadata: c.config.metadata.clone(),
-        image: Some(image_spec(c)),
+        image: Some(image_spec(c, image_name)),
         image_ref: c.image_id.clone(),
         state: container_state(c.state),
         created_at: c.created_at,
@@ -79,7 +81,7 @@ pub fn container(c: &ContainerRecord) -> cri::Container {
     }
 }
 
-pub fn container_status(c: &ContainerRecord) -> cri::ContainerStatus {
+pub fn container_status(c: &ContainerRecord, image_name: &str) -> cri::ContainerStatus {
     let mounts = c.config.mounts.to_vec();
     cri::ContainerStatus {
         id: c.id.clone(),
@@ -89,7 +91,7 @@ pub fn container_status(c: &ContainerRecord) -> cri::ContainerStatus {
         started_at: c.started_at,
         finished_at: c.finished_at,
         exit_code: c.exit_code,
-        image: Some(image_spec(c)),
+        image: Some(image_spec(c, image_name)),
         image_ref: c.image_digest_ref.clone(),
         reason: c.reason.clone(),
         message: c.message.clone(),
@@ -181,6 +183,26 @@ pub fn container_stats(c: &crate::node::stats::ContainerUsage) -> cri::Container
     }
 }
 
+fn interface_usage(
+    i: &crate::container::pod_network::InterfaceUsage,
+) -> cri::NetworkInterfaceUsage {
+    cri::NetworkInterfaceUsage {
+        name: i.name.clone(),
+        rx_bytes: uint(i.rx_bytes),
+        rx_errors: uint(i.rx_errors),
+        tx_bytes: uint(i.tx_bytes),
+        tx_errors: uint(i.tx_errors),
+    }
+}
+
+fn network_usage(n: &crate::container::pod_network::NetworkUsage) -> cri::NetworkUsage {
+    cri::NetworkUsage {
+        timestamp: n.timestamp,
+        default_interface: n.default_interface.as_ref().map(interface_usage),
+        interfaces: n.interfaces.iter().map(interface_usage).collect(),
+    }
+}
+
 pub fn pod_sandbox_stats(p: &crate::node::stats::PodUsage) -> cri::PodSandboxStats {
     cri::PodSandboxStats {
         attributes: Some(cri::PodSandboxAttributes {
@@ -192,8 +214,11 @@ pub fn pod_sandbox_stats(p: &crate::node::stats::PodUsage) -> cri::PodSandboxSta
         linux: Some(cri::LinuxPodSandboxStats {
             cpu: cpu_usage(&p.usage),
             memory: memory_usage(&p.usage),
-            network: None,
-            process: None,
+            network: p.network.as_ref().map(network_usage),
+            process: p.process_count.map(|n| cri::ProcessUsage {
+                timestamp: p.usage.timestamp,
+                process_count: uint(n),
+            }),
             containers: p.containers.iter().map(container_stats).collect(),
         }),
         windows: None,

@@ -58,7 +58,10 @@ async fn response_for(node: &Node, event: NodeEvent) -> cri::ContainerEventRespo
     for c in node.containers_of(&event.pod_id) {
         // Fresh from the monitor: a stopped event carries the exit code.
         match node.container_status(&c.id).await {
-            Ok(r) => containers_statuses.push(convert::container_status(&r)),
+            Ok(r) => {
+                let name = node.images().reported_name(&r.image_id, &r.asked_image());
+                containers_statuses.push(convert::container_status(&r, &name))
+            }
             Err(e) => tracing::debug!(container.id = %c.id, error = %e, "status for event"),
         }
     }

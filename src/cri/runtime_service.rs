@@ -244,8 +244,15 @@ impl RuntimeService for CriRuntimeService {
             .instrument(info_span!("ListContainers"))
             .await
             .map_err(to_status)?;
+        let images = self.node.images();
         Ok(Response::new(cri::ListContainersResponse {
-            containers: containers.iter().map(convert::container).collect(),
+            containers: containers
+                .iter()
+                .map(|c| {
+                    let name = images.reported_name(&c.image_id, &c.asked_image());
+                    convert::container(c, &name)
+                })
+                .collect(),
         }))
     }
 
@@ -273,7 +280,13 @@ impl RuntimeService for CriRuntimeService {
             info.insert("info".to_string(), value.to_string());
         }
         Ok(Response::new(cri::ContainerStatusResponse {
-            status: Some(convert::container_status(&record)),
+            status: Some(convert::container_status(
+                &record,
+                &self
+                    .node
+                    .images()
+                    .reported_name(&record.image_id, &record.asked_image()),
+            )),
             info,
         }))
     }

@@ -4,12 +4,14 @@
 //! Layout under the image root (see `store.rs`):
 //! `blobs/sha256/<hex>` verified blobs, `layers/<diff-id hex>/` one unpacked
 //! layer shared by every image, `layermeta/<diff-id hex>.json` what the layer
-//! changes (for the file-capability index), `images/<id hex>.json` records.
+//! changes (for the file-capability index), `images/<id hex>.json` records,
+//! `leases/<container id>.json` the layers a live container is mounted on.
 
 mod digest;
 mod error;
 mod fsutil;
 mod layerfs;
+pub mod names;
 mod reference;
 mod registry;
 pub mod rootfs;

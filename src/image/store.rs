@@ -7,7 +7,7 @@
 //! pull leaves no visible image, and `open` removes its leftovers.
 
 use crate::util::sync::lock;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -199,6 +199,23 @@ pub struct ImageStore {
     /// Bytes of blobs fetched from registries since the store was opened
     /// (`capcri_image_pull_bytes_total`); blobs already stored add nothing.
     fetched_bytes: AtomicU64,
+    /// Layers a live container (its rootfs or an image volume) is mounted
+    /// on, by holder (the container id): kept by `collect_garbage` after
+    /// RemoveImage drops the image record, as containerd keeps a
+    /// container's snapshot. Persisted under `leases/`.
+    leases: Mutex<BTreeMap<String, BTreeSet<String>>>,
+    /// `fs_usage`'s last walk, valid while no pull, remove or collection
+    /// has changed the store since (kubelet asks every 10 s; the walk
+    /// reads every inode of every layer).
+    usage_cache: Mutex<UsageCache>,
+}
+
+#[derive(Default)]
+struct UsageCache {
+    /// Bumped by every change to the store's content.
+    generation: u64,
+    /// The figures and the generation they were walked at.
+    value: Option<(u64, FsUsage)>,
 }
 
 impl ImageStore {
@@ -217,6 +234,9 @@ impl ImageStore {
     fn images_dir(&self) -> PathBuf {
         self.cfg.root.join("images")
     }
+    fn leases_dir(&self) -> PathBuf {
+        self.cfg.root.join("leases")
+    }
 
     /// Opens the store: loads records, deletes leftovers of interrupted pulls
     /// and anything no record references.
@@ -227,6 +247,8 @@ impl ImageStore {
             pins: Mutex::new(HashMap::new()),
             digest_locks: Mutex::new(HashMap::new()),
             fetched_bytes: AtomicU64::new(0),
+            leases: Mutex::new(BTreeMap::new()),
+            usage_cache: Mutex::new(UsageCache::default()),
         };
         for d in [
             store.blobs_dir(),
@@ -234,12 +256,18 @@ impl ImageStore {
             store.layers_dir(),
             store.meta_dir(),
             store.images_dir(),
+            store.leases_dir(),
         ] {
             create_dir_all(&d)?;
         }
         remove_any(&store.blob_tmp_dir())?;
         create_dir_all(&store.blob_tmp_dir())?;
-        for dir in [store.layers_dir(), store.meta_dir(), store.images_dir()] {
+        for dir in [
+            store.layers_dir(),
+            store.meta_dir(),
+            store.images_dir(),
+            store.leases_dir(),
+        ] {
             for (name, path) in list_dir(&dir)? {
                 if name.starts_with("tmp-") {
                     remove_any(&path)?;
@@ -261,6 +289,7 @@ impl ImageStore {
             images.insert(stored.record.id.clone(), stored);
         }
         *lock(&store.images) = images;
+        *lock(&store.leases) = store.load_leases()?;
         store.collect_garbage()?;
         Ok(store)
     }
@@ -359,6 +388,7 @@ impl ImageStore {
         top_digest: &str,
     ) -> Result<ImageRecord, ImageError> {
         let mut images = lock(&self.images);
+        self.invalidate_usage();
         let changed = apply_pull(&mut images, stored.clone(), parsed, top_digest);
         for id in changed {
             if let Some(s) = images.get(&id) {
@@ -548,14 +578,157 @@ impl ImageStore {
         Ok(true)
     }
 
-    /// Deletes blobs, layers and layer metadata no record references and no pull holds.
+    /// The name to report for image `image_id` given what the caller asked
+    /// for, most specific first (`names::reported_name`): ContainerStatus,
+    /// ListContainers and the policy facts' `image.name` all come from here.
+    pub fn reported_name(&self, image_id: &str, asked: &[&str]) -> String {
+        let images = lock(&self.images);
+        match images.get(image_id) {
+            Some(s) => super::names::reported_name(&s.record, asked),
+            None => super::names::reported_name_without_record(image_id, asked),
+        }
+    }
+
+    /// Marks the layers of image `image_id` as used by `holder` (a
+    /// container id) until `release(holder)`: RemoveImage may drop the
+    /// record, but not these layers. Returns the image as it is now;
+    /// NotFound when it was removed since the caller resolved it (the
+    /// lease is taken under the records' lock, so no collection can come
+    /// between).
+    pub fn lease(&self, holder: &str, image_id: &str) -> Result<ImageRecord, ImageError> {
+        let images = lock(&self.images);
+        let record = images
+            .get(image_id)
+            .map(|s| s.record.clone())
+            .ok_or_else(|| ImageError::NotFound {
+                image: image_id.to_string(),
+                reason: "it was removed while the container was being created; pull it again"
+                    .into(),
+            })?;
+        let mut leases = lock(&self.leases);
+        let mut layers = leases.get(holder).cloned().unwrap_or_default();
+        for d in &record.diff_ids {
+            layers.insert(digest_hex(&format!("image {image_id}"), d)?.to_string());
+        }
+        self.persist_lease(holder, &layers)?;
+        leases.insert(holder.to_string(), layers);
+        Ok(record)
+    }
+
+    /// Ends `holder`'s lease and collects the layers only it kept.
+    /// Idempotent.
+    pub fn release(&self, holder: &str) -> Result<(), ImageError> {
+        let had = {
+            let mut leases = lock(&self.leases);
+            let path = self.lease_path(holder)?;
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(ImageError::io("remove layer lease", &path, e)),
+            }
+            leases.remove(holder).is_some()
+        };
+        if had {
+            self.collect_garbage()?;
+        }
+        Ok(())
+    }
+
+    /// The holders with a lease (after a restart: to release those whose
+    /// container is gone).
+    pub fn lease_holders(&self) -> Vec<String> {
+        lock(&self.leases).keys().cloned().collect()
+    }
+
+    /// Whether `holder` has a lease.
+    pub fn has_lease(&self, holder: &str) -> bool {
+        lock(&self.leases).contains_key(holder)
+    }
+
+    /// After a restart: releases the leases of containers that are gone
+    /// (removed while the daemon was down, or a crash between the lease and
+    /// the container record) and leases the images of live containers that
+    /// have none (created by a capcri without leases), so a later
+    /// RemoveImage keeps their layers. `live`: container id -> the ids or
+    /// references of the images it is mounted on.
+    pub fn reconcile_leases(&self, live: &BTreeMap<String, Vec<String>>) {
+        for holder in self.lease_holders() {
+            if !live.contains_key(&holder)
+                && let Err(e) = self.release(&holder)
+            {
+                tracing::warn!(container.id = %holder, error = %e, "cannot release the layer lease of a removed container");
+            }
+        }
+        for (holder, image_ids) in live {
+            if self.has_lease(holder) {
+                continue;
+            }
+            for id in image_ids {
+                // An image removed before leases existed: nothing to keep.
+                if let Some(image) = self.resolve(id)
+                    && let Err(e) = self.lease(holder, &image.id)
+                {
+                    tracing::warn!(container.id = %holder, image = %id, error = %e, "cannot lease the layers of a live container");
+                }
+            }
+        }
+    }
+
+    fn lease_path(&self, holder: &str) -> Result<PathBuf, ImageError> {
+        // Holders are capcri's own 64-hex container ids; anything else
+        // would be a bug, never a path to follow.
+        if holder.is_empty()
+            || holder.len() > 128
+            || !holder
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(ImageError::Corrupt {
+                path: self.leases_dir(),
+                reason: format!("invalid lease holder {holder:?}"),
+            });
+        }
+        Ok(self.leases_dir().join(format!("{holder}.json")))
+    }
+
+    fn persist_lease(&self, holder: &str, layers: &BTreeSet<String>) -> Result<(), ImageError> {
+        let path = self.lease_path(holder)?;
+        let data = serde_json::to_vec(layers).map_err(|e| ImageError::Corrupt {
+            path: path.clone(),
+            reason: format!("cannot serialise: {e}"),
+        })?;
+        write_atomic(&path, &data)
+    }
+
+    fn load_leases(&self) -> Result<BTreeMap<String, BTreeSet<String>>, ImageError> {
+        let mut leases = BTreeMap::new();
+        for (name, path) in list_dir(&self.leases_dir())? {
+            let Some(holder) = name.strip_suffix(".json") else {
+                continue;
+            };
+            let data = fs::read(&path).map_err(|e| ImageError::io("read layer lease", &path, e))?;
+            let layers: BTreeSet<String> =
+                serde_json::from_slice(&data).map_err(|e| ImageError::Corrupt {
+                    path: path.clone(),
+                    reason: format!("not a valid layer lease: {e}"),
+                })?;
+            leases.insert(holder.to_string(), layers);
+        }
+        Ok(leases)
+    }
+
+    /// Deletes blobs, layers and layer metadata no record references, no
+    /// pull holds and no live container is mounted on.
     fn collect_garbage(&self) -> Result<(), ImageError> {
         let images = lock(&self.images);
         let pins = lock(&self.pins);
+        let leases = lock(&self.leases);
+        self.invalidate_usage();
         let mut keep: HashSet<String> = pins
             .keys()
             .filter_map(|d| d.strip_prefix("sha256:").map(str::to_string))
             .collect();
+        keep.extend(leases.values().flatten().cloned());
         for s in images.values() {
             for d in std::iter::once(&s.record.id)
                 .chain(&s.layer_blobs)
@@ -585,8 +758,39 @@ impl ImageStore {
         Ok(())
     }
 
-    /// Real figures of the image root: allocated bytes and inodes, hard links counted once.
+    /// Real figures of the image root: allocated bytes and inodes, hard
+    /// links counted once. Walked once per change of the store (pull,
+    /// remove, collection), not per call.
     pub fn fs_usage(&self) -> Result<FsUsage, ImageError> {
+        let generation = {
+            let cache = lock(&self.usage_cache);
+            if let Some((g, usage)) = &cache.value
+                && *g == cache.generation
+            {
+                return Ok(FsUsage {
+                    timestamp_nanos: now_nanos(),
+                    ..usage.clone()
+                });
+            }
+            cache.generation
+        };
+        let usage = self.walk_usage()?;
+        let mut cache = lock(&self.usage_cache);
+        // A change during the walk bumped the generation: the figures may
+        // miss it, so they are returned but not kept.
+        if cache.generation == generation {
+            cache.value = Some((generation, usage.clone()));
+        }
+        Ok(usage)
+    }
+
+    fn invalidate_usage(&self) {
+        let mut cache = lock(&self.usage_cache);
+        cache.generation += 1;
+        cache.value = None;
+    }
+
+    fn walk_usage(&self) -> Result<FsUsage, ImageError> {
         let mut seen = HashSet::new();
         let mut used_bytes = 0u64;
         let mut inodes_used = 0u64;
@@ -607,15 +811,11 @@ impl ImageStore {
                 }
             }
         }
-        let timestamp_nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as i64)
-            .unwrap_or(0);
         Ok(FsUsage {
             mountpoint: self.cfg.root.clone(),
             used_bytes,
             inodes_used,
-            timestamp_nanos,
+            timestamp_nanos: now_nanos(),
         })
     }
 
@@ -646,6 +846,13 @@ impl ImageStore {
     pub fn root(&self) -> &Path {
         &self.cfg.root
     }
+}
+
+fn now_nanos() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
 }
 
 /// Merges a freshly pulled image into the records: same id = same record
@@ -886,6 +1093,128 @@ mod tests {
         }
         assert_eq!(split_user("0007"), (Some(7), String::new()));
         assert_eq!(split_user("2147483647"), (Some(2147483647), String::new()));
+    }
+
+    fn test_config(root: &Path) -> ImageStoreConfig {
+        ImageStoreConfig {
+            root: root.to_path_buf(),
+            registries: RegistriesConfig::default(),
+            max_layer_bytes: 1 << 20,
+            max_compressed_layer_bytes: 1 << 20,
+            max_entry_xattr_bytes: crate::image::unpack::DEFAULT_MAX_ENTRY_XATTR_BYTES,
+        }
+    }
+
+    /// An image record with one unpacked layer of `bytes` bytes, written
+    /// the way a pull leaves them; returns the layer directory.
+    fn seed_image(
+        root: &Path,
+        id_char: char,
+        layer_char: char,
+        tag: &str,
+        bytes: usize,
+    ) -> PathBuf {
+        let layer_hex = layer_char.to_string().repeat(64);
+        let layer = root.join(format!("layers/{layer_hex}"));
+        fs::create_dir_all(layer.join("bin")).unwrap();
+        fs::write(layer.join("bin/data"), vec![7u8; bytes]).unwrap();
+        fs::write(
+            root.join(format!("layermeta/{layer_hex}.json")),
+            b"{\"changes\":[]}",
+        )
+        .unwrap();
+        let mut s = stored(id_char, "");
+        s.record.repo_tags.push(tag.into());
+        s.record.diff_ids = vec![format!("sha256:{layer_hex}")];
+        fs::write(
+            root.join(format!("images/{}.json", id_char.to_string().repeat(64))),
+            serde_json::to_vec(&s).unwrap(),
+        )
+        .unwrap();
+        layer
+    }
+
+    /// RemoveImage while a container is mounted on the image: the record
+    /// goes (as containerd's does), the layers stay until the container's
+    /// lease is released, across a restart too.
+    #[test]
+    fn leased_layers_outlive_their_image() {
+        let root = tempfile::tempdir().unwrap();
+        drop(ImageStore::open(test_config(root.path())).unwrap());
+        let layer = seed_image(root.path(), 'e', 'c', "docker.io/library/x:latest", 1000);
+        let store = ImageStore::open(test_config(root.path())).unwrap();
+        let id = format!("sha256:{}", "e".repeat(64));
+        let holder = "1".repeat(64);
+        let leased = store.lease(&holder, &id).unwrap();
+        assert_eq!(store.layer_dirs(&leased).unwrap(), vec![layer.clone()]);
+        assert!(store.remove("x").unwrap());
+        assert!(store.resolve(&id).is_none(), "the record goes");
+        assert!(layer.join("bin/data").exists(), "the leased layer stays");
+        // A lease on an image that is gone is refused, naming the fix.
+        let err = store.lease("2", &id).unwrap_err().to_string();
+        assert!(err.contains("pull it again"), "{err}");
+        // After a restart the lease is still there...
+        drop(store);
+        let store = ImageStore::open(test_config(root.path())).unwrap();
+        assert!(layer.exists());
+        assert_eq!(store.lease_holders(), vec![holder.clone()]);
+        // ...until the container is gone.
+        store.reconcile_leases(&BTreeMap::new());
+        assert!(!layer.exists());
+        assert!(store.lease_holders().is_empty());
+        store.release(&holder).unwrap();
+        assert!(store.lease(&"../x".repeat(3), &id).is_err());
+    }
+
+    #[test]
+    fn release_collects_only_what_no_one_else_holds() {
+        let root = tempfile::tempdir().unwrap();
+        drop(ImageStore::open(test_config(root.path())).unwrap());
+        let layer = seed_image(root.path(), 'e', 'c', "docker.io/library/x:latest", 10);
+        let store = ImageStore::open(test_config(root.path())).unwrap();
+        let id = format!("sha256:{}", "e".repeat(64));
+        store.lease("a", &id).unwrap();
+        store.lease("b", &id).unwrap();
+        store.remove(&id).unwrap();
+        store.release("a").unwrap();
+        assert!(layer.exists(), "b still holds it");
+        store.release("b").unwrap();
+        store.release("b").unwrap();
+        assert!(!layer.exists());
+        // A live container from before leases existed gets one at start.
+        let layer = seed_image(root.path(), 'f', 'd', "docker.io/library/y:latest", 10);
+        drop(store);
+        let store = ImageStore::open(test_config(root.path())).unwrap();
+        let fid = format!("sha256:{}", "f".repeat(64));
+        store.reconcile_leases(&BTreeMap::from([("c".to_string(), vec![fid.clone()])]));
+        store.remove("y").unwrap();
+        assert!(layer.exists());
+    }
+
+    /// ImageFsInfo reads the cached figures: the store is walked again
+    /// only after it changed, and the figures follow the change.
+    #[test]
+    fn fs_usage_is_cached_until_the_store_changes() {
+        let root = tempfile::tempdir().unwrap();
+        drop(ImageStore::open(test_config(root.path())).unwrap());
+        seed_image(root.path(), 'e', 'c', "docker.io/library/x:latest", 1 << 20);
+        let store = ImageStore::open(test_config(root.path())).unwrap();
+        let before = store.fs_usage().unwrap();
+        assert!(before.used_bytes >= 1 << 20, "{before:?}");
+        // Not the store's doing: not seen until the next change.
+        fs::write(root.path().join("stray"), vec![1u8; 1 << 20]).unwrap();
+        let cached = store.fs_usage().unwrap();
+        assert_eq!(cached.used_bytes, before.used_bytes);
+        assert_eq!(cached.inodes_used, before.inodes_used);
+        assert!(cached.timestamp_nanos >= before.timestamp_nanos);
+        fs::remove_file(root.path().join("stray")).unwrap();
+        assert!(store.remove("x").unwrap());
+        let after = store.fs_usage().unwrap();
+        assert!(
+            after.used_bytes + (1 << 20) <= before.used_bytes,
+            "{before:?} -> {after:?}"
+        );
+        assert!(after.inodes_used < before.inodes_used);
     }
 
     #[test]

@@ -191,7 +191,10 @@ impl Node {
             }
             None => None,
         };
-        let layers = self.images.layer_dirs(image)?;
+        // Leased before the mount: RemoveImage from now on keeps the layers.
+        let layers = self
+            .images
+            .layer_dirs(&self.images.lease(&record.id, &image.id)?)?;
         match (&userns, &userns_fd) {
             (Some(mapping), Some(fd)) => mount_idmapped_overlay(
                 &layers,
@@ -242,7 +245,11 @@ impl Node {
             &self.policies.current(),
             pod,
             &record.config,
-            image_facts(image, &record.image_ref, file_caps),
+            image_facts(
+                image,
+                &self.images.reported_name(&image.id, &record.asked_image()),
+                file_caps,
+            ),
             ResolvedIdentity {
                 uid: user.uid,
                 gid: user.gid,
@@ -286,19 +293,23 @@ impl Node {
             }),
         };
         let localhost_profile = self.localhost_seccomp_profile(&record.config)?;
+        let image_volumes = self.stage_image_volumes(pod, record)?;
+        let volume_config = image_volumes
+            .as_ref()
+            .map(|v| &v.config)
+            .unwrap_or(&record.config);
         // In a POD user namespace the spec names idmapped clones of the
         // volumes and pod files, staged in the bundle.
         let (staged_config, pod_files) = match &userns_fd {
             Some(fd) => {
-                let (c, f) =
-                    stage_idmapped_volumes(&record.config, &pod_files, &record.bundle, fd)?;
+                let (c, f) = stage_idmapped_volumes(volume_config, &pod_files, &record.bundle, fd)?;
                 (Some(c), f)
             }
             None => (None, pod_files),
         };
         let mut spec = crate::spec::container_spec(&ContainerSpecInput {
             pod: &pod.config,
-            container: staged_config.as_ref().unwrap_or(&record.config),
+            container: staged_config.as_ref().unwrap_or(volume_config),
             image_config,
             rootfs: &rootfs,
             namespaces: &namespaces,
@@ -309,6 +320,9 @@ impl Node {
             localhost_seccomp_profile: localhost_profile.as_deref(),
             user_namespace: userns.as_ref(),
         })?;
+        if let Some(v) = &image_volumes {
+            crate::container::image_volumes::harden_spec_mounts(&mut spec, &v.destinations);
+        }
         crate::spec::cgroup_v1::emulate_cgroup_v1(
             &mut spec,
             crate::sandbox::cgroups::v1_hierarchies(),
@@ -371,10 +385,14 @@ impl Node {
         if let Err(e) = unmount(&record.rootfs()) {
             warn!(container.id = %record.id, error = %e, "rootfs unmount failed");
         }
-        if !unstage(&record.bundle) {
+        if let Err(e) = self.images.release(&record.id) {
+            warn!(container.id = %record.id, error = %e, "layer lease not released");
+        }
+        if !unstage(&record.bundle) || !crate::container::image_volumes::unmount_all(&record.bundle)
+        {
             // A volume may still be attached under the bundle: never delete
             // recursively through it.
-            warn!(container.id = %record.id, "idmapped mounts still attached; bundle kept");
+            warn!(container.id = %record.id, "volume mounts still attached; bundle kept");
             return;
         }
         for d in [&record.bundle, &record.writable_dir] {
@@ -594,6 +612,12 @@ impl Node {
                 Vec::new()
             }
         };
+        // The container is gone: its layers may go with the image. (Its
+        // rootfs may still be mounted on them until the trash is emptied;
+        // nothing runs there any more.)
+        if let Err(e) = self.images.release(&record.id) {
+            warn!(container.id = %record.id, error = %e, "layer lease not released");
+        }
         crash_point("container.remove.after-teardown");
         step.done("trash");
         crate::util::task::blocking(|| self.container_records.delete(&record.id))?;

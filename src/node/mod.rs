@@ -100,6 +100,9 @@ impl Node {
             names.insert(c.name_key());
             containers.insert(c.id.clone(), c);
         }
+        images.reconcile_leases(&crate::container::image_volumes::images_in_use(
+            containers.values(),
+        ));
         let userns_unsupported = probe_user_namespaces(&config);
         let trash = crate::container::trash::Trash::open(&config.state_dir, &config.data_dir)
             .map_err(|e| NodeError::io(&config.state_dir.join("trash"), e))?;

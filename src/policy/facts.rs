@@ -129,7 +129,13 @@ pub struct ContainerFacts {
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct ImageFacts {
+    /// The name the image is known by, the one ContainerStatus reports
+    /// (`image::names::reported_name`): the reference the pod spec gave
+    /// when kubelet sent it, else the image's first tag; never the bare id
+    /// kubelet puts in CreateContainer when the image has a name.
     pub name: String,
+    /// Every name of the image: its repo tags, then its repo digests.
+    pub names: Vec<String>,
     pub digest: String,
     /// Config `User`, as written.
     pub user: String,
@@ -501,6 +507,7 @@ impl ImageFacts {
             .collect();
         val_map([
             ("name", val_str(&self.name)),
+            ("names", val_list(&self.names)),
             ("digest", val_str(&self.digest)),
             ("user", val_str(&self.user)),
             ("entrypoint", val_list(&self.entrypoint)),

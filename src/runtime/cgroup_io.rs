@@ -92,6 +92,12 @@ impl CgroupPath {
         }
     }
 
+    /// Tasks in the group and its descendants (`pids.current`; the pids
+    /// controller counts threads, as CRI-O and containerd report it).
+    pub fn pids_current(&self) -> Option<u64> {
+        single_number(&self.read("pids", "pids.current")?)
+    }
+
     pub fn memory(&self) -> Option<MemoryUsage> {
         let (mut usage, limit) = if self.unified {
             let current = single_number(&self.read("", "memory.current")?)?;
