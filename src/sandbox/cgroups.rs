@@ -39,6 +39,21 @@ pub fn v1_hierarchies() -> &'static [crate::spec::cgroup_v1::V1Hierarchy] {
     })
 }
 
+/// Whether containers on this host can have hugepage limits: the cgroup2
+/// root lists the hugetlb controller, or (v1 and hybrid hosts, where
+/// libcontainer manages the v1 hierarchies) a v1 hierarchy carries it.
+pub fn hugetlb_available() -> bool {
+    static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *AVAILABLE.get_or_init(|| {
+        match std::fs::read_to_string(Path::new(CGROUP_ROOT).join("cgroup.controllers")) {
+            Ok(controllers) => crate::spec::hugetlb::v2_lists_hugetlb(&controllers),
+            Err(_) => v1_hierarchies()
+                .iter()
+                .any(|h| h.controllers.iter().any(|c| c == "hugetlb")),
+        }
+    })
+}
+
 /// The leaf cgroup of a shared-PID pod's init, under the pod's own.
 pub const POD_INIT_CGROUP: &str = "pod-init";
 
