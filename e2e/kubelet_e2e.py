@@ -554,6 +554,14 @@ def cgroup_value(controller, path, key):
         return int(f.read().split()[0])
 
 
+def cmdline(pid):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read()
+    except OSError:
+        return b""
+
+
 def procs_under(controller, path):
     """PIDs in the cgroup at path and its descendants (v1 hierarchy)."""
     pids = []
@@ -615,8 +623,13 @@ def qos(node, t):
                             f"outside it ({len(elsewhere)} processes under capcri's own --cgroup-parent "
                             f"{node.capcri_parent}), not under the cgroup_parent kubelet sent")
         elif "memory.limit_in_bytes" in limits:
-            # The container's own cgroup: kubelet's container limit, applied by capcri.
-            with open(f"/proc/{pids[-1]}/cgroup") as f:
+            # The container's own cgroup (its shell's, not the pod init's):
+            # kubelet's container limit, applied by capcri.
+            shell = [p for p in pids if b"data=$(head" in cmdline(p)]
+            if not shell:
+                failures.append(f"{name}: the container's shell is not in kubelet's pod cgroup memory:{cgroup}")
+                continue
+            with open(f"/proc/{shell[0]}/cgroup") as f:
                 mem = [line.split(":", 2)[2] for line in f.read().splitlines() if ":memory:" in line][0]
             got = cgroup_value("memory", mem, "memory.limit_in_bytes")
             if got != limits["memory.limit_in_bytes"]:
