@@ -5,27 +5,7 @@
 //! hierarchy of this host (v1 controllers, the named systemd one, and the
 //! unified cgroup2 mount of a hybrid host).
 
-use std::path::{Path, PathBuf};
-
-const CGROUP_ROOT: &str = "/sys/fs/cgroup";
-
-/// Every mounted hierarchy directory under /sys/fs/cgroup (or the root
-/// itself on a pure cgroup2 host).
-pub fn hierarchies() -> Vec<PathBuf> {
-    let root = Path::new(CGROUP_ROOT);
-    if root.join("cgroup.controllers").exists() {
-        return vec![root.to_path_buf()];
-    }
-    let mut out: Vec<PathBuf> = std::fs::read_dir(root)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false))
-        .map(|e| e.path())
-        .collect();
-    out.sort();
-    out
-}
+use crate::util::cgroupfs::hierarchies;
 
 /// This host's cgroup v1 hierarchies (empty on a cgroup2 host), read once
 /// from the daemon's mountinfo: the monitors and the containers' inits
@@ -45,11 +25,14 @@ pub fn v1_hierarchies() -> &'static [crate::spec::cgroup_v1::V1Hierarchy] {
 pub fn hugetlb_available() -> bool {
     static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *AVAILABLE.get_or_init(|| {
-        match std::fs::read_to_string(Path::new(CGROUP_ROOT).join("cgroup.controllers")) {
-            Ok(controllers) => crate::spec::hugetlb::v2_lists_hugetlb(&controllers),
-            Err(_) => v1_hierarchies()
+        let root = std::path::Path::new(crate::util::cgroupfs::CGROUP_ROOT);
+        if crate::util::cgroupfs::is_unified() {
+            std::fs::read_to_string(root.join("cgroup.controllers"))
+                .is_ok_and(|c| crate::spec::hugetlb::v2_lists_hugetlb(&c))
+        } else {
+            v1_hierarchies()
                 .iter()
-                .any(|h| h.controllers.iter().any(|c| c == "hugetlb")),
+                .any(|h| h.controllers.iter().any(|c| c == "hugetlb"))
         }
     })
 }
