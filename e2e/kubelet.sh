@@ -55,9 +55,16 @@ chmod 755 "$work"
 # shellcheck disable=SC2317 # run by the EXIT trap
 cleanup() {
     if [ -z "${E2E_KEEP:-}" ]; then
-        # The pods' monitors mention the work dir; end any left before removing it.
-        grep -l -s -F "$work" /proc/[0-9]*/cmdline | cut -d/ -f3 | while read -r p; do
-            kill -9 "$p" 2>/dev/null || true
+        # The pods' monitors mention the work dir; end any left before
+        # removing it (the list is taken before the greps run, and names
+        # this shell's pid, which is skipped).
+        for f in /proc/[0-9]*/cmdline; do
+            p=${f#/proc/}
+            p=${p%/cmdline}
+            [ "$p" = $$ ] && continue
+            if tr '\0' ' ' <"$f" 2>/dev/null | grep -qF -- "$work/"; then
+                kill -9 "$p" 2>/dev/null || true
+            fi
         done
         # Stopped pods capcri had not removed yet keep mounts (shm, ns
         # files) in this namespace.
