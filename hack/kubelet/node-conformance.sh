@@ -59,6 +59,11 @@ cleanup() {
 trap cleanup EXIT
 
 mount --make-rshared /
+# The suite runs kubelet through systemd-run whenever that binary exists;
+# on a node whose PID 1 is not systemd it fails: hide it (in this namespace).
+if [ ! -d /run/systemd/system ] && [ -x /usr/bin/systemd-run ]; then
+    mount --bind /dev/null /usr/bin/systemd-run
+fi
 for d in /var/lib/kubelet /var/log; do
     mkdir -p "$d"
     mount -t tmpfs -o mode=755 capcri-nc "$d"
@@ -81,6 +86,11 @@ apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
 cgroupDriver: cgroupfs
 failCgroupV1: false
+# Without systemd the suite sets systemCgroups=/system, and kubelet then
+# moves EVERY process of the host's root cgroup into /system (seen on the
+# shared development machine): --kubelet-flags below empties it again, and
+# the cgroupRoot it would need is set anyway.
+cgroupRoot: /
 failSwapOn: false
 YAML
 
@@ -94,6 +104,7 @@ timeout "${NC_TIMEOUT:-2h}" "$bindir/e2e_node.test" \
     --image-service-endpoint="unix://$work/capcri.sock" \
     --kubelet-config-file="$work/kubelet-base.yaml" \
     --node-name=nc-node --standalone-mode=false \
+    --kubelet-flags="--system-cgroups= --kubelet-cgroups= --runtime-cgroups=" \
     >"$work/report/e2e_node.log" 2>&1
 rc=$?
 set -e
