@@ -72,10 +72,13 @@ def judge(expectation, seen):
     return (True, None)
 
 
-def run(expect_file, policies, pod, logs_dir, extra_messages):
+def run(expect_file, policies, pod, logs_dir, extra_messages, out=None):
+    """Judges every expectation for `policies`; one line each to `out`
+    (stdout by default)."""
+    out = out or sys.stdout
     expectations = [e for e in load_yaml(expect_file)["expect"] if e["policies"] == policies]
     if not expectations:
-        print(f"{expect_file}: no expectation for policies {policies}", file=sys.stderr)
+        print(f"{expect_file}: no expectation for policies {policies}", file=out)
         return USAGE
     status = SETTLED_OK
     for e in expectations:
@@ -84,12 +87,12 @@ def run(expect_file, policies, pod, logs_dir, extra_messages):
         settled, failure = judge(e, observe(pod, e["container"], log, extra_messages))
         label = f"{os.path.basename(expect_file)} {e['container']} {e['outcome']}"
         if failure:
-            print(f"FAIL {label}: {failure}")
+            print(f"FAIL {label}: {failure}", file=out)
             status = FAILED
         elif not settled:
             status = PENDING if status == SETTLED_OK else status
         else:
-            print(f"ok   {label}")
+            print(f"ok   {label}", file=out)
     return status
 
 

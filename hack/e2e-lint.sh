@@ -28,21 +28,21 @@ if [ "$(cat "$venv/.capcri-requirements" 2>/dev/null)" != "${requirements[*]}" ]
     echo "${requirements[*]}" >"$venv/.capcri-requirements"
 fi
 
-for s in e2e/*.sh hack/e2e-lint.sh; do
+for s in e2e/*.sh hack/e2e-lint.sh hack/kubelet/*.sh; do
     bash -n "$s"
 done
-shellcheck e2e/*.sh hack/e2e-lint.sh
+shellcheck e2e/*.sh hack/e2e-lint.sh hack/kubelet/*.sh
 echo "e2e-lint: scripts: bash -n and shellcheck $(shellcheck --version | awk '/^version/ {print $2}') clean"
 
 "$venv/bin/yamllint" --strict -c e2e/.yamllint e2e/
 echo "e2e-lint: yamllint clean"
 
 manifests=()
-for f in e2e/scenarios/*.yaml; do
+for f in e2e/scenarios/*.yaml e2e/kubelet-scenarios/*.yaml; do
     case $f in *.expect.yaml) ;; *) manifests+=("$f") ;; esac
 done
 "$venv/bin/kubernetes-validate" --strict --quiet -k "$k8s_version" "${manifests[@]}"
-echo "e2e-lint: ${#manifests[@]} scenario Pods valid against Kubernetes $k8s_version (strict)"
+echo "e2e-lint: ${#manifests[@]} scenario Pods (capability and kubelet scenarios) valid against Kubernetes $k8s_version (strict)"
 
 "$venv/bin/hadolint" e2e/Dockerfile
 echo "e2e-lint: e2e/Dockerfile: hadolint clean"

@@ -327,6 +327,17 @@ impl Node {
             &mut spec,
             crate::sandbox::cgroups::v1_hierarchies(),
         );
+        let dropped = crate::spec::hugetlb::fit_hugepage_limits(
+            &mut spec,
+            crate::sandbox::cgroups::hugetlb_available(),
+        );
+        if dropped > 0 {
+            tracing::debug!(
+                container.id = %record.id,
+                dropped,
+                "no hugetlb cgroup controller on this host: hugepage limits left out"
+            );
+        }
         // After the spec, so a malformed request is reported as such first.
         crate::container::propagation::check_host_sources(&record.config.mounts)?;
         // The lexical /proc check cannot see an image symlink: resolve every

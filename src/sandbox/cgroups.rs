@@ -19,6 +19,24 @@ pub fn v1_hierarchies() -> &'static [crate::spec::cgroup_v1::V1Hierarchy] {
     })
 }
 
+/// Whether containers on this host can have hugepage limits: the cgroup2
+/// root lists the hugetlb controller, or (v1 and hybrid hosts, where
+/// libcontainer manages the v1 hierarchies) a v1 hierarchy carries it.
+pub fn hugetlb_available() -> bool {
+    static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *AVAILABLE.get_or_init(|| {
+        let root = std::path::Path::new(crate::util::cgroupfs::CGROUP_ROOT);
+        if crate::util::cgroupfs::is_unified() {
+            std::fs::read_to_string(root.join("cgroup.controllers"))
+                .is_ok_and(|c| crate::spec::hugetlb::v2_lists_hugetlb(&c))
+        } else {
+            v1_hierarchies()
+                .iter()
+                .any(|h| h.controllers.iter().any(|c| c == "hugetlb"))
+        }
+    })
+}
+
 /// The leaf cgroup of a shared-PID pod's init, under the pod's own.
 pub const POD_INIT_CGROUP: &str = "pod-init";
 

@@ -9,6 +9,7 @@
 mod capabilities;
 pub mod cgroup_v1;
 mod error;
+pub mod hugetlb;
 mod mounts;
 mod namespaces;
 mod process;
