@@ -14,6 +14,7 @@ pub mod malloc_tuning;
 pub mod metrics;
 pub mod network;
 pub mod node;
+pub mod oom_score;
 pub mod policy;
 pub mod policy_store;
 pub mod reconcile;

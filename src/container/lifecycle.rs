@@ -272,6 +272,7 @@ impl Node {
             uts: (!pod.host_network()).then(|| ns(NamespaceKind::Uts)),
             pid: pod.shares_pid().then(|| ns(NamespaceKind::Pid)),
             user: userns.is_some().then(|| ns(NamespaceKind::User)),
+            target_pid: self.pid_target_namespace(pod, &record.config)?,
         };
         let pod_files = PodFiles {
             hostname: Some(pod.pod_dir.join("hostname")),
@@ -311,6 +312,10 @@ impl Node {
             &mut spec,
             crate::sandbox::cgroups::v1_hierarchies(),
         );
+        self.add_devices(record, &mut spec, userns.is_some())?;
+        if let Some(w) = crate::spec::apply_oom_score_floor(&mut spec, crate::oom_score::floor()) {
+            warn!(pod.id = %pod.id, container.id = %record.id, warning = %w, "oom_score_adj raised");
+        }
         // After the spec, so a malformed request is reported as such first.
         super::propagation::check_host_sources(&record.config.mounts)?;
         // The lexical /proc check cannot see an image symlink: resolve every

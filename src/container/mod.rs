@@ -2,9 +2,11 @@
 //! unknown), exit codes and CRI log files.
 
 pub mod capabilities;
+pub mod devices;
 mod idmapped;
 mod lifecycle;
 pub mod paths;
+mod pid_target;
 pub mod propagation;
 mod resources;
 pub mod rootfs_read;

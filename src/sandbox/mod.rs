@@ -8,6 +8,7 @@
 
 pub mod cgroups;
 pub mod files;
+pub mod handlers;
 mod lifecycle;
 pub(crate) mod netns_pool;
 
