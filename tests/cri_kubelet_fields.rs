@@ -83,7 +83,7 @@ fn userns_pod(d: &TestDaemon, name: &str) -> cri::PodSandboxConfig {
             namespace_options: Some(cri::NamespaceOption {
                 userns_options: Some(cri::UserNamespace {
                     mode: cri::NamespaceMode::Pod as i32,
-                    uids: vec![map.clone()],
+                    uids: vec![map],
                     gids: vec![map],
                 }),
                 ..Default::default()
@@ -804,5 +804,126 @@ async fn proc_mount_default_lists_and_unmasked() {
     .await;
     let got = proc_submounts(&d, &masked).await;
     assert_eq!(got.len(), 3, "{got:?}");
+    stop_and_remove_pod(&d, &pod).await;
+}
+
+// ------------------------------------------------------------------- CDI
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cdi_devices_apply_their_edits_and_unknown_ones_are_named() {
+    let registry = require_privileged!();
+    let cdi_low = tempfile::tempdir().unwrap();
+    let cdi_high = tempfile::tempdir().unwrap();
+    let marker = cdi_high.path().join("hook-ran");
+    let shared = cdi_high.path().join("shared-lib");
+    std::fs::write(&shared, "from the vendor\n").unwrap();
+    std::fs::write(
+        cdi_high.path().join("example.yaml"),
+        format!(
+            r#"cdiVersion: "0.6.0"
+kind: "example.com/dev"
+containerEdits:
+  env: ["VENDOR=example"]
+  hooks:
+    - hookName: createRuntime
+      path: /bin/sh
+      args: ["sh", "-c", "echo ran > {marker}"]
+devices:
+  - name: "a"
+    containerEdits:
+      env: ["DEV=a"]
+      deviceNodes:
+        - path: "/dev/example-dma"
+          hostPath: "/dev/cpu_dma_latency"
+          permissions: "r"
+      mounts:
+        - hostPath: "{shared}"
+          containerPath: "/opt/vendor/lib"
+          options: ["ro", "bind"]
+  - name: "b"
+    containerEdits:
+      env: ["DEV_B=b"]
+"#,
+            marker = marker.display(),
+            shared = shared.display()
+        ),
+    )
+    .unwrap();
+    // A broken file in the low-priority dir: reported, the rest still serve.
+    std::fs::write(cdi_low.path().join("broken.yaml"), "cdiVersion: [").unwrap();
+    let d = daemon_with_config(&format!(
+        "cdi_spec_dirs = [\"{}\", \"{}\"]\n",
+        cdi_low.path().display(),
+        cdi_high.path().display()
+    ));
+    let image = busybox(&d, &registry).await;
+    let pod = run_pod(&d, "cdi").await;
+    let mut c = container_config("gpu", &image, &["sleep", "600"]);
+    c.cdi_devices = vec![cri::CdiDevice {
+        name: "example.com/dev=a".into(),
+    }];
+    // The annotation form device plugins use.
+    c.annotations
+        .insert("cdi.k8s.io/plugin_dev".into(), "example.com/dev=b".into());
+    let id = run_started(&d, &pod, c).await;
+    let env = text(&exec(&d, &id, &["env"]).await.stdout);
+    for want in ["VENDOR=example", "DEV=a", "DEV_B=b"] {
+        assert!(env.lines().any(|l| l == want), "{want} missing: {env}");
+    }
+    // (The mode is CDI's, not the host node's: the spec gives none.)
+    let node = node_of(&d, &id, "/dev/example-dma").await;
+    assert!(
+        node.starts_with('c') && node.ends_with(" 10, 259"),
+        "{node}"
+    );
+    // The node's cgroup rule: "r" only.
+    let read = exec(&d, &id, &["sh", "-c", "head -c 4 /dev/example-dma | wc -c"]).await;
+    assert_eq!(text(&read.stdout).trim(), "4", "{read:?}");
+    let write = exec(
+        &d,
+        &id,
+        &["sh", "-c", "printf '\\0\\0\\0\\0' > /dev/example-dma"],
+    )
+    .await;
+    assert_ne!(write.exit_code, 0, "{write:?}");
+    let lib = exec(&d, &id, &["cat", "/opt/vendor/lib"]).await;
+    assert_eq!(text(&lib.stdout), "from the vendor\n", "{lib:?}");
+    let ro = exec(&d, &id, &["sh", "-c", "echo x > /opt/vendor/lib"]).await;
+    assert_ne!(ro.exit_code, 0, "{ro:?}");
+    assert_eq!(
+        std::fs::read_to_string(&marker).unwrap_or_default(),
+        "ran\n",
+        "the createRuntime hook"
+    );
+
+    // Unknown devices: refused, naming the device, the directories searched
+    // and the broken file.
+    let before = container_count(&d).await;
+    let mut c = container_config("nogpu", &image, &["sleep", "600"]);
+    c.cdi_devices = vec![cri::CdiDevice {
+        name: "example.com/dev=zzz".into(),
+    }];
+    let err = create(&d, &pod, c).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    for want in [
+        "example.com/dev=zzz",
+        &cdi_low.path().display().to_string(),
+        &cdi_high.path().display().to_string(),
+        "broken.yaml",
+    ] {
+        assert!(err.message().contains(want), "{want}: {}", err.message());
+    }
+    let mut c = container_config("badname", &image, &["sleep", "600"]);
+    c.cdi_devices = vec![cri::CdiDevice {
+        name: "gpu0".into(),
+    }];
+    let err = create(&d, &pod, c).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert!(
+        err.message().contains("CDI_devices[0].name"),
+        "{}",
+        err.message()
+    );
+    assert_eq!(container_count(&d).await, before);
     stop_and_remove_pod(&d, &pod).await;
 }

@@ -313,6 +313,7 @@ impl Node {
             crate::sandbox::cgroups::v1_hierarchies(),
         );
         self.add_devices(record, &mut spec, userns.is_some())?;
+        self.add_cdi_devices(record, &mut spec, userns.is_some())?;
         if let Some(w) = crate::spec::apply_oom_score_floor(&mut spec, crate::oom_score::floor()) {
             warn!(pod.id = %pod.id, container.id = %record.id, warning = %w, "oom_score_adj raised");
         }

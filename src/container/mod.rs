@@ -2,6 +2,7 @@
 //! unknown), exit codes and CRI log files.
 
 pub mod capabilities;
+mod cdi;
 pub mod devices;
 mod idmapped;
 mod lifecycle;

@@ -7,6 +7,7 @@
 //! profile) and passes it in.
 
 mod capabilities;
+mod cdi;
 pub mod cgroup_v1;
 mod devices;
 mod error;
@@ -33,6 +34,7 @@ pub use capabilities::{
     capabilities_from_set, default_capabilities, oci_capabilities, oci_capability,
     requested_capabilities, validate_capability_names,
 };
+pub use cdi::{CDI_ANNOTATION_PREFIX, check_cdi_edits, check_cdi_name, requested_cdi_devices};
 pub use devices::{
     ContainerDevice, DeviceKind, DeviceOwnership, DeviceRequest, HostDevice, apply_devices,
     check_device_container_path, device_access, device_requests, host_devices_for_privileged,
