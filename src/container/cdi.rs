@@ -164,7 +164,8 @@ impl CdiRegistry {
                     own.push(global);
                 }
             }
-            for e in own {
+            for mut e in own {
+                fill_file_modes(&mut e);
                 let json = serde_json::to_value(&e.container_edits)
                     .map_err(|e| refuse(format!("cannot be checked: {e}")))?;
                 crate::spec::check_cdi_edits(&json, user_namespace).map_err(refuse)?;
@@ -177,6 +178,29 @@ impl CdiRegistry {
                 format!("applying the CDI devices {names:?} failed: {e:#}"),
             )
         })
+    }
+}
+
+/// A device node whose spec gives no fileMode gets its host node's
+/// permission bits, as a config device does, rather than libcontainer's
+/// 0666 default (the cgroup rule still limits the access).
+fn fill_file_modes(edits: &mut ContainerEdits) {
+    use std::os::unix::fs::MetadataExt;
+    let Some(nodes) = edits.container_edits.device_nodes.as_mut() else {
+        return;
+    };
+    for node in nodes.iter_mut().filter(|n| n.file_mode.is_none()) {
+        let Ok(json) = serde_json::to_value(&*node) else {
+            continue;
+        };
+        let host = json
+            .get("hostPath")
+            .or_else(|| json.get("path"))
+            .and_then(|v| v.as_str())
+            .unwrap_or("");
+        if let Ok(m) = std::fs::metadata(host) {
+            node.file_mode = Some(m.mode() & 0o777);
+        }
     }
 }
 
