@@ -698,6 +698,44 @@ async fn pid_target_joins_the_target_containers_pid_namespace() {
     assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
     stop_and_remove_pod(&d, &other_pod).await;
     stop_and_remove_pod(&d, &pod).await;
+
+    // A target in the host's PID namespace (a hostPID pod): TARGET would
+    // hand the debugger the host's processes; refused, pointing to NODE.
+    let mut config = pod_config("hostpid", &d.dir.path().join("logs"));
+    config.linux = Some(cri::LinuxPodSandboxConfig {
+        security_context: Some(cri::LinuxSandboxSecurityContext {
+            namespace_options: Some(cri::NamespaceOption {
+                pid: cri::NamespaceMode::Node as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let host_pod = run_pod_with_config(&d, config).await;
+    let host_app = run_started(
+        &d,
+        &host_pod,
+        common::with_pid_mode(
+            container_config("host-app", &image, &["sleep", "600"]),
+            cri::NamespaceMode::Node,
+        ),
+    )
+    .await;
+    let err = create(
+        &d,
+        &host_pod,
+        targeting(container_config("d6", &image, &["true"]), &host_app),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert!(
+        err.message().contains("host's PID namespace"),
+        "{}",
+        err.message()
+    );
+    stop_and_remove_pod(&d, &host_pod).await;
 }
 
 // ---------------------------------------------------------- procMount

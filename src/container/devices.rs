@@ -90,9 +90,13 @@ fn walk(
 }
 
 /// The host's devices for one checked request: its node, or every node in
-/// its directory. A missing path, a path that is neither a device nor a
-/// directory, or a directory without devices is a bad request.
-pub fn resolve_request(req: &DeviceRequest) -> Result<Vec<ContainerDevice>, SpecError> {
+/// its directory (each container path checked like the request's, against
+/// `config`'s mounts). A missing path, a path that is neither a device nor
+/// a directory, or a directory without devices is a bad request.
+pub fn resolve_request(
+    req: &DeviceRequest,
+    config: &k8s_cri::v1::ContainerConfig,
+) -> Result<Vec<ContainerDevice>, SpecError> {
     let field = format!("devices[{}].host_path", req.index);
     let resolved = std::fs::canonicalize(&req.host_path).map_err(|e| {
         SpecError::invalid(
@@ -125,7 +129,7 @@ pub fn resolve_request(req: &DeviceRequest) -> Result<Vec<ContainerDevice>, Spec
         }
         let mut out = Vec::with_capacity(found.len());
         for (container_path, host) in found {
-            crate::spec::check_device_container_path(&field, &container_path, &Default::default())?;
+            crate::spec::check_device_container_path(&field, &container_path, config)?;
             out.push(ContainerDevice {
                 container_path,
                 host,
@@ -195,7 +199,7 @@ impl crate::node::Node {
             Vec::new()
         };
         for req in &requests {
-            let resolved = resolve_request(req)?;
+            let resolved = resolve_request(req, config)?;
             if user_namespace
                 && let Some(d) = resolved
                     .iter()
@@ -231,6 +235,10 @@ impl crate::node::Node {
 mod tests {
     use super::*;
 
+    fn resolve_request_plain(r: &DeviceRequest) -> Result<Vec<ContainerDevice>, SpecError> {
+        resolve_request(r, &Default::default())
+    }
+
     fn req(host: &str, container: &str) -> DeviceRequest {
         DeviceRequest {
             index: 0,
@@ -242,7 +250,7 @@ mod tests {
 
     #[test]
     fn a_node_a_symlink_to_it_and_refusals() {
-        let got = resolve_request(&req("/dev/null", "/dev/xnull")).unwrap();
+        let got = resolve_request_plain(&req("/dev/null", "/dev/xnull")).unwrap();
         assert_eq!(got.len(), 1);
         assert_eq!((got[0].host.major, got[0].host.minor), (1, 3));
         assert_eq!(got[0].container_path, "/dev/xnull");
@@ -250,12 +258,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let link = dir.path().join("link");
         std::os::unix::fs::symlink("/dev/null", &link).unwrap();
-        let got = resolve_request(&req(link.to_str().unwrap(), "/dev/x")).unwrap();
+        let got = resolve_request_plain(&req(link.to_str().unwrap(), "/dev/x")).unwrap();
         assert_eq!(got[0].host.host_path, Path::new("/dev/null"));
 
         let file = dir.path().join("file");
         std::fs::write(&file, "x").unwrap();
-        let e = resolve_request(&req(file.to_str().unwrap(), "/dev/x"))
+        let e = resolve_request_plain(&req(file.to_str().unwrap(), "/dev/x"))
             .unwrap_err()
             .to_string();
         assert!(
@@ -264,26 +272,26 @@ mod tests {
         );
         let to_file = dir.path().join("to-file");
         std::os::unix::fs::symlink(&file, &to_file).unwrap();
-        let e = resolve_request(&req(to_file.to_str().unwrap(), "/dev/x"))
+        let e = resolve_request_plain(&req(to_file.to_str().unwrap(), "/dev/x"))
             .unwrap_err()
             .to_string();
         assert!(
             e.contains("a symlink to") && e.contains("regular file"),
             "{e}"
         );
-        let e = resolve_request(&req("/nonexistent/dev", "/dev/x"))
+        let e = resolve_request_plain(&req("/nonexistent/dev", "/dev/x"))
             .unwrap_err()
             .to_string();
         assert!(e.contains("cannot be resolved"), "{e}");
         let empty = dir.path().join("empty");
         std::fs::create_dir(&empty).unwrap();
-        let e = resolve_request(&req(empty.to_str().unwrap(), "/dev/x"))
+        let e = resolve_request_plain(&req(empty.to_str().unwrap(), "/dev/x"))
             .unwrap_err()
             .to_string();
         assert!(e.contains("no device nodes"), "{e}");
         // A directory gives each node under the container path.
         if Path::new("/dev/net/tun").exists() {
-            let got = resolve_request(&req("/dev/net", "/dev/mynet")).unwrap();
+            let got = resolve_request_plain(&req("/dev/net", "/dev/mynet")).unwrap();
             assert!(
                 got.iter().any(|d| d.container_path == "/dev/mynet/tun"),
                 "{got:?}"

@@ -51,9 +51,28 @@ impl Node {
             )));
         }
         let path = PathBuf::from(format!("/proc/{}/ns/pid", target.pid));
-        if !path.exists() {
+        // The recorded pid may be stale (the target exited, its pid reused):
+        // the process must still sit in the target's cgroup, and its PID
+        // namespace must not be the runtime's own (joining that would give
+        // the container the host's processes).
+        let in_target = std::fs::read_to_string(format!("/proc/{}/cgroup", target.pid))
+            .is_ok_and(|c| c.lines().any(|l| l.contains(&target.id)));
+        let ns_inode = |p: &str| {
+            std::fs::metadata(p)
+                .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+                .ok()
+        };
+        let own = ns_inode("/proc/self/ns/pid");
+        let theirs = ns_inode(&path.to_string_lossy());
+        if in_target && theirs.is_some() && theirs == own {
+            return Err(NodeError::InvalidArgument(format!(
+                "namespace_options.target_id {target_id:?} ({}) runs in the host's PID namespace (pid mode NODE); a TARGET container would get the host's processes: ask for pid mode NODE instead, in a pod allowed hostPID",
+                target.name()
+            )));
+        }
+        if !in_target || theirs.is_none() {
             return Err(NodeError::FailedPrecondition(format!(
-                "namespace_options.target_id {target_id:?} ({}) has exited: its PID namespace is gone",
+                "namespace_options.target_id {target_id:?} ({}) is not running any more: its PID namespace is gone; target a running container",
                 target.name()
             )));
         }
