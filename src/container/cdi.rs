@@ -204,30 +204,6 @@ fn fill_file_modes(edits: &mut ContainerEdits) {
     }
 }
 
-impl crate::node::Node {
-    /// CreateContainer's CDI step: the container's CDI devices (CDI_devices
-    /// and cdi.k8s.io/ annotations) applied to its spec. The spec
-    /// directories are read only when a container asks for a device.
-    pub(super) fn add_cdi_devices(
-        &self,
-        record: &super::ContainerRecord,
-        spec: &mut Spec,
-        user_namespace: bool,
-    ) -> Result<(), crate::node::NodeError> {
-        let names = crate::spec::requested_cdi_devices(&record.config)?;
-        if names.is_empty() {
-            return Ok(());
-        }
-        let dirs = &self.config.cdi_spec_dirs;
-        let registry = CdiRegistry::load(dirs);
-        for (path, why) in &registry.broken {
-            tracing::warn!(container.id = %record.id, file = %path.display(), error = %why, "CDI spec file not used");
-        }
-        registry.inject(spec, &names, dirs, user_namespace)?;
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -180,57 +180,6 @@ pub fn host_dev_nodes() -> Vec<HostDevice> {
         .collect()
 }
 
-impl crate::node::Node {
-    /// CreateContainer's device step: the requested devices (and a
-    /// privileged container's host /dev) into the spec, with their device
-    /// cgroup rules.
-    pub(super) fn add_devices(
-        &self,
-        record: &super::ContainerRecord,
-        spec: &mut oci_spec::runtime::Spec,
-        user_namespace: bool,
-    ) -> Result<(), crate::node::NodeError> {
-        let config = &record.config;
-        let privileged = crate::spec::security_context(config).is_some_and(|sc| sc.privileged);
-        let requests = crate::spec::device_requests(config)?;
-        let mut devices = if privileged {
-            crate::spec::host_devices_for_privileged(host_dev_nodes())
-        } else {
-            Vec::new()
-        };
-        for req in &requests {
-            let resolved = resolve_request(req, config)?;
-            if user_namespace
-                && let Some(d) = resolved
-                    .iter()
-                    .find(|d| d.host.host_path != Path::new(&d.container_path))
-            {
-                // libcontainer bind-mounts a user namespace's device nodes
-                // (mknod needs the initial namespace) from the host path
-                // equal to the container path: another container path
-                // would get another device.
-                return Err(SpecError::invalid(
-                    format!("devices[{}].container_path", req.index),
-                    format!(
-                        "{:?}: in a pod with its own user namespace (hostUsers: false) a device is bind-mounted from the same path on the host, and the host's node is {}; use {} as the container path or run the pod with hostUsers: true",
-                        d.container_path,
-                        d.host.host_path.display(),
-                        d.host.host_path.display()
-                    ),
-                )
-                .into());
-            }
-            devices.extend(resolved);
-        }
-        let ownership = crate::spec::DeviceOwnership::for_container(
-            self.config.device_ownership_from_security_context,
-            config,
-        );
-        crate::spec::apply_devices(spec, &devices, ownership, privileged);
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

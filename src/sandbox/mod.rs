@@ -1,4 +1,5 @@
-//! Pod sandbox lifecycle: namespaces, hostname, DNS files, the pod monitor.
+//! Pod sandbox records and what a pod owns on the host: cgroups, files, the
+//! network-namespace pool. The lifecycle (RunPodSandbox...) is `node/pods.rs`.
 //!
 //! capcri runs no pause container: the pod's network, IPC and UTS
 //! namespaces are created and pinned (bind mounts under the pod directory)
@@ -9,7 +10,6 @@
 pub mod cgroups;
 pub mod files;
 pub mod handlers;
-mod lifecycle;
 pub(crate) mod netns_pool;
 
 use k8s_cri::v1::{NamespaceMode, PodSandboxConfig};

@@ -47,6 +47,7 @@ use super::types::{
     ContainerRuntimeState, CreateContainer, ExecOutput, ExecPath, ExecSpec, MAX_EXEC_OUTPUT,
     PodNamespaceSet, RuntimeStatus,
 };
+use crate::util::time::now_nanos;
 
 /// Name of the monitor's socket inside the pod directory.
 pub(crate) const SOCKET_NAME: &str = "monitor.sock";
@@ -180,7 +181,7 @@ pub fn monitor_main(args: &[String]) -> i32 {
     // The pod's own processes, this monitor and the pod init it forks, get
     // containerd's sandbox score (its shim's and pause's), where the kernel
     // allows: their death takes every container of the pod.
-    if let (_, Some(w)) = crate::oom_score::set_own(crate::spec::SANDBOX_OOM_SCORE_ADJ) {
+    if let (_, Some(w)) = crate::runtime::oom_score::set_own(crate::spec::SANDBOX_OOM_SCORE_ADJ) {
         eprintln!("capcri monitor: pod {}: {w}", parsed.pod_id);
     }
     let mut monitor = match Monitor::start(parsed) {
@@ -212,10 +213,6 @@ fn detach_stdout() {
             libc::dup2(null.as_raw_fd(), 1);
         }
     }
-}
-
-fn now_nanos() -> i64 {
-    chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0)
 }
 
 fn set_nonblocking(fd: RawFd) {

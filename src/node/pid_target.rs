@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use k8s_cri::v1::{ContainerConfig, NamespaceMode};
 
-use super::ContainerState;
+use crate::container::ContainerState;
 use crate::node::{Node, NodeError};
 use crate::sandbox::PodSandbox;
 
