@@ -75,6 +75,19 @@ pub struct Config {
     /// latencies, so bind loopback (127.0.0.1:9090) unless a scraper on
     /// another host needs it and the network is trusted.
     pub metrics_address: Option<std::net::SocketAddr>,
+    /// Runtime handlers (RuntimeClass `handler`) RunPodSandbox accepts
+    /// besides the default "", each reported by Status with its features.
+    /// All run pods the same way; the names exist so RuntimeClasses made
+    /// for other runtimes keep working.
+    pub runtime_handlers: Vec<String>,
+    /// Directories of CDI spec files (`CDI_devices`, DRA), in increasing
+    /// priority: a device defined in a later directory wins, as in the CDI
+    /// library.
+    pub cdi_spec_dirs: Vec<PathBuf>,
+    /// Device nodes owned by the container's run_as_user/run_as_group
+    /// instead of the host node's owner (containerd's setting of the same
+    /// name; off by default, as there).
+    pub device_ownership_from_security_context: bool,
 }
 
 impl Default for Config {
@@ -98,6 +111,9 @@ impl Default for Config {
             cni_bin_dirs: vec!["/opt/cni/bin".into(), "/usr/lib/cni".into()],
             stream_address: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
             metrics_address: None,
+            runtime_handlers: vec!["capcri".into(), "runc".into()],
+            cdi_spec_dirs: vec!["/etc/cdi".into(), "/var/run/cdi".into()],
+            device_ownership_from_security_context: false,
         }
     }
 }
@@ -284,6 +300,27 @@ impl Config {
                 ),
             );
         }
+        if let Some(dir) = self.cdi_spec_dirs.iter().find(|d| !d.is_absolute()) {
+            return invalid(
+                "cdi_spec_dirs",
+                format!(
+                    "{:?} is not an absolute path; expected absolute directories such as [\"/etc/cdi\", \"/var/run/cdi\"]",
+                    dir.display().to_string()
+                ),
+            );
+        }
+        if let Some(h) = self
+            .runtime_handlers
+            .iter()
+            .find(|h| !crate::sandbox::handlers::valid_handler_name(h))
+        {
+            return invalid(
+                "runtime_handlers",
+                format!(
+                    "{h:?} is not a handler name; expected DNS labels such as [\"capcri\", \"runc\"] (\"\" is always served)"
+                ),
+            );
+        }
         if !self.cgroup_parent.starts_with('/') {
             return invalid(
                 "cgroup_parent",
@@ -351,6 +388,18 @@ fn example_of(key: &str) -> Option<&'static str> {
         ("cni_bin_dirs", r#"cni_bin_dirs = ["/opt/cni/bin"]"#),
         ("stream_address", r#"stream_address = "127.0.0.1:10010""#),
         ("metrics_address", r#"metrics_address = "127.0.0.1:9090""#),
+        (
+            "runtime_handlers",
+            r#"runtime_handlers = ["capcri", "runc"]"#,
+        ),
+        (
+            "cdi_spec_dirs",
+            r#"cdi_spec_dirs = ["/etc/cdi", "/var/run/cdi"]"#,
+        ),
+        (
+            "device_ownership_from_security_context",
+            "device_ownership_from_security_context = false",
+        ),
         (
             "registries",
             r#"[registries] with insecure = ["registry.lan:5000"]"#,
@@ -562,6 +611,15 @@ mod tests {
             }),
             ("metrics_address", "\"127.0.0.1:9090\"", |c| {
                 c.metrics_address == Some(([127, 0, 0, 1], 9090).into())
+            }),
+            ("runtime_handlers", "[\"kata\", \"capcri\"]", |c| {
+                c.runtime_handlers == ["kata", "capcri"]
+            }),
+            ("cdi_spec_dirs", "[\"/srv/cdi\"]", |c| {
+                c.cdi_spec_dirs == [PathBuf::from("/srv/cdi")]
+            }),
+            ("device_ownership_from_security_context", "true", |c| {
+                c.device_ownership_from_security_context
             }),
         ];
         let mut covered: Vec<String> = cases.iter().map(|(k, _, _)| k.to_string()).collect();

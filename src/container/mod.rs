@@ -4,6 +4,8 @@
 //! (CreateContainer...) is `node/containers.rs`.
 
 pub mod capabilities;
+pub(crate) mod cdi;
+pub mod devices;
 pub(crate) mod idmapped;
 pub mod image_volumes;
 pub(crate) mod layer_usage;

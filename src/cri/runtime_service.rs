@@ -500,17 +500,17 @@ impl RuntimeService for CriRuntimeService {
         Ok(Response::new(cri::StatusResponse {
             status: Some(cri::RuntimeStatus { conditions }),
             info,
-            runtime_handlers: vec![cri::RuntimeHandler {
-                name: String::new(),
-                // rro: the spec emits the "rro" option, which libcontainer
-                // applies with mount_setattr(MOUNT_ATTR_RDONLY, AT_RECURSIVE).
-                // userns: POD mode with idmapped rootfs and volumes, when the
-                // startup probe found idmapped overlay layers to work.
-                features: Some(cri::RuntimeHandlerFeatures {
+            // rro: the spec emits the "rro" option, which libcontainer
+            // applies with mount_setattr(MOUNT_ATTR_RDONLY, AT_RECURSIVE).
+            // userns: POD mode with idmapped rootfs and volumes, when the
+            // startup probe found idmapped overlay layers to work.
+            runtime_handlers: crate::sandbox::handlers::status_handlers(
+                &self.node.config().runtime_handlers,
+                crate::sandbox::handlers::HandlerFeatures {
                     recursive_read_only_mounts: true,
                     user_namespaces: self.node.supports_user_namespaces(),
-                }),
-            }],
+                },
+            ),
             // Merge and Strict are implemented in spec::user, and the
             // effective groups are reported in ContainerStatus.user.
             features: Some(cri::RuntimeFeatures {

@@ -281,6 +281,7 @@ impl Node {
             uts: (!pod.host_network()).then(|| ns(NamespaceKind::Uts)),
             pid: pod.shares_pid().then(|| ns(NamespaceKind::Pid)),
             user: userns.is_some().then(|| ns(NamespaceKind::User)),
+            target_pid: self.pid_target_namespace(pod, &record.config)?,
         };
         let pod_files = PodFiles {
             hostname: Some(pod.pod_dir.join("hostname")),
@@ -337,6 +338,13 @@ impl Node {
                 dropped,
                 "no hugetlb cgroup controller on this host: hugepage limits left out"
             );
+        }
+        self.add_devices(record, &mut spec, userns.is_some())?;
+        self.add_cdi_devices(record, &mut spec, userns.is_some())?;
+        if let Some(w) =
+            crate::spec::apply_oom_score_floor(&mut spec, crate::runtime::oom_score::floor())
+        {
+            warn!(pod.id = %pod.id, container.id = %record.id, warning = %w, "oom_score_adj raised");
         }
         // After the spec, so a malformed request is reported as such first.
         crate::container::propagation::check_host_sources(&record.config.mounts)?;

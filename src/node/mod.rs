@@ -16,8 +16,10 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 mod containers;
+mod devices;
 pub mod exec;
 mod metrics_snapshot;
+mod pid_target;
 mod pods;
 pub mod recovery;
 mod resources;

@@ -36,11 +36,8 @@ impl Node {
                 "pod metadata.name is empty: give the pod a name".into(),
             ));
         }
-        if !runtime_handler.is_empty() && runtime_handler != "capcri" && runtime_handler != "runc" {
-            return Err(NodeError::InvalidArgument(format!(
-                "unknown runtime handler {runtime_handler:?}: capcri serves the default handler (\"\") and \"capcri\""
-            )));
-        }
+        crate::sandbox::handlers::check_handler(&runtime_handler, &self.config.runtime_handlers)
+            .map_err(NodeError::InvalidArgument)?;
         let userns = crate::spec::pod_user_namespace(&config)?;
         if userns.is_some()
             && let Some(why) = &self.userns_unsupported

@@ -20,6 +20,7 @@ mod executor;
 mod idmap;
 mod monitor;
 mod namespaces;
+pub mod oom_score;
 mod persist;
 mod pod_init;
 mod propagation;

@@ -9,6 +9,7 @@
 
 pub mod cgroups;
 pub mod files;
+pub mod handlers;
 pub(crate) mod netns_pool;
 
 use k8s_cri::v1::{NamespaceMode, PodSandboxConfig};

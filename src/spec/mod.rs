@@ -7,11 +7,14 @@
 //! profile) and passes it in.
 
 mod capabilities;
+mod cdi;
 pub mod cgroup_v1;
+mod devices;
 mod error;
 pub mod hugetlb;
 mod mounts;
 mod namespaces;
+mod proc_mount;
 mod process;
 mod resources;
 mod seccomp;
@@ -32,11 +35,19 @@ pub use capabilities::{
     capabilities_from_set, default_capabilities, oci_capabilities, oci_capability,
     requested_capabilities, validate_capability_names,
 };
+pub use cdi::{CDI_ANNOTATION_PREFIX, check_cdi_edits, check_cdi_name, requested_cdi_devices};
+pub use devices::{
+    ContainerDevice, DeviceKind, DeviceOwnership, DeviceRequest, HostDevice, apply_devices,
+    check_device_container_path, device_access, device_requests, host_devices_for_privileged,
+};
 pub use error::SpecError;
 pub use mounts::{ContainerMounts, PodFiles, check_mount_destinations, container_mounts};
 pub use namespaces::{PodNamespacePaths, container_namespaces};
 pub use process::{DEFAULT_PATH_ENV, merged_env, process_args, working_dir};
-pub use resources::{container_resources, oom_score_adj, sysctls};
+pub use resources::{
+    OOM_SCORE_ADJ_RANGE, SANDBOX_OOM_SCORE_ADJ, apply_oom_score_floor, container_resources,
+    oom_score_adj, oom_score_adj_within, sysctls,
+};
 pub use seccomp::{SeccompMode, container_seccomp, seccomp_mode};
 pub use seccomp_default::runtime_default_profile;
 pub use user::{IdPart, ImageUserDb, ResolvedUser, UserSpec, parse_user_spec, resolve_user};
@@ -191,27 +202,8 @@ pub fn container_spec(input: &ContainerSpecInput) -> Result<Spec, SpecError> {
     };
     linux.set_uid_mappings(uid_mappings);
     linux.set_gid_mappings(gid_mappings);
-    let (masked, readonly) = if privileged {
-        (Vec::new(), Vec::new())
-    } else {
-        let given_masked = sc.map(|sc| sc.masked_paths.clone()).unwrap_or_default();
-        let given_ro = sc.map(|sc| sc.readonly_paths.clone()).unwrap_or_default();
-        (
-            if given_masked.is_empty() {
-                DEFAULT_MASKED_PATHS.iter().map(|s| s.to_string()).collect()
-            } else {
-                given_masked
-            },
-            if given_ro.is_empty() {
-                DEFAULT_READONLY_PATHS
-                    .iter()
-                    .map(|s| s.to_string())
-                    .collect()
-            } else {
-                given_ro
-            },
-        )
-    };
+    let (masked, readonly) =
+        proc_mount::masked_and_readonly_paths(sc, privileged, input.user_namespace.is_some())?;
     linux.set_masked_paths(Some(masked));
     linux.set_readonly_paths(Some(readonly));
 

@@ -21,6 +21,9 @@ pub struct PodNamespacePaths {
     pub pid: Option<PathBuf>,
     /// The pod's user namespace (POD mode); `None`: the host's.
     pub user: Option<PathBuf>,
+    /// TARGET mode: the PID namespace of the target container (the
+    /// caller checked it is a running container of the same pod).
+    pub target_pid: Option<PathBuf>,
 }
 
 fn namespace(typ: LinuxNamespaceType, path: Option<&Path>) -> LinuxNamespace {
@@ -52,12 +55,17 @@ pub fn container_namespaces(
     match pid_mode {
         NamespaceMode::Container => list.push(namespace(LinuxNamespaceType::Pid, None)),
         NamespaceMode::Node => {}
-        NamespaceMode::Target => {
-            return Err(SpecError::invalid(
-                "security_context.namespace_options.pid",
-                "TARGET mode (sharing another container's PID namespace, used by ephemeral debug containers) is not supported; use POD or CONTAINER",
-            ));
-        }
+        // Ephemeral containers (`kubectl debug --target`): the target's
+        // PID namespace, as containerd joins it.
+        NamespaceMode::Target => match &pod.target_pid {
+            Some(path) => list.push(namespace(LinuxNamespaceType::Pid, Some(path))),
+            None => {
+                return Err(SpecError::invalid(
+                    "security_context.namespace_options.target_id",
+                    "TARGET mode needs target_id, the id of a running container of the same pod",
+                ));
+            }
+        },
         NamespaceMode::Pod => match &pod.pid {
             Some(path) => list.push(namespace(LinuxNamespaceType::Pid, Some(path))),
             None => {
@@ -110,6 +118,7 @@ mod tests {
             uts: Some(PathBuf::from("/run/capcri/ns/p/uts")),
             pid: pid.then(|| PathBuf::from("/run/capcri/ns/p/pid")),
             user: None,
+            target_pid: None,
         }
     }
 
@@ -191,6 +200,21 @@ mod tests {
                 (Network, true)
             ]
         );
+    }
+
+    #[test]
+    fn target_mode_joins_the_target_or_fails_without_one() {
+        use LinuxNamespaceType::*;
+        let err =
+            container_namespaces(&ctr(Some(NamespaceMode::Target)), &pod(true, true)).unwrap_err();
+        assert!(err.to_string().contains("target_id"), "{err}");
+        let with_target = PodNamespacePaths {
+            target_pid: Some(PathBuf::from("/proc/42/ns/pid")),
+            ..pod(true, true)
+        };
+        let got = container_namespaces(&ctr(Some(NamespaceMode::Target)), &with_target).unwrap();
+        assert_eq!(got[0].typ(), Pid);
+        assert_eq!(got[0].path().as_deref(), Some(Path::new("/proc/42/ns/pid")));
     }
 
     #[test]

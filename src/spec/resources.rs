@@ -147,15 +147,67 @@ pub fn container_resources(container: &ContainerConfig) -> Result<LinuxResources
     Ok(resources)
 }
 
-/// process.oomScoreAdj. Negative values are raised to 0: lowering
-/// oom_score_adj below its current value needs CAP_SYS_RESOURCE
-/// (proc(5)), which this host's runtime lacks, and a failed write would
-/// fail the whole container start. kubelet only sends negative values for
-/// Guaranteed pods (-997) and node-critical ones; they run at 0 here.
+/// The kernel's range of oom_score_adj (OOM_SCORE_ADJ_MIN..MAX); a write
+/// outside it fails with EINVAL.
+pub const OOM_SCORE_ADJ_RANGE: (i32, i32) = (-1000, 1000);
+
+/// containerd's `defaultSandboxOOMAdj`: the pod's own processes (here the
+/// monitor and the pod init, containerd's shim and pause) are the last
+/// an OOM kill picks, since their death takes every container with them.
+pub const SANDBOX_OOM_SCORE_ADJ: i32 = -998;
+
+/// process.oomScoreAdj as kubelet asked (-997 for Guaranteed and critical
+/// pods, 1000 for BestEffort, in between for Burstable), held to the
+/// kernel's range. Always set, as containerd does (0 when the CRI has no
+/// resources), so a container never inherits the monitor's score. Where
+/// the kernel would refuse a value, [`oom_score_adj_within`] raises it.
 pub fn oom_score_adj(container: &ContainerConfig) -> Option<i32> {
-    let r = container.linux.as_ref()?.resources.as_ref()?;
-    let clamped = r.oom_score_adj.clamp(0, 1000);
-    Some(clamped as i32)
+    let requested = container
+        .linux
+        .as_ref()
+        .and_then(|l| l.resources.as_ref())
+        .map(|r| r.oom_score_adj)
+        .unwrap_or(0);
+    let (min, max) = OOM_SCORE_ADJ_RANGE;
+    Some(requested.clamp(min as i64, max as i64) as i32)
+}
+
+/// The value the kernel accepts for `requested`, given the lowest value
+/// this runtime may set (`floor`: -1000 with CAP_SYS_RESOURCE, else the
+/// process's inherited oom_score_adj_min, proc(5)), and a warning when it
+/// had to be changed. Only a refusal by the kernel changes it.
+pub fn oom_score_adj_within(requested: i64, floor: i32) -> (i32, Option<String>) {
+    let (min, max) = OOM_SCORE_ADJ_RANGE;
+    let in_range = requested.clamp(min as i64, max as i64) as i32;
+    if in_range as i64 != requested {
+        return (
+            in_range.max(floor),
+            Some(format!(
+                "oom_score_adj {requested} is outside the kernel's range {min}..{max}; set {}",
+                in_range.max(floor)
+            )),
+        );
+    }
+    if in_range < floor {
+        return (
+            floor,
+            Some(format!(
+                "oom_score_adj {requested} is below {floor}, the lowest this runtime may set \
+                 (lowering it needs CAP_SYS_RESOURCE, which capcri lacks); set {floor}: give capcri \
+                 CAP_SYS_RESOURCE (or a lower OOMScoreAdjust in its unit) to honour it"
+            )),
+        );
+    }
+    (in_range, None)
+}
+
+/// Applies [`oom_score_adj_within`] to the spec's process.
+pub fn apply_oom_score_floor(spec: &mut oci_spec::runtime::Spec, floor: i32) -> Option<String> {
+    let process = spec.process_mut().as_mut()?;
+    let requested = process.oom_score_adj()?;
+    let (value, warning) = oom_score_adj_within(requested as i64, floor);
+    process.set_oom_score_adj(Some(value));
+    warning
 }
 
 /// The pod's sysctls (CRI has them on the sandbox only: every container of
@@ -324,15 +376,52 @@ mod tests {
     }
 
     #[test]
-    fn oom_score_adj_is_clamped() {
-        for (given, want) in [(-997, 0), (0, 0), (500, 500), (1000, 1000), (5000, 1000)] {
+    fn oom_score_adj_is_kept_within_the_kernel_range() {
+        for (given, want) in [
+            (-997, -997),
+            (-1000, -1000),
+            (-5000, -1000),
+            (0, 0),
+            (500, 500),
+            (1000, 1000),
+            (5000, 1000),
+        ] {
             let r = LinuxContainerResources {
                 oom_score_adj: given,
                 ..Default::default()
             };
             assert_eq!(oom_score_adj(&ctr(Some(r))), Some(want), "given {given}");
         }
-        assert_eq!(oom_score_adj(&ctr(None)), None);
+        assert_eq!(oom_score_adj(&ctr(None)), Some(0));
+    }
+
+    #[test]
+    fn oom_score_adj_is_raised_only_where_the_kernel_refuses() {
+        // (requested, floor, applied, warned)
+        let cases = [
+            (-997, -1000, -997, false),
+            (-1000, -1000, -1000, false),
+            (-997, -999, -997, false),
+            (-997, 0, 0, true),
+            (-998, -500, -500, true),
+            (0, 0, 0, false),
+            (1000, 0, 1000, false),
+            (500, 0, 500, false),
+            (1001, 0, 1000, true),
+            (-1001, -1000, -1000, true),
+            (-1001, 0, 0, true),
+        ];
+        for (requested, floor, applied, warned) in cases {
+            let (got, warning) = oom_score_adj_within(requested, floor);
+            assert_eq!(
+                (got, warning.is_some()),
+                (applied, warned),
+                "{requested} floor {floor}"
+            );
+            if let Some(w) = warning {
+                assert!(w.contains(&requested.to_string()), "{w}");
+            }
+        }
     }
 
     #[test]

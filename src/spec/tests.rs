@@ -65,6 +65,7 @@ fn ns_paths() -> PodNamespacePaths {
         uts: Some("/run/ns/uts".into()),
         pid: None,
         user: None,
+        target_pid: None,
     }
 }
 
@@ -133,7 +134,7 @@ fn default_container_spec() {
     );
     assert_eq!(p.cwd(), Path::new("/"));
     assert_eq!(p.no_new_privileges(), None);
-    assert_eq!(p.oom_score_adj(), Some(0));
+    assert_eq!(p.oom_score_adj(), Some(-997));
     let caps = p.capabilities().as_ref().unwrap();
     assert_eq!(caps.bounding().as_ref().unwrap().len(), 14);
     assert!(caps.inheritable().as_ref().unwrap().is_empty());

@@ -178,6 +178,12 @@ pub fn monitor_main(args: &[String]) -> i32 {
             return 2;
         }
     };
+    // The pod's own processes, this monitor and the pod init it forks, get
+    // containerd's sandbox score (its shim's and pause's), where the kernel
+    // allows: their death takes every container of the pod.
+    if let (_, Some(w)) = crate::runtime::oom_score::set_own(crate::spec::SANDBOX_OOM_SCORE_ADJ) {
+        eprintln!("capcri monitor: pod {}: {w}", parsed.pod_id);
+    }
     let mut monitor = match Monitor::start(parsed) {
         Ok(m) => m,
         Err(e) => {
