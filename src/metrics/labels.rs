@@ -274,6 +274,7 @@ mod tests {
             warnings: vec![],
             reasons: vec![],
             prediction: None,
+            sysctls: Vec::new(),
         }
     }
 

@@ -225,6 +225,7 @@ mod tests {
             warnings: vec![],
             reasons: vec![],
             prediction: None,
+            sysctls: Vec::new(),
         };
         m.count_decision(&d);
         d.allowed = false;

@@ -45,6 +45,8 @@ pub struct PodFacts {
     pub host_pid: bool,
     #[serde(rename = "hostIPC")]
     pub host_ipc: bool,
+    /// The pod's own `sysctls` (CRI `linux.sysctls`), keys as written.
+    pub sysctls: BTreeMap<String, String>,
 }
 
 /// `container.user.*`
@@ -143,6 +145,25 @@ pub struct ImageFacts {
     pub file_caps: BTreeMap<String, FileCaps>,
 }
 
+/// `container.entrypoint.*`: the binary execve will load, resolved by the
+/// engine in the image (PATH search, symlinks followed inside the rootfs,
+/// the file's own mode read without following a link out of it).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct EntrypointFacts {
+    /// The path found (after the PATH search), before symlinks.
+    pub path: String,
+    /// Whether a regular file was found there.
+    pub found: bool,
+    /// Mode bit 04000: execve changes the effective uid to the owner's
+    /// (ignored under no_new_privs, as the kernel does).
+    pub setuid: bool,
+    /// Mode bit 02000 with group-execute: the effective gid changes.
+    pub setgid: bool,
+    /// The file's permitted capabilities (`security.capability`).
+    pub file_caps: CapSet,
+}
+
 /// `node.*`
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
@@ -163,6 +184,35 @@ pub struct Facts {
 /// CRI `NamespaceMode.NODE`: the host's namespace.
 const NAMESPACE_MODE_NODE: i32 = 2;
 
+impl PodFacts {
+    /// The pod facts of a CRI pod config; the runtime handler comes from
+    /// RunPodSandboxRequest, not from the config.
+    pub fn from_cri(pod: &PodSandboxConfig, runtime_handler: &str) -> PodFacts {
+        let meta = pod.metadata.clone().unwrap_or_default();
+        let pod_ns = pod
+            .linux
+            .as_ref()
+            .and_then(|l| l.security_context.as_ref())
+            .and_then(|s| s.namespace_options.as_ref());
+        PodFacts {
+            name: meta.name,
+            namespace: meta.namespace,
+            uid: meta.uid,
+            labels: pod.labels.clone().into_iter().collect(),
+            annotations: pod.annotations.clone().into_iter().collect(),
+            runtime_handler: runtime_handler.to_string(),
+            host_network: pod_ns.is_some_and(|n| n.network == NAMESPACE_MODE_NODE),
+            host_pid: pod_ns.is_some_and(|n| n.pid == NAMESPACE_MODE_NODE),
+            host_ipc: pod_ns.is_some_and(|n| n.ipc == NAMESPACE_MODE_NODE),
+            sysctls: pod
+                .linux
+                .as_ref()
+                .map(|l| l.sysctls.clone().into_iter().collect())
+                .unwrap_or_default(),
+        }
+    }
+}
+
 impl Facts {
     /// Gathers facts from the CRI request. The identity is resolved by the
     /// caller (it needs the image's passwd file); the runtime handler comes
@@ -175,23 +225,7 @@ impl Facts {
         identity: ResolvedIdentity,
         runtime_handler: &str,
     ) -> Facts {
-        let meta = pod.metadata.clone().unwrap_or_default();
-        let pod_ns = pod
-            .linux
-            .as_ref()
-            .and_then(|l| l.security_context.as_ref())
-            .and_then(|s| s.namespace_options.as_ref());
-        let pod_facts = PodFacts {
-            name: meta.name,
-            namespace: meta.namespace,
-            uid: meta.uid,
-            labels: pod.labels.clone().into_iter().collect(),
-            annotations: pod.annotations.clone().into_iter().collect(),
-            runtime_handler: runtime_handler.to_string(),
-            host_network: pod_ns.is_some_and(|n| n.network == NAMESPACE_MODE_NODE),
-            host_pid: pod_ns.is_some_and(|n| n.pid == NAMESPACE_MODE_NODE),
-            host_ipc: pod_ns.is_some_and(|n| n.ipc == NAMESPACE_MODE_NODE),
-        };
+        let pod_facts = PodFacts::from_cri(pod, runtime_handler);
         let sc = container
             .linux
             .as_ref()
@@ -294,12 +328,13 @@ impl Facts {
         ctx: &mut Context<'_, 'a>,
         needed: CelVars,
         requested: RequestedCaps,
+        entrypoint: &'a EntrypointFacts,
     ) {
         if needed.contains(CelVars::POD) {
             ctx.add_variable_as_val("pod", self.pod.to_val());
         }
         if needed.contains(CelVars::CONTAINER) {
-            ctx.add_variable_as_val("container", self.container.to_val(requested));
+            ctx.add_variable_as_val("container", self.container.to_val(requested, entrypoint));
         }
         if needed.contains(CelVars::IMAGE) {
             ctx.add_variable_as_val("image", self.image.to_val());
@@ -313,7 +348,7 @@ impl Facts {
     }
 }
 
-/// Which of the four CEL variables a set of expressions reads.
+/// Which of the CEL variables a set of expressions reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(crate) struct CelVars(u8);
 
@@ -437,12 +472,16 @@ impl PodFacts {
             ("hostNetwork", val_bool(self.host_network)),
             ("hostPID", val_bool(self.host_pid)),
             ("hostIPC", val_bool(self.host_ipc)),
+            (
+                "sysctls",
+                val_str_map(self.sysctls.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
+            ),
         ])
     }
 }
 
 impl ContainerFacts {
-    fn to_val(&self, requested: RequestedCaps) -> Val<'_> {
+    fn to_val<'a>(&'a self, requested: RequestedCaps, entry: &'a EntrypointFacts) -> Val<'a> {
         // Later entries win, as in the runtime's environment.
         let env: BTreeMap<&str, &str> = self
             .env
@@ -473,6 +512,16 @@ impl ContainerFacts {
                     ("dropAll", val_bool(requested.drop.all)),
                 ]),
             ),
+            (
+                "entrypoint",
+                val_map([
+                    ("path", val_str(&entry.path)),
+                    ("found", val_bool(entry.found)),
+                    ("setuid", val_bool(entry.setuid)),
+                    ("setgid", val_bool(entry.setgid)),
+                    ("fileCaps", val_caps(entry.file_caps)),
+                ]),
+            ),
             ("privileged", val_bool(self.privileged)),
             ("noNewPrivs", val_bool(self.no_new_privs)),
             ("readOnlyRootfs", val_bool(self.read_only_rootfs)),
@@ -486,18 +535,9 @@ impl ImageFacts {
         let file_caps: HashMap<CelMapKey<'_>, Val<'_>> = self
             .file_caps
             .iter()
-            .map(|(path, fc)| {
-                let names: Vec<Val<'_>> = fc
-                    .permitted
-                    .names()
-                    .into_iter()
-                    .map(|n| Box::new(CelString::from(n)) as Val<'_>)
-                    .collect();
-                (
-                    CelMapKey::from(path.as_str()),
-                    Box::new(CelList::from(names)) as Val<'_>,
-                )
-            })
+            // Canonical names like every other capability list CEL sees
+            // (they were `CAP_X` here, so `'NET_RAW' in ...` never matched).
+            .map(|(path, fc)| (CelMapKey::from(path.as_str()), val_caps(fc.permitted)))
             .collect();
         val_map([
             ("name", val_str(&self.name)),
