@@ -176,7 +176,15 @@ fn is_policy_file(p: &Path) -> bool {
     matches!(
         p.extension().and_then(|e| e.to_str()),
         Some("yaml") | Some("yml")
-    )
+    ) && !is_policy_test_file(p)
+}
+
+/// `*_test.yaml` / `*_test.yml`: the cases `capcri policy test` runs,
+/// kept next to the policies and never loaded as policies.
+pub(crate) fn is_policy_test_file(p: &Path) -> bool {
+    p.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.ends_with("_test.yaml") || n.ends_with("_test.yml"))
 }
 
 /// A policy file larger than this is refused: policies are a few KiB, and
