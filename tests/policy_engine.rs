@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use capcri::caps::{CapSet, Capability, FileCaps, ThreadCaps, docker_default_capabilities};
 use capcri::policy::{
     ExecPath, Facts, ImageFacts, LoadErrorKind, MemoryRootfs, PolicySet, PreflightMode,
-    auto_allows_dmz, cli_check, cli_eval, predict_paths,
+    auto_allows_dmz, cli_check, cli_eval, cli_test, predict_paths,
 };
 
 use Capability::*;
@@ -864,4 +864,35 @@ fn typed_check_refuses_with_the_position_and_the_fix() {
         report.contains("its fields are name, command, args, workingDir, env, user, capabilities"),
         "{report}"
     );
+}
+
+/// The recommended set ships with its cases and passes them; a case that
+/// expects something else fails with a diff (issue 17 item 5).
+#[test]
+fn policy_test_kit_runs_the_recommended_cases() {
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("policy");
+    let (report, ok) = cli_test(&repo);
+    assert!(ok, "{report}");
+    assert!(report.contains(" passed, 0 failed"), "{report}");
+    // A copy whose cases expect the sysctls off: the diff names the field.
+    let dir = tempfile::tempdir().unwrap();
+    for e in std::fs::read_dir(&repo).unwrap().flatten() {
+        std::fs::copy(e.path(), dir.path().join(e.file_name())).unwrap();
+    }
+    std::fs::write(
+        dir.path().join("off_test.yaml"),
+        "apiVersion: capcri.dev/v1alpha1\nkind: CapabilityPolicyTest\ncases:\n  - name: expects no sysctls\n    container: {command: [/bin/app]}\n    files: {/bin/app: {}}\n    expect: {sysctls: {}}\n",
+    )
+    .unwrap();
+    let (report, ok) = cli_test(dir.path());
+    assert!(!ok, "{report}");
+    assert!(report.contains("FAIL"), "{report}");
+    assert!(report.contains("expects no sysctls"), "{report}");
+    assert!(report.contains("    --- expected {}"), "{report}");
+    assert!(
+        report.contains("net.ipv4.ip_unprivileged_port_start"),
+        "{report}"
+    );
+    // The loader never takes a *_test.yaml for a policy.
+    assert!(PolicySet::load_dir_strict(dir.path()).is_ok());
 }

@@ -615,6 +615,17 @@ impl PolicySet {
             }
         }
 
+        // ExecSync/Exec processes (probes, kubectl exec) are started by the
+        // monitor from the container's own process section and along its
+        // exec path, so they get what its first process gets.
+        ev.reason(
+            "exec",
+            "capcri runtime",
+            format!(
+                "ExecSync and Exec processes run like the first process: exec path {exec_path}, ambient {}, no_new_privs {nnp}, the same user, bounding set and seccomp filter",
+                caps.ambient
+            ),
+        );
         let prediction = chosen.as_ref().ok().copied();
         if entry.is_some() {
             ev.reason(

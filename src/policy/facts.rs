@@ -32,7 +32,7 @@ pub struct ResolvedIdentity {
 
 /// `pod.*`
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
 pub struct PodFacts {
     pub name: String,
     pub namespace: String,
@@ -51,7 +51,7 @@ pub struct PodFacts {
 
 /// `container.user.*`
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
 pub struct UserFacts {
     pub uid: u32,
     pub gid: u32,
@@ -67,7 +67,7 @@ pub struct UserFacts {
 /// Issue 12 item 5: comparing raw strings let "sys_admin", " SYS_ADMIN"
 /// and "ALL" past a deny on 'SYS_ADMIN'.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
 pub struct CapabilityRequest {
     pub add: Vec<String>,
     pub drop: Vec<String>,
@@ -107,7 +107,7 @@ impl CapabilityRequest {
 
 /// `container.*`
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
 pub struct ContainerFacts {
     pub name: String,
     pub command: Vec<String>,
@@ -129,7 +129,7 @@ pub struct ContainerFacts {
 /// `image.*`, filled by the caller from the image config and its
 /// file-capability index.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
 pub struct ImageFacts {
     pub name: String,
     pub digest: String,
@@ -149,7 +149,7 @@ pub struct ImageFacts {
 /// engine in the image (PATH search, symlinks followed inside the rootfs,
 /// the file's own mode read without following a link out of it).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
 pub struct EntrypointFacts {
     /// The path found (after the PATH search), before symlinks.
     pub path: String,
@@ -166,7 +166,7 @@ pub struct EntrypointFacts {
 
 /// `node.*`
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
 pub struct NodeFacts {
     pub kernel_version: String,
 }

@@ -296,6 +296,10 @@ pub(crate) fn read_sources(paths: &[PathBuf]) -> (Vec<(String, String)>, Vec<Loa
             let mut snap = snapshot_dir(path);
             sources.append(&mut snap.sources);
             errors.append(&mut snap.errors);
+        } else if is_policy_test_file(path) {
+            // `policy check policy/*.yaml` names the cases too: they are
+            // checked by `policy test`, and never loaded as policies.
+            continue;
         } else {
             match read_policy_file(path) {
                 Ok(text) => sources.push((path.display().to_string(), text)),

@@ -18,6 +18,7 @@ mod pod_decision;
 mod preflight;
 mod schema;
 pub mod sysctls;
+mod testkit;
 
 pub use cli::{cli_check, cli_eval};
 pub use decision::{Decision, ExecPath, Reason};
@@ -38,3 +39,4 @@ pub use pod_decision::{PodDecision, render_pod_table};
 pub use preflight::{
     MemoryRootfs, ResolvedBinary, RootfsView, SetIdBits, resolve_entrypoint, resolve_symlinks,
 };
+pub use testkit::{TEST_KIND, TestReport, cli_test, run_cases};
