@@ -11,7 +11,7 @@ use super::cgroup_files::{
     oom_kill_count, single_number, v1_writes, v2_writes,
 };
 
-const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+use crate::util::cgroupfs::{CGROUP_ROOT, is_unified};
 
 /// A group by its path relative to every hierarchy (the OCI
 /// `linux.cgroupsPath`, e.g. `/capcri/<pod>/<container>`).
@@ -29,7 +29,7 @@ impl CgroupPath {
             .to_path_buf();
         CgroupPath {
             rel,
-            unified: Path::new(CGROUP_ROOT).join("cgroup.controllers").exists(),
+            unified: is_unified(),
         }
     }
 
@@ -55,14 +55,7 @@ impl CgroupPath {
     /// which a loaded node does not always meet ("could not delete").
     pub fn kill_all(&self, timeout: std::time::Duration) -> bool {
         let deadline = std::time::Instant::now() + timeout;
-        let dirs: Vec<PathBuf> = if self.unified {
-            vec![Path::new(CGROUP_ROOT).join(&self.rel)]
-        } else {
-            crate::sandbox::cgroups::hierarchies()
-                .into_iter()
-                .map(|h| h.join(&self.rel))
-                .collect()
-        };
+        let dirs = crate::util::cgroupfs::dirs_of(&self.rel);
         loop {
             let mut left = false;
             for dir in &dirs {

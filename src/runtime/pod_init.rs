@@ -254,7 +254,7 @@ pub(crate) fn scrub_environ_and_cmdline() {
 pub(crate) fn join_cgroup(pid: i32, rel: &str) -> Result<Vec<PathBuf>, String> {
     let rel = rel.trim_start_matches('/');
     let mut joined = Vec::new();
-    for h in crate::sandbox::cgroups::hierarchies() {
+    for h in crate::util::cgroupfs::hierarchies() {
         let dir = h.join(rel);
         create_cgroup(&h, Path::new(rel))?;
         std::fs::write(dir.join("cgroup.procs"), pid.to_string())

@@ -5,27 +5,7 @@
 //! hierarchy of this host (v1 controllers, the named systemd one, and the
 //! unified cgroup2 mount of a hybrid host).
 
-use std::path::{Path, PathBuf};
-
-const CGROUP_ROOT: &str = "/sys/fs/cgroup";
-
-/// Every mounted hierarchy directory under /sys/fs/cgroup (or the root
-/// itself on a pure cgroup2 host).
-pub fn hierarchies() -> Vec<PathBuf> {
-    let root = Path::new(CGROUP_ROOT);
-    if root.join("cgroup.controllers").exists() {
-        return vec![root.to_path_buf()];
-    }
-    let mut out: Vec<PathBuf> = std::fs::read_dir(root)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false))
-        .map(|e| e.path())
-        .collect();
-    out.sort();
-    out
-}
+use crate::util::cgroupfs::hierarchies;
 
 /// This host's cgroup v1 hierarchies (empty on a cgroup2 host), read once
 /// from the daemon's mountinfo: the monitors and the containers' inits

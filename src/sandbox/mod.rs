@@ -1,4 +1,5 @@
-//! Pod sandbox lifecycle: namespaces, hostname, DNS files, the pod monitor.
+//! Pod sandbox records and what a pod owns on the host: cgroups, files, the
+//! network-namespace pool. The lifecycle (RunPodSandbox...) is `node/pods.rs`.
 //!
 //! capcri runs no pause container: the pod's network, IPC and UTS
 //! namespaces are created and pinned (bind mounts under the pod directory)
@@ -8,7 +9,6 @@
 
 pub mod cgroups;
 pub mod files;
-mod lifecycle;
 pub(crate) mod net_sysctls;
 pub(crate) mod netns_pool;
 

@@ -517,19 +517,13 @@ impl Monitor {
     /// cgroup only succeeds when it has no processes and no children, so
     /// this cannot disturb anything still in use.
     pub(super) fn remove_cgroup_parents(&mut self) {
-        let Ok(hierarchies) = fs::read_dir("/sys/fs/cgroup") else {
-            return;
-        };
-        let hierarchies: Vec<PathBuf> = hierarchies.flatten().map(|e| e.path()).collect();
         for parent in std::mem::take(&mut self.cgroup_parents) {
-            let Ok(rel) = parent.strip_prefix("/") else {
+            if !parent.starts_with("/") {
                 continue;
-            };
-            for h in &hierarchies {
-                let _ = fs::remove_dir(h.join(rel));
             }
-            // The v2-only layout has no per-controller hierarchies.
-            let _ = fs::remove_dir(Path::new("/sys/fs/cgroup").join(rel));
+            for dir in crate::util::cgroupfs::dirs_of(&parent) {
+                let _ = fs::remove_dir(dir);
+            }
         }
     }
 
@@ -540,7 +534,7 @@ impl Monitor {
             return;
         };
         let rel = PathBuf::from(rel.trim_start_matches('/'));
-        for h in crate::sandbox::cgroups::hierarchies() {
+        for h in crate::util::cgroupfs::hierarchies() {
             let _ = fs::remove_dir(h.join(&rel));
             if let Some(pod) = rel.parent() {
                 let _ = fs::remove_dir(h.join(pod));

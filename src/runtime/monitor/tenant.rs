@@ -248,22 +248,15 @@ fn open_ns(path: &Path) -> Result<OwnedFd, RuntimeError> {
 /// exists: each v1 controller mount and the unified one on a hybrid host
 /// (`/sys/fs/cgroup/unified`), or `/sys/fs/cgroup` itself on a v2-only one.
 fn cgroup_procs_files(cgroups_path: &Path) -> Vec<PathBuf> {
-    let Ok(rel) = cgroups_path.strip_prefix("/") else {
+    if !cgroups_path.starts_with("/") {
         return Vec::new();
-    };
-    let root = Path::new("/sys/fs/cgroup");
-    let mut candidates = vec![root.join(rel).join("cgroup.procs")];
-    if let Ok(entries) = fs::read_dir(root) {
-        for e in entries.flatten() {
-            candidates.push(e.path().join(rel).join("cgroup.procs"));
-        }
     }
-    let mut seen = std::collections::BTreeSet::new();
-    candidates
+    // One entry per hierarchy: the cpu/cpuacct aliases are not listed, so
+    // the pid is written once to each.
+    crate::util::cgroupfs::dirs_of(cgroups_path)
         .into_iter()
+        .map(|d| d.join("cgroup.procs"))
         .filter(|p| p.exists())
-        // cpu and cpuacct are symlinks to one hierarchy: write once.
-        .filter(|p| seen.insert(fs::canonicalize(p).unwrap_or_else(|_| p.clone())))
         .collect()
 }
 

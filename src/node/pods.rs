@@ -1,14 +1,16 @@
 //! RunPodSandbox, StopPodSandbox, RemovePodSandbox, status and list.
 
-use super::files::{render_hosts, render_resolv_conf, write_pod_file};
-use super::{PodSandbox, PodState, pod_name_key};
 use crate::crash_point::crash_point;
 use crate::events::EventKind;
 use crate::network::{CniError, PodNetworkRequest, bandwidth_from_annotations};
-use crate::node::{Node, NodeError, find_by_id_or_prefix, labels_match, lock, new_id, now_nanos};
+use crate::node::{Node, NodeError, find_by_id_or_prefix, labels_match, new_id};
 use crate::runtime::{
     MonitorSpawn, NamespaceKind, PodNamespaceSet, pinned_namespace_path, spawn_monitor,
 };
+use crate::sandbox::files::{render_hosts, render_resolv_conf, write_pod_file};
+use crate::sandbox::{PodSandbox, PodState, pod_name_key};
+use crate::util::sync::lock;
+use crate::util::time::now_nanos;
 use k8s_cri::v1::{PodSandboxConfig, PodSandboxFilter};
 use nix::mount::{MntFlags, MsFlags};
 use std::path::Path;
@@ -92,7 +94,7 @@ impl Node {
     }
 
     async fn set_up_pod(&self, pod: &mut PodSandbox) -> Result<(), NodeError> {
-        let step = crate::node::StepTimer::new("run_pod_sandbox", &pod.id);
+        let step = crate::util::time::StepTimer::new("run_pod_sandbox", &pod.id);
         let dir = &pod.pod_dir;
         std::fs::create_dir_all(dir).map_err(|e| NodeError::io(dir, e))?;
         // Root only: it holds the pod's /dev/shm (a 1777 tmpfs) and the
@@ -164,7 +166,7 @@ impl Node {
             std::fs::create_dir_all(&ns_dir).map_err(|e| NodeError::io(&ns_dir, e))?;
             let target = pinned_namespace_path(dir, NamespaceKind::Net);
             if !self.netns_pool.take_into(&target) {
-                crate::node::blocking(|| crate::runtime::create_netns_at(&target))?;
+                crate::util::task::blocking(|| crate::runtime::create_netns_at(&target))?;
             }
             self.netns_pool.fill();
             step.done("netns");
@@ -181,9 +183,9 @@ impl Node {
             },
             hostname: (!pod.host_network() && !hostname.is_empty()).then(|| hostname.clone()),
             user_namespace: pod.user_namespace(),
-            init_cgroup: pod
-                .shares_pid()
-                .then(|| super::cgroups::pod_init_cgroup(&self.config.cgroup_parent, &pod.id)),
+            init_cgroup: pod.shares_pid().then(|| {
+                crate::sandbox::cgroups::pod_init_cgroup(&self.config.cgroup_parent, &pod.id)
+            }),
             program: None,
         });
         // Its own task, so the blocking steps of either side (record
@@ -218,7 +220,7 @@ impl Node {
         }
         step.done("network");
         crash_point("pod.run.after-network");
-        crate::node::blocking(|| self.pod_records.put(&pod.id, pod))?;
+        crate::util::task::blocking(|| self.pod_records.put(&pod.id, pod))?;
         step.done("record");
         crash_point("pod.run.after-record");
         Ok(())
@@ -233,8 +235,8 @@ impl Node {
             Ok(())
         } else {
             let netns = pinned_namespace_path(&pod.pod_dir, NamespaceKind::Net);
-            crate::node::blocking(|| {
-                super::net_sysctls::write_in_netns(&netns, &mut pod.network_policy)
+            crate::util::task::blocking(|| {
+                crate::sandbox::net_sysctls::write_in_netns(&netns, &mut pod.network_policy)
             })
         };
         for s in &pod.network_policy.sysctls {
@@ -315,7 +317,9 @@ impl Node {
             warn!(pod.id = %pod_id, error = %e, "unpinning namespaces failed");
         }
         unmount_if_mounted(&pod_dir.join("shm"));
-        for failure in super::cgroups::remove_pod_cgroups(&self.config.cgroup_parent, pod_id) {
+        for failure in
+            crate::sandbox::cgroups::remove_pod_cgroups(&self.config.cgroup_parent, pod_id)
+        {
             warn!(pod.id = %pod_id, %failure, "pod cgroup not removed");
         }
         if let Err(e) = std::fs::remove_dir_all(pod_dir)
@@ -339,7 +343,7 @@ impl Node {
         let mut pod = pod;
         if pod.state != PodState::NotReady {
             pod.state = PodState::NotReady;
-            crate::node::blocking(|| self.pod_records.put(&pod.id, &pod))?;
+            crate::util::task::blocking(|| self.pod_records.put(&pod.id, &pod))?;
             lock(&self.pods).insert(pod.id.clone(), pod.clone());
             self.events.emit(EventKind::Stopped, &pod.id, &pod.id);
         }
@@ -358,7 +362,7 @@ impl Node {
         crash_point("pod.remove.after-containers");
         self.tear_down_pod(&pod).await;
         crash_point("pod.remove.after-teardown");
-        crate::node::blocking(|| self.pod_records.delete(&pod.id))?;
+        crate::util::task::blocking(|| self.pod_records.delete(&pod.id))?;
         lock(&self.pods).remove(&pod.id);
         self.release_name(&pod.name_key());
         self.events.emit(EventKind::Deleted, &pod.id, &pod.id);
@@ -403,9 +407,8 @@ impl Node {
 }
 
 pub(crate) fn unmount_if_mounted(path: &Path) {
-    match nix::mount::umount2(path, MntFlags::MNT_DETACH) {
-        Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
-        Err(e) => warn!(path = %path.display(), error = %e, "unmount failed"),
+    if let Err(e) = crate::util::mount::unmount_if_mounted(path, MntFlags::MNT_DETACH) {
+        warn!(path = %path.display(), error = %e, "unmount failed");
     }
 }
 

@@ -5,9 +5,10 @@ use std::path::PathBuf;
 
 use k8s_cri::v1::LinuxContainerResources;
 
-use super::ContainerState;
-use crate::node::{Node, NodeError, lock};
+use crate::container::ContainerState;
+use crate::node::{Node, NodeError};
 use crate::runtime::{CgroupPath, ResourceUpdate};
+use crate::util::sync::lock;
 
 /// The CRI request as cgroup changes. Zero means "leave as is", as
 /// containerd reads it (the CRI has no optional scalars); a quota of -1

@@ -9,10 +9,12 @@ use std::sync::{Mutex, OnceLock};
 
 use k8s_cri::v1::{ContainerStatsFilter, PodSandboxStatsFilter};
 
-use super::{ContainerRecord, ContainerState};
-use crate::node::{Node, NodeError, labels_match, lock, now_nanos};
+use crate::container::{ContainerRecord, ContainerState};
+use crate::node::{Node, NodeError, labels_match};
 use crate::runtime::{CgroupPath, MemoryUsage};
 use crate::sandbox::PodSandbox;
+use crate::util::sync::lock;
+use crate::util::time::now_nanos;
 
 /// CPU and memory of one cgroup at `timestamp` (unix nanoseconds).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
