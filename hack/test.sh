@@ -91,8 +91,8 @@ set -e
 [ "$rc" = 127 ] && grep -q 'exec /nonexistent failed: ENOENT' <<<"$err"
 # The recommended policy set must stay valid, and decide what its cases
 # (policy/*_test.yaml) expect.
-cargo run --quiet --locked -- policy check policy/
-cargo run --quiet --locked -- policy test policy/
+cargo run --quiet --locked --bin capcri -- policy check policy/
+cargo run --quiet --locked --bin capcri -- policy test policy/
 # The Helm chart renders (Helm's Go SDK from PyPI, no helm binary) and
 # validates against the Kubernetes schemas; its scripts work.
 ./hack/chart-check.sh
