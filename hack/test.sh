@@ -105,8 +105,10 @@ err=$(qemu-aarch64 "$dmz" - /nonexistent prog 2>&1)
 rc=$?
 set -e
 [ "$rc" = 127 ] && grep -q 'exec /nonexistent failed: ENOENT' <<<"$err"
-# The recommended policy set must stay valid.
-cargo run --quiet --locked -- policy check policy/
+# The recommended policy set must stay valid, and decide what its cases
+# (policy/*_test.yaml) expect.
+cargo run --quiet --locked --bin capcri -- policy check policy/
+cargo run --quiet --locked --bin capcri -- policy test policy/
 # The Helm chart renders (Helm's Go SDK from PyPI, no helm binary) and
 # validates against the Kubernetes schemas; its scripts work.
 ./hack/chart-check.sh

@@ -5,7 +5,7 @@
 use crate::container::capabilities::image_facts;
 use crate::container::capabilities::image_file_caps;
 use crate::node::Node;
-use crate::policy::{Decision, render_json, render_table};
+use crate::policy::{Decision, render_json, render_pod_table, render_table};
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 use tracing::info_span;
@@ -49,7 +49,26 @@ impl Admin for AdminService {
     ) -> Result<Response<DecisionResponse>, Status> {
         let id = r.into_inner().container_id;
         let _span = info_span!("Explain", container.id = %id).entered();
-        let record = self.node.container(&id).map_err(crate::cri::to_status)?;
+        let record = match self.node.container(&id) {
+            Ok(record) => record,
+            // A pod id: its network decision (the sysctls the policies set).
+            Err(e) => match self.node.find_pod(&id) {
+                Some(pod) => {
+                    let decision_json = serde_json::to_string_pretty(&pod.network_policy)
+                        .map_err(|e| Status::internal(format!("cannot encode decision: {e}")))?;
+                    return Ok(Response::new(DecisionResponse {
+                        container_id: pod.id.clone(),
+                        decision_json,
+                        table: format!(
+                            "pod sandbox {}\n{}",
+                            pod.id,
+                            render_pod_table(&pod.network_policy)
+                        ),
+                    }));
+                }
+                None => return Err(crate::cri::to_status(e)),
+            },
+        };
         let decision = record.decision.as_ref().ok_or_else(|| {
             Status::failed_precondition(format!(
                 "container {} was created before capcri recorded decisions; recreate it to get one",

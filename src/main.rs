@@ -64,6 +64,12 @@ enum PolicyCommand {
         /// Files or directories [default: /etc/capcri/policies]
         paths: Vec<PathBuf>,
     },
+    /// Run the table-driven cases (*_test.yaml) next to the policies of DIR;
+    /// prints a diff per failed case, exit code 1 on any failure.
+    Test {
+        /// Policy directory holding the policies and their *_test.yaml cases
+        dir: PathBuf,
+    },
     /// Evaluate the policies for a crictl-style pod and container config.
     Eval {
         /// Pod config JSON (crictl runp format)
@@ -276,6 +282,15 @@ fn policy_command(cmd: PolicyCommand) -> std::process::ExitCode {
                 paths
             };
             let (report, ok) = capcri::policy::cli_check(&paths);
+            print!("{report}");
+            if ok {
+                std::process::ExitCode::SUCCESS
+            } else {
+                std::process::ExitCode::from(1)
+            }
+        }
+        PolicyCommand::Test { dir } => {
+            let (report, ok) = capcri::policy::cli_test(&dir);
             print!("{report}");
             if ok {
                 std::process::ExitCode::SUCCESS

@@ -558,3 +558,105 @@ async fn privileged_and_add_all_get_every_capability_the_host_has() {
         .await
         .unwrap();
 }
+
+/// The recommended network defaults turned off, so binding :80 needs the
+/// capability, and the dmz exec path forced for `dmz-*` containers.
+const EXEC_POLICIES: [(&str, &str); 2] = [
+    (
+        "95-kernel-network-defaults.yaml",
+        "apiVersion: capcri.dev/v1alpha1\nkind: CapabilityPolicy\nmetadata:\n  name: 95-kernel-network-defaults\nspec:\n  match: \"true\"\n  rules:\n    - unprivilegedPorts: 1024\n      unprivilegedICMP: false\n",
+    ),
+    (
+        "96-force-dmz.yaml",
+        "apiVersion: capcri.dev/v1alpha1\nkind: CapabilityPolicy\nmetadata:\n  name: 96-force-dmz\nspec:\n  match: \"container.name.startsWith('dmz-')\"\n  rules:\n    - execPath: dmz\n",
+    ),
+];
+
+/// Issue 17 item 4: an ExecSync process (a probe) gets the container's
+/// decision: its ambient set, exec path and no_new_privs, so a non-root
+/// probe binds :80 exactly when the container can, on both exec paths.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_sync_processes_get_the_containers_ambient_set_and_exec_path() {
+    let registry = require_privileged!();
+    let d = TestDaemon::start_with_policies(&EXEC_POLICIES, &[]);
+    pull(&d, &format!("{registry}/cri-lab/bind80:latest")).await;
+    let pod = run_pod(&d, "exec-probe").await;
+    for (name, nnp, path) in [
+        ("direct-nnp", true, "direct"),
+        ("dmz-nnp", true, "dmz"),
+        ("dmz-plain", false, "dmz"),
+    ] {
+        let cmd = ["sh", "-c", "grep CapAmb /proc/self/status; exec sleep 600"];
+        let config = with_security(
+            container_config(name, &format!("{registry}/cri-lab/bind80:latest"), &cmd),
+            caps(&["NET_BIND_SERVICE"], &[]),
+            nnp,
+        );
+        let id = create(&d, &pod, config).await.expect("create");
+        start(&d, &id).await;
+        let decision = common::verbose_info(&d, &id).await["capabilityDecision"].clone();
+        assert_eq!(decision["exec_path"], path, "{name}: {decision}");
+        assert!(
+            decision["reasons"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|r| r["subject"] == "exec"
+                    && r["text"].as_str().unwrap().contains(&format!(
+                        "exec path {path}, ambient CAP_NET_BIND_SERVICE, no_new_privs {nnp}"
+                    ))),
+            "{name}: explain must say what execs get: {decision}"
+        );
+        let init_amb = wait_for(
+            "the container's CapAmb",
+            Duration::from_secs(10),
+            || async {
+                let log = log_of(&d, name);
+                log.lines()
+                    .find_map(|l| l.split("CapAmb:\t").nth(1).map(str::to_string))
+            },
+        )
+        .await;
+        assert_eq!(init_amb, "0000000000000400", "{name}");
+        // The probe: its own CapAmb and NoNewPrivs, then a bind of :80 as
+        // uid 1000 (ip_unprivileged_port_start is 1024 in this pod).
+        let out = exec(
+            &d,
+            &id,
+            &[
+                "sh",
+                "-c",
+                "grep -E 'CapAmb|NoNewPrivs' /proc/self/status; id -u; nc -ll -p 80 -e echo probe-bound & sleep 1; nc 127.0.0.1 80 </dev/null; kill $! 2>/dev/null; true",
+            ],
+        )
+        .await;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(
+            text.contains(&format!("CapAmb:\t{init_amb}")),
+            "{name}: {text} {err}"
+        );
+        assert!(
+            text.contains(&format!("NoNewPrivs:\t{}", u8::from(nnp))),
+            "{name}: {text}"
+        );
+        assert!(text.contains("1000\n"), "{name}: {text}");
+        assert!(text.contains("probe-bound"), "{name}: {text} {err}");
+        assert!(!err.contains("Permission denied"), "{name}: {err}");
+        d.runtime()
+            .await
+            .stop_container(cri::StopContainerRequest {
+                container_id: id,
+                timeout: 0,
+            })
+            .await
+            .unwrap();
+    }
+    d.runtime()
+        .await
+        .remove_pod_sandbox(cri::RemovePodSandboxRequest {
+            pod_sandbox_id: pod,
+        })
+        .await
+        .unwrap();
+}

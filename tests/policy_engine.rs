@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use capcri::caps::{CapSet, Capability, FileCaps, ThreadCaps, docker_default_capabilities};
 use capcri::policy::{
     ExecPath, Facts, ImageFacts, LoadErrorKind, MemoryRootfs, PolicySet, PreflightMode,
-    auto_allows_dmz, cli_check, cli_eval, predict_paths,
+    auto_allows_dmz, cli_check, cli_eval, cli_test, predict_paths,
 };
 
 use Capability::*;
@@ -695,7 +695,7 @@ spec:
         condition: "'SYS_ADMIN' in container.capabilities.add && !('SYS_ADMIN' in container.capabilities.drop)"
         message: "no SYS_ADMIN"
     - deny:
-        condition: "container.capabilities.add.exists(c, c.startsWith('CAP_') || !c.matches('^[A-Z_]+$') || c == 'ALL')"
+        condition: "container.capabilities.add.exists(c, c.startsWith('CAP_') || !c.matches('^[A-Z_]+$') || c.matches('^ALL$'))"
         message: "a non-canonical name reached CEL"
     - deny:
         condition: "container.capabilities.addAll && size(container.capabilities.add) != 41"
@@ -791,4 +791,108 @@ fn unknown_capability_is_one_error_everywhere() {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("policy");
     let err = cli_eval(Some(&dir), pod, ctr, None, false).unwrap_err();
     want(&err.to_string());
+}
+
+/// The typed CEL environment (issue 17 item 2): a field the facts do not
+/// have, a wrong type and a capability name that does not exist are load
+/// errors at the offending node's file:line:column, naming the valid
+/// fields (or the nearest one), instead of a rule that denies every
+/// container at run time.
+#[test]
+fn typed_check_refuses_with_the_position_and_the_fix() {
+    let cases: &[(&str, usize, usize, &str)] = &[
+        // (yaml after HEAD, line, column, text); the column is the node's:
+        // the `.` of a selection, the operator, the literal (as cel-go).
+        (
+            "spec:\n  match: \"container.nme == 'web'\"\n  rules:\n    - execPath: dmz\n",
+            5,
+            20,
+            "container has no field `nme`; did you mean container.name?",
+        ),
+        (
+            "spec:\n  match: 'true'\n  rules:\n    - when: \"container.user.uid == 'root'\"\n      execPath: dmz\n",
+            7,
+            33,
+            "cannot compare a int with a string",
+        ),
+        (
+            "spec:\n  match: 'true'\n  rules:\n    - deny:\n        condition: >-\n          pod.namespace != 'kube-system' &&\n          'SYS_ADMN' in granted.bounding\n        message: no\n",
+            10,
+            11,
+            "did you mean 'SYS_ADMIN'?",
+        ),
+        (
+            "spec:\n  match: 'true'\n  rules:\n    - deny:\n        condition: \"'CAP_NET_RAW' in granted.effective\"\n        message: no\n",
+            8,
+            21,
+            "write 'NET_RAW'",
+        ),
+        (
+            "spec:\n  match: 'true'\n  rules:\n    - ambientExpression: \"['NET_BIND_SERVICE', 'NET_BIND']\"\n",
+            7,
+            48,
+            "'NET_BIND' is not a Linux capability",
+        ),
+    ];
+    for (body, line, column, text) in cases {
+        let yaml = format!("{HEAD}{body}");
+        let (set, errors) = PolicySet::from_sources(&[("p.yaml".into(), yaml.clone())]);
+        assert!(set.policy_names().is_empty(), "{yaml}");
+        let e = errors.first().unwrap_or_else(|| panic!("no error: {yaml}"));
+        let shown = e.to_string();
+        assert!(shown.contains(text), "{shown}");
+        assert_eq!(
+            (e.location.line, e.location.column),
+            (*line, *column),
+            "{shown}\n{yaml}"
+        );
+        assert!(matches!(e.kind, LoadErrorKind::CelCheck { .. }), "{shown}");
+    }
+    // `policy check` prints the same, with the list of valid fields.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("bad.yaml"),
+        format!(
+            "{HEAD}spec:\n  match: \"container.nme == 'web'\"\n  rules:\n    - execPath: dmz\n"
+        ),
+    )
+    .unwrap();
+    let (report, ok) = cli_check(&[dir.path().to_path_buf()]);
+    assert!(!ok, "{report}");
+    assert!(report.contains("bad.yaml:5:20:"), "{report}");
+    assert!(
+        report.contains("its fields are name, command, args, workingDir, env, user, capabilities"),
+        "{report}"
+    );
+}
+
+/// The recommended set ships with its cases and passes them; a case that
+/// expects something else fails with a diff (issue 17 item 5).
+#[test]
+fn policy_test_kit_runs_the_recommended_cases() {
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("policy");
+    let (report, ok) = cli_test(&repo);
+    assert!(ok, "{report}");
+    assert!(report.contains(" passed, 0 failed"), "{report}");
+    // A copy whose cases expect the sysctls off: the diff names the field.
+    let dir = tempfile::tempdir().unwrap();
+    for e in std::fs::read_dir(&repo).unwrap().flatten() {
+        std::fs::copy(e.path(), dir.path().join(e.file_name())).unwrap();
+    }
+    std::fs::write(
+        dir.path().join("off_test.yaml"),
+        "apiVersion: capcri.dev/v1alpha1\nkind: CapabilityPolicyTest\ncases:\n  - name: expects no sysctls\n    container: {command: [/bin/app]}\n    files: {/bin/app: {}}\n    expect: {sysctls: {}}\n",
+    )
+    .unwrap();
+    let (report, ok) = cli_test(dir.path());
+    assert!(!ok, "{report}");
+    assert!(report.contains("FAIL"), "{report}");
+    assert!(report.contains("expects no sysctls"), "{report}");
+    assert!(report.contains("    --- expected {}"), "{report}");
+    assert!(
+        report.contains("net.ipv4.ip_unprivileged_port_start"),
+        "{report}"
+    );
+    // The loader never takes a *_test.yaml for a policy.
+    assert!(PolicySet::load_dir_strict(dir.path()).is_ok());
 }

@@ -15,8 +15,11 @@ pub struct ExecIdentity {
     pub ruid: u32,
     /// Effective uid of the calling process.
     pub euid: u32,
-    /// The binary is set-user-ID root (mode 04000, owner 0).
-    pub setuid_root: bool,
+    /// The binary is set-user-ID (mode 04000): its owner's uid.
+    pub setuid: Option<u32>,
+    /// The binary is set-group-ID (mode 02010) and its group is not the
+    /// process's: the effective gid changes.
+    pub setgid: bool,
 }
 
 impl ExecIdentity {
@@ -25,7 +28,8 @@ impl ExecIdentity {
         ExecIdentity {
             ruid: uid,
             euid: uid,
-            setuid_root: false,
+            setuid: None,
+            setgid: false,
         }
     }
 }
@@ -86,11 +90,14 @@ pub fn predict_execve(
         }
     }
 
-    // A set-uid-root binary becomes euid 0 (no_new_privs undoes it below).
-    let new_euid = if identity.setuid_root {
-        0
+    // bprm_fill_uid: under no_new_privs the set-id bits are ignored
+    // altogether (no euid/egid change, so the ambient set survives);
+    // otherwise a set-uid binary runs with its owner's euid, a set-gid one
+    // with its group's egid.
+    let (new_euid, egid_changes) = if no_new_privs {
+        (identity.euid, false)
     } else {
-        identity.euid
+        (identity.setuid.unwrap_or(identity.euid), identity.setgid)
     };
     let ruid = identity.ruid;
     let has_fcap = file.is_some();
@@ -104,8 +111,9 @@ pub fn predict_execve(
         }
     }
 
-    // commoncap.c compares the new euid with the old real uid.
-    let is_setid = new_euid != ruid;
+    // commoncap.c compares the new euid with the old real uid, and the new
+    // egid with the old real gid (__is_setuid, __is_setgid).
+    let is_setid = new_euid != ruid || egid_changes;
     let gained = !permitted.is_subset(before.permitted);
     if (is_setid || gained) && no_new_privs {
         permitted = permitted.intersection(before.permitted);
@@ -250,10 +258,50 @@ mod tests {
                 id: ExecIdentity {
                     ruid: 1000,
                     euid: 1000,
-                    setuid_root: true,
+                    setuid: Some(0),
+                    setgid: false,
                 },
                 nnp: false,
                 want: Ok((dflt, dflt, CapSet::empty())),
+            },
+            Case {
+                name: "setuid to a non-root owner: nothing gained, ambient cleared",
+                before: amb,
+                file: None,
+                id: ExecIdentity {
+                    ruid: 1000,
+                    euid: 1000,
+                    setuid: Some(2000),
+                    setgid: false,
+                },
+                nnp: false,
+                want: Ok((CapSet::empty(), CapSet::empty(), CapSet::empty())),
+            },
+            Case {
+                name: "setgid to another group clears ambient",
+                before: amb,
+                file: None,
+                id: ExecIdentity {
+                    ruid: 1000,
+                    euid: 1000,
+                    setuid: None,
+                    setgid: true,
+                },
+                nnp: false,
+                want: Ok((CapSet::empty(), CapSet::empty(), CapSet::empty())),
+            },
+            Case {
+                name: "set-id bits are ignored under no_new_privs: ambient kept",
+                before: amb,
+                file: None,
+                id: ExecIdentity {
+                    ruid: 1000,
+                    euid: 1000,
+                    setuid: Some(0),
+                    setgid: true,
+                },
+                nnp: true,
+                want: Ok((nbs, nbs, nbs)),
             },
             Case {
                 name: "setuid-root under no_new_privs gains nothing",
@@ -266,7 +314,8 @@ mod tests {
                 id: ExecIdentity {
                     ruid: 1000,
                     euid: 1000,
-                    setuid_root: true,
+                    setuid: Some(0),
+                    setgid: false,
                 },
                 nnp: true,
                 want: Ok((CapSet::empty(), CapSet::empty(), CapSet::empty())),
@@ -278,7 +327,8 @@ mod tests {
                 id: ExecIdentity {
                     ruid: 1000,
                     euid: 1000,
-                    setuid_root: true,
+                    setuid: Some(0),
+                    setgid: false,
                 },
                 nnp: false,
                 want: Ok((raw, raw, CapSet::empty())),
@@ -290,7 +340,8 @@ mod tests {
                 id: ExecIdentity {
                     ruid: 0,
                     euid: 1000,
-                    setuid_root: false,
+                    setuid: None,
+                    setgid: false,
                 },
                 nnp: false,
                 want: Ok((dflt, CapSet::empty(), CapSet::empty())),

@@ -6,7 +6,7 @@ use super::rootfs_read::{open_in_root, read_link_in_root};
 use crate::caps::{CapSet, Capability, FileCaps, parse_file_caps};
 use crate::image::ImageRecord;
 use crate::policy::{
-    Decision, Facts, ImageFacts, NodeFacts, PolicySet, ResolvedIdentity, RootfsView,
+    Decision, Facts, ImageFacts, NodeFacts, PolicySet, ResolvedIdentity, RootfsView, SetIdBits,
 };
 use crate::sandbox::PodSandbox;
 use k8s_cri::v1::ContainerConfig;
@@ -40,6 +40,16 @@ impl RootfsView for MountedRootfs {
             .iter()
             .map(|(p, c)| (p.clone(), *c))
             .collect()
+    }
+    /// fstat of an O_PATH handle opened inside the rootfs without following
+    /// the last component: the image cannot point it at a host file.
+    fn set_id(&self, path: &str) -> SetIdBits {
+        use std::os::unix::fs::MetadataExt;
+        open_in_root(&self.root, path, false)
+            .and_then(|f| f.metadata().ok())
+            .filter(|m| m.is_file())
+            .map(|m| SetIdBits::from_mode(m.mode(), m.uid(), m.gid()))
+            .unwrap_or_default()
     }
 }
 
@@ -298,6 +308,7 @@ mod tests {
             warnings: vec![],
             reasons: vec![],
             prediction: None,
+            sysctls: Vec::new(),
         };
         clamp_to_host(&mut d, host);
         assert!(!d.caps.bounding.contains(Capability::SysResource));
@@ -333,6 +344,7 @@ mod tests {
             warnings: vec![],
             reasons: vec![],
             prediction: None,
+            sysctls: Vec::new(),
         };
         let oci = oci_capabilities(&d);
         assert_eq!(

@@ -135,7 +135,7 @@ impl RuntimeService for CriRuntimeService {
         let pod = self.node.pod(&req.pod_sandbox_id).map_err(to_status)?;
         let mut info = std::collections::HashMap::new();
         if req.verbose {
-            let value = serde_json::json!({ "pid": 0, "config": pod.config, "podDir": pod.pod_dir, "runtimeHandler": pod.runtime_handler });
+            let value = serde_json::json!({ "pid": 0, "config": pod.config, "podDir": pod.pod_dir, "runtimeHandler": pod.runtime_handler, "networkPolicy": pod.network_policy });
             info.insert("info".to_string(), value.to_string());
         }
         Ok(Response::new(cri::PodSandboxStatusResponse {

@@ -167,6 +167,13 @@ pub struct DecisionLabels {
     pub outcome: DecisionOutcome,
 }
 
+/// A policy network sysctl: its key and what became of it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct SysctlLabels {
+    pub key: String,
+    pub outcome: &'static str,
+}
+
 /// Success or failure of a pull or a policy reload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Outcome {
@@ -274,6 +281,7 @@ mod tests {
             warnings: vec![],
             reasons: vec![],
             prediction: None,
+            sysctls: Vec::new(),
         }
     }
 

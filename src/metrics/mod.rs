@@ -23,7 +23,9 @@ pub use cri_layer::CriMetricsLayer;
 pub use http::{MetricsError, MetricsServer, OPENMETRICS_CONTENT_TYPE, Refresh};
 pub use node_collector::{NodeCollector, NodeSnapshot, SnapshotSource};
 
-use labels::{CriCallLabels, DecisionLabels, DecisionOutcome, Outcome, OutcomeLabels};
+use labels::{
+    CriCallLabels, DecisionLabels, DecisionOutcome, Outcome, OutcomeLabels, SysctlLabels,
+};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
@@ -49,6 +51,7 @@ type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 pub struct Metrics {
     cri_requests: HistogramFamily<CriCallLabels>,
     policy_decisions: Family<DecisionLabels, Counter>,
+    policy_sysctls: Family<SysctlLabels, Counter>,
     image_pulls: HistogramFamily<OutcomeLabels>,
 }
 
@@ -63,6 +66,7 @@ impl Metrics {
         let m = Metrics {
             cri_requests: Family::new_with_constructor(latency_histogram),
             policy_decisions: Family::default(),
+            policy_sysctls: Family::default(),
             image_pulls: Family::new_with_constructor(latency_histogram),
         };
         // Every outcome is present from the start, at 0: a rate() over a
@@ -97,6 +101,19 @@ impl Metrics {
         }
     }
 
+    /// One network sysctl a policy set for a pod at RunPodSandbox, by key
+    /// and outcome (applied, skipped_host_network, overridden_by_pod,
+    /// failed). Keys come from the loader's fixed pod-safe list, so the
+    /// label set is bounded.
+    pub fn count_sysctl(&self, key: &str, outcome: crate::policy::sysctls::SysctlOutcome) {
+        self.policy_sysctls
+            .get_or_create(&SysctlLabels {
+                key: key.to_string(),
+                outcome: outcome.label(),
+            })
+            .inc();
+    }
+
     /// One image pull, from its start to the image recorded (or the error).
     pub fn observe_pull(&self, outcome: Outcome, took: Duration) {
         self.image_pulls
@@ -117,6 +134,11 @@ impl Metrics {
             "policy_decisions",
             "Capability decisions of CreateContainer by outcome: each decision counts once under direct, dmz, denied or preflight-failed, and allowed ones with ambient capabilities once more under promoted",
             self.policy_decisions.clone(),
+        );
+        r.register(
+            "policy_sysctls",
+            "Network sysctls set by policies at RunPodSandbox, by key and outcome: applied to the pod's network namespace, skipped_host_network, overridden_by_pod (the pod's own sysctls win), failed",
+            self.policy_sysctls.clone(),
         );
         r.register(
             "image_pull_duration_seconds",
@@ -205,6 +227,27 @@ mod tests {
     }
 
     #[test]
+    fn policy_sysctls_count_by_key_and_outcome() {
+        use crate::policy::sysctls::SysctlOutcome;
+        let m = Metrics::new();
+        let key = "net.ipv4.ip_unprivileged_port_start";
+        m.count_sysctl(key, SysctlOutcome::Applied);
+        m.count_sysctl(key, SysctlOutcome::Applied);
+        m.count_sysctl(key, SysctlOutcome::SkippedHostNetwork);
+        m.count_sysctl("net.ipv4.ping_group_range", SysctlOutcome::OverriddenByPod);
+        let text = encode(&m.registry(NodeCollector::new(Arc::new(snapshot())))).unwrap();
+        let l = lines(&text);
+        for want in [
+            "# TYPE capcri_policy_sysctls counter",
+            "capcri_policy_sysctls_total{key=\"net.ipv4.ip_unprivileged_port_start\",outcome=\"applied\"} 2",
+            "capcri_policy_sysctls_total{key=\"net.ipv4.ip_unprivileged_port_start\",outcome=\"skipped_host_network\"} 1",
+            "capcri_policy_sysctls_total{key=\"net.ipv4.ping_group_range\",outcome=\"overridden_by_pod\"} 1",
+        ] {
+            assert!(l.contains(&want), "missing {want:?} in:\n{text}");
+        }
+    }
+
+    #[test]
     fn decisions_count_each_outcome() {
         use crate::caps::{CapSet, Capability, ThreadCaps};
         let m = Metrics::new();
@@ -225,6 +268,7 @@ mod tests {
             warnings: vec![],
             reasons: vec![],
             prediction: None,
+            sysctls: Vec::new(),
         };
         m.count_decision(&d);
         d.allowed = false;

@@ -257,6 +257,9 @@ impl Node {
             &view,
         );
         clamp_to_host(&mut decision, host_bounding_set());
+        // What the pod's network namespace got at RunPodSandbox (the
+        // policies may have been reloaded since): explain shows it.
+        decision.sysctls = pod.network_policy.sysctls.clone();
         self.metrics.count_decision(&decision);
         for w in &decision.warnings {
             warn!(pod.id = %pod.id, container.id = %record.id, warning = %w, "capability policy warning");

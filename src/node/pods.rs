@@ -57,6 +57,11 @@ impl Node {
                 return Err(e);
             }
         };
+        // The policies' network sysctls, decided before anything is made.
+        let network_policy = self.policies.current().evaluate_pod(
+            &crate::policy::PodFacts::from_cri(&config, &runtime_handler),
+            &crate::container::capabilities::node_facts(),
+        );
         let pod = PodSandbox {
             pod_dir: self.config.pods_dir().join(&id),
             id: id.clone(),
@@ -65,6 +70,7 @@ impl Node {
             created_at: now_nanos(),
             state: PodState::Ready,
             ips: Vec::new(),
+            network_policy,
         };
         let _guard = self.pod_locks.lock(&id).await;
         let mut pod = pod;
@@ -205,6 +211,7 @@ impl Node {
         self.remember_monitor(&pod.id, monitor?);
         pod.ips = network?;
         step.done("monitor+network");
+        self.write_network_sysctls(pod)?;
         if !pod.host_network() && !netns_first {
             pod.ips = self.attach_network(pod).await?;
         }
@@ -214,6 +221,32 @@ impl Node {
         step.done("record");
         crash_point("pod.run.after-record");
         Ok(())
+    }
+
+    /// Writes the policies' network sysctls into the pod's network
+    /// namespace (none for a host-network pod: `resolve` skipped them) and
+    /// counts each outcome. A failed write fails RunPodSandbox naming the
+    /// key and the rule.
+    fn write_network_sysctls(&self, pod: &mut PodSandbox) -> Result<(), NodeError> {
+        let result = if pod.host_network() {
+            Ok(())
+        } else {
+            let netns = pinned_namespace_path(&pod.pod_dir, NamespaceKind::Net);
+            crate::util::task::blocking(|| {
+                crate::sandbox::net_sysctls::write_in_netns(&netns, &mut pod.network_policy)
+            })
+        };
+        for s in &pod.network_policy.sysctls {
+            self.metrics.count_sysctl(&s.key, s.outcome);
+            info!(pod.id = %pod.id, key = %s.key, value = %s.value, outcome = s.outcome.label(), rule = %s.source, "policy network sysctl");
+        }
+        for w in &pod.network_policy.warnings {
+            warn!(pod.id = %pod.id, warning = %w, "policy network sysctl warning");
+        }
+        result.map_err(|e| {
+            let name = pod.config.metadata.as_ref().map(|m| m.name.as_str());
+            NodeError::FailedPrecondition(format!("pod {:?}: {e}", name.unwrap_or_default()))
+        })
     }
 
     fn network_request(&self, pod: &PodSandbox) -> PodNetworkRequest {

@@ -65,6 +65,7 @@ struct MetaJson {
 #[serde(default)]
 struct PodLinuxJson {
     security_context: Option<PodSecurityJson>,
+    sysctls: HashMap<String, String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -175,6 +176,11 @@ fn pod_config(p: &PodJson) -> cri::PodSandboxConfig {
                 namespace_options: sc.and_then(|s| s.namespace_options.as_ref()).map(ns),
                 ..Default::default()
             }),
+            sysctls: p
+                .linux
+                .as_ref()
+                .map(|l| l.sysctls.clone())
+                .unwrap_or_default(),
             ..Default::default()
         }),
         ..Default::default()
@@ -282,7 +288,8 @@ pub fn cli_eval(
         &pod.runtime_handler,
     );
     facts.container.capabilities.lists()?;
-    let decision = set.evaluate(&facts, &rootfs);
+    let mut decision = set.evaluate(&facts, &rootfs);
+    decision.sysctls = set.evaluate_pod(&facts.pod, &facts.node).sysctls;
     if output_json {
         Ok(render_json(&decision)?)
     } else {

@@ -7,11 +7,13 @@ use std::sync::Arc;
 
 use cel::{Context, Env, ExecutionError, Program, Value};
 
+use super::check::{self, CheckError};
 use super::document::{
     API_VERSION, AmbientRequests, ExecPathMode, KIND, PolicyDocument, PreflightMode, RuleSpec,
 };
 use super::error::{LoadError, LoadErrorKind, Location};
-use super::facts::{CelVars, Facts, UserFacts, bind_granted};
+use super::facts::{CelVars, EntrypointFacts, Facts, UserFacts, bind_granted};
+use super::sysctls;
 use crate::caps::ThreadCaps;
 use crate::caps::{CapList, CapSet};
 
@@ -32,7 +34,35 @@ pub(crate) enum Expect {
     StringList,
 }
 
+/// Prefix of a checker message about the result type, so the load error
+/// keeps its own kind ([`LoadErrorKind::CelType`]).
+const RESULT_TYPE: &str = "result type: ";
+
 impl Expect {
+    /// The statically known result type must fit; capability names in a
+    /// list an ambient expression returns must exist.
+    fn check_static(self, expr: &cel::IdedExpr, ty: &check::Ty) -> Result<(), CheckError> {
+        use check::Ty;
+        let ok = match (self, ty) {
+            (_, Ty::Dyn) => true,
+            (Expect::Bool, Ty::Bool) => true,
+            (Expect::StringList, Ty::List(elem)) => {
+                matches!(**elem, Ty::Str | Ty::Cap | Ty::Dyn)
+            }
+            _ => false,
+        };
+        if !ok {
+            return Err(CheckError::Invalid {
+                id: expr.id,
+                message: format!("{RESULT_TYPE}{ty}"),
+            });
+        }
+        if self == Expect::StringList {
+            check::check_cap_literals(expr)?;
+        }
+        Ok(())
+    }
+
     fn name(self) -> &'static str {
         match self {
             Expect::Bool => "bool",
@@ -66,6 +96,9 @@ pub struct CompiledRule {
     pub exec_path: Option<ExecPathMode>,
     pub preflight: Option<PreflightMode>,
     pub deny: Option<(CompiledExpr, String)>,
+    /// `(key, value)` of the rule's network sysctls, validated; applied to
+    /// the pod at RunPodSandbox.
+    pub sysctls: Vec<(String, String)>,
 }
 
 #[derive(Debug)]
@@ -95,6 +128,41 @@ pub(crate) fn locate(text: &str, needle: &str, from_line: usize) -> (usize, usiz
         }
     }
     (from_line.max(1), 1)
+}
+
+/// The 1-based line and column in `text` of character `offset` of
+/// `source`, which starts at (`line`, `column`) of `text`.
+pub(crate) fn offset_position(
+    text: &str,
+    line: usize,
+    column: usize,
+    source: &str,
+    offset: usize,
+) -> (usize, usize) {
+    // Non-whitespace characters of `source` before the node: the same
+    // characters precede it in the file, whatever YAML did to the spaces.
+    let mut want = source
+        .chars()
+        .take(offset)
+        .filter(|c| !c.is_whitespace())
+        .count();
+    for (i, text_line) in text.lines().enumerate().skip(line.saturating_sub(1)) {
+        let skip = if i + 1 == line {
+            column.saturating_sub(1)
+        } else {
+            0
+        };
+        for (j, ch) in text_line.chars().enumerate().skip(skip) {
+            if ch.is_whitespace() {
+                continue;
+            }
+            if want == 0 {
+                return (i + 1, j + 1);
+            }
+            want -= 1;
+        }
+    }
+    (line, column)
 }
 
 /// Facts every expression is test-run against at load time.
@@ -151,6 +219,24 @@ impl<'a> Compiler<'a> {
         }
     }
 
+    /// Where AST node `id` of `program` (compiled from `source`) is in the
+    /// file: the expression's start, then its characters matched one by one
+    /// with the file's, skipping whitespace (a folded YAML scalar joins
+    /// lines). Falls back to the expression's start.
+    fn node_location(&self, source: &str, program: &cel::Program, id: u64) -> Location {
+        let start = self.location_of(source);
+        let Some((offset, _)) = program.source_info().offset_for(id) else {
+            return start;
+        };
+        let (line, column) =
+            offset_position(self.text, start.line, start.column, source, offset as usize);
+        Location {
+            file: self.file.to_string(),
+            line,
+            column,
+        }
+    }
+
     fn push(&mut self, needle: &str, kind: LoadErrorKind) {
         let location = self.location_of(needle);
         self.errors.push(LoadError { location, kind });
@@ -178,6 +264,55 @@ impl<'a> Compiler<'a> {
                 return None;
             }
         };
+        let vars = CelVars::of(&program);
+        let in_deny = field.ends_with("deny.condition");
+        if vars.contains(CelVars::GRANTED) && !in_deny {
+            self.push(
+                source,
+                LoadErrorKind::GrantedOutsideDeny {
+                    policy: policy.into(),
+                    field: field.into(),
+                    expression: source.into(),
+                },
+            );
+            return None;
+        }
+        // The static checker: fields, types and capability names against
+        // the facts' schema, with the position of the offending node.
+        let checked = check::check(program.expression(), in_deny).and_then(|ty| {
+            expect.check_static(program.expression(), &ty)?;
+            Ok(ty)
+        });
+        if let Err(e) = checked {
+            let location = self.node_location(source, &program, e.id());
+            let kind = match e {
+                CheckError::UnknownVariable { name, .. } => LoadErrorKind::CelUnknownVariable {
+                    policy: policy.into(),
+                    field: field.into(),
+                    expression: source.into(),
+                    hint: check::unknown_variable_hint(&name, in_deny),
+                    name,
+                },
+                CheckError::Invalid { message, .. } if message.starts_with(RESULT_TYPE) => {
+                    LoadErrorKind::CelType {
+                        policy: policy.into(),
+                        field: field.into(),
+                        expression: source.into(),
+                        expected: expect.name(),
+                        got: message[RESULT_TYPE.len()..].to_string(),
+                    }
+                }
+                CheckError::Invalid { message, .. } => LoadErrorKind::CelCheck {
+                    policy: policy.into(),
+                    field: field.into(),
+                    expression: source.into(),
+                    message,
+                },
+            };
+            self.errors.push(LoadError { location, kind });
+            return None;
+        }
+        let entry = EntrypointFacts::default();
         let result = {
             let mut ctx = Context::with_env(Arc::clone(self.env));
             let requested = self
@@ -186,7 +321,7 @@ impl<'a> Compiler<'a> {
                 .capabilities
                 .lists()
                 .unwrap_or_default();
-            self.sample.bind(&mut ctx, CelVars::ALL, requested);
+            self.sample.bind(&mut ctx, CelVars::ALL, requested, &entry);
             bind_granted(&mut ctx, &sample_granted());
             program.execute(&ctx)
         };
@@ -211,6 +346,7 @@ impl<'a> Compiler<'a> {
                         policy: policy.into(),
                         field: field.into(),
                         expression: source.into(),
+                        hint: check::unknown_variable_hint(&name, in_deny),
                         name: name.to_string(),
                     },
                 );
@@ -219,18 +355,6 @@ impl<'a> Compiler<'a> {
             // Other runtime errors may depend on the facts (a missing label
             // key); they are handled per evaluation, failing closed.
             _ => {}
-        }
-        let vars = CelVars::of(&program);
-        if vars.contains(CelVars::GRANTED) && !field.ends_with("deny.condition") {
-            self.push(
-                source,
-                LoadErrorKind::GrantedOutsideDeny {
-                    policy: policy.into(),
-                    field: field.into(),
-                    expression: source.into(),
-                },
-            );
-            return None;
         }
         Some(CompiledExpr {
             source: source.to_string(),
@@ -316,9 +440,13 @@ impl<'a> Compiler<'a> {
             );
         }
         let match_expression = self.expr(&name, "match", &doc.spec.match_expression, Expect::Bool);
+        let match_vars = match_expression
+            .as_ref()
+            .map(|m| m.vars)
+            .unwrap_or_default();
         let mut rules = Vec::new();
         for (i, spec) in doc.spec.rules.iter().enumerate() {
-            if let Some(rule) = self.rule(&name, i + 1, spec) {
+            if let Some(rule) = self.rule(&name, i + 1, spec, match_vars) {
                 rules.push(rule);
             }
         }
@@ -334,7 +462,78 @@ impl<'a> Compiler<'a> {
         }
     }
 
-    fn rule(&mut self, policy: &str, index: usize, spec: &RuleSpec) -> Option<CompiledRule> {
+    /// A rule's network sysctls, normalised and validated. They are written
+    /// at RunPodSandbox, before any container exists: the policy's match
+    /// and the rule's `when` may read only `pod` and `node`.
+    fn sysctls(
+        &mut self,
+        policy: &str,
+        index: usize,
+        spec: &RuleSpec,
+        scope: CelVars,
+    ) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        if let Some(port) = spec.unprivileged_ports {
+            out.push((
+                sysctls::UNPRIVILEGED_PORT_START.to_string(),
+                port.to_string(),
+                "unprivilegedPorts",
+            ));
+        }
+        if let Some(icmp) = spec.unprivileged_icmp {
+            let value = if icmp {
+                sysctls::PING_GROUP_RANGE_ALL
+            } else {
+                sysctls::PING_GROUP_RANGE_NONE
+            };
+            out.push((
+                sysctls::PING_GROUP_RANGE.to_string(),
+                value.to_string(),
+                "unprivilegedICMP",
+            ));
+        }
+        for (key, value) in &spec.sysctls {
+            out.push((sysctls::normalize_key(key), value.to_string(), key.as_str()));
+        }
+        if out.is_empty() {
+            return Vec::new();
+        }
+        let pod_level = CelVars::POD.union(CelVars::NODE);
+        if !pod_level.contains(scope) {
+            self.push(
+                out[0].2,
+                LoadErrorKind::Schema {
+                    policy: policy.into(),
+                    message: format!(
+                        "rule {index} sets network sysctls, which are written into the pod's network namespace at RunPodSandbox, before any container exists: the policy's match and the rule's when may read only pod and node; move the rule to a policy whose match reads only those"
+                    ),
+                },
+            );
+            return Vec::new();
+        }
+        let mut valid = Vec::new();
+        for (key, value, needle) in out {
+            match sysctls::validate(&key, &value) {
+                Ok(()) => valid.push((key, value)),
+                Err(message) => self.push(
+                    needle,
+                    LoadErrorKind::Schema {
+                        policy: policy.into(),
+                        message: format!("rule {index}: {message}"),
+                    },
+                ),
+            }
+        }
+        valid
+    }
+
+    fn rule(
+        &mut self,
+        policy: &str,
+        index: usize,
+        spec: &RuleSpec,
+        match_vars: CelVars,
+    ) -> Option<CompiledRule> {
         let before = self.errors.len();
         let acts = !spec.add.is_empty()
             || !spec.drop.is_empty()
@@ -343,14 +542,17 @@ impl<'a> Compiler<'a> {
             || spec.ambient_requests.is_some()
             || spec.exec_path.is_some()
             || spec.preflight.is_some()
-            || spec.deny.is_some();
+            || spec.deny.is_some()
+            || spec.unprivileged_ports.is_some()
+            || spec.unprivileged_icmp.is_some()
+            || !spec.sysctls.is_empty();
         if !acts {
             self.push(
                 "rules",
                 LoadErrorKind::Schema {
                     policy: policy.into(),
                     message: format!(
-                        "rule {index} has no action (add, drop, ambient, ambientExpression, ambientRequests, execPath, preflight or deny)"
+                        "rule {index} has no action (add, drop, ambient, ambientExpression, ambientRequests, execPath, preflight, deny, unprivilegedPorts, unprivilegedICMP or sysctls)"
                     ),
                 },
             );
@@ -367,6 +569,8 @@ impl<'a> Compiler<'a> {
             .ambient_expression
             .as_ref()
             .and_then(|e| self.expr(policy, &field("ambientExpression"), e, Expect::StringList));
+        let when_vars = when.as_ref().map(|w| w.vars).unwrap_or_default();
+        let sysctls = self.sysctls(policy, index, spec, match_vars.union(when_vars));
         let deny = spec.deny.as_ref().and_then(|d| {
             self.expr(policy, &field("deny.condition"), &d.condition, Expect::Bool)
                 .map(|c| (c, d.message.clone()))
@@ -389,6 +593,7 @@ impl<'a> Compiler<'a> {
             exec_path: spec.exec_path,
             preflight: spec.preflight,
             deny,
+            sysctls,
         })
     }
 }

@@ -57,4 +57,10 @@ pub struct Decision {
     /// chosen exec path; None when the entrypoint could not be resolved or
     /// its execve is predicted to fail.
     pub prediction: Option<ThreadCaps>,
+    /// The network sysctls policies set in the pod's network namespace,
+    /// with the rule and the outcome of each: at CreateContainer, what
+    /// the pod got at RunPodSandbox; in `policy eval`/`policy test`, what
+    /// the policies decide for the pod.
+    #[serde(default)]
+    pub sysctls: Vec<super::sysctls::SysctlSetting>,
 }

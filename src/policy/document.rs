@@ -6,6 +6,8 @@
 //! locations. Every struct denies unknown fields, so a misspelt key is an
 //! error instead of a silently ignored rule.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 pub const API_VERSION: &str = "capcri.dev/v1alpha1";
@@ -56,6 +58,36 @@ pub struct RuleSpec {
     pub exec_path: Option<ExecPathMode>,
     pub preflight: Option<PreflightMode>,
     pub deny: Option<DenySpec>,
+    /// `net.ipv4.ip_unprivileged_port_start` in the pod's network
+    /// namespace: the first port a process without NET_BIND_SERVICE cannot
+    /// bind (0: none is privileged, containerd 2's default; 1024: the
+    /// kernel's).
+    pub unprivileged_ports: Option<u32>,
+    /// `net.ipv4.ping_group_range` in the pod's network namespace: true
+    /// lets every group open ICMP echo sockets ("0 2147483647",
+    /// containerd 2's default), false writes the kernel's default ("1 0").
+    #[serde(rename = "unprivilegedICMP")]
+    pub unprivileged_icmp: Option<bool>,
+    /// Other namespaced, pod-safe network sysctls (`policy check` lists
+    /// them), written into the pod's network namespace at RunPodSandbox.
+    pub sysctls: BTreeMap<String, SysctlValue>,
+}
+
+/// A sysctl value: YAML lets it be written as a number or a string.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum SysctlValue {
+    Int(i64),
+    Text(String),
+}
+
+impl std::fmt::Display for SysctlValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SysctlValue::Int(i) => write!(f, "{i}"),
+            SysctlValue::Text(s) => f.write_str(s),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -71,13 +71,24 @@ pub enum LoadErrorKind {
         got: String,
     },
     #[error(
-        "policy {policy:?} {field}: CEL expression `{expression}` refers to unknown variable {name:?}; the facts are pod, container, image and node"
+        "policy {policy:?} {field}: CEL expression `{expression}` refers to unknown variable {name:?}; {hint}"
     )]
     CelUnknownVariable {
         policy: String,
         field: String,
         expression: String,
         name: String,
+        /// The nearest variable and the list of them.
+        hint: String,
+    },
+    /// The static checker's finding: an unknown field (with the valid
+    /// ones), a type mismatch, a capability name that does not exist.
+    #[error("policy {policy:?} {field}: CEL expression `{expression}`: {message}")]
+    CelCheck {
+        policy: String,
+        field: String,
+        expression: String,
+        message: String,
     },
     /// `granted` (the computed sets) is known only after every add, drop
     /// and promotion, so only a deny condition may read it.

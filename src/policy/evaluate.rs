@@ -36,7 +36,7 @@ use cel::{Context, ExecutionError, Value};
 use super::compile::{CompiledExpr, Expect};
 use super::decision::{Decision, ExecPath, Reason};
 use super::document::{AmbientRequests, ExecPathMode, PreflightMode};
-use super::facts::{CelVars, Facts, RequestedCaps, bind_granted};
+use super::facts::{CelVars, EntrypointFacts, Facts, RequestedCaps, bind_granted};
 use super::load::PolicySet;
 use super::preflight::{ResolvedBinary, RootfsView, resolve_entrypoint};
 use crate::caps::{
@@ -138,12 +138,34 @@ pub fn predict_paths(
     uid: u32,
     no_new_privs: bool,
 ) -> PathPredictions {
-    let id = ExecIdentity::uid(uid);
+    predict_paths_as(caps, entry, ExecIdentity::uid(uid), no_new_privs)
+}
+
+/// [`predict_paths`] for an entrypoint that may be set-uid/set-gid
+/// (`entry_id`); the trampoline itself is neither.
+pub fn predict_paths_as(
+    caps: &ThreadCaps,
+    entry: Option<&FileCaps>,
+    entry_id: ExecIdentity,
+    no_new_privs: bool,
+) -> PathPredictions {
+    let plain = ExecIdentity::uid(entry_id.ruid);
     PathPredictions {
-        direct: predict_execve(caps, entry, id, no_new_privs),
-        dmz: predict_execve(caps, None, id, no_new_privs)
-            .and_then(|t| predict_execve(&t, entry, id, no_new_privs)),
+        direct: predict_execve(caps, entry, entry_id, no_new_privs),
+        dmz: predict_execve(caps, None, plain, no_new_privs)
+            .and_then(|t| predict_execve(&t, entry, entry_id, no_new_privs)),
     }
+}
+
+/// Who the entrypoint's execve makes the process: its uid, and the
+/// entrypoint's set-id bits where they change it.
+fn entry_identity(uid: u32, gid: u32, entry: Option<&ResolvedBinary>) -> ExecIdentity {
+    let mut id = ExecIdentity::uid(uid);
+    if let Some(e) = entry {
+        id.setuid = e.set_id.setuid;
+        id.setgid = e.set_id.setgid.is_some_and(|g| g != gid);
+    }
+    id
 }
 
 /// Whether `auto` may choose dmz: the predictor shows both paths give the
@@ -152,9 +174,24 @@ pub fn predict_paths(
 /// without file caps leaves (ambient = effective = permitted) and the
 /// entrypoint has no file caps.
 pub fn auto_allows_dmz(caps: &ThreadCaps, entry: Option<&FileCaps>, uid: u32, nnp: bool) -> bool {
-    let p = predict_paths(caps, entry, uid, nnp);
-    let stable = uid == 0
-        || (entry.is_none() && caps.ambient == caps.effective && caps.ambient == caps.permitted);
+    auto_allows_dmz_as(caps, entry, ExecIdentity::uid(uid), nnp)
+}
+
+/// [`auto_allows_dmz`] for a possibly set-id entrypoint: a set-id
+/// entrypoint (that no_new_privs does not neutralise) keeps `direct`.
+fn auto_allows_dmz_as(
+    caps: &ThreadCaps,
+    entry: Option<&FileCaps>,
+    id: ExecIdentity,
+    nnp: bool,
+) -> bool {
+    let p = predict_paths_as(caps, entry, id, nnp);
+    let set_id = !nnp && (id.setuid.is_some() || id.setgid);
+    let stable = id.ruid == 0
+        || (entry.is_none()
+            && !set_id
+            && caps.ambient == caps.effective
+            && caps.ambient == caps.permitted);
     p.direct == p.dmz && stable
 }
 
@@ -181,6 +218,29 @@ impl PolicySet {
     /// Decides the capability sets, exec path and admission of one
     /// container. Never panics; every problem is a deny or a warning.
     pub fn evaluate(&self, facts: &Facts, rootfs: &dyn RootfsView) -> Decision {
+        let c = &facts.container;
+        // The entrypoint, resolved once: CEL sees it as
+        // `container.entrypoint`, and the predictions below use it.
+        let argv = facts.argv();
+        let working_dir = if c.working_dir.is_empty() {
+            &facts.image.working_dir
+        } else {
+            &c.working_dir
+        };
+        let entry: Option<ResolvedBinary> = argv
+            .first()
+            .and_then(|a0| resolve_entrypoint(rootfs, a0, &facts.path_env(), working_dir));
+        let entry_facts = EntrypointFacts {
+            path: entry.as_ref().map(|e| e.path.clone()).unwrap_or_default(),
+            found: entry.is_some(),
+            setuid: entry.as_ref().is_some_and(|e| e.set_id.setuid.is_some()),
+            setgid: entry.as_ref().is_some_and(|e| e.set_id.setgid.is_some()),
+            file_caps: entry
+                .as_ref()
+                .and_then(|e| e.file_caps)
+                .map(|f| f.permitted)
+                .unwrap_or_default(),
+        };
         let mut ev = Eval {
             ctx: Context::with_env(Arc::clone(&self.env)),
             memo: HashMap::new(),
@@ -198,8 +258,7 @@ impl PolicySet {
                 RequestedCaps::default()
             }
         };
-        facts.bind(&mut ev.ctx, vars, requested);
-        let c = &facts.container;
+        facts.bind(&mut ev.ctx, vars, requested, &entry_facts);
         let privileged = c.privileged;
 
         // 1. Base set.
@@ -374,15 +433,6 @@ impl PolicySet {
         }
 
         // Entrypoint and predictions.
-        let argv = facts.argv();
-        let working_dir = if c.working_dir.is_empty() {
-            &facts.image.working_dir
-        } else {
-            &c.working_dir
-        };
-        let entry: Option<ResolvedBinary> = argv
-            .first()
-            .and_then(|a0| resolve_entrypoint(rootfs, a0, &facts.path_env(), working_dir));
         match (&entry, argv.first()) {
             (None, Some(a0)) => ev.warnings.push(format!(
                 "entrypoint {a0:?} not found in the image; its file capabilities and the effect of the exec path cannot be predicted"
@@ -407,7 +457,33 @@ impl PolicySet {
         }
         let uid = c.user.uid;
         let nnp = c.no_new_privs;
-        let paths = predict_paths(&caps, entry_caps.as_ref(), uid, nnp);
+        let entry_id = entry_identity(uid, c.user.gid, entry.as_ref());
+        if let Some(e) = &entry {
+            let bits = e.set_id;
+            if bits.setuid.is_some() || bits.setgid.is_some() {
+                let what = match (bits.setuid, bits.setgid) {
+                    (Some(o), Some(g)) => format!("set-uid (owner {o}) and set-gid (group {g})"),
+                    (Some(o), None) => format!("set-uid (owner {o})"),
+                    (None, Some(g)) => format!("set-gid (group {g})"),
+                    (None, None) => unreachable!("checked above"),
+                };
+                let effect = if nnp {
+                    "no_new_privs makes execve ignore the bits".to_string()
+                } else if entry_id.setuid == Some(0) && uid != 0 {
+                    "execve makes the process euid 0: it gets the whole bounding set, and the ambient set is cleared".to_string()
+                } else if entry_id.setuid.is_some_and(|o| o != uid) || entry_id.setgid {
+                    "execve changes the effective ids, which clears the ambient set".to_string()
+                } else {
+                    "the bits change no id for this user".to_string()
+                };
+                ev.reason(
+                    "entrypoint",
+                    "image",
+                    format!("{} is {what}: {effect}", e.target),
+                );
+            }
+        }
+        let paths = predict_paths_as(&caps, entry_caps.as_ref(), entry_id, nnp);
 
         // 4. Exec path.
         let (mode, mode_source) = &exec_mode;
@@ -435,7 +511,7 @@ impl PolicySet {
                 if entry.is_none() {
                     ev.reason("exec_path", mode_source, "auto chose direct: the entrypoint is unknown, so dmz could change capability semantics");
                     ExecPath::Direct
-                } else if auto_allows_dmz(&caps, entry_caps.as_ref(), uid, nnp) {
+                } else if auto_allows_dmz_as(&caps, entry_caps.as_ref(), entry_id, nnp) {
                     let why = if uid == 0 {
                         "the process is root, so the extra execve recomputes the same sets"
                     } else {
@@ -539,6 +615,17 @@ impl PolicySet {
             }
         }
 
+        // ExecSync/Exec processes (probes, kubectl exec) are started by the
+        // monitor from the container's own process section and along its
+        // exec path, so they get what its first process gets.
+        ev.reason(
+            "exec",
+            "capcri runtime",
+            format!(
+                "ExecSync and Exec processes run like the first process: exec path {exec_path}, ambient {}, no_new_privs {nnp}, the same user, bounding set and seccomp filter",
+                caps.ambient
+            ),
+        );
         let prediction = chosen.as_ref().ok().copied();
         if entry.is_some() {
             ev.reason(
@@ -558,6 +645,7 @@ impl PolicySet {
             warnings: ev.warnings,
             reasons: ev.reasons,
             prediction: if entry.is_some() { prediction } else { None },
+            sysctls: Vec::new(),
         }
     }
 }

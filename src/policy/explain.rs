@@ -38,6 +38,10 @@ pub fn render_table(d: &Decision) -> String {
             let _ = writeln!(out, "after execve (not predictable, see warnings)");
         }
     }
+    if !d.sysctls.is_empty() {
+        let _ = writeln!(out, "pod sysctls:");
+        super::pod_decision::render_sysctls(&mut out, &d.sysctls);
+    }
     if !d.warnings.is_empty() {
         let _ = writeln!(out, "warnings:");
         for w in &d.warnings {

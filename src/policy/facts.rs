@@ -32,7 +32,7 @@ pub struct ResolvedIdentity {
 
 /// `pod.*`
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
 pub struct PodFacts {
     pub name: String,
     pub namespace: String,
@@ -45,11 +45,13 @@ pub struct PodFacts {
     pub host_pid: bool,
     #[serde(rename = "hostIPC")]
     pub host_ipc: bool,
+    /// The pod's own `sysctls` (CRI `linux.sysctls`), keys as written.
+    pub sysctls: BTreeMap<String, String>,
 }
 
 /// `container.user.*`
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
 pub struct UserFacts {
     pub uid: u32,
     pub gid: u32,
@@ -65,7 +67,7 @@ pub struct UserFacts {
 /// Issue 12 item 5: comparing raw strings let "sys_admin", " SYS_ADMIN"
 /// and "ALL" past a deny on 'SYS_ADMIN'.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
 pub struct CapabilityRequest {
     pub add: Vec<String>,
     pub drop: Vec<String>,
@@ -105,7 +107,7 @@ impl CapabilityRequest {
 
 /// `container.*`
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
 pub struct ContainerFacts {
     pub name: String,
     pub command: Vec<String>,
@@ -127,7 +129,7 @@ pub struct ContainerFacts {
 /// `image.*`, filled by the caller from the image config and its
 /// file-capability index.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
 pub struct ImageFacts {
     /// The name the image is known by, the one ContainerStatus reports
     /// (`image::names::reported_name`): the reference the pod spec gave
@@ -149,9 +151,28 @@ pub struct ImageFacts {
     pub file_caps: BTreeMap<String, FileCaps>,
 }
 
+/// `container.entrypoint.*`: the binary execve will load, resolved by the
+/// engine in the image (PATH search, symlinks followed inside the rootfs,
+/// the file's own mode read without following a link out of it).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub struct EntrypointFacts {
+    /// The path found (after the PATH search), before symlinks.
+    pub path: String,
+    /// Whether a regular file was found there.
+    pub found: bool,
+    /// Mode bit 04000: execve changes the effective uid to the owner's
+    /// (ignored under no_new_privs, as the kernel does).
+    pub setuid: bool,
+    /// Mode bit 02000 with group-execute: the effective gid changes.
+    pub setgid: bool,
+    /// The file's permitted capabilities (`security.capability`).
+    pub file_caps: CapSet,
+}
+
 /// `node.*`
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
 pub struct NodeFacts {
     pub kernel_version: String,
 }
@@ -169,6 +190,35 @@ pub struct Facts {
 /// CRI `NamespaceMode.NODE`: the host's namespace.
 const NAMESPACE_MODE_NODE: i32 = 2;
 
+impl PodFacts {
+    /// The pod facts of a CRI pod config; the runtime handler comes from
+    /// RunPodSandboxRequest, not from the config.
+    pub fn from_cri(pod: &PodSandboxConfig, runtime_handler: &str) -> PodFacts {
+        let meta = pod.metadata.clone().unwrap_or_default();
+        let pod_ns = pod
+            .linux
+            .as_ref()
+            .and_then(|l| l.security_context.as_ref())
+            .and_then(|s| s.namespace_options.as_ref());
+        PodFacts {
+            name: meta.name,
+            namespace: meta.namespace,
+            uid: meta.uid,
+            labels: pod.labels.clone().into_iter().collect(),
+            annotations: pod.annotations.clone().into_iter().collect(),
+            runtime_handler: runtime_handler.to_string(),
+            host_network: pod_ns.is_some_and(|n| n.network == NAMESPACE_MODE_NODE),
+            host_pid: pod_ns.is_some_and(|n| n.pid == NAMESPACE_MODE_NODE),
+            host_ipc: pod_ns.is_some_and(|n| n.ipc == NAMESPACE_MODE_NODE),
+            sysctls: pod
+                .linux
+                .as_ref()
+                .map(|l| l.sysctls.clone().into_iter().collect())
+                .unwrap_or_default(),
+        }
+    }
+}
+
 impl Facts {
     /// Gathers facts from the CRI request. The identity is resolved by the
     /// caller (it needs the image's passwd file); the runtime handler comes
@@ -181,23 +231,7 @@ impl Facts {
         identity: ResolvedIdentity,
         runtime_handler: &str,
     ) -> Facts {
-        let meta = pod.metadata.clone().unwrap_or_default();
-        let pod_ns = pod
-            .linux
-            .as_ref()
-            .and_then(|l| l.security_context.as_ref())
-            .and_then(|s| s.namespace_options.as_ref());
-        let pod_facts = PodFacts {
-            name: meta.name,
-            namespace: meta.namespace,
-            uid: meta.uid,
-            labels: pod.labels.clone().into_iter().collect(),
-            annotations: pod.annotations.clone().into_iter().collect(),
-            runtime_handler: runtime_handler.to_string(),
-            host_network: pod_ns.is_some_and(|n| n.network == NAMESPACE_MODE_NODE),
-            host_pid: pod_ns.is_some_and(|n| n.pid == NAMESPACE_MODE_NODE),
-            host_ipc: pod_ns.is_some_and(|n| n.ipc == NAMESPACE_MODE_NODE),
-        };
+        let pod_facts = PodFacts::from_cri(pod, runtime_handler);
         let sc = container
             .linux
             .as_ref()
@@ -300,12 +334,13 @@ impl Facts {
         ctx: &mut Context<'_, 'a>,
         needed: CelVars,
         requested: RequestedCaps,
+        entrypoint: &'a EntrypointFacts,
     ) {
         if needed.contains(CelVars::POD) {
             ctx.add_variable_as_val("pod", self.pod.to_val());
         }
         if needed.contains(CelVars::CONTAINER) {
-            ctx.add_variable_as_val("container", self.container.to_val(requested));
+            ctx.add_variable_as_val("container", self.container.to_val(requested, entrypoint));
         }
         if needed.contains(CelVars::IMAGE) {
             ctx.add_variable_as_val("image", self.image.to_val());
@@ -319,7 +354,7 @@ impl Facts {
     }
 }
 
-/// Which of the four CEL variables a set of expressions reads.
+/// Which of the CEL variables a set of expressions reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(crate) struct CelVars(u8);
 
@@ -443,12 +478,16 @@ impl PodFacts {
             ("hostNetwork", val_bool(self.host_network)),
             ("hostPID", val_bool(self.host_pid)),
             ("hostIPC", val_bool(self.host_ipc)),
+            (
+                "sysctls",
+                val_str_map(self.sysctls.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
+            ),
         ])
     }
 }
 
 impl ContainerFacts {
-    fn to_val(&self, requested: RequestedCaps) -> Val<'_> {
+    fn to_val<'a>(&'a self, requested: RequestedCaps, entry: &'a EntrypointFacts) -> Val<'a> {
         // Later entries win, as in the runtime's environment.
         let env: BTreeMap<&str, &str> = self
             .env
@@ -479,6 +518,16 @@ impl ContainerFacts {
                     ("dropAll", val_bool(requested.drop.all)),
                 ]),
             ),
+            (
+                "entrypoint",
+                val_map([
+                    ("path", val_str(&entry.path)),
+                    ("found", val_bool(entry.found)),
+                    ("setuid", val_bool(entry.setuid)),
+                    ("setgid", val_bool(entry.setgid)),
+                    ("fileCaps", val_caps(entry.file_caps)),
+                ]),
+            ),
             ("privileged", val_bool(self.privileged)),
             ("noNewPrivs", val_bool(self.no_new_privs)),
             ("readOnlyRootfs", val_bool(self.read_only_rootfs)),
@@ -492,18 +541,9 @@ impl ImageFacts {
         let file_caps: HashMap<CelMapKey<'_>, Val<'_>> = self
             .file_caps
             .iter()
-            .map(|(path, fc)| {
-                let names: Vec<Val<'_>> = fc
-                    .permitted
-                    .names()
-                    .into_iter()
-                    .map(|n| Box::new(CelString::from(n)) as Val<'_>)
-                    .collect();
-                (
-                    CelMapKey::from(path.as_str()),
-                    Box::new(CelList::from(names)) as Val<'_>,
-                )
-            })
+            // Canonical names like every other capability list CEL sees
+            // (they were `CAP_X` here, so `'NET_RAW' in ...` never matched).
+            .map(|(path, fc)| (CelMapKey::from(path.as_str()), val_caps(fc.permitted)))
             .collect();
         val_map([
             ("name", val_str(&self.name)),

@@ -176,7 +176,15 @@ fn is_policy_file(p: &Path) -> bool {
     matches!(
         p.extension().and_then(|e| e.to_str()),
         Some("yaml") | Some("yml")
-    )
+    ) && !is_policy_test_file(p)
+}
+
+/// `*_test.yaml` / `*_test.yml`: the cases `capcri policy test` runs,
+/// kept next to the policies and never loaded as policies.
+pub(crate) fn is_policy_test_file(p: &Path) -> bool {
+    p.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.ends_with("_test.yaml") || n.ends_with("_test.yml"))
 }
 
 /// A policy file larger than this is refused: policies are a few KiB, and
@@ -288,6 +296,10 @@ pub(crate) fn read_sources(paths: &[PathBuf]) -> (Vec<(String, String)>, Vec<Loa
             let mut snap = snapshot_dir(path);
             sources.append(&mut snap.sources);
             errors.append(&mut snap.errors);
+        } else if is_policy_test_file(path) {
+            // `policy check policy/*.yaml` names the cases too: they are
+            // checked by `policy test`, and never loaded as policies.
+            continue;
         } else {
             match read_policy_file(path) {
                 Ok(text) => sources.push((path.display().to_string(), text)),

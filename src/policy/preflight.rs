@@ -17,6 +17,34 @@ pub trait RootfsView {
     fn file_caps(&self, path: &str) -> Option<FileCaps>;
     /// Every file with file capabilities.
     fn all_file_caps(&self) -> Vec<(String, FileCaps)>;
+    /// The set-id bits of the regular file at `path` and who they make the
+    /// process (symlinks not followed: the caller resolved them inside the
+    /// rootfs). The default: none, for views that know no modes.
+    fn set_id(&self, path: &str) -> SetIdBits {
+        let _ = path;
+        SetIdBits::default()
+    }
+}
+
+/// The set-user-ID and set-group-ID bits of a file, with its owner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct SetIdBits {
+    /// Mode 04000: the owner's uid.
+    pub setuid: Option<u32>,
+    /// Mode 02000 with group-execute (without it the bit means mandatory
+    /// locking, not set-gid): the group's gid.
+    pub setgid: Option<u32>,
+}
+
+impl SetIdBits {
+    /// From `st_mode`, `st_uid` and `st_gid` of a regular file.
+    pub fn from_mode(mode: u32, uid: u32, gid: u32) -> SetIdBits {
+        SetIdBits {
+            setuid: (mode & 0o4000 != 0).then_some(uid),
+            setgid: (mode & 0o2010 == 0o2010).then_some(gid),
+        }
+    }
 }
 
 /// An in-memory rootfs: files, symlinks and file capabilities.
@@ -24,6 +52,7 @@ pub trait RootfsView {
 pub struct MemoryRootfs {
     pub files: BTreeMap<String, Option<FileCaps>>,
     pub links: BTreeMap<String, String>,
+    pub set_ids: BTreeMap<String, SetIdBits>,
 }
 
 impl MemoryRootfs {
@@ -33,6 +62,12 @@ impl MemoryRootfs {
 
     pub fn file(mut self, path: &str, caps: Option<FileCaps>) -> Self {
         self.files.insert(path.to_string(), caps);
+        self
+    }
+
+    /// Marks the file at `path` set-uid/set-gid.
+    pub fn set_id(mut self, path: &str, bits: SetIdBits) -> Self {
+        self.set_ids.insert(path.to_string(), bits);
         self
     }
 
@@ -46,6 +81,7 @@ impl MemoryRootfs {
         MemoryRootfs {
             files: caps.iter().map(|(p, c)| (p.clone(), Some(*c))).collect(),
             links: BTreeMap::new(),
+            set_ids: BTreeMap::new(),
         }
     }
 }
@@ -66,6 +102,9 @@ impl RootfsView for MemoryRootfs {
             .filter_map(|(p, c)| c.map(|c| (p.clone(), c)))
             .collect()
     }
+    fn set_id(&self, path: &str) -> SetIdBits {
+        self.set_ids.get(path).copied().unwrap_or_default()
+    }
 }
 
 /// The binary execve will load.
@@ -76,6 +115,8 @@ pub struct ResolvedBinary {
     /// The file after following symlinks inside the rootfs.
     pub target: String,
     pub file_caps: Option<FileCaps>,
+    /// The target's set-id bits.
+    pub set_id: SetIdBits,
 }
 
 /// Lexically normalizes an absolute path (`.`, `..`, `//`), never leaving
@@ -144,6 +185,7 @@ pub fn resolve_entrypoint(
         let target = resolve_symlinks(view, &candidate)?;
         view.is_file(&target).then(|| ResolvedBinary {
             file_caps: view.file_caps(&target),
+            set_id: view.set_id(&target),
             path: normalize(&candidate),
             target,
         })

@@ -10,6 +10,7 @@
 pub mod cgroups;
 pub mod files;
 pub mod handlers;
+pub(crate) mod net_sysctls;
 pub(crate) mod netns_pool;
 
 use k8s_cri::v1::{NamespaceMode, PodSandboxConfig};
@@ -36,6 +37,10 @@ pub struct PodSandbox {
     /// where no CNI network is configured (loopback only).
     #[serde(default)]
     pub ips: Vec<String>,
+    /// The policies' network sysctls for this pod and what became of each
+    /// (written, skipped for a host-network pod, overridden by the pod).
+    #[serde(default)]
+    pub network_policy: crate::policy::PodDecision,
 }
 
 impl PodSandbox {
