@@ -83,6 +83,7 @@ pub(crate) const CONTAINER: &[Field] = &[
 
 pub(crate) const IMAGE: &[Field] = &[
     f("name", String),
+    f("names", StringList),
     f("digest", String),
     f("user", String),
     f("entrypoint", StringList),
