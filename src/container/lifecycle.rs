@@ -301,7 +301,7 @@ impl Node {
             rootfs: &rootfs,
             namespaces: &namespaces,
             pod_files: &pod_files,
-            cgroups_path: format!("{}/{}/{}", self.config.cgroup_parent, pod.id, record.id),
+            cgroups_path: self.pod_cgroup(pod).container_cgroups_path(&record.id),
             users,
             capabilities: Some(capabilities),
             localhost_seccomp_profile: localhost_profile.as_deref(),
@@ -310,6 +310,11 @@ impl Node {
         crate::spec::cgroup_v1::emulate_cgroup_v1(
             &mut spec,
             crate::sandbox::cgroups::v1_hierarchies(),
+        );
+        crate::spec::add_cgroup_namespace(
+            &mut spec,
+            crate::sandbox::cgroups::unified(),
+            crate::spec::security_context(&record.config).is_some_and(|sc| sc.privileged),
         );
         // After the spec, so a malformed request is reported as such first.
         super::propagation::check_host_sources(&record.config.mounts)?;
@@ -501,7 +506,7 @@ impl Node {
     /// pid still belongs to the container's cgroup (pids are reused), then
     /// remove its cgroups and libcontainer state.
     pub(crate) async fn kill_orphan(&self, pod: &PodSandbox, id: &str) {
-        let cgroup = format!("{}/{}/{}", self.config.cgroup_parent, pod.id, id);
+        let cgroup = self.pod_cgroup(pod).container_dir(id);
         if let Ok(state) = crate::runtime::read_persisted_state(&pod.pod_dir, id)
             && let Some(pid) = state.pid
         {

@@ -1,7 +1,8 @@
 //! ContainerStats, ListContainerStats, PodSandboxStats and
-//! ListPodSandboxStats: CPU and memory from the cgroups capcri made for the
-//! pod (`<parent>/<pod>`) and each container (`<parent>/<pod>/<container>`),
-//! and the size of each container's writable layer (its overlay upper dir).
+//! ListPodSandboxStats: CPU and memory from where the processes are, the
+//! pod's cgroup (kubelet's or capcri's, see `sandbox::cgroup_tree`) and each
+//! container's in it, and the size of each container's writable layer (its
+//! overlay upper dir).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -114,10 +115,12 @@ fn layer_usage(dir: &Path) -> Option<LayerUsage> {
 }
 
 impl Node {
-    fn container_cgroup(&self, record: &ContainerRecord) -> PathBuf {
-        PathBuf::from(format!(
-            "{}/{}/{}",
-            self.config.cgroup_parent, record.pod_id, record.id
+    /// The container's cgroup directory; a container whose pod is gone
+    /// has none.
+    fn container_cgroup(&self, record: &ContainerRecord) -> Option<PathBuf> {
+        let pod = self.find_pod(&record.pod_id)?;
+        Some(PathBuf::from(
+            self.pod_cgroup(&pod).container_dir(&record.id),
         ))
     }
 
@@ -125,10 +128,18 @@ impl Node {
         let cgroup = self.container_cgroup(&record);
         let upper = record.writable_dir.join("upper");
         let layer_mountpoint = self.config.writable_layers_dir();
-        let (usage, writable_layer) =
-            tokio::task::spawn_blocking(move || (sample(&cgroup), layer_usage(&upper)))
-                .await
-                .unwrap_or_default();
+        let (usage, writable_layer) = tokio::task::spawn_blocking(move || {
+            let usage = match cgroup {
+                Some(c) => sample(&c),
+                None => CgroupUsage {
+                    timestamp: now_nanos(),
+                    ..Default::default()
+                },
+            };
+            (usage, layer_usage(&upper))
+        })
+        .await
+        .unwrap_or_default();
         ContainerUsage {
             record,
             usage,
@@ -167,7 +178,7 @@ impl Node {
     }
 
     async fn pod_usage(&self, pod: PodSandbox) -> PodUsage {
-        let cgroup = PathBuf::from(format!("{}/{}", self.config.cgroup_parent, pod.id));
+        let cgroup = PathBuf::from(self.pod_cgroup(&pod).dir);
         let usage = tokio::task::spawn_blocking(move || sample(&cgroup))
             .await
             .unwrap_or_default();

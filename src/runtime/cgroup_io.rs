@@ -55,6 +55,14 @@ impl CgroupPath {
     /// which a loaded node does not always meet ("could not delete").
     pub fn kill_all(&self, timeout: std::time::Duration) -> bool {
         let deadline = std::time::Instant::now() + timeout;
+        // cgroup v2 (5.14+): one write SIGKILLs the whole subtree, racing
+        // no fork; the loop below then only waits for it to empty.
+        if self.unified {
+            let _ = std::fs::write(
+                Path::new(CGROUP_ROOT).join(&self.rel).join("cgroup.kill"),
+                "1",
+            );
+        }
         let dirs: Vec<PathBuf> = if self.unified {
             vec![Path::new(CGROUP_ROOT).join(&self.rel)]
         } else {
@@ -140,6 +148,14 @@ impl CgroupPath {
             v1_writes(update)
         };
         let put = |controller: &str, file: &str, value: &str| {
+            // Never a path: `unified` keys are checked upstream, and this
+            // is the last line of defence against `../` in one.
+            if file.contains('/') {
+                return Err((
+                    PathBuf::from(file),
+                    std::io::Error::from(ErrorKind::InvalidInput),
+                ));
+            }
             let path = self.file(controller, file);
             std::fs::write(&path, value).map_err(|e| (path, e))
         };
@@ -147,7 +163,7 @@ impl CgroupPath {
         while i < writes.len() {
             let w = &writes[i];
             let next = writes.get(i + 1);
-            match put(w.controller, w.file, &w.value) {
+            match put(w.controller, &w.file, &w.value) {
                 Ok(()) => {}
                 // memsw does not exist when swap accounting is off.
                 Err((_, e))
@@ -160,8 +176,8 @@ impl CgroupPath {
                         && next.is_some_and(|n| n.file == "memory.memsw.limit_in_bytes") =>
                 {
                     if let Some(n) = next {
-                        put(n.controller, n.file, &n.value)
-                            .and_then(|()| put(w.controller, w.file, &w.value))
+                        put(n.controller, &n.file, &n.value)
+                            .and_then(|()| put(w.controller, &w.file, &w.value))
                             .map_err(|(p, e)| format!("writing {}: {e}", p.display()))?;
                     }
                     i += 1;

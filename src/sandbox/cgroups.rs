@@ -1,11 +1,15 @@
-//! The pod-level cgroup directories.
-//!
-//! Containers get `<parent>/<pod>/<container>`; libcontainer removes the
-//! container's leaf on delete, the pod level is ours to remove, in every
+//! The pod-level cgroups on the host: which driver this daemon runs, the
+//! pod's cgroup made, limited and removed when capcri owns it, in every
 //! hierarchy of this host (v1 controllers, the named systemd one, and the
-//! unified cgroup2 mount of a hybrid host).
+//! unified cgroup2 mount of a hybrid host) or through systemd. Where each
+//! cgroup is comes from `cgroup_tree`; libcontainer makes and removes the
+//! containers' own.
 
 use std::path::{Path, PathBuf};
+
+use super::cgroup_tree::{CgroupDriver, PodCgroup, parent_slice};
+use crate::config::Config;
+use crate::runtime::{CgroupPath, ResourceUpdate};
 
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 
@@ -40,26 +44,335 @@ pub fn v1_hierarchies() -> &'static [crate::spec::cgroup_v1::V1Hierarchy] {
 }
 
 /// The leaf cgroup of a shared-PID pod's init, under the pod's own.
-pub const POD_INIT_CGROUP: &str = "pod-init";
+pub use super::cgroup_tree::POD_INIT_CGROUP;
 
-/// The pod init's cgroup, relative to each hierarchy's root.
-pub fn pod_init_cgroup(parent: &str, pod_id: &str) -> String {
-    format!("/{}/{pod_id}/{POD_INIT_CGROUP}", parent.trim_matches('/'))
+/// Whether /sys/fs/cgroup is a pure cgroup2 mount (no v1 hierarchies).
+pub fn unified() -> bool {
+    Path::new(CGROUP_ROOT).join("cgroup.controllers").exists()
 }
 
-/// Removes `<parent>/<pod_id>` (and its pod init's leaf) where it exists;
-/// a non-empty one is left (it still holds a live process) and reported.
-pub fn remove_pod_cgroups(parent: &str, pod_id: &str) -> Vec<String> {
-    let rel = format!("{}/{}", parent.trim_matches('/'), pod_id);
-    let mut failures = Vec::new();
-    for h in hierarchies() {
-        let dir = h.join(&rel);
-        let _ = std::fs::remove_dir(dir.join(POD_INIT_CGROUP));
-        match std::fs::remove_dir(&dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => failures.push(format!("{}: {e}", dir.display())),
+/// Whether systemd is the init of this host: sd_booted(3)'s test, the one
+/// libcgroups' systemd manager makes before it talks to systemd.
+pub fn systemd_booted() -> bool {
+    libcgroups::systemd::booted()
+}
+
+/// The cgroup driver and the parent of pods kubelet gives none, resolved
+/// once at startup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CgroupSetup {
+    pub driver: CgroupDriver,
+    pub default_parent: String,
+    /// Whether the driver was chosen by detection (no `cgroup_driver` set).
+    pub detected: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupSetupError {
+    #[error(
+        "cgroup_driver is \"systemd\" but systemd is not this host's init (no /run/systemd/system); use cgroup_driver = \"cgroupfs\" (and kubelet's cgroupDriver: cgroupfs)"
+    )]
+    NoSystemd,
+    #[error(
+        "cgroup_driver is \"systemd\" but /sys/fs/cgroup is not cgroup2: capcri's systemd driver (libcontainer's) needs the unified hierarchy; boot with systemd.unified_cgroup_hierarchy=1 or use cgroup_driver = \"cgroupfs\""
+    )]
+    NotUnified,
+    #[error("{0}")]
+    Parent(#[from] super::cgroup_tree::CgroupParentError),
+}
+
+impl CgroupSetup {
+    /// The driver of `config`, or the detected one: systemd where PID 1 is
+    /// systemd on cgroup2 (kubeadm's default), cgroupfs elsewhere.
+    pub fn resolve(config: &Config) -> Result<CgroupSetup, CgroupSetupError> {
+        Self::resolve_on(config, systemd_booted(), unified())
+    }
+
+    /// [`CgroupSetup::resolve`] with the host's facts given.
+    pub fn resolve_on(
+        config: &Config,
+        systemd: bool,
+        unified: bool,
+    ) -> Result<CgroupSetup, CgroupSetupError> {
+        let detected = config.cgroup_driver.is_none();
+        let driver = config.cgroup_driver.unwrap_or(if systemd && unified {
+            CgroupDriver::Systemd
+        } else {
+            CgroupDriver::Cgroupfs
+        });
+        let default_parent = match (driver, config.cgroup_parent.as_str()) {
+            (CgroupDriver::Cgroupfs, "") => super::cgroup_tree::DEFAULT_CGROUPFS_PARENT.to_string(),
+            (CgroupDriver::Systemd, "") => super::cgroup_tree::DEFAULT_SYSTEMD_PARENT.to_string(),
+            (CgroupDriver::Cgroupfs, p) => {
+                super::cgroup_tree::validate_cgroupfs_path(p)?;
+                p.trim_end_matches('/').to_string()
+            }
+            (CgroupDriver::Systemd, p) => {
+                super::cgroup_tree::validate_slice(p)?;
+                p.to_string()
+            }
+        };
+        if driver == CgroupDriver::Systemd {
+            if !systemd {
+                return Err(CgroupSetupError::NoSystemd);
+            }
+            if !unified {
+                return Err(CgroupSetupError::NotUnified);
+            }
         }
+        Ok(CgroupSetup {
+            driver,
+            default_parent,
+            detected,
+        })
+    }
+}
+
+/// Whether the cgroup `dir` (relative to every hierarchy's root) exists in
+/// any hierarchy: kubelet made it before RunPodSandbox.
+pub fn cgroup_exists(dir: &str) -> bool {
+    let rel = dir.trim_start_matches('/');
+    if rel.is_empty() {
+        return true;
+    }
+    hierarchies().iter().any(|h| h.join(rel).is_dir())
+}
+
+/// Puts the pod-level limits on a pod cgroup capcri owns (none when the
+/// update is empty). cgroupfs: makes the cgroup in every hierarchy (v2:
+/// with the controllers enabled on the way down) and writes the files;
+/// systemd: sets the slice's properties over D-Bus, which systemd keeps
+/// (and applies when the slice starts with the first scope in it).
+pub fn apply_pod_limits(pod: &PodCgroup, update: &ResourceUpdate) -> Result<(), String> {
+    if !pod.owned || *update == ResourceUpdate::default() {
+        return Ok(());
+    }
+    match pod.driver {
+        CgroupDriver::Cgroupfs => {
+            let rel = pod.dir.trim_start_matches('/');
+            for h in hierarchies() {
+                crate::runtime::create_cgroup(&h, Path::new(rel))?;
+            }
+            if unified() {
+                enable_controllers(rel)?;
+            }
+            CgroupPath::new(Path::new(&pod.dir)).apply(update)
+        }
+        CgroupDriver::Systemd => systemd_slice_limits(pod, update),
+    }
+}
+
+/// cgroup v2: a controller's files exist in a cgroup only if its parent
+/// enables it in `cgroup.subtree_control`; enables cpu, memory, pids (and
+/// cpuset, io, hugetlb where present) from the root down to `rel`'s parent.
+fn enable_controllers(rel: &str) -> Result<(), String> {
+    let root = Path::new(CGROUP_ROOT);
+    let mut dir = root.to_path_buf();
+    let parts: Vec<&str> = rel.split('/').filter(|p| !p.is_empty()).collect();
+    for part in &parts {
+        let available = std::fs::read_to_string(dir.join("cgroup.controllers")).unwrap_or_default();
+        let wanted: Vec<String> = available
+            .split_whitespace()
+            .filter(|c| matches!(*c, "cpu" | "cpuset" | "memory" | "pids" | "io" | "hugetlb"))
+            .map(|c| format!("+{c}"))
+            .collect();
+        if !wanted.is_empty() {
+            let file = dir.join("cgroup.subtree_control");
+            std::fs::write(&file, wanted.join(" "))
+                .map_err(|e| format!("enabling {} in {}: {e}", wanted.join(" "), file.display()))?;
+        }
+        dir.push(part);
+    }
+    Ok(())
+}
+
+/// The libcgroups systemd manager of the pod's slice unit itself (the
+/// cgroupsPath form `<parent slice>:<prefix>:<name>.slice`).
+fn slice_manager(pod: &PodCgroup) -> Result<libcgroups::systemd::manager::Manager, String> {
+    let slice = pod.slice.as_deref().ok_or("not a systemd pod")?;
+    libcgroups::systemd::manager::Manager::new(
+        PathBuf::from(CGROUP_ROOT),
+        PathBuf::from(format!("{}:capcri:{slice}", parent_slice(slice))),
+        slice.to_string(),
+        true,
+        std::time::Duration::from_secs(5),
+    )
+    .map_err(|e| format!("connecting to systemd for slice {slice}: {e}"))
+}
+
+fn systemd_slice_limits(pod: &PodCgroup, update: &ResourceUpdate) -> Result<(), String> {
+    use libcgroups::common::{CgroupManager, ControllerOpt};
+    let resources = super::cgroup_tree::oci_resources(update);
+    slice_manager(pod)?
+        .apply(&ControllerOpt {
+            resources: &resources,
+            disable_oom_killer: false,
+            oom_score_adj: None,
+            freezer_state: None,
+        })
+        .map_err(|e| {
+            format!(
+                "setting the limits of slice {}: {e}",
+                pod.slice.as_deref().unwrap_or_default()
+            )
+        })
+}
+
+/// Removes what capcri made for the pod: the pod init's leaf (cgroupfs),
+/// and the pod's cgroup itself when capcri owns it (rmdir in every
+/// hierarchy, or stopping the slice). A non-empty cgroup is left (it still
+/// holds a live process) and reported. kubelet's own pod cgroup is never
+/// touched: kubelet removes it once the pod is gone.
+pub fn remove_pod_cgroup(pod: &PodCgroup) -> Vec<String> {
+    let mut failures = Vec::new();
+    match pod.driver {
+        CgroupDriver::Cgroupfs => {
+            let rel = pod.dir.trim_start_matches('/');
+            for h in hierarchies() {
+                let dir = h.join(rel);
+                let _ = std::fs::remove_dir(dir.join(POD_INIT_CGROUP));
+                if !pod.owned {
+                    continue;
+                }
+                match std::fs::remove_dir(&dir) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => failures.push(format!("{}: {e}", dir.display())),
+                }
+            }
+        }
+        // The pod init's scope went with its last process (systemd
+        // collects empty transient scopes).
+        CgroupDriver::Systemd if pod.owned => {
+            use libcgroups::common::CgroupManager;
+            match slice_manager(pod).and_then(|m| m.remove().map_err(|e| e.to_string())) {
+                Ok(()) => {}
+                Err(e) => failures.push(e),
+            }
+            // SetUnitProperties(runtime) keeps the limits as drop-ins; the
+            // slice is gone, so are they.
+            if let Some(slice) = &pod.slice {
+                let _ = std::fs::remove_dir_all(
+                    Path::new("/run/systemd/system.control").join(format!("{slice}.d")),
+                );
+            }
+        }
+        CgroupDriver::Systemd => {}
     }
     failures
+}
+
+impl crate::node::Node {
+    /// Where a pod's cgroups are: its record's, or for a record from
+    /// before they were kept, capcri's `<parent>/<id>`.
+    pub(crate) fn pod_cgroup(&self, pod: &super::PodSandbox) -> PodCgroup {
+        pod.cgroup.clone().unwrap_or_else(|| PodCgroup {
+            driver: CgroupDriver::Cgroupfs,
+            dir: format!(
+                "{}/{}",
+                self.cgroups.default_parent.trim_end_matches('/'),
+                pod.id
+            ),
+            slice: None,
+            owned: true,
+            pod_id: pod.id.clone(),
+        })
+    }
+
+    /// Decides the pod's cgroup (checked already at RunPodSandbox's start),
+    /// finds whether kubelet made it, applies the pod-level limits to one
+    /// capcri makes, and records it in the pod before its record is written.
+    pub(crate) fn place_pod_cgroup(
+        &self,
+        pod: &mut super::PodSandbox,
+    ) -> Result<PodCgroup, crate::node::NodeError> {
+        use crate::node::NodeError;
+        let linux = pod.config.linux.clone().unwrap_or_default();
+        let mut cgroup = PodCgroup::resolve(
+            self.cgroups.driver,
+            &linux.cgroup_parent,
+            &self.cgroups.default_parent,
+            &pod.id,
+        )
+        .map_err(|e| NodeError::InvalidArgument(e.to_string()))?;
+        if !cgroup.owned {
+            cgroup.owned = !crate::node::blocking(|| cgroup_exists(&cgroup.dir));
+        }
+        // Kept before anything is made, so a failure below tears down what
+        // this pod owns and nothing of kubelet's.
+        pod.cgroup = Some(cgroup.clone());
+        let limits =
+            super::cgroup_tree::pod_limits(linux.resources.as_ref(), linux.overhead.as_ref());
+        crate::node::blocking(|| apply_pod_limits(&cgroup, &limits)).map_err(|e| {
+            NodeError::FailedPrecondition(format!(
+                "cannot apply the pod-level resources of pod {} to its cgroup {}: {e}",
+                pod.id, cgroup.dir
+            ))
+        })?;
+        tracing::debug!(pod.id = %pod.id, cgroup = %cgroup.dir, owned = cgroup.owned, driver = cgroup.driver.as_str(), "pod cgroup");
+        Ok(cgroup)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(driver: Option<CgroupDriver>, parent: &str) -> Config {
+        Config {
+            cgroup_driver: driver,
+            cgroup_parent: parent.to_string(),
+            ..Config::default()
+        }
+    }
+
+    #[test]
+    fn the_driver_is_detected_like_kubeadm_nodes() {
+        // (systemd is PID 1, cgroup2) -> driver
+        for (systemd, unified, want) in [
+            (true, true, CgroupDriver::Systemd),
+            (true, false, CgroupDriver::Cgroupfs),
+            (false, true, CgroupDriver::Cgroupfs),
+            (false, false, CgroupDriver::Cgroupfs),
+        ] {
+            let s = CgroupSetup::resolve_on(&config(None, ""), systemd, unified).unwrap();
+            assert_eq!(s.driver, want, "systemd {systemd} unified {unified}");
+            assert!(s.detected);
+            assert_eq!(
+                s.default_parent,
+                match want {
+                    CgroupDriver::Systemd => "capcri.slice",
+                    CgroupDriver::Cgroupfs => "/capcri",
+                }
+            );
+        }
+        let chosen =
+            CgroupSetup::resolve_on(&config(Some(CgroupDriver::Cgroupfs), "/k/"), true, true)
+                .unwrap();
+        assert_eq!(
+            (
+                chosen.driver,
+                chosen.default_parent.as_str(),
+                chosen.detected
+            ),
+            (CgroupDriver::Cgroupfs, "/k", false)
+        );
+    }
+
+    #[test]
+    fn systemd_where_the_host_cannot_is_a_clear_startup_error() {
+        let systemd = config(Some(CgroupDriver::Systemd), "");
+        let e = CgroupSetup::resolve_on(&systemd, false, true).unwrap_err();
+        assert!(
+            e.to_string().contains("systemd is not this host's init"),
+            "{e}"
+        );
+        let e = CgroupSetup::resolve_on(&systemd, true, false).unwrap_err();
+        assert!(e.to_string().contains("not cgroup2"), "{e}");
+        // A parent of the other driver's form, when detection picks one.
+        let e = CgroupSetup::resolve_on(&config(None, "/capcri"), true, true).unwrap_err();
+        assert!(e.to_string().contains("systemd cgroup driver"), "{e}");
+        let e = CgroupSetup::resolve_on(&config(None, "capcri.slice"), false, false).unwrap_err();
+        assert!(e.to_string().contains("cgroupfs driver"), "{e}");
+    }
 }

@@ -6,6 +6,7 @@
 //! others, and all of them in a pod user namespace), and every container
 //! joins them by path.
 
+pub mod cgroup_tree;
 pub mod cgroups;
 pub mod files;
 mod lifecycle;
@@ -35,6 +36,11 @@ pub struct PodSandbox {
     /// where no CNI network is configured (loopback only).
     #[serde(default)]
     pub ips: Vec<String>,
+    /// Where its cgroups are, decided at RunPodSandbox from kubelet's
+    /// `cgroup_parent`. None: a record from before it was kept, whose pod
+    /// is capcri's `<parent>/<id>` (see `Node::pod_cgroup`).
+    #[serde(default)]
+    pub cgroup: Option<cgroup_tree::PodCgroup>,
 }
 
 impl PodSandbox {

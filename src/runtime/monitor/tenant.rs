@@ -247,10 +247,16 @@ fn open_ns(path: &Path) -> Result<OwnedFd, RuntimeError> {
 /// `cgroup.procs` of the container's cgroup in every hierarchy where it
 /// exists: each v1 controller mount and the unified one on a hybrid host
 /// (`/sys/fs/cgroup/unified`), or `/sys/fs/cgroup` itself on a v2-only one.
+/// A systemd `slice:prefix:name` is its scope's directory (a scope is
+/// delegated: joining it directly is allowed, as runc's exec does).
 fn cgroup_procs_files(cgroups_path: &Path) -> Vec<PathBuf> {
-    let Ok(rel) = cgroups_path.strip_prefix("/") else {
+    let Some(dir) = cgroups_path
+        .to_str()
+        .and_then(crate::sandbox::cgroup_tree::cgroup_dir_of)
+    else {
         return Vec::new();
     };
+    let rel = Path::new(dir.trim_start_matches('/'));
     let root = Path::new("/sys/fs/cgroup");
     let mut candidates = vec![root.join(rel).join("cgroup.procs")];
     if let Ok(entries) = fs::read_dir(root) {
