@@ -346,16 +346,33 @@ fn cgroup_of(pid: i64) -> String {
         .to_string()
 }
 
-fn daemon(registry: &str, driver: Driver, own_parent: Option<&str>) -> TestDaemon {
-    let mirror = format!("registry.k8s.io={registry}");
-    let mut args = vec!["--registry-mirror", mirror.as_str()];
+/// The daemon's cgroup flags: the harness's own parent (a path) serves
+/// cgroupfs; the systemd driver needs a slice, one per daemon.
+fn driver_args(driver: Driver, own_parent: Option<&str>) -> Vec<String> {
+    static DAEMONS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let mut args = Vec::new();
     if driver == Driver::Systemd {
-        args.extend(["--cgroup-driver", "systemd"]);
+        args.extend(["--cgroup-driver".to_string(), "systemd".to_string()]);
+        let parent = own_parent.map(str::to_string).unwrap_or_else(|| {
+            format!(
+                "capcritestd{}x{}.slice",
+                std::process::id(),
+                DAEMONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            )
+        });
+        args.extend(["--cgroup-parent".to_string(), parent]);
+    } else if let Some(p) = own_parent {
+        args.extend(["--cgroup-parent".to_string(), p.to_string()]);
     }
-    if let Some(p) = own_parent {
-        args.extend(["--cgroup-parent", p]);
-    }
-    TestDaemon::start(&args)
+    args
+}
+
+fn daemon(registry: &str, driver: Driver, own_parent: Option<&str>) -> (TestDaemon, Vec<String>) {
+    let mirror = format!("registry.k8s.io={registry}");
+    let cgroup_args = driver_args(driver, own_parent);
+    let mut args = vec!["--registry-mirror", mirror.as_str()];
+    args.extend(cgroup_args.iter().map(String::as_str));
+    (TestDaemon::start(&args), cgroup_args)
 }
 
 const BUSYBOX: &str = "registry.k8s.io/e2e-test-images/busybox:1.29-2";
@@ -470,7 +487,7 @@ async fn runtime_driver(d: &TestDaemon) -> i32 {
 
 async fn kubelet_pods_sit_in_kubelet_cgroups(registry: &str, driver: Driver) {
     let mut tree = KubeletTree::new(driver);
-    let mut d = daemon(registry, driver, None);
+    let (mut d, cgroup_args) = daemon(registry, driver, None);
     assert_eq!(
         runtime_driver(&d).await,
         match driver {
@@ -479,6 +496,23 @@ async fn kubelet_pods_sit_in_kubelet_cgroups(registry: &str, driver: Driver) {
         } as i32,
         "RuntimeConfig must report the driver capcri runs"
     );
+    let status = d
+        .runtime()
+        .await
+        .status(cri::StatusRequest { verbose: true })
+        .await
+        .expect("Status")
+        .into_inner();
+    let config: serde_json::Value = serde_json::from_str(&status.info["config"]).unwrap();
+    assert_eq!(
+        config["cgroupDriver"],
+        match driver {
+            Driver::Cgroupfs => "cgroupfs",
+            Driver::Systemd => "systemd",
+        },
+        "Status verbose info: {config}"
+    );
+    assert_eq!(config["cgroupVersion"], if unified() { 2 } else { 1 });
     pull(&d, BUSYBOX).await;
 
     // Guaranteed, shareProcessNamespace: kubelet's pod limits are the
@@ -676,10 +710,7 @@ async fn kubelet_pods_sit_in_kubelet_cgroups(registry: &str, driver: Driver) {
     // A restarted daemon finds the pods' real cgroups in their records.
     drop(rt);
     d.terminate();
-    d.spawn(&match driver {
-        Driver::Cgroupfs => vec![],
-        Driver::Systemd => vec!["--cgroup-driver", "systemd"],
-    });
+    d.spawn(&cgroup_args.iter().map(String::as_str).collect::<Vec<_>>());
     let mut rt = d.runtime().await;
     let after = rt
         .container_stats(cri::ContainerStatsRequest {
@@ -771,7 +802,7 @@ async fn systemd_driver_pods_sit_in_kubelet_slices_with_kubelet_limits() {
 /// InvalidArgument with the cause, and no pod, no cgroup made.
 async fn hostile_parents(registry: &str, driver: Driver) {
     let tree = KubeletTree::new(driver);
-    let d = daemon(registry, driver, None);
+    let (d, _) = daemon(registry, driver, None);
     let escape = format!("{}/kubepods/../../../etc", tree.root);
     let cases: Vec<(String, &str)> = match driver {
         Driver::Cgroupfs => vec![
@@ -863,7 +894,7 @@ async fn own_pod_cgroup(registry: &str, driver: Driver) {
         Driver::Cgroupfs => format!("/capcritest-own-{n}"),
         Driver::Systemd => format!("capcritestown{n}.slice"),
     };
-    let d = daemon(registry, driver, Some(&parent));
+    let (d, _) = daemon(registry, driver, Some(&parent));
     pull(&d, BUSYBOX).await;
     let pod = run_pod_with_config(&d, kubelet_pod_config(&d, "own", "uid-own", "", false)).await;
     let pod_dir = match driver {
