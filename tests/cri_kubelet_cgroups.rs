@@ -985,3 +985,182 @@ fn systemd_driver_without_systemd_fails_at_startup() {
         "a refused driver made the state dir"
     );
 }
+
+/// major:minor of a block device this host's root can open (the one behind
+/// `/` first): a container being refused it proves its device rules.
+fn host_disk() -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let dev = std::fs::metadata("/").unwrap().dev();
+    let mut candidates = vec![(libc::major(dev) as u64, libc::minor(dev) as u64)];
+    for e in std::fs::read_dir("/sys/dev/block").unwrap().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if let Some((a, b)) = name.split_once(':')
+            && let (Ok(a), Ok(b)) = (a.parse(), b.parse())
+        {
+            candidates.push((a, b));
+        }
+    }
+    candidates.into_iter().find(|&(major, minor)| {
+        let dir = tempfile::tempdir().unwrap();
+        let node = dir.path().join("disk");
+        let c = std::ffi::CString::new(node.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: mknod with a valid path and a block device number.
+        let made = unsafe {
+            libc::mknod(
+                c.as_ptr(),
+                libc::S_IFBLK | 0o600,
+                libc::makedev(major as u32, minor as u32),
+            )
+        } == 0;
+        major != 0 && made && std::fs::File::open(&node).is_ok()
+    })
+}
+
+/// The systemd driver's scopes: libcgroups' systemd manager sets unit
+/// properties but no device rules, so capcri attaches the device program
+/// itself; a root container with CAP_MKNOD still cannot open the host's
+/// disk. The OOM kill is read from the scope's memory.events, a `unified`
+/// update lands in the scope, and StopContainer's kill empties it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn systemd_scopes_keep_device_rules_oom_reports_and_unified_updates() {
+    let registry = require_privileged!();
+    if !systemd_node() {
+        eprintln!(
+            "skipped: the systemd driver needs systemd as PID 1 on cgroup v2 (run it on the VM node: hack/vm/test.sh cri_kubelet_cgroups)"
+        );
+        return;
+    }
+    let mut tree = KubeletTree::new(Driver::Systemd);
+    let (d, _) = daemon(&registry, Driver::Systemd, None);
+    pull(&d, BUSYBOX).await;
+    let parent = tree.pod(Qos::BestEffort, "uid-scopes", PodLimits::default());
+    let pod_dir = tree.dir(&parent);
+    let pod = run_pod_with_config(
+        &d,
+        kubelet_pod_config(&d, "scopes", "uid-scopes", &parent, false),
+    )
+    .await;
+
+    // Devices.
+    let mut c = container_config("mknod", BUSYBOX, &["sleep", "600"]);
+    c.linux = Some(cri::LinuxContainerConfig {
+        security_context: Some(cri::LinuxContainerSecurityContext {
+            capabilities: Some(cri::Capability {
+                add_capabilities: vec!["MKNOD".into(), "SYS_ADMIN".into(), "SYS_RAWIO".into()],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let id = create(&d, &pod, c).await.expect("create");
+    start(&d, &id).await;
+    let pid = verbose_info(&d, &id).await["pid"].as_i64().unwrap();
+    assert_eq!(
+        cgroup_of(pid),
+        container_dir(Driver::Systemd, &pod_dir, &id)
+    );
+    if let Some((major, minor)) = host_disk() {
+        let made = exec(
+            &d,
+            &id,
+            &[
+                "sh",
+                "-c",
+                &format!("mknod /tmp/disk b {major} {minor} && echo made"),
+            ],
+        )
+        .await;
+        assert_eq!(exec_ok_text(&made), "made");
+        let open = exec(&d, &id, &["sh", "-c", "head -c 512 /tmp/disk > /dev/null"]).await;
+        assert_ne!(
+            open.exit_code, 0,
+            "the host disk opened in a scope: {open:?}"
+        );
+        assert!(
+            String::from_utf8_lossy(&open.stderr).contains("Operation not permitted"),
+            "{open:?}"
+        );
+        let null = exec(&d, &id, &["sh", "-c", "echo x > /dev/null && echo ok"]).await;
+        assert_eq!(exec_ok_text(&null), "ok");
+    } else {
+        eprintln!("device part skipped: this host's root can open no block device");
+    }
+
+    // A `unified` update lands in the scope.
+    d.runtime()
+        .await
+        .update_container_resources(cri::UpdateContainerResourcesRequest {
+            container_id: id.clone(),
+            linux: Some(cri::LinuxContainerResources {
+                unified: [("memory.high".to_string(), "50331648".to_string())].into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect("unified update");
+    assert_eq!(
+        read_file(
+            &container_dir(Driver::Systemd, &pod_dir, &id),
+            "",
+            "",
+            "memory.high"
+        ),
+        "50331648"
+    );
+    let refused = d
+        .runtime()
+        .await
+        .update_container_resources(cri::UpdateContainerResourcesRequest {
+            container_id: id.clone(),
+            linux: Some(cri::LinuxContainerResources {
+                unified: [("cgroup.procs".to_string(), "1".to_string())].into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect_err("cgroup.procs is no resource");
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+
+    // OOM.
+    let mut hog = container_config(
+        "hog",
+        BUSYBOX,
+        &["sh", "-c", "x=a; while true; do x=$x$x; done"],
+    );
+    hog.linux = Some(cri::LinuxContainerConfig {
+        resources: Some(cri::LinuxContainerResources {
+            memory_limit_in_bytes: 20 << 20,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let hog = create(&d, &pod, hog).await.expect("create hog");
+    start(&d, &hog).await;
+    let status = wait_for("the hog to be killed", Duration::from_secs(120), || async {
+        let s = container_state(&d, &hog).await;
+        (s.state == cri::ContainerState::ContainerExited as i32).then_some(s)
+    })
+    .await;
+    assert_eq!(
+        (status.exit_code, status.reason.as_str()),
+        (137, "OOMKilled")
+    );
+
+    stop_and_remove_pod(&d, &pod).await;
+    let scope = Path::new(CGROUP_ROOT)
+        .join(container_dir(Driver::Systemd, &pod_dir, &id).trim_start_matches('/'));
+    wait_for(
+        "the container's scope to go",
+        Duration::from_secs(10),
+        || {
+            let gone = !scope.exists();
+            async move { gone.then_some(()) }
+        },
+    )
+    .await;
+    drop(d);
+    drop(tree);
+}
