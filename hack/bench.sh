@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The full side-by-side benchmark: capcri and containerd 1.6 (Debian's
-# `containerd` and `runc` packages), both started by `capcri bench` in a
+# `containerd` and `runc` packages), both started by `capcri-bench` in a
 # private mount namespace, against the test images of a local registry.
 #
-#   sudo hack/bench.sh [capcri bench flags...]     e.g. --quick, --json out.json
+#   sudo hack/bench.sh [capcri-bench flags...]     e.g. --quick, --json out.json
 #
 # The registry: CAPCRI_TEST_REGISTRY (default 127.0.0.1:5000) must already
 # serve the test images of tests/images (hack/test.sh starts one; by hand see
@@ -32,8 +32,9 @@ if ! curl -fsS "http://$registry/v2/" >/dev/null 2>&1; then
 fi
 
 cd "$repo"
-cargo build --release --locked
+# Both binaries: capcri-bench serves target/release/capcri (beside it).
+cargo build --release --locked --bin capcri --bin capcri-bench
 # Mounts made by either daemon vanish with the namespace; the bench removes
 # its cgroups, processes and /tmp/cb-* directory itself.
 exec unshare --mount --propagation private -- \
-    target/release/capcri bench --registry "$registry" "$@"
+    target/release/capcri-bench --registry "$registry" "$@"

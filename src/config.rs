@@ -23,24 +23,7 @@ pub enum LogFormat {
     Json,
 }
 
-/// Who manages the pods' cgroups: capcri writing /sys/fs/cgroup itself, or
-/// systemd (slices and transient scopes, over D-Bus). It must be kubelet's
-/// `cgroupDriver` (kubelet 1.28+ reads it from the RuntimeConfig RPC).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum CgroupDriver {
-    Cgroupfs,
-    Systemd,
-}
-
-impl CgroupDriver {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CgroupDriver::Cgroupfs => "cgroupfs",
-            CgroupDriver::Systemd => "systemd",
-        }
-    }
-}
+pub use crate::util::cgroup_paths::CgroupDriver;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "snake_case")]
@@ -311,7 +294,7 @@ impl Config {
             );
         }
         if !self.cgroup_parent.is_empty() {
-            use crate::sandbox::cgroup_tree::{validate_cgroupfs_path, validate_slice};
+            use crate::util::cgroup_paths::{validate_cgroupfs_path, validate_slice};
             let checked = match self.cgroup_driver {
                 Some(CgroupDriver::Cgroupfs) => validate_cgroupfs_path(&self.cgroup_parent),
                 Some(CgroupDriver::Systemd) => validate_slice(&self.cgroup_parent),

@@ -55,7 +55,7 @@ impl EventBus {
             kind,
             container_id: container_id.to_string(),
             pod_id: pod_id.to_string(),
-            at: crate::node::now_nanos(),
+            at: crate::util::time::now_nanos(),
         });
     }
 

@@ -1,7 +1,6 @@
 //! capcri: a Kubernetes CRI runtime with policy-driven Linux capabilities.
 
 pub mod admin;
-pub mod bench;
 pub mod caps;
 pub mod config;
 pub mod container;
@@ -16,10 +15,10 @@ pub mod network;
 pub mod node;
 pub mod policy;
 pub mod policy_store;
-pub mod reconcile;
 pub mod runtime;
 pub mod sandbox;
 pub mod server;
 pub mod spec;
 pub mod store;
 pub mod stream;
+pub mod util;

@@ -15,6 +15,9 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once per process: the size of the Serve variant (with the bench
+// gone, the others are small) costs nothing worth a Box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Serve the CRI on a unix socket (defaults embedded; see --help).
@@ -39,8 +42,6 @@ enum Command {
     /// Capability policies: validate them, or dry-run a decision offline.
     #[command(subcommand)]
     Policy(PolicyCommand),
-    /// Benchmark capcri and containerd side by side through the CRI (as root).
-    Bench(capcri::bench::BenchArgs),
     /// The per-pod monitor; started by `capcri serve`, not by hand.
     #[command(hide = true)]
     Monitor {
@@ -223,7 +224,6 @@ fn main() -> std::process::ExitCode {
             admin_socket,
             output,
         } => explain(container_id, admin_socket, output),
-        Command::Bench(args) => capcri::bench::run(args),
         Command::Monitor { args } => {
             // Single-threaded on purpose: libcontainer must not be called
             // from a multi-threaded process (see runtime/).

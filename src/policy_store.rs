@@ -7,6 +7,7 @@
 //! created with; only new CreateContainer calls see a new set.
 
 use crate::policy::{DirSnapshot, LoadError, PolicySet, snapshot_dir};
+use crate::util::sync::{read, write};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -76,19 +77,13 @@ impl PolicyStore {
     }
 
     pub fn current(&self) -> Arc<PolicySet> {
-        self.current
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        read(&self.current).clone()
     }
 
     /// Load errors of the last rejected reload (empty when the last one
     /// succeeded).
     pub fn last_errors(&self) -> Vec<String> {
-        self.last_errors
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        read(&self.last_errors).clone()
     }
 
     /// Reloads if the directory changed. Returns whether a new set is in force.
@@ -105,10 +100,10 @@ impl PolicyStore {
     pub fn reload_if_changed(&self) -> bool {
         let snap = snapshot_dir(&self.dir);
         let print = fingerprint(&snap);
-        if *self.fingerprint.read().unwrap_or_else(|p| p.into_inner()) == print {
+        if *read(&self.fingerprint) == print {
             return false;
         }
-        *self.fingerprint.write().unwrap_or_else(|p| p.into_inner()) = print;
+        *write(&self.fingerprint) = print;
         let loaded = if snap.missing && !self.current().policy_names().is_empty() {
             Err(vec![format!(
                 "policy directory {} disappeared: the previous policies stay in force; recreate it (an empty directory means no policies)",
@@ -125,11 +120,8 @@ impl PolicyStore {
         match loaded {
             Ok(set) => {
                 info!(policy_dir = %self.dir.display(), policies = ?set.policy_names(), "capability policies reloaded");
-                *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(set);
-                self.last_errors
-                    .write()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .clear();
+                *write(&self.current) = Arc::new(set);
+                write(&self.last_errors).clear();
                 self.reloads_ok.fetch_add(1, Ordering::Relaxed);
                 true
             }
@@ -139,7 +131,7 @@ impl PolicyStore {
                     errors = ?errors,
                     "policy change rejected whole; the previous policies stay in force: fix the files listed"
                 );
-                *self.last_errors.write().unwrap_or_else(|p| p.into_inner()) = errors;
+                *write(&self.last_errors) = errors;
                 self.reloads_failed.fetch_add(1, Ordering::Relaxed);
                 false
             }

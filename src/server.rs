@@ -3,10 +3,10 @@
 use crate::admin::AdminService;
 use crate::admin::proto::admin_server::AdminServer;
 use crate::config::{Config, LogFormat};
-use crate::container::streaming::NodeStreams;
 use crate::cri::{CriImageService, CriRuntimeService};
 use crate::metrics::{CriMetricsLayer, MetricsServer, NodeCollector, Refresh, SnapshotSource};
 use crate::node::Node;
+use crate::node::exec::NodeStreams;
 use anyhow::{Context, bail};
 use k8s_cri::v1::image_service_server::ImageServiceServer;
 use k8s_cri::v1::runtime_service_server::RuntimeServiceServer;

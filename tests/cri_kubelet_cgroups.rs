@@ -176,7 +176,7 @@ impl Drop for KubeletTree {
 /// Every hierarchy directory (v1 controllers and the named ones, or the
 /// unified root).
 fn hierarchies() -> Vec<PathBuf> {
-    capcri::sandbox::cgroups::hierarchies()
+    capcri::util::cgroupfs::hierarchies()
 }
 
 fn v1_dir(controller: &str) -> PathBuf {
@@ -516,12 +516,12 @@ async fn kubelet_pods_sit_in_kubelet_cgroups(registry: &str, driver: Driver) {
     pull(&d, BUSYBOX).await;
 
     // Guaranteed, shareProcessNamespace: kubelet's pod limits are the
-    // containers' (64 MiB) plus the overhead (32 MiB); podPidsLimit 24.
+    // containers' (64 MiB) plus the overhead (32 MiB); podPidsLimit 8.
     let kubelet_limits = PodLimits {
         memory: Some(96 << 20),
         cpu_shares: Some(307),
         cpu_quota: Some(60_000),
-        pids: Some(24),
+        pids: Some(8),
     };
     let uid_g = "0b9f3c1e-5d2a-4c7b-9e8f-000000000001";
     let parent_g = tree.pod(Qos::Guaranteed, uid_g, kubelet_limits);
@@ -620,7 +620,7 @@ async fn kubelet_pods_sit_in_kubelet_cgroups(registry: &str, driver: Driver) {
         tree.read(&parent_g, "memory", "memory.limit_in_bytes", "memory.max"),
         (96u64 << 20).to_string()
     );
-    assert_eq!(tree.read(&parent_g, "pids", "pids.max", "pids.max"), "24");
+    assert_eq!(tree.read(&parent_g, "pids", "pids.max", "pids.max"), "8");
     // The container's own limits, in its cgroup under kubelet's.
     let ctr_g = container_dir(driver, &pod_dir_g, &c_g);
     assert_eq!(
@@ -636,28 +636,29 @@ async fn kubelet_pods_sit_in_kubelet_cgroups(registry: &str, driver: Driver) {
     let seen = exec(&d, &c_g, &["cat", inside]).await;
     assert_eq!(exec_ok_text(&seen), (64u64 << 20).to_string());
 
-    // kubelet's podPidsLimit binds the pod's processes: forks beyond 24
-    // fail, whatever the container's own cgroup allows.
+    // kubelet's podPidsLimit binds the pod's processes: forks beyond 8 fail
+    // (the pod init, the container's sleep and this shell are 3 of them),
+    // whatever the container's own cgroup allows.
     let forks = exec(
         &d,
         &c_g,
         &[
             "sh",
             "-c",
-            "for i in $(seq 1 40); do sleep 300 </dev/null >/dev/null 2>&1 & done; echo done",
+            "for i in 1 2 3 4 5 6 7 8 9 10; do sleep 300 </dev/null >/dev/null 2>&1 & done; echo done",
         ],
     )
     .await;
     let stderr = String::from_utf8_lossy(&forks.stderr);
     assert!(
         stderr.contains("fork") || stderr.contains("Resource temporarily unavailable"),
-        "forks beyond kubelet's pids.max 24 must fail: {forks:?}"
+        "forks beyond kubelet's pids.max 8 must fail: {forks:?}"
     );
     let current: u64 = tree
         .read(&parent_g, "pids", "pids.current", "pids.current")
         .parse()
         .unwrap();
-    assert!(current <= 24, "pids.current {current} above kubelet's 24");
+    assert!(current <= 8, "pids.current {current} above kubelet's 8");
     // The sleeps go with a kill of the container's cgroup.
     let _ = exec(
         &d,

@@ -15,8 +15,8 @@ use k8s_cri::v1::ContainerConfig;
 use nix::mount::{MntFlags, umount2};
 use tracing::warn;
 
+use crate::error::NodeError;
 use crate::image::rootfs::mount_overlay;
-use crate::node::NodeError;
 use crate::runtime::idmapped_bind;
 use crate::spec::{PodFiles, PodUserNamespace};
 

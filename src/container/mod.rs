@@ -1,15 +1,13 @@
-//! Container lifecycle and its state machine (created, running, exited,
-//! unknown), exit codes and CRI log files.
+//! Container records and their states (created, running, exited, unknown),
+//! and what a container owns on the host: capability decision, rootfs
+//! reads, idmapped volumes, mount propagation, the trash. The lifecycle
+//! (CreateContainer...) is `node/containers.rs`.
 
 pub mod capabilities;
-mod idmapped;
-mod lifecycle;
+pub(crate) mod idmapped;
 pub mod paths;
 pub mod propagation;
-mod resources;
 pub mod rootfs_read;
-pub mod stats;
-pub mod streaming;
 pub mod trash;
 
 use k8s_cri::v1::ContainerConfig;

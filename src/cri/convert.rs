@@ -138,7 +138,7 @@ fn uint(v: u64) -> Option<cri::UInt64Value> {
     Some(cri::UInt64Value { value: v })
 }
 
-fn cpu_usage(u: &crate::container::stats::CgroupUsage) -> Option<cri::CpuUsage> {
+fn cpu_usage(u: &crate::node::stats::CgroupUsage) -> Option<cri::CpuUsage> {
     u.cpu_ns.map(|ns| cri::CpuUsage {
         timestamp: u.timestamp,
         usage_core_nano_seconds: uint(ns),
@@ -146,7 +146,7 @@ fn cpu_usage(u: &crate::container::stats::CgroupUsage) -> Option<cri::CpuUsage> 
     })
 }
 
-fn memory_usage(u: &crate::container::stats::CgroupUsage) -> Option<cri::MemoryUsage> {
+fn memory_usage(u: &crate::node::stats::CgroupUsage) -> Option<cri::MemoryUsage> {
     u.memory.map(|m| cri::MemoryUsage {
         timestamp: u.timestamp,
         working_set_bytes: uint(m.working_set_bytes),
@@ -158,7 +158,7 @@ fn memory_usage(u: &crate::container::stats::CgroupUsage) -> Option<cri::MemoryU
     })
 }
 
-pub fn container_stats(c: &crate::container::stats::ContainerUsage) -> cri::ContainerStats {
+pub fn container_stats(c: &crate::node::stats::ContainerUsage) -> cri::ContainerStats {
     let r = &c.record;
     cri::ContainerStats {
         attributes: Some(cri::ContainerAttributes {
@@ -181,7 +181,7 @@ pub fn container_stats(c: &crate::container::stats::ContainerUsage) -> cri::Cont
     }
 }
 
-pub fn pod_sandbox_stats(p: &crate::container::stats::PodUsage) -> cri::PodSandboxStats {
+pub fn pod_sandbox_stats(p: &crate::node::stats::PodUsage) -> cri::PodSandboxStats {
     cri::PodSandboxStats {
         attributes: Some(cri::PodSandboxAttributes {
             id: p.pod.id.clone(),

@@ -484,7 +484,7 @@ impl RuntimeService for CriRuntimeService {
                 "cgroupDriver": cgroups.driver.as_str(),
                 "cgroupDriverDetected": cgroups.detected,
                 "cgroupParent": cgroups.default_parent,
-                "cgroupVersion": if crate::sandbox::cgroups::unified() { 2 } else { 1 },
+                "cgroupVersion": if crate::util::cgroupfs::is_unified() { 2 } else { 1 },
                 "registries": cfg.registries,
             });
             info.insert("config".to_string(), value.to_string());

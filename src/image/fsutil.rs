@@ -1,9 +1,9 @@
 //! Small filesystem helpers: crash-safe writes and unique temp names.
 
-use std::fs::{self, File};
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs;
 use std::path::{Path, PathBuf};
+
+use crate::util::fs::{Durability, replace_file};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::ImageError;
@@ -26,34 +26,16 @@ pub fn temp_name() -> String {
 }
 
 /// Writes `data` so that after a crash the file holds either the old or the
-/// new content: temp file, fsync, rename, fsync of the directory.
+/// new content: temp file, fsync, rename, fsync of the directory. Image
+/// records and layer metadata are root only, whatever the umask.
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), ImageError> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(temp_name());
-    let result = (|| {
-        // Image records and layer metadata: root only, whatever the umask.
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(|e| ImageError::io("create", &tmp, e))?;
-        f.write_all(data)
-            .map_err(|e| ImageError::io("write", &tmp, e))?;
-        f.sync_all().map_err(|e| ImageError::io("fsync", &tmp, e))?;
-        fs::rename(&tmp, path).map_err(|e| ImageError::io("rename into place", path, e))?;
-        sync_dir(dir)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
+    replace_file(&dir.join(temp_name()), path, data, Durability::Durable)
+        .map_err(|e| ImageError::io(e.op, &e.path, e.source))
 }
 
 pub fn sync_dir(dir: &Path) -> Result<(), ImageError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| ImageError::io("fsync directory", dir, e))
+    crate::util::fs::sync_dir(dir).map_err(|e| ImageError::io("fsync directory", dir, e))
 }
 
 pub fn create_dir_all(dir: &Path) -> Result<(), ImageError> {

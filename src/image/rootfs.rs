@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 
 use super::ImageError;
+use crate::util::mount::unmount_if_mounted;
 
 /// mount(2) copies the data argument into a single page, NUL included.
 const MAX_OPTIONS: usize = 4095;
@@ -81,8 +82,8 @@ pub fn mount_overlay(
 
 /// Idempotent: a target that is not mounted (or does not exist) is fine.
 pub fn unmount(target: &Path) -> Result<(), ImageError> {
-    match umount2(target, MntFlags::empty()) {
-        Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => Ok(()),
+    match unmount_if_mounted(target, MntFlags::empty()) {
+        Ok(()) => Ok(()),
         Err(nix::errno::Errno::EBUSY) => {
             umount2(target, MntFlags::MNT_DETACH).map_err(|e| ImageError::Mount {
                 target: target.to_path_buf(),

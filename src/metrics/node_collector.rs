@@ -6,10 +6,7 @@
 //! drift: after a daemon restart the maps are reloaded from the records and
 //! the numbers are right again, whatever happened while it was down.
 
-use super::labels::{
-    CONTAINER_STATES, Outcome, OutcomeLabels, POD_STATES, StateLabels, container_state, pod_state,
-};
-use crate::node::{Node, lock};
+use super::labels::{Outcome, OutcomeLabels, StateLabels};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
@@ -17,7 +14,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 /// What the node's state says at one instant.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -32,30 +28,7 @@ pub struct NodeSnapshot {
     pub image_pull_bytes: u64,
 }
 
-fn zeroes(states: &[&'static str]) -> BTreeMap<&'static str, i64> {
-    states.iter().map(|s| (*s, 0)).collect()
-}
-
 impl NodeSnapshot {
-    pub fn of(node: &Node) -> NodeSnapshot {
-        let mut pods = zeroes(&POD_STATES);
-        for p in lock(&node.pods).values() {
-            *pods.entry(pod_state(p.state)).or_default() += 1;
-        }
-        let mut containers = zeroes(&CONTAINER_STATES);
-        for c in lock(&node.containers).values() {
-            *containers.entry(container_state(c.state)).or_default() += 1;
-        }
-        let policies = node.policies();
-        NodeSnapshot {
-            pods,
-            containers,
-            policy_reloads_ok: policies.reloads_ok.load(Ordering::Relaxed),
-            policy_reloads_failed: policies.reloads_failed.load(Ordering::Relaxed),
-            image_pull_bytes: node.images().fetched_bytes(),
-        }
-    }
-
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let by_state = |counts: &BTreeMap<&'static str, i64>| {
             let family = Family::<StateLabels, Gauge>::default();
@@ -106,12 +79,6 @@ impl NodeSnapshot {
 /// value in tests.
 pub trait SnapshotSource: Send + Sync + 'static {
     fn snapshot(&self) -> NodeSnapshot;
-}
-
-impl SnapshotSource for Node {
-    fn snapshot(&self) -> NodeSnapshot {
-        NodeSnapshot::of(self)
-    }
 }
 
 impl SnapshotSource for NodeSnapshot {

@@ -21,10 +21,8 @@ pub mod invocation;
 pub mod result;
 pub mod state;
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -141,7 +139,7 @@ pub struct CniNetwork {
     store: AttachmentStore,
     /// One lock per pod id: kubelet may retry StopPodSandbox while a
     /// RunPodSandbox for the same pod is still in ADD.
-    pod_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    pod_locks: crate::util::sync::KeyedLocks,
 }
 
 impl CniNetwork {
@@ -150,7 +148,7 @@ impl CniNetwork {
         CniNetwork {
             cfg,
             store,
-            pod_locks: Mutex::new(HashMap::new()),
+            pod_locks: Default::default(),
         }
     }
 
@@ -190,7 +188,7 @@ impl CniNetwork {
     /// ADD the pod to the network in force. On failure everything added is
     /// deleted again (SPEC.md: DEL all plugins in reverse order, as containerd does).
     pub async fn setup(&self, pod: &PodNetworkRequest) -> Result<PodNetworkStatus, CniError> {
-        let step = crate::node::StepTimer::new("cni_add", &pod.pod_id);
+        let step = crate::util::time::StepTimer::new("cni_add", &pod.pod_id);
         let identity = pod.identity();
         identity
             .validate()
@@ -210,8 +208,7 @@ impl CniNetwork {
         let list = conf::load_conf_dir(&self.cfg.conf_dir)?;
         let binaries = self.resolve_plugins(&list)?;
 
-        let lock = self.pod_lock(&pod.pod_id);
-        let _guard = lock.lock().await;
+        let _guard = self.pod_locks.lock(&pod.pod_id).await;
 
         let caps = pod.capabilities();
         let mut record = AttachmentRecord {
@@ -277,7 +274,7 @@ impl CniNetwork {
             }
         };
         record.result = Some(result.clone());
-        let saved = crate::node::blocking(|| self.store.save(&record));
+        let saved = crate::util::task::blocking(|| self.store.save(&record));
         step.done("result record");
         if let Err(err) = saved {
             // Without the record a restarted daemon could not DEL with the
@@ -326,8 +323,7 @@ impl CniNetwork {
                 pod_id: pod.pod_id.clone(),
                 reason,
             })?;
-        let lock = self.pod_lock(&pod.pod_id);
-        let guard = lock.lock().await;
+        let guard = self.pod_locks.lock(&pod.pod_id).await;
 
         let record = match self.store.load(&pod.pod_id) {
             Ok(r) => r,
@@ -364,7 +360,7 @@ impl CniNetwork {
             .await?;
         self.store.remove(&pod.pod_id)?;
         drop(guard);
-        self.forget_lock(&pod.pod_id, &lock);
+        self.pod_locks.forget(&pod.pod_id);
         Ok(())
     }
 
@@ -433,20 +429,6 @@ impl CniNetwork {
             .iter()
             .map(|p| exec::find_plugin(conf::plugin_type(p), &self.cfg.bin_dirs))
             .collect()
-    }
-
-    fn pod_lock(&self, pod_id: &str) -> Arc<tokio::sync::Mutex<()>> {
-        let mut locks = self.pod_locks.lock().unwrap_or_else(|p| p.into_inner());
-        locks.entry(pod_id.to_string()).or_default().clone()
-    }
-
-    /// Drop the pod's lock entry once nobody else holds or waits on it.
-    fn forget_lock(&self, pod_id: &str, lock: &Arc<tokio::sync::Mutex<()>>) {
-        let mut locks = self.pod_locks.lock().unwrap_or_else(|p| p.into_inner());
-        // Two references: the map's and the caller's.
-        if Arc::strong_count(lock) == 2 {
-            locks.remove(pod_id);
-        }
     }
 }
 

@@ -120,7 +120,5 @@ impl AttachmentStore {
 
 /// A rename is durable only once the directory entry is on disk.
 fn sync_dir(dir: &Path) -> Result<(), CniError> {
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| CniError::io("syncing CNI state dir", dir, e))
+    crate::util::fs::sync_dir(dir).map_err(|e| CniError::io("syncing CNI state dir", dir, e))
 }

@@ -109,7 +109,7 @@ pub struct ResourceUpdate {
     pub memory_limit: Option<i64>,
     /// cgroup v2 files by name (CRI `unified`, e.g. `memory.high`), written
     /// last, as runc does, so they override the typed fields. Keys are
-    /// checked by `sandbox::cgroup_tree::validate_unified_key`.
+    /// checked by `util::cgroup_paths::validate_unified_key`.
     #[serde(default)]
     pub unified: std::collections::BTreeMap<String, String>,
 }

@@ -11,7 +11,7 @@ use super::cgroup_files::{
     oom_kill_count, single_number, v1_writes, v2_writes,
 };
 
-const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+use crate::util::cgroupfs::{CGROUP_ROOT, is_unified};
 
 /// A group by its path relative to every hierarchy (the OCI
 /// `linux.cgroupsPath`, e.g. `/capcri/<pod>/<container>`).
@@ -29,7 +29,7 @@ impl CgroupPath {
             .to_path_buf();
         CgroupPath {
             rel,
-            unified: Path::new(CGROUP_ROOT).join("cgroup.controllers").exists(),
+            unified: is_unified(),
         }
     }
 
@@ -63,14 +63,7 @@ impl CgroupPath {
                 "1",
             );
         }
-        let dirs: Vec<PathBuf> = if self.unified {
-            vec![Path::new(CGROUP_ROOT).join(&self.rel)]
-        } else {
-            crate::sandbox::cgroups::hierarchies()
-                .into_iter()
-                .map(|h| h.join(&self.rel))
-                .collect()
-        };
+        let dirs = crate::util::cgroupfs::dirs_of(&self.rel);
         loop {
             let mut left = false;
             for dir in &dirs {
@@ -130,14 +123,26 @@ impl CgroupPath {
     /// Whether the kernel OOM killer has killed a process of this group.
     /// Read before the group is removed (libcontainer removes it at delete).
     pub fn oom_killed(&self) -> bool {
+        self.oom_kills().is_some_and(|n| n > 0)
+    }
+
+    /// The OOM killer's kill count of this group and its descendants
+    /// (v1 memory.oom_control, v2 memory.events).
+    pub fn oom_kills(&self) -> Option<u64> {
         let text = if self.unified {
             self.read("", "memory.events")
         } else {
             self.read("memory", "memory.oom_control")
         };
-        text.as_deref()
-            .and_then(oom_kill_count)
-            .is_some_and(|n| n > 0)
+        text.as_deref().and_then(oom_kill_count)
+    }
+
+    /// The group's parent (the pod's cgroup of a container's).
+    pub fn parent(&self) -> Option<CgroupPath> {
+        Some(CgroupPath {
+            rel: self.rel.parent()?.to_path_buf(),
+            unified: self.unified,
+        })
     }
 
     /// Apply new limits to the running group.

@@ -10,7 +10,7 @@ use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
-use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use nix::mount::{MntFlags, MsFlags, mount};
 use nix::sched::{CloneFlags, unshare};
 use nix::sys::wait::waitpid;
 use nix::unistd::{ForkResult, fork, pipe};
@@ -20,6 +20,7 @@ use super::idmap::write_id_maps;
 use super::pod_init::{PodInitPlan, pod_init_id, scrub_environ_and_cmdline};
 use super::types::{NamespaceKind, PodNamespaceSet};
 use crate::spec::PodUserNamespace;
+use crate::util::mount::unmount_if_mounted;
 
 pub fn pinned_namespace_path(pod_dir: &Path, kind: NamespaceKind) -> PathBuf {
     pod_dir.join("ns").join(kind.proc_name())
@@ -44,15 +45,12 @@ pub fn unpin_namespaces(pod_dir: &Path) -> Result<(), RuntimeError> {
 
 /// Unmount (lazily) and remove one pin; missing or unmounted is fine.
 pub fn unpin(path: &Path) -> Result<(), RuntimeError> {
-    match umount2(path, MntFlags::MNT_DETACH) {
-        Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
-        Err(e) => {
-            return Err(RuntimeError::io(
-                format!("unmounting pinned namespace {}", path.display()),
-                e.into(),
-            ));
-        }
-    }
+    unmount_if_mounted(path, MntFlags::MNT_DETACH).map_err(|e| {
+        RuntimeError::io(
+            format!("unmounting pinned namespace {}", path.display()),
+            e.into(),
+        )
+    })?;
     match fs::remove_file(path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),

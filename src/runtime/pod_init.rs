@@ -260,7 +260,7 @@ pub(crate) fn join_cgroup(pid: i32, rel: &str) -> Result<Vec<PathBuf>, String> {
     }
     let rel = rel.trim_start_matches('/');
     let mut joined = Vec::new();
-    for h in crate::sandbox::cgroups::hierarchies() {
+    for h in crate::util::cgroupfs::hierarchies() {
         let dir = h.join(rel);
         create_cgroup(&h, Path::new(rel))?;
         std::fs::write(dir.join("cgroup.procs"), pid.to_string())
@@ -272,7 +272,7 @@ pub(crate) fn join_cgroup(pid: i32, rel: &str) -> Result<Vec<PathBuf>, String> {
 
 fn join_scope(pid: i32, cgroups_path: &str) -> Result<Vec<PathBuf>, String> {
     use libcgroups::common::CgroupManager;
-    let dir = crate::sandbox::cgroup_tree::cgroup_dir_of(cgroups_path)
+    let dir = crate::util::cgroup_paths::cgroup_dir_of(cgroups_path)
         .ok_or_else(|| format!("{cgroups_path:?} is not a systemd cgroups path"))?;
     let manager = libcgroups::common::create_cgroup_manager(libcgroups::common::CgroupConfig {
         cgroup_path: PathBuf::from(cgroups_path),

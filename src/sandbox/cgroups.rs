@@ -2,34 +2,17 @@
 //! pod's cgroup made, limited and removed when capcri owns it, in every
 //! hierarchy of this host (v1 controllers, the named systemd one, and the
 //! unified cgroup2 mount of a hybrid host) or through systemd. Where each
-//! cgroup is comes from `cgroup_tree`; libcontainer makes and removes the
+//! cgroup is comes from `util::cgroup_paths`; libcontainer makes and removes the
 //! containers' own.
 
 use std::path::{Path, PathBuf};
 
-use super::cgroup_tree::{CgroupDriver, PodCgroup, parent_slice};
+use k8s_cri::v1::LinuxContainerResources;
+
 use crate::config::Config;
 use crate::runtime::{CgroupPath, ResourceUpdate};
-
-const CGROUP_ROOT: &str = "/sys/fs/cgroup";
-
-/// Every mounted hierarchy directory under /sys/fs/cgroup (or the root
-/// itself on a pure cgroup2 host).
-pub fn hierarchies() -> Vec<PathBuf> {
-    let root = Path::new(CGROUP_ROOT);
-    if root.join("cgroup.controllers").exists() {
-        return vec![root.to_path_buf()];
-    }
-    let mut out: Vec<PathBuf> = std::fs::read_dir(root)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false))
-        .map(|e| e.path())
-        .collect();
-    out.sort();
-    out
-}
+use crate::util::cgroup_paths::{CgroupDriver, PodCgroup, parent_slice};
+use crate::util::cgroupfs::{CGROUP_ROOT, hierarchies};
 
 /// This host's cgroup v1 hierarchies (empty on a cgroup2 host), read once
 /// from the daemon's mountinfo: the monitors and the containers' inits
@@ -44,12 +27,9 @@ pub fn v1_hierarchies() -> &'static [crate::spec::cgroup_v1::V1Hierarchy] {
 }
 
 /// The leaf cgroup of a shared-PID pod's init, under the pod's own.
-pub use super::cgroup_tree::POD_INIT_CGROUP;
+pub use crate::util::cgroup_paths::POD_INIT_CGROUP;
 
-/// Whether /sys/fs/cgroup is a pure cgroup2 mount (no v1 hierarchies).
-pub fn unified() -> bool {
-    Path::new(CGROUP_ROOT).join("cgroup.controllers").exists()
-}
+pub use crate::util::cgroupfs::is_unified as unified;
 
 /// Whether systemd is the init of this host: sd_booted(3)'s test, the one
 /// libcgroups' systemd manager makes before it talks to systemd.
@@ -78,7 +58,7 @@ pub enum CgroupSetupError {
     )]
     NotUnified,
     #[error("{0}")]
-    Parent(#[from] super::cgroup_tree::CgroupParentError),
+    Parent(#[from] crate::util::cgroup_paths::CgroupParentError),
 }
 
 impl CgroupSetup {
@@ -101,14 +81,18 @@ impl CgroupSetup {
             CgroupDriver::Cgroupfs
         });
         let default_parent = match (driver, config.cgroup_parent.as_str()) {
-            (CgroupDriver::Cgroupfs, "") => super::cgroup_tree::DEFAULT_CGROUPFS_PARENT.to_string(),
-            (CgroupDriver::Systemd, "") => super::cgroup_tree::DEFAULT_SYSTEMD_PARENT.to_string(),
+            (CgroupDriver::Cgroupfs, "") => {
+                crate::util::cgroup_paths::DEFAULT_CGROUPFS_PARENT.to_string()
+            }
+            (CgroupDriver::Systemd, "") => {
+                crate::util::cgroup_paths::DEFAULT_SYSTEMD_PARENT.to_string()
+            }
             (CgroupDriver::Cgroupfs, p) => {
-                super::cgroup_tree::validate_cgroupfs_path(p)?;
+                crate::util::cgroup_paths::validate_cgroupfs_path(p)?;
                 p.trim_end_matches('/').to_string()
             }
             (CgroupDriver::Systemd, p) => {
-                super::cgroup_tree::validate_slice(p)?;
+                crate::util::cgroup_paths::validate_slice(p)?;
                 p.to_string()
             }
         };
@@ -202,7 +186,7 @@ fn slice_manager(pod: &PodCgroup) -> Result<libcgroups::systemd::manager::Manage
 
 fn systemd_slice_limits(pod: &PodCgroup, update: &ResourceUpdate) -> Result<(), String> {
     use libcgroups::common::{CgroupManager, ControllerOpt};
-    let resources = super::cgroup_tree::oci_resources(update);
+    let resources = oci_resources(update);
     slice_manager(pod)?
         .apply(&ControllerOpt {
             resources: &resources,
@@ -262,56 +246,68 @@ pub fn remove_pod_cgroup(pod: &PodCgroup) -> Vec<String> {
     failures
 }
 
-impl crate::node::Node {
-    /// Where a pod's cgroups are: its record's, or for a record from
-    /// before they were kept, capcri's `<parent>/<id>`.
-    pub(crate) fn pod_cgroup(&self, pod: &super::PodSandbox) -> PodCgroup {
-        pod.cgroup.clone().unwrap_or_else(|| PodCgroup {
-            driver: CgroupDriver::Cgroupfs,
-            dir: format!(
-                "{}/{}",
-                self.cgroups.default_parent.trim_end_matches('/'),
-                pod.id
-            ),
-            slice: None,
-            owned: true,
-            pod_id: pod.id.clone(),
-        })
+/// The pod-level limits kubelet asks for: `resources` (the sum of its
+/// containers' limits, overhead excluded) plus `overhead` (the RuntimeClass
+/// overhead), as kubelet sizes its own pod cgroup. Only what is limited is
+/// set: a pod whose containers do not all have a memory limit has none.
+pub fn pod_limits(
+    resources: Option<&LinuxContainerResources>,
+    overhead: Option<&LinuxContainerResources>,
+) -> ResourceUpdate {
+    let zero = LinuxContainerResources::default();
+    let r = resources.unwrap_or(&zero);
+    let o = overhead.unwrap_or(&zero);
+    let mut update = ResourceUpdate::default();
+    if r.memory_limit_in_bytes > 0 {
+        update.memory_limit = Some(
+            r.memory_limit_in_bytes
+                .saturating_add(o.memory_limit_in_bytes.max(0)),
+        );
     }
+    if r.cpu_shares > 0 {
+        update.cpu_shares = Some((r.cpu_shares.saturating_add(o.cpu_shares.max(0))) as u64);
+    }
+    if r.cpu_quota > 0 {
+        let period = if r.cpu_period > 0 {
+            r.cpu_period
+        } else {
+            100_000
+        };
+        // The overhead's quota, rescaled to the pod's period.
+        let extra = if o.cpu_quota > 0 {
+            let o_period = if o.cpu_period > 0 {
+                o.cpu_period
+            } else {
+                100_000
+            };
+            ((o.cpu_quota as i128 * period as i128) / o_period as i128) as i64
+        } else {
+            0
+        };
+        update.cpu_quota = Some(r.cpu_quota.saturating_add(extra));
+        update.cpu_period = Some(period as u64);
+    }
+    update
+}
 
-    /// Decides the pod's cgroup (checked already at RunPodSandbox's start),
-    /// finds whether kubelet made it, applies the pod-level limits to one
-    /// capcri makes, and records it in the pod before its record is written.
-    pub(crate) fn place_pod_cgroup(
-        &self,
-        pod: &mut super::PodSandbox,
-    ) -> Result<PodCgroup, crate::node::NodeError> {
-        use crate::node::NodeError;
-        let linux = pod.config.linux.clone().unwrap_or_default();
-        let mut cgroup = PodCgroup::resolve(
-            self.cgroups.driver,
-            &linux.cgroup_parent,
-            &self.cgroups.default_parent,
-            &pod.id,
-        )
-        .map_err(|e| NodeError::InvalidArgument(e.to_string()))?;
-        if !cgroup.owned {
-            cgroup.owned = !crate::node::blocking(|| cgroup_exists(&cgroup.dir));
-        }
-        // Kept before anything is made, so a failure below tears down what
-        // this pod owns and nothing of kubelet's.
-        pod.cgroup = Some(cgroup.clone());
-        let limits =
-            super::cgroup_tree::pod_limits(linux.resources.as_ref(), linux.overhead.as_ref());
-        crate::node::blocking(|| apply_pod_limits(&cgroup, &limits)).map_err(|e| {
-            NodeError::FailedPrecondition(format!(
-                "cannot apply the pod-level resources of pod {} to its cgroup {}: {e}",
-                pod.id, cgroup.dir
-            ))
-        })?;
-        tracing::debug!(pod.id = %pod.id, cgroup = %cgroup.dir, owned = cgroup.owned, driver = cgroup.driver.as_str(), "pod cgroup");
-        Ok(cgroup)
+/// The OCI form of pod-level limits (what libcgroups' systemd manager
+/// turns into unit properties: MemoryMax, CPUWeight, CPUQuota...).
+pub fn oci_resources(update: &ResourceUpdate) -> oci_spec::runtime::LinuxResources {
+    use oci_spec::runtime::{LinuxCpu, LinuxMemory, LinuxResources};
+    let mut resources = LinuxResources::default();
+    if update.cpu_shares.is_some() || update.cpu_quota.is_some() || update.cpu_period.is_some() {
+        let mut cpu = LinuxCpu::default();
+        cpu.set_shares(update.cpu_shares);
+        cpu.set_quota(update.cpu_quota);
+        cpu.set_period(update.cpu_period);
+        resources.set_cpu(Some(cpu));
     }
+    if let Some(limit) = update.memory_limit {
+        let mut memory = LinuxMemory::default();
+        memory.set_limit(Some(limit));
+        resources.set_memory(Some(memory));
+    }
+    resources
 }
 
 #[cfg(test)]
@@ -324,6 +320,38 @@ mod tests {
             cgroup_parent: parent.to_string(),
             ..Config::default()
         }
+    }
+
+    #[test]
+    fn pod_limits_add_the_overhead() {
+        let resources = LinuxContainerResources {
+            cpu_period: 100_000,
+            cpu_quota: 150_000,
+            cpu_shares: 1536,
+            memory_limit_in_bytes: 256 << 20,
+            ..Default::default()
+        };
+        let overhead = LinuxContainerResources {
+            cpu_period: 50_000,
+            cpu_quota: 5_000,
+            cpu_shares: 102,
+            memory_limit_in_bytes: 32 << 20,
+            ..Default::default()
+        };
+        assert_eq!(
+            pod_limits(Some(&resources), Some(&overhead)),
+            ResourceUpdate {
+                cpu_shares: Some(1638),
+                cpu_quota: Some(160_000),
+                cpu_period: Some(100_000),
+                memory_limit: Some(288 << 20),
+                ..Default::default()
+            }
+        );
+        // Unlimited pods (a container without a limit): nothing to set,
+        // whatever the overhead.
+        assert_eq!(pod_limits(None, Some(&overhead)), ResourceUpdate::default());
+        assert_eq!(pod_limits(None, None), ResourceUpdate::default());
     }
 
     #[test]

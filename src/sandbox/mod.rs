@@ -1,4 +1,5 @@
-//! Pod sandbox lifecycle: namespaces, hostname, DNS files, the pod monitor.
+//! Pod sandbox records and what a pod owns on the host: cgroups, files, the
+//! network-namespace pool. The lifecycle (RunPodSandbox...) is `node/pods.rs`.
 //!
 //! capcri runs no pause container: the pod's network, IPC and UTS
 //! namespaces are created and pinned (bind mounts under the pod directory)
@@ -6,10 +7,8 @@
 //! others, and all of them in a pod user namespace), and every container
 //! joins them by path.
 
-pub mod cgroup_tree;
 pub mod cgroups;
 pub mod files;
-mod lifecycle;
 pub(crate) mod netns_pool;
 
 use k8s_cri::v1::{NamespaceMode, PodSandboxConfig};
@@ -40,7 +39,7 @@ pub struct PodSandbox {
     /// `cgroup_parent`. None: a record from before it was kept, whose pod
     /// is capcri's `<parent>/<id>` (see `Node::pod_cgroup`).
     #[serde(default)]
-    pub cgroup: Option<cgroup_tree::PodCgroup>,
+    pub cgroup: Option<crate::util::cgroup_paths::PodCgroup>,
 }
 
 impl PodSandbox {

@@ -18,8 +18,8 @@ use std::sync::{Arc, Mutex};
 
 use tracing::warn;
 
-use crate::node::lock;
 use crate::runtime::{create_netns_at, pin_namespace, unpin};
+use crate::util::sync::lock;
 
 /// Namespaces kept ready: enough for the pods a kubelet starts at once on
 /// a small node; each costs some kernel memory and nothing else.

@@ -117,7 +117,7 @@ pub fn container_spec(input: &ContainerSpecInput) -> Result<Spec, SpecError> {
             "no privileged container allowed in a sandbox that is not privileged; set privileged on the pod's security context too",
         ));
     }
-    if crate::sandbox::cgroup_tree::cgroup_dir_of(&input.cgroups_path).is_none() {
+    if crate::util::cgroup_paths::cgroup_dir_of(&input.cgroups_path).is_none() {
         return Err(SpecError::invalid(
             "cgroups_path",
             format!(

@@ -142,7 +142,7 @@ pub fn container_resources(container: &ContainerConfig) -> Result<LinuxResources
     }
 
     for key in r.unified.keys() {
-        crate::sandbox::cgroup_tree::validate_unified_key(key)
+        crate::util::cgroup_paths::validate_unified_key(key)
             .map_err(|e| SpecError::invalid("resources.unified", e))?;
     }
     if !r.unified.is_empty() {

@@ -1,8 +1,7 @@
 //! Crash-consistent file replacement.
 
 use super::StoreError;
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use crate::util::fs::{Durability, replace_file, sync_dir};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -34,31 +33,14 @@ fn replace(path: &Path, bytes: &[u8], durable: bool) -> Result<(), StoreError> {
         .unwrap_or_default();
     let seq = NEXT_TMP.fetch_add(1, Ordering::Relaxed);
     let tmp = dir.join(format!("{TMP_PREFIX}{name}.{}.{seq}", std::process::id()));
-    let result = (|| {
-        // 0600 whatever the umask: these files hold specs (with the
-        // container's env), records and state.
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(super::perms::PRIVATE_FILE)
-            .open(&tmp)?;
-        f.set_permissions(std::fs::Permissions::from_mode(super::perms::PRIVATE_FILE))?;
-        f.write_all(bytes)?;
-        if durable {
-            f.sync_all()?;
-        }
-        std::fs::rename(&tmp, path)
-    })();
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(StoreError::io(path, e));
-    }
-    if durable { fsync_dir(dir) } else { Ok(()) }
+    let durability = if durable {
+        Durability::Durable
+    } else {
+        Durability::CrashOfProcess
+    };
+    replace_file(&tmp, path, bytes, durability).map_err(|e| StoreError::io(path, e.source))
 }
 
 pub(super) fn fsync_dir(dir: &Path) -> Result<(), StoreError> {
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| StoreError::io(dir, e))
+    sync_dir(dir).map_err(|e| StoreError::io(dir, e))
 }

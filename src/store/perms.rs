@@ -19,7 +19,7 @@ pub const PRIVATE_DIR: u32 = 0o700;
 /// Traversable by anyone who knows a name inside, listable by root only.
 pub const TRAVERSE_DIR: u32 = 0o711;
 /// Files holding specs, records, env, state.
-pub const PRIVATE_FILE: u32 = 0o600;
+pub use crate::util::fs::PRIVATE_FILE;
 
 /// What [`ensure_dir`] did to one directory.
 #[derive(Debug, Clone, PartialEq, Eq)]

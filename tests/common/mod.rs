@@ -197,11 +197,13 @@ impl TestDaemon {
             .spawn()
             .expect("spawn capcri serve");
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
+        // 60 s: the cgroup-v2 node (hack/vm) is an emulated machine, and
+        // several daemons start at once there.
+        let deadline = Instant::now() + Duration::from_secs(60);
         while !self.socket.exists() {
             assert!(
                 Instant::now() < deadline,
-                "capcri serve did not create its socket in 20s"
+                "capcri serve did not create its socket in 60s"
             );
             if let Some(c) = self.child.as_mut()
                 && let Ok(Some(status)) = c.try_wait()
@@ -368,7 +370,7 @@ pub fn processes_mentioning(dir: &Path) -> Vec<i32> {
 }
 
 fn kill_processes_in_cgroups(parent: &str) {
-    for h in capcri::sandbox::cgroups::hierarchies() {
+    for h in capcri::util::cgroupfs::hierarchies() {
         let d = h.join(parent.trim_start_matches('/'));
         for dir in walk_dirs(&d).into_iter().chain([d.clone()]) {
             let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
@@ -390,7 +392,7 @@ fn kill_processes_mentioning(dir: &Path) {
 /// cgroup directories of `parent` left in any hierarchy.
 pub fn cgroups_left(parent: &str) -> Vec<PathBuf> {
     let mut out = Vec::new();
-    for h in capcri::sandbox::cgroups::hierarchies() {
+    for h in capcri::util::cgroupfs::hierarchies() {
         let d = h.join(parent.trim_start_matches('/'));
         if d.exists() {
             for e in walk_dirs(&d) {
@@ -413,7 +415,7 @@ fn walk_dirs(d: &Path) -> Vec<PathBuf> {
 }
 
 fn remove_cgroup_tree(parent: &str) {
-    for h in capcri::sandbox::cgroups::hierarchies() {
+    for h in capcri::util::cgroupfs::hierarchies() {
         let d = h.join(parent.trim_start_matches('/'));
         for sub in walk_dirs(&d) {
             let _ = std::fs::remove_dir(sub);

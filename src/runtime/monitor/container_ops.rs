@@ -16,7 +16,7 @@ fn cgroups_path(bundle: &Path) -> Option<PathBuf> {
 /// path, or systemd's `slice:prefix:name` for its scope).
 fn cgroup_of(bundle: &Path) -> Option<CgroupPath> {
     let path = cgroups_path(bundle)?;
-    let dir = crate::sandbox::cgroup_tree::cgroup_dir_of(path.to_str()?)?;
+    let dir = crate::util::cgroup_paths::cgroup_dir_of(path.to_str()?)?;
     Some(CgroupPath::new(Path::new(&dir)))
 }
 
@@ -47,6 +47,12 @@ pub(super) struct ContainerRecord {
     pub(super) log_path: Option<PathBuf>,
     /// The container's own cgroup, read at exit for OOM kills.
     pub(super) cgroup: Option<CgroupPath>,
+    /// A systemd scope's pod slice and its OOM kill count at create: when
+    /// the OOM killer ends a scope's last process, systemd removes the
+    /// scope's cgroup as it empties, often before the exit is reaped, and
+    /// its memory.events with it; the slice's count (hierarchical) is
+    /// still there.
+    pub(super) pod_oom: Option<(CgroupPath, u64)>,
     /// Attached clients: non-blocking write ends of their stdout and stderr
     /// pipes. The log is written first; a slow client loses output rather
     /// than ever blocking the monitor or the log.
@@ -143,7 +149,14 @@ impl ContainerRecord {
             self.state.message = Some(String::from_utf8_lossy(&self.exec_error).trim().to_string());
         } else if code == 0 {
             self.state.reason = Some("Completed".into());
-        } else if self.cgroup.as_ref().is_some_and(CgroupPath::oom_killed) {
+        } else if self.cgroup.as_ref().is_some_and(CgroupPath::oom_killed)
+            || (code == 128 + libc::SIGKILL
+                && self.cgroup.as_ref().is_some_and(|c| !c.exists())
+                && self
+                    .pod_oom
+                    .as_ref()
+                    .is_some_and(|(pod, before)| pod.oom_kills().is_some_and(|n| n > *before)))
+        {
             // critest "should terminate with exitCode 137 and reason
             // OOMKilled"; the group still exists (libcontainer removes it
             // at delete), so its OOM kill counter can be read.
@@ -439,6 +452,13 @@ impl Monitor {
             stdin_once: req.stdin_once,
             log_path: req.log_path.clone(),
             cgroup: cgroup_of(&req.bundle),
+            pod_oom: cgroups_path(&req.bundle)
+                .filter(|p| !p.starts_with("/"))
+                .and_then(|_| cgroup_of(&req.bundle)?.parent())
+                .and_then(|pod| {
+                    let n = pod.oom_kills()?;
+                    Some((pod, n))
+                }),
             namespaces: Some(namespaces),
             oom_score_adj,
             exec_path: req.exec_path,
@@ -472,7 +492,7 @@ impl Monitor {
         let spec = Spec::load(bundle.join("config.json")).map_err(|e| e.to_string())?;
         let dir = path
             .to_str()
-            .and_then(crate::sandbox::cgroup_tree::cgroup_dir_of)
+            .and_then(crate::util::cgroup_paths::cgroup_dir_of)
             .ok_or_else(|| format!("{} is not a systemd cgroups path", path.display()))?;
         let devices = spec
             .linux()
@@ -557,8 +577,8 @@ impl Monitor {
         let Some(rel) = rel.strip_prefix('/') else {
             return;
         };
-        for h in crate::sandbox::cgroups::hierarchies() {
-            let _ = fs::remove_dir(h.join(rel));
+        for dir in crate::util::cgroupfs::dirs_of(Path::new(rel)) {
+            let _ = fs::remove_dir(dir);
         }
     }
 

@@ -47,6 +47,7 @@ use super::types::{
     ContainerRuntimeState, CreateContainer, ExecOutput, ExecPath, ExecSpec, MAX_EXEC_OUTPUT,
     PodNamespaceSet, RuntimeStatus,
 };
+use crate::util::time::now_nanos;
 
 /// Name of the monitor's socket inside the pod directory.
 pub(crate) const SOCKET_NAME: &str = "monitor.sock";
@@ -206,10 +207,6 @@ fn detach_stdout() {
             libc::dup2(null.as_raw_fd(), 1);
         }
     }
-}
-
-fn now_nanos() -> i64 {
-    chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0)
 }
 
 fn set_nonblocking(fd: RawFd) {

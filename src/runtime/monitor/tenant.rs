@@ -252,24 +252,16 @@ fn open_ns(path: &Path) -> Result<OwnedFd, RuntimeError> {
 fn cgroup_procs_files(cgroups_path: &Path) -> Vec<PathBuf> {
     let Some(dir) = cgroups_path
         .to_str()
-        .and_then(crate::sandbox::cgroup_tree::cgroup_dir_of)
+        .and_then(crate::util::cgroup_paths::cgroup_dir_of)
     else {
         return Vec::new();
     };
-    let rel = Path::new(dir.trim_start_matches('/'));
-    let root = Path::new("/sys/fs/cgroup");
-    let mut candidates = vec![root.join(rel).join("cgroup.procs")];
-    if let Ok(entries) = fs::read_dir(root) {
-        for e in entries.flatten() {
-            candidates.push(e.path().join(rel).join("cgroup.procs"));
-        }
-    }
-    let mut seen = std::collections::BTreeSet::new();
-    candidates
+    // One entry per hierarchy: the cpu/cpuacct aliases are not listed, so
+    // the pid is written once to each.
+    crate::util::cgroupfs::dirs_of(Path::new(&dir))
         .into_iter()
+        .map(|d| d.join("cgroup.procs"))
         .filter(|p| p.exists())
-        // cpu and cpuacct are symlinks to one hierarchy: write once.
-        .filter(|p| seen.insert(fs::canonicalize(p).unwrap_or_else(|_| p.clone())))
         .collect()
 }
 

@@ -11,8 +11,9 @@
 //! state, bundles with their rootfs mounts, writable layers, libcontainer
 //! state, cgroups and CNI attachments.
 
-use crate::node::{Node, NodeError, lock};
+use crate::node::{Node, NodeError};
 use crate::sandbox::PodState;
+use crate::util::sync::lock;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use tracing::{info, warn};
@@ -174,7 +175,7 @@ fn remove_unknown_cgroups(
     containers: &HashSet<String>,
 ) -> usize {
     let mut removed = 0;
-    for h in crate::sandbox::cgroups::hierarchies() {
+    for h in crate::util::cgroupfs::hierarchies() {
         let root = h.join(parent.trim_matches('/'));
         for pod in entry_names(&root) {
             let pod_dir = root.join(&pod);
@@ -206,7 +207,7 @@ fn remove_unknown_cgroups(
 /// leaf is the pod's.
 fn remove_unknown_container_cgroups(pod_dir: &str, containers: &HashSet<String>) -> usize {
     let mut removed = 0;
-    for h in crate::sandbox::cgroups::hierarchies() {
+    for h in crate::util::cgroupfs::hierarchies() {
         let dir = h.join(pod_dir.trim_start_matches('/'));
         for ctr in entry_names(&dir) {
             // Only what capcri names: 64-hex container ids, never another

@@ -1,7 +1,8 @@
 //! Where a pod's cgroup and its containers' cgroups are, for both cgroup
 //! drivers, decided once at RunPodSandbox from what kubelet sent
 //! (`PodSandboxConfig.linux.cgroup_parent`) and persisted in the pod record.
-//! Pure: names in, names out; `sandbox::cgroups` does the I/O.
+//! Pure: names in, names out; `sandbox::cgroups` does the I/O. A leaf
+//! (config, spec, the monitor and the node all name cgroups).
 //!
 //! - cgroupfs: kubelet sends the pod's cgroup as an absolute path
 //!   (`/kubepods/burstable/pod<uid>`); a container is `<pod>/<container id>`
@@ -16,11 +17,26 @@
 //! puts the pod under the configured parent: `<parent>/<pod id>` or the
 //! slice `<parent stem>-pod<pod id>.slice`.
 
-use k8s_cri::v1::LinuxContainerResources;
 use serde::{Deserialize, Serialize};
 
-pub use crate::config::CgroupDriver;
-use crate::runtime::ResourceUpdate;
+/// Who manages the pods' cgroups: capcri writing /sys/fs/cgroup itself, or
+/// systemd (slices and transient scopes, over D-Bus). It must be kubelet's
+/// `cgroupDriver` (kubelet 1.28+ reads it from the RuntimeConfig RPC).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum CgroupDriver {
+    Cgroupfs,
+    Systemd,
+}
+
+impl CgroupDriver {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CgroupDriver::Cgroupfs => "cgroupfs",
+            CgroupDriver::Systemd => "systemd",
+        }
+    }
+}
 
 /// The prefix of capcri's scope units (`capcri-<id>.scope`).
 pub const SCOPE_PREFIX: &str = "capcri";
@@ -314,70 +330,6 @@ impl PodCgroup {
     }
 }
 
-/// The pod-level limits kubelet asks for: `resources` (the sum of its
-/// containers' limits, overhead excluded) plus `overhead` (the RuntimeClass
-/// overhead), as kubelet sizes its own pod cgroup. Only what is limited is
-/// set: a pod whose containers do not all have a memory limit has none.
-pub fn pod_limits(
-    resources: Option<&LinuxContainerResources>,
-    overhead: Option<&LinuxContainerResources>,
-) -> ResourceUpdate {
-    let zero = LinuxContainerResources::default();
-    let r = resources.unwrap_or(&zero);
-    let o = overhead.unwrap_or(&zero);
-    let mut update = ResourceUpdate::default();
-    if r.memory_limit_in_bytes > 0 {
-        update.memory_limit = Some(
-            r.memory_limit_in_bytes
-                .saturating_add(o.memory_limit_in_bytes.max(0)),
-        );
-    }
-    if r.cpu_shares > 0 {
-        update.cpu_shares = Some((r.cpu_shares.saturating_add(o.cpu_shares.max(0))) as u64);
-    }
-    if r.cpu_quota > 0 {
-        let period = if r.cpu_period > 0 {
-            r.cpu_period
-        } else {
-            100_000
-        };
-        // The overhead's quota, rescaled to the pod's period.
-        let extra = if o.cpu_quota > 0 {
-            let o_period = if o.cpu_period > 0 {
-                o.cpu_period
-            } else {
-                100_000
-            };
-            ((o.cpu_quota as i128 * period as i128) / o_period as i128) as i64
-        } else {
-            0
-        };
-        update.cpu_quota = Some(r.cpu_quota.saturating_add(extra));
-        update.cpu_period = Some(period as u64);
-    }
-    update
-}
-
-/// The OCI form of pod-level limits (what libcgroups' systemd manager
-/// turns into unit properties: MemoryMax, CPUWeight, CPUQuota...).
-pub fn oci_resources(update: &ResourceUpdate) -> oci_spec::runtime::LinuxResources {
-    use oci_spec::runtime::{LinuxCpu, LinuxMemory, LinuxResources};
-    let mut resources = LinuxResources::default();
-    if update.cpu_shares.is_some() || update.cpu_quota.is_some() || update.cpu_period.is_some() {
-        let mut cpu = LinuxCpu::default();
-        cpu.set_shares(update.cpu_shares);
-        cpu.set_quota(update.cpu_quota);
-        cpu.set_period(update.cpu_period);
-        resources.set_cpu(Some(cpu));
-    }
-    if let Some(limit) = update.memory_limit {
-        let mut memory = LinuxMemory::default();
-        memory.set_limit(Some(limit));
-        resources.set_memory(Some(memory));
-    }
-    resources
-}
-
 /// A cgroup v2 file a CRI `unified` key may name: `<controller>.<file>` of a
 /// controller capcri leaves to the pod (never `cgroup.*`, whose files move
 /// processes or change the tree), one path component.
@@ -546,38 +498,6 @@ mod tests {
         ] {
             assert_eq!(cgroup_dir_of(bad), None, "{bad}");
         }
-    }
-
-    #[test]
-    fn pod_limits_add_the_overhead() {
-        let resources = LinuxContainerResources {
-            cpu_period: 100_000,
-            cpu_quota: 150_000,
-            cpu_shares: 1536,
-            memory_limit_in_bytes: 256 << 20,
-            ..Default::default()
-        };
-        let overhead = LinuxContainerResources {
-            cpu_period: 50_000,
-            cpu_quota: 5_000,
-            cpu_shares: 102,
-            memory_limit_in_bytes: 32 << 20,
-            ..Default::default()
-        };
-        assert_eq!(
-            pod_limits(Some(&resources), Some(&overhead)),
-            ResourceUpdate {
-                cpu_shares: Some(1638),
-                cpu_quota: Some(160_000),
-                cpu_period: Some(100_000),
-                memory_limit: Some(288 << 20),
-                ..Default::default()
-            }
-        );
-        // Unlimited pods (a container without a limit): nothing to set,
-        // whatever the overhead.
-        assert_eq!(pod_limits(None, Some(&overhead)), ResourceUpdate::default());
-        assert_eq!(pod_limits(None, None), ResourceUpdate::default());
     }
 
     #[test]

@@ -1,14 +1,16 @@
 //! RunPodSandbox, StopPodSandbox, RemovePodSandbox, status and list.
 
-use super::files::{render_hosts, render_resolv_conf, write_pod_file};
-use super::{PodSandbox, PodState, pod_name_key};
 use crate::crash_point::crash_point;
 use crate::events::EventKind;
 use crate::network::{CniError, PodNetworkRequest, bandwidth_from_annotations};
-use crate::node::{Node, NodeError, find_by_id_or_prefix, labels_match, lock, new_id, now_nanos};
+use crate::node::{Node, NodeError, find_by_id_or_prefix, labels_match, new_id};
 use crate::runtime::{
     MonitorSpawn, NamespaceKind, PodNamespaceSet, pinned_namespace_path, spawn_monitor,
 };
+use crate::sandbox::files::{render_hosts, render_resolv_conf, write_pod_file};
+use crate::sandbox::{PodSandbox, PodState, pod_name_key};
+use crate::util::sync::lock;
+use crate::util::time::now_nanos;
 use k8s_cri::v1::{PodSandboxConfig, PodSandboxFilter};
 use nix::mount::{MntFlags, MsFlags};
 use std::path::Path;
@@ -46,7 +48,7 @@ impl Node {
             .as_ref()
             .map(|l| l.cgroup_parent.clone())
             .unwrap_or_default();
-        super::cgroup_tree::PodCgroup::resolve(
+        crate::util::cgroup_paths::PodCgroup::resolve(
             self.cgroups.driver,
             &requested_cgroup,
             &self.cgroups.default_parent,
@@ -100,7 +102,7 @@ impl Node {
     }
 
     async fn set_up_pod(&self, pod: &mut PodSandbox) -> Result<(), NodeError> {
-        let step = crate::node::StepTimer::new("run_pod_sandbox", &pod.id);
+        let step = crate::util::time::StepTimer::new("run_pod_sandbox", &pod.id);
         let cgroup = self.place_pod_cgroup(pod)?;
         step.done("cgroup");
         let dir = &pod.pod_dir;
@@ -174,7 +176,7 @@ impl Node {
             std::fs::create_dir_all(&ns_dir).map_err(|e| NodeError::io(&ns_dir, e))?;
             let target = pinned_namespace_path(dir, NamespaceKind::Net);
             if !self.netns_pool.take_into(&target) {
-                crate::node::blocking(|| crate::runtime::create_netns_at(&target))?;
+                crate::util::task::blocking(|| crate::runtime::create_netns_at(&target))?;
             }
             self.netns_pool.fill();
             step.done("netns");
@@ -225,7 +227,7 @@ impl Node {
         }
         step.done("network");
         crash_point("pod.run.after-network");
-        crate::node::blocking(|| self.pod_records.put(&pod.id, pod))?;
+        crate::util::task::blocking(|| self.pod_records.put(&pod.id, pod))?;
         step.done("record");
         crash_point("pod.run.after-record");
         Ok(())
@@ -274,8 +276,8 @@ impl Node {
         }
         self.tear_down_pod_dir(&pod.id, &pod.pod_dir).await;
         let cgroup = self.pod_cgroup(pod);
-        crate::node::blocking(|| {
-            for failure in super::cgroups::remove_pod_cgroup(&cgroup) {
+        crate::util::task::blocking(|| {
+            for failure in crate::sandbox::cgroups::remove_pod_cgroup(&cgroup) {
                 warn!(pod.id = %pod.id, %failure, "pod cgroup not removed");
             }
         });
@@ -303,16 +305,16 @@ impl Node {
             warn!(pod.id = %pod_id, error = %e, "unpinning namespaces failed");
         }
         unmount_if_mounted(&pod_dir.join("shm"));
-        let own = super::cgroup_tree::PodCgroup::resolve(
+        let own = crate::util::cgroup_paths::PodCgroup::resolve(
             self.cgroups.driver,
             "",
             &self.cgroups.default_parent,
             pod_id,
         );
         if let Ok(own) = own
-            && own.driver == super::cgroup_tree::CgroupDriver::Cgroupfs
+            && own.driver == crate::util::cgroup_paths::CgroupDriver::Cgroupfs
         {
-            for failure in super::cgroups::remove_pod_cgroup(&own) {
+            for failure in crate::sandbox::cgroups::remove_pod_cgroup(&own) {
                 warn!(pod.id = %pod_id, %failure, "pod cgroup not removed");
             }
         }
@@ -337,7 +339,7 @@ impl Node {
         let mut pod = pod;
         if pod.state != PodState::NotReady {
             pod.state = PodState::NotReady;
-            crate::node::blocking(|| self.pod_records.put(&pod.id, &pod))?;
+            crate::util::task::blocking(|| self.pod_records.put(&pod.id, &pod))?;
             lock(&self.pods).insert(pod.id.clone(), pod.clone());
             self.events.emit(EventKind::Stopped, &pod.id, &pod.id);
         }
@@ -356,7 +358,7 @@ impl Node {
         crash_point("pod.remove.after-containers");
         self.tear_down_pod(&pod).await;
         crash_point("pod.remove.after-teardown");
-        crate::node::blocking(|| self.pod_records.delete(&pod.id))?;
+        crate::util::task::blocking(|| self.pod_records.delete(&pod.id))?;
         lock(&self.pods).remove(&pod.id);
         self.release_name(&pod.name_key());
         self.events.emit(EventKind::Deleted, &pod.id, &pod.id);
@@ -401,9 +403,8 @@ impl Node {
 }
 
 pub(crate) fn unmount_if_mounted(path: &Path) {
-    match nix::mount::umount2(path, MntFlags::MNT_DETACH) {
-        Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
-        Err(e) => warn!(path = %path.display(), error = %e, "unmount failed"),
+    if let Err(e) = crate::util::mount::unmount_if_mounted(path, MntFlags::MNT_DETACH) {
+        warn!(path = %path.display(), error = %e, "unmount failed");
     }
 }
 

@@ -447,7 +447,7 @@ impl Workspace {
 /// Pids in any hierarchy's cgroup tree `parent`.
 fn cgroup_pids(parent: &str) -> Vec<i32> {
     let mut out = Vec::new();
-    for h in crate::sandbox::cgroups::hierarchies() {
+    for h in capcri::util::cgroupfs::hierarchies() {
         for d in dirs_bottom_up(&h.join(parent.trim_start_matches('/'))) {
             let procs = fs::read_to_string(d.join("cgroup.procs")).unwrap_or_default();
             out.extend(procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
@@ -501,7 +501,7 @@ impl Drop for Workspace {
             }
         }
         for parent in &self.cgroup_parents {
-            for h in crate::sandbox::cgroups::hierarchies() {
+            for h in capcri::util::cgroupfs::hierarchies() {
                 for d in dirs_bottom_up(&h.join(parent.trim_start_matches('/'))) {
                     let _ = fs::remove_dir(d);
                 }

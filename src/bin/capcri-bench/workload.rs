@@ -46,6 +46,8 @@ pub struct Target {
     /// bench removes it); capcri uses its own `--cgroup-parent`.
     pub pod_cgroup_parent: String,
     pub log_root: PathBuf,
+    /// `shareProcessNamespace: true` pods (one PID namespace per pod).
+    pub share_pid: bool,
 }
 
 impl Target {
@@ -145,13 +147,35 @@ impl Target {
             labels: HashMap::from([("bench".into(), "capcri".into())]),
             linux: Some(cri::LinuxPodSandboxConfig {
                 cgroup_parent: self.pod_cgroup_parent.clone(),
+                security_context: Some(cri::LinuxSandboxSecurityContext {
+                    namespace_options: Some(self.namespace_options()),
+                    ..Default::default()
+                }),
                 ..Default::default()
             }),
             ..Default::default()
         })
     }
 
-    fn container_config(image: &str, ctr_name: &str) -> cri::ContainerConfig {
+    /// The namespaces kubelet asks for (its `namespacesForPod`): the pod's
+    /// network and IPC, and a PID namespace per container unless the pod
+    /// sets `shareProcessNamespace`. The protobuf default (all zero) would
+    /// mean a shared PID namespace, which kubelet never sends unasked.
+    fn namespace_options(&self) -> cri::NamespaceOption {
+        let pid = if self.share_pid {
+            cri::NamespaceMode::Pod
+        } else {
+            cri::NamespaceMode::Container
+        };
+        cri::NamespaceOption {
+            network: cri::NamespaceMode::Pod as i32,
+            pid: pid as i32,
+            ipc: cri::NamespaceMode::Pod as i32,
+            ..Default::default()
+        }
+    }
+
+    fn container_config(&self, image: &str, ctr_name: &str) -> cri::ContainerConfig {
         cri::ContainerConfig {
             metadata: Some(cri::ContainerMetadata {
                 name: ctr_name.into(),
@@ -160,7 +184,13 @@ impl Target {
             image: Some(image_spec(image)),
             command: CONTAINER_COMMAND.iter().map(|s| s.to_string()).collect(),
             log_path: "c.log".into(),
-            linux: Some(cri::LinuxContainerConfig::default()),
+            linux: Some(cri::LinuxContainerConfig {
+                security_context: Some(cri::LinuxContainerSecurityContext {
+                    namespace_options: Some(self.namespace_options()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
             ..Default::default()
         }
     }
@@ -193,7 +223,7 @@ impl Target {
         let ctr_id = rt
             .create_container(cri::CreateContainerRequest {
                 pod_sandbox_id: pod_id.clone(),
-                config: Some(Self::container_config(image, ctr_name)),
+                config: Some(self.container_config(image, ctr_name)),
                 sandbox_config: Some(pod_config),
             })
             .await

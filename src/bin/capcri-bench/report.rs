@@ -240,7 +240,7 @@ pub fn render(r: &Report) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::stats::Samples;
+    use crate::stats::Samples;
     use std::time::Duration;
 
     fn phase(c: usize, ms: u64) -> Phase {

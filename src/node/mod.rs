@@ -11,37 +11,20 @@ use crate::policy_store::PolicyStore;
 use crate::runtime::MonitorClient;
 use crate::sandbox::PodSandbox;
 use crate::store::RecordDir;
+use crate::util::sync::{KeyedLocks, lock};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
+mod containers;
+pub mod exec;
+mod metrics_snapshot;
+mod pod_cgroups;
+mod pods;
+pub mod recovery;
+mod resources;
+pub mod stats;
+
 pub use crate::error::NodeError;
-
-/// Per-object async locks: lifecycle calls on one pod or container are
-/// serialised (stop while start, remove while exec) without blocking calls
-/// on other objects.
-#[derive(Default)]
-pub(crate) struct KeyedLocks {
-    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-}
-
-impl KeyedLocks {
-    pub(crate) async fn lock(&self, key: &str) -> tokio::sync::OwnedMutexGuard<()> {
-        let lock = {
-            let mut map = self.locks.lock().unwrap_or_else(|p| p.into_inner());
-            map.entry(key.to_string()).or_default().clone()
-        };
-        lock.lock_owned().await
-    }
-
-    pub(crate) fn forget(&self, key: &str) {
-        let mut map = self.locks.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(l) = map.get(key)
-            && Arc::strong_count(l) == 1
-        {
-            map.remove(key);
-        }
-    }
-}
 
 pub struct Node {
     pub(crate) config: Config,
@@ -70,12 +53,6 @@ pub struct Node {
     pub(crate) netns_pool: crate::sandbox::netns_pool::NetnsPool,
     /// The cgroup driver and default pod parent, resolved at startup.
     pub(crate) cgroups: crate::sandbox::cgroups::CgroupSetup,
-}
-
-/// Poisoning only follows a panic elsewhere; the maps stay consistent
-/// because every critical section is a single insert/remove/clone.
-pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Node {
@@ -314,13 +291,6 @@ pub(crate) fn new_id() -> Result<String, NodeError> {
     Ok(hex::encode(bytes))
 }
 
-pub(crate) fn now_nanos() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0)
-}
-
 /// Matches a CRI label selector: every pair must be present.
 pub(crate) fn labels_match(
     labels: &HashMap<String, String>,
@@ -344,45 +314,6 @@ fn probe_user_namespaces(config: &Config) -> Option<String> {
             tracing::warn!(error = %e, "user namespaces (hostUsers: false) not offered");
             Some(e.to_string())
         }
-    }
-}
-
-/// Runs blocking work (file system, mounts, fsync) without stalling the
-/// other tasks of the runtime worker it is called on: on the
-/// multi-threaded runtime the worker hands its queue to another thread
-/// first; elsewhere (a current-thread test runtime, no runtime) it just
-/// runs.
-pub(crate) fn blocking<T>(f: impl FnOnce() -> T) -> T {
-    match tokio::runtime::Handle::try_current() {
-        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-            tokio::task::block_in_place(f)
-        }
-        _ => f(),
-    }
-}
-
-/// Debug-level durations of the steps of one CRI call (`--log-level
-/// capcri=debug`): where the time of a slow call goes, without a profiler.
-pub(crate) struct StepTimer {
-    call: &'static str,
-    id: String,
-    last: std::cell::Cell<std::time::Instant>,
-}
-
-impl StepTimer {
-    pub(crate) fn new(call: &'static str, id: &str) -> Self {
-        StepTimer {
-            call,
-            id: id.to_string(),
-            last: std::cell::Cell::new(std::time::Instant::now()),
-        }
-    }
-
-    /// Logs the time since the previous step (or since `new`).
-    pub(crate) fn done(&self, step: &'static str) {
-        let now = std::time::Instant::now();
-        let us = now.duration_since(self.last.replace(now)).as_micros() as u64;
-        tracing::debug!(call = self.call, id = %self.id, step, elapsed_us = us, "step done");
     }
 }
 

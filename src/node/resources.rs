@@ -5,9 +5,10 @@ use std::path::PathBuf;
 
 use k8s_cri::v1::LinuxContainerResources;
 
-use super::ContainerState;
-use crate::node::{Node, NodeError, lock};
+use crate::container::ContainerState;
+use crate::node::{Node, NodeError};
 use crate::runtime::{CgroupPath, ResourceUpdate};
+use crate::util::sync::lock;
 
 /// The CRI request as cgroup changes. Zero means "leave as is", as
 /// containerd reads it (the CRI has no optional scalars); a quota of -1
@@ -35,7 +36,7 @@ pub fn resource_update(r: &LinuxContainerResources) -> Result<ResourceUpdate, No
         )));
     }
     for key in r.unified.keys() {
-        crate::sandbox::cgroup_tree::validate_unified_key(key)
+        crate::util::cgroup_paths::validate_unified_key(key)
             .map_err(|e| NodeError::InvalidArgument(format!("resources.{e}")))?;
     }
     let text = |s: &str| (!s.is_empty()).then(|| s.to_string());
@@ -90,7 +91,7 @@ impl Node {
         resources: &LinuxContainerResources,
     ) -> Result<(), NodeError> {
         let update = resource_update(resources)?;
-        if !update.unified.is_empty() && !crate::sandbox::cgroups::unified() {
+        if !update.unified.is_empty() && !crate::util::cgroupfs::is_unified() {
             return Err(NodeError::InvalidArgument(
                 "resources.unified names cgroup v2 files but this node runs cgroup v1: use the typed fields (cpu_*, memory_limit_in_bytes) here".into(),
             ));

@@ -1,6 +1,6 @@
 //! ContainerStats, ListContainerStats, PodSandboxStats and
 //! ListPodSandboxStats: CPU and memory from where the processes are, the
-//! pod's cgroup (kubelet's or capcri's, see `sandbox::cgroup_tree`) and each
+//! pod's cgroup (kubelet's or capcri's, see `util::cgroup_paths`) and each
 //! container's in it, and the size of each container's writable layer (its
 //! overlay upper dir).
 
@@ -10,10 +10,12 @@ use std::sync::{Mutex, OnceLock};
 
 use k8s_cri::v1::{ContainerStatsFilter, PodSandboxStatsFilter};
 
-use super::{ContainerRecord, ContainerState};
-use crate::node::{Node, NodeError, labels_match, lock, now_nanos};
+use crate::container::{ContainerRecord, ContainerState};
+use crate::node::{Node, NodeError, labels_match};
 use crate::runtime::{CgroupPath, MemoryUsage};
 use crate::sandbox::PodSandbox;
+use crate::util::sync::lock;
+use crate::util::time::now_nanos;
 
 /// CPU and memory of one cgroup at `timestamp` (unix nanoseconds).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -1,18 +1,18 @@
 //! CreateContainer, StartContainer, StopContainer, RemoveContainer,
 //! ContainerStatus, ListContainers and ExecSync.
 
-use super::capabilities::{
+use crate::container::capabilities::{
     MountedRootfs, clamp_to_host, decide, host_bounding_set, image_facts, image_file_caps,
     oci_capabilities,
 };
-use super::idmapped::{mount_idmapped_overlay, stage_idmapped_volumes, unstage};
-use super::paths::log_file_path;
-use super::rootfs_read::read_in_root;
-use super::{ContainerRecord, ContainerState, container_name_key, cri_state};
+use crate::container::idmapped::{mount_idmapped_overlay, stage_idmapped_volumes, unstage};
+use crate::container::paths::log_file_path;
+use crate::container::rootfs_read::read_in_root;
+use crate::container::{ContainerRecord, ContainerState, container_name_key, cri_state};
 use crate::crash_point::crash_point;
 use crate::events::EventKind;
 use crate::image::rootfs::{mount_overlay, unmount};
-use crate::node::{Node, NodeError, find_by_id_or_prefix, labels_match, lock, new_id, now_nanos};
+use crate::node::{Node, NodeError, find_by_id_or_prefix, labels_match, new_id};
 use crate::policy::ResolvedIdentity;
 use crate::runtime::{
     ContainerRuntimeState, CreateContainer, ExecOutput, ExecSpec, NamespaceKind, RuntimeError,
@@ -20,6 +20,8 @@ use crate::runtime::{
 };
 use crate::sandbox::{PodSandbox, PodState};
 use crate::spec::{ContainerSpecInput, ImageUserDb, PodFiles, PodNamespacePaths};
+use crate::util::sync::lock;
+use crate::util::time::now_nanos;
 use k8s_cri::v1::{ContainerConfig, ContainerFilter, PodSandboxConfig};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -136,9 +138,9 @@ impl Node {
         // Mount, file reads, policy and an fsynced write: blocking work that
         // must not hold a runtime worker (2 of them on 2 cores) while other
         // calls (ContainerStatus, List*) wait behind it.
-        crate::node::blocking(|| self.prepare_bundle(pod, image, record))?;
+        crate::util::task::blocking(|| self.prepare_bundle(pod, image, record))?;
         let monitor = self.monitor(pod).await?;
-        let step = crate::node::StepTimer::new("create_container", &record.id);
+        let step = crate::util::time::StepTimer::new("create_container", &record.id);
         monitor
             .create(CreateContainer {
                 id: record.id.clone(),
@@ -157,7 +159,7 @@ impl Node {
             .await?;
         crash_point("container.create.after-monitor");
         step.done("monitor_create");
-        crate::node::blocking(|| self.container_records.put(&record.id, record))?;
+        crate::util::task::blocking(|| self.container_records.put(&record.id, record))?;
         crash_point("container.create.after-record");
         step.done("record");
         Ok(())
@@ -172,7 +174,7 @@ impl Node {
         image: &crate::image::ImageRecord,
         record: &mut ContainerRecord,
     ) -> Result<(), NodeError> {
-        let step = crate::node::StepTimer::new("create_container", &record.id);
+        let step = crate::util::time::StepTimer::new("create_container", &record.id);
         let upper = record.writable_dir.join("upper");
         let work = record.writable_dir.join("work");
         let rootfs = record.rootfs();
@@ -207,7 +209,7 @@ impl Node {
 
         // The image's files, not the caller's: a bad one is a precondition
         // failure naming the file and the image.
-        let image_file = |e: super::rootfs_read::RootfsReadError| {
+        let image_file = |e: crate::container::rootfs_read::RootfsReadError| {
             NodeError::FailedPrecondition(format!(
                 "container {:?} (image {}): {e}",
                 record.name(),
@@ -313,11 +315,11 @@ impl Node {
         );
         crate::spec::add_cgroup_namespace(
             &mut spec,
-            crate::sandbox::cgroups::unified(),
+            crate::util::cgroupfs::is_unified(),
             crate::spec::security_context(&record.config).is_some_and(|sc| sc.privileged),
         );
         // After the spec, so a malformed request is reported as such first.
-        super::propagation::check_host_sources(&record.config.mounts)?;
+        crate::container::propagation::check_host_sources(&record.config.mounts)?;
         // The lexical /proc check cannot see an image symlink: resolve every
         // destination inside the mounted rootfs (openat2 RESOLVE_IN_ROOT per
         // link, never leaving it) as the runtime's mount will.
@@ -525,7 +527,7 @@ impl Node {
                 }
             }
         }
-        for h in crate::sandbox::cgroups::hierarchies() {
+        for h in crate::util::cgroupfs::hierarchies() {
             let dir = h.join(cgroup.trim_start_matches('/'));
             if let Err(e) = std::fs::remove_dir(&dir)
                 && e.kind() != std::io::ErrorKind::NotFound
@@ -555,7 +557,7 @@ impl Node {
             return Ok(());
         };
         let guard = self.container_locks.lock(&record.id).await;
-        let step = crate::node::StepTimer::new("remove_container", &record.id);
+        let step = crate::util::time::StepTimer::new("remove_container", &record.id);
         if let Some(pod) = self.find_pod(&record.pod_id) {
             let deleted = match self.monitor(&pod).await {
                 Ok(m) => m.delete(&record.id).await.map_err(NodeError::from),
@@ -576,12 +578,12 @@ impl Node {
         // A user-namespace container's idmapped binds (its volumes among
         // them) are detached before the answer: nothing of the host's stays
         // mounted under a removed container, even for a moment.
-        if super::idmapped::staging_dir(&record.bundle).exists() {
-            crate::node::blocking(|| {
+        if crate::container::idmapped::staging_dir(&record.bundle).exists() {
+            crate::util::task::blocking(|| {
                 if let Err(e) = unmount(&record.rootfs()) {
                     warn!(container.id = %record.id, error = %e, "rootfs unmount failed");
                 }
-                super::idmapped::unstage(&record.bundle)
+                crate::container::idmapped::unstage(&record.bundle)
             });
         }
         // The unmount and the deletion happen after the answer; the record
@@ -599,12 +601,12 @@ impl Node {
         };
         crash_point("container.remove.after-teardown");
         step.done("trash");
-        crate::node::blocking(|| self.container_records.delete(&record.id))?;
+        crate::util::task::blocking(|| self.container_records.delete(&record.id))?;
         step.done("record");
         if !discarded.is_empty() {
             tokio::task::spawn_blocking(move || {
                 for p in discarded {
-                    super::trash::delete_entry(&p);
+                    crate::container::trash::delete_entry(&p);
                 }
             });
         }
@@ -645,7 +647,7 @@ impl Node {
                     r.reason = "Unknown".into();
                     r.message =
                         "the pod's monitor is gone; the container's fate cannot be known".into();
-                    crate::node::blocking(|| self.container_records.put(&r.id, &r))?;
+                    crate::util::task::blocking(|| self.container_records.put(&r.id, &r))?;
                     lock(&self.containers).insert(r.id.clone(), r.clone());
                 }
                 Ok(r)
@@ -698,7 +700,7 @@ impl Node {
                 record.exit_code,
             )
         {
-            crate::node::blocking(|| self.container_records.put(&record.id, &record))?;
+            crate::util::task::blocking(|| self.container_records.put(&record.id, &record))?;
             lock(&self.containers).insert(record.id.clone(), record.clone());
         }
         Ok(record)

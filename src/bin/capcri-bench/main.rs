@@ -1,5 +1,8 @@
-//! `capcri bench`: capcri and containerd side by side, driven through the
+//! `capcri-bench`: capcri and containerd side by side, driven through the
 //! CRI like kubelet drives them, with per-call latencies and memory.
+//!
+//! A binary of its own, linked against the library: the daemon and every
+//! pod monitor map the `capcri` binary, which holds none of this.
 //!
 //! Both daemons run at once from one temporary directory, against the same
 //! images in the same local registry; each iteration runs capcri's round
@@ -23,6 +26,22 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use workload::Target;
+
+/// `capcri-bench`'s command line: the flags of [`BenchArgs`].
+#[derive(clap::Parser)]
+#[command(
+    name = "capcri-bench",
+    version,
+    about = "Benchmark capcri and containerd side by side through the CRI (as root)"
+)]
+struct Cli {
+    #[command(flatten)]
+    args: BenchArgs,
+}
+
+fn main() -> ExitCode {
+    run(<Cli as clap::Parser>::parse().args)
+}
 
 /// The runtimes the bench knows how to start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -56,7 +75,7 @@ pub struct BenchArgs {
         default_value = "capcri,containerd"
     )]
     pub runtimes: Vec<RuntimeKind>,
-    /// The capcri binary to serve [default: this binary]
+    /// The capcri binary to serve [default: `capcri` beside this binary]
     #[arg(long)]
     pub capcri_bin: Option<PathBuf>,
     /// The containerd binary (1.6, with runc and containerd-shim-runc-v2 in PATH)
@@ -80,6 +99,11 @@ pub struct BenchArgs {
     /// Copy the daemons' logs into this directory at the end
     #[arg(long)]
     pub logs_dir: Option<PathBuf>,
+    /// Pods share one PID namespace (`shareProcessNamespace: true`); by
+    /// default each container has its own, as kubelet asks for every pod
+    /// that does not set it
+    #[arg(long)]
+    pub share_pid: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -158,6 +182,7 @@ pub struct Settings {
     pub json: Option<PathBuf>,
     pub capcri_log_level: String,
     pub logs_dir: Option<PathBuf>,
+    pub share_pid: bool,
 }
 
 /// Single-layer busybox images of the test registry, one per concurrent
@@ -196,10 +221,12 @@ impl Settings {
         }
         let capcri_bin = match a.capcri_bin {
             Some(p) => p,
-            None => std::env::current_exe().map_err(|source| BenchError::Io {
-                what: "find the running capcri binary (pass --capcri-bin)".into(),
-                source,
-            })?,
+            None => std::env::current_exe()
+                .map(|exe| exe.with_file_name("capcri"))
+                .map_err(|source| BenchError::Io {
+                    what: "find the capcri binary beside capcri-bench (pass --capcri-bin)".into(),
+                    source,
+                })?,
         };
         let registry = a.registry.trim().trim_end_matches('/').to_string();
         if registry.is_empty() || registry.contains('/') {
@@ -220,6 +247,7 @@ impl Settings {
             json: a.json,
             capcri_log_level: a.capcri_log_level,
             logs_dir: a.logs_dir,
+            share_pid: a.share_pid,
         })
     }
 
@@ -235,12 +263,12 @@ impl Settings {
     }
 }
 
-/// Entry point of `capcri bench`.
-pub fn run(args: BenchArgs) -> ExitCode {
+/// Entry point of `capcri-bench`.
+fn run(args: BenchArgs) -> ExitCode {
     let settings = match Settings::from_args(args) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("capcri bench: {e}");
+            eprintln!("capcri-bench: {e}");
             return ExitCode::from(2);
         }
     };
@@ -250,7 +278,7 @@ pub fn run(args: BenchArgs) -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("capcri bench: cannot start the async runtime: {e}");
+            eprintln!("capcri-bench: cannot start the async runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -267,14 +295,14 @@ pub fn run(args: BenchArgs) -> ExitCode {
                         })
                     });
                 if let Err(e) = written {
-                    eprintln!("capcri bench: {e}");
+                    eprintln!("capcri-bench: {e}");
                     return ExitCode::FAILURE;
                 }
             }
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("capcri bench: {e}");
+            eprintln!("capcri-bench: {e}");
             ExitCode::FAILURE
         }
     }
@@ -307,7 +335,7 @@ pub async fn run_bench(s: &Settings) -> Result<Report, BenchError> {
     if let Some(dir) = &s.logs_dir
         && let Err(e) = ws.copy_logs(dir)
     {
-        eprintln!("capcri bench: {e}");
+        eprintln!("capcri-bench: {e}");
     }
     tokio::task::spawn_blocking(move || drop(ws)).await?;
     result
@@ -346,7 +374,7 @@ async fn bench_in(
     let container_image = s.container_image();
     let pulls = s.pull_images();
     for r in &mut runners {
-        eprintln!("capcri bench: warming up {}", r.kind.name());
+        eprintln!("capcri-bench: warming up {}", r.kind.name());
         r.target.pull(&container_image).await?;
         let name = r.next_name("warmup");
         r.target
@@ -355,7 +383,7 @@ async fn bench_in(
     }
 
     for &c in &s.concurrency {
-        eprintln!("capcri bench: concurrency {c}, {} iterations", s.iterations);
+        eprintln!("capcri-bench: concurrency {c}, {} iterations", s.iterations);
         for i in 0..s.iterations {
             for r in &mut runners {
                 let round = run_round(r, c, i, &container_image, &pulls).await?;
@@ -367,7 +395,7 @@ async fn bench_in(
 
     for r in &mut runners {
         if r.kind == RuntimeKind::Capcri {
-            eprintln!("capcri bench: exec paths of capcri (direct, dmz)");
+            eprintln!("capcri-bench: exec paths of capcri (direct, dmz)");
             let kept = run_exec_paths(r, s.iterations, &container_image).await?;
             r.samples.entry(1).or_default().extend(kept);
         }
@@ -375,7 +403,7 @@ async fn bench_in(
 
     let mut memory = Vec::new();
     for r in &mut runners {
-        eprintln!("capcri bench: memory of {}", r.kind.name());
+        eprintln!("capcri-bench: memory of {}", r.kind.name());
         let pid = ws.daemons[r.daemon_index].pid();
         memory.push(measure_memory(r, pid, s, &container_image).await?);
     }
@@ -470,6 +498,7 @@ async fn start_runtime(
         channel,
         pod_cgroup_parent,
         log_root: ws.path().join(format!("logs-{}", kind.name())),
+        share_pid: s.share_pid,
     };
     // The socket exists before every plugin is up (containerd's CRI plugin
     // and its CNI config load come later): wait for Status to say ready.

@@ -1,0 +1,56 @@
+//! Where this host's cgroup hierarchies are: the one cgroup2 tree of a
+//! unified host, or each v1 controller mount (and the named systemd and
+//! the `unified` cgroup2 mount of a hybrid host) under /sys/fs/cgroup.
+
+use std::path::{Path, PathBuf};
+
+pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+
+/// A pure cgroup v2 host: `cgroup.controllers` exists only at a cgroup2
+/// root, and on a v1 or hybrid host /sys/fs/cgroup is a tmpfs.
+pub fn is_unified() -> bool {
+    Path::new(CGROUP_ROOT).join("cgroup.controllers").exists()
+}
+
+/// Every mounted hierarchy directory under /sys/fs/cgroup (or the root
+/// itself on a pure cgroup2 host). The cpu/cpuacct-style aliases are
+/// symlinks to one hierarchy and are not listed again.
+pub fn hierarchies() -> Vec<PathBuf> {
+    let root = Path::new(CGROUP_ROOT);
+    if is_unified() {
+        return vec![root.to_path_buf()];
+    }
+    let mut out: Vec<PathBuf> = std::fs::read_dir(root)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false))
+        .map(|e| e.path())
+        .collect();
+    out.sort();
+    out
+}
+
+/// The group `rel` (e.g. `/capcri/<pod>`, leading slash or not) in every
+/// hierarchy, whether or not it exists there.
+pub fn dirs_of(rel: &Path) -> Vec<PathBuf> {
+    let rel = rel.strip_prefix("/").unwrap_or(rel);
+    hierarchies().into_iter().map(|h| h.join(rel)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_group_dir_is_under_a_hierarchy() {
+        let dirs = dirs_of(Path::new("/capcri/pod"));
+        assert_eq!(dirs.len(), hierarchies().len());
+        for d in dirs {
+            assert!(
+                d.starts_with(CGROUP_ROOT) && d.ends_with("capcri/pod"),
+                "{d:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,12 @@
+//! The leaf of the crate: the small mechanisms every layer needs, each
+//! written once. Nothing here imports anything from the crate
+//! (`cargo test --test layering` checks it with the rest of the graph), so
+//! any module, in the daemon or in a pod monitor, may use it.
+
+pub mod cgroup_paths;
+pub mod cgroupfs;
+pub mod fs;
+pub mod mount;
+pub mod sync;
+pub mod task;
+pub mod time;
