@@ -23,6 +23,8 @@ pub enum LogFormat {
     Json,
 }
 
+pub use crate::util::cgroup_paths::CgroupDriver;
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "snake_case")]
 pub struct Config {
@@ -41,8 +43,14 @@ pub struct Config {
     pub log_format: LogFormat,
     /// A `tracing` filter, e.g. "info" or "capcri=debug".
     pub log_level: String,
-    /// Parent of every pod's cgroup, absolute (libcontainer's cgroup v1
-    /// manager on a hybrid host needs absolute paths).
+    /// The cgroup driver; None (the default): systemd when PID 1 is
+    /// systemd and /sys/fs/cgroup is cgroup2 (as on kubeadm nodes), else
+    /// cgroupfs. Resolved at startup (`sandbox::cgroups::CgroupSetup`).
+    pub cgroup_driver: Option<CgroupDriver>,
+    /// Parent of the cgroup of every pod kubelet gives no `cgroup_parent`:
+    /// an absolute path for cgroupfs (libcontainer's cgroup v1 manager
+    /// needs absolute paths), a slice for systemd. Empty (the default):
+    /// "/capcri" or "capcri.slice".
     pub cgroup_parent: String,
     /// Upper bound on the uncompressed size of one image layer: a gzip bomb
     /// fails the pull instead of filling the disk.
@@ -100,7 +108,8 @@ impl Default for Config {
             data_dir: DEFAULT_DATA_DIR.into(),
             log_format: LogFormat::Human,
             log_level: "info".into(),
-            cgroup_parent: "/capcri".into(),
+            cgroup_driver: None,
+            cgroup_parent: String::new(),
             max_layer_bytes: 8 << 30,
             max_compressed_layer_bytes: crate::image::DEFAULT_MAX_COMPRESSED_LAYER_BYTES,
             max_entry_xattr_bytes: crate::image::unpack::DEFAULT_MAX_ENTRY_XATTR_BYTES,
@@ -321,14 +330,24 @@ impl Config {
                 ),
             );
         }
-        if !self.cgroup_parent.starts_with('/') {
-            return invalid(
-                "cgroup_parent",
-                format!(
-                    "{:?} is relative (libcontainer's cgroup v1 manager needs absolute paths); expected an absolute cgroup path such as \"/capcri\"",
-                    self.cgroup_parent
-                ),
-            );
+        if !self.cgroup_parent.is_empty() {
+            use crate::util::cgroup_paths::{validate_cgroupfs_path, validate_slice};
+            let checked = match self.cgroup_driver {
+                Some(CgroupDriver::Cgroupfs) => validate_cgroupfs_path(&self.cgroup_parent),
+                Some(CgroupDriver::Systemd) => validate_slice(&self.cgroup_parent),
+                None if self.cgroup_parent.starts_with('/') => {
+                    validate_cgroupfs_path(&self.cgroup_parent)
+                }
+                None => validate_slice(&self.cgroup_parent),
+            };
+            if let Err(e) = checked {
+                return invalid(
+                    "cgroup_parent",
+                    format!(
+                        "{e}; expected an absolute cgroup path such as \"/capcri\" (cgroupfs driver) or a slice such as \"capcri.slice\" (systemd driver)"
+                    ),
+                );
+            }
         }
         if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&self.log_level) {
             return invalid(
@@ -380,6 +399,7 @@ fn example_of(key: &str) -> Option<&'static str> {
         ("log_format", r#"log_format = "json""#),
         ("log_level", r#"log_level = "info""#),
         ("cgroup_parent", r#"cgroup_parent = "/capcri""#),
+        ("cgroup_driver", r#"cgroup_driver = "systemd""#),
         ("max_layer_bytes", "max_layer_bytes = 8589934592"),
         ("max_entry_xattr_bytes", "max_entry_xattr_bytes = 262144"),
         ("policy_dir", r#"policy_dir = "/etc/capcri/policies""#),
@@ -490,6 +510,7 @@ mod tests {
     fn top_level_keys() -> Vec<String> {
         let c = Config {
             metrics_address: Some(([127, 0, 0, 1], 9090).into()),
+            cgroup_driver: Some(CgroupDriver::Systemd),
             ..Config::default()
         };
         let toml::Value::Table(t) = toml::Value::try_from(&c).unwrap() else {
@@ -585,6 +606,9 @@ mod tests {
             }),
             ("cgroup_parent", "\"/kubepods/capcri\"", |c| {
                 c.cgroup_parent == "/kubepods/capcri"
+            }),
+            ("cgroup_driver", "\"systemd\"", |c| {
+                c.cgroup_driver == Some(CgroupDriver::Systemd)
             }),
             ("max_layer_bytes", "1024", |c| c.max_layer_bytes == 1024),
             ("max_entry_xattr_bytes", "4096", |c| {
@@ -761,6 +785,30 @@ mod tests {
                 "1:17",
                 "cgroup_parent",
                 "absolute",
+            ),
+            (
+                "cgroup_parent = \"/capcri/../etc\"\n",
+                "1:17",
+                "cgroup_parent",
+                "\"..\" component",
+            ),
+            (
+                "cgroup_driver = \"systemd\"\ncgroup_parent = \"/capcri\"\n",
+                "2:17",
+                "cgroup_parent",
+                "systemd cgroup driver",
+            ),
+            (
+                "cgroup_driver = \"cgroupfs\"\ncgroup_parent = \"capcri.slice\"\n",
+                "2:17",
+                "cgroup_parent",
+                "cgroupfs driver",
+            ),
+            (
+                "cgroup_driver = \"lxc\"\n",
+                "1:17",
+                "cgroup_driver",
+                "cgroupfs",
             ),
             (
                 "stream_address = \"0.0.0.0:10010\"\n",

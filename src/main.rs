@@ -116,9 +116,12 @@ struct ServeArgs {
     /// tracing filter, e.g. info or capcri=debug [default: info]
     #[arg(long)]
     log_level: Option<String>,
-    /// Absolute cgroup parent of all pods [default: /capcri]
+    /// Cgroup parent of pods kubelet gives none: an absolute path (cgroupfs) or a slice (systemd) [default: /capcri or capcri.slice]
     #[arg(long)]
     cgroup_parent: Option<String>,
+    /// Cgroup driver, kubelet's cgroupDriver [default: systemd if PID 1 is systemd on cgroup v2, else cgroupfs]
+    #[arg(long, value_enum)]
+    cgroup_driver: Option<capcri::config::CgroupDriver>,
     /// Streaming server (exec, attach, port-forward) address, loopback; port 0 = any free port [default: 127.0.0.1:0]
     #[arg(long)]
     stream_address: Option<std::net::SocketAddr>,
@@ -183,6 +186,9 @@ impl ServeArgs {
         }
         if let Some(v) = self.cgroup_parent {
             c.cgroup_parent = v;
+        }
+        if let Some(v) = self.cgroup_driver {
+            c.cgroup_driver = Some(v);
         }
         for m in self.registry_mirrors {
             let Some((host, endpoint)) = m.split_once('=') else {

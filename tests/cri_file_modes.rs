@@ -172,6 +172,8 @@ async fn serve_creates_its_directories_on_a_fresh_node() {
             .arg(&state)
             .arg("--data-dir")
             .arg(&data)
+            .arg("--cgroup-driver")
+            .arg("cgroupfs")
             .arg("--cgroup-parent")
             .arg(&cgroup_parent)
             .arg("--policy-dir")

@@ -128,11 +128,13 @@ async fn check_pod_init_is_powerless(
             );
         }
     }
-    // In the pod's cgroup: a leaf of its own under the pod's.
+    // In the pod's cgroup: a leaf of its own under the pod's. On cgroup v2
+    // the container has its own cgroup namespace rooted at its cgroup
+    // (`<pod>/<container>`), so the init's leaf is its sibling `/../pod-init`.
     let (_, cgroups, _) = sh(d, ctr, "cat /proc/1/cgroup").await;
     for line in cgroups.lines() {
         assert!(
-            line.ends_with(&format!("/{pod}/pod-init")),
+            line.ends_with(&format!("/{pod}/pod-init")) || line == "0::/../pod-init",
             "pod init outside the pod's cgroup: {cgroups}"
         );
     }

@@ -491,9 +491,14 @@ impl RuntimeService for CriRuntimeService {
         let mut info = std::collections::HashMap::new();
         if verbose {
             let cfg = self.node.config();
+            let cgroups = self.node.cgroup_setup();
             let value = serde_json::json!({
                 "socket": cfg.socket, "stateDir": cfg.state_dir, "dataDir": cfg.data_dir,
-                "cgroupParent": cfg.cgroup_parent, "registries": cfg.registries,
+                "cgroupDriver": cgroups.driver.as_str(),
+                "cgroupDriverDetected": cgroups.detected,
+                "cgroupParent": cgroups.default_parent,
+                "cgroupVersion": if crate::util::cgroupfs::is_unified() { 2 } else { 1 },
+                "registries": cfg.registries,
             });
             info.insert("config".to_string(), value.to_string());
         }
@@ -557,13 +562,20 @@ impl RuntimeService for CriRuntimeService {
         }))
     }
 
+    /// kubelet (KubeletCgroupDriverFromCRI, 1.28+) takes its cgroupDriver
+    /// from here, so this is the driver capcri actually runs.
     async fn runtime_config(
         &self,
         _r: Request<cri::RuntimeConfigRequest>,
     ) -> R<cri::RuntimeConfigResponse> {
+        let _span = info_span!("RuntimeConfig").entered();
+        let driver = match self.node.cgroup_setup().driver {
+            crate::config::CgroupDriver::Cgroupfs => cri::CgroupDriver::Cgroupfs,
+            crate::config::CgroupDriver::Systemd => cri::CgroupDriver::Systemd,
+        };
         Ok(Response::new(cri::RuntimeConfigResponse {
             linux: Some(cri::LinuxRuntimeConfiguration {
-                cgroup_driver: cri::CgroupDriver::Cgroupfs as i32,
+                cgroup_driver: driver as i32,
             }),
         }))
     }

@@ -318,7 +318,7 @@ impl Node {
             rootfs: &rootfs,
             namespaces: &namespaces,
             pod_files: &pod_files,
-            cgroups_path: format!("{}/{}/{}", self.config.cgroup_parent, pod.id, record.id),
+            cgroups_path: self.pod_cgroup(pod).container_cgroups_path(&record.id),
             users,
             capabilities: Some(capabilities),
             localhost_seccomp_profile: localhost_profile.as_deref(),
@@ -349,6 +349,11 @@ impl Node {
         {
             warn!(pod.id = %pod.id, container.id = %record.id, warning = %w, "oom_score_adj raised");
         }
+        crate::spec::add_cgroup_namespace(
+            &mut spec,
+            crate::util::cgroupfs::is_unified(),
+            crate::spec::security_context(&record.config).is_some_and(|sc| sc.privileged),
+        );
         // After the spec, so a malformed request is reported as such first.
         crate::container::propagation::check_host_sources(&record.config.mounts)?;
         // The lexical /proc check cannot see an image symlink: resolve every
@@ -543,7 +548,7 @@ impl Node {
     /// pid still belongs to the container's cgroup (pids are reused), then
     /// remove its cgroups and libcontainer state.
     pub(crate) async fn kill_orphan(&self, pod: &PodSandbox, id: &str) {
-        let cgroup = format!("{}/{}/{}", self.config.cgroup_parent, pod.id, id);
+        let cgroup = self.pod_cgroup(pod).container_dir(id);
         if let Ok(state) = crate::runtime::read_persisted_state(&pod.pod_dir, id)
             && let Some(pid) = state.pid
         {

@@ -20,6 +20,7 @@ mod devices;
 pub mod exec;
 mod metrics_snapshot;
 mod pid_target;
+mod pod_cgroups;
 mod pods;
 pub mod recovery;
 mod resources;
@@ -52,11 +53,16 @@ pub struct Node {
     pub(crate) trash: crate::container::trash::Trash,
     /// Network namespaces made ahead of RunPodSandbox.
     pub(crate) netns_pool: crate::sandbox::netns_pool::NetnsPool,
+    /// The cgroup driver and default pod parent, resolved at startup.
+    pub(crate) cgroups: crate::sandbox::cgroups::CgroupSetup,
 }
 
 impl Node {
     /// Opens the stores and loads what a previous run left.
     pub fn open(config: Config) -> Result<Arc<Node>, NodeError> {
+        // First: a driver this host cannot run changes nothing.
+        let cgroups = crate::sandbox::cgroups::CgroupSetup::resolve(&config)
+            .map_err(|e| NodeError::FailedPrecondition(e.to_string()))?;
         for dir in [
             config.state_dir.clone(),
             config.pods_dir(),
@@ -127,6 +133,7 @@ impl Node {
         )
         .map_err(|e| NodeError::io(&pool_dir, e))?;
         Ok(Arc::new(Node {
+            cgroups,
             netns_pool,
             userns_unsupported,
             config,
@@ -150,6 +157,11 @@ impl Node {
     /// Whether POD user namespaces work on this node; Status's feature.
     pub fn supports_user_namespaces(&self) -> bool {
         self.userns_unsupported.is_none()
+    }
+
+    /// The cgroup driver this daemon runs (RuntimeConfig, Status).
+    pub fn cgroup_setup(&self) -> &crate::sandbox::cgroups::CgroupSetup {
+        &self.cgroups
     }
 
     pub fn config(&self) -> &Config {

@@ -39,6 +39,19 @@ impl Node {
         crate::sandbox::handlers::check_handler(&runtime_handler, &self.config.runtime_handlers)
             .map_err(NodeError::InvalidArgument)?;
         let userns = crate::spec::pod_user_namespace(&config)?;
+        // Before anything is made: a hostile cgroup_parent changes nothing.
+        let requested_cgroup = config
+            .linux
+            .as_ref()
+            .map(|l| l.cgroup_parent.clone())
+            .unwrap_or_default();
+        crate::util::cgroup_paths::PodCgroup::resolve(
+            self.cgroups.driver,
+            &requested_cgroup,
+            &self.cgroups.default_parent,
+            "validate",
+        )
+        .map_err(|e| NodeError::InvalidArgument(format!("pod {:?}: {e}", meta.name)))?;
         if userns.is_some()
             && let Some(why) = &self.userns_unsupported
         {
@@ -71,6 +84,7 @@ impl Node {
             state: PodState::Ready,
             ips: Vec::new(),
             network_policy,
+            cgroup: None,
         };
         let _guard = self.pod_locks.lock(&id).await;
         let mut pod = pod;
@@ -92,6 +106,8 @@ impl Node {
 
     async fn set_up_pod(&self, pod: &mut PodSandbox) -> Result<(), NodeError> {
         let step = crate::util::time::StepTimer::new("run_pod_sandbox", &pod.id);
+        let cgroup = self.place_pod_cgroup(pod)?;
+        step.done("cgroup");
         let dir = &pod.pod_dir;
         std::fs::create_dir_all(dir).map_err(|e| NodeError::io(dir, e))?;
         // Root only: it holds the pod's /dev/shm (a 1777 tmpfs) and the
@@ -180,9 +196,7 @@ impl Node {
             },
             hostname: (!pod.host_network() && !hostname.is_empty()).then(|| hostname.clone()),
             user_namespace: pod.user_namespace(),
-            init_cgroup: pod.shares_pid().then(|| {
-                crate::sandbox::cgroups::pod_init_cgroup(&self.config.cgroup_parent, &pod.id)
-            }),
+            init_cgroup: pod.shares_pid().then(|| cgroup.init_cgroup()),
             program: None,
         });
         // Its own task, so the blocking steps of either side (record
@@ -291,10 +305,17 @@ impl Node {
             warn!(pod.id = %pod.id, error = %e, "CNI teardown failed");
         }
         self.tear_down_pod_dir(&pod.id, &pod.pod_dir).await;
+        let cgroup = self.pod_cgroup(pod);
+        crate::util::task::blocking(|| {
+            for failure in crate::sandbox::cgroups::remove_pod_cgroup(&cgroup) {
+                warn!(pod.id = %pod.id, %failure, "pod cgroup not removed");
+            }
+        });
     }
 
-    /// Everything of a pod but its network: monitor, pod init, pinned
-    /// namespaces, shm, pod cgroups, the pod directory. Needs no record, so
+    /// Everything of a pod but its network and its cgroup elsewhere than
+    /// capcri's parent: monitor, pod init, pinned namespaces, shm, the
+    /// `<parent>/<id>` cgroup, the pod directory. Needs no record, so
     /// startup reconciliation uses it for pods a crash left half-made.
     pub(crate) async fn tear_down_pod_dir(&self, pod_id: &str, pod_dir: &Path) {
         let client = lock(&self.monitors).remove(pod_id);
@@ -314,10 +335,18 @@ impl Node {
             warn!(pod.id = %pod_id, error = %e, "unpinning namespaces failed");
         }
         unmount_if_mounted(&pod_dir.join("shm"));
-        for failure in
-            crate::sandbox::cgroups::remove_pod_cgroups(&self.config.cgroup_parent, pod_id)
+        let own = crate::util::cgroup_paths::PodCgroup::resolve(
+            self.cgroups.driver,
+            "",
+            &self.cgroups.default_parent,
+            pod_id,
+        );
+        if let Ok(own) = own
+            && own.driver == crate::util::cgroup_paths::CgroupDriver::Cgroupfs
         {
-            warn!(pod.id = %pod_id, %failure, "pod cgroup not removed");
+            for failure in crate::sandbox::cgroups::remove_pod_cgroup(&own) {
+                warn!(pod.id = %pod_id, %failure, "pod cgroup not removed");
+            }
         }
         if let Err(e) = std::fs::remove_dir_all(pod_dir)
             && e.kind() != std::io::ErrorKind::NotFound

@@ -130,11 +130,29 @@ impl Node {
             report.orphan_container_dirs += 1;
         }
 
-        let parent = self.config.cgroup_parent.clone();
+        let parent = self.cgroups.default_parent.clone();
+        let cgroupfs = self.cgroups.driver == crate::config::CgroupDriver::Cgroupfs;
         let pod_ids: HashSet<String> = lock(&self.pods).keys().cloned().collect();
+        // Known pods whose cgroup is elsewhere (kubelet's
+        // /kubepods/.../pod<uid>): their unknown containers' leaves.
+        let elsewhere: Vec<String> = lock(&self.pods)
+            .values()
+            .map(|p| self.pod_cgroup(p))
+            .filter(|c| c.driver == crate::config::CgroupDriver::Cgroupfs)
+            .map(|c| c.dir)
+            .filter(|d| Path::new(d).parent() != Some(Path::new(&parent)))
+            .collect();
         // Blocking: it waits for killed processes to leave their cgroups.
+        // Under systemd the scopes of dead processes are gone by themselves.
         report.orphan_cgroups = tokio::task::spawn_blocking(move || {
-            remove_unknown_cgroups(&parent, &pod_ids, &container_ids)
+            let mut removed = 0;
+            if cgroupfs {
+                removed += remove_unknown_cgroups(&parent, &pod_ids, &container_ids);
+                for dir in &elsewhere {
+                    removed += remove_unknown_container_cgroups(dir, &container_ids);
+                }
+            }
+            removed
         })
         .await
         .map_err(|e| NodeError::Internal(format!("cgroup sweep failed: {e}")))?;
@@ -178,6 +196,26 @@ fn remove_unknown_cgroups(
                 if dir.is_dir() && !containers.contains(&ctr) {
                     removed += remove_cgroup_tree(&dir);
                 }
+            }
+        }
+    }
+    removed
+}
+
+/// The leaves of unknown containers under a known pod's cgroup that is not
+/// under capcri's parent (kubelet's), in every hierarchy; the pod init's
+/// leaf is the pod's.
+fn remove_unknown_container_cgroups(pod_dir: &str, containers: &HashSet<String>) -> usize {
+    let mut removed = 0;
+    for h in crate::util::cgroupfs::hierarchies() {
+        let dir = h.join(pod_dir.trim_start_matches('/'));
+        for ctr in entry_names(&dir) {
+            // Only what capcri names: 64-hex container ids, never another
+            // runtime's or kubelet's own directories.
+            let ours = ctr.len() == 64 && ctr.bytes().all(|b| b.is_ascii_hexdigit());
+            let d = dir.join(&ctr);
+            if ours && d.is_dir() && !containers.contains(&ctr) {
+                removed += remove_cgroup_tree(&d);
             }
         }
     }

@@ -35,6 +35,10 @@ pub fn resource_update(r: &LinuxContainerResources) -> Result<ResourceUpdate, No
             r.memory_limit_in_bytes
         )));
     }
+    for key in r.unified.keys() {
+        crate::util::cgroup_paths::validate_unified_key(key)
+            .map_err(|e| NodeError::InvalidArgument(format!("resources.{e}")))?;
+    }
     let text = |s: &str| (!s.is_empty()).then(|| s.to_string());
     Ok(ResourceUpdate {
         cpu_shares: positive(r.cpu_shares, "cpu_shares")?,
@@ -43,6 +47,11 @@ pub fn resource_update(r: &LinuxContainerResources) -> Result<ResourceUpdate, No
         cpuset_cpus: text(&r.cpuset_cpus),
         cpuset_mems: text(&r.cpuset_mems),
         memory_limit: (r.memory_limit_in_bytes != 0).then_some(r.memory_limit_in_bytes),
+        unified: r
+            .unified
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
     })
 }
 
@@ -71,6 +80,7 @@ fn merged(
     if new.memory_limit_in_bytes != 0 {
         out.memory_limit_in_bytes = new.memory_limit_in_bytes;
     }
+    out.unified.extend(new.unified.clone());
     out
 }
 
@@ -81,6 +91,11 @@ impl Node {
         resources: &LinuxContainerResources,
     ) -> Result<(), NodeError> {
         let update = resource_update(resources)?;
+        if !update.unified.is_empty() && !crate::util::cgroupfs::is_unified() {
+            return Err(NodeError::InvalidArgument(
+                "resources.unified names cgroup v2 files but this node runs cgroup v1: use the typed fields (cpu_*, memory_limit_in_bytes) here".into(),
+            ));
+        }
         let record = self.container_status(id).await?;
         let _guard = self.container_locks.lock(&record.id).await;
         if !matches!(
@@ -92,10 +107,10 @@ impl Node {
                 record.id
             )));
         }
-        let cgroup = CgroupPath::new(&PathBuf::from(format!(
-            "{}/{}/{}",
-            self.config.cgroup_parent, record.pod_id, record.id
-        )));
+        let pod = self.pod(&record.pod_id)?;
+        let cgroup = CgroupPath::new(&PathBuf::from(
+            self.pod_cgroup(&pod).container_dir(&record.id),
+        ));
         cgroup.apply(&update).map_err(|e| {
             NodeError::FailedPrecondition(format!(
                 "cannot update the resources of container {}: {e}",
@@ -156,6 +171,24 @@ mod tests {
             (m.cpu_shares, m.cpu_quota, m.memory_limit_in_bytes),
             (512, 50_000, 64 << 20)
         );
+    }
+
+    #[test]
+    fn unified_keys_are_checked() {
+        let r = |key: &str| LinuxContainerResources {
+            unified: [(key.to_string(), "1".to_string())].into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            resource_update(&r("memory.high")).unwrap().unified["memory.high"],
+            "1"
+        );
+        for bad in ["cgroup.procs", "../../memory.max", "memory.max/../x"] {
+            assert!(
+                matches!(resource_update(&r(bad)), Err(NodeError::InvalidArgument(_))),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! ContainerStats, ListContainerStats, PodSandboxStats and
-//! ListPodSandboxStats: CPU and memory from the cgroups capcri made for the
-//! pod (`<parent>/<pod>`) and each container (`<parent>/<pod>/<container>`),
-//! the pod's process count (`pids.current`) and network counters (its
-//! network namespace's interfaces), and the size of each container's
+//! ListPodSandboxStats: CPU and memory from where the processes are, the
+//! pod's cgroup (kubelet's or capcri's, see `util::cgroup_paths`) and each
+//! container's in it, the pod's process count (`pids.current`) and network
+//! counters (its network namespace's interfaces), and the size of each
+//! container's
 //! writable layer (its overlay upper dir, `layer_usage`).
 //!
 //! kubelet calls the list forms every 10 s for every pod (issue 18: 1,086
@@ -189,15 +190,29 @@ fn live_by_pod(
 }
 
 impl Node {
+    /// The container's cgroup, under its pod's (wherever kubelet or capcri
+    /// put it); a container whose pod record is gone is looked for where
+    /// capcri's own parent would have put it.
     fn container_cgroup(&self, record: &ContainerRecord) -> PathBuf {
-        PathBuf::from(format!(
-            "{}/{}/{}",
-            self.config.cgroup_parent, record.pod_id, record.id
-        ))
+        match self.find_pod(&record.pod_id) {
+            Some(pod) => self.container_cgroup_in(&pod, record),
+            None => PathBuf::from(format!(
+                "{}/{}/{}",
+                self.cgroups.default_parent.trim_end_matches('/'),
+                record.pod_id,
+                record.id
+            )),
+        }
     }
 
-    fn pod_cgroup(&self, pod: &PodSandbox) -> PathBuf {
-        PathBuf::from(format!("{}/{}", self.config.cgroup_parent, pod.id))
+    /// `container_cgroup` with the pod at hand: no lookup, so callers that
+    /// hold the pod table's lock can use it.
+    fn container_cgroup_in(&self, pod: &PodSandbox, record: &ContainerRecord) -> PathBuf {
+        PathBuf::from(self.pod_cgroup(pod).container_dir(&record.id))
+    }
+
+    fn pod_cgroup_dir(&self, pod: &PodSandbox) -> PathBuf {
+        PathBuf::from(self.pod_cgroup(pod).dir)
     }
 
     /// One container's figures. Blocking (a few cgroup file reads).
@@ -233,7 +248,7 @@ impl Node {
         let mut networks = read_namespaces(pins).into_iter();
         pods.into_iter()
             .map(|pod| {
-                let cgroup = self.pod_cgroup(&pod);
+                let cgroup = self.pod_cgroup_dir(&pod);
                 let usage = sample_with(&cgroup, freshness, seen);
                 let process_count = CgroupPath::new(&cgroup).pids_current();
                 let network = if pod.host_network() {
@@ -264,11 +279,13 @@ impl Node {
         let (cgroups, uppers): (HashSet<PathBuf>, HashSet<PathBuf>) = {
             let containers = lock(&self.containers);
             let pods = lock(&self.pods);
-            let cgroups = pods
-                .values()
-                .map(|p| self.pod_cgroup(p))
-                .chain(containers.values().map(|c| self.container_cgroup(c)))
-                .collect();
+            let cgroups =
+                pods.values()
+                    .map(|p| self.pod_cgroup_dir(p))
+                    .chain(containers.values().filter_map(|c| {
+                        pods.get(&c.pod_id).map(|p| self.container_cgroup_in(p, c))
+                    }))
+                    .collect();
             let uppers = containers
                 .values()
                 .map(|c| c.writable_dir.join("upper"))

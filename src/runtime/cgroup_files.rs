@@ -107,20 +107,25 @@ pub struct ResourceUpdate {
     pub cpuset_cpus: Option<String>,
     pub cpuset_mems: Option<String>,
     pub memory_limit: Option<i64>,
+    /// cgroup v2 files by name (CRI `unified`, e.g. `memory.high`), written
+    /// last, as runc does, so they override the typed fields. Keys are
+    /// checked by `util::cgroup_paths::validate_unified_key`.
+    #[serde(default)]
+    pub unified: std::collections::BTreeMap<String, String>,
 }
 
 /// One write: (v1 controller, or "" on v2), file name, value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CgroupWrite {
     pub controller: &'static str,
-    pub file: &'static str,
+    pub file: String,
     pub value: String,
 }
 
-fn write(controller: &'static str, file: &'static str, value: impl ToString) -> CgroupWrite {
+fn write(controller: &'static str, file: &str, value: impl ToString) -> CgroupWrite {
     CgroupWrite {
         controller,
-        file,
+        file: file.to_string(),
         value: value.to_string(),
     }
 }
@@ -186,6 +191,9 @@ pub fn v2_writes(u: &ResourceUpdate) -> Vec<CgroupWrite> {
     if let Some(m) = u.memory_limit {
         let v = if m > 0 { m.to_string() } else { "max".into() };
         out.push(write("", "memory.max", v));
+    }
+    for (file, value) in &u.unified {
+        out.push(write("", file, value));
     }
     out
 }
@@ -275,10 +283,12 @@ mod tests {
             cpuset_cpus: Some("0".into()),
             cpuset_mems: None,
             memory_limit: Some(64 << 20),
+            unified: [("memory.high".to_string(), "50331648".to_string())].into(),
         };
-        let v1: Vec<(&str, &str, String)> = v1_writes(&u)
-            .into_iter()
-            .map(|w| (w.controller, w.file, w.value))
+        let v1_list = v1_writes(&u);
+        let v1: Vec<(&str, &str, String)> = v1_list
+            .iter()
+            .map(|w| (w.controller, w.file.as_str(), w.value.clone()))
             .collect();
         assert_eq!(
             v1,
@@ -295,9 +305,10 @@ mod tests {
                 ),
             ]
         );
-        let v2: Vec<(&str, String)> = v2_writes(&u)
-            .into_iter()
-            .map(|w| (w.file, w.value))
+        let v2_list = v2_writes(&u);
+        let v2: Vec<(&str, String)> = v2_list
+            .iter()
+            .map(|w| (w.file.as_str(), w.value.clone()))
             .collect();
         assert_eq!(
             v2,
@@ -306,6 +317,7 @@ mod tests {
                 ("cpu.max", "20000 100000".to_string()),
                 ("cpuset.cpus", "0".to_string()),
                 ("memory.max", "67108864".to_string()),
+                ("memory.high", "50331648".to_string()),
             ]
         );
         assert!(v1_writes(&ResourceUpdate::default()).is_empty());

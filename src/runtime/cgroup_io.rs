@@ -55,6 +55,14 @@ impl CgroupPath {
     /// which a loaded node does not always meet ("could not delete").
     pub fn kill_all(&self, timeout: std::time::Duration) -> bool {
         let deadline = std::time::Instant::now() + timeout;
+        // cgroup v2 (5.14+): one write SIGKILLs the whole subtree, racing
+        // no fork; the loop below then only waits for it to empty.
+        if self.unified {
+            let _ = std::fs::write(
+                Path::new(CGROUP_ROOT).join(&self.rel).join("cgroup.kill"),
+                "1",
+            );
+        }
         let dirs = crate::util::cgroupfs::dirs_of(&self.rel);
         loop {
             let mut left = false;
@@ -121,14 +129,26 @@ impl CgroupPath {
     /// Whether the kernel OOM killer has killed a process of this group.
     /// Read before the group is removed (libcontainer removes it at delete).
     pub fn oom_killed(&self) -> bool {
+        self.oom_kills().is_some_and(|n| n > 0)
+    }
+
+    /// The OOM killer's kill count of this group and its descendants
+    /// (v1 memory.oom_control, v2 memory.events).
+    pub fn oom_kills(&self) -> Option<u64> {
         let text = if self.unified {
             self.read("", "memory.events")
         } else {
             self.read("memory", "memory.oom_control")
         };
-        text.as_deref()
-            .and_then(oom_kill_count)
-            .is_some_and(|n| n > 0)
+        text.as_deref().and_then(oom_kill_count)
+    }
+
+    /// The group's parent (the pod's cgroup of a container's).
+    pub fn parent(&self) -> Option<CgroupPath> {
+        Some(CgroupPath {
+            rel: self.rel.parent()?.to_path_buf(),
+            unified: self.unified,
+        })
     }
 
     /// Apply new limits to the running group.
@@ -139,6 +159,14 @@ impl CgroupPath {
             v1_writes(update)
         };
         let put = |controller: &str, file: &str, value: &str| {
+            // Never a path: `unified` keys are checked upstream, and this
+            // is the last line of defence against `../` in one.
+            if file.contains('/') {
+                return Err((
+                    PathBuf::from(file),
+                    std::io::Error::from(ErrorKind::InvalidInput),
+                ));
+            }
             let path = self.file(controller, file);
             std::fs::write(&path, value).map_err(|e| (path, e))
         };
@@ -146,7 +174,7 @@ impl CgroupPath {
         while i < writes.len() {
             let w = &writes[i];
             let next = writes.get(i + 1);
-            match put(w.controller, w.file, &w.value) {
+            match put(w.controller, &w.file, &w.value) {
                 Ok(()) => {}
                 // memsw does not exist when swap accounting is off.
                 Err((_, e))
@@ -159,8 +187,8 @@ impl CgroupPath {
                         && next.is_some_and(|n| n.file == "memory.memsw.limit_in_bytes") =>
                 {
                     if let Some(n) = next {
-                        put(n.controller, n.file, &n.value)
-                            .and_then(|()| put(w.controller, w.file, &w.value))
+                        put(n.controller, &n.file, &n.value)
+                            .and_then(|()| put(w.controller, &w.file, &w.value))
                             .map_err(|(p, e)| format!("writing {}: {e}", p.display()))?;
                     }
                     i += 1;

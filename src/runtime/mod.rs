@@ -44,6 +44,7 @@ pub use namespaces::{
     create_netns_at, pin_namespace, pinned_namespace_path, unpin, unpin_namespaces,
 };
 pub use persist::read_persisted_state;
+pub(crate) use pod_init::create_cgroup;
 pub use protocol::{
     Decoded, MAX_FRAME_LEN, Request, Response, WireError, WireErrorKind, decode_frame, encode_frame,
 };

@@ -251,7 +251,13 @@ pub(crate) fn scrub_environ_and_cmdline() {
 /// every hierarchy, creating it. A leaf of its own, as a pause container
 /// has: on cgroup v2 a cgroup whose controllers are delegated to children
 /// (the pod level, once containers exist) may hold no process itself.
+/// Under the systemd driver `rel` is `<slice>:<prefix>:<pod id>`: a
+/// transient scope of its own in the pod's slice, started over D-Bus (a
+/// slice holds no processes, and systemd owns what is in its tree).
 pub(crate) fn join_cgroup(pid: i32, rel: &str) -> Result<Vec<PathBuf>, String> {
+    if !rel.starts_with('/') {
+        return join_scope(pid, rel);
+    }
     let rel = rel.trim_start_matches('/');
     let mut joined = Vec::new();
     for h in crate::util::cgroupfs::hierarchies() {
@@ -264,9 +270,31 @@ pub(crate) fn join_cgroup(pid: i32, rel: &str) -> Result<Vec<PathBuf>, String> {
     Ok(joined)
 }
 
+fn join_scope(pid: i32, cgroups_path: &str) -> Result<Vec<PathBuf>, String> {
+    use libcgroups::common::CgroupManager;
+    let dir = crate::util::cgroup_paths::cgroup_dir_of(cgroups_path)
+        .ok_or_else(|| format!("{cgroups_path:?} is not a systemd cgroups path"))?;
+    let manager = libcgroups::common::create_cgroup_manager(libcgroups::common::CgroupConfig {
+        cgroup_path: PathBuf::from(cgroups_path),
+        systemd_cgroup: true,
+        container_name: cgroups_path
+            .rsplit(':')
+            .next()
+            .unwrap_or_default()
+            .to_string(),
+    })
+    .map_err(|e| format!("connecting to systemd for {cgroups_path}: {e}"))?;
+    manager
+        .add_task(nix::unistd::Pid::from_raw(pid))
+        .map_err(|e| format!("starting the scope {cgroups_path}: {e}"))?;
+    Ok(vec![
+        Path::new("/sys/fs/cgroup").join(dir.trim_start_matches('/')),
+    ])
+}
+
 /// mkdir of each level under `hierarchy`; a new cpuset (v1) gets its
 /// parent's cpus and mems, without which no process may join it.
-fn create_cgroup(hierarchy: &Path, rel: &Path) -> Result<(), String> {
+pub(crate) fn create_cgroup(hierarchy: &Path, rel: &Path) -> Result<(), String> {
     let mut dir = hierarchy.to_path_buf();
     for part in rel.components() {
         let parent = dir.clone();

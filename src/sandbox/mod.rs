@@ -41,6 +41,11 @@ pub struct PodSandbox {
     /// (written, skipped for a host-network pod, overridden by the pod).
     #[serde(default)]
     pub network_policy: crate::policy::PodDecision,
+    /// Where its cgroups are, decided at RunPodSandbox from kubelet's
+    /// `cgroup_parent`. None: a record from before it was kept, whose pod
+    /// is capcri's `<parent>/<id>` (see `Node::pod_cgroup`).
+    #[serde(default)]
+    pub cgroup: Option<crate::util::cgroup_paths::PodCgroup>,
 }
 
 impl PodSandbox {

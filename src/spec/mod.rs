@@ -42,7 +42,7 @@ pub use devices::{
 };
 pub use error::SpecError;
 pub use mounts::{ContainerMounts, PodFiles, check_mount_destinations, container_mounts};
-pub use namespaces::{PodNamespacePaths, container_namespaces};
+pub use namespaces::{PodNamespacePaths, add_cgroup_namespace, container_namespaces};
 pub use process::{DEFAULT_PATH_ENV, merged_env, process_args, working_dir};
 pub use resources::{
     OOM_SCORE_ADJ_RANGE, SANDBOX_OOM_SCORE_ADJ, apply_oom_score_floor, container_resources,
@@ -91,7 +91,8 @@ pub struct ContainerSpecInput<'a> {
     pub rootfs: &'a Path,
     pub namespaces: &'a PodNamespacePaths,
     pub pod_files: &'a PodFiles,
-    /// Absolute: libcontainer's cgroup v1 manager rejects relative paths.
+    /// Absolute (cgroupfs; libcontainer's cgroup v1 manager rejects
+    /// relative paths) or systemd's `slice:prefix:name`.
     pub cgroups_path: String,
     pub users: ImageUserDb<'a>,
     /// The policy's decision; None: containerd's defaults.
@@ -128,11 +129,11 @@ pub fn container_spec(input: &ContainerSpecInput) -> Result<Spec, SpecError> {
             "no privileged container allowed in a sandbox that is not privileged; set privileged on the pod's security context too",
         ));
     }
-    if !input.cgroups_path.starts_with('/') {
+    if crate::util::cgroup_paths::cgroup_dir_of(&input.cgroups_path).is_none() {
         return Err(SpecError::invalid(
             "cgroups_path",
             format!(
-                "{:?} is relative; libcontainer's cgroup v1 manager needs an absolute path",
+                "{:?} is neither an absolute cgroup path nor a systemd slice:prefix:name",
                 input.cgroups_path
             ),
         ));

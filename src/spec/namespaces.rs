@@ -90,6 +90,29 @@ pub fn container_namespaces(
     Ok(list)
 }
 
+/// A private cgroup namespace for a non-privileged container on a cgroup
+/// v2 host, as containerd gives one there (cgroupns mode "private", the
+/// default on v2): its /proc/self/cgroup reads `0::/` and its
+/// /sys/fs/cgroup shows its own cgroup as the root, not the host's tree
+/// (pod uids, other pods' limits). Privileged containers keep the host's,
+/// as with containerd. On v1 (this hybrid host) containerd makes none: the
+/// v1 hierarchies are bind-mounted at the container's own cgroup instead
+/// (`cgroup_v1`).
+pub fn add_cgroup_namespace(spec: &mut oci_spec::runtime::Spec, unified: bool, privileged: bool) {
+    if !unified || privileged {
+        return;
+    }
+    let Some(linux) = spec.linux_mut() else {
+        return;
+    };
+    let mut list = linux.namespaces().clone().unwrap_or_default();
+    if list.iter().any(|n| n.typ() == LinuxNamespaceType::Cgroup) {
+        return;
+    }
+    list.push(namespace(LinuxNamespaceType::Cgroup, None));
+    linux.set_namespaces(Some(list));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -215,6 +238,29 @@ mod tests {
         let got = container_namespaces(&ctr(Some(NamespaceMode::Target)), &with_target).unwrap();
         assert_eq!(got[0].typ(), Pid);
         assert_eq!(got[0].path().as_deref(), Some(Path::new("/proc/42/ns/pid")));
+    }
+
+    #[test]
+    fn cgroup_namespace_only_for_unprivileged_containers_on_v2() {
+        let with = |unified, privileged| {
+            let mut spec = oci_spec::runtime::Spec::default();
+            // The list `container_namespaces` makes: no cgroup namespace.
+            if let Some(l) = spec.linux_mut() {
+                l.set_namespaces(Some(vec![namespace(LinuxNamespaceType::Pid, None)]));
+            }
+            add_cgroup_namespace(&mut spec, unified, privileged);
+            add_cgroup_namespace(&mut spec, unified, privileged);
+            spec.linux()
+                .as_ref()
+                .and_then(|l| l.namespaces().clone())
+                .unwrap_or_default()
+                .iter()
+                .filter(|n| n.typ() == LinuxNamespaceType::Cgroup)
+                .count()
+        };
+        assert_eq!(with(true, false), 1);
+        assert_eq!(with(true, true), 0);
+        assert_eq!(with(false, false), 0);
     }
 
     #[test]

@@ -141,6 +141,10 @@ pub fn container_resources(container: &ContainerConfig) -> Result<LinuxResources
         resources.set_hugepage_limits(Some(limits));
     }
 
+    for key in r.unified.keys() {
+        crate::util::cgroup_paths::validate_unified_key(key)
+            .map_err(|e| SpecError::invalid("resources.unified", e))?;
+    }
     if !r.unified.is_empty() {
         resources.set_unified(Some(r.unified.clone().into_iter().collect()));
     }

@@ -84,6 +84,9 @@ state_dir = {{ include "capcri.tomlString" $c.state_dir }}
 data_dir = {{ include "capcri.tomlString" $c.data_dir }}
 log_format = {{ include "capcri.tomlString" $c.log_format }}
 log_level = {{ include "capcri.tomlString" $c.log_level }}
+{{- if $c.cgroup_driver }}
+cgroup_driver = {{ include "capcri.tomlString" $c.cgroup_driver }}
+{{- end }}
 cgroup_parent = {{ include "capcri.tomlString" $c.cgroup_parent }}
 max_layer_bytes = {{ int64 $c.max_layer_bytes }}
 policy_dir = "/etc/capcri/policies"

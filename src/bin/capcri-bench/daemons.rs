@@ -357,6 +357,9 @@ impl Workspace {
             .arg(p.cni_conf_dir())
             .arg("--cni-bin-dir")
             .arg("/usr/lib/cni")
+            // The bench's own cgroup tree, which it removes: cgroupfs.
+            .arg("--cgroup-driver")
+            .arg("cgroupfs")
             .arg("--cgroup-parent")
             .arg(cgroup_parent)
             .arg("--log-level")

@@ -12,6 +12,14 @@ fn cgroups_path(bundle: &Path) -> Option<PathBuf> {
     spec.linux().as_ref()?.cgroups_path().clone()
 }
 
+/// The container's cgroup directory, from its `cgroupsPath` (a cgroupfs
+/// path, or systemd's `slice:prefix:name` for its scope).
+fn cgroup_of(bundle: &Path) -> Option<CgroupPath> {
+    let path = cgroups_path(bundle)?;
+    let dir = crate::util::cgroup_paths::cgroup_dir_of(path.to_str()?)?;
+    Some(CgroupPath::new(Path::new(&dir)))
+}
+
 /// `process.oomScoreAdj` of the bundle's spec.
 fn spec_oom_score_adj(bundle: &Path) -> Option<i32> {
     let spec = Spec::load(bundle.join("config.json")).ok()?;
@@ -39,6 +47,12 @@ pub(super) struct ContainerRecord {
     pub(super) log_path: Option<PathBuf>,
     /// The container's own cgroup, read at exit for OOM kills.
     pub(super) cgroup: Option<CgroupPath>,
+    /// A systemd scope's pod slice and its OOM kill count at create: when
+    /// the OOM killer ends a scope's last process, systemd removes the
+    /// scope's cgroup as it empties, often before the exit is reaped, and
+    /// its memory.events with it; the slice's count (hierarchical) is
+    /// still there.
+    pub(super) pod_oom: Option<(CgroupPath, u64)>,
     /// Attached clients: non-blocking write ends of their stdout and stderr
     /// pipes. The log is written first; a slow client loses output rather
     /// than ever blocking the monitor or the log.
@@ -135,7 +149,14 @@ impl ContainerRecord {
             self.state.message = Some(String::from_utf8_lossy(&self.exec_error).trim().to_string());
         } else if code == 0 {
             self.state.reason = Some("Completed".into());
-        } else if self.cgroup.as_ref().is_some_and(CgroupPath::oom_killed) {
+        } else if self.cgroup.as_ref().is_some_and(CgroupPath::oom_killed)
+            || (code == 128 + libc::SIGKILL
+                && self.cgroup.as_ref().is_some_and(|c| !c.exists())
+                && self
+                    .pod_oom
+                    .as_ref()
+                    .is_some_and(|(pod, before)| pod.oom_kills().is_some_and(|n| n > *before)))
+        {
             // critest "should terminate with exitCode 137 and reason
             // OOMKilled"; the group still exists (libcontainer removes it
             // at delete), so its OOM kill counter can be read.
@@ -253,7 +274,6 @@ impl Monitor {
             }
             None => None,
         };
-        self.remember_cgroup_parent(&req.bundle);
         let (out_r, out_w) = cloexec_pipe()?;
         let (err_r, err_w) = cloexec_pipe()?;
         let (status_r, status_w) = cloexec_pipe()?;
@@ -283,7 +303,9 @@ impl Monitor {
             .with_stderr(err_w)
             .with_console_socket(console.as_ref().map(|c| c.path()))
             .as_init(&req.bundle)
-            .with_systemd(false)
+            // The systemd driver's `slice:prefix:name`: libcontainer starts
+            // the container's scope over D-Bus.
+            .with_systemd(cgroups_path(&req.bundle).is_some_and(|p| !p.starts_with("/")))
             .as_sibling(false)
             .with_detach(true);
         // libcontainer's build writes the spec's oom_score_adj into the
@@ -320,6 +342,16 @@ impl Monitor {
             }
         };
         let pid = container.pid().map(|p| p.as_raw()).unwrap_or(0);
+        if let Err(e) = Self::scope_devices(&req.bundle) {
+            if let Ok(mut c) = Container::load(self.args.runtime_root.join(&id)) {
+                let _ = c.delete(true);
+            }
+            self.reap();
+            return Err(RuntimeError::Libcontainer {
+                container: id,
+                message: format!("applying the container's device rules: {e}"),
+            });
+        }
         // libcontainer's state.json carries the container's annotations and
         // is made under the monitor's umask 022 (which the containers
         // inherit): root only, like every other state file. Later saves
@@ -419,7 +451,14 @@ impl Monitor {
             attachers: Vec::new(),
             stdin_once: req.stdin_once,
             log_path: req.log_path.clone(),
-            cgroup: cgroups_path(&req.bundle).map(|p| CgroupPath::new(&p)),
+            cgroup: cgroup_of(&req.bundle),
+            pod_oom: cgroups_path(&req.bundle)
+                .filter(|p| !p.starts_with("/"))
+                .and_then(|_| cgroup_of(&req.bundle)?.parent())
+                .and_then(|pod| {
+                    let n = pod.oom_kills()?;
+                    Some((pod, n))
+                }),
             namespaces: Some(namespaces),
             oom_score_adj,
             exec_path: req.exec_path,
@@ -434,6 +473,37 @@ impl Monitor {
             });
         }
         Ok(pid as u32)
+    }
+
+    /// The device cgroup of a container in a systemd scope. libcgroups'
+    /// systemd manager turns resources into unit properties but has no
+    /// device rules (its controllers are cpu, cpuset, memory, pids, io):
+    /// left alone, a root container with CAP_MKNOD could open the host's
+    /// disk. The eBPF program its cgroupfs v2 manager attaches is attached
+    /// here to the scope, before Start, so the init and every exec (which
+    /// join the same cgroup) are under it. A no-op for cgroupfs paths.
+    fn scope_devices(bundle: &Path) -> Result<(), String> {
+        let Some(path) = cgroups_path(bundle) else {
+            return Ok(());
+        };
+        if path.starts_with("/") {
+            return Ok(());
+        }
+        let spec = Spec::load(bundle.join("config.json")).map_err(|e| e.to_string())?;
+        let dir = path
+            .to_str()
+            .and_then(crate::util::cgroup_paths::cgroup_dir_of)
+            .ok_or_else(|| format!("{} is not a systemd cgroups path", path.display()))?;
+        let devices = spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.resources().as_ref())
+            .and_then(|r| r.devices().clone());
+        libcgroups::v2::devices::Devices::apply_devices(
+            &Path::new("/sys/fs/cgroup").join(dir.trim_start_matches('/')),
+            &devices,
+        )
+        .map_err(|e| e.to_string())
     }
 
     /// Finishes what libcontainer leaves out: the volumes' propagation
@@ -497,48 +567,18 @@ impl Monitor {
         Ok(())
     }
 
-    pub(super) fn remember_cgroup_parent(&mut self, bundle: &Path) {
-        let Ok(spec) = Spec::load(bundle.join("config.json")) else {
-            return;
-        };
-        let Some(path) = spec.linux().as_ref().and_then(|l| l.cgroups_path().clone()) else {
-            return;
-        };
-        if let Some(parent) = path.parent()
-            && parent.components().count() > 1
-            && parent.is_absolute()
-        {
-            self.cgroup_parents.insert(parent.to_path_buf());
-        }
-    }
-
-    /// Remove the now empty pod-level cgroups in every hierarchy (v1
-    /// controllers and the unified one on this hybrid host). rmdir(2) of a
-    /// cgroup only succeeds when it has no processes and no children, so
-    /// this cannot disturb anything still in use.
-    pub(super) fn remove_cgroup_parents(&mut self) {
-        for parent in std::mem::take(&mut self.cgroup_parents) {
-            if !parent.starts_with("/") {
-                continue;
-            }
-            for dir in crate::util::cgroupfs::dirs_of(&parent) {
-                let _ = fs::remove_dir(dir);
-            }
-        }
-    }
-
-    /// The pod init's leaf and its parent, the pod's cgroup (which no
-    /// container may have made if none was created).
+    /// The pod init's leaf (cgroupfs; a systemd scope goes with its last
+    /// process). The pod's cgroup is the daemon's to remove, and only when
+    /// capcri made it: kubelet's stays (`sandbox::cgroups`).
     pub(super) fn remove_init_cgroup(&mut self) {
         let Some(rel) = self.args.init_cgroup.clone() else {
             return;
         };
-        let rel = PathBuf::from(rel.trim_start_matches('/'));
-        for h in crate::util::cgroupfs::hierarchies() {
-            let _ = fs::remove_dir(h.join(&rel));
-            if let Some(pod) = rel.parent() {
-                let _ = fs::remove_dir(h.join(pod));
-            }
+        let Some(rel) = rel.strip_prefix('/') else {
+            return;
+        };
+        for dir in crate::util::cgroupfs::dirs_of(Path::new(rel)) {
+            let _ = fs::remove_dir(dir);
         }
     }
 
@@ -797,7 +837,6 @@ impl Monitor {
             let _ = waitpid(Pid::from_raw(pid), None);
         }
         self.remove_init_cgroup();
-        self.remove_cgroup_parents();
         if let Err(e) = unpin_namespaces(&self.args.pod_dir) {
             eprintln!("capcri monitor: {e}");
         }

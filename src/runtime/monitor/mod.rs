@@ -332,9 +332,6 @@ struct Monitor {
     stops: Vec<PendingStop>,
     /// Connections subscribed to container exits (`WatchExits`).
     watchers: Vec<u64>,
-    /// Pod-level cgroups (parents of the containers' `cgroupsPath`), removed
-    /// at shutdown: libcontainer removes only each container's own group.
-    cgroup_parents: std::collections::BTreeSet<PathBuf>,
     /// The sealed `capcri-dmz` memfd, made at the first `dmz` container and
     /// shared by all later ones (see `dmz.rs`).
     dmz_memfd: Option<OwnedFd>,
@@ -456,7 +453,6 @@ impl Monitor {
             execs: Vec::new(),
             stops: Vec::new(),
             watchers: Vec::new(),
-            cgroup_parents: Default::default(),
             dmz_memfd: None,
             pod_init,
             shutdown: false,

@@ -247,13 +247,18 @@ fn open_ns(path: &Path) -> Result<OwnedFd, RuntimeError> {
 /// `cgroup.procs` of the container's cgroup in every hierarchy where it
 /// exists: each v1 controller mount and the unified one on a hybrid host
 /// (`/sys/fs/cgroup/unified`), or `/sys/fs/cgroup` itself on a v2-only one.
+/// A systemd `slice:prefix:name` is its scope's directory (a scope is
+/// delegated: joining it directly is allowed, as runc's exec does).
 fn cgroup_procs_files(cgroups_path: &Path) -> Vec<PathBuf> {
-    if !cgroups_path.starts_with("/") {
+    let Some(dir) = cgroups_path
+        .to_str()
+        .and_then(crate::util::cgroup_paths::cgroup_dir_of)
+    else {
         return Vec::new();
-    }
+    };
     // One entry per hierarchy: the cpu/cpuacct aliases are not listed, so
     // the pid is written once to each.
-    crate::util::cgroupfs::dirs_of(cgroups_path)
+    crate::util::cgroupfs::dirs_of(Path::new(&dir))
         .into_iter()
         .map(|d| d.join("cgroup.procs"))
         .filter(|p| p.exists())
