@@ -321,7 +321,7 @@ impl Config {
         if let Some(h) = self
             .runtime_handlers
             .iter()
-            .find(|h| !crate::sandbox::handlers::valid_handler_name(h))
+            .find(|h| !valid_handler_name(h))
         {
             return invalid(
                 "runtime_handlers",
@@ -487,6 +487,18 @@ fn key_at(
         .iter()
         .find(|(key, value)| holds(key.span()) || holds(value.span()))
         .map(|(key, _)| path_of(key.get_ref()))
+}
+
+/// A RuntimeClass handler is a DNS label (Kubernetes validates it so);
+/// `runtime_handlers` is checked with it at load, RunPodSandbox too.
+pub fn valid_handler_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-')
 }
 
 #[cfg(test)]

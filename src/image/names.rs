@@ -10,7 +10,15 @@
 //! function decides, for both.
 
 use super::reference::parse_reference;
-use super::store::ImageRecord;
+
+/// What naming needs of an image: its id, repo tags and repo digests. The
+/// store's record implements it (so this module does not depend on the
+/// store, which depends on it).
+pub trait KnownNames {
+    fn id(&self) -> &str;
+    fn repo_tags(&self) -> &[String];
+    fn repo_digests(&self) -> &[String];
+}
 
 /// The name to report for the container image `record`, given what the
 /// caller asked for, most specific first (`user_specified_image`, then
@@ -20,13 +28,13 @@ use super::store::ImageRecord;
 /// first repo tag, as containerd reports; else its first repo digest; else
 /// its id. A reference that names another image (a tag moved since) is
 /// never reported for this one.
-pub fn reported_name(record: &ImageRecord, asked: &[&str]) -> String {
+pub fn reported_name(record: &impl KnownNames, asked: &[&str]) -> String {
     asked
         .iter()
         .find_map(|r| name_of_this_image(record, r))
-        .or_else(|| record.repo_tags.first().cloned())
-        .or_else(|| record.repo_digests.first().cloned())
-        .unwrap_or_else(|| record.id.clone())
+        .or_else(|| record.repo_tags().first().cloned())
+        .or_else(|| record.repo_digests().first().cloned())
+        .unwrap_or_else(|| record.id().to_string())
 }
 
 /// When the image record is gone (RemoveImage while the container lives):
@@ -46,11 +54,11 @@ pub fn reported_name_without_record(image_id: &str, asked: &[&str]) -> String {
 }
 
 /// Every name the image is known by: its repo tags, then its repo digests.
-pub fn all_names(record: &ImageRecord) -> Vec<String> {
+pub fn all_names(record: &impl KnownNames) -> Vec<String> {
     record
-        .repo_tags
+        .repo_tags()
         .iter()
-        .chain(&record.repo_digests)
+        .chain(record.repo_digests())
         .cloned()
         .collect()
 }
@@ -66,7 +74,7 @@ fn looks_like_id(r: &str) -> bool {
         && hex.chars().all(|c| c.is_ascii_hexdigit())
 }
 
-fn name_of_this_image(record: &ImageRecord, r: &str) -> Option<String> {
+fn name_of_this_image(record: &impl KnownNames, r: &str) -> Option<String> {
     let r = r.trim();
     if r.is_empty() || looks_like_id(r) {
         return None;
@@ -74,12 +82,12 @@ fn name_of_this_image(record: &ImageRecord, r: &str) -> Option<String> {
     let parsed = parse_reference(r).ok()?;
     if let Some(digest) = &parsed.digest {
         let by_digest = format!("{}@{digest}", parsed.name());
-        if record.repo_digests.contains(&by_digest) {
+        if record.repo_digests().contains(&by_digest) {
             // name:tag@digest names the digest; report the tag form when
             // the image still carries that tag, the digest form otherwise.
             if let Some(tag) = &parsed.tag {
                 let tagged = format!("{}:{tag}", parsed.name());
-                if record.repo_tags.contains(&tagged) {
+                if record.repo_tags().contains(&tagged) {
                     return Some(tagged);
                 }
             }
@@ -88,29 +96,42 @@ fn name_of_this_image(record: &ImageRecord, r: &str) -> Option<String> {
         return None;
     }
     let normalized = parsed.normalized();
-    record.repo_tags.contains(&normalized).then_some(normalized)
+    record
+        .repo_tags()
+        .contains(&normalized)
+        .then_some(normalized)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::BTreeMap;
+
+    struct Record {
+        id: String,
+        repo_tags: Vec<String>,
+        repo_digests: Vec<String>,
+    }
+
+    impl KnownNames for Record {
+        fn id(&self) -> &str {
+            &self.id
+        }
+        fn repo_tags(&self) -> &[String] {
+            &self.repo_tags
+        }
+        fn repo_digests(&self) -> &[String] {
+            &self.repo_digests
+        }
+    }
 
     const ID: &str = "sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
     const MD: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
 
-    fn record(tags: &[&str], digests: &[&str]) -> ImageRecord {
-        ImageRecord {
+    fn record(tags: &[&str], digests: &[&str]) -> Record {
+        Record {
             id: ID.into(),
             repo_tags: tags.iter().map(|s| s.to_string()).collect(),
             repo_digests: digests.iter().map(|s| s.to_string()).collect(),
-            size: 0,
-            config: serde_json::from_str(
-                r#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#,
-            )
-            .unwrap(),
-            diff_ids: vec![],
-            file_caps: BTreeMap::new(),
         }
     }
 

@@ -96,6 +96,18 @@ pub struct ImageRecord {
     pub file_caps: BTreeMap<String, Vec<u8>>,
 }
 
+impl super::names::KnownNames for ImageRecord {
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn repo_tags(&self) -> &[String] {
+        &self.repo_tags
+    }
+    fn repo_digests(&self) -> &[String] {
+        &self.repo_digests
+    }
+}
+
 impl ImageRecord {
     /// The image's USER as CRI ImageStatus wants it: a numeric user is a uid,
     /// anything else a name; a group after ':' is not part of either.

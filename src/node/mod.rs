@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex};
 mod containers;
 mod devices;
 pub mod exec;
+mod image_volumes;
 mod metrics_snapshot;
 mod pid_target;
 mod pod_cgroups;

@@ -17,16 +17,7 @@ pub struct HandlerFeatures {
     pub user_namespaces: bool,
 }
 
-/// A RuntimeClass handler is a DNS label (Kubernetes validates it so).
-pub fn valid_handler_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 63
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !name.starts_with('-')
-        && !name.ends_with('-')
-}
+pub use crate::config::valid_handler_name;
 
 /// The handlers RunPodSandbox accepts: the default "" first, then the
 /// configured ones, without repeats.
