@@ -97,6 +97,24 @@ fn userns_pod(d: &TestDaemon, name: &str) -> cri::PodSandboxConfig {
 
 /// A daemon whose temp dir others may traverse (user namespace pods run as
 /// mapped ids) and whose config file holds `toml`.
+/// The Status answer, and the names of the runtime handlers it lists.
+async fn status(d: &TestDaemon) -> cri::StatusResponse {
+    d.runtime()
+        .await
+        .status(cri::StatusRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+fn handler_names(status: &cri::StatusResponse) -> Vec<&str> {
+    status
+        .runtime_handlers
+        .iter()
+        .map(|h| h.name.as_str())
+        .collect()
+}
+
 fn daemon_with_config(toml: &str) -> TestDaemon {
     let toml = toml.to_string();
     let mut d = TestDaemon::start_in_with(|dir| {
@@ -471,18 +489,8 @@ async fn status_lists_every_handler_and_capcri_runs_user_namespaced_pods() {
     let registry = require_privileged!();
     let d = daemon_with_config("");
     let image = busybox(&d, &registry).await;
-    let status = d
-        .runtime()
-        .await
-        .status(cri::StatusRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
-    let names: Vec<&str> = status
-        .runtime_handlers
-        .iter()
-        .map(|h| h.name.as_str())
-        .collect();
+    let status = status(&d).await;
+    let names = handler_names(&status);
     assert_eq!(names, ["", "capcri", "runc"]);
     for h in &status.runtime_handlers {
         assert!(
@@ -552,18 +560,8 @@ async fn status_lists_every_handler_and_capcri_runs_user_namespaced_pods() {
 async fn configured_handlers_replace_the_named_defaults() {
     let _registry = require_privileged!();
     let d = daemon_with_config("runtime_handlers = [\"gvisor\", \"kata-qemu\"]\n");
-    let status = d
-        .runtime()
-        .await
-        .status(cri::StatusRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
-    let names: Vec<&str> = status
-        .runtime_handlers
-        .iter()
-        .map(|h| h.name.as_str())
-        .collect();
+    let status = status(&d).await;
+    let names = handler_names(&status);
     assert_eq!(names, ["", "gvisor", "kata-qemu"]);
     let err = d
         .runtime()
