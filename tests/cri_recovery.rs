@@ -285,7 +285,7 @@ fn alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .map(|s| {
             !s.lines()
-                .any(|l| l.starts_with("State:") && l.contains('Z'))
+                .any(|l| l.starts_with("State:") && (l.contains('Z') || l.contains('X')))
         })
         .unwrap_or(false)
 }
