@@ -3,8 +3,8 @@
 
 use std::hint::black_box;
 
-use capcri::caps::{CapSet, Capability, FileCaps};
-use capcri::policy::{Facts, MemoryRootfs, PolicySet};
+use capcri::capabilities::kernel::{CapSet, Capability, FileCaps};
+use capcri::capabilities::policy::{Facts, MemoryRootfs, PolicySet};
 use criterion::{Criterion, criterion_group, criterion_main};
 
 fn ten_policies() -> PolicySet {
