@@ -476,3 +476,45 @@ fn only_the_monitor_calls_libcontainer() {
         "libcontainer used outside src/monitor/: {callers:?}"
     );
 }
+
+/// Privileged tests have one gate, `tests/support/mod.rs` (root and
+/// CAPCRI_PRIVILEGED_TESTS): no test file reads the variable or the euid
+/// itself.
+#[test]
+fn privileged_tests_have_one_gate() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests");
+    let mut stack = vec![root.clone()];
+    let mut own_gates = Vec::new();
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+                continue;
+            }
+            if p.extension().and_then(|e| e.to_str()) != Some("rs")
+                || p == root.join("support/mod.rs")
+                || p == root.join("layering.rs")
+            {
+                continue;
+            }
+            let raw = std::fs::read_to_string(&p).unwrap();
+            // String literals are blanked by strip_comments: the variable
+            // is looked for in the raw text, as a call's argument.
+            let reads_the_variable = [
+                "var_os(\"CAPCRI_PRIVILEGED_TESTS\")",
+                "var(\"CAPCRI_PRIVILEGED_TESTS\")",
+            ]
+            .iter()
+            .any(|call| raw.contains(call));
+            if reads_the_variable || strip_comments(&raw).contains("geteuid") {
+                own_gates.push(p.strip_prefix(&root).unwrap().display().to_string());
+            }
+        }
+    }
+    own_gates.sort();
+    assert!(
+        own_gates.is_empty(),
+        "gate privileged tests with tests/support (support::privileged), not by hand: {own_gates:?}"
+    );
+}
