@@ -19,6 +19,7 @@ pub mod node;
 pub mod pod;
 pub mod server;
 pub mod spec;
+pub mod state;
 pub mod store;
 pub mod stream;
 pub mod util;

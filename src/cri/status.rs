@@ -11,9 +11,11 @@ pub fn to_status(err: NodeError) -> Status {
         NodeError::NotFound { .. } => Code::NotFound,
         NodeError::AlreadyExists { .. } => Code::AlreadyExists,
         NodeError::InvalidArgument(_) => Code::InvalidArgument,
-        NodeError::FailedPrecondition(_) | NodeError::PolicyDenied { .. } => {
-            Code::FailedPrecondition
-        }
+        NodeError::Unsatisfiable(_)
+        | NodeError::BadImageContent { .. }
+        | NodeError::WrongState(_)
+        | NodeError::StartFailed { .. }
+        | NodeError::PolicyDenied { .. } => Code::FailedPrecondition,
         NodeError::Spec(e) => spec_code(e),
         NodeError::Image(e) => image_code(e),
         NodeError::Runtime(e) => runtime_code(e),

@@ -19,8 +19,9 @@ use crate::monitor_api::{
     RuntimeStatus,
 };
 use crate::node::{Node, NodeError, find_by_id_or_prefix, labels_match, new_id};
-use crate::pod::{PodSandbox, PodState};
+use crate::pod::PodSandbox;
 use crate::spec::{ContainerSpecInput, ImageUserDb, PodFiles, PodNamespacePaths};
+use crate::state::{ContainerOp, PodOp};
 use crate::util::sync::lock;
 use crate::util::time::now_nanos;
 use k8s_cri::v1::{ContainerConfig, ContainerFilter, PodSandboxConfig};
@@ -36,12 +37,7 @@ impl Node {
         _sandbox_config: Option<PodSandboxConfig>,
     ) -> Result<String, NodeError> {
         let pod = self.pod(pod_id)?;
-        if pod.state != PodState::Ready {
-            return Err(NodeError::FailedPrecondition(format!(
-                "pod sandbox {} is not ready (it was stopped): create containers in a running pod",
-                pod.id
-            )));
-        }
+        pod.check(PodOp::CreateContainer)?;
         let name = config
             .metadata
             .as_ref()
@@ -213,13 +209,12 @@ impl Node {
 
         // The image's files, not the caller's: a bad one is a precondition
         // failure naming the file and the image.
-        let image_file = |e: crate::container::rootfs_read::RootfsReadError| {
-            NodeError::FailedPrecondition(format!(
-                "container {:?} (image {}): {e}",
-                record.name(),
-                record.image_ref
-            ))
-        };
+        let image_file =
+            |e: crate::container::rootfs_read::RootfsReadError| NodeError::BadImageContent {
+                container: record.name().to_string(),
+                image: record.image_ref.clone(),
+                reason: e.to_string(),
+            };
         let passwd = read_in_root(&rootfs, "/etc/passwd").map_err(image_file)?;
         let group = read_in_root(&rootfs, "/etc/group").map_err(image_file)?;
         let users = ImageUserDb {
@@ -435,12 +430,7 @@ impl Node {
         let pod = self.pod(&record.pod_id)?;
         let monitor = self.monitor(&pod).await?;
         let state = monitor.state(&record.id).await?;
-        if state.status != RuntimeStatus::Created {
-            return Err(NodeError::FailedPrecondition(format!(
-                "container {} is not in the created state; a container is started once",
-                record.id
-            )));
-        }
+        ContainerState::from(state.status).check(ContainerOp::Start, &record.id)?;
         monitor.start(&record.id).await?;
         let state = monitor.state(&record.id).await?;
         let record = self.apply_runtime_state(record, &state)?;
@@ -448,10 +438,10 @@ impl Node {
             && !record.message.is_empty()
             && record.started_at == 0
         {
-            return Err(NodeError::FailedPrecondition(format!(
-                "container {} failed to start: {}",
-                record.id, record.message
-            )));
+            return Err(NodeError::StartFailed {
+                container: record.id,
+                message: record.message,
+            });
         }
         self.events
             .emit(EventKind::Started, &record.id, &record.pod_id);
@@ -712,11 +702,7 @@ impl Node {
             record.finished_at,
             record.exit_code,
         );
-        record.state = match state.status {
-            RuntimeStatus::Created => ContainerState::Created,
-            RuntimeStatus::Running => ContainerState::Running,
-            RuntimeStatus::Exited => ContainerState::Exited,
-        };
+        record.state = ContainerState::from(state.status);
         if let Some(t) = state.started_at {
             record.started_at = t;
         }
@@ -821,12 +807,7 @@ impl Node {
             ));
         }
         let record = self.container_status(id).await?;
-        if record.state != ContainerState::Running {
-            return Err(NodeError::FailedPrecondition(format!(
-                "container {} is not running: exec needs a running container",
-                record.id
-            )));
-        }
+        record.check(ContainerOp::Exec)?;
         let spec_path = record.bundle.join("config.json");
         let spec = oci_spec::runtime::Spec::load(&spec_path).map_err(|e| {
             NodeError::Internal(format!("cannot read {}: {e}", spec_path.display()))

@@ -63,7 +63,7 @@ impl Node {
     pub fn open(config: Config) -> Result<Arc<Node>, NodeError> {
         // First: a driver this host cannot run changes nothing.
         let cgroups = crate::pod::cgroups::CgroupSetup::resolve(&config)
-            .map_err(|e| NodeError::FailedPrecondition(e.to_string()))?;
+            .map_err(|e| NodeError::Unsatisfiable(e.to_string()))?;
         for dir in [
             config.state_dir.clone(),
             config.pods_dir(),

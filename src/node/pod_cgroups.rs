@@ -50,7 +50,7 @@ impl Node {
         let limits = pod_limits(linux.resources.as_ref(), linux.overhead.as_ref());
         crate::util::task::blocking(|| crate::pod::cgroups::apply_pod_limits(&cgroup, &limits))
             .map_err(|e| {
-                NodeError::FailedPrecondition(format!(
+                NodeError::Unsatisfiable(format!(
                     "cannot apply the pod-level resources of pod {} to its cgroup {}: {e}",
                     pod.id, cgroup.dir
                 ))

@@ -54,7 +54,7 @@ impl Node {
         if userns.is_some()
             && let Some(why) = &self.userns_unsupported
         {
-            return Err(NodeError::FailedPrecondition(format!(
+            return Err(NodeError::Unsatisfiable(format!(
                 "pod {:?} asks for its own user namespace (hostUsers: false) but this node cannot idmap the layer store: {why}; \
                  run the pod with hostUsers: true or move capcri's data directory to a filesystem with idmapped mounts on kernel 5.19+",
                 meta.name
@@ -258,7 +258,7 @@ impl Node {
         }
         result.map_err(|e| {
             let name = pod.config.metadata.as_ref().map(|m| m.name.as_str());
-            NodeError::FailedPrecondition(format!("pod {:?}: {e}", name.unwrap_or_default()))
+            NodeError::Unsatisfiable(format!("pod {:?}: {e}", name.unwrap_or_default()))
         })
     }
 

@@ -1,11 +1,11 @@
 //! UpdateContainerResources and ReopenContainerLog: changes to a container
 //! that already runs.
 
+use crate::state::ContainerOp;
 use std::path::PathBuf;
 
 use k8s_cri::v1::LinuxContainerResources;
 
-use crate::container::ContainerState;
 use crate::host::{CgroupPath, ResourceUpdate};
 use crate::node::{Node, NodeError};
 use crate::util::sync::lock;
@@ -98,21 +98,13 @@ impl Node {
         }
         let record = self.container_status(id).await?;
         let _guard = self.container_locks.lock(&record.id).await;
-        if !matches!(
-            record.state,
-            ContainerState::Created | ContainerState::Running
-        ) {
-            return Err(NodeError::FailedPrecondition(format!(
-                "container {} is not running: only a created or running container's resources can be updated",
-                record.id
-            )));
-        }
+        record.check(ContainerOp::UpdateResources)?;
         let pod = self.pod(&record.pod_id)?;
         let cgroup = CgroupPath::new(&PathBuf::from(
             self.pod_cgroup(&pod).container_dir(&record.id),
         ));
         cgroup.apply(&update).map_err(|e| {
-            NodeError::FailedPrecondition(format!(
+            NodeError::Unsatisfiable(format!(
                 "cannot update the resources of container {}: {e}",
                 record.id
             ))
@@ -129,12 +121,7 @@ impl Node {
     /// path anew. containerd refuses a container that is not running.
     pub async fn reopen_container_log(&self, id: &str) -> Result<(), NodeError> {
         let record = self.container_status(id).await?;
-        if record.state != ContainerState::Running {
-            return Err(NodeError::FailedPrecondition(format!(
-                "container {} is not running: only a running container's log can be reopened",
-                record.id
-            )));
-        }
+        record.check(ContainerOp::ReopenLog)?;
         let pod = self.pod(&record.pod_id)?;
         self.monitor(&pod).await?.reopen_log(&record.id).await?;
         Ok(())

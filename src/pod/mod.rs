@@ -17,11 +17,8 @@ use k8s_cri::v1::{NamespaceMode, PodSandboxConfig};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum PodState {
-    Ready,
-    NotReady,
-}
+pub use crate::state::PodState;
+use crate::state::{PodOp, WrongState};
 
 /// The persisted record of one pod.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -49,6 +46,11 @@ pub struct PodSandbox {
 }
 
 impl PodSandbox {
+    /// `Ok` when its state allows `op` (`crate::state`).
+    pub fn check(&self, op: PodOp) -> Result<(), WrongState> {
+        self.state.check(op, &self.id)
+    }
+
     /// The reservation key of its metadata, unique per node (containerd's rule).
     pub fn name_key(&self) -> String {
         pod_name_key(&self.config)
