@@ -69,11 +69,11 @@ impl Node {
             .map_err(NodeError::InvalidArgument)?;
 
         let key = container_name_key(&pod.id, &config);
-        self.reserve_name(key.clone())?;
+        self.names.reserve(key.clone())?;
         let id = match new_id() {
             Ok(id) => id,
             Err(e) => {
-                self.release_name(&key);
+                self.names.release(&key);
                 return Err(e);
             }
         };
@@ -108,7 +108,7 @@ impl Node {
         match self.set_up_container(&pod, &image, &mut record).await {
             Ok(()) => {
                 let pod_id = record.pod_id.clone();
-                lock(&self.containers).insert(id.clone(), record);
+                self.containers.publish(record);
                 // After the insert: the event's statuses are read from the
                 // node when it is delivered, and must include this one.
                 self.events.emit(EventKind::Created, &id, &pod_id);
@@ -120,7 +120,7 @@ impl Node {
                     let _ = m.delete(&id).await;
                 }
                 self.tear_down_container(&record);
-                self.release_name(&key);
+                self.names.release(&key);
                 Err(e)
             }
         }
@@ -156,7 +156,7 @@ impl Node {
             .await?;
         crash_point("container.create.after-monitor");
         step.done("monitor_create");
-        crate::util::task::blocking(|| self.container_records.put(&record.id, record))?;
+        self.containers.write(record)?;
         crash_point("container.create.after-record");
         step.done("record");
         Ok(())
@@ -635,7 +635,7 @@ impl Node {
         }
         crash_point("container.remove.after-teardown");
         step.done("trash");
-        crate::util::task::blocking(|| self.container_records.delete(&record.id))?;
+        self.containers.delete(&record.id)?;
         step.done("record");
         if !discarded.is_empty() {
             tokio::task::spawn_blocking(move || {
@@ -644,8 +644,8 @@ impl Node {
                 }
             });
         }
-        lock(&self.containers).remove(&record.id);
-        self.release_name(&record.name_key());
+        self.containers.forget(&record.id);
+        self.names.release(&record.name_key());
         self.events
             .emit(EventKind::Deleted, &record.id, &record.pod_id);
         drop(guard);
@@ -681,8 +681,7 @@ impl Node {
                     r.reason = "Unknown".into();
                     r.message =
                         "the pod's monitor is gone; the container's fate cannot be known".into();
-                    crate::util::task::blocking(|| self.container_records.put(&r.id, &r))?;
-                    lock(&self.containers).insert(r.id.clone(), r.clone());
+                    self.containers.put(r.clone())?;
                 }
                 Ok(r)
             }
@@ -730,15 +729,14 @@ impl Node {
                 record.exit_code,
             )
         {
-            crate::util::task::blocking(|| self.container_records.put(&record.id, &record))?;
-            lock(&self.containers).insert(record.id.clone(), record.clone());
+            self.containers.put(record.clone())?;
         }
         Ok(record)
     }
 
     /// A container by full id or unique prefix.
     pub fn find_container(&self, id: &str) -> Option<ContainerRecord> {
-        find_by_id_or_prefix(&lock(&self.containers), id)
+        find_by_id_or_prefix(&self.containers.lock(), id)
     }
 
     pub fn container(&self, id: &str) -> Result<ContainerRecord, NodeError> {
@@ -747,7 +745,8 @@ impl Node {
     }
 
     pub(crate) fn containers_of(&self, pod_id: &str) -> Vec<ContainerRecord> {
-        lock(&self.containers)
+        self.containers
+            .lock()
             .values()
             .filter(|c| c.pod_id == pod_id)
             .cloned()
@@ -758,7 +757,9 @@ impl Node {
         &self,
         filter: Option<&ContainerFilter>,
     ) -> Result<Vec<ContainerRecord>, NodeError> {
-        let candidates: Vec<ContainerRecord> = lock(&self.containers)
+        let candidates: Vec<ContainerRecord> = self
+            .containers
+            .lock()
             .values()
             .filter(|c| {
                 let Some(f) = filter else { return true };

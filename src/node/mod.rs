@@ -14,6 +14,7 @@ use crate::store::RecordDir;
 use crate::util::sync::{KeyedLocks, lock};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
+use tables::{Names, Table};
 
 mod containers;
 mod devices;
@@ -26,6 +27,7 @@ mod pods;
 pub mod recovery;
 mod resources;
 pub mod stats;
+pub(crate) mod tables;
 
 pub use crate::error::NodeError;
 
@@ -34,14 +36,12 @@ pub struct Node {
     pub(crate) images: ImageStore,
     pub(crate) policies: Arc<PolicyStore>,
     pub(crate) network: crate::network::CniNetwork,
-    pub(crate) pod_records: RecordDir<PodSandbox>,
-    pub(crate) container_records: RecordDir<ContainerRecord>,
-    pub(crate) pods: Mutex<HashMap<String, PodSandbox>>,
-    pub(crate) containers: Mutex<HashMap<String, ContainerRecord>>,
+    /// Pods and containers: each map with its record directory, and the
+    /// names both reserve (`tables`).
+    pub(crate) pods: Table<PodSandbox>,
+    pub(crate) containers: Table<ContainerRecord>,
+    pub(crate) names: Names,
     pub(crate) monitors: Mutex<HashMap<String, MonitorClient>>,
-    /// Names reserved by pods and containers, as containerd does: a second
-    /// RunPodSandbox/CreateContainer with the same metadata is refused.
-    pub(crate) names: Mutex<HashSet<String>>,
     pub(crate) pod_locks: KeyedLocks,
     pub(crate) container_locks: KeyedLocks,
     /// Why POD user namespaces cannot be offered here (probed once at
@@ -95,27 +95,21 @@ impl Node {
             state_dir: config.cni_state_dir(),
             ..Default::default()
         });
-        let pod_records: RecordDir<PodSandbox> = RecordDir::open(config.meta_dir().join("pods"))?;
-        let container_records: RecordDir<ContainerRecord> =
-            RecordDir::open(config.meta_dir().join("containers"))?;
-        let mut names = HashSet::new();
-        let mut pods = HashMap::new();
-        for pod in pod_records.load_all()? {
-            names.insert(pod.name_key());
-            pods.insert(pod.id.clone(), pod);
-        }
-        let mut containers = HashMap::new();
-        for c in container_records.load_all()? {
-            names.insert(c.name_key());
-            containers.insert(c.id.clone(), c);
-        }
+        let pods = Table::<PodSandbox>::load(RecordDir::open(config.meta_dir().join("pods"))?)?;
+        let containers =
+            Table::<ContainerRecord>::load(RecordDir::open(config.meta_dir().join("containers"))?)?;
+        let names = Names::new(
+            (pods.lock().values().map(PodSandbox::name_key))
+                .chain(containers.lock().values().map(ContainerRecord::name_key))
+                .collect::<Vec<_>>(),
+        );
         images.reconcile_leases(&crate::container::image_volumes::images_in_use(
-            containers.values(),
+            containers.lock().values(),
         ));
         let userns_unsupported = probe_user_namespaces(&config);
         let trash = crate::container::trash::Trash::open(&config.state_dir, &config.data_dir)
             .map_err(|e| NodeError::io(&config.state_dir.join("trash"), e))?;
-        let known: HashSet<String> = containers.keys().cloned().collect();
+        let known: HashSet<String> = containers.lock().keys().cloned().collect();
         trash.sweep_orphans(&config.bundles_dir(), &known, "bundle");
         trash.sweep_orphans(&config.writable_layers_dir(), &known, "layer");
         let leftovers = trash.entries();
@@ -141,12 +135,10 @@ impl Node {
             images,
             policies: Arc::new(policies),
             network,
-            pod_records,
-            container_records,
-            pods: Mutex::new(pods),
-            containers: Mutex::new(containers),
+            pods,
+            containers,
+            names,
             monitors: Mutex::new(HashMap::new()),
-            names: Mutex::new(names),
             pod_locks: KeyedLocks::default(),
             container_locks: KeyedLocks::default(),
             events: crate::events::EventBus::default(),
@@ -210,18 +202,6 @@ impl Node {
         }
     }
 
-    pub(crate) fn reserve_name(&self, key: String) -> Result<(), NodeError> {
-        let mut names = lock(&self.names);
-        if !names.insert(key.clone()) {
-            return Err(NodeError::AlreadyExists { name: key });
-        }
-        Ok(())
-    }
-
-    pub(crate) fn release_name(&self, key: &str) {
-        lock(&self.names).remove(key);
-    }
-
     /// The pod's monitor client, reconnecting after a daemon restart.
     pub(crate) async fn monitor(&self, pod: &PodSandbox) -> Result<MonitorClient, NodeError> {
         if let Some(m) = lock(&self.monitors).get(&pod.id) {
@@ -261,7 +241,7 @@ impl Node {
     /// happen from now on reach the event stream without waiting for the
     /// first call on that pod.
     pub async fn follow_live_monitors(&self) {
-        let pods: Vec<PodSandbox> = lock(&self.pods).values().cloned().collect();
+        let pods: Vec<PodSandbox> = self.pods.lock().values().cloned().collect();
         for pod in pods {
             if pod
                 .pod_dir

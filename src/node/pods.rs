@@ -61,11 +61,11 @@ impl Node {
             )));
         }
         let key = pod_name_key(&config);
-        self.reserve_name(key.clone())?;
+        self.names.reserve(key.clone())?;
         let id = match new_id() {
             Ok(id) => id,
             Err(e) => {
-                self.release_name(&key);
+                self.names.release(&key);
                 return Err(e);
             }
         };
@@ -89,7 +89,7 @@ impl Node {
         let mut pod = pod;
         match self.set_up_pod(&mut pod).await {
             Ok(()) => {
-                lock(&self.pods).insert(id.clone(), pod);
+                self.pods.publish(pod);
                 self.events.emit(EventKind::Created, &id, &id);
                 self.events.emit(EventKind::Started, &id, &id);
                 info!(pod.id = %id, "pod sandbox ready");
@@ -97,7 +97,7 @@ impl Node {
             }
             Err(e) => {
                 self.tear_down_pod(&pod).await;
-                self.release_name(&key);
+                self.names.release(&key);
                 Err(e)
             }
         }
@@ -230,7 +230,7 @@ impl Node {
         }
         step.done("network");
         crash_point("pod.run.after-network");
-        crate::util::task::blocking(|| self.pod_records.put(&pod.id, pod))?;
+        self.pods.write(pod)?;
         step.done("record");
         crash_point("pod.run.after-record");
         Ok(())
@@ -370,8 +370,7 @@ impl Node {
         let mut pod = pod;
         if pod.state != PodState::NotReady {
             pod.state = PodState::NotReady;
-            crate::util::task::blocking(|| self.pod_records.put(&pod.id, &pod))?;
-            lock(&self.pods).insert(pod.id.clone(), pod.clone());
+            self.pods.put(pod.clone())?;
             self.events.emit(EventKind::Stopped, &pod.id, &pod.id);
         }
         info!(pod.id = %pod.id, "pod sandbox stopped");
@@ -389,9 +388,9 @@ impl Node {
         crash_point("pod.remove.after-containers");
         self.tear_down_pod(&pod).await;
         crash_point("pod.remove.after-teardown");
-        crate::util::task::blocking(|| self.pod_records.delete(&pod.id))?;
-        lock(&self.pods).remove(&pod.id);
-        self.release_name(&pod.name_key());
+        self.pods.delete(&pod.id)?;
+        self.pods.forget(&pod.id);
+        self.names.release(&pod.name_key());
         self.events.emit(EventKind::Deleted, &pod.id, &pod.id);
         drop(guard);
         self.pod_locks.forget(&pod.id);
@@ -401,7 +400,7 @@ impl Node {
 
     /// A pod by full id or unique prefix (crictl passes prefixes).
     pub fn find_pod(&self, id: &str) -> Option<PodSandbox> {
-        find_by_id_or_prefix(&lock(&self.pods), id)
+        find_by_id_or_prefix(&self.pods.lock(), id)
     }
 
     pub fn pod(&self, id: &str) -> Result<PodSandbox, NodeError> {
@@ -410,7 +409,7 @@ impl Node {
     }
 
     pub fn list_pod_sandboxes(&self, filter: Option<&PodSandboxFilter>) -> Vec<PodSandbox> {
-        let pods = lock(&self.pods);
+        let pods = self.pods.lock();
         let mut out: Vec<PodSandbox> = pods
             .values()
             .filter(|p| {

@@ -8,7 +8,6 @@ use k8s_cri::v1::LinuxContainerResources;
 
 use crate::host::{CgroupPath, ResourceUpdate};
 use crate::node::{Node, NodeError};
-use crate::util::sync::lock;
 
 /// The CRI request as cgroup changes. Zero means "leave as is", as
 /// containerd reads it (the CRI has no optional scalars); a quota of -1
@@ -112,8 +111,7 @@ impl Node {
         let mut record = record;
         let linux = record.config.linux.get_or_insert_with(Default::default);
         linux.resources = Some(merged(linux.resources.as_ref(), resources));
-        self.container_records.put(&record.id, &record)?;
-        lock(&self.containers).insert(record.id.clone(), record);
+        self.containers.put(record)?;
         Ok(())
     }
 

@@ -278,8 +278,8 @@ impl Node {
     /// that are gone, so the maps stay the size of the node.
     fn forget_removed(&self) {
         let (cgroups, uppers): (HashSet<PathBuf>, HashSet<PathBuf>) = {
-            let containers = lock(&self.containers);
-            let pods = lock(&self.pods);
+            let containers = self.containers.lock();
+            let pods = self.pods.lock();
             let cgroups =
                 pods.values()
                     .map(|p| self.pod_cgroup_dir(p))
@@ -311,7 +311,9 @@ impl Node {
         &self,
         filter: Option<&ContainerStatsFilter>,
     ) -> Vec<ContainerUsage> {
-        let mut records: Vec<ContainerRecord> = lock(&self.containers)
+        let mut records: Vec<ContainerRecord> = self
+            .containers
+            .lock()
             .values()
             .filter(|c| {
                 let Some(f) = filter else { return true };
@@ -338,7 +340,7 @@ impl Node {
 
     pub async fn pod_sandbox_stats(&self, id: &str) -> Result<PodUsage, NodeError> {
         let pod = self.pod(id)?;
-        let by_pod = live_by_pod(&lock(&self.containers));
+        let by_pod = live_by_pod(&self.containers.lock());
         crate::util::task::blocking(|| {
             self.pod_usages(vec![pod], by_pod, Freshness::Now, &mut Vec::new())
                 .pop()
@@ -350,7 +352,9 @@ impl Node {
         &self,
         filter: Option<&PodSandboxStatsFilter>,
     ) -> Vec<PodUsage> {
-        let mut pods: Vec<PodSandbox> = lock(&self.pods)
+        let mut pods: Vec<PodSandbox> = self
+            .pods
+            .lock()
             .values()
             .filter(|p| {
                 let Some(f) = filter else { return true };
@@ -360,7 +364,7 @@ impl Node {
             .cloned()
             .collect();
         pods.sort_by_key(|p| p.created_at);
-        let by_pod = live_by_pod(&lock(&self.containers));
+        let by_pod = live_by_pod(&self.containers.lock());
         crate::util::task::blocking(|| {
             let mut seen = Vec::new();
             let out = self.pod_usages(pods, by_pod, Freshness::Kept, &mut seen);
