@@ -11,11 +11,9 @@
 //! directory metadata applied after the last entry.
 
 use std::collections::BTreeMap;
-use std::ffi::CString;
 use std::fs;
 use std::io::{self, Read};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 
@@ -892,23 +890,13 @@ fn xattr_error(name: &str, path: &Path, e: io::Error) -> ImageError {
     )
 }
 
-fn cstring(path: &Path) -> Result<CString, ImageError> {
-    CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| ImageError::io("encode path", path, io::Error::other("NUL byte in path")))
-}
-
-/// lgetxattr; None when absent or unreadable.
+/// lgetxattr of a path (tests and checks of a tree capcri made; image
+/// content is read through directory fds, `layerfs::get_xattr_at`); None
+/// when absent or unreadable.
 pub fn get_xattr(path: &Path, name: &str) -> Option<Vec<u8>> {
-    let p = cstring(path).ok()?;
-    let n = CString::new(name).ok()?;
-    let mut buf = vec![0u8; 4096];
-    // SAFETY: valid NUL-terminated strings and a buffer of the given length.
-    let rc = unsafe { libc::lgetxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-    if rc < 0 {
-        return None;
-    }
-    buf.truncate(rc as usize);
-    Some(buf)
+    let parent = path.parent()?;
+    let dir = fs::File::open(parent).ok()?;
+    layerfs::get_xattr_at(dir.as_fd(), path.file_name()?, name)
 }
 
 /// Inode identity, used by tests and the store's usage figures.
@@ -1150,7 +1138,9 @@ mod tests {
             let m = fs::symlink_metadata(&p).unwrap();
             let mut names = Vec::new();
             if !m.file_type().is_symlink() {
-                let c = cstring(&p).unwrap();
+                let c =
+                    std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(p.as_os_str()))
+                        .unwrap();
                 let mut buf = vec![0u8; 4096];
                 // SAFETY: valid path and buffer of the given length.
                 let n = unsafe { libc::llistxattr(c.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };

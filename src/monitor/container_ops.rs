@@ -804,16 +804,7 @@ impl Monitor {
         }
         self.containers.remove(id);
         remove_container_dir(&self.args.pod_dir, id)?;
-        let done: Vec<u64> = self
-            .stops
-            .iter()
-            .filter(|s| s.container == id)
-            .map(|s| s.conn)
-            .collect();
-        self.stops.retain(|s| s.container != id);
-        for c in done {
-            self.send(c, &Response::Ok);
-        }
+        self.answer_stops(id);
         Ok(())
     }
 

@@ -755,16 +755,7 @@ impl Monitor {
             }
             if let Some(id) = finished {
                 self.notify_exit(&id, code);
-                let done: Vec<u64> = self
-                    .stops
-                    .iter()
-                    .filter(|s| s.container == id)
-                    .map(|s| s.conn)
-                    .collect();
-                self.stops.retain(|s| s.container != id);
-                for c in done {
-                    self.send(c, &Response::Ok);
-                }
+                self.answer_stops(&id);
             }
             for job in self.execs.iter_mut() {
                 if job.pid == pid && job.exit.is_none() {
@@ -772,6 +763,21 @@ impl Monitor {
                     job.exited_at = Some(Instant::now());
                 }
             }
+        }
+    }
+
+    /// Answers every StopContainer waiting for `id` (it exited or was
+    /// deleted) and forgets them.
+    pub(super) fn answer_stops(&mut self, id: &str) {
+        let done: Vec<u64> = self
+            .stops
+            .iter()
+            .filter(|s| s.container == id)
+            .map(|s| s.conn)
+            .collect();
+        self.stops.retain(|s| s.container != id);
+        for c in done {
+            self.send(c, &Response::Ok);
         }
     }
 

@@ -18,7 +18,7 @@ use crate::monitor_api::{
     ContainerRuntimeState, CreateContainer, ExecOutput, ExecSpec, NamespaceKind, RuntimeError,
     RuntimeStatus,
 };
-use crate::node::{Node, NodeError, find_by_id_or_prefix, labels_match, new_id};
+use crate::node::{Node, NodeError, find_by_id_or_prefix, labels_match};
 use crate::pod::PodSandbox;
 use crate::spec::{ContainerSpecInput, ImageUserDb, PodFiles, PodNamespacePaths};
 use crate::state::{ContainerOp, PodOp};
@@ -69,14 +69,7 @@ impl Node {
             .map_err(NodeError::InvalidArgument)?;
 
         let key = container_name_key(&pod.id, &config);
-        self.names.reserve(key.clone())?;
-        let id = match new_id() {
-            Ok(id) => id,
-            Err(e) => {
-                self.names.release(&key);
-                return Err(e);
-            }
-        };
+        let id = self.names.reserve_new(key.clone())?;
         let _guard = self.container_locks.lock(&id).await;
         let mut record = ContainerRecord {
             id: id.clone(),
@@ -753,22 +746,34 @@ impl Node {
             .collect()
     }
 
+    /// The containers whose id and pod id start with the filter's (empty
+    /// matches all) and whose labels hold its selector; `None`: all. The
+    /// filter of ListContainers and ListContainerStats.
+    pub(crate) fn containers_matching(
+        &self,
+        filter: Option<(&str, &str, &std::collections::HashMap<String, String>)>,
+    ) -> Vec<ContainerRecord> {
+        self.containers
+            .lock()
+            .values()
+            .filter(|c| {
+                let Some((id, pod_id, selector)) = filter else {
+                    return true;
+                };
+                c.id.starts_with(id)
+                    && c.pod_id.starts_with(pod_id)
+                    && labels_match(&c.config.labels, selector)
+            })
+            .cloned()
+            .collect()
+    }
+
     pub async fn list_containers(
         &self,
         filter: Option<&ContainerFilter>,
     ) -> Result<Vec<ContainerRecord>, NodeError> {
-        let candidates: Vec<ContainerRecord> = self
-            .containers
-            .lock()
-            .values()
-            .filter(|c| {
-                let Some(f) = filter else { return true };
-                (f.id.is_empty() || c.id.starts_with(&f.id))
-                    && (f.pod_sandbox_id.is_empty() || c.pod_id.starts_with(&f.pod_sandbox_id))
-                    && labels_match(&c.config.labels, &f.label_selector)
-            })
-            .cloned()
-            .collect();
+        let candidates = self
+            .containers_matching(filter.map(|f| (&*f.id, &*f.pod_sandbox_id, &f.label_selector)));
         let mut out = Vec::with_capacity(candidates.len());
         for c in candidates {
             let c = self.refresh(c).await?;

@@ -271,16 +271,6 @@ pub(crate) fn find_by_id_or_prefix<T: Clone>(map: &HashMap<String, T>, id: &str)
     }
 }
 
-/// A new random 64-hex id, like containerd's.
-pub(crate) fn new_id() -> Result<String, NodeError> {
-    let mut bytes = [0u8; 32];
-    let mut f = std::fs::File::open("/dev/urandom")
-        .map_err(|e| NodeError::io("/dev/urandom".as_ref(), e))?;
-    std::io::Read::read_exact(&mut f, &mut bytes)
-        .map_err(|e| NodeError::io("/dev/urandom".as_ref(), e))?;
-    Ok(hex::encode(bytes))
-}
-
 /// Matches a CRI label selector: every pair must be present.
 pub(crate) fn labels_match(
     labels: &HashMap<String, String>,

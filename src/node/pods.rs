@@ -5,7 +5,7 @@ use crate::events::EventKind;
 use crate::host::pinned_namespace_path;
 use crate::monitor_api::{MonitorSpawn, NamespaceKind, PodNamespaceSet, spawn_monitor};
 use crate::network::{CniError, PodNetworkRequest, bandwidth_from_annotations};
-use crate::node::{Node, NodeError, find_by_id_or_prefix, labels_match, new_id};
+use crate::node::{Node, NodeError, find_by_id_or_prefix, labels_match};
 use crate::pod::files::{render_hosts, render_resolv_conf, write_pod_file};
 use crate::pod::{PodSandbox, PodState, pod_name_key};
 use crate::util::sync::lock;
@@ -61,14 +61,7 @@ impl Node {
             )));
         }
         let key = pod_name_key(&config);
-        self.names.reserve(key.clone())?;
-        let id = match new_id() {
-            Ok(id) => id,
-            Err(e) => {
-                self.names.release(&key);
-                return Err(e);
-            }
-        };
+        let id = self.names.reserve_new(key.clone())?;
         // The policies' network sysctls, decided before anything is made.
         let network_policy = self.policies.current().evaluate_pod(
             &crate::capabilities::policy::PodFacts::from_cri(&config, &runtime_handler),

@@ -311,18 +311,8 @@ impl Node {
         &self,
         filter: Option<&ContainerStatsFilter>,
     ) -> Vec<ContainerUsage> {
-        let mut records: Vec<ContainerRecord> = self
-            .containers
-            .lock()
-            .values()
-            .filter(|c| {
-                let Some(f) = filter else { return true };
-                (f.id.is_empty() || c.id.starts_with(&f.id))
-                    && (f.pod_sandbox_id.is_empty() || c.pod_id.starts_with(&f.pod_sandbox_id))
-                    && labels_match(&c.config.labels, &f.label_selector)
-            })
-            .cloned()
-            .collect();
+        let mut records = self
+            .containers_matching(filter.map(|f| (&*f.id, &*f.pod_sandbox_id, &f.label_selector)));
         records.sort_by_key(|c| c.created_at);
         crate::util::task::blocking(|| {
             let mut seen = Vec::new();

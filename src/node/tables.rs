@@ -117,6 +117,23 @@ impl Names {
     pub(crate) fn release(&self, key: &str) {
         lock(&self.0).remove(key);
     }
+
+    /// Reserves `key` for a new pod or container and picks its id; the
+    /// reservation is undone when no id can be had.
+    pub(crate) fn reserve_new(&self, key: String) -> Result<String, NodeError> {
+        self.reserve(key.clone())?;
+        new_id().inspect_err(|_| self.release(&key))
+    }
+}
+
+/// A new random 64-hex id, like containerd's.
+fn new_id() -> Result<String, NodeError> {
+    let mut bytes = [0u8; 32];
+    let mut f = std::fs::File::open("/dev/urandom")
+        .map_err(|e| NodeError::io("/dev/urandom".as_ref(), e))?;
+    std::io::Read::read_exact(&mut f, &mut bytes)
+        .map_err(|e| NodeError::io("/dev/urandom".as_ref(), e))?;
+    Ok(hex::encode(bytes))
 }
 
 #[cfg(test)]

@@ -33,6 +33,8 @@ use oci_spec::runtime::{Linux, LinuxCapabilities, Process, Root, Spec, User};
 use crate::capabilities::oci::{default_capabilities, requested_capabilities};
 
 pub use cdi::{CDI_ANNOTATION_PREFIX, check_cdi_edits, check_cdi_name, requested_cdi_devices};
+#[cfg(test)]
+pub(crate) use devices::device_rules;
 pub use devices::{
     ContainerDevice, DeviceKind, DeviceOwnership, DeviceRequest, HostDevice, apply_devices,
     check_device_container_path, device_access, device_requests, host_devices_for_privileged,
