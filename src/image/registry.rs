@@ -3,6 +3,7 @@
 //! credentials, manifest and index resolution. Everything fetched is checked
 //! against its digest here, not trusted from the client.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::Path;
 
@@ -13,14 +14,41 @@ use oci_client::errors::OciDistributionError;
 use oci_client::manifest::OciDescriptor;
 use oci_client::secrets::RegistryAuth as ClientAuth;
 use oci_client::{Client, Reference};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
 use tokio_stream::StreamExt;
 
 use super::ImageError;
 use super::digest::{BlobVerifier, sha256_digest};
 use super::reference::ParsedReference;
-use super::store::{RegistriesConfig, RegistryAuth};
+
+/// The `[registries]` table of the daemon's config: every key optional
+/// (empty by default), unknown keys refused.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(
+    default,
+    deny_unknown_fields,
+    expecting = "a table with the optional keys `mirrors` and `insecure`"
+)]
+pub struct RegistriesConfig {
+    /// upstream host (e.g. "registry.k8s.io", "docker.io") -> mirror endpoints tried in order
+    /// before the upstream, like containerd's hosts.toml. Endpoints are "host:port" or
+    /// "http://host:port" / "https://host:port".
+    pub mirrors: BTreeMap<String, Vec<String>>,
+    /// hosts ("host:port") spoken to over plain HTTP. Loopback hosts (127.0.0.0/8, localhost, [::1])
+    /// are always plain HTTP, as Docker does, without being listed.
+    pub insecure: Vec<String>,
+}
+
+/// From CRI AuthConfig; empty strings = unset.
+#[derive(Clone, Debug, Default)]
+pub struct RegistryAuth {
+    pub username: String,
+    pub password: String,
+    pub auth: String,
+    pub identity_token: String,
+    pub registry_token: String,
+}
 
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
