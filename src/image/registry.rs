@@ -284,6 +284,29 @@ fn map_error(image: &str, registry: &str, what: &str, e: OciDistributionError) -
     }
 }
 
+/// The client manifests are fetched with, one per daemon: building one
+/// loads and parses the system's root certificates (~140 files on Debian),
+/// a few milliseconds a pull when it was built per session. It holds no
+/// credentials (the Authorization header is set per request from the
+/// session's own token) and no cookies, so sharing it shares nothing
+/// between pulls but connections. Same timeouts as the blob client;
+/// reqwest's rustls (enabled through oci-client) and its default roots, as
+/// oci-client's client has. The blob client stays per session: oci-client
+/// caches bearer tokens in it, and one pull's credentials must not serve
+/// another's.
+fn manifest_http() -> reqwest::Client {
+    static HTTP: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    HTTP.get_or_init(|| {
+        reqwest::Client::builder()
+            .connect_timeout(std::time::Duration::from_secs(10))
+            .read_timeout(std::time::Duration::from_secs(120))
+            .user_agent(concat!("capcri/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .unwrap_or_default()
+    })
+    .clone()
+}
+
 impl Session {
     fn new(endpoint: Endpoint, parsed: &ParsedReference, auth: ClientAuth, image: &str) -> Session {
         let config = ClientConfig {
@@ -307,18 +330,9 @@ impl Session {
                 Reference::with_tag(endpoint.host.clone(), parsed.path.clone(), "latest".into())
             }
         };
-        // Same timeouts as the blob client. Built without TLS options of
-        // its own: reqwest's rustls (enabled through oci-client) and its
-        // default roots, as oci-client's client has.
-        let http = reqwest::Client::builder()
-            .connect_timeout(std::time::Duration::from_secs(10))
-            .read_timeout(std::time::Duration::from_secs(120))
-            .user_agent(concat!("capcri/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .unwrap_or_default();
         Session {
             client: Client::new(config),
-            http,
+            http: manifest_http(),
             authorization: tokio::sync::OnceCell::new(),
             reference,
             auth,

@@ -6,23 +6,21 @@ use super::libcontainer_log::{Capture, error_chain, failure_message};
 use super::*;
 use crate::host::CgroupPath;
 
-/// `linux.cgroupsPath` of the bundle's spec.
-fn cgroups_path(bundle: &Path) -> Option<PathBuf> {
-    let spec = Spec::load(bundle.join("config.json")).ok()?;
+/// `linux.cgroupsPath` of the container's spec.
+fn cgroups_path(spec: &Spec) -> Option<PathBuf> {
     spec.linux().as_ref()?.cgroups_path().clone()
 }
 
 /// The container's cgroup directory, from its `cgroupsPath` (a cgroupfs
 /// path, or systemd's `slice:prefix:name` for its scope).
-fn cgroup_of(bundle: &Path) -> Option<CgroupPath> {
-    let path = cgroups_path(bundle)?;
+fn cgroup_of(spec: &Spec) -> Option<CgroupPath> {
+    let path = cgroups_path(spec)?;
     let dir = crate::util::cgroup_paths::cgroup_dir_of(path.to_str()?)?;
     Some(CgroupPath::new(Path::new(&dir)))
 }
 
-/// `process.oomScoreAdj` of the bundle's spec.
-fn spec_oom_score_adj(bundle: &Path) -> Option<i32> {
-    let spec = Spec::load(bundle.join("config.json")).ok()?;
+/// `process.oomScoreAdj` of the container's spec.
+fn spec_oom_score_adj(spec: &Spec) -> Option<i32> {
     spec.process().as_ref()?.oom_score_adj()
 }
 
@@ -274,6 +272,16 @@ impl Monitor {
             }
             None => None,
         };
+        // Read once: the cgroup, device rules, oom_score_adj and mount
+        // propagation below all come from it (parsing it was a measurable
+        // share of CreateContainer when each asked for its own copy).
+        let spec_path = req.bundle.join("config.json");
+        let spec = Spec::load(&spec_path).map_err(|e| {
+            RuntimeError::io(
+                format!("reading {}", spec_path.display()),
+                std::io::Error::other(e.to_string()),
+            )
+        })?;
         let (out_r, out_w) = cloexec_pipe()?;
         let (err_r, err_w) = cloexec_pipe()?;
         let (status_r, status_w) = cloexec_pipe()?;
@@ -305,7 +313,7 @@ impl Monitor {
             .as_init(&req.bundle)
             // The systemd driver's `slice:prefix:name`: libcontainer starts
             // the container's scope over D-Bus.
-            .with_systemd(cgroups_path(&req.bundle).is_some_and(|p| !p.starts_with("/")))
+            .with_systemd(cgroups_path(&spec).is_some_and(|p| !p.starts_with("/")))
             .as_sibling(false)
             .with_detach(true);
         // libcontainer's build writes the spec's oom_score_adj into the
@@ -342,7 +350,7 @@ impl Monitor {
             }
         };
         let pid = container.pid().map(|p| p.as_raw()).unwrap_or(0);
-        if let Err(e) = Self::scope_devices(&req.bundle) {
+        if let Err(e) = Self::scope_devices(&spec) {
             if let Ok(mut c) = Container::load(self.args.runtime_root.join(&id)) {
                 let _ = c.delete(true);
             }
@@ -365,7 +373,7 @@ impl Monitor {
         // Now, and only now, the init is known to be the container's own
         // process (libcontainer's code, waiting for Start): what its /proc
         // entries show is what the container was given.
-        let oom_score_adj = spec_oom_score_adj(&req.bundle).or_else(|| {
+        let oom_score_adj = spec_oom_score_adj(&spec).or_else(|| {
             fs::read_to_string(format!("/proc/{pid}/oom_score_adj"))
                 .ok()
                 .and_then(|s| s.trim().parse().ok())
@@ -451,10 +459,10 @@ impl Monitor {
             attachers: Vec::new(),
             stdin_once: req.stdin_once,
             log_path: req.log_path.clone(),
-            cgroup: cgroup_of(&req.bundle),
-            pod_oom: cgroups_path(&req.bundle)
+            cgroup: cgroup_of(&spec),
+            pod_oom: cgroups_path(&spec)
                 .filter(|p| !p.starts_with("/"))
-                .and_then(|_| cgroup_of(&req.bundle)?.parent())
+                .and_then(|_| cgroup_of(&spec)?.parent())
                 .and_then(|pod| {
                     let n = pod.oom_kills()?;
                     Some((pod, n))
@@ -465,7 +473,7 @@ impl Monitor {
         };
         write_state(&self.args.pod_dir, &id, &record.state)?;
         self.containers.insert(id.clone(), record);
-        if let Err(e) = Self::apply_propagation(&req.bundle, pid) {
+        if let Err(e) = Self::apply_propagation(&spec, pid) {
             let _ = self.delete(&id);
             return Err(RuntimeError::Libcontainer {
                 container: id,
@@ -482,14 +490,13 @@ impl Monitor {
     /// disk. The eBPF program its cgroupfs v2 manager attaches is attached
     /// here to the scope, before Start, so the init and every exec (which
     /// join the same cgroup) are under it. A no-op for cgroupfs paths.
-    fn scope_devices(bundle: &Path) -> Result<(), String> {
-        let Some(path) = cgroups_path(bundle) else {
+    fn scope_devices(spec: &Spec) -> Result<(), String> {
+        let Some(path) = cgroups_path(spec) else {
             return Ok(());
         };
         if path.starts_with("/") {
             return Ok(());
         }
-        let spec = Spec::load(bundle.join("config.json")).map_err(|e| e.to_string())?;
         let dir = path
             .to_str()
             .and_then(crate::util::cgroup_paths::cgroup_dir_of)
@@ -507,17 +514,10 @@ impl Monitor {
     }
 
     /// Finishes what libcontainer leaves out: the volumes' propagation
-    /// options (see `propagation`), read back from the bundle it
-    /// has just used, before the container's process can run.
-    fn apply_propagation(bundle: &Path, pid: i32) -> Result<(), RuntimeError> {
-        let path = bundle.join("config.json");
-        let spec = oci_spec::runtime::Spec::load(&path).map_err(|e| {
-            RuntimeError::io(
-                format!("reading {}", path.display()),
-                std::io::Error::other(e.to_string()),
-            )
-        })?;
-        super::propagation::apply_in_container(pid, &super::propagation::propagation_changes(&spec))
+    /// options (see `propagation`), from the spec of the bundle it has
+    /// just used, before the container's process can run.
+    fn apply_propagation(spec: &Spec, pid: i32) -> Result<(), RuntimeError> {
+        super::propagation::apply_in_container(pid, &super::propagation::propagation_changes(spec))
     }
 
     /// The sealed trampoline memfd, made once per monitor. Its fd is

@@ -103,6 +103,11 @@ pub fn template_main() -> i32 {
     else {
         return 1;
     };
+    // The oom_score_adj floor is a property of this process's lineage
+    // (oom_score_adj_min is inherited over fork): probed here once (about
+    // ten writes to /proc/self/oom_score_adj), every monitor forked after
+    // inherits the answer instead of probing again.
+    crate::host::oom_score::floor();
     let control: RawFd = 0;
     loop {
         let mut pfds = [
