@@ -40,6 +40,7 @@ const FORBIDDEN: &[(&str, &[&str])] = &[
     // Pure: facts in, decision or spec out.
     ("capabilities", &DAEMON_AND_MONITOR),
     ("spec", &DAEMON_AND_MONITOR),
+    ("state", &DAEMON_AND_MONITOR),
 ];
 const DAEMON: [&str; 12] = [
     "admin",
