@@ -51,10 +51,10 @@ pub struct Target {
 }
 
 impl Target {
-    fn runtime(&self) -> RuntimeServiceClient<Channel> {
+    pub fn runtime(&self) -> RuntimeServiceClient<Channel> {
         RuntimeServiceClient::new(self.channel.clone())
     }
-    fn images(&self) -> ImageServiceClient<Channel> {
+    pub fn images(&self) -> ImageServiceClient<Channel> {
         ImageServiceClient::new(self.channel.clone())
     }
 
