@@ -657,6 +657,7 @@ impl Node {
             });
         }
         lock(&self.containers).remove(&record.id);
+        self.exit_tracking.forget(&record.id);
         self.release_name(&record.name_key());
         self.events
             .emit(EventKind::Deleted, &record.id, &record.pod_id);
@@ -676,16 +677,27 @@ impl Node {
         if matches!(record.state, ContainerState::Exited) {
             return Ok(record);
         }
+        if record.state == ContainerState::Running && self.exit_tracking.is_current(&record.id) {
+            return Ok(record);
+        }
         let Some(pod) = self.find_pod(&record.pod_id) else {
             return Ok(record);
         };
+        let watch = self.exit_tracking.watch_of(&record.pod_id);
         let state = match self.monitor(&pod).await {
             Ok(m) => m.state(&record.id).await,
             Err(NodeError::Runtime(e)) => Err(e),
             Err(e) => return Err(e),
         };
         match state {
-            Ok(s) => self.apply_runtime_state(record, &s),
+            Ok(s) => {
+                let record = self.apply_runtime_state(record, &s)?;
+                if record.state == ContainerState::Running {
+                    self.exit_tracking
+                        .refreshed_running(&record.id, &record.pod_id, watch);
+                }
+                Ok(record)
+            }
             Err(RuntimeError::NotFound { .. }) | Err(RuntimeError::MonitorUnreachable { .. }) => {
                 let mut r = record;
                 if r.state != ContainerState::Unknown {
