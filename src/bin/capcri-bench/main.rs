@@ -603,22 +603,24 @@ async fn start_runtime(
     // The socket exists before every plugin is up (containerd's CRI plugin
     // and its CNI config load come later): wait for Status to say ready.
     let deadline = Instant::now() + Duration::from_secs(30);
+    let mut unmet = String::new();
     let version = loop {
         ws.daemons[index].check_alive()?;
-        let v = target.version().await;
-        if let Ok(v) = &v
-            && target
-                .ready(kind == RuntimeKind::Containerd)
-                .await
-                .unwrap_or(false)
-        {
-            break v.clone();
+        if let Ok(v) = target.version().await {
+            match target.ready(kind == RuntimeKind::Containerd).await {
+                Ok(Ok(())) => break v,
+                Ok(Err(why)) => unmet = why,
+                Err(e) => unmet = e.to_string(),
+            }
         }
         if Instant::now() > deadline {
             return Err(BenchError::NotReady {
                 name: kind.name(),
                 secs: 30,
-                log_tail: daemons::log_tail(&ws.daemons[index].log),
+                log_tail: format!(
+                    "{}\n(status: {unmet})",
+                    daemons::log_tail(&ws.daemons[index].log)
+                ),
             });
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
