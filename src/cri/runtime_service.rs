@@ -154,10 +154,7 @@ impl RuntimeService for CriRuntimeService {
         let _span = info_span!("ListPodSandbox").entered();
         let items = self
             .node
-            .list_pod_sandboxes(filter.as_ref())
-            .iter()
-            .map(convert::pod_sandbox)
-            .collect();
+            .map_pod_sandboxes(filter.as_ref(), convert::pod_sandbox);
         Ok(Response::new(cri::ListPodSandboxResponse { items }))
     }
 
@@ -238,22 +235,17 @@ impl RuntimeService for CriRuntimeService {
         r: Request<cri::ListContainersRequest>,
     ) -> R<cri::ListContainersResponse> {
         let filter = r.into_inner().filter;
+        let images = self.node.images();
         let containers = self
             .node
-            .list_containers(filter.as_ref())
+            .map_containers(filter.as_ref(), |c| {
+                let name = images.reported_name(&c.image_id, &c.asked_image());
+                convert::container(c, &name)
+            })
             .instrument(info_span!("ListContainers"))
             .await
             .map_err(to_status)?;
-        let images = self.node.images();
-        Ok(Response::new(cri::ListContainersResponse {
-            containers: containers
-                .iter()
-                .map(|c| {
-                    let name = images.reported_name(&c.image_id, &c.asked_image());
-                    convert::container(c, &name)
-                })
-                .collect(),
-        }))
+        Ok(Response::new(cri::ListContainersResponse { containers }))
     }
 
     async fn container_status(

@@ -786,28 +786,50 @@ impl Node {
         &self,
         filter: Option<&ContainerFilter>,
     ) -> Result<Vec<ContainerRecord>, NodeError> {
-        let candidates: Vec<ContainerRecord> = lock(&self.containers)
-            .values()
-            .filter(|c| {
+        self.map_containers(filter, ContainerRecord::clone).await
+    }
+
+    /// `f` of every container the filter matches (its state refreshed
+    /// first), oldest first. ListContainers comes every second from
+    /// kubelet: a running container whose record is current
+    /// (`ExitTracking`) is mapped under the table's lock, without a deep
+    /// copy of its record (config, capability decision); only the others
+    /// are copied out and refreshed from their monitor.
+    pub async fn map_containers<T>(
+        &self,
+        filter: Option<&ContainerFilter>,
+        mut f: impl FnMut(&ContainerRecord) -> T,
+    ) -> Result<Vec<T>, NodeError> {
+        let wanted_state = filter.and_then(|f| f.state.as_ref()).map(|s| s.state);
+        let state_ok =
+            |c: &ContainerRecord| wanted_state.is_none_or(|s| cri_state(c.state) as i32 == s);
+        let mut done: Vec<(i64, T)> = Vec::new();
+        let mut stale: Vec<ContainerRecord> = Vec::new();
+        {
+            let containers = lock(&self.containers);
+            for c in containers.values().filter(|c| {
                 let Some(f) = filter else { return true };
                 (f.id.is_empty() || c.id.starts_with(&f.id))
                     && (f.pod_sandbox_id.is_empty() || c.pod_id.starts_with(&f.pod_sandbox_id))
                     && labels_match(&c.config.labels, &f.label_selector)
-            })
-            .cloned()
-            .collect();
-        let mut out = Vec::with_capacity(candidates.len());
-        for c in candidates {
-            let c = self.refresh(c).await?;
-            if let Some(s) = filter.and_then(|f| f.state.as_ref())
-                && cri_state(c.state) as i32 != s.state
-            {
-                continue;
+            }) {
+                if c.state == ContainerState::Running && self.exit_tracking.is_current(&c.id) {
+                    if state_ok(c) {
+                        done.push((c.created_at, f(c)));
+                    }
+                } else {
+                    stale.push(c.clone());
+                }
             }
-            out.push(c);
         }
-        out.sort_by_key(|c| c.created_at);
-        Ok(out)
+        for c in stale {
+            let c = self.refresh(c).await?;
+            if state_ok(&c) {
+                done.push((c.created_at, f(&c)));
+            }
+        }
+        done.sort_by_key(|(t, _)| *t);
+        Ok(done.into_iter().map(|(_, v)| v).collect())
     }
 
     pub async fn exec_sync(
