@@ -29,7 +29,9 @@ pub enum NodeError {
     #[error(transparent)]
     Image(#[from] crate::image::ImageError),
     #[error(transparent)]
-    Runtime(#[from] crate::runtime::RuntimeError),
+    Runtime(#[from] crate::monitor_api::RuntimeError),
+    #[error(transparent)]
+    Host(#[from] crate::host::HostError),
     #[error(transparent)]
     Spec(#[from] crate::spec::SpecError),
     #[error(transparent)]

@@ -64,7 +64,7 @@ pub struct ContainerRecord {
     /// The capability decision it was created with, with its reasons
     /// (`capcri explain`, ContainerStatus verbose info).
     #[serde(default)]
-    pub decision: Option<crate::policy::Decision>,
+    pub decision: Option<crate::capabilities::policy::Decision>,
 }
 
 impl ContainerRecord {

@@ -501,9 +501,9 @@ impl RuntimeService for CriRuntimeService {
             // applies with mount_setattr(MOUNT_ATTR_RDONLY, AT_RECURSIVE).
             // userns: POD mode with idmapped rootfs and volumes, when the
             // startup probe found idmapped overlay layers to work.
-            runtime_handlers: crate::sandbox::handlers::status_handlers(
+            runtime_handlers: crate::pod::handlers::status_handlers(
                 &self.node.config().runtime_handlers,
-                crate::sandbox::handlers::HandlerFeatures {
+                crate::pod::handlers::HandlerFeatures {
                     recursive_read_only_mounts: true,
                     user_namespaces: self.node.supports_user_namespaces(),
                 },

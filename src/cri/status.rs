@@ -1,8 +1,8 @@
 //! The one place where domain errors become gRPC status codes.
 
 use crate::image::ImageError;
+use crate::monitor_api::RuntimeError;
 use crate::node::NodeError;
-use crate::runtime::RuntimeError;
 use crate::spec::SpecError;
 use tonic::{Code, Status};
 
@@ -21,6 +21,7 @@ pub fn to_status(err: NodeError) -> Status {
             Code::InvalidArgument
         }
         NodeError::Io { .. }
+        | NodeError::Host(_)
         | NodeError::Store(_)
         | NodeError::Network(_)
         | NodeError::Internal(_) => Code::Internal,

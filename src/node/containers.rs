@@ -1,6 +1,7 @@
 //! CreateContainer, StartContainer, StopContainer, RemoveContainer,
 //! ContainerStatus, ListContainers and ExecSync.
 
+use crate::capabilities::policy::ResolvedIdentity;
 use crate::container::capabilities::{
     MountedRootfs, clamp_to_host, decide, host_bounding_set, image_facts, image_file_caps,
     oci_capabilities,
@@ -11,14 +12,14 @@ use crate::container::rootfs_read::read_in_root;
 use crate::container::{ContainerRecord, ContainerState, container_name_key, cri_state};
 use crate::crash_point::crash_point;
 use crate::events::EventKind;
+use crate::host::pinned_namespace_path;
 use crate::image::rootfs::{mount_overlay, unmount};
-use crate::node::{Node, NodeError, find_by_id_or_prefix, labels_match, new_id};
-use crate::policy::ResolvedIdentity;
-use crate::runtime::{
+use crate::monitor_api::{
     ContainerRuntimeState, CreateContainer, ExecOutput, ExecSpec, NamespaceKind, RuntimeError,
-    RuntimeStatus, pinned_namespace_path,
+    RuntimeStatus,
 };
-use crate::sandbox::{PodSandbox, PodState};
+use crate::node::{Node, NodeError, find_by_id_or_prefix, labels_match, new_id};
+use crate::pod::{PodSandbox, PodState};
 use crate::spec::{ContainerSpecInput, ImageUserDb, PodFiles, PodNamespacePaths};
 use crate::util::sync::lock;
 use crate::util::time::now_nanos;
@@ -154,7 +155,7 @@ impl Node {
                     .decision
                     .as_ref()
                     .map(|d| d.exec_path)
-                    .unwrap_or(crate::runtime::ExecPath::Direct),
+                    .unwrap_or(crate::monitor_api::ExecPath::Direct),
             })
             .await?;
         crash_point("container.create.after-monitor");
@@ -327,13 +328,10 @@ impl Node {
         if let Some(v) = &image_volumes {
             crate::container::image_volumes::harden_spec_mounts(&mut spec, &v.destinations);
         }
-        crate::spec::cgroup_v1::emulate_cgroup_v1(
-            &mut spec,
-            crate::sandbox::cgroups::v1_hierarchies(),
-        );
+        crate::spec::cgroup_v1::emulate_cgroup_v1(&mut spec, crate::pod::cgroups::v1_hierarchies());
         let dropped = crate::spec::hugetlb::fit_hugepage_limits(
             &mut spec,
-            crate::sandbox::cgroups::hugetlb_available(),
+            crate::pod::cgroups::hugetlb_available(),
         );
         if dropped > 0 {
             tracing::debug!(
@@ -345,7 +343,7 @@ impl Node {
         self.add_devices(record, &mut spec, userns.is_some())?;
         self.add_cdi_devices(record, &mut spec, userns.is_some())?;
         if let Some(w) =
-            crate::spec::apply_oom_score_floor(&mut spec, crate::runtime::oom_score::floor())
+            crate::spec::apply_oom_score_floor(&mut spec, crate::host::oom_score::floor())
         {
             warn!(pod.id = %pod.id, container.id = %record.id, warning = %w, "oom_score_adj raised");
         }
@@ -360,7 +358,7 @@ impl Node {
         // destination inside the mounted rootfs (openat2 RESOLVE_IN_ROOT per
         // link, never leaving it) as the runtime's mount will.
         crate::spec::check_mount_destinations(&record.config, |p| {
-            crate::policy::resolve_symlinks(&view, p)
+            crate::capabilities::policy::resolve_symlinks(&view, p)
         })?;
         let spec_json = serde_json::to_vec_pretty(&spec)
             .map_err(|e| NodeError::Internal(format!("cannot encode OCI spec: {e}")))?;
@@ -549,7 +547,7 @@ impl Node {
     /// remove its cgroups and libcontainer state.
     pub(crate) async fn kill_orphan(&self, pod: &PodSandbox, id: &str) {
         let cgroup = self.pod_cgroup(pod).container_dir(id);
-        if let Ok(state) = crate::runtime::read_persisted_state(&pod.pod_dir, id)
+        if let Ok(state) = crate::monitor_api::read_persisted_state(&pod.pod_dir, id)
             && let Some(pid) = state.pid
         {
             let cgroups =
@@ -850,7 +848,7 @@ impl Node {
         &self,
         id: &str,
         cmd: Vec<String>,
-    ) -> Result<(crate::runtime::MonitorClient, String, ExecSpec), NodeError> {
+    ) -> Result<(crate::monitor_api::MonitorClient, String, ExecSpec), NodeError> {
         if cmd.is_empty() {
             return Err(NodeError::InvalidArgument(
                 "exec command is empty: give the command to run".into(),

@@ -9,8 +9,9 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::pipe;
 
+use crate::host::pinned_namespace_path;
+use crate::monitor_api::{ExecStdio, NamespaceKind};
 use crate::node::{Node, NodeError};
-use crate::runtime::{ExecStdio, NamespaceKind, pinned_namespace_path};
 use crate::stream::{StreamBackend, StreamIo, TerminalSize};
 
 /// After the exec'd process ended, how long its output may keep flowing
@@ -166,9 +167,9 @@ impl Node {
     }
 
     /// The pod, if it exists and is ready (its network namespace is up).
-    pub fn ready_pod(&self, id: &str) -> Result<crate::sandbox::PodSandbox, NodeError> {
+    pub fn ready_pod(&self, id: &str) -> Result<crate::pod::PodSandbox, NodeError> {
         let pod = self.pod(id)?;
-        if pod.state != crate::sandbox::PodState::Ready {
+        if pod.state != crate::pod::PodState::Ready {
             return Err(NodeError::FailedPrecondition(format!(
                 "pod sandbox {} is not ready: port forwarding needs a running pod",
                 pod.id

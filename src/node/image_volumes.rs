@@ -11,7 +11,7 @@ use crate::container::image_volumes::{
     image_volumes, mount_image_volume, volumes_dir, with_staged_volumes,
 };
 use crate::error::NodeError;
-use crate::sandbox::PodSandbox;
+use crate::pod::PodSandbox;
 
 use super::Node;
 

@@ -1,15 +1,15 @@
 //! Everything this node runs: pods, containers and images, and the per-pod
 //! monitors that hold the containers. The CRI layer calls into this; the
-//! lifecycle operations live in `sandbox/` and `container/`.
+//! records they keep live in `pod/` and `container/`.
 
+use crate::capabilities::policy_store::PolicyStore;
 use crate::config::Config;
 use crate::container::ContainerRecord;
 use crate::image::{ImageRecord, ImageStore, ImageStoreConfig, RegistryAuth};
 use crate::metrics::Metrics;
 use crate::metrics::labels::Outcome;
-use crate::policy_store::PolicyStore;
-use crate::runtime::MonitorClient;
-use crate::sandbox::PodSandbox;
+use crate::monitor_api::MonitorClient;
+use crate::pod::PodSandbox;
 use crate::store::RecordDir;
 use crate::util::sync::{KeyedLocks, lock};
 use std::collections::{HashMap, HashSet};
@@ -57,16 +57,16 @@ pub struct Node {
     /// Where removed containers' directories wait for deletion.
     pub(crate) trash: crate::container::trash::Trash,
     /// Network namespaces made ahead of RunPodSandbox.
-    pub(crate) netns_pool: crate::sandbox::netns_pool::NetnsPool,
+    pub(crate) netns_pool: crate::pod::netns_pool::NetnsPool,
     /// The cgroup driver and default pod parent, resolved at startup.
-    pub(crate) cgroups: crate::sandbox::cgroups::CgroupSetup,
+    pub(crate) cgroups: crate::pod::cgroups::CgroupSetup,
 }
 
 impl Node {
     /// Opens the stores and loads what a previous run left.
     pub fn open(config: Config) -> Result<Arc<Node>, NodeError> {
         // First: a driver this host cannot run changes nothing.
-        let cgroups = crate::sandbox::cgroups::CgroupSetup::resolve(&config)
+        let cgroups = crate::pod::cgroups::CgroupSetup::resolve(&config)
             .map_err(|e| NodeError::FailedPrecondition(e.to_string()))?;
         for dir in [
             config.state_dir.clone(),
@@ -132,9 +132,9 @@ impl Node {
             });
         }
         let pool_dir = config.state_dir.join("netns-pool");
-        let netns_pool = crate::sandbox::netns_pool::NetnsPool::open(
+        let netns_pool = crate::pod::netns_pool::NetnsPool::open(
             pool_dir.clone(),
-            crate::sandbox::netns_pool::POOL_SIZE,
+            crate::pod::netns_pool::POOL_SIZE,
         )
         .map_err(|e| NodeError::io(&pool_dir, e))?;
         Ok(Arc::new(Node {
@@ -166,7 +166,7 @@ impl Node {
     }
 
     /// The cgroup driver this daemon runs (RuntimeConfig, Status).
-    pub fn cgroup_setup(&self) -> &crate::sandbox::cgroups::CgroupSetup {
+    pub fn cgroup_setup(&self) -> &crate::pod::cgroups::CgroupSetup {
         &self.cgroups
     }
 
@@ -272,7 +272,11 @@ impl Node {
     pub async fn follow_live_monitors(&self) {
         let pods: Vec<PodSandbox> = lock(&self.pods).values().cloned().collect();
         for pod in pods {
-            if pod.pod_dir.join(crate::runtime::MONITOR_SOCKET).exists() {
+            if pod
+                .pod_dir
+                .join(crate::monitor_api::MONITOR_SOCKET)
+                .exists()
+            {
                 let _ = self.monitor(&pod).await;
             }
         }
@@ -320,7 +324,7 @@ pub(crate) fn labels_match(
 fn probe_user_namespaces(config: &Config) -> Option<String> {
     let scratch = config.writable_layers_dir().join(".idmap-probe");
     let state_file = config.state_dir.join(".idmap-probe");
-    match crate::runtime::probe_idmapped_overlay(&scratch, &state_file) {
+    match crate::host::probe_idmapped_overlay(&scratch, &state_file) {
         Ok(()) => {
             tracing::info!("user namespaces supported: idmapped overlay layers work");
             None

@@ -8,7 +8,7 @@ use k8s_cri::v1::{ContainerConfig, NamespaceMode};
 
 use crate::container::ContainerState;
 use crate::node::{Node, NodeError};
-use crate::sandbox::PodSandbox;
+use crate::pod::PodSandbox;
 
 impl Node {
     /// `/proc/<target init>/ns/pid` when the container asks for TARGET mode;

@@ -2,13 +2,12 @@
 
 use crate::crash_point::crash_point;
 use crate::events::EventKind;
+use crate::host::pinned_namespace_path;
+use crate::monitor_api::{MonitorSpawn, NamespaceKind, PodNamespaceSet, spawn_monitor};
 use crate::network::{CniError, PodNetworkRequest, bandwidth_from_annotations};
 use crate::node::{Node, NodeError, find_by_id_or_prefix, labels_match, new_id};
-use crate::runtime::{
-    MonitorSpawn, NamespaceKind, PodNamespaceSet, pinned_namespace_path, spawn_monitor,
-};
-use crate::sandbox::files::{render_hosts, render_resolv_conf, write_pod_file};
-use crate::sandbox::{PodSandbox, PodState, pod_name_key};
+use crate::pod::files::{render_hosts, render_resolv_conf, write_pod_file};
+use crate::pod::{PodSandbox, PodState, pod_name_key};
 use crate::util::sync::lock;
 use crate::util::time::now_nanos;
 use k8s_cri::v1::{PodSandboxConfig, PodSandboxFilter};
@@ -36,7 +35,7 @@ impl Node {
                 "pod metadata.name is empty: give the pod a name".into(),
             ));
         }
-        crate::sandbox::handlers::check_handler(&runtime_handler, &self.config.runtime_handlers)
+        crate::pod::handlers::check_handler(&runtime_handler, &self.config.runtime_handlers)
             .map_err(NodeError::InvalidArgument)?;
         let userns = crate::spec::pod_user_namespace(&config)?;
         // Before anything is made: a hostile cgroup_parent changes nothing.
@@ -72,7 +71,7 @@ impl Node {
         };
         // The policies' network sysctls, decided before anything is made.
         let network_policy = self.policies.current().evaluate_pod(
-            &crate::policy::PodFacts::from_cri(&config, &runtime_handler),
+            &crate::capabilities::policy::PodFacts::from_cri(&config, &runtime_handler),
             &crate::container::capabilities::node_facts(),
         );
         let pod = PodSandbox {
@@ -179,7 +178,7 @@ impl Node {
             std::fs::create_dir_all(&ns_dir).map_err(|e| NodeError::io(&ns_dir, e))?;
             let target = pinned_namespace_path(dir, NamespaceKind::Net);
             if !self.netns_pool.take_into(&target) {
-                crate::util::task::blocking(|| crate::runtime::create_netns_at(&target))?;
+                crate::util::task::blocking(|| crate::host::create_netns_at(&target))?;
             }
             self.netns_pool.fill();
             step.done("netns");
@@ -247,7 +246,7 @@ impl Node {
         } else {
             let netns = pinned_namespace_path(&pod.pod_dir, NamespaceKind::Net);
             crate::util::task::blocking(|| {
-                crate::sandbox::net_sysctls::write_in_netns(&netns, &mut pod.network_policy)
+                crate::pod::net_sysctls::write_in_netns(&netns, &mut pod.network_policy)
             })
         };
         for s in &pod.network_policy.sysctls {
@@ -307,7 +306,7 @@ impl Node {
         self.tear_down_pod_dir(&pod.id, &pod.pod_dir).await;
         let cgroup = self.pod_cgroup(pod);
         crate::util::task::blocking(|| {
-            for failure in crate::sandbox::cgroups::remove_pod_cgroup(&cgroup) {
+            for failure in crate::pod::cgroups::remove_pod_cgroup(&cgroup) {
                 warn!(pod.id = %pod.id, %failure, "pod cgroup not removed");
             }
         });
@@ -321,7 +320,9 @@ impl Node {
         let client = lock(&self.monitors).remove(pod_id);
         let client = match client {
             Some(c) => Some(c),
-            None => crate::runtime::MonitorClient::connect(pod_dir).await.ok(),
+            None => crate::monitor_api::MonitorClient::connect(pod_dir)
+                .await
+                .ok(),
         };
         if let Some(c) = client
             && let Err(e) = c.shutdown().await
@@ -331,7 +332,7 @@ impl Node {
         // If the monitor died, its pod init (pid 1 of the pod's pid
         // namespace) and any process left in that namespace outlived it.
         kill_pid_namespace(pod_dir);
-        if let Err(e) = crate::runtime::unpin_namespaces(pod_dir) {
+        if let Err(e) = crate::host::unpin_namespaces(pod_dir) {
             warn!(pod.id = %pod_id, error = %e, "unpinning namespaces failed");
         }
         unmount_if_mounted(&pod_dir.join("shm"));
@@ -344,7 +345,7 @@ impl Node {
         if let Ok(own) = own
             && own.driver == crate::util::cgroup_paths::CgroupDriver::Cgroupfs
         {
-            for failure in crate::sandbox::cgroups::remove_pod_cgroup(&own) {
+            for failure in crate::pod::cgroups::remove_pod_cgroup(&own) {
                 warn!(pod.id = %pod_id, %failure, "pod cgroup not removed");
             }
         }

@@ -12,7 +12,7 @@
 //! state, cgroups and CNI attachments.
 
 use crate::node::{Node, NodeError};
-use crate::sandbox::PodState;
+use crate::pod::PodState;
 use crate::util::sync::lock;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -57,7 +57,7 @@ impl Node {
     /// Runs once in `serve`, before the socket accepts calls.
     pub async fn reconcile(&self) -> Result<ReconcileReport, NodeError> {
         let mut report = ReconcileReport::default();
-        let pods: Vec<crate::sandbox::PodSandbox> = lock(&self.pods).values().cloned().collect();
+        let pods: Vec<crate::pod::PodSandbox> = lock(&self.pods).values().cloned().collect();
         let pod_ids: HashSet<String> = pods.iter().map(|p| p.id.clone()).collect();
         let container_ids: HashSet<String> = lock(&self.containers).keys().cloned().collect();
 
@@ -189,7 +189,7 @@ fn remove_unknown_cgroups(
             for ctr in entry_names(&pod_dir) {
                 // A known pod's init (shared PID namespace) has a leaf of
                 // its own there; it lives as long as the pod's monitor.
-                if ctr == crate::sandbox::cgroups::POD_INIT_CGROUP {
+                if ctr == crate::pod::cgroups::POD_INIT_CGROUP {
                     continue;
                 }
                 let dir = pod_dir.join(&ctr);

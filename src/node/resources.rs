@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use k8s_cri::v1::LinuxContainerResources;
 
 use crate::container::ContainerState;
+use crate::host::{CgroupPath, ResourceUpdate};
 use crate::node::{Node, NodeError};
-use crate::runtime::{CgroupPath, ResourceUpdate};
 use crate::util::sync::lock;
 
 /// The CRI request as cgroup changes. Zero means "leave as is", as

@@ -26,9 +26,10 @@ use crate::container::layer_usage;
 pub use crate::container::layer_usage::LayerUsage;
 use crate::container::pod_network::{NetworkUsage, read_namespaces};
 use crate::container::{ContainerRecord, ContainerState};
+use crate::host::{CgroupPath, MemoryUsage, pinned_namespace_path};
+use crate::monitor_api::NamespaceKind;
 use crate::node::{Node, NodeError, labels_match};
-use crate::runtime::{CgroupPath, MemoryUsage, NamespaceKind, pinned_namespace_path};
-use crate::sandbox::PodSandbox;
+use crate::pod::PodSandbox;
 use crate::util::sync::lock;
 use crate::util::time::now_nanos;
 

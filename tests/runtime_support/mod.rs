@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use capcri::runtime::{ExecSpec, NamespaceKind, pinned_namespace_path, unpin_namespaces};
+use capcri::host::{pinned_namespace_path, unpin_namespaces};
+use capcri::monitor_api::{ExecSpec, NamespaceKind};
 
 /// The OCI layout `tests/images/build.py --out` wrote; hack/test.sh sets it.
 pub fn oci_layout() -> String {
