@@ -5,6 +5,14 @@
 #
 #   sudo hack/bench.sh [capcri-bench flags...]     e.g. --quick, --json out.json
 #
+# Modes besides the pod cycles (see capcri-bench --help):
+#   --scale 10,100,250   kubelet's steady calls (lists, stats, status) and
+#                        memory with that many pods held running
+#   --pull               a generated 1 GiB image (--pull-mib) pulled cold
+# --containerd-bin PATH takes a containerd 2.x built from its tag (with
+# containerd-shim-runc-v2 and runc beside it; the bench writes containerd 2's
+# version 3 config for it) instead of Debian's 1.6.
+#
 # The registry: CAPCRI_TEST_REGISTRY (default 127.0.0.1:5000) must already
 # serve the test images of tests/images (hack/test.sh starts one; by hand see
 # tests/images/README.md).

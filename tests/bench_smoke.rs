@@ -111,3 +111,104 @@ fn quick_bench_against_capcri_reports_every_operation() {
         .collect();
     assert!(left.is_empty(), "mounts left behind: {left:?}");
 }
+
+/// Runs capcri-bench with `args` against capcri alone; returns its table
+/// and its JSON report.
+fn bench(registry: &str, args: &[&str]) -> (String, serde_json::Value) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let json = dir.path().join("bench.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_capcri-bench"))
+        .args(["--runtimes", "capcri", "--registry", registry])
+        .args(args)
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .expect("run capcri-bench");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "capcri-bench {args:?} failed: {}\nstdout:\n{stdout}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = serde_json::from_str(&std::fs::read_to_string(&json).expect("JSON written"))
+        .expect("valid JSON");
+    (stdout, report)
+}
+
+fn no_bench_mounts_left() {
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let left: Vec<&str> = mounts
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|m| m.starts_with("/tmp/cb-"))
+        .collect();
+    assert!(left.is_empty(), "mounts left behind: {left:?}");
+}
+
+#[test]
+fn scale_bench_times_every_steady_call_at_each_size() {
+    let registry = require_privileged!();
+    let (table, report) = bench(
+        &registry,
+        &[
+            "--scale",
+            "2,1",
+            "--scale-samples",
+            "3",
+            "--scale-concurrency",
+            "2",
+        ],
+    );
+    assert_eq!(report["sizes"], serde_json::json!([1, 2]));
+    let steps = report["runtimes"][0]["steps"].as_array().expect("steps");
+    assert_eq!(steps.len(), 2);
+    for (step, pods) in steps.iter().zip([1u64, 2]) {
+        assert_eq!(step["pods"].as_u64(), Some(pods));
+        for call in [
+            "ListPodSandbox",
+            "ListContainers",
+            "ListContainerStats",
+            "ListPodSandboxStats",
+            "PodSandboxStatus",
+            "ContainerStatus",
+        ] {
+            assert!(table.contains(call), "table lacks {call}:\n{table}");
+            assert_eq!(
+                step["ops"][call]["count"].as_u64(),
+                Some(3),
+                "{call} at {pods}"
+            );
+        }
+        // One monitor per running pod, and the daemon measured.
+        assert_eq!(step["per_pod"]["processes"].as_u64(), Some(pods));
+        assert!(step["daemon"]["rss_kib"].as_u64() > Some(0));
+    }
+    let growth = report["runtimes"][0]["growth"].as_array().expect("growth");
+    assert_eq!(growth.len(), 1);
+    assert!(growth[0]["exponent"]["ListContainers"].is_number());
+    no_bench_mounts_left();
+}
+
+#[test]
+fn pull_bench_generates_pushes_and_pulls_a_small_image() {
+    let registry = require_privileged!();
+    let (table, report) = bench(
+        &registry,
+        &["--pull", "--pull-mib", "5", "--pull-iterations", "1"],
+    );
+    let layers = report["layers"].as_array().expect("layers");
+    assert_eq!(layers.len(), 5);
+    for codec in ["Gzip", "Zstd"] {
+        assert!(
+            layers.iter().any(|l| l["plan"]["codec"] == codec),
+            "{codec}"
+        );
+    }
+    let rt = &report["runtimes"][0];
+    assert_eq!(rt["pulls"].as_array().map(Vec::len), Some(1));
+    assert!(rt["pulls"][0]["seconds"].as_f64() > Some(0.0));
+    assert!(rt["max_peak_daemon_rss_kib"].as_u64() > Some(0));
+    assert!(table.contains("capcri-bench/large:5m-"), "{table}");
+    no_bench_mounts_left();
+}

@@ -6,7 +6,7 @@ mod common;
 
 use common::{
     TestDaemon, container_config, container_state, create, pod_config, pull, run_pod, start,
-    wait_for,
+    stop_and_remove_pod, wait_for,
 };
 use k8s_cri::v1 as cri;
 use std::time::{Duration, Instant};
@@ -188,6 +188,113 @@ async fn sigterm_leaves_containers_running_and_exits_quickly() {
         })
         .await
         .unwrap();
+}
+
+/// Running containers are answered from the daemon's records once their
+/// monitor's exit watch is live (kubelet lists every second); an exit the
+/// daemon did not cause (the OOM killer, a kill from the host) must still
+/// show in ContainerStatus and in ListContainers, unfiltered and filtered
+/// by state, through the monitor's pushed exit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exit_from_outside_shows_in_status_and_lists_of_a_cached_container() {
+    let registry = require_privileged!();
+    let d = TestDaemon::start(&[]);
+    let busybox = format!("{registry}/cri-lab/busybox:latest");
+    pull(&d, &busybox).await;
+    let mut rt = d.runtime().await;
+    let pod = run_pod(&d, "outside-kill").await;
+    let id = create(
+        &d,
+        &pod,
+        container_config("victim", &busybox, &["sleep", "1000"]),
+    )
+    .await
+    .expect("create");
+    start(&d, &id).await;
+    let keeper = create(
+        &d,
+        &pod,
+        container_config("keeper", &busybox, &["sleep", "1000"]),
+    )
+    .await
+    .expect("create");
+    start(&d, &keeper).await;
+    let status = rt
+        .container_status(cri::ContainerStatusRequest {
+            container_id: id.clone(),
+            verbose: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let pid = pid_of(&status);
+    // Several rounds of what kubelet sends, so both records are cached as
+    // running under a live watch.
+    for _ in 0..3 {
+        let listed = rt
+            .list_containers(cri::ListContainersRequest { filter: None })
+            .await
+            .unwrap()
+            .into_inner()
+            .containers;
+        assert!(
+            listed
+                .iter()
+                .all(|c| c.state == cri::ContainerState::ContainerRunning as i32),
+            "{listed:?}"
+        );
+        assert_eq!(
+            container_state(&d, &id).await.state,
+            cri::ContainerState::ContainerRunning as i32
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // SAFETY: kill(2) of the test's own container process.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGKILL) }, 0);
+
+    let exited = wait_for(
+        "the killed container listed as exited",
+        Duration::from_secs(10),
+        || {
+            let mut rt = rt.clone();
+            let id = id.clone();
+            async move {
+                let listed = rt
+                    .list_containers(cri::ListContainersRequest { filter: None })
+                    .await
+                    .ok()?
+                    .into_inner()
+                    .containers;
+                listed
+                    .into_iter()
+                    .find(|c| c.id == id && c.state == cri::ContainerState::ContainerExited as i32)
+            }
+        },
+    )
+    .await;
+    assert_eq!(exited.id, id);
+    let s = container_state(&d, &id).await;
+    assert_eq!(s.state, cri::ContainerState::ContainerExited as i32);
+    assert_eq!(s.exit_code, 137, "SIGKILL: 128 + 9");
+    let running = rt
+        .list_containers(cri::ListContainersRequest {
+            filter: Some(cri::ContainerFilter {
+                state: Some(cri::ContainerStateValue {
+                    state: cri::ContainerState::ContainerRunning as i32,
+                }),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .containers;
+    assert_eq!(
+        running.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(),
+        vec![keeper.as_str()],
+        "only the untouched container still runs"
+    );
+    stop_and_remove_pod(&d, &pod).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

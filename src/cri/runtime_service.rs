@@ -155,10 +155,7 @@ impl RuntimeService for CriRuntimeService {
         let _span = info_span!("ListPodSandbox").entered();
         let items = self
             .node
-            .list_pod_sandboxes(filter.as_ref())
-            .iter()
-            .map(convert::pod_sandbox)
-            .collect();
+            .map_pod_sandboxes(filter.as_ref(), convert::pod_sandbox);
         Ok(Response::new(cri::ListPodSandboxResponse { items }))
     }
 
@@ -239,22 +236,30 @@ impl RuntimeService for CriRuntimeService {
         r: Request<cri::ListContainersRequest>,
     ) -> R<cri::ListContainersResponse> {
         let filter = r.into_inner().filter;
+        let images = self.node.images();
+        // The containers of a node share a few images and asked-for names:
+        // the name is worked out (references parsed, the store locked) once
+        // per distinct (image, asked names) in a call, found again by
+        // comparison, without allocating a key per container.
+        let mut names: Vec<(String, [String; 2], String)> = Vec::new();
         let containers = self
             .node
-            .list_containers(filter.as_ref())
+            .map_containers(filter.as_ref(), |c| {
+                let asked = c.asked_image();
+                let known = names.iter().position(|(id, a, _)| {
+                    *id == c.image_id && a[0] == asked[0] && a[1] == asked[1]
+                });
+                let i = known.unwrap_or_else(|| {
+                    let name = images.reported_name(&c.image_id, &asked);
+                    names.push((c.image_id.clone(), asked.map(str::to_string), name));
+                    names.len() - 1
+                });
+                convert::container(c, &names[i].2)
+            })
             .instrument(info_span!("ListContainers"))
             .await
             .map_err(to_status)?;
-        let images = self.node.images();
-        Ok(Response::new(cri::ListContainersResponse {
-            containers: containers
-                .iter()
-                .map(|c| {
-                    let name = images.reported_name(&c.image_id, &c.asked_image());
-                    convert::container(c, &name)
-                })
-                .collect(),
-        }))
+        Ok(Response::new(cri::ListContainersResponse { containers }))
     }
 
     async fn container_status(

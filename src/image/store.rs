@@ -14,10 +14,14 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use futures_util::{StreamExt, TryStreamExt};
 use oci_spec::image::ImageConfiguration;
 use serde::{Deserialize, Serialize};
 
 use super::ImageError;
+
+/// Layers of one pull fetched and unpacked at once (see `ImageStore::pull`).
+const PARALLEL_LAYERS: usize = 3;
 use super::digest::digest_hex;
 use super::fsutil::{create_dir_all, list_dir, remove_any, sync_dir, temp_name, write_atomic};
 use super::reference::{ParsedReference, parse_reference};
@@ -338,10 +342,20 @@ impl ImageStore {
             });
         }
         let _layer_pins = self.pin(diff_ids.clone());
-        let mut layer_changes = Vec::new();
+        // Layers are fetched and unpacked PARALLEL_LAYERS at a time, in
+        // order: one layer's download overlaps another's decompression
+        // and unpack (both CPU and network busy), as containerd's
+        // max_concurrent_downloads (3) does. Each layer streams to its blob
+        // file and unpacks from it, so the daemon's memory does not grow
+        // with the layer count or size.
+        let mut fetches = Vec::with_capacity(diff_ids.len());
         for (desc, diff_id) in manifest.layers.iter().zip(&diff_ids) {
-            layer_changes.push(self.ensure_layer(&session, desc, diff_id, &image).await?);
+            fetches.push(self.ensure_layer(&session, desc, diff_id, &image));
         }
+        let layer_changes: Vec<Vec<LayerChange>> = futures_util::stream::iter(fetches)
+            .buffered(PARALLEL_LAYERS)
+            .try_collect()
+            .await?;
         let file_caps = merge_file_caps(layer_changes.iter().map(|c| c.as_slice()));
         let size = manifest
             .layers

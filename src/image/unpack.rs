@@ -273,6 +273,25 @@ impl LayerUnpacker {
                     },
                 }
             });
+        // The layer's files reach the disk before the caller renames the
+        // layer into place and records it: one syncfs(2) of the layer's
+        // filesystem here, not an fsync per file, which stalled the
+        // decompression on each file's writeback (the page cache writes
+        // back behind the unpack instead). containerd 2 offers the same
+        // syncfs as `image_pull_with_sync_fs`.
+        let result = result.and_then(|unpacked| {
+            let dir = fs::File::open(dest)
+                .map_err(|e| ImageError::io("open layer directory", dest, e))?;
+            // SAFETY: syncfs on a valid fd we own.
+            if unsafe { libc::syncfs(dir.as_raw_fd()) } != 0 {
+                return Err(ImageError::io(
+                    "sync the layer's filesystem",
+                    dest,
+                    io::Error::last_os_error(),
+                ));
+            }
+            Ok(unpacked)
+        });
         if result.is_err() {
             // std's remove_dir_all does not follow symlinks (CVE-2022-21658 fix).
             let _ = fs::remove_dir_all(dest);
@@ -668,7 +687,6 @@ impl LayerUnpacker {
                 io::copy(entry, &mut f).map_err(|e| {
                     self.corrupt(format!("entry {raw:?}: reading its data failed: {e}; the layer is truncated, corrupt or over the size limit"))
                 })?;
-                f.sync_data().ok();
                 // Order matters: chown clears setuid/setgid and
                 // security.capability (kernel: "on chown the file
                 // capabilities are cleared"), so owner first, then mode,

@@ -638,6 +638,7 @@ impl Node {
             });
         }
         self.containers.forget(&record.id);
+        self.exit_tracking.forget(&record.id);
         self.names.release(&record.name_key());
         self.events
             .emit(EventKind::Deleted, &record.id, &record.pod_id);
@@ -657,16 +658,27 @@ impl Node {
         if matches!(record.state, ContainerState::Exited) {
             return Ok(record);
         }
+        if record.state == ContainerState::Running && self.exit_tracking.is_current(&record.id) {
+            return Ok(record);
+        }
         let Some(pod) = self.find_pod(&record.pod_id) else {
             return Ok(record);
         };
+        let watch = self.exit_tracking.watch_of(&record.pod_id);
         let state = match self.monitor(&pod).await {
             Ok(m) => m.state(&record.id).await,
             Err(NodeError::Runtime(e)) => Err(e),
             Err(e) => return Err(e),
         };
         match state {
-            Ok(s) => self.apply_runtime_state(record, &s),
+            Ok(s) => {
+                let record = self.apply_runtime_state(record, &s)?;
+                if record.state == ContainerState::Running {
+                    self.exit_tracking
+                        .refreshed_running(&record.id, &record.pod_id, watch);
+                }
+                Ok(record)
+            }
             Err(RuntimeError::NotFound { .. }) | Err(RuntimeError::MonitorUnreachable { .. }) => {
                 let mut r = record;
                 if r.state != ContainerState::Unknown {
@@ -756,14 +768,7 @@ impl Node {
         self.containers
             .lock()
             .values()
-            .filter(|c| {
-                let Some((id, pod_id, selector)) = filter else {
-                    return true;
-                };
-                c.id.starts_with(id)
-                    && c.pod_id.starts_with(pod_id)
-                    && labels_match(&c.config.labels, selector)
-            })
+            .filter(|c| container_matches(c, filter))
             .cloned()
             .collect()
     }
@@ -772,20 +777,46 @@ impl Node {
         &self,
         filter: Option<&ContainerFilter>,
     ) -> Result<Vec<ContainerRecord>, NodeError> {
-        let candidates = self
-            .containers_matching(filter.map(|f| (&*f.id, &*f.pod_sandbox_id, &f.label_selector)));
-        let mut out = Vec::with_capacity(candidates.len());
-        for c in candidates {
-            let c = self.refresh(c).await?;
-            if let Some(s) = filter.and_then(|f| f.state.as_ref())
-                && cri_state(c.state) as i32 != s.state
-            {
-                continue;
+        self.map_containers(filter, ContainerRecord::clone).await
+    }
+
+    /// `f` of every container the filter matches (its state refreshed
+    /// first), oldest first. ListContainers comes every second from
+    /// kubelet: a running container whose record is current
+    /// (`ExitTracking`) is mapped under the table's lock, without a deep
+    /// copy of its record (config, capability decision); only the others
+    /// are copied out and refreshed from their monitor.
+    pub async fn map_containers<T>(
+        &self,
+        filter: Option<&ContainerFilter>,
+        mut f: impl FnMut(&ContainerRecord) -> T,
+    ) -> Result<Vec<T>, NodeError> {
+        let wanted_state = filter.and_then(|f| f.state.as_ref()).map(|s| s.state);
+        let state_ok =
+            |c: &ContainerRecord| wanted_state.is_none_or(|s| cri_state(c.state) as i32 == s);
+        let mut done: Vec<(i64, T)> = Vec::new();
+        let mut stale: Vec<ContainerRecord> = Vec::new();
+        {
+            let containers = self.containers.lock();
+            let by = filter.map(|f| (&*f.id, &*f.pod_sandbox_id, &f.label_selector));
+            for c in containers.values().filter(|c| container_matches(c, by)) {
+                if c.state == ContainerState::Running && self.exit_tracking.is_current(&c.id) {
+                    if state_ok(c) {
+                        done.push((c.created_at, f(c)));
+                    }
+                } else {
+                    stale.push(c.clone());
+                }
             }
-            out.push(c);
         }
-        out.sort_by_key(|c| c.created_at);
-        Ok(out)
+        for c in stale {
+            let c = self.refresh(c).await?;
+            if state_ok(&c) {
+                done.push((c.created_at, f(&c)));
+            }
+        }
+        done.sort_by_key(|(t, _)| *t);
+        Ok(done.into_iter().map(|(_, v)| v).collect())
     }
 
     pub async fn exec_sync(
@@ -906,6 +937,19 @@ fn set_container_dir_modes(
         }
         None => chmod(bundle, 0o700),
     }
+}
+
+/// Whether a container passes a CRI list filter (id prefix, pod id prefix,
+/// label selector; None passes everything): ListContainers and
+/// ListContainerStats filter the same way.
+fn container_matches(
+    c: &ContainerRecord,
+    filter: Option<(&str, &str, &std::collections::HashMap<String, String>)>,
+) -> bool {
+    let Some((id, pod_id, selector)) = filter else {
+        return true;
+    };
+    c.id.starts_with(id) && c.pod_id.starts_with(pod_id) && labels_match(&c.config.labels, selector)
 }
 
 #[cfg(test)]

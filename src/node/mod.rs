@@ -19,6 +19,7 @@ use tables::{Names, Table};
 mod containers;
 mod devices;
 pub mod exec;
+mod exit_tracking;
 mod image_volumes;
 mod metrics_snapshot;
 mod pid_target;
@@ -49,6 +50,9 @@ pub struct Node {
     pub(crate) userns_unsupported: Option<String>,
     /// Lifecycle events for `GetContainerEvents`.
     pub(crate) events: crate::events::EventBus,
+    /// Which running containers' records are current without asking their
+    /// monitor (the monitors push exits).
+    pub(crate) exit_tracking: Arc<exit_tracking::ExitTracking>,
     pub(crate) metrics: Metrics,
     /// Where removed containers' directories wait for deletion.
     pub(crate) trash: crate::container::trash::Trash,
@@ -142,6 +146,7 @@ impl Node {
             pod_locks: KeyedLocks::default(),
             container_locks: KeyedLocks::default(),
             events: crate::events::EventBus::default(),
+            exit_tracking: Arc::default(),
             metrics: Metrics::new(),
             trash,
         }))
@@ -221,6 +226,7 @@ impl Node {
             return;
         }
         let events = self.events.clone();
+        let tracking = self.exit_tracking.clone();
         let pod_id = pod_id.to_string();
         tokio::spawn(async move {
             let mut watch = match client.watch_exits().await {
@@ -230,10 +236,13 @@ impl Node {
                     return;
                 }
             };
+            tracking.watch_started(&pod_id);
             while let Some((id, exit_code)) = watch.next().await {
                 tracing::debug!(pod.id = %pod_id, container.id = %id, exit_code, "container exited");
+                tracking.exited(&id);
                 events.emit(crate::events::EventKind::Stopped, &id, &pod_id);
             }
+            tracking.watch_ended(&pod_id);
         });
     }
 

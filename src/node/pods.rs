@@ -402,8 +402,20 @@ impl Node {
     }
 
     pub fn list_pod_sandboxes(&self, filter: Option<&PodSandboxFilter>) -> Vec<PodSandbox> {
+        self.map_pod_sandboxes(filter, PodSandbox::clone)
+    }
+
+    /// `f` of every pod the filter matches, oldest first, under the pod
+    /// table's lock: ListPodSandbox (every second from kubelet) converts
+    /// each record to its CRI form directly instead of deep-copying the
+    /// whole record (pod config, policy decision) first.
+    pub fn map_pod_sandboxes<T>(
+        &self,
+        filter: Option<&PodSandboxFilter>,
+        f: impl FnMut(&PodSandbox) -> T,
+    ) -> Vec<T> {
         let pods = self.pods.lock();
-        let mut out: Vec<PodSandbox> = pods
+        let mut out: Vec<&PodSandbox> = pods
             .values()
             .filter(|p| {
                 let Some(f) = filter else { return true };
@@ -418,10 +430,9 @@ impl Node {
                 }
                 labels_match(&p.config.labels, &f.label_selector)
             })
-            .cloned()
             .collect();
         out.sort_by_key(|p| p.created_at);
-        out
+        out.into_iter().map(f).collect()
     }
 }
 

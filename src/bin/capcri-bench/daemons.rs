@@ -167,6 +167,77 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
     )
 }
 
+/// containerd 2.x configuration (version 3: the CRI plugin split into
+/// `io.containerd.cri.v1.images` and `io.containerd.cri.v1.runtime`, the
+/// sandbox image a pinned image), with the same private paths and the same
+/// choices as [`containerd_config`]. `runc` is the one beside the
+/// containerd binary when there is one (a hand-built pair), else PATH's.
+pub fn containerd_config_v3(p: &ContainerdPaths, registry: &str, runc: Option<&Path>) -> String {
+    let binary_name = runc
+        .map(|r| format!("\n        BinaryName = {}", toml_str(r)))
+        .unwrap_or_default();
+    format!(
+        r#"version = 3
+root = {root}
+state = {state}
+disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.nri.v1.nri", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.blockfile", "io.containerd.snapshotter.v1.erofs", "io.containerd.tracing.processor.v1.otlp"]
+
+[grpc]
+  address = {socket}
+
+[ttrpc]
+  address = {ttrpc}
+
+[plugins."io.containerd.cri.v1.images"]
+  snapshotter = "overlayfs"
+  [plugins."io.containerd.cri.v1.images".pinned_images]
+    sandbox = "{registry}/pause:3.9"
+  [plugins."io.containerd.cri.v1.images".registry]
+    config_path = {certs}
+
+[plugins."io.containerd.cri.v1.runtime"]
+  restrict_oom_score_adj = true
+  disable_apparmor = true
+  netns_mounts_under_state_dir = true
+  [plugins."io.containerd.cri.v1.runtime".containerd]
+    default_runtime_name = "runc"
+    [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc.options]
+        SystemdCgroup = false
+        Root = {runc_root}{binary_name}
+  [plugins."io.containerd.cri.v1.runtime".cni]
+    bin_dirs = ["/usr/lib/cni"]
+    conf_dir = {cni}
+
+[plugins."io.containerd.grpc.v1.cri"]
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+"#,
+        root = toml_str(&p.base.join("root")),
+        state = toml_str(&p.base.join("state")),
+        socket = toml_str(&p.socket()),
+        ttrpc = toml_str(&p.base.join("t")),
+        runc_root = toml_str(&p.base.join("runc")),
+        cni = toml_str(&p.cni_conf_dir()),
+        certs = toml_str(&p.certs_dir()),
+    )
+}
+
+/// The major version in `containerd --version` output: `containerd
+/// github.com/containerd/containerd/v2 v2.3.4 <commit>` (a build from the
+/// tag) or `containerd github.com/containerd/containerd 1.6.20~ds1 ...`
+/// (Debian's 1.6).
+pub fn containerd_major(version_output: &str) -> Option<u32> {
+    version_output.split_whitespace().skip(2).find_map(|w| {
+        let w = w.strip_prefix('v').unwrap_or(w);
+        let (major, rest) = w.split_once('.')?;
+        rest.starts_with(|c: char| c.is_ascii_digit())
+            .then(|| major.parse().ok())
+            .flatten()
+    })
+}
+
 /// `certs.d/<registry>/hosts.toml`: the local registry speaks plain HTTP.
 pub fn hosts_toml(registry: &str) -> String {
     format!(
@@ -388,7 +459,38 @@ impl Workspace {
         let p = ContainerdPaths {
             base: self.path.join("k"),
         };
-        write(&p.config(), &containerd_config(&p, registry))?;
+        let out = Command::new(bin)
+            .arg("--version")
+            .output()
+            .map_err(|source| BenchError::Spawn {
+                program: bin.display().to_string(),
+                source,
+            })?;
+        let version = String::from_utf8_lossy(&out.stdout).into_owned();
+        // A hand-built containerd 2.x keeps its shim and runc beside it:
+        // the daemon finds the shim on PATH, the shim runs `BinaryName`.
+        let bin_dir = bin
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty() && d.join("containerd-shim-runc-v2").exists());
+        let config = match containerd_major(&version) {
+            Some(2..) => containerd_config_v3(
+                &p,
+                registry,
+                bin_dir
+                    .map(|d| d.join("runc"))
+                    .filter(|r| r.exists())
+                    .as_deref(),
+            ),
+            Some(_) => containerd_config(&p, registry),
+            None => {
+                return Err(BenchError::Usage(format!(
+                    "{} --version printed {:?}: not a containerd version; pass --containerd-bin",
+                    bin.display(),
+                    version.trim()
+                )));
+            }
+        };
+        write(&p.config(), &config)?;
         let bridge = self.bridge_name("k");
         write(
             &p.cni_conf_dir().join("10-bench.conflist"),
@@ -401,6 +503,14 @@ impl Workspace {
         )?;
         let mut cmd = Command::new(bin);
         cmd.arg("--config").arg(p.config());
+        if let Some(dir) = bin_dir {
+            let path = std::env::var_os("PATH").unwrap_or_default();
+            let mut dirs = vec![dir.to_path_buf()];
+            dirs.extend(std::env::split_paths(&path));
+            if let Ok(joined) = std::env::join_paths(dirs) {
+                cmd.env("PATH", joined);
+            }
+        }
         let d = spawn(
             "containerd",
             cmd,
@@ -555,6 +665,60 @@ mod tests {
             cri["registry"]["config_path"].as_str(),
             Some("/tmp/cb-abc/k/certs.d")
         );
+    }
+
+    #[test]
+    fn containerd_2_gets_the_version_3_config() {
+        let p = ContainerdPaths {
+            base: PathBuf::from("/tmp/cb-abc/k"),
+        };
+        let text = containerd_config_v3(&p, "127.0.0.1:5057", Some(Path::new("/var/tmp/x/runc")));
+        let v: toml::Value = toml::from_str(&text).expect("valid TOML");
+        assert_eq!(v["version"].as_integer(), Some(3));
+        assert_eq!(v["state"].as_str(), Some("/tmp/cb-abc/k/state"));
+        let images = &v["plugins"]["io.containerd.cri.v1.images"];
+        assert_eq!(
+            images["pinned_images"]["sandbox"].as_str(),
+            Some("127.0.0.1:5057/pause:3.9")
+        );
+        assert_eq!(
+            images["registry"]["config_path"].as_str(),
+            Some("/tmp/cb-abc/k/certs.d")
+        );
+        let rt = &v["plugins"]["io.containerd.cri.v1.runtime"];
+        assert_eq!(rt["restrict_oom_score_adj"].as_bool(), Some(true));
+        assert_eq!(rt["netns_mounts_under_state_dir"].as_bool(), Some(true));
+        let opts = &rt["containerd"]["runtimes"]["runc"]["options"];
+        assert_eq!(opts["Root"].as_str(), Some("/tmp/cb-abc/k/runc"));
+        assert_eq!(opts["BinaryName"].as_str(), Some("/var/tmp/x/runc"));
+        assert_eq!(rt["cni"]["conf_dir"].as_str(), Some("/tmp/cb-abc/k/cni"));
+        let no_runc: toml::Value =
+            toml::from_str(&containerd_config_v3(&p, "r:1", None)).expect("TOML");
+        assert!(
+            no_runc["plugins"]["io.containerd.cri.v1.runtime"]["containerd"]["runtimes"]["runc"]
+                ["options"]
+                .get("BinaryName")
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn containerd_versions() {
+        for (out, major) in [
+            (
+                "containerd github.com/containerd/containerd/v2 v2.3.4 2d5a8f3\n",
+                Some(2),
+            ),
+            (
+                "containerd github.com/containerd/containerd 1.6.20~ds1 1.6.20~ds1-1+b1\n",
+                Some(1),
+            ),
+            ("containerd containerd.io 1.7.27 05044ec0a9a7\n", Some(1)),
+            ("", None),
+            ("containerd: command not found", None),
+        ] {
+            assert_eq!(containerd_major(out), major, "{out:?}");
+        }
     }
 
     #[test]

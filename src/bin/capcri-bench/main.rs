@@ -11,7 +11,9 @@
 
 mod daemons;
 pub mod procfs;
+pub mod pull;
 pub mod report;
+pub mod scale;
 pub mod stats;
 mod workload;
 
@@ -90,6 +92,28 @@ pub struct BenchArgs {
     /// A short run: 3 iterations, memory at 2 and 4 pods
     #[arg(long)]
     pub quick: bool,
+    /// Scale mode instead of pod cycles: hold each of these counts of
+    /// running pods (e.g. 10,100,250) and time the calls kubelet makes all
+    /// the time, and memory, at each
+    #[arg(long, value_delimiter = ',', conflicts_with = "pull")]
+    pub scale: Option<Vec<usize>>,
+    /// Samples of each call at each --scale size
+    #[arg(long, default_value_t = 50)]
+    pub scale_samples: usize,
+    /// Pods started at once while growing to a --scale size
+    #[arg(long, default_value_t = 4)]
+    pub scale_concurrency: usize,
+    /// Pull mode instead of pod cycles: generate a large image (5 layers,
+    /// incompressible and compressible data, gzip and zstd), push it to
+    /// --registry and time cold pulls with the daemon's peak RSS
+    #[arg(long)]
+    pub pull: bool,
+    /// Uncompressed size of the --pull image, MiB
+    #[arg(long, default_value_t = 1024)]
+    pub pull_mib: u64,
+    /// Cold pulls per runtime in --pull mode
+    #[arg(long, default_value_t = 3)]
+    pub pull_iterations: usize,
     /// Also write the results as JSON to this file
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -169,9 +193,19 @@ pub enum BenchError {
     Interrupted,
 }
 
+/// What one run measures.
+#[derive(Debug, Clone)]
+pub enum Mode {
+    /// Pod cycles at two concurrencies and memory (the default).
+    Cycles,
+    Scale(scale::ScaleSettings),
+    Pull(pull::PullSettings),
+}
+
 /// The resolved run parameters.
 #[derive(Debug, Clone)]
 pub struct Settings {
+    pub mode: Mode,
     pub iterations: usize,
     pub concurrency: Vec<usize>,
     pub runtimes: Vec<RuntimeKind>,
@@ -236,7 +270,39 @@ impl Settings {
         }
         let mut concurrency = vec![1, a.concurrency];
         concurrency.dedup();
+        let mode = if let Some(mut sizes) = a.scale {
+            sizes.sort_unstable();
+            sizes.dedup();
+            if sizes.is_empty() || sizes[0] == 0 {
+                return Err(BenchError::Usage(
+                    "--scale wants pod counts above zero, e.g. --scale 10,100,250".into(),
+                ));
+            }
+            if a.scale_samples == 0 || a.scale_concurrency == 0 {
+                return Err(BenchError::Usage(
+                    "--scale-samples and --scale-concurrency must be at least 1".into(),
+                ));
+            }
+            Mode::Scale(scale::ScaleSettings {
+                sizes,
+                samples: a.scale_samples,
+                concurrency: a.scale_concurrency,
+            })
+        } else if a.pull {
+            if a.pull_mib < 5 || a.pull_iterations == 0 {
+                return Err(BenchError::Usage(
+                    "--pull-mib must be at least 5 (one MiB per layer) and --pull-iterations at least 1".into(),
+                ));
+            }
+            Mode::Pull(pull::PullSettings {
+                mib: a.pull_mib,
+                iterations: a.pull_iterations,
+            })
+        } else {
+            Mode::Cycles
+        };
         Ok(Settings {
+            mode,
             iterations,
             concurrency,
             runtimes,
@@ -283,17 +349,15 @@ fn run(args: BenchArgs) -> ExitCode {
         }
     };
     match rt.block_on(run_bench(&settings)) {
-        Ok(report) => {
-            print!("{}", report::render(&report));
+        Ok(output) => {
+            print!("{}", output.render());
             if let Some(path) = &settings.json {
-                let written = serde_json::to_string_pretty(&report)
-                    .map_err(BenchError::from)
-                    .and_then(|j| {
-                        std::fs::write(path, j + "\n").map_err(|source| BenchError::Io {
-                            what: format!("write {}", path.display()),
-                            source,
-                        })
-                    });
+                let written = output.to_json().map_err(BenchError::from).and_then(|j| {
+                    std::fs::write(path, j + "\n").map_err(|source| BenchError::Io {
+                        what: format!("write {}", path.display()),
+                        source,
+                    })
+                });
                 if let Err(e) = written {
                     eprintln!("capcri-bench: {e}");
                     return ExitCode::FAILURE;
@@ -308,8 +372,44 @@ fn run(args: BenchArgs) -> ExitCode {
     }
 }
 
+/// The results of one run, by mode.
+pub enum Output {
+    Cycles(Report),
+    Scale(scale::ScaleReport),
+    Pull(pull::PullReport),
+}
+
+impl Output {
+    fn render(&self) -> String {
+        match self {
+            Output::Cycles(r) => report::render(r),
+            Output::Scale(r) => scale::render(r),
+            Output::Pull(r) => pull::render(r),
+        }
+    }
+
+    fn to_json(&self) -> Result<String, serde_json::Error> {
+        match self {
+            Output::Cycles(r) => serde_json::to_string_pretty(r),
+            Output::Scale(r) => serde_json::to_string_pretty(r),
+            Output::Pull(r) => serde_json::to_string_pretty(r),
+        }
+    }
+}
+
+/// The machine the bench ran on.
+pub fn host() -> Host {
+    Host {
+        cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
+        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap_or_default()
+            .trim()
+            .to_string(),
+    }
+}
+
 /// Runs the whole bench; the workspace is cleaned up on every path out.
-pub async fn run_bench(s: &Settings) -> Result<Report, BenchError> {
+pub async fn run_bench(s: &Settings) -> Result<Output, BenchError> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         return Err(BenchError::Usage(
@@ -324,12 +424,18 @@ pub async fn run_bench(s: &Settings) -> Result<Report, BenchError> {
     let mut ws = Workspace::new()?;
     let mut targets: Vec<Target> = Vec::new();
     let result = tokio::select! {
-        r = bench_in(&mut ws, s, &mut targets) => r,
+        r = async {
+            match &s.mode {
+                Mode::Cycles => bench_in(&mut ws, s, &mut targets).await.map(Output::Cycles),
+                Mode::Scale(sc) => scale::run(&mut ws, s, sc, &mut targets).await.map(Output::Scale),
+                Mode::Pull(p) => pull::run(&mut ws, s, p, &mut targets).await.map(Output::Pull),
+            }
+        } => r,
         _ = tokio::signal::ctrl_c() => Err(BenchError::Interrupted),
     };
     if result.is_err() {
         for t in &targets {
-            let _ = tokio::time::timeout(Duration::from_secs(60), t.remove_all_pods()).await;
+            let _ = tokio::time::timeout(Duration::from_secs(300), t.remove_all_pods()).await;
         }
     }
     if let Some(dir) = &s.logs_dir
@@ -437,13 +543,7 @@ async fn bench_in(
     };
     Ok(Report {
         date: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        host: Host {
-            cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
-            kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
-                .unwrap_or_default()
-                .trim()
-                .to_string(),
-        },
+        host: host(),
         command: std::env::args().collect(),
         registry: s.registry.clone(),
         container_image,
@@ -503,22 +603,24 @@ async fn start_runtime(
     // The socket exists before every plugin is up (containerd's CRI plugin
     // and its CNI config load come later): wait for Status to say ready.
     let deadline = Instant::now() + Duration::from_secs(30);
+    let mut unmet = String::new();
     let version = loop {
         ws.daemons[index].check_alive()?;
-        let v = target.version().await;
-        if let Ok(v) = &v
-            && target
-                .ready(kind == RuntimeKind::Containerd)
-                .await
-                .unwrap_or(false)
-        {
-            break v.clone();
+        if let Ok(v) = target.version().await {
+            match target.ready(kind == RuntimeKind::Containerd).await {
+                Ok(Ok(())) => break v,
+                Ok(Err(why)) => unmet = why,
+                Err(e) => unmet = e.to_string(),
+            }
         }
         if Instant::now() > deadline {
             return Err(BenchError::NotReady {
                 name: kind.name(),
                 secs: 30,
-                log_tail: daemons::log_tail(&ws.daemons[index].log),
+                log_tail: format!(
+                    "{}\n(status: {unmet})",
+                    daemons::log_tail(&ws.daemons[index].log)
+                ),
             });
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -742,9 +844,35 @@ mod tests {
     }
 
     #[test]
+    fn scale_and_pull_modes() {
+        let s = settings(&["--scale", "250,10,100,10", "--registry", "r:1"]).expect("scale");
+        match s.mode {
+            Mode::Scale(sc) => {
+                assert_eq!(sc.sizes, vec![10, 100, 250]);
+                assert_eq!((sc.samples, sc.concurrency), (50, 4));
+            }
+            m => panic!("{m:?}"),
+        }
+        let p = settings(&["--pull", "--pull-mib", "10", "--registry", "r:1"]).expect("pull");
+        match p.mode {
+            Mode::Pull(p) => assert_eq!((p.mib, p.iterations), (10, 3)),
+            m => panic!("{m:?}"),
+        }
+        assert!(matches!(
+            settings(&["--registry", "r:1"]).expect("cycles").mode,
+            Mode::Cycles
+        ));
+    }
+
+    #[test]
     fn bad_flags_are_refused() {
         for argv in [
-            &["--iterations", "0", "--registry", "r:1"][..],
+            &["--scale", "0,10", "--registry", "r:1"][..],
+            &["--scale", "10", "--scale-samples", "0", "--registry", "r:1"],
+            &["--scale", "10", "--pull", "--registry", "r:1"],
+            &["--pull", "--pull-mib", "4", "--registry", "r:1"],
+            &["--pull", "--pull-iterations", "0", "--registry", "r:1"],
+            &["--iterations", "0", "--registry", "r:1"],
             &["--concurrency", "0", "--registry", "r:1"],
             &["--registry", "r:1/x"],
             &["--runtimes", "crio", "--registry", "r:1"],

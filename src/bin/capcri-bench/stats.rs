@@ -71,12 +71,13 @@ impl Op {
     }
 }
 
-/// Count, median, p90 and max of one operation, in milliseconds.
+/// Count, median, p90, p99 and max of one operation, in milliseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Summary {
     pub count: usize,
     pub median_ms: f64,
     pub p90_ms: f64,
+    pub p99_ms: f64,
     pub max_ms: f64,
 }
 
@@ -98,6 +99,7 @@ pub fn summarize(samples: &[Duration]) -> Option<Summary> {
         count: ms.len(),
         median_ms: nearest_rank(&ms, 50.0),
         p90_ms: nearest_rank(&ms, 90.0),
+        p99_ms: nearest_rank(&ms, 99.0),
         max_ms: ms[ms.len() - 1],
     })
 }
@@ -169,6 +171,8 @@ mod tests {
                 (*count, *median, *p90, *max),
                 "{input:?}"
             );
+            // With fewer than 100 samples the p99 is the largest one.
+            assert_eq!(s.p99_ms, *max, "{input:?}");
         }
     }
 

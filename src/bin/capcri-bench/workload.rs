@@ -51,10 +51,10 @@ pub struct Target {
 }
 
 impl Target {
-    fn runtime(&self) -> RuntimeServiceClient<Channel> {
+    pub fn runtime(&self) -> RuntimeServiceClient<Channel> {
         RuntimeServiceClient::new(self.channel.clone())
     }
-    fn images(&self) -> ImageServiceClient<Channel> {
+    pub fn images(&self) -> ImageServiceClient<Channel> {
         ImageServiceClient::new(self.channel.clone())
     }
 
@@ -83,18 +83,32 @@ impl Target {
     /// RuntimeReady true, and NetworkReady too when `need_network`:
     /// containerd reports it once its CNI config is loaded (capcri reads
     /// its CNI config at RunPodSandbox, so only its runtime is waited for).
-    pub async fn ready(&self, need_network: bool) -> Result<bool, BenchError> {
+    /// Err carries the conditions not met, for the not-ready error.
+    pub async fn ready(&self, need_network: bool) -> Result<Result<(), String>, BenchError> {
         let s = self
             .runtime()
             .status(cri::StatusRequest { verbose: false })
             .await
             .map_err(self.rpc_err("Status", "runtime"))?
             .into_inner();
-        Ok(s.status.is_some_and(|s| {
-            s.conditions
-                .iter()
-                .all(|c| c.status || (c.r#type == "NetworkReady" && !need_network))
-        }))
+        let unmet: Vec<String> = s
+            .status
+            .map(|s| s.conditions)
+            .unwrap_or_default()
+            .into_iter()
+            // containerd 2 adds conditions of its own (deprecation
+            // warnings): only the CRI's two count.
+            .filter(|c| {
+                !c.status
+                    && (c.r#type == "RuntimeReady" || (c.r#type == "NetworkReady" && need_network))
+            })
+            .map(|c| format!("{} false: {} {}", c.r#type, c.reason, c.message))
+            .collect();
+        Ok(if unmet.is_empty() {
+            Ok(())
+        } else {
+            Err(unmet.join("; "))
+        })
     }
 
     pub async fn remove_image(&self, image: &str) -> Result<(), BenchError> {

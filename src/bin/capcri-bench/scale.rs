@@ -1,0 +1,750 @@
+//! `--scale`: the calls kubelet makes all the time, timed with N pods
+//! held running (one container each), at several N, and the memory of
+//! the runtime at each N.
+//!
+//! kubelet's PLEG relists pods and containers every second, its status
+//! manager asks for pod and container status, and cadvisor-less stats
+//! (`ListPodSandboxStats`, `ListContainerStats`) come every 10 s: on a node
+//! with 110 or 250 pods these are most of the CRI traffic. What matters is
+//! their latency at size and how it grows with the pod count: the report
+//! gives, per call, the growth exponent between sizes (log of the latency
+//! ratio over log of the pod ratio: 1 is linear, 2 quadratic).
+//!
+//! The pure part (summaries, ratios, growth, the table) is unit-tested
+//! here; the driver is in [`run`].
+
+use super::daemons::Workspace;
+use super::procfs::{self, Memory};
+use super::stats::{Op, Summary, summarize};
+use super::workload::Target;
+use super::{BenchError, Runner, RuntimeKind, Settings, start_runtime};
+use k8s_cri::v1 as cri;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+/// The steady-state calls, in the order each sampling round sends them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub enum ScaleOp {
+    ListPodSandbox,
+    ListContainers,
+    ListContainerStats,
+    ListPodSandboxStats,
+    PodSandboxStatus,
+    ContainerStatus,
+}
+
+impl ScaleOp {
+    pub const ALL: [ScaleOp; 6] = [
+        ScaleOp::ListPodSandbox,
+        ScaleOp::ListContainers,
+        ScaleOp::ListContainerStats,
+        ScaleOp::ListPodSandboxStats,
+        ScaleOp::PodSandboxStatus,
+        ScaleOp::ContainerStatus,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ScaleOp::ListPodSandbox => "ListPodSandbox",
+            ScaleOp::ListContainers => "ListContainers",
+            ScaleOp::ListContainerStats => "ListContainerStats",
+            ScaleOp::ListPodSandboxStats => "ListPodSandboxStats",
+            ScaleOp::PodSandboxStatus => "PodSandboxStatus",
+            ScaleOp::ContainerStatus => "ContainerStatus",
+        }
+    }
+}
+
+/// One runtime at one pod count.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScaleStep {
+    pub pods: usize,
+    /// Every call of [`ScaleOp::ALL`], null when never measured.
+    pub ops: BTreeMap<&'static str, Option<Summary>>,
+    /// Pod to running (RunPodSandbox sent until ContainerStatus says
+    /// RUNNING) of the pods started to reach this size.
+    pub pod_to_running: Option<Summary>,
+    pub daemon: Memory,
+    /// Per-daemon helpers (capcri's monitor template).
+    pub helpers: Memory,
+    /// The per-pod processes (capcri's monitors, containerd's shims).
+    pub per_pod: Memory,
+}
+
+impl ScaleStep {
+    /// PSS of every runtime process: daemon, helpers, per-pod processes.
+    pub fn total_pss_kib(&self) -> u64 {
+        self.daemon.pss_kib + self.helpers.pss_kib + self.per_pod.pss_kib
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ScaleRuntime {
+    pub name: String,
+    pub version: String,
+    pub per_pod_processes: String,
+    pub daemon_at_start: Memory,
+    pub steps: Vec<ScaleStep>,
+    /// Growth between consecutive sizes, per call.
+    pub growth: Vec<Growth>,
+    /// Total PSS growth per extra pod between consecutive sizes, KiB.
+    pub pss_per_extra_pod_kib: Vec<(usize, usize, f64)>,
+}
+
+/// How one call's median grew from `from_pods` to `to_pods`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Growth {
+    pub from_pods: usize,
+    pub to_pods: usize,
+    /// Median milliseconds added per 100 extra pods.
+    pub ms_per_100_pods: BTreeMap<&'static str, Option<f64>>,
+    /// log(median ratio) / log(pod ratio): 1 linear, below 1 sub-linear.
+    pub exponent: BTreeMap<&'static str, Option<f64>>,
+}
+
+/// containerd over capcri at one size (above 1: capcri is faster).
+#[derive(Debug, Clone, Serialize)]
+pub struct ScaleRatio {
+    pub pods: usize,
+    pub median: BTreeMap<&'static str, Option<f64>>,
+    pub p99: BTreeMap<&'static str, Option<f64>>,
+    /// PSS of all runtime processes, containerd over capcri.
+    pub total_pss: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ScaleReport {
+    pub date: String,
+    pub host: super::report::Host,
+    pub command: Vec<String>,
+    pub registry: String,
+    pub container_image: String,
+    pub sizes: Vec<usize>,
+    pub samples: usize,
+    pub runtimes: Vec<ScaleRuntime>,
+    pub ratios: Vec<ScaleRatio>,
+    pub notes: Vec<String>,
+}
+
+/// Timing samples of one runtime at one size.
+#[derive(Debug, Default, Clone)]
+pub struct ScaleSamples {
+    pub by_op: BTreeMap<ScaleOp, Vec<Duration>>,
+    pub pod_to_running: Vec<Duration>,
+}
+
+impl ScaleSamples {
+    pub fn add(&mut self, op: ScaleOp, d: Duration) {
+        self.by_op.entry(op).or_default().push(d);
+    }
+
+    pub fn summaries(&self) -> BTreeMap<&'static str, Option<Summary>> {
+        ScaleOp::ALL
+            .iter()
+            .map(|op| {
+                (
+                    op.name(),
+                    summarize(self.by_op.get(op).map(Vec::as_slice).unwrap_or(&[])),
+                )
+            })
+            .collect()
+    }
+}
+
+fn median(step: &ScaleStep, op: ScaleOp) -> Option<f64> {
+    step.ops
+        .get(op.name())
+        .copied()
+        .flatten()
+        .map(|s| s.median_ms)
+}
+
+/// Growth of every call between consecutive steps.
+pub fn growth(steps: &[ScaleStep]) -> Vec<Growth> {
+    steps
+        .windows(2)
+        .filter(|w| w[1].pods > w[0].pods && w[0].pods > 0)
+        .map(|w| {
+            let (a, b) = (&w[0], &w[1]);
+            let dn = (b.pods - a.pods) as f64;
+            let pods_ratio = (b.pods as f64 / a.pods as f64).ln();
+            let mut per_100 = BTreeMap::new();
+            let mut exponent = BTreeMap::new();
+            for op in ScaleOp::ALL {
+                let (ma, mb) = (median(a, op), median(b, op));
+                per_100.insert(op.name(), ma.zip(mb).map(|(ma, mb)| (mb - ma) / dn * 100.0));
+                exponent.insert(
+                    op.name(),
+                    ma.zip(mb)
+                        .filter(|(ma, mb)| *ma > 0.0 && *mb > 0.0)
+                        .map(|(ma, mb)| (mb / ma).ln() / pods_ratio),
+                );
+            }
+            Growth {
+                from_pods: a.pods,
+                to_pods: b.pods,
+                ms_per_100_pods: per_100,
+                exponent,
+            }
+        })
+        .collect()
+}
+
+/// Total PSS growth per pod between consecutive steps (KiB).
+pub fn pss_per_extra_pod(steps: &[ScaleStep]) -> Vec<(usize, usize, f64)> {
+    steps
+        .windows(2)
+        .filter(|w| w[1].pods > w[0].pods)
+        .map(|w| {
+            let d = w[1].total_pss_kib() as f64 - w[0].total_pss_kib() as f64;
+            (w[0].pods, w[1].pods, d / (w[1].pods - w[0].pods) as f64)
+        })
+        .collect()
+}
+
+/// containerd over capcri at every size both measured.
+pub fn ratios(capcri: &ScaleRuntime, containerd: &ScaleRuntime) -> Vec<ScaleRatio> {
+    capcri
+        .steps
+        .iter()
+        .filter_map(|a| {
+            let b = containerd.steps.iter().find(|b| b.pods == a.pods)?;
+            let of = |pick: fn(&Summary) -> f64| {
+                ScaleOp::ALL
+                    .iter()
+                    .map(|op| {
+                        let r = match (a.ops.get(op.name()), b.ops.get(op.name())) {
+                            (Some(Some(x)), Some(Some(y))) if pick(x) > 0.0 => {
+                                Some(pick(y) / pick(x))
+                            }
+                            _ => None,
+                        };
+                        (op.name(), r)
+                    })
+                    .collect()
+            };
+            Some(ScaleRatio {
+                pods: a.pods,
+                median: of(|s| s.median_ms),
+                p99: of(|s| s.p99_ms),
+                total_pss: (a.total_pss_kib() > 0)
+                    .then(|| b.total_pss_kib() as f64 / a.total_pss_kib() as f64),
+            })
+        })
+        .collect()
+}
+
+fn mib(kib: u64) -> String {
+    format!("{:.1}", kib as f64 / 1024.0)
+}
+
+fn opt(v: Option<f64>, prec: usize) -> String {
+    v.map_or("-".into(), |x| format!("{x:.prec$}"))
+}
+
+/// The human-readable tables.
+pub fn render(r: &ScaleReport) -> String {
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "capcri bench --scale, {} on {} CPUs, Linux {}",
+        r.date, r.host.cpus, r.host.kernel
+    );
+    let _ = writeln!(o, "command: {}", r.command.join(" "));
+    let _ = writeln!(
+        o,
+        "{} samples per call and size, runtimes interleaved per sample; container image {}",
+        r.samples, r.container_image
+    );
+    for rt in &r.runtimes {
+        let _ = writeln!(o, "{}: {}", rt.name, rt.version);
+    }
+    for &pods in &r.sizes {
+        let _ = writeln!(
+            o,
+            "\n{pods} running pods (milliseconds; median p99, containerd/capcri)"
+        );
+        let mut header = format!("{:<20}", "call");
+        for rt in &r.runtimes {
+            let _ = write!(header, " | {:^17}", rt.name);
+        }
+        let ratio = r.ratios.iter().find(|x| x.pods == pods);
+        if ratio.is_some() {
+            header.push_str(" | ratio med  p99");
+        }
+        let _ = writeln!(o, "{header}");
+        for op in ScaleOp::ALL {
+            let mut line = format!("{:<20}", op.name());
+            for rt in &r.runtimes {
+                let s = rt
+                    .steps
+                    .iter()
+                    .find(|s| s.pods == pods)
+                    .and_then(|s| s.ops.get(op.name()).copied().flatten());
+                match s {
+                    Some(s) => {
+                        let _ = write!(line, " | {:>8.2} {:>8.2}", s.median_ms, s.p99_ms);
+                    }
+                    None => line.push_str(" |        -        -"),
+                }
+            }
+            if let Some(x) = ratio {
+                let _ = write!(
+                    line,
+                    " | {:>8}x {:>5}x",
+                    opt(x.median.get(op.name()).copied().flatten(), 1),
+                    opt(x.p99.get(op.name()).copied().flatten(), 1)
+                );
+            }
+            let _ = writeln!(o, "{line}");
+        }
+        let mut line = format!("{:<20}", "pod-to-running");
+        for rt in &r.runtimes {
+            let s = rt
+                .steps
+                .iter()
+                .find(|s| s.pods == pods)
+                .and_then(|s| s.pod_to_running);
+            match s {
+                Some(s) => {
+                    let _ = write!(line, " | {:>8.2} {:>8.2}", s.median_ms, s.p99_ms);
+                }
+                None => line.push_str(" |        -        -"),
+            }
+        }
+        let _ = writeln!(o, "{line}");
+    }
+    let _ = writeln!(
+        o,
+        "\ngrowth of the median between sizes (exponent: 1 = linear; ms per 100 extra pods)"
+    );
+    for rt in &r.runtimes {
+        for g in &rt.growth {
+            let _ = writeln!(o, "{} {} -> {} pods:", rt.name, g.from_pods, g.to_pods);
+            for op in ScaleOp::ALL {
+                let _ = writeln!(
+                    o,
+                    "  {:<20} exponent {:>6}  {:>8} ms/100 pods",
+                    op.name(),
+                    opt(g.exponent.get(op.name()).copied().flatten(), 2),
+                    opt(g.ms_per_100_pods.get(op.name()).copied().flatten(), 2)
+                );
+            }
+        }
+    }
+    let _ = writeln!(
+        o,
+        "\nmemory (MiB; total PSS = daemon + helpers + per-pod processes)"
+    );
+    let _ = writeln!(
+        o,
+        "{:<11} {:>5} {:>10} {:>10} {:>10} {:>6} {:>11} {:>10} {:>12}",
+        "runtime",
+        "pods",
+        "daemon RSS",
+        "daemon PSS",
+        "helper PSS",
+        "procs",
+        "per-pod PSS",
+        "total PSS",
+        "PSS/pod"
+    );
+    for rt in &r.runtimes {
+        let _ = writeln!(
+            o,
+            "{:<11} {:>5} {:>10} {:>10}",
+            rt.name,
+            "idle",
+            mib(rt.daemon_at_start.rss_kib),
+            mib(rt.daemon_at_start.pss_kib)
+        );
+        for s in &rt.steps {
+            let per_pod = if s.pods > 0 {
+                format!("{:.2}", s.per_pod.pss_kib as f64 / 1024.0 / s.pods as f64)
+            } else {
+                "-".into()
+            };
+            let _ = writeln!(
+                o,
+                "{:<11} {:>5} {:>10} {:>10} {:>10} {:>6} {:>11} {:>10} {:>12}",
+                rt.name,
+                s.pods,
+                mib(s.daemon.rss_kib),
+                mib(s.daemon.pss_kib),
+                mib(s.helpers.pss_kib),
+                s.per_pod.processes,
+                mib(s.per_pod.pss_kib),
+                mib(s.total_pss_kib()),
+                per_pod
+            );
+        }
+        for (a, b, k) in &rt.pss_per_extra_pod_kib {
+            let _ = writeln!(
+                o,
+                "{:<11} {a} -> {b} pods: {:.2} MiB total PSS per extra pod",
+                rt.name,
+                k / 1024.0
+            );
+        }
+    }
+    for x in &r.ratios {
+        if let Some(t) = x.total_pss {
+            let _ = writeln!(o, "total PSS at {} pods: containerd/capcri {t:.1}x", x.pods);
+        }
+    }
+    for n in &r.notes {
+        let _ = writeln!(o, "note: {n}");
+    }
+    o
+}
+
+/// Memory of the runtime now: daemon, helpers, per-pod processes.
+pub fn memory_now(daemon_pid: i32, per_pod: &procfs::PerPodProcess) -> (Memory, Memory, Memory) {
+    (
+        procfs::process_memory(daemon_pid).unwrap_or_default(),
+        procfs::children_memory(daemon_pid, procfs::is_monitor_template),
+        procfs::per_pod_memory(per_pod),
+    )
+}
+
+/// The parameters of `--scale`.
+#[derive(Debug, Clone)]
+pub struct ScaleSettings {
+    /// Pod counts, ascending, each above zero.
+    pub sizes: Vec<usize>,
+    pub samples: usize,
+    /// Pods started at once while growing to a size.
+    pub concurrency: usize,
+}
+
+/// Holds each size of pods running on every runtime in turn, samples the
+/// steady calls (runtimes interleaved per sample, so drift of the shared
+/// machine hits both), records memory, and removes every pod at the end;
+/// the caller's cleanup removes them after an error.
+pub async fn run(
+    ws: &mut Workspace,
+    s: &Settings,
+    sc: &ScaleSettings,
+    targets: &mut Vec<Target>,
+) -> Result<ScaleReport, BenchError> {
+    let mut runners = Vec::new();
+    for &kind in &s.runtimes {
+        let r = start_runtime(ws, s, kind).await?;
+        targets.push(r.target.clone());
+        runners.push(r);
+    }
+    let image = s.container_image();
+    for r in &runners {
+        r.target.pull(&image).await?;
+    }
+    let mut running: Vec<Vec<(String, String)>> = vec![Vec::new(); runners.len()];
+    let mut steps: Vec<Vec<ScaleStep>> = vec![Vec::new(); runners.len()];
+    for &pods in &sc.sizes {
+        let mut samples = vec![ScaleSamples::default(); runners.len()];
+        for (i, r) in runners.iter_mut().enumerate() {
+            eprintln!("capcri-bench: {}: growing to {pods} pods", r.kind.name());
+            samples[i].pod_to_running =
+                grow(r, &mut running[i], pods, sc.concurrency, &image).await?;
+            ws.daemons[r.daemon_index].check_alive()?;
+        }
+        // Let the pods' first log writes and lazily started threads settle,
+        // and containerd's stats collector (1 s period) see every pod.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        eprintln!("capcri-bench: sampling at {pods} pods");
+        for k in 0..sc.samples {
+            for (i, r) in runners.iter().enumerate() {
+                let (pod, ctr) = &running[i][k % running[i].len()];
+                for op in ScaleOp::ALL {
+                    let d = time_call(&r.target, op, pod, ctr).await?;
+                    samples[i].add(op, d);
+                }
+            }
+        }
+        for (i, r) in runners.iter_mut().enumerate() {
+            let (daemon, helpers, per_pod) =
+                memory_now(ws.daemons[r.daemon_index].pid(), &r.per_pod);
+            steps[i].push(ScaleStep {
+                pods,
+                ops: samples[i].summaries(),
+                pod_to_running: summarize(&samples[i].pod_to_running),
+                daemon,
+                helpers,
+                per_pod,
+            });
+        }
+    }
+    for (i, r) in runners.iter().enumerate() {
+        eprintln!(
+            "capcri-bench: {}: removing {} pods",
+            r.kind.name(),
+            running[i].len()
+        );
+        remove_pods(&r.target, &running[i], sc.concurrency).await?;
+    }
+    let runtimes: Vec<ScaleRuntime> = runners
+        .iter()
+        .zip(steps)
+        .map(|(r, steps)| ScaleRuntime {
+            name: r.kind.name().into(),
+            version: r.version.clone(),
+            per_pod_processes: match r.kind {
+                RuntimeKind::Capcri => "capcri monitor (one per pod)".into(),
+                RuntimeKind::Containerd => "containerd-shim-runc-v2 (one per pod)".into(),
+            },
+            daemon_at_start: r.memory_at_start,
+            growth: growth(&steps),
+            pss_per_extra_pod_kib: pss_per_extra_pod(&steps),
+            steps,
+        })
+        .collect();
+    let by_name = |n: &str| runtimes.iter().find(|r| r.name == n);
+    let ratios = match (by_name("capcri"), by_name("containerd")) {
+        (Some(a), Some(b)) => ratios(a, b),
+        _ => Vec::new(),
+    };
+    Ok(ScaleReport {
+        date: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        host: super::host(),
+        command: std::env::args().collect(),
+        registry: s.registry.clone(),
+        container_image: image,
+        sizes: sc.sizes.clone(),
+        samples: sc.samples,
+        runtimes,
+        ratios,
+        notes: vec![
+            "percentiles by nearest rank".into(),
+            "each sample sends the six calls in the table's order, unfiltered lists, status of the pods and containers in turn, verbose false".into(),
+            "pods: one container each (sh waiting on sleep), a PID namespace per container as kubelet asks by default, the runtime's own CNI bridge".into(),
+            "per-pod processes: capcri's monitors, containerd's shims; containerd's pause processes and the containers themselves are not counted".into(),
+        ],
+    })
+}
+
+/// Starts pods until `running` holds `pods`, `concurrency` at once;
+/// returns their pod-to-running times.
+async fn grow(
+    r: &mut Runner,
+    running: &mut Vec<(String, String)>,
+    pods: usize,
+    concurrency: usize,
+    image: &str,
+) -> Result<Vec<Duration>, BenchError> {
+    let mut times = Vec::new();
+    while running.len() < pods {
+        let n = concurrency.min(pods - running.len());
+        let mut set = tokio::task::JoinSet::new();
+        for _ in 0..n {
+            let name = r.next_name("scale");
+            let target = r.target.clone();
+            let image = image.to_string();
+            set.spawn(async move {
+                let mut out = Vec::new();
+                let ids = target.start_pod(&name, &image, "c", &mut out).await?;
+                Ok::<_, BenchError>((ids, out))
+            });
+        }
+        let mut failed = None;
+        while let Some(res) = set.join_next().await {
+            match res.map_err(BenchError::from).and_then(|x| x) {
+                Ok((ids, out)) => {
+                    running.push(ids);
+                    times.extend(
+                        out.into_iter()
+                            .filter(|(op, _)| *op == Op::PodToRunning)
+                            .map(|(_, d)| d),
+                    );
+                }
+                Err(e) => failed = Some(e),
+            }
+        }
+        if let Some(e) = failed {
+            return Err(e);
+        }
+    }
+    Ok(times)
+}
+
+async fn remove_pods(
+    target: &Target,
+    running: &[(String, String)],
+    concurrency: usize,
+) -> Result<(), BenchError> {
+    for chunk in running.chunks(concurrency.max(1)) {
+        let mut set = tokio::task::JoinSet::new();
+        for (pod, _) in chunk {
+            let (t, pod) = (target.clone(), pod.clone());
+            set.spawn(async move { t.remove_pod(&pod, &mut Vec::new()).await });
+        }
+        while let Some(res) = set.join_next().await {
+            res??;
+        }
+    }
+    Ok(())
+}
+
+/// One call, timed; a failed call fails the run (every object is running).
+async fn time_call(t: &Target, op: ScaleOp, pod: &str, ctr: &str) -> Result<Duration, BenchError> {
+    let mut rt = t.runtime();
+    let start = Instant::now();
+    let res = match op {
+        ScaleOp::ListPodSandbox => rt
+            .list_pod_sandbox(cri::ListPodSandboxRequest { filter: None })
+            .await
+            .map(|r| r.into_inner().items.len()),
+        ScaleOp::ListContainers => rt
+            .list_containers(cri::ListContainersRequest { filter: None })
+            .await
+            .map(|r| r.into_inner().containers.len()),
+        ScaleOp::ListContainerStats => rt
+            .list_container_stats(cri::ListContainerStatsRequest { filter: None })
+            .await
+            .map(|r| r.into_inner().stats.len()),
+        ScaleOp::ListPodSandboxStats => rt
+            .list_pod_sandbox_stats(cri::ListPodSandboxStatsRequest { filter: None })
+            .await
+            .map(|r| r.into_inner().stats.len()),
+        ScaleOp::PodSandboxStatus => rt
+            .pod_sandbox_status(cri::PodSandboxStatusRequest {
+                pod_sandbox_id: pod.into(),
+                verbose: false,
+            })
+            .await
+            .map(|_| 1),
+        ScaleOp::ContainerStatus => rt
+            .container_status(cri::ContainerStatusRequest {
+                container_id: ctr.into(),
+                verbose: false,
+            })
+            .await
+            .map(|_| 1),
+    };
+    let took = start.elapsed();
+    let object = match op {
+        ScaleOp::PodSandboxStatus => pod,
+        ScaleOp::ContainerStatus => ctr,
+        _ => "runtime",
+    };
+    res.map_err(|status| BenchError::Rpc {
+        runtime: t.name,
+        op: op.name(),
+        object: object.into(),
+        status,
+    })?;
+    Ok(took)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step(pods: usize, ms: f64, pss: u64) -> ScaleStep {
+        let s = Summary {
+            count: 10,
+            median_ms: ms,
+            p90_ms: ms,
+            p99_ms: ms * 2.0,
+            max_ms: ms * 2.0,
+        };
+        ScaleStep {
+            pods,
+            ops: ScaleOp::ALL.iter().map(|o| (o.name(), Some(s))).collect(),
+            pod_to_running: Some(s),
+            daemon: Memory {
+                processes: 1,
+                rss_kib: 10_000,
+                pss_kib: 8_000,
+            },
+            helpers: Memory::default(),
+            per_pod: Memory {
+                processes: pods,
+                rss_kib: pss * 2,
+                pss_kib: pss,
+            },
+        }
+    }
+
+    fn runtime(name: &str, steps: Vec<ScaleStep>) -> ScaleRuntime {
+        ScaleRuntime {
+            name: name.into(),
+            version: "v".into(),
+            per_pod_processes: "p".into(),
+            daemon_at_start: Memory::default(),
+            growth: growth(&steps),
+            pss_per_extra_pod_kib: pss_per_extra_pod(&steps),
+            steps,
+        }
+    }
+
+    #[test]
+    fn growth_exponent_and_slope() {
+        // Linear: 10x the pods, 10x the time.
+        let g = growth(&[step(10, 1.0, 0), step(100, 10.0, 0)]);
+        assert_eq!(g.len(), 1);
+        let e = g[0].exponent["ListPodSandbox"].expect("exponent");
+        assert!((e - 1.0).abs() < 1e-9, "{e}");
+        assert_eq!(g[0].ms_per_100_pods["ListPodSandbox"], Some(10.0));
+        // Quadratic: 10x the pods, 100x the time.
+        let g = growth(&[step(10, 1.0, 0), step(100, 100.0, 0)]);
+        assert!((g[0].exponent["ContainerStatus"].expect("e") - 2.0).abs() < 1e-9);
+        // Flat.
+        let g = growth(&[step(10, 3.0, 0), step(100, 3.0, 0), step(250, 3.0, 0)]);
+        assert_eq!(g.len(), 2);
+        assert_eq!(g[1].exponent["ListContainers"], Some(0.0));
+        // No growth from zero pods, none without samples.
+        assert!(growth(&[step(0, 1.0, 0), step(10, 2.0, 0)]).is_empty());
+        let mut empty = step(100, 1.0, 0);
+        empty.ops.insert("ListContainers", None);
+        let g = growth(&[step(10, 1.0, 0), empty]);
+        assert_eq!(g[0].exponent["ListContainers"], None);
+    }
+
+    #[test]
+    fn memory_per_extra_pod() {
+        let v = pss_per_extra_pod(&[step(10, 1.0, 5_000), step(100, 1.0, 50_000)]);
+        assert_eq!(v, vec![(10, 100, 500.0)]);
+    }
+
+    #[test]
+    fn ratios_by_size_and_the_table() {
+        let a = runtime("capcri", vec![step(10, 1.0, 1_000), step(100, 2.0, 10_000)]);
+        let b = runtime(
+            "containerd",
+            vec![step(10, 4.0, 100_000), step(100, 20.0, 1_000_000)],
+        );
+        let r = ratios(&a, &b);
+        assert_eq!(r.len(), 2);
+        assert_eq!(r[0].median["ListPodSandboxStats"], Some(4.0));
+        assert_eq!(r[1].p99["ContainerStatus"], Some(10.0));
+        assert_eq!(r[0].total_pss, Some(108_000.0 / 9_000.0));
+        let report = ScaleReport {
+            date: "2026-01-01T00:00:00Z".into(),
+            host: super::super::report::Host {
+                cpus: 2,
+                kernel: "6.1".into(),
+            },
+            command: vec!["capcri-bench".into(), "--scale".into(), "10,100".into()],
+            registry: "r:1".into(),
+            container_image: "busybox".into(),
+            sizes: vec![10, 100],
+            samples: 10,
+            runtimes: vec![a, b],
+            ratios: r,
+            notes: vec![],
+        };
+        let t = render(&report);
+        for op in ScaleOp::ALL {
+            assert!(t.contains(op.name()), "{op:?} missing:\n{t}");
+        }
+        assert!(t.contains("10.0x"), "{t}");
+        assert!(t.contains("10 -> 100 pods"), "{t}");
+        let json = serde_json::to_value(&report).expect("JSON");
+        assert_eq!(json["runtimes"][0]["steps"][1]["pods"], 100);
+        assert_eq!(
+            json["runtimes"][1]["steps"][0]["ops"]["ListPodSandbox"]["median_ms"],
+            4.0
+        );
+    }
+}
