@@ -19,9 +19,20 @@ const OPS: [&str; 10] = [
     "RemovePodSandbox",
 ];
 
+/// One bench run at a time: each checks afterwards that no `/tmp/cb-*`
+/// mount of a bench is left, which a run going on beside it would have.
+static ONE_BENCH_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn bench_slot() -> std::sync::MutexGuard<'static, ()> {
+    ONE_BENCH_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 #[test]
 fn quick_bench_against_capcri_reports_every_operation() {
     let registry = require_privileged!();
+    let _slot = bench_slot();
     let dir = tempfile::tempdir().expect("tempdir");
     let json = dir.path().join("bench.json");
     let out = Command::new(env!("CARGO_BIN_EXE_capcri-bench"))
@@ -149,6 +160,7 @@ fn no_bench_mounts_left() {
 #[test]
 fn scale_bench_times_every_steady_call_at_each_size() {
     let registry = require_privileged!();
+    let _slot = bench_slot();
     let (table, report) = bench(
         &registry,
         &[
@@ -193,6 +205,7 @@ fn scale_bench_times_every_steady_call_at_each_size() {
 #[test]
 fn pull_bench_generates_pushes_and_pulls_a_small_image() {
     let registry = require_privileged!();
+    let _slot = bench_slot();
     let (table, report) = bench(
         &registry,
         &["--pull", "--pull-mib", "5", "--pull-iterations", "1"],
