@@ -14,8 +14,9 @@ C programs in tests/images/src), so the blobs are as reproducible as those.
 What differs from upstream (test/images/*/Dockerfile): the base is Debian's
 busybox instead of Alpine, so agnhost's image lacks Alpine's bind-tools,
 curl, iperf, bash and coredns (the DNS and network tests that call them are
-not Node Conformance); perl is not built (a few tests of the full e2e suite
-use it). Each image's tag is the one test/utils/image/manifest.go names for
+not Node Conformance); kitten and nautilus are agnhost's web server rather
+than their own pages; perl, etcd and the node-perf images are not built (no
+Node Conformance test that runs by default uses them). Each image's tag is the one test/utils/image/manifest.go names for
 v1.36.
 """
 import argparse
@@ -55,6 +56,13 @@ def catalogue():
                      "Node Conformance: setuid-root nnp prints 'Effective uid: N'"),
         images.Image([E2E + "nonroot:1.5"], base, dict(shell, User="1234"), "docker-list",
                      "Node Conformance: an image whose USER is 1234"),
+        images.Image([E2E + "glibc-dns-testing:2.0.0"], base, shell, "docker-list",
+                     "Node Conformance: a glibc userland (Debian's busybox is glibc-linked)"),
+        images.Image([E2E + "ipc-utils:1.4"], base, shell, "docker-list",
+                     "Node Conformance: ipcmk, ipcs, ipcrm (the tools layer)"),
+        images.Image([E2E + "kitten:1.8", E2E + "nautilus:1.8"],
+                     base + ["predefined-group", "agnhost"], dict(agnhost, Cmd=["test-webserver"]),
+                     "docker-list", "Node Conformance: images pulled by name; agnhost's web server"),
         images.Image(["registry.k8s.io/pause:3.10.2"], ["pause"],
                      {"Env": [PATH_ENV], "Entrypoint": ["/pause"], "User": "65535:65535",
                       "WorkingDir": "/"}, "oci-index", "the release's pause image"),

@@ -12,7 +12,7 @@
 #      CAPCRI_TEST_REGISTRY_DIR (default /var/tmp/capcri-test-registry: its
 #      storage, served again inside the run's network namespace),
 #      NC_TIMEOUT (ginkgo's suite timeout, default 2h; specs not run by then
-#      are reported as such), NC_OUT (where the report lands, default
+#      are reported as such), NC_PROCS (parallel ginkgo processes, default 8), NC_OUT (where the report lands, default
 #      /var/tmp/capcri-nc/last: junit.xml, e2e_node.log, kubelet.log,
 #      capcri.log, summary.txt), NC_KEEP=1 (keep the work dir).
 #
@@ -214,11 +214,14 @@ done
 
 cd "$work"
 set +e
+# ginkgo's runner, NC_PROCS processes (default 8, upstream's node e2e
+# setting on its 2-CPU nodes): the first starts etcd, the API server and
+# kubelet, every one runs specs.
 unshare --mount --propagation unchanged -- sh -c "mount --make-rprivate /proc && $binds exec \"\$0\" \"\$@\"" \
-    "$bindir/e2e_node.test" \
-    --ginkgo.focus="$focus" --ginkgo.skip="$skip" --ginkgo.no-color --ginkgo.v \
-    --ginkgo.timeout="${NC_TIMEOUT:-2h}" \
-    --ginkgo.junit-report="$work/report/junit.xml" \
+    "$bindir/ginkgo" --procs="${NC_PROCS:-8}" --no-color -v \
+    --focus="$focus" --skip="$skip" --timeout="${NC_TIMEOUT:-2h}" \
+    --output-dir="$work/report" --junit-report=junit.xml \
+    "$bindir/e2e_node.test" -- \
     --k8s-bin-dir="$bindir" --report-dir="$work/report" --prepull-images=false \
     --container-runtime-endpoint="unix://$work/capcri.sock" \
     --image-service-endpoint="unix://$work/capcri.sock" \
