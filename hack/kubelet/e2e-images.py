@@ -9,20 +9,23 @@ names. The project's machines cannot reach registry.k8s.io.
 PATH is agnhost built from the k8s.io/kubernetes module of the pinned release
 (hack/kubelet/build.sh --e2e-node puts it next to the kubelet). Everything
 else comes from tests/images/build.py's layers (Debian's busybox, nginx, the
-C programs in tests/images/src), so the blobs are as reproducible as those.
+C programs in tests/images/src, and hack/kubelet/images/nmeter.c for the
+applet Debian's busybox lacks), so the blobs are as reproducible as those.
 
 What differs from upstream (test/images/*/Dockerfile): the base is Debian's
 busybox instead of Alpine, so agnhost's image lacks Alpine's bind-tools,
-curl, iperf, bash and coredns (the DNS and network tests that call them are
-not Node Conformance); kitten and nautilus are agnhost's web server rather
-than their own pages; perl, etcd and the node-perf images are not built (no
-Node Conformance test that runs by default uses them). Each image's tag is the one test/utils/image/manifest.go names for
-v1.36.
+iperf, bash and coredns (the DNS and network tests that call them are not
+Node Conformance; it has Debian's curl); kitten and nautilus are agnhost's
+web server rather than their own pages; perl, etcd and the node-perf images
+are not built (no Node Conformance test that runs by default uses them).
+Each image's tag is the one test/utils/image/manifest.go names for v1.36.
 """
 import argparse
 import importlib.util
 import os
+import shutil
 import sys
+import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
@@ -43,11 +46,11 @@ def catalogue():
     agnhost = {"Env": [PATH_ENV], "Entrypoint": ["/agnhost"], "Cmd": ["pause"],
                "ExposedPorts": {f"{p}/tcp": {} for p in (80, 8080, 8081, 9376, 5000)}}
     return [
-        images.Image([E2E + "busybox:1.37.0-1"], base, shell, "docker-list",
+        images.Image([E2E + "busybox:1.37.0-1"], base + ["nmeter"], shell, "docker-list",
                      "Node Conformance: most pods (sh, sleep, cat, ...)"),
         # predefined-group: uid 1000 in group 50000, as agnhost's Dockerfile adds.
         images.Image([E2E + "agnhost:2.63.0", E2E + "agnhost:2.55"],
-                     base + ["predefined-group", "agnhost"], agnhost, "docker-list",
+                     base + ["curl", "predefined-group", "agnhost"], agnhost, "docker-list",
                      "Node Conformance: agnhost (netexec, mounttest, liveness, pause, ...)"),
         images.Image([E2E + "nginx:1.15-4", E2E + "nginx:1.27-0"], base + ["nginx"], nginx,
                      "docker-list", "Node Conformance: a web server on :80"),
@@ -67,6 +70,31 @@ def catalogue():
                      {"Env": [PATH_ENV], "Entrypoint": ["/pause"], "User": "65535:65535",
                       "WorkingDir": "/"}, "oci-index", "the release's pause image"),
     ]
+
+
+def compile_c(path):
+    """A C program of hack/kubelet/images linked statically, as build.py
+    compiles tests/images/src (same gcc, same flags, stripped)."""
+    with tempfile.TemporaryDirectory(prefix="capcri-e2e-images-cc.") as tmp:
+        shutil.copy(path, os.path.join(tmp, "prog.c"))
+        images.sh("gcc", "-static", "-Os", "-s", "-Wall", "-Wextra", "-Werror",
+                  "-o", "prog", "prog.c", cwd=tmp)
+        with open(os.path.join(tmp, "prog"), "rb") as f:
+            return f.read()
+
+
+def extra_layers(src, layers):
+    """What the upstream images have and tests/images' layers lack."""
+    # busybox's nmeter (Debian builds busybox without it): the restartable
+    # init container tests time-stamp their logs with `nmeter '%3t'`.
+    nm = images.Layer("nmeter", "hack/kubelet/images/nmeter.c as /usr/local/bin/nmeter")
+    nm.file("usr/local/bin/nmeter", compile_c(os.path.join(HERE, "images", "nmeter.c")), 0o755)
+    layers["nmeter"] = nm
+    # curl (Debian's, with its libraries), as agnhost's Alpine base has it:
+    # the lifecycle hook tests' hooks curl the handler pod.
+    curl = images.Layer("curl", "curl (Debian) and the libraries the busybox layers lack")
+    images.add_installed(curl, src, "/usr/bin/curl", lower=[layers["busybox"], layers["tools"]])
+    layers["curl"] = curl
 
 
 def agnhost_layer(path):
@@ -96,6 +124,7 @@ def main():
                     ", ".join(p for p, _ in missing), 2)
     layers = images.build_layers(src)
     layers["agnhost"] = agnhost_layer(a.agnhost)
+    extra_layers(src, layers)
     goarch = images.goarch_of(src.arch)
     blobs = images.Blobs()
     pusher = images.Pusher(a.push)
