@@ -14,8 +14,8 @@ applet Debian's busybox lacks), so the blobs are as reproducible as those.
 
 What differs from upstream (test/images/*/Dockerfile): the base is Debian's
 busybox instead of Alpine, so agnhost's image lacks Alpine's bind-tools,
-iperf, bash and coredns (the DNS and network tests that call them are not
-Node Conformance; it has Debian's curl); kitten and nautilus are agnhost's
+iperf and coredns (the DNS and network tests that call them are not Node
+Conformance; it has Debian's curl and bash); kitten and nautilus are agnhost's
 web server rather than their own pages; perl, etcd and the node-perf images
 are not built (no Node Conformance test that runs by default uses them).
 Each image's tag is the one test/utils/image/manifest.go names for v1.36.
@@ -50,7 +50,7 @@ def catalogue():
                      "Node Conformance: most pods (sh, sleep, cat, ...)"),
         # predefined-group: uid 1000 in group 50000, as agnhost's Dockerfile adds.
         images.Image([E2E + "agnhost:2.63.0", E2E + "agnhost:2.55"],
-                     base + ["curl", "predefined-group", "agnhost"], agnhost, "docker-list",
+                     base + ["agnhost-tools", "predefined-group", "agnhost"], agnhost, "docker-list",
                      "Node Conformance: agnhost (netexec, mounttest, liveness, pause, ...)"),
         images.Image([E2E + "nginx:1.15-4", E2E + "nginx:1.27-0"], base + ["nginx"], nginx,
                      "docker-list", "Node Conformance: a web server on :80"),
@@ -90,11 +90,13 @@ def extra_layers(src, layers):
     nm = images.Layer("nmeter", "hack/kubelet/images/nmeter.c as /usr/local/bin/nmeter")
     nm.file("usr/local/bin/nmeter", compile_c(os.path.join(HERE, "images", "nmeter.c")), 0o755)
     layers["nmeter"] = nm
-    # curl (Debian's, with its libraries), as agnhost's Alpine base has it:
-    # the lifecycle hook tests' hooks curl the handler pod.
-    curl = images.Layer("curl", "curl (Debian) and the libraries the busybox layers lack")
-    images.add_installed(curl, src, "/usr/bin/curl", lower=[layers["busybox"], layers["tools"]])
-    layers["curl"] = curl
+    # curl and bash (Debian's, with their libraries), as agnhost's Alpine
+    # base has them: the lifecycle hook and networking tests curl other
+    # pods, the probe tests run /bin/bash.
+    agn = images.Layer("agnhost-tools", "curl and bash (Debian) and the libraries the busybox layers lack")
+    for path in ("/usr/bin/curl", "/bin/bash"):
+        images.add_installed(agn, src, path, lower=[layers["busybox"], layers["tools"]])
+    layers["agnhost-tools"] = agn
 
 
 def agnhost_layer(path):

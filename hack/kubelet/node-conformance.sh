@@ -176,7 +176,11 @@ reg=$(mktemp -d /tmp/nc-registry.XXXXXX)
 ln -s "$regdir/storage" "$reg/storage"
 "$repo/tests/images/registry.sh" start "$reg" 5055 >/dev/null
 
-"$CAPCRI" serve --socket "$work/capcri.sock" --admin-socket "$work/admin.sock" \
+# The RuntimeClass tests run pods with the handler "test-handler", which
+# upstream's node e2e configures in containerd (as runc); here it is one
+# more name capcri accepts.
+echo 'runtime_handlers = ["capcri", "runc", "test-handler"]' >"$work/capcri.toml"
+"$CAPCRI" serve --config "$work/capcri.toml" --socket "$work/capcri.sock" --admin-socket "$work/admin.sock" \
     --state-dir "$work/run" --data-dir "$work/lib" --policy-dir "$work/policies" \
     --cni-conf-dir "$work/cni" --cni-bin-dir /usr/lib/cni --cni-bin-dir /opt/cni/bin \
     --registry-mirror "registry.k8s.io=127.0.0.1:5055" >"$work/report/capcri.log" 2>&1 &
