@@ -50,7 +50,8 @@ def catalogue():
                      "Node Conformance: most pods (sh, sleep, cat, ...)"),
         # predefined-group: uid 1000 in group 50000, as agnhost's Dockerfile adds.
         images.Image([E2E + "agnhost:2.63.0", E2E + "agnhost:2.55"],
-                     base + ["agnhost-tools", "predefined-group", "agnhost"], agnhost, "docker-list",
+                     base + ["nmeter", "agnhost-tools", "predefined-group", "agnhost"], agnhost,
+                     "docker-list",
                      "Node Conformance: agnhost (netexec, mounttest, liveness, pause, ...)"),
         images.Image([E2E + "nginx:1.15-4", E2E + "nginx:1.27-0"], base + ["nginx"], nginx,
                      "docker-list", "Node Conformance: a web server on :80"),
@@ -86,7 +87,8 @@ def compile_c(path):
 def extra_layers(src, layers):
     """What the upstream images have and tests/images' layers lack."""
     # busybox's nmeter (Debian builds busybox without it): the restartable
-    # init container tests time-stamp their logs with `nmeter '%3t'`.
+    # init container tests (agnhost and busybox pods) time-stamp their logs
+    # with `nmeter '%3t'`.
     nm = images.Layer("nmeter", "hack/kubelet/images/nmeter.c as /usr/local/bin/nmeter")
     nm.file("usr/local/bin/nmeter", compile_c(os.path.join(HERE, "images", "nmeter.c")), 0o755)
     layers["nmeter"] = nm
