@@ -4,7 +4,7 @@ to a local registry under their upstream repository paths, so capcri (with
 `--registry-mirror registry.k8s.io=HOST:PORT`) resolves the tests' unchanged
 names. The project's machines cannot reach registry.k8s.io.
 
-  e2e-images.py --agnhost PATH --push HOST:PORT [--cache DIR]
+  e2e-images.py --agnhost PATH --porter DIR --push HOST:PORT [--cache DIR]
 
 PATH is agnhost built from the k8s.io/kubernetes module of the pinned release
 (hack/kubelet/build.sh --e2e-node puts it next to the kubelet). Everything
@@ -15,7 +15,7 @@ applet Debian's busybox lacks), so the blobs are as reproducible as those.
 What differs from upstream (test/images/*/Dockerfile): the base is Debian's
 busybox instead of Alpine, so agnhost's image lacks Alpine's bind-tools,
 iperf and coredns (the DNS and network tests that call them are not Node
-Conformance; it has Debian's curl and bash); kitten and nautilus are agnhost's
+Conformance; it has Debian's curl, bash and OpenBSD netcat); kitten and nautilus are agnhost's
 web server rather than their own pages; perl, etcd and the node-perf images
 are not built (no Node Conformance test that runs by default uses them).
 Each image's tag is the one test/utils/image/manifest.go names for v1.36.
@@ -98,10 +98,16 @@ def extra_layers(src, layers):
     agn = images.Layer("agnhost-tools", "curl and bash (Debian) and the libraries the busybox layers lack")
     for path in ("/usr/bin/curl", "/bin/bash"):
         images.add_installed(agn, src, path, lower=[layers["busybox"], layers["tools"]])
+    # netcat-openbsd, as Alpine's: the UDP networking tests run `nc -u`,
+    # which busybox's nc lacks. /usr/local/bin comes first in PATH.
+    data, host_path = src.downloaded("netcat-openbsd", "/bin/nc.openbsd")
+    agn.file("usr/local/bin/nc", data, 0o755)
+    agn.packages.add("netcat-openbsd")
+    images.add_libraries(agn, src, host_path, "netcat-openbsd", lower=[layers["busybox"], layers["tools"]])
     layers["agnhost-tools"] = agn
 
 
-def agnhost_layer(path):
+def agnhost_layer(path, porter):
     with open(path, "rb") as f:
         data = f.read()
     if not data.startswith(b"\x7fELF"):
@@ -110,12 +116,19 @@ def agnhost_layer(path):
     layer.file("agnhost", data, 0o755)
     layer.symlink("agnhost-2", "agnhost")
     layer.dir("uploads", 0o777)
+    # The TLS pair agnhost's Dockerfile adds (porter/localhost.{crt,key}):
+    # the https lifecycle hook tests serve with it.
+    for name in ("localhost.crt", "localhost.key"):
+        with open(os.path.join(porter, name), "rb") as f:
+            layer.file(name, f.read(), 0o644)
     return layer
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--agnhost", required=True, metavar="PATH")
+    ap.add_argument("--porter", required=True, metavar="DIR",
+                    help="test/images/agnhost/porter of the same k8s.io/kubernetes module")
     ap.add_argument("--push", required=True, metavar="HOST:PORT")
     ap.add_argument("--cache", metavar="DIR", default=os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "capcri-test-images"))
@@ -127,7 +140,7 @@ def main():
         images.fail("missing build inputs (see tests/images/build.py --check): " +
                     ", ".join(p for p, _ in missing), 2)
     layers = images.build_layers(src)
-    layers["agnhost"] = agnhost_layer(a.agnhost)
+    layers["agnhost"] = agnhost_layer(a.agnhost, a.porter)
     extra_layers(src, layers)
     goarch = images.goarch_of(src.arch)
     blobs = images.Blobs()

@@ -64,8 +64,11 @@ if [ -z "${NC_INNER:-}" ]; then
         (cd "$repo" && cargo build --locked --quiet --bin capcri)
         CAPCRI=$repo/target/debug/capcri
     fi
+    # agnhost's TLS pair is in the module build.sh fetched (GOMODCACHE there).
+    release=$(basename "$(dirname "$kubelet")")
+    porter=${CAPCRI_KUBELET_CACHE:-/var/tmp/capcri-kubelet}/gomod/k8s.io/kubernetes@${release%-*}/test/images/agnhost/porter
     python3 "$repo/hack/kubelet/e2e-images.py" --agnhost "$(dirname "$kubelet")/agnhost" \
-        --push "${CAPCRI_TEST_REGISTRY:-127.0.0.1:5055}"
+        --porter "$porter" --push "${CAPCRI_TEST_REGISTRY:-127.0.0.1:5055}"
     snapshot() { # every process (pid and start time) with its cgroups; kubelet's sysctls
         for f in /proc/[0-9]*/cgroup; do
             d=${f%/cgroup}
@@ -235,28 +238,6 @@ unshare --mount --propagation unchanged -- sh -c "mount --make-rprivate /proc &&
     >"$work/report/e2e_node.log" 2>&1
 rc=$?
 set -e
-python3 - "$work/report/junit.xml" <<'PY' | tee "$out/summary.txt" || true
-import collections, sys, xml.etree.ElementTree as ET
-try:
-    root = ET.parse(sys.argv[1]).getroot()
-except (OSError, ET.ParseError) as e:
-    sys.exit(f"node-conformance: no JUnit report ({e})")
-count = collections.Counter()
-failures = []
-for case in root.iter("testcase"):
-    status = case.get("status") or ""
-    if case.find("skipped") is not None:
-        count["skipped"] += 1
-    elif case.find("failure") is not None or case.find("error") is not None:
-        count["failed"] += 1
-        node = case.find("failure") if case.find("failure") is not None else case.find("error")
-        msg = (node.get("message") or node.text or "").strip().splitlines()
-        failures.append((case.get("name"), msg[0][:300] if msg else status))
-    else:
-        count["passed"] += 1
-for name, msg in failures:
-    print(f"FAIL {name}: {msg}")
-print(f"node-conformance: {count['passed']} passed, {count['failed']} failed, {count['skipped']} skipped")
-PY
+python3 "$repo/hack/kubelet/nc_summary.py" "$work/report/junit.xml" | tee "$out/summary.txt" || true
 tail -n 5 "$work/report/e2e_node.log"
 exit "$rc"
