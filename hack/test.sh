@@ -124,6 +124,10 @@ export CAPCRI_TEST_OCI_LAYOUT="$ocidir"
 # The full churn run of the reliability issue: 1,000 pod lifecycles, 20 at a time.
 export CAPCRI_CHURN_PODS=${CAPCRI_CHURN_PODS:-1000}
 unshare --mount --propagation private -- cargo test --locked -- --test-threads=2
+# The policy decision benchmark, each case run once (criterion's test mode):
+# its policies must still load under the CEL checker. The figure itself is
+# `cargo bench --bench policy_eval` (README "Performance").
+cargo test --locked --bench policy_eval
 # The privileged suites again on a cgroup-v2 node: Debian 12's 6.1 kernel
 # under qemu, systemd as PID 1, the unified hierarchy with every controller
 # (hack/vm/README.md). This host is hybrid v1 on a newer kernel; the nodes

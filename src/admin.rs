@@ -2,10 +2,10 @@
 //! and dry-run capability decisions, list the policies in force. It is a
 //! separate root-only socket so that a CRI client is not an admin client.
 
+use crate::capabilities::policy::{Decision, render_json, render_pod_table, render_table};
 use crate::container::capabilities::image_facts;
 use crate::container::capabilities::image_file_caps;
 use crate::node::Node;
-use crate::policy::{Decision, render_json, render_pod_table, render_table};
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 use tracing::info_span;
@@ -103,7 +103,7 @@ impl Admin for AdminService {
             Some(image_facts(&record, &name, image_file_caps(&record)))
         };
         let dir = self.node.policies().dir().to_path_buf();
-        let json = crate::policy::cli_eval(
+        let json = crate::capabilities::policy::cli_eval(
             Some(&dir),
             &req.pod_config_json,
             &req.container_config_json,

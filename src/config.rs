@@ -45,7 +45,7 @@ pub struct Config {
     pub log_level: String,
     /// The cgroup driver; None (the default): systemd when PID 1 is
     /// systemd and /sys/fs/cgroup is cgroup2 (as on kubeadm nodes), else
-    /// cgroupfs. Resolved at startup (`sandbox::cgroups::CgroupSetup`).
+    /// cgroupfs. Resolved at startup (`pod::cgroups::CgroupSetup`).
     pub cgroup_driver: Option<CgroupDriver>,
     /// Parent of the cgroup of every pod kubelet gives no `cgroup_parent`:
     /// an absolute path for cgroupfs (libcontainer's cgroup v1 manager
@@ -114,7 +114,7 @@ impl Default for Config {
             max_compressed_layer_bytes: crate::image::DEFAULT_MAX_COMPRESSED_LAYER_BYTES,
             max_entry_xattr_bytes: crate::image::unpack::DEFAULT_MAX_ENTRY_XATTR_BYTES,
             registries: RegistriesConfig::default(),
-            policy_dir: crate::policy::DEFAULT_POLICY_DIR.into(),
+            policy_dir: crate::capabilities::policy::DEFAULT_POLICY_DIR.into(),
             policy_poll_seconds: 2,
             cni_conf_dir: "/etc/cni/net.d".into(),
             cni_bin_dirs: vec!["/opt/cni/bin".into(), "/usr/lib/cni".into()],
@@ -239,7 +239,7 @@ impl Config {
             (
                 "policy_dir",
                 &self.policy_dir,
-                crate::policy::DEFAULT_POLICY_DIR,
+                crate::capabilities::policy::DEFAULT_POLICY_DIR,
             ),
             ("cni_conf_dir", &self.cni_conf_dir, "/etc/cni/net.d"),
         ] {

@@ -14,8 +14,27 @@ pub enum NodeError {
     AlreadyExists { name: String },
     #[error("invalid request: {0}")]
     InvalidArgument(String),
+    /// A valid request this node, as it is, cannot carry out: no idmapped
+    /// mounts for a user-namespaced pod, a volume source that is not a
+    /// shared mount, a cgroup or sysctl the kernel refuses, a cgroup driver
+    /// the host cannot run. The message names what and the fix.
     #[error("{0}")]
-    FailedPrecondition(String),
+    Unsatisfiable(String),
+    /// A file of the image (its `/etc/passwd`, `/etc/group`...) that the
+    /// container cannot be built from.
+    #[error("container {container:?} (image {image}): {reason}")]
+    BadImageContent {
+        container: String,
+        image: String,
+        reason: String,
+    },
+    /// The container's process failed before it ran (its `execve` or an
+    /// earlier step of the monitor's start).
+    #[error("container {container} failed to start: {message}")]
+    StartFailed { container: String, message: String },
+    /// A pod or container in a state that does not allow the operation.
+    #[error(transparent)]
+    WrongState(#[from] crate::state::WrongState),
     /// The capability policy refused the container; the message names the
     /// policy or the preflight check and the fix.
     #[error("capability policy refused container {container:?}: {message}")]
@@ -29,7 +48,9 @@ pub enum NodeError {
     #[error(transparent)]
     Image(#[from] crate::image::ImageError),
     #[error(transparent)]
-    Runtime(#[from] crate::runtime::RuntimeError),
+    Runtime(#[from] crate::monitor_api::RuntimeError),
+    #[error(transparent)]
+    Host(#[from] crate::host::HostError),
     #[error(transparent)]
     Spec(#[from] crate::spec::SpecError),
     #[error(transparent)]

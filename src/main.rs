@@ -232,13 +232,13 @@ fn main() -> std::process::ExitCode {
         } => explain(container_id, admin_socket, output),
         Command::Monitor { args } => {
             // Single-threaded on purpose: libcontainer must not be called
-            // from a multi-threaded process (see runtime/).
-            let code = capcri::runtime::monitor_main(&args);
+            // from a multi-threaded process (see monitor/).
+            let code = capcri::monitor::monitor_main(&args);
             std::process::ExitCode::from(code.clamp(0, 255) as u8)
         }
         Command::MonitorTemplate { room: _ } => {
             // Single-threaded too: it forks the monitors.
-            let code = capcri::runtime::template_main();
+            let code = capcri::monitor::template_main();
             std::process::ExitCode::from(code.clamp(0, 255) as u8)
         }
         Command::Serve(args) => {
@@ -283,11 +283,13 @@ fn policy_command(cmd: PolicyCommand) -> std::process::ExitCode {
     match cmd {
         PolicyCommand::Check { paths } => {
             let paths = if paths.is_empty() {
-                vec![PathBuf::from(capcri::policy::DEFAULT_POLICY_DIR)]
+                vec![PathBuf::from(
+                    capcri::capabilities::policy::DEFAULT_POLICY_DIR,
+                )]
             } else {
                 paths
             };
-            let (report, ok) = capcri::policy::cli_check(&paths);
+            let (report, ok) = capcri::capabilities::policy::cli_check(&paths);
             print!("{report}");
             if ok {
                 std::process::ExitCode::SUCCESS
@@ -296,7 +298,7 @@ fn policy_command(cmd: PolicyCommand) -> std::process::ExitCode {
             }
         }
         PolicyCommand::Test { dir } => {
-            let (report, ok) = capcri::policy::cli_test(&dir);
+            let (report, ok) = capcri::capabilities::policy::cli_test(&dir);
             print!("{report}");
             if ok {
                 std::process::ExitCode::SUCCESS
@@ -329,7 +331,7 @@ fn policy_command(cmd: PolicyCommand) -> std::process::ExitCode {
                     "table" => false,
                     other => anyhow::bail!("--output {other:?}: use table or json"),
                 };
-                Ok(capcri::policy::cli_eval(
+                Ok(capcri::capabilities::policy::cli_eval(
                     policy_dir.as_deref(),
                     &pod,
                     &ctr,

@@ -185,7 +185,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     config.validate()?;
     // A cgroup driver this host cannot run is refused before anything is
     // made (Node::open checks it again for its other callers).
-    crate::sandbox::cgroups::CgroupSetup::resolve(&config)?;
+    crate::pod::cgroups::CgroupSetup::resolve(&config)?;
     // Everything the daemon creates is root-only unless it says otherwise
     // (pod files containers read, CRI logs); files holding state also set
     // 0600 explicitly, so this is a second line, not the only one.

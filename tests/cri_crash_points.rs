@@ -181,7 +181,7 @@ fn assert_nothing_unlisted(
             .unwrap_or_default();
         // A pod's cgroup holds its containers' and its pod init's leaf.
         let of_listed_pod = pods.contains(&parent)
-            && (containers.contains(&name) || name == capcri::sandbox::cgroups::POD_INIT_CGROUP);
+            && (containers.contains(&name) || name == capcri::pod::cgroups::POD_INIT_CGROUP);
         assert!(
             pods.contains(&name) || of_listed_pod,
             "{point}: cgroup {} of nothing listed",

@@ -145,7 +145,7 @@ async fn started(d: &TestDaemon, pod: &str, p: usize, kind: &str, script: &str) 
 fn common_image() -> String {
     format!(
         "{}/cri-lab/busybox:latest",
-        common::privileged_registry().unwrap()
+        common::support::privileged_registry().unwrap()
     )
 }
 

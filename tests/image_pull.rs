@@ -9,18 +9,12 @@ use std::path::{Path, PathBuf};
 
 use capcri::image::{ImageError, ImageStore, ImageStoreConfig, RegistriesConfig, rootfs};
 
+mod support;
+
+/// The one gate (`tests/support`): root, CAPCRI_PRIVILEGED_TESTS and the
+/// registry.
 fn registry() -> Option<String> {
-    let reg = std::env::var("CAPCRI_TEST_REGISTRY").ok();
-    if std::env::var_os("CAPCRI_PRIVILEGED_TESTS").is_none()
-        || reg.is_none()
-        || !nix::unistd::geteuid().is_root()
-    {
-        eprintln!(
-            "skipped: needs root, CAPCRI_PRIVILEGED_TESTS and CAPCRI_TEST_REGISTRY (e.g. 127.0.0.1:5000)"
-        );
-        return None;
-    }
-    reg
+    support::privileged_registry()
 }
 
 fn store(root: &Path, reg: &str) -> ImageStore {

@@ -10,20 +10,15 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+mod support;
+
 use capcri::network::{CniConfig, CniNetwork, PodNetworkRequest};
 use serde_json::json;
 
 const REAL_BIN_DIRS: [&str; 2] = ["/opt/cni/bin", "/usr/lib/cni"];
 
 fn privileged() -> bool {
-    if std::env::var_os("CAPCRI_PRIVILEGED_TESTS").is_none() {
-        eprintln!(
-            "skipping: set CAPCRI_PRIVILEGED_TESTS=1 (and run as root) for real CNI bridge tests"
-        );
-        return false;
-    }
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipping: real CNI bridge tests need root");
+    if !support::privileged("the CNI bridge plugin") {
         return false;
     }
     if !REAL_BIN_DIRS

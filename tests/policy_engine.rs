@@ -3,8 +3,10 @@
 
 use std::path::PathBuf;
 
-use capcri::caps::{CapSet, Capability, FileCaps, ThreadCaps, docker_default_capabilities};
-use capcri::policy::{
+use capcri::capabilities::kernel::{
+    CapSet, Capability, FileCaps, ThreadCaps, docker_default_capabilities,
+};
+use capcri::capabilities::policy::{
     ExecPath, Facts, ImageFacts, LoadErrorKind, MemoryRootfs, PolicySet, PreflightMode,
     auto_allows_dmz, cli_check, cli_eval, cli_test, predict_paths,
 };
@@ -582,7 +584,8 @@ fn cli_eval_with_crictl_json() {
     );
     assert!(table.contains("decision     ALLOWED"), "{table}");
     let json = cli_eval(Some(&dir), pod, ctr, Some(image), true).unwrap_or_else(|e| panic!("{e}"));
-    let d: capcri::policy::Decision = serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}"));
+    let d: capcri::capabilities::policy::Decision =
+        serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(d.caps.ambient, set([NetBindService]));
     assert!(cli_eval(Some(&dir), "{", ctr, None, false).is_err());
 }

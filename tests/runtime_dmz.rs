@@ -6,10 +6,10 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use capcri::caps::{
+use capcri::capabilities::kernel::{
     CapSet, Capability, ExecIdentity, FileCaps, ThreadCaps, parse_file_caps, predict_execve,
 };
-use capcri::runtime::{
+use capcri::monitor_api::{
     ContainerRuntimeState, CreateContainer, ExecPath, MonitorClient, MonitorSpawn, PodNamespaceSet,
     RuntimeError, RuntimeStatus, spawn_monitor,
 };

@@ -5,9 +5,10 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use capcri::runtime::{
+use capcri::host::pinned_namespace_path;
+use capcri::monitor_api::{
     CreateContainer, ExecPath, MonitorClient, MonitorSpawn, NamespaceKind, PodNamespaceSet,
-    RuntimeError, RuntimeStatus, pinned_namespace_path, spawn_monitor,
+    RuntimeError, RuntimeStatus, spawn_monitor,
 };
 
 const HOSTNAME: &str = "capcri-test-pod";
@@ -240,7 +241,7 @@ async fn monitor_runs_a_pod_end_to_end() {
     );
     assert!(st.finished_at.is_some());
     // The exit is on disk for a restarted daemon.
-    let persisted = capcri::runtime::read_persisted_state(&pod_dir, "c1").unwrap();
+    let persisted = capcri::monitor_api::read_persisted_state(&pod_dir, "c1").unwrap();
     assert_eq!(persisted, st);
     client
         .stop("c1", Duration::from_secs(1), libc::SIGTERM)
@@ -275,7 +276,7 @@ async fn monitor_runs_a_pod_end_to_end() {
     client.start("c4").await.expect("start c4");
     let deadline = Instant::now() + Duration::from_secs(10);
     let st = loop {
-        let st = capcri::runtime::read_persisted_state(&pod_dir, "c4").unwrap();
+        let st = capcri::monitor_api::read_persisted_state(&pod_dir, "c4").unwrap();
         if st.status == RuntimeStatus::Exited || Instant::now() > deadline {
             break st;
         }

@@ -7,7 +7,7 @@
 
 #![no_main]
 
-use capcri::runtime::{CriLogLine, CriLogStream, format_cri_log_line, parse_cri_log_line};
+use capcri::monitor::{CriLogLine, CriLogStream, format_cri_log_line, parse_cri_log_line};
 use chrono::{DateTime, Datelike, Utc};
 use libfuzzer_sys::fuzz_target;
 

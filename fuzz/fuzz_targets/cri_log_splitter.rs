@@ -8,7 +8,7 @@
 
 #![no_main]
 
-use capcri::runtime::{CriLogStream, LineSplitter, MAX_LOG_LINE, format_cri_log_line};
+use capcri::monitor::{CriLogStream, LineSplitter, MAX_LOG_LINE, format_cri_log_line};
 use chrono::{TimeZone, Utc};
 use libfuzzer_sys::fuzz_target;
 

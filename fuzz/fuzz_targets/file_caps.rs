@@ -4,7 +4,7 @@
 
 #![no_main]
 
-use capcri::caps::parse_file_caps;
+use capcri::capabilities::kernel::parse_file_caps;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -5,7 +5,7 @@
 
 #![no_main]
 
-use capcri::runtime::{Decoded, MAX_FRAME_LEN, Request, Response, decode_frame, encode_frame};
+use capcri::monitor_api::{Decoded, MAX_FRAME_LEN, Request, Response, decode_frame, encode_frame};
 use libfuzzer_sys::fuzz_target;
 use std::fmt::Debug;
 

@@ -6,8 +6,8 @@
 
 #![no_main]
 
-use capcri::caps::{CapSet, Capability, FileCaps};
-use capcri::policy::{Facts, MemoryRootfs, PolicySet};
+use capcri::capabilities::kernel::{CapSet, Capability, FileCaps};
+use capcri::capabilities::policy::{Facts, MemoryRootfs, PolicySet};
 use libfuzzer_sys::fuzz_target;
 
 fn facts(non_root: bool, add: &[&str], ambient: &[&str]) -> Facts {

@@ -3,12 +3,12 @@
 //! and turned into the OCI capability sets.
 
 use super::rootfs_read::{open_in_root, read_link_in_root};
-use crate::caps::{CapSet, Capability, FileCaps, parse_file_caps};
-use crate::image::ImageRecord;
-use crate::policy::{
+use crate::capabilities::kernel::{CapSet, Capability, FileCaps, parse_file_caps};
+use crate::capabilities::policy::{
     Decision, Facts, ImageFacts, NodeFacts, PolicySet, ResolvedIdentity, RootfsView, SetIdBits,
 };
-use crate::sandbox::PodSandbox;
+use crate::image::ImageRecord;
+use crate::pod::PodSandbox;
 use k8s_cri::v1::ContainerConfig;
 use oci_spec::runtime::{Capability as OciCapability, LinuxCapabilities};
 use std::collections::{BTreeMap, HashSet};
@@ -166,7 +166,7 @@ pub fn decide(
 
 fn oci_set(set: CapSet) -> HashSet<OciCapability> {
     set.iter()
-        .filter_map(|c| match crate::spec::oci_capability(c) {
+        .filter_map(|c| match crate::capabilities::oci::oci_capability(c) {
             Some(c) => Some(c),
             None => {
                 warn!(capability = %c, "capability unknown to oci-spec; not passed to the runtime");
@@ -283,7 +283,7 @@ mod tests {
     }
 
     use super::*;
-    use crate::caps::ThreadCaps;
+    use crate::capabilities::kernel::ThreadCaps;
 
     #[test]
     fn host_bounding_set_clamps_every_set() {
@@ -302,8 +302,8 @@ mod tests {
                 inheritable: CapSet::default(),
                 ambient: CapSet::default(),
             },
-            exec_path: crate::policy::ExecPath::Direct,
-            preflight: crate::policy::PreflightMode::Off,
+            exec_path: crate::capabilities::policy::ExecPath::Direct,
+            preflight: crate::capabilities::policy::PreflightMode::Off,
             preflight_failed: false,
             warnings: vec![],
             reasons: vec![],
@@ -338,8 +338,8 @@ mod tests {
                 inheritable: ambient,
                 ambient,
             },
-            exec_path: crate::policy::ExecPath::Direct,
-            preflight: crate::policy::PreflightMode::Off,
+            exec_path: crate::capabilities::policy::ExecPath::Direct,
+            preflight: crate::capabilities::policy::PreflightMode::Off,
             preflight_failed: false,
             warnings: vec![],
             reasons: vec![],

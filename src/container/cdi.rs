@@ -262,13 +262,7 @@ devices:
         let node = &linux.devices().as_ref().unwrap()[0];
         assert_eq!(node.path(), Path::new("/dev/example-gpu0"));
         assert_eq!((node.major(), node.minor()), (1, 3));
-        let rules = linux
-            .resources()
-            .as_ref()
-            .unwrap()
-            .devices()
-            .clone()
-            .unwrap();
+        let rules = crate::spec::device_rules(linux);
         assert!(rules.iter().any(|r| r.allow()
             && r.major() == Some(1)
             && r.minor() == Some(3)

@@ -16,8 +16,8 @@ use nix::mount::{MntFlags, umount2};
 use tracing::warn;
 
 use crate::error::NodeError;
+use crate::host::idmapped_bind;
 use crate::image::rootfs::mount_overlay;
-use crate::runtime::idmapped_bind;
 use crate::spec::{PodFiles, PodUserNamespace};
 
 /// The staging directory of a container's idmapped mounts.

@@ -19,13 +19,20 @@ use k8s_cri::v1::ContainerConfig;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum ContainerState {
-    Created,
-    Running,
-    Exited,
-    /// The monitor holding it is gone and its fate cannot be known.
-    Unknown,
+use crate::monitor_api::RuntimeStatus;
+pub use crate::state::ContainerState;
+use crate::state::{ContainerOp, WrongState};
+
+/// The monitor's view of a container (it knows no `Unknown`: a container
+/// it does not hold is not found).
+impl From<RuntimeStatus> for ContainerState {
+    fn from(s: RuntimeStatus) -> Self {
+        match s {
+            RuntimeStatus::Created => ContainerState::Created,
+            RuntimeStatus::Running => ContainerState::Running,
+            RuntimeStatus::Exited => ContainerState::Exited,
+        }
+    }
 }
 
 /// The persisted record of one container. Runtime facts (pid, exit code)
@@ -64,10 +71,16 @@ pub struct ContainerRecord {
     /// The capability decision it was created with, with its reasons
     /// (`capcri explain`, ContainerStatus verbose info).
     #[serde(default)]
-    pub decision: Option<crate::policy::Decision>,
+    pub decision: Option<crate::capabilities::policy::Decision>,
 }
 
 impl ContainerRecord {
+    /// `Ok` when its state allows `op`; the error names it, its state and
+    /// the fix (`crate::state`).
+    pub fn check(&self, op: ContainerOp) -> Result<(), WrongState> {
+        self.state.check(op, &self.id)
+    }
+
     pub fn name_key(&self) -> String {
         container_name_key(&self.pod_id, &self.config)
     }

@@ -114,7 +114,7 @@ pub fn check_host_sources(mounts: &[Mount]) -> Result<(), crate::error::NodeErro
     let path = Path::new("/proc/self/mountinfo");
     let text = std::fs::read_to_string(path).map_err(|e| crate::error::NodeError::io(path, e))?;
     check_sources(mounts, &parse_mountinfo(&text))
-        .map_err(|e| crate::error::NodeError::FailedPrecondition(e.to_string()))
+        .map_err(|e| crate::error::NodeError::Unsatisfiable(e.to_string()))
 }
 
 /// Checks each non-private volume against the host's mount table. Host

@@ -2,7 +2,7 @@
 
 use crate::container::{ContainerRecord, ContainerState};
 use crate::image::ImageRecord;
-use crate::sandbox::{PodSandbox, PodState};
+use crate::pod::{PodSandbox, PodState};
 use k8s_cri::v1 as cri;
 
 fn pod_state(s: PodState) -> cri::PodSandboxState {

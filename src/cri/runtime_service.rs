@@ -3,6 +3,7 @@
 
 use super::{CRI_API_VERSION, RUNTIME_NAME, convert, to_status};
 use crate::node::Node;
+use crate::state::ContainerOp;
 use crate::stream::{StreamError, StreamServer};
 use k8s_cri::v1 as cri;
 use k8s_cri::v1::runtime_service_server::RuntimeService;
@@ -349,7 +350,7 @@ impl RuntimeService for CriRuntimeService {
         let streams = self.streams("Exec")?;
         let req = r.into_inner();
         self.node
-            .running_container(&req.container_id)
+            .running_container(&req.container_id, ContainerOp::Exec)
             .await
             .map_err(to_status)?;
         let url = streams.exec_url(req).map_err(stream_status)?;
@@ -362,7 +363,7 @@ impl RuntimeService for CriRuntimeService {
         require_id(&req.container_id, "container")?;
         let record = self
             .node
-            .running_container(&req.container_id)
+            .running_container(&req.container_id, ContainerOp::Attach)
             .instrument(info_span!("Attach", container.id = %req.container_id))
             .await
             .map_err(to_status)?;
@@ -509,9 +510,9 @@ impl RuntimeService for CriRuntimeService {
             // applies with mount_setattr(MOUNT_ATTR_RDONLY, AT_RECURSIVE).
             // userns: POD mode with idmapped rootfs and volumes, when the
             // startup probe found idmapped overlay layers to work.
-            runtime_handlers: crate::sandbox::handlers::status_handlers(
+            runtime_handlers: crate::pod::handlers::status_handlers(
                 &self.node.config().runtime_handlers,
-                crate::sandbox::handlers::HandlerFeatures {
+                crate::pod::handlers::HandlerFeatures {
                     recursive_read_only_mounts: true,
                     user_namespaces: self.node.supports_user_namespaces(),
                 },

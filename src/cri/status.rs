@@ -1,8 +1,8 @@
 //! The one place where domain errors become gRPC status codes.
 
 use crate::image::ImageError;
+use crate::monitor_api::RuntimeError;
 use crate::node::NodeError;
-use crate::runtime::RuntimeError;
 use crate::spec::SpecError;
 use tonic::{Code, Status};
 
@@ -11,9 +11,11 @@ pub fn to_status(err: NodeError) -> Status {
         NodeError::NotFound { .. } => Code::NotFound,
         NodeError::AlreadyExists { .. } => Code::AlreadyExists,
         NodeError::InvalidArgument(_) => Code::InvalidArgument,
-        NodeError::FailedPrecondition(_) | NodeError::PolicyDenied { .. } => {
-            Code::FailedPrecondition
-        }
+        NodeError::Unsatisfiable(_)
+        | NodeError::BadImageContent { .. }
+        | NodeError::WrongState(_)
+        | NodeError::StartFailed { .. }
+        | NodeError::PolicyDenied { .. } => Code::FailedPrecondition,
         NodeError::Spec(e) => spec_code(e),
         NodeError::Image(e) => image_code(e),
         NodeError::Runtime(e) => runtime_code(e),
@@ -21,6 +23,7 @@ pub fn to_status(err: NodeError) -> Status {
             Code::InvalidArgument
         }
         NodeError::Io { .. }
+        | NodeError::Host(_)
         | NodeError::Store(_)
         | NodeError::Network(_)
         | NodeError::Internal(_) => Code::Internal,

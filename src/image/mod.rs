@@ -21,9 +21,9 @@ pub mod unpack;
 pub use digest::BlobVerifier;
 pub use error::ImageError;
 pub use reference::{ParsedReference, normalize_reference, parse_reference};
-pub use registry::host_arch;
+pub use registry::{RegistriesConfig, RegistryAuth, host_arch};
 pub use store::{
     DEFAULT_MAX_COMPRESSED_LAYER_BYTES, FsUsage, ImageRecord, ImageStore, ImageStoreConfig,
-    MAX_CONFIG_BYTES, RegistriesConfig, RegistryAuth,
+    MAX_CONFIG_BYTES,
 };
 pub use unpack::{Compression, LayerChange, LayerUnpacker, UnpackedLayer, merge_file_caps};

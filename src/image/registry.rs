@@ -3,6 +3,7 @@
 //! credentials, manifest and index resolution. Everything fetched is checked
 //! against its digest here, not trusted from the client.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::Path;
 
@@ -13,14 +14,41 @@ use oci_client::errors::OciDistributionError;
 use oci_client::manifest::OciDescriptor;
 use oci_client::secrets::RegistryAuth as ClientAuth;
 use oci_client::{Client, Reference};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
 use tokio_stream::StreamExt;
 
 use super::ImageError;
 use super::digest::{BlobVerifier, sha256_digest};
 use super::reference::ParsedReference;
-use super::store::{RegistriesConfig, RegistryAuth};
+
+/// The `[registries]` table of the daemon's config: every key optional
+/// (empty by default), unknown keys refused.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(
+    default,
+    deny_unknown_fields,
+    expecting = "a table with the optional keys `mirrors` and `insecure`"
+)]
+pub struct RegistriesConfig {
+    /// upstream host (e.g. "registry.k8s.io", "docker.io") -> mirror endpoints tried in order
+    /// before the upstream, like containerd's hosts.toml. Endpoints are "host:port" or
+    /// "http://host:port" / "https://host:port".
+    pub mirrors: BTreeMap<String, Vec<String>>,
+    /// hosts ("host:port") spoken to over plain HTTP. Loopback hosts (127.0.0.0/8, localhost, [::1])
+    /// are always plain HTTP, as Docker does, without being listed.
+    pub insecure: Vec<String>,
+}
+
+/// From CRI AuthConfig; empty strings = unset.
+#[derive(Clone, Debug, Default)]
+pub struct RegistryAuth {
+    pub username: String,
+    pub password: String,
+    pub auth: String,
+    pub identity_token: String,
+    pub registry_token: String,
+}
 
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -256,6 +284,29 @@ fn map_error(image: &str, registry: &str, what: &str, e: OciDistributionError) -
     }
 }
 
+/// The client manifests are fetched with, one per daemon: building one
+/// loads and parses the system's root certificates (~140 files on Debian),
+/// a few milliseconds a pull when it was built per session. It holds no
+/// credentials (the Authorization header is set per request from the
+/// session's own token) and no cookies, so sharing it shares nothing
+/// between pulls but connections. Same timeouts as the blob client;
+/// reqwest's rustls (enabled through oci-client) and its default roots, as
+/// oci-client's client has. The blob client stays per session: oci-client
+/// caches bearer tokens in it, and one pull's credentials must not serve
+/// another's.
+fn manifest_http() -> reqwest::Client {
+    static HTTP: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    HTTP.get_or_init(|| {
+        reqwest::Client::builder()
+            .connect_timeout(std::time::Duration::from_secs(10))
+            .read_timeout(std::time::Duration::from_secs(120))
+            .user_agent(concat!("capcri/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .unwrap_or_default()
+    })
+    .clone()
+}
+
 impl Session {
     fn new(endpoint: Endpoint, parsed: &ParsedReference, auth: ClientAuth, image: &str) -> Session {
         let config = ClientConfig {
@@ -279,18 +330,9 @@ impl Session {
                 Reference::with_tag(endpoint.host.clone(), parsed.path.clone(), "latest".into())
             }
         };
-        // Same timeouts as the blob client. Built without TLS options of
-        // its own: reqwest's rustls (enabled through oci-client) and its
-        // default roots, as oci-client's client has.
-        let http = reqwest::Client::builder()
-            .connect_timeout(std::time::Duration::from_secs(10))
-            .read_timeout(std::time::Duration::from_secs(120))
-            .user_agent(concat!("capcri/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .unwrap_or_default();
         Session {
             client: Client::new(config),
-            http,
+            http: manifest_http(),
             authorization: tokio::sync::OnceCell::new(),
             reference,
             auth,

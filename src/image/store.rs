@@ -21,26 +21,8 @@ use super::ImageError;
 use super::digest::digest_hex;
 use super::fsutil::{create_dir_all, list_dir, remove_any, sync_dir, temp_name, write_atomic};
 use super::reference::{ParsedReference, parse_reference};
-use super::registry::{self, RawDescriptor};
+use super::registry::{self, RawDescriptor, RegistriesConfig, RegistryAuth};
 use super::unpack::{Compression, LayerChange, LayerUnpacker, UnpackedLayer, merge_file_caps};
-
-/// The `[registries]` table of the daemon's config: every key optional
-/// (empty by default), unknown keys refused.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-#[serde(
-    default,
-    deny_unknown_fields,
-    expecting = "a table with the optional keys `mirrors` and `insecure`"
-)]
-pub struct RegistriesConfig {
-    /// upstream host (e.g. "registry.k8s.io", "docker.io") -> mirror endpoints tried in order
-    /// before the upstream, like containerd's hosts.toml. Endpoints are "host:port" or
-    /// "http://host:port" / "https://host:port".
-    pub mirrors: BTreeMap<String, Vec<String>>,
-    /// hosts ("host:port") spoken to over plain HTTP. Loopback hosts (127.0.0.0/8, localhost, [::1])
-    /// are always plain HTTP, as Docker does, without being listed.
-    pub insecure: Vec<String>,
-}
 
 /// Cap on an image config blob. The config is parsed whole in memory
 /// (serde_json holds several times its size); real configs are a few KiB,
@@ -70,16 +52,6 @@ pub struct ImageStoreConfig {
     pub max_compressed_layer_bytes: u64,
     /// Cap on one layer entry's xattr bytes (`LayerUnpacker`).
     pub max_entry_xattr_bytes: u64,
-}
-
-/// From CRI AuthConfig; empty strings = unset.
-#[derive(Clone, Debug, Default)]
-pub struct RegistryAuth {
-    pub username: String,
-    pub password: String,
-    pub auth: String,
-    pub identity_token: String,
-    pub registry_token: String,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -11,11 +11,9 @@
 //! directory metadata applied after the last entry.
 
 use std::collections::BTreeMap;
-use std::ffi::CString;
 use std::fs;
 use std::io::{self, Read};
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 
@@ -196,6 +194,49 @@ struct DirMeta {
     mtime: i64,
 }
 
+/// The parent directory of the previous entry, kept open for the next one:
+/// a layer lists a directory's files one after another, and re-resolving
+/// the parent for each (an openat2 and a close) was most of the unpack's
+/// syscalls for busybox (bin/ holds 400 hard links). Sound because the fd
+/// is a directory of this layer, resolved beneath the root without
+/// symlinks, and it is dropped before any entry that could remove or
+/// replace it or one of its ancestors: anything but a plain file or a hard
+/// link, a whiteout, or an entry at the cached path or above it.
+#[derive(Default)]
+struct ParentCache {
+    open: Option<(PathBuf, OwnedFd)>,
+}
+
+impl ParentCache {
+    fn forget_unless_kept_by(&mut self, kind: tar::EntryType, rel: &Path) {
+        let Some((cached, _)) = &self.open else {
+            return;
+        };
+        let plain = matches!(
+            kind,
+            tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::Link
+        );
+        let whiteout = rel
+            .file_name()
+            .is_some_and(|n| n.as_encoded_bytes().starts_with(WHITEOUT_PREFIX.as_bytes()));
+        if !plain || whiteout || cached.starts_with(rel) {
+            self.open = None;
+        }
+    }
+
+    fn holds(&self, rel: &Path) -> bool {
+        self.open.as_ref().is_some_and(|(r, _)| r == rel)
+    }
+
+    fn keep(&mut self, rel: &Path, fd: OwnedFd) {
+        self.open = Some((rel.to_path_buf(), fd));
+    }
+
+    fn fd(&self) -> Option<BorrowedFd<'_>> {
+        self.open.as_ref().map(|(_, fd)| fd.as_fd())
+    }
+}
+
 impl LayerUnpacker {
     /// Unpacks `blob` into `dest`, which must not exist yet (a fresh temp
     /// dir the caller renames into place). On any error `dest` is removed, so
@@ -271,6 +312,7 @@ impl LayerUnpacker {
         let mut archive = tar::Archive::new(counter);
         let mut changes = Vec::new();
         let mut dirs: Vec<DirMeta> = Vec::new();
+        let mut parent_cache = ParentCache::default();
         let mut last_entry = String::from("<start of archive>");
         let iter_result = (|| -> Result<(), ImageError> {
             let entries = archive
@@ -286,7 +328,14 @@ impl LayerUnpacker {
                     .map(|p| p.to_string_lossy().into_owned())
                     .unwrap_or_else(|_| "<undecodable>".into());
                 last_entry = raw_path.clone();
-                self.unpack_entry(&mut entry, &raw_path, root, &mut changes, &mut dirs)?;
+                self.unpack_entry(
+                    &mut entry,
+                    &raw_path,
+                    root,
+                    &mut changes,
+                    &mut dirs,
+                    &mut parent_cache,
+                )?;
             }
             Ok(())
         })();
@@ -442,6 +491,7 @@ impl LayerUnpacker {
         root: &LayerRoot<'_>,
         changes: &mut Vec<LayerChange>,
         dirs: &mut Vec<DirMeta>,
+        parent_cache: &mut ParentCache,
     ) -> Result<(), ImageError> {
         let kind = entry.header().entry_type();
         if matches!(
@@ -458,6 +508,7 @@ impl LayerUnpacker {
             .map_err(|e| self.hostile(raw, format!("has an undecodable path: {e}")))?
             .into_owned();
         let rel = self.relative_path(raw, &path)?;
+        parent_cache.forget_unless_kept_by(kind, &rel);
         let abs_name = format!("/{}", rel.to_string_lossy());
         let header = entry.header();
         let mode = header
@@ -491,8 +542,13 @@ impl LayerUnpacker {
             return Ok(());
         }
         let parent_rel = rel.parent().unwrap_or(Path::new(""));
-        let parent = self.open_parent(raw, root, parent_rel)?;
-        let pfd = parent.as_fd();
+        if !parent_cache.holds(parent_rel) {
+            let fd = self.open_parent(raw, root, parent_rel)?;
+            parent_cache.keep(parent_rel, fd);
+        }
+        let Some(pfd) = parent_cache.fd() else {
+            return Err(self.corrupt(format!("entry {raw:?}: its parent was not opened")));
+        };
         let target = root.dest.join(&rel);
         let Some(name) = rel.file_name() else {
             return Err(self.hostile(raw, "has no file name"));
@@ -672,9 +728,17 @@ impl LayerUnpacker {
                 // directory of this layer: resolved beneath the root with
                 // no symlink allowed.
                 let src_parent_rel = link_rel.parent().unwrap_or(Path::new(""));
-                let src_parent = layerfs::open_dir_beneath(root.fd.as_fd(), src_parent_rel)
-                    .map_err(|_| self.hostile(raw, format!("is a hard link to {link_raw:?}, whose path is not a directory of this layer (a symlink or a file on the way)")))?;
-                match layerfs::stat_at(src_parent.as_fd(), src_name) {
+                // Most links are siblings of their source (busybox's 400
+                // names in bin/): the parent already open serves both.
+                let src_parent_opened;
+                let src_parent = if src_parent_rel == parent_rel {
+                    pfd
+                } else {
+                    src_parent_opened = layerfs::open_dir_beneath(root.fd.as_fd(), src_parent_rel)
+                        .map_err(|_| self.hostile(raw, format!("is a hard link to {link_raw:?}, whose path is not a directory of this layer (a symlink or a file on the way)")))?;
+                    src_parent_opened.as_fd()
+                };
+                match layerfs::stat_at(src_parent, src_name) {
                     Ok(Some(st)) if layerfs::is_dir(&st) => {
                         return Err(self.hostile(
                             raw,
@@ -892,23 +956,13 @@ fn xattr_error(name: &str, path: &Path, e: io::Error) -> ImageError {
     )
 }
 
-fn cstring(path: &Path) -> Result<CString, ImageError> {
-    CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| ImageError::io("encode path", path, io::Error::other("NUL byte in path")))
-}
-
-/// lgetxattr; None when absent or unreadable.
+/// lgetxattr of a path (tests and checks of a tree capcri made; image
+/// content is read through directory fds, `layerfs::get_xattr_at`); None
+/// when absent or unreadable.
 pub fn get_xattr(path: &Path, name: &str) -> Option<Vec<u8>> {
-    let p = cstring(path).ok()?;
-    let n = CString::new(name).ok()?;
-    let mut buf = vec![0u8; 4096];
-    // SAFETY: valid NUL-terminated strings and a buffer of the given length.
-    let rc = unsafe { libc::lgetxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-    if rc < 0 {
-        return None;
-    }
-    buf.truncate(rc as usize);
-    Some(buf)
+    let parent = path.parent()?;
+    let dir = fs::File::open(parent).ok()?;
+    layerfs::get_xattr_at(dir.as_fd(), path.file_name()?, name)
 }
 
 /// Inode identity, used by tests and the store's usage figures.
@@ -1150,7 +1204,9 @@ mod tests {
             let m = fs::symlink_metadata(&p).unwrap();
             let mut names = Vec::new();
             if !m.file_type().is_symlink() {
-                let c = cstring(&p).unwrap();
+                let c =
+                    std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(p.as_os_str()))
+                        .unwrap();
                 let mut buf = vec![0u8; 4096];
                 // SAFETY: valid path and buffer of the given length.
                 let n = unsafe { libc::llistxattr(c.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
@@ -1532,6 +1588,79 @@ mod tests {
             })
             .add(e("alias/f", tar::EntryType::Regular));
         assert_hostile(t.finish(), "alias/f");
+    }
+
+    /// The parent kept open between entries (`ParentCache`) never outlives
+    /// the directory it was: an entry that replaces the directory, removes
+    /// it by whiteout, or swaps an ancestor for a symlink makes the next
+    /// entry below it resolve again, and fail as it would have without the
+    /// cache, instead of writing into a detached or foreign directory.
+    #[test]
+    fn a_replaced_parent_is_never_reused() {
+        let replaced_by = |tail: E<'static>| {
+            let mut t = TarBuilder::new();
+            t.add(e("d/", tar::EntryType::Directory))
+                .add(e("d/sub/", tar::EntryType::Directory))
+                .add(e("d/sub/f1", tar::EntryType::Regular))
+                .add(e("d/sub/f2", tar::EntryType::Regular))
+                .add(tail)
+                .add(e("d/sub/f3", tar::EntryType::Regular));
+            t.finish()
+        };
+        // The directory itself becomes a file.
+        assert_hostile(replaced_by(e("d/sub", tar::EntryType::Regular)), "d/sub/f3");
+        // ...or a symlink, to a directory of the same layer.
+        assert_hostile(
+            replaced_by(E {
+                link: Some("."),
+                ..e("d/sub", tar::EntryType::Symlink)
+            }),
+            "d/sub/f3",
+        );
+        // An ancestor becomes a symlink to a host directory.
+        let outside = tempfile::tempdir().unwrap();
+        let target: &'static str = Box::leak(outside.path().to_str().unwrap().into());
+        let mut t = TarBuilder::new();
+        t.add(e("d/", tar::EntryType::Directory))
+            .add(e("d/sub/", tar::EntryType::Directory))
+            .add(e("d/sub/f1", tar::EntryType::Regular))
+            .add(E {
+                link: Some(target),
+                ..e("d", tar::EntryType::Symlink)
+            })
+            .add(e("d/sub/f2", tar::EntryType::Regular));
+        assert_hostile(t.finish(), "d/sub/f2");
+        assert_eq!(fs::read_dir(outside.path()).unwrap().count(), 0);
+        // Siblings and hard links between them, the case the cache is
+        // for, still land where they belong.
+        let mut t = TarBuilder::new();
+        t.add(e("bin/", tar::EntryType::Directory))
+            .add(E {
+                data: b"busybox",
+                ..e("bin/busybox", tar::EntryType::Regular)
+            })
+            .add(E {
+                link: Some("bin/busybox"),
+                ..e("bin/sh", tar::EntryType::Link)
+            })
+            .add(E {
+                link: Some("bin/busybox"),
+                ..e("bin/ls", tar::EntryType::Link)
+            })
+            .add(E {
+                link: Some("bin/busybox"),
+                ..e("sbin/init", tar::EntryType::Link)
+            });
+        let (_tmp, dest, r) = unpack(&t.finish());
+        r.unwrap();
+        for name in ["bin/sh", "bin/ls", "sbin/init"] {
+            assert_eq!(fs::read(dest.join(name)).unwrap(), b"busybox", "{name}");
+            assert_eq!(
+                inode_of(&dest.join(name)),
+                inode_of(&dest.join("bin/busybox")),
+                "{name}"
+            );
+        }
     }
 
     #[test]

@@ -3,9 +3,9 @@
 //! Every label here has a small fixed set of values, so no request can grow
 //! the number of series a scraper has to store.
 
+use crate::capabilities::policy::{Decision, ExecPath, PreflightMode};
 use crate::container::ContainerState;
-use crate::policy::{Decision, ExecPath, PreflightMode};
-use crate::sandbox::PodState;
+use crate::pod::PodState;
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use std::fmt::Write;
 
@@ -224,7 +224,7 @@ pub fn container_state(state: ContainerState) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::caps::{CapSet, Capability, ThreadCaps};
+    use crate::capabilities::kernel::{CapSet, Capability, ThreadCaps};
 
     #[test]
     fn methods_come_from_cri_paths_only() {

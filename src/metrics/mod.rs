@@ -93,7 +93,7 @@ impl Metrics {
     }
 
     /// One capability decision of a CreateContainer, allowed or refused.
-    pub fn count_decision(&self, decision: &crate::policy::Decision) {
+    pub fn count_decision(&self, decision: &crate::capabilities::policy::Decision) {
         for outcome in DecisionOutcome::of(decision) {
             self.policy_decisions
                 .get_or_create(&DecisionLabels { outcome })
@@ -105,7 +105,11 @@ impl Metrics {
     /// and outcome (applied, skipped_host_network, overridden_by_pod,
     /// failed). Keys come from the loader's fixed pod-safe list, so the
     /// label set is bounded.
-    pub fn count_sysctl(&self, key: &str, outcome: crate::policy::sysctls::SysctlOutcome) {
+    pub fn count_sysctl(
+        &self,
+        key: &str,
+        outcome: crate::capabilities::policy::sysctls::SysctlOutcome,
+    ) {
         self.policy_sysctls
             .get_or_create(&SysctlLabels {
                 key: key.to_string(),
@@ -228,7 +232,7 @@ mod tests {
 
     #[test]
     fn policy_sysctls_count_by_key_and_outcome() {
-        use crate::policy::sysctls::SysctlOutcome;
+        use crate::capabilities::policy::sysctls::SysctlOutcome;
         let m = Metrics::new();
         let key = "net.ipv4.ip_unprivileged_port_start";
         m.count_sysctl(key, SysctlOutcome::Applied);
@@ -249,10 +253,10 @@ mod tests {
 
     #[test]
     fn decisions_count_each_outcome() {
-        use crate::caps::{CapSet, Capability, ThreadCaps};
+        use crate::capabilities::kernel::{CapSet, Capability, ThreadCaps};
         let m = Metrics::new();
         let caps: CapSet = [Capability::NetBindService].into_iter().collect();
-        let mut d = crate::policy::Decision {
+        let mut d = crate::capabilities::policy::Decision {
             allowed: true,
             deny_message: None,
             caps: ThreadCaps {
@@ -262,8 +266,8 @@ mod tests {
                 inheritable: caps,
                 ambient: caps,
             },
-            exec_path: crate::policy::ExecPath::Dmz,
-            preflight: crate::policy::PreflightMode::Enforce,
+            exec_path: crate::capabilities::policy::ExecPath::Dmz,
+            preflight: crate::capabilities::policy::PreflightMode::Enforce,
             preflight_failed: false,
             warnings: vec![],
             reasons: vec![],

@@ -99,6 +99,18 @@ pub struct PodNetworkRequest {
 }
 
 impl PodNetworkRequest {
+    /// The pod's identity, checked before any plugin sees it.
+    fn valid_identity(&self) -> Result<PodIdentity, CniError> {
+        let identity = self.identity();
+        identity
+            .validate()
+            .map_err(|reason| CniError::InvalidRequest {
+                pod_id: self.pod_id.clone(),
+                reason,
+            })?;
+        Ok(identity)
+    }
+
     fn identity(&self) -> PodIdentity {
         PodIdentity {
             pod_id: self.pod_id.clone(),
@@ -189,13 +201,7 @@ impl CniNetwork {
     /// deleted again (SPEC.md: DEL all plugins in reverse order, as containerd does).
     pub async fn setup(&self, pod: &PodNetworkRequest) -> Result<PodNetworkStatus, CniError> {
         let step = crate::util::time::StepTimer::new("cni_add", &pod.pod_id);
-        let identity = pod.identity();
-        identity
-            .validate()
-            .map_err(|reason| CniError::InvalidRequest {
-                pod_id: pod.pod_id.clone(),
-                reason,
-            })?;
+        let identity = pod.valid_identity()?;
         if !is_netns(&pod.netns) {
             return Err(CniError::InvalidRequest {
                 pod_id: pod.pod_id.clone(),
@@ -316,13 +322,7 @@ impl CniNetwork {
     }
 
     pub async fn teardown(&self, pod: &PodNetworkRequest) -> Result<(), CniError> {
-        let identity = pod.identity();
-        identity
-            .validate()
-            .map_err(|reason| CniError::InvalidRequest {
-                pod_id: pod.pod_id.clone(),
-                reason,
-            })?;
+        let identity = pod.valid_identity()?;
         let guard = self.pod_locks.lock(&pod.pod_id).await;
 
         let record = match self.store.load(&pod.pod_id) {

@@ -1,6 +1,7 @@
 //! CreateContainer, StartContainer, StopContainer, RemoveContainer,
 //! ContainerStatus, ListContainers and ExecSync.
 
+use crate::capabilities::policy::ResolvedIdentity;
 use crate::container::capabilities::{
     MountedRootfs, clamp_to_host, decide, host_bounding_set, image_facts, image_file_caps,
     oci_capabilities,
@@ -11,15 +12,16 @@ use crate::container::rootfs_read::read_in_root;
 use crate::container::{ContainerRecord, ContainerState, container_name_key, cri_state};
 use crate::crash_point::crash_point;
 use crate::events::EventKind;
+use crate::host::pinned_namespace_path;
 use crate::image::rootfs::{mount_overlay, unmount};
-use crate::node::{Node, NodeError, find_by_id_or_prefix, labels_match, new_id};
-use crate::policy::ResolvedIdentity;
-use crate::runtime::{
+use crate::monitor_api::{
     ContainerRuntimeState, CreateContainer, ExecOutput, ExecSpec, NamespaceKind, RuntimeError,
-    RuntimeStatus, pinned_namespace_path,
+    RuntimeStatus,
 };
-use crate::sandbox::{PodSandbox, PodState};
+use crate::node::{Node, NodeError, find_by_id_or_prefix, labels_match};
+use crate::pod::PodSandbox;
 use crate::spec::{ContainerSpecInput, ImageUserDb, PodFiles, PodNamespacePaths};
+use crate::state::{ContainerOp, PodOp};
 use crate::util::sync::lock;
 use crate::util::time::now_nanos;
 use k8s_cri::v1::{ContainerConfig, ContainerFilter, PodSandboxConfig};
@@ -35,12 +37,7 @@ impl Node {
         _sandbox_config: Option<PodSandboxConfig>,
     ) -> Result<String, NodeError> {
         let pod = self.pod(pod_id)?;
-        if pod.state != PodState::Ready {
-            return Err(NodeError::FailedPrecondition(format!(
-                "pod sandbox {} is not ready (it was stopped): create containers in a running pod",
-                pod.id
-            )));
-        }
+        pod.check(PodOp::CreateContainer)?;
         let name = config
             .metadata
             .as_ref()
@@ -72,14 +69,7 @@ impl Node {
             .map_err(NodeError::InvalidArgument)?;
 
         let key = container_name_key(&pod.id, &config);
-        self.reserve_name(key.clone())?;
-        let id = match new_id() {
-            Ok(id) => id,
-            Err(e) => {
-                self.release_name(&key);
-                return Err(e);
-            }
-        };
+        let id = self.names.reserve_new(key.clone())?;
         let _guard = self.container_locks.lock(&id).await;
         let mut record = ContainerRecord {
             id: id.clone(),
@@ -111,7 +101,7 @@ impl Node {
         match self.set_up_container(&pod, &image, &mut record).await {
             Ok(()) => {
                 let pod_id = record.pod_id.clone();
-                lock(&self.containers).insert(id.clone(), record);
+                self.containers.publish(record);
                 // After the insert: the event's statuses are read from the
                 // node when it is delivered, and must include this one.
                 self.events.emit(EventKind::Created, &id, &pod_id);
@@ -123,7 +113,7 @@ impl Node {
                     let _ = m.delete(&id).await;
                 }
                 self.tear_down_container(&record);
-                self.release_name(&key);
+                self.names.release(&key);
                 Err(e)
             }
         }
@@ -154,12 +144,12 @@ impl Node {
                     .decision
                     .as_ref()
                     .map(|d| d.exec_path)
-                    .unwrap_or(crate::runtime::ExecPath::Direct),
+                    .unwrap_or(crate::monitor_api::ExecPath::Direct),
             })
             .await?;
         crash_point("container.create.after-monitor");
         step.done("monitor_create");
-        crate::util::task::blocking(|| self.container_records.put(&record.id, record))?;
+        self.containers.write(record)?;
         crash_point("container.create.after-record");
         step.done("record");
         Ok(())
@@ -212,13 +202,12 @@ impl Node {
 
         // The image's files, not the caller's: a bad one is a precondition
         // failure naming the file and the image.
-        let image_file = |e: crate::container::rootfs_read::RootfsReadError| {
-            NodeError::FailedPrecondition(format!(
-                "container {:?} (image {}): {e}",
-                record.name(),
-                record.image_ref
-            ))
-        };
+        let image_file =
+            |e: crate::container::rootfs_read::RootfsReadError| NodeError::BadImageContent {
+                container: record.name().to_string(),
+                image: record.image_ref.clone(),
+                reason: e.to_string(),
+            };
         let passwd = read_in_root(&rootfs, "/etc/passwd").map_err(image_file)?;
         let group = read_in_root(&rootfs, "/etc/group").map_err(image_file)?;
         let users = ImageUserDb {
@@ -327,13 +316,10 @@ impl Node {
         if let Some(v) = &image_volumes {
             crate::container::image_volumes::harden_spec_mounts(&mut spec, &v.destinations);
         }
-        crate::spec::cgroup_v1::emulate_cgroup_v1(
-            &mut spec,
-            crate::sandbox::cgroups::v1_hierarchies(),
-        );
+        crate::spec::cgroup_v1::emulate_cgroup_v1(&mut spec, crate::pod::cgroups::v1_hierarchies());
         let dropped = crate::spec::hugetlb::fit_hugepage_limits(
             &mut spec,
-            crate::sandbox::cgroups::hugetlb_available(),
+            crate::pod::cgroups::hugetlb_available(),
         );
         if dropped > 0 {
             tracing::debug!(
@@ -345,7 +331,7 @@ impl Node {
         self.add_devices(record, &mut spec, userns.is_some())?;
         self.add_cdi_devices(record, &mut spec, userns.is_some())?;
         if let Some(w) =
-            crate::spec::apply_oom_score_floor(&mut spec, crate::runtime::oom_score::floor())
+            crate::spec::apply_oom_score_floor(&mut spec, crate::host::oom_score::floor())
         {
             warn!(pod.id = %pod.id, container.id = %record.id, warning = %w, "oom_score_adj raised");
         }
@@ -360,7 +346,7 @@ impl Node {
         // destination inside the mounted rootfs (openat2 RESOLVE_IN_ROOT per
         // link, never leaving it) as the runtime's mount will.
         crate::spec::check_mount_destinations(&record.config, |p| {
-            crate::policy::resolve_symlinks(&view, p)
+            crate::capabilities::policy::resolve_symlinks(&view, p)
         })?;
         let spec_json = serde_json::to_vec_pretty(&spec)
             .map_err(|e| NodeError::Internal(format!("cannot encode OCI spec: {e}")))?;
@@ -437,12 +423,7 @@ impl Node {
         let pod = self.pod(&record.pod_id)?;
         let monitor = self.monitor(&pod).await?;
         let state = monitor.state(&record.id).await?;
-        if state.status != RuntimeStatus::Created {
-            return Err(NodeError::FailedPrecondition(format!(
-                "container {} is not in the created state; a container is started once",
-                record.id
-            )));
-        }
+        ContainerState::from(state.status).check(ContainerOp::Start, &record.id)?;
         monitor.start(&record.id).await?;
         let state = monitor.state(&record.id).await?;
         let record = self.apply_runtime_state(record, &state)?;
@@ -450,10 +431,10 @@ impl Node {
             && !record.message.is_empty()
             && record.started_at == 0
         {
-            return Err(NodeError::FailedPrecondition(format!(
-                "container {} failed to start: {}",
-                record.id, record.message
-            )));
+            return Err(NodeError::StartFailed {
+                container: record.id,
+                message: record.message,
+            });
         }
         self.events
             .emit(EventKind::Started, &record.id, &record.pod_id);
@@ -549,7 +530,7 @@ impl Node {
     /// remove its cgroups and libcontainer state.
     pub(crate) async fn kill_orphan(&self, pod: &PodSandbox, id: &str) {
         let cgroup = self.pod_cgroup(pod).container_dir(id);
-        if let Ok(state) = crate::runtime::read_persisted_state(&pod.pod_dir, id)
+        if let Ok(state) = crate::monitor_api::read_persisted_state(&pod.pod_dir, id)
             && let Some(pid) = state.pid
         {
             let cgroups =
@@ -647,7 +628,7 @@ impl Node {
         }
         crash_point("container.remove.after-teardown");
         step.done("trash");
-        crate::util::task::blocking(|| self.container_records.delete(&record.id))?;
+        self.containers.delete(&record.id)?;
         step.done("record");
         if !discarded.is_empty() {
             tokio::task::spawn_blocking(move || {
@@ -656,8 +637,8 @@ impl Node {
                 }
             });
         }
-        lock(&self.containers).remove(&record.id);
-        self.release_name(&record.name_key());
+        self.containers.forget(&record.id);
+        self.names.release(&record.name_key());
         self.events
             .emit(EventKind::Deleted, &record.id, &record.pod_id);
         drop(guard);
@@ -693,8 +674,7 @@ impl Node {
                     r.reason = "Unknown".into();
                     r.message =
                         "the pod's monitor is gone; the container's fate cannot be known".into();
-                    crate::util::task::blocking(|| self.container_records.put(&r.id, &r))?;
-                    lock(&self.containers).insert(r.id.clone(), r.clone());
+                    self.containers.put(r.clone())?;
                 }
                 Ok(r)
             }
@@ -714,11 +694,7 @@ impl Node {
             record.finished_at,
             record.exit_code,
         );
-        record.state = match state.status {
-            RuntimeStatus::Created => ContainerState::Created,
-            RuntimeStatus::Running => ContainerState::Running,
-            RuntimeStatus::Exited => ContainerState::Exited,
-        };
+        record.state = ContainerState::from(state.status);
         if let Some(t) = state.started_at {
             record.started_at = t;
         }
@@ -746,15 +722,14 @@ impl Node {
                 record.exit_code,
             )
         {
-            crate::util::task::blocking(|| self.container_records.put(&record.id, &record))?;
-            lock(&self.containers).insert(record.id.clone(), record.clone());
+            self.containers.put(record.clone())?;
         }
         Ok(record)
     }
 
     /// A container by full id or unique prefix.
     pub fn find_container(&self, id: &str) -> Option<ContainerRecord> {
-        find_by_id_or_prefix(&lock(&self.containers), id)
+        find_by_id_or_prefix(&self.containers.lock(), id)
     }
 
     pub fn container(&self, id: &str) -> Result<ContainerRecord, NodeError> {
@@ -763,9 +738,32 @@ impl Node {
     }
 
     pub(crate) fn containers_of(&self, pod_id: &str) -> Vec<ContainerRecord> {
-        lock(&self.containers)
+        self.containers
+            .lock()
             .values()
             .filter(|c| c.pod_id == pod_id)
+            .cloned()
+            .collect()
+    }
+
+    /// The containers whose id and pod id start with the filter's (empty
+    /// matches all) and whose labels hold its selector; `None`: all. The
+    /// filter of ListContainers and ListContainerStats.
+    pub(crate) fn containers_matching(
+        &self,
+        filter: Option<(&str, &str, &std::collections::HashMap<String, String>)>,
+    ) -> Vec<ContainerRecord> {
+        self.containers
+            .lock()
+            .values()
+            .filter(|c| {
+                let Some((id, pod_id, selector)) = filter else {
+                    return true;
+                };
+                c.id.starts_with(id)
+                    && c.pod_id.starts_with(pod_id)
+                    && labels_match(&c.config.labels, selector)
+            })
             .cloned()
             .collect()
     }
@@ -774,16 +772,8 @@ impl Node {
         &self,
         filter: Option<&ContainerFilter>,
     ) -> Result<Vec<ContainerRecord>, NodeError> {
-        let candidates: Vec<ContainerRecord> = lock(&self.containers)
-            .values()
-            .filter(|c| {
-                let Some(f) = filter else { return true };
-                (f.id.is_empty() || c.id.starts_with(&f.id))
-                    && (f.pod_sandbox_id.is_empty() || c.pod_id.starts_with(&f.pod_sandbox_id))
-                    && labels_match(&c.config.labels, &f.label_selector)
-            })
-            .cloned()
-            .collect();
+        let candidates = self
+            .containers_matching(filter.map(|f| (&*f.id, &*f.pod_sandbox_id, &f.label_selector)));
         let mut out = Vec::with_capacity(candidates.len());
         for c in candidates {
             let c = self.refresh(c).await?;
@@ -816,19 +806,14 @@ impl Node {
         &self,
         id: &str,
         cmd: Vec<String>,
-    ) -> Result<(crate::runtime::MonitorClient, String, ExecSpec), NodeError> {
+    ) -> Result<(crate::monitor_api::MonitorClient, String, ExecSpec), NodeError> {
         if cmd.is_empty() {
             return Err(NodeError::InvalidArgument(
                 "exec command is empty: give the command to run".into(),
             ));
         }
         let record = self.container_status(id).await?;
-        if record.state != ContainerState::Running {
-            return Err(NodeError::FailedPrecondition(format!(
-                "container {} is not running: exec needs a running container",
-                record.id
-            )));
-        }
+        record.check(ContainerOp::Exec)?;
         let spec_path = record.bundle.join("config.json");
         let spec = oci_spec::runtime::Spec::load(&spec_path).map_err(|e| {
             NodeError::Internal(format!("cannot read {}: {e}", spec_path.display()))

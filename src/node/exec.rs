@@ -2,6 +2,7 @@
 //! interactive exec through the pod monitor, and port forwarding into the
 //! pod's network namespace.
 
+use crate::state::{ContainerOp, PodOp};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,8 +10,9 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::pipe;
 
+use crate::host::pinned_namespace_path;
+use crate::monitor_api::{ExecStdio, NamespaceKind};
 use crate::node::{Node, NodeError};
-use crate::runtime::{ExecStdio, NamespaceKind, pinned_namespace_path};
 use crate::stream::{StreamBackend, StreamIo, TerminalSize};
 
 /// After the exec'd process ended, how long its output may keep flowing
@@ -150,30 +152,22 @@ fn wire(stdio: ExecStdio, io: StreamIo) -> std::io::Result<(Tasks, Tasks)> {
 }
 
 impl Node {
-    /// The container, if it exists and runs (Exec needs a live process).
+    /// The container, if it exists and its state allows `op` (Exec and
+    /// Attach need a live process).
     pub async fn running_container(
         &self,
         id: &str,
+        op: ContainerOp,
     ) -> Result<crate::container::ContainerRecord, NodeError> {
         let record = self.container_status(id).await?;
-        if record.state != crate::container::ContainerState::Running {
-            return Err(NodeError::FailedPrecondition(format!(
-                "container {} is not running: exec and attach need a running container",
-                record.id
-            )));
-        }
+        record.check(op)?;
         Ok(record)
     }
 
     /// The pod, if it exists and is ready (its network namespace is up).
-    pub fn ready_pod(&self, id: &str) -> Result<crate::sandbox::PodSandbox, NodeError> {
+    pub fn ready_pod(&self, id: &str) -> Result<crate::pod::PodSandbox, NodeError> {
         let pod = self.pod(id)?;
-        if pod.state != crate::sandbox::PodState::Ready {
-            return Err(NodeError::FailedPrecondition(format!(
-                "pod sandbox {} is not ready: port forwarding needs a running pod",
-                pod.id
-            )));
-        }
+        pod.check(PodOp::PortForward)?;
         Ok(pod)
     }
 }
@@ -214,7 +208,7 @@ impl StreamBackend for NodeStreams {
     async fn attach(&self, container_id: &str, _tty: bool, io: StreamIo) -> Result<(), String> {
         let record = self
             .node
-            .running_container(container_id)
+            .running_container(container_id, ContainerOp::Attach)
             .await
             .map_err(|e| e.to_string())?;
         let pod = self.node.pod(&record.pod_id).map_err(|e| e.to_string())?;

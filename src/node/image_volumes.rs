@@ -11,7 +11,7 @@ use crate::container::image_volumes::{
     image_volumes, mount_image_volume, volumes_dir, with_staged_volumes,
 };
 use crate::error::NodeError;
-use crate::sandbox::PodSandbox;
+use crate::pod::PodSandbox;
 
 use super::Node;
 
@@ -37,7 +37,7 @@ impl Node {
             return Ok(None);
         }
         if pod.user_namespace().is_some() {
-            return Err(NodeError::FailedPrecondition(format!(
+            return Err(NodeError::Unsatisfiable(format!(
                 "container {:?} mounts image volumes, which capcri does not yet support in a pod with its own user namespace (hostUsers: false); use hostUsers: true for this pod or another volume type",
                 record.name()
             )));

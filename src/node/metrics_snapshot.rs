@@ -5,7 +5,6 @@
 use super::Node;
 use crate::metrics::labels::{CONTAINER_STATES, POD_STATES, container_state, pod_state};
 use crate::metrics::{NodeSnapshot, SnapshotSource};
-use crate::util::sync::lock;
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 
@@ -17,11 +16,11 @@ impl SnapshotSource for Node {
     fn snapshot(&self) -> NodeSnapshot {
         let node = self;
         let mut pods = zeroes(&POD_STATES);
-        for p in lock(&node.pods).values() {
+        for p in node.pods.lock().values() {
             *pods.entry(pod_state(p.state)).or_default() += 1;
         }
         let mut containers = zeroes(&CONTAINER_STATES);
-        for c in lock(&node.containers).values() {
+        for c in node.containers.lock().values() {
             *containers.entry(container_state(c.state)).or_default() += 1;
         }
         let policies = node.policies();

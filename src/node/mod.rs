@@ -1,19 +1,20 @@
 //! Everything this node runs: pods, containers and images, and the per-pod
 //! monitors that hold the containers. The CRI layer calls into this; the
-//! lifecycle operations live in `sandbox/` and `container/`.
+//! records they keep live in `pod/` and `container/`.
 
+use crate::capabilities::policy_store::PolicyStore;
 use crate::config::Config;
 use crate::container::ContainerRecord;
 use crate::image::{ImageRecord, ImageStore, ImageStoreConfig, RegistryAuth};
 use crate::metrics::Metrics;
 use crate::metrics::labels::Outcome;
-use crate::policy_store::PolicyStore;
-use crate::runtime::MonitorClient;
-use crate::sandbox::PodSandbox;
+use crate::monitor_api::MonitorClient;
+use crate::pod::PodSandbox;
 use crate::store::RecordDir;
 use crate::util::sync::{KeyedLocks, lock};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
+use tables::{Names, Table};
 
 mod containers;
 mod devices;
@@ -26,6 +27,7 @@ mod pods;
 pub mod recovery;
 mod resources;
 pub mod stats;
+pub(crate) mod tables;
 
 pub use crate::error::NodeError;
 
@@ -34,14 +36,12 @@ pub struct Node {
     pub(crate) images: ImageStore,
     pub(crate) policies: Arc<PolicyStore>,
     pub(crate) network: crate::network::CniNetwork,
-    pub(crate) pod_records: RecordDir<PodSandbox>,
-    pub(crate) container_records: RecordDir<ContainerRecord>,
-    pub(crate) pods: Mutex<HashMap<String, PodSandbox>>,
-    pub(crate) containers: Mutex<HashMap<String, ContainerRecord>>,
+    /// Pods and containers: each map with its record directory, and the
+    /// names both reserve (`tables`).
+    pub(crate) pods: Table<PodSandbox>,
+    pub(crate) containers: Table<ContainerRecord>,
+    pub(crate) names: Names,
     pub(crate) monitors: Mutex<HashMap<String, MonitorClient>>,
-    /// Names reserved by pods and containers, as containerd does: a second
-    /// RunPodSandbox/CreateContainer with the same metadata is refused.
-    pub(crate) names: Mutex<HashSet<String>>,
     pub(crate) pod_locks: KeyedLocks,
     pub(crate) container_locks: KeyedLocks,
     /// Why POD user namespaces cannot be offered here (probed once at
@@ -53,17 +53,17 @@ pub struct Node {
     /// Where removed containers' directories wait for deletion.
     pub(crate) trash: crate::container::trash::Trash,
     /// Network namespaces made ahead of RunPodSandbox.
-    pub(crate) netns_pool: crate::sandbox::netns_pool::NetnsPool,
+    pub(crate) netns_pool: crate::pod::netns_pool::NetnsPool,
     /// The cgroup driver and default pod parent, resolved at startup.
-    pub(crate) cgroups: crate::sandbox::cgroups::CgroupSetup,
+    pub(crate) cgroups: crate::pod::cgroups::CgroupSetup,
 }
 
 impl Node {
     /// Opens the stores and loads what a previous run left.
     pub fn open(config: Config) -> Result<Arc<Node>, NodeError> {
         // First: a driver this host cannot run changes nothing.
-        let cgroups = crate::sandbox::cgroups::CgroupSetup::resolve(&config)
-            .map_err(|e| NodeError::FailedPrecondition(e.to_string()))?;
+        let cgroups = crate::pod::cgroups::CgroupSetup::resolve(&config)
+            .map_err(|e| NodeError::Unsatisfiable(e.to_string()))?;
         for dir in [
             config.state_dir.clone(),
             config.pods_dir(),
@@ -95,27 +95,21 @@ impl Node {
             state_dir: config.cni_state_dir(),
             ..Default::default()
         });
-        let pod_records: RecordDir<PodSandbox> = RecordDir::open(config.meta_dir().join("pods"))?;
-        let container_records: RecordDir<ContainerRecord> =
-            RecordDir::open(config.meta_dir().join("containers"))?;
-        let mut names = HashSet::new();
-        let mut pods = HashMap::new();
-        for pod in pod_records.load_all()? {
-            names.insert(pod.name_key());
-            pods.insert(pod.id.clone(), pod);
-        }
-        let mut containers = HashMap::new();
-        for c in container_records.load_all()? {
-            names.insert(c.name_key());
-            containers.insert(c.id.clone(), c);
-        }
+        let pods = Table::<PodSandbox>::load(RecordDir::open(config.meta_dir().join("pods"))?)?;
+        let containers =
+            Table::<ContainerRecord>::load(RecordDir::open(config.meta_dir().join("containers"))?)?;
+        let names = Names::new(
+            (pods.lock().values().map(PodSandbox::name_key))
+                .chain(containers.lock().values().map(ContainerRecord::name_key))
+                .collect::<Vec<_>>(),
+        );
         images.reconcile_leases(&crate::container::image_volumes::images_in_use(
-            containers.values(),
+            containers.lock().values(),
         ));
         let userns_unsupported = probe_user_namespaces(&config);
         let trash = crate::container::trash::Trash::open(&config.state_dir, &config.data_dir)
             .map_err(|e| NodeError::io(&config.state_dir.join("trash"), e))?;
-        let known: HashSet<String> = containers.keys().cloned().collect();
+        let known: HashSet<String> = containers.lock().keys().cloned().collect();
         trash.sweep_orphans(&config.bundles_dir(), &known, "bundle");
         trash.sweep_orphans(&config.writable_layers_dir(), &known, "layer");
         let leftovers = trash.entries();
@@ -128,9 +122,9 @@ impl Node {
             });
         }
         let pool_dir = config.state_dir.join("netns-pool");
-        let netns_pool = crate::sandbox::netns_pool::NetnsPool::open(
+        let netns_pool = crate::pod::netns_pool::NetnsPool::open(
             pool_dir.clone(),
-            crate::sandbox::netns_pool::POOL_SIZE,
+            crate::pod::netns_pool::POOL_SIZE,
         )
         .map_err(|e| NodeError::io(&pool_dir, e))?;
         Ok(Arc::new(Node {
@@ -141,12 +135,10 @@ impl Node {
             images,
             policies: Arc::new(policies),
             network,
-            pod_records,
-            container_records,
-            pods: Mutex::new(pods),
-            containers: Mutex::new(containers),
+            pods,
+            containers,
+            names,
             monitors: Mutex::new(HashMap::new()),
-            names: Mutex::new(names),
             pod_locks: KeyedLocks::default(),
             container_locks: KeyedLocks::default(),
             events: crate::events::EventBus::default(),
@@ -161,7 +153,7 @@ impl Node {
     }
 
     /// The cgroup driver this daemon runs (RuntimeConfig, Status).
-    pub fn cgroup_setup(&self) -> &crate::sandbox::cgroups::CgroupSetup {
+    pub fn cgroup_setup(&self) -> &crate::pod::cgroups::CgroupSetup {
         &self.cgroups
     }
 
@@ -210,18 +202,6 @@ impl Node {
         }
     }
 
-    pub(crate) fn reserve_name(&self, key: String) -> Result<(), NodeError> {
-        let mut names = lock(&self.names);
-        if !names.insert(key.clone()) {
-            return Err(NodeError::AlreadyExists { name: key });
-        }
-        Ok(())
-    }
-
-    pub(crate) fn release_name(&self, key: &str) {
-        lock(&self.names).remove(key);
-    }
-
     /// The pod's monitor client, reconnecting after a daemon restart.
     pub(crate) async fn monitor(&self, pod: &PodSandbox) -> Result<MonitorClient, NodeError> {
         if let Some(m) = lock(&self.monitors).get(&pod.id) {
@@ -261,9 +241,13 @@ impl Node {
     /// happen from now on reach the event stream without waiting for the
     /// first call on that pod.
     pub async fn follow_live_monitors(&self) {
-        let pods: Vec<PodSandbox> = lock(&self.pods).values().cloned().collect();
+        let pods: Vec<PodSandbox> = self.pods.lock().values().cloned().collect();
         for pod in pods {
-            if pod.pod_dir.join(crate::runtime::MONITOR_SOCKET).exists() {
+            if pod
+                .pod_dir
+                .join(crate::monitor_api::MONITOR_SOCKET)
+                .exists()
+            {
                 let _ = self.monitor(&pod).await;
             }
         }
@@ -287,16 +271,6 @@ pub(crate) fn find_by_id_or_prefix<T: Clone>(map: &HashMap<String, T>, id: &str)
     }
 }
 
-/// A new random 64-hex id, like containerd's.
-pub(crate) fn new_id() -> Result<String, NodeError> {
-    let mut bytes = [0u8; 32];
-    let mut f = std::fs::File::open("/dev/urandom")
-        .map_err(|e| NodeError::io("/dev/urandom".as_ref(), e))?;
-    std::io::Read::read_exact(&mut f, &mut bytes)
-        .map_err(|e| NodeError::io("/dev/urandom".as_ref(), e))?;
-    Ok(hex::encode(bytes))
-}
-
 /// Matches a CRI label selector: every pair must be present.
 pub(crate) fn labels_match(
     labels: &HashMap<String, String>,
@@ -311,7 +285,7 @@ pub(crate) fn labels_match(
 fn probe_user_namespaces(config: &Config) -> Option<String> {
     let scratch = config.writable_layers_dir().join(".idmap-probe");
     let state_file = config.state_dir.join(".idmap-probe");
-    match crate::runtime::probe_idmapped_overlay(&scratch, &state_file) {
+    match crate::host::probe_idmapped_overlay(&scratch, &state_file) {
         Ok(()) => {
             tracing::info!("user namespaces supported: idmapped overlay layers work");
             None

@@ -2,13 +2,13 @@
 //! the container joins the PID namespace of another container of its pod,
 //! found by `target_id`.
 
+use crate::state::{ContainerOp, WrongState};
 use std::path::PathBuf;
 
 use k8s_cri::v1::{ContainerConfig, NamespaceMode};
 
-use crate::container::ContainerState;
 use crate::node::{Node, NodeError};
-use crate::sandbox::PodSandbox;
+use crate::pod::PodSandbox;
 
 impl Node {
     /// `/proc/<target init>/ns/pid` when the container asks for TARGET mode;
@@ -44,11 +44,17 @@ impl Node {
                 target.pod_id, pod.id
             )));
         }
-        if target.state != ContainerState::Running || target.pid == 0 {
-            return Err(NodeError::FailedPrecondition(format!(
-                "namespace_options.target_id {target_id:?} ({}) is not running: its PID namespace is gone; start it, or target a running container",
-                target.name()
-            )));
+        target.check(ContainerOp::SharePidNamespace)?;
+        if target.pid == 0 {
+            return Err(WrongState {
+                kind: "container",
+                id: target.id.clone(),
+                state: "without a process",
+                wanted: "running",
+                action: "sharing its PID namespace (namespace_options.target_id)",
+                fix: "its PID namespace is gone; start it, or target a running container",
+            }
+            .into());
         }
         let path = PathBuf::from(format!("/proc/{}/ns/pid", target.pid));
         // The recorded pid may be stale (the target exited, its pid reused):
@@ -71,10 +77,15 @@ impl Node {
             )));
         }
         if !in_target || theirs.is_none() {
-            return Err(NodeError::FailedPrecondition(format!(
-                "namespace_options.target_id {target_id:?} ({}) is not running any more: its PID namespace is gone; target a running container",
-                target.name()
-            )));
+            return Err(WrongState {
+                kind: "container",
+                id: target.id.clone(),
+                state: "exited since its last status",
+                wanted: "running",
+                action: "sharing its PID namespace (namespace_options.target_id)",
+                fix: "its PID namespace is gone; target a running container",
+            }
+            .into());
         }
         Ok(Some(path))
     }

@@ -1,11 +1,11 @@
 //! A pod's cgroup, decided at RunPodSandbox from kubelet's
 //! `cgroup_parent` (`util::cgroup_paths`), made and limited when capcri
-//! owns it (`sandbox::cgroups`), and read back from the pod record by every
+//! owns it (`pod::cgroups`), and read back from the pod record by every
 //! later operation.
 
 use super::{Node, NodeError};
-use crate::sandbox::PodSandbox;
-use crate::sandbox::cgroups::pod_limits;
+use crate::pod::PodSandbox;
+use crate::pod::cgroups::pod_limits;
 use crate::util::cgroup_paths::{CgroupDriver, PodCgroup};
 
 impl Node {
@@ -41,17 +41,16 @@ impl Node {
         )
         .map_err(|e| NodeError::InvalidArgument(e.to_string()))?;
         if !cgroup.owned {
-            cgroup.owned = !crate::util::task::blocking(|| {
-                crate::sandbox::cgroups::cgroup_exists(&cgroup.dir)
-            });
+            cgroup.owned =
+                !crate::util::task::blocking(|| crate::pod::cgroups::cgroup_exists(&cgroup.dir));
         }
         // Kept before anything is made, so a failure below tears down what
         // this pod owns and nothing of kubelet's.
         pod.cgroup = Some(cgroup.clone());
         let limits = pod_limits(linux.resources.as_ref(), linux.overhead.as_ref());
-        crate::util::task::blocking(|| crate::sandbox::cgroups::apply_pod_limits(&cgroup, &limits))
+        crate::util::task::blocking(|| crate::pod::cgroups::apply_pod_limits(&cgroup, &limits))
             .map_err(|e| {
-                NodeError::FailedPrecondition(format!(
+                NodeError::Unsatisfiable(format!(
                     "cannot apply the pod-level resources of pod {} to its cgroup {}: {e}",
                     pod.id, cgroup.dir
                 ))

@@ -2,13 +2,12 @@
 
 use crate::crash_point::crash_point;
 use crate::events::EventKind;
+use crate::host::pinned_namespace_path;
+use crate::monitor_api::{MonitorSpawn, NamespaceKind, PodNamespaceSet, spawn_monitor};
 use crate::network::{CniError, PodNetworkRequest, bandwidth_from_annotations};
-use crate::node::{Node, NodeError, find_by_id_or_prefix, labels_match, new_id};
-use crate::runtime::{
-    MonitorSpawn, NamespaceKind, PodNamespaceSet, pinned_namespace_path, spawn_monitor,
-};
-use crate::sandbox::files::{render_hosts, render_resolv_conf, write_pod_file};
-use crate::sandbox::{PodSandbox, PodState, pod_name_key};
+use crate::node::{Node, NodeError, find_by_id_or_prefix, labels_match};
+use crate::pod::files::{render_hosts, render_resolv_conf, write_pod_file};
+use crate::pod::{PodSandbox, PodState, pod_name_key};
 use crate::util::sync::lock;
 use crate::util::time::now_nanos;
 use k8s_cri::v1::{PodSandboxConfig, PodSandboxFilter};
@@ -36,7 +35,7 @@ impl Node {
                 "pod metadata.name is empty: give the pod a name".into(),
             ));
         }
-        crate::sandbox::handlers::check_handler(&runtime_handler, &self.config.runtime_handlers)
+        crate::pod::handlers::check_handler(&runtime_handler, &self.config.runtime_handlers)
             .map_err(NodeError::InvalidArgument)?;
         let userns = crate::spec::pod_user_namespace(&config)?;
         // Before anything is made: a hostile cgroup_parent changes nothing.
@@ -55,24 +54,17 @@ impl Node {
         if userns.is_some()
             && let Some(why) = &self.userns_unsupported
         {
-            return Err(NodeError::FailedPrecondition(format!(
+            return Err(NodeError::Unsatisfiable(format!(
                 "pod {:?} asks for its own user namespace (hostUsers: false) but this node cannot idmap the layer store: {why}; \
                  run the pod with hostUsers: true or move capcri's data directory to a filesystem with idmapped mounts on kernel 5.19+",
                 meta.name
             )));
         }
         let key = pod_name_key(&config);
-        self.reserve_name(key.clone())?;
-        let id = match new_id() {
-            Ok(id) => id,
-            Err(e) => {
-                self.release_name(&key);
-                return Err(e);
-            }
-        };
+        let id = self.names.reserve_new(key.clone())?;
         // The policies' network sysctls, decided before anything is made.
         let network_policy = self.policies.current().evaluate_pod(
-            &crate::policy::PodFacts::from_cri(&config, &runtime_handler),
+            &crate::capabilities::policy::PodFacts::from_cri(&config, &runtime_handler),
             &crate::container::capabilities::node_facts(),
         );
         let pod = PodSandbox {
@@ -90,7 +82,7 @@ impl Node {
         let mut pod = pod;
         match self.set_up_pod(&mut pod).await {
             Ok(()) => {
-                lock(&self.pods).insert(id.clone(), pod);
+                self.pods.publish(pod);
                 self.events.emit(EventKind::Created, &id, &id);
                 self.events.emit(EventKind::Started, &id, &id);
                 info!(pod.id = %id, "pod sandbox ready");
@@ -98,7 +90,7 @@ impl Node {
             }
             Err(e) => {
                 self.tear_down_pod(&pod).await;
-                self.release_name(&key);
+                self.names.release(&key);
                 Err(e)
             }
         }
@@ -179,7 +171,7 @@ impl Node {
             std::fs::create_dir_all(&ns_dir).map_err(|e| NodeError::io(&ns_dir, e))?;
             let target = pinned_namespace_path(dir, NamespaceKind::Net);
             if !self.netns_pool.take_into(&target) {
-                crate::util::task::blocking(|| crate::runtime::create_netns_at(&target))?;
+                crate::util::task::blocking(|| crate::host::create_netns_at(&target))?;
             }
             self.netns_pool.fill();
             step.done("netns");
@@ -231,7 +223,7 @@ impl Node {
         }
         step.done("network");
         crash_point("pod.run.after-network");
-        crate::util::task::blocking(|| self.pod_records.put(&pod.id, pod))?;
+        self.pods.write(pod)?;
         step.done("record");
         crash_point("pod.run.after-record");
         Ok(())
@@ -247,7 +239,7 @@ impl Node {
         } else {
             let netns = pinned_namespace_path(&pod.pod_dir, NamespaceKind::Net);
             crate::util::task::blocking(|| {
-                crate::sandbox::net_sysctls::write_in_netns(&netns, &mut pod.network_policy)
+                crate::pod::net_sysctls::write_in_netns(&netns, &mut pod.network_policy)
             })
         };
         for s in &pod.network_policy.sysctls {
@@ -259,7 +251,7 @@ impl Node {
         }
         result.map_err(|e| {
             let name = pod.config.metadata.as_ref().map(|m| m.name.as_str());
-            NodeError::FailedPrecondition(format!("pod {:?}: {e}", name.unwrap_or_default()))
+            NodeError::Unsatisfiable(format!("pod {:?}: {e}", name.unwrap_or_default()))
         })
     }
 
@@ -307,7 +299,7 @@ impl Node {
         self.tear_down_pod_dir(&pod.id, &pod.pod_dir).await;
         let cgroup = self.pod_cgroup(pod);
         crate::util::task::blocking(|| {
-            for failure in crate::sandbox::cgroups::remove_pod_cgroup(&cgroup) {
+            for failure in crate::pod::cgroups::remove_pod_cgroup(&cgroup) {
                 warn!(pod.id = %pod.id, %failure, "pod cgroup not removed");
             }
         });
@@ -321,7 +313,9 @@ impl Node {
         let client = lock(&self.monitors).remove(pod_id);
         let client = match client {
             Some(c) => Some(c),
-            None => crate::runtime::MonitorClient::connect(pod_dir).await.ok(),
+            None => crate::monitor_api::MonitorClient::connect(pod_dir)
+                .await
+                .ok(),
         };
         if let Some(c) = client
             && let Err(e) = c.shutdown().await
@@ -331,7 +325,7 @@ impl Node {
         // If the monitor died, its pod init (pid 1 of the pod's pid
         // namespace) and any process left in that namespace outlived it.
         kill_pid_namespace(pod_dir);
-        if let Err(e) = crate::runtime::unpin_namespaces(pod_dir) {
+        if let Err(e) = crate::host::unpin_namespaces(pod_dir) {
             warn!(pod.id = %pod_id, error = %e, "unpinning namespaces failed");
         }
         unmount_if_mounted(&pod_dir.join("shm"));
@@ -344,7 +338,7 @@ impl Node {
         if let Ok(own) = own
             && own.driver == crate::util::cgroup_paths::CgroupDriver::Cgroupfs
         {
-            for failure in crate::sandbox::cgroups::remove_pod_cgroup(&own) {
+            for failure in crate::pod::cgroups::remove_pod_cgroup(&own) {
                 warn!(pod.id = %pod_id, %failure, "pod cgroup not removed");
             }
         }
@@ -369,8 +363,7 @@ impl Node {
         let mut pod = pod;
         if pod.state != PodState::NotReady {
             pod.state = PodState::NotReady;
-            crate::util::task::blocking(|| self.pod_records.put(&pod.id, &pod))?;
-            lock(&self.pods).insert(pod.id.clone(), pod.clone());
+            self.pods.put(pod.clone())?;
             self.events.emit(EventKind::Stopped, &pod.id, &pod.id);
         }
         info!(pod.id = %pod.id, "pod sandbox stopped");
@@ -388,9 +381,9 @@ impl Node {
         crash_point("pod.remove.after-containers");
         self.tear_down_pod(&pod).await;
         crash_point("pod.remove.after-teardown");
-        crate::util::task::blocking(|| self.pod_records.delete(&pod.id))?;
-        lock(&self.pods).remove(&pod.id);
-        self.release_name(&pod.name_key());
+        self.pods.delete(&pod.id)?;
+        self.pods.forget(&pod.id);
+        self.names.release(&pod.name_key());
         self.events.emit(EventKind::Deleted, &pod.id, &pod.id);
         drop(guard);
         self.pod_locks.forget(&pod.id);
@@ -400,7 +393,7 @@ impl Node {
 
     /// A pod by full id or unique prefix (crictl passes prefixes).
     pub fn find_pod(&self, id: &str) -> Option<PodSandbox> {
-        find_by_id_or_prefix(&lock(&self.pods), id)
+        find_by_id_or_prefix(&self.pods.lock(), id)
     }
 
     pub fn pod(&self, id: &str) -> Result<PodSandbox, NodeError> {
@@ -409,7 +402,7 @@ impl Node {
     }
 
     pub fn list_pod_sandboxes(&self, filter: Option<&PodSandboxFilter>) -> Vec<PodSandbox> {
-        let pods = lock(&self.pods);
+        let pods = self.pods.lock();
         let mut out: Vec<PodSandbox> = pods
             .values()
             .filter(|p| {

@@ -12,8 +12,7 @@
 //! state, cgroups and CNI attachments.
 
 use crate::node::{Node, NodeError};
-use crate::sandbox::PodState;
-use crate::util::sync::lock;
+use crate::pod::PodState;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use tracing::{info, warn};
@@ -57,9 +56,9 @@ impl Node {
     /// Runs once in `serve`, before the socket accepts calls.
     pub async fn reconcile(&self) -> Result<ReconcileReport, NodeError> {
         let mut report = ReconcileReport::default();
-        let pods: Vec<crate::sandbox::PodSandbox> = lock(&self.pods).values().cloned().collect();
+        let pods: Vec<crate::pod::PodSandbox> = self.pods.lock().values().cloned().collect();
         let pod_ids: HashSet<String> = pods.iter().map(|p| p.id.clone()).collect();
-        let container_ids: HashSet<String> = lock(&self.containers).keys().cloned().collect();
+        let container_ids: HashSet<String> = self.containers.lock().keys().cloned().collect();
 
         // Pods first: shutting an orphan pod's monitor down also deletes
         // the containers it held.
@@ -92,8 +91,7 @@ impl Node {
                 warn!(pod.id = %pod.id, "pod monitor gone at startup: the pod is NotReady");
                 let mut p = pod.clone();
                 p.state = PodState::NotReady;
-                self.pod_records.put(&p.id, &p)?;
-                lock(&self.pods).insert(p.id.clone(), p);
+                self.pods.put(p)?;
                 report.pods_marked_not_ready += 1;
             }
             for id in orphans {
@@ -105,7 +103,7 @@ impl Node {
                 if !deleted {
                     self.kill_orphan(pod, id).await;
                     let dir = pod.pod_dir.join("containers").join(id);
-                    if let Err(e) = std::fs::remove_dir_all(&dir) {
+                    if let Err(e) = crate::util::task::blocking(|| std::fs::remove_dir_all(&dir)) {
                         warn!(path = %dir.display(), error = %e, "removing orphan container state failed");
                     }
                 }
@@ -124,7 +122,7 @@ impl Node {
             }
             let path = runtime_root.join(&id);
             warn!(path = %path.display(), "removing a container directory without a record");
-            if let Err(e) = std::fs::remove_dir_all(&path) {
+            if let Err(e) = crate::util::task::blocking(|| std::fs::remove_dir_all(&path)) {
                 warn!(path = %path.display(), error = %e, "removing an orphan container directory failed");
             }
             report.orphan_container_dirs += 1;
@@ -132,10 +130,12 @@ impl Node {
 
         let parent = self.cgroups.default_parent.clone();
         let cgroupfs = self.cgroups.driver == crate::config::CgroupDriver::Cgroupfs;
-        let pod_ids: HashSet<String> = lock(&self.pods).keys().cloned().collect();
+        let pod_ids: HashSet<String> = self.pods.lock().keys().cloned().collect();
         // Known pods whose cgroup is elsewhere (kubelet's
         // /kubepods/.../pod<uid>): their unknown containers' leaves.
-        let elsewhere: Vec<String> = lock(&self.pods)
+        let elsewhere: Vec<String> = self
+            .pods
+            .lock()
             .values()
             .map(|p| self.pod_cgroup(p))
             .filter(|c| c.driver == crate::config::CgroupDriver::Cgroupfs)
@@ -189,7 +189,7 @@ fn remove_unknown_cgroups(
             for ctr in entry_names(&pod_dir) {
                 // A known pod's init (shared PID namespace) has a leaf of
                 // its own there; it lives as long as the pod's monitor.
-                if ctr == crate::sandbox::cgroups::POD_INIT_CGROUP {
+                if ctr == crate::pod::cgroups::POD_INIT_CGROUP {
                     continue;
                 }
                 let dir = pod_dir.join(&ctr);

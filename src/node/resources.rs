@@ -1,14 +1,13 @@
 //! UpdateContainerResources and ReopenContainerLog: changes to a container
 //! that already runs.
 
+use crate::state::ContainerOp;
 use std::path::PathBuf;
 
 use k8s_cri::v1::LinuxContainerResources;
 
-use crate::container::ContainerState;
+use crate::host::{CgroupPath, ResourceUpdate};
 use crate::node::{Node, NodeError};
-use crate::runtime::{CgroupPath, ResourceUpdate};
-use crate::util::sync::lock;
 
 /// The CRI request as cgroup changes. Zero means "leave as is", as
 /// containerd reads it (the CRI has no optional scalars); a quota of -1
@@ -98,21 +97,13 @@ impl Node {
         }
         let record = self.container_status(id).await?;
         let _guard = self.container_locks.lock(&record.id).await;
-        if !matches!(
-            record.state,
-            ContainerState::Created | ContainerState::Running
-        ) {
-            return Err(NodeError::FailedPrecondition(format!(
-                "container {} is not running: only a created or running container's resources can be updated",
-                record.id
-            )));
-        }
+        record.check(ContainerOp::UpdateResources)?;
         let pod = self.pod(&record.pod_id)?;
         let cgroup = CgroupPath::new(&PathBuf::from(
             self.pod_cgroup(&pod).container_dir(&record.id),
         ));
         cgroup.apply(&update).map_err(|e| {
-            NodeError::FailedPrecondition(format!(
+            NodeError::Unsatisfiable(format!(
                 "cannot update the resources of container {}: {e}",
                 record.id
             ))
@@ -120,8 +111,7 @@ impl Node {
         let mut record = record;
         let linux = record.config.linux.get_or_insert_with(Default::default);
         linux.resources = Some(merged(linux.resources.as_ref(), resources));
-        self.container_records.put(&record.id, &record)?;
-        lock(&self.containers).insert(record.id.clone(), record);
+        self.containers.put(record)?;
         Ok(())
     }
 
@@ -129,12 +119,7 @@ impl Node {
     /// path anew. containerd refuses a container that is not running.
     pub async fn reopen_container_log(&self, id: &str) -> Result<(), NodeError> {
         let record = self.container_status(id).await?;
-        if record.state != ContainerState::Running {
-            return Err(NodeError::FailedPrecondition(format!(
-                "container {} is not running: only a running container's log can be reopened",
-                record.id
-            )));
-        }
+        record.check(ContainerOp::ReopenLog)?;
         let pod = self.pod(&record.pod_id)?;
         self.monitor(&pod).await?.reopen_log(&record.id).await?;
         Ok(())

@@ -26,9 +26,10 @@ use crate::container::layer_usage;
 pub use crate::container::layer_usage::LayerUsage;
 use crate::container::pod_network::{NetworkUsage, read_namespaces};
 use crate::container::{ContainerRecord, ContainerState};
+use crate::host::{CgroupPath, MemoryUsage, pinned_namespace_path};
+use crate::monitor_api::NamespaceKind;
 use crate::node::{Node, NodeError, labels_match};
-use crate::runtime::{CgroupPath, MemoryUsage, NamespaceKind, pinned_namespace_path};
-use crate::sandbox::PodSandbox;
+use crate::pod::PodSandbox;
 use crate::util::sync::lock;
 use crate::util::time::now_nanos;
 
@@ -277,8 +278,8 @@ impl Node {
     /// that are gone, so the maps stay the size of the node.
     fn forget_removed(&self) {
         let (cgroups, uppers): (HashSet<PathBuf>, HashSet<PathBuf>) = {
-            let containers = lock(&self.containers);
-            let pods = lock(&self.pods);
+            let containers = self.containers.lock();
+            let pods = self.pods.lock();
             let cgroups =
                 pods.values()
                     .map(|p| self.pod_cgroup_dir(p))
@@ -310,16 +311,8 @@ impl Node {
         &self,
         filter: Option<&ContainerStatsFilter>,
     ) -> Vec<ContainerUsage> {
-        let mut records: Vec<ContainerRecord> = lock(&self.containers)
-            .values()
-            .filter(|c| {
-                let Some(f) = filter else { return true };
-                (f.id.is_empty() || c.id.starts_with(&f.id))
-                    && (f.pod_sandbox_id.is_empty() || c.pod_id.starts_with(&f.pod_sandbox_id))
-                    && labels_match(&c.config.labels, &f.label_selector)
-            })
-            .cloned()
-            .collect();
+        let mut records = self
+            .containers_matching(filter.map(|f| (&*f.id, &*f.pod_sandbox_id, &f.label_selector)));
         records.sort_by_key(|c| c.created_at);
         crate::util::task::blocking(|| {
             let mut seen = Vec::new();
@@ -337,7 +330,7 @@ impl Node {
 
     pub async fn pod_sandbox_stats(&self, id: &str) -> Result<PodUsage, NodeError> {
         let pod = self.pod(id)?;
-        let by_pod = live_by_pod(&lock(&self.containers));
+        let by_pod = live_by_pod(&self.containers.lock());
         crate::util::task::blocking(|| {
             self.pod_usages(vec![pod], by_pod, Freshness::Now, &mut Vec::new())
                 .pop()
@@ -349,7 +342,9 @@ impl Node {
         &self,
         filter: Option<&PodSandboxStatsFilter>,
     ) -> Vec<PodUsage> {
-        let mut pods: Vec<PodSandbox> = lock(&self.pods)
+        let mut pods: Vec<PodSandbox> = self
+            .pods
+            .lock()
             .values()
             .filter(|p| {
                 let Some(f) = filter else { return true };
@@ -359,7 +354,7 @@ impl Node {
             .cloned()
             .collect();
         pods.sort_by_key(|p| p.created_at);
-        let by_pod = live_by_pod(&lock(&self.containers));
+        let by_pod = live_by_pod(&self.containers.lock());
         crate::util::task::blocking(|| {
             let mut seen = Vec::new();
             let out = self.pod_usages(pods, by_pod, Freshness::Kept, &mut seen);

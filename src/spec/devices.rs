@@ -303,6 +303,18 @@ pub fn apply_devices(
 
 /// A privileged container's devices: every host node at its own path, with
 /// full access (the cgroup allows all anyway).
+/// The device cgroup rules of a spec (tests of the spec builder and CDI).
+#[cfg(test)]
+pub(crate) fn device_rules(
+    linux: &oci_spec::runtime::Linux,
+) -> Vec<oci_spec::runtime::LinuxDeviceCgroup> {
+    linux
+        .resources()
+        .as_ref()
+        .and_then(|r| r.devices().clone())
+        .expect("the spec has device rules")
+}
+
 pub fn host_devices_for_privileged(nodes: Vec<HostDevice>) -> Vec<ContainerDevice> {
     nodes
         .into_iter()
@@ -499,13 +511,7 @@ mod tests {
             (xvda.uid(), xvda.gid(), xvda.file_mode()),
             (Some(0), Some(6), Some(0o660))
         );
-        let rules = linux
-            .resources()
-            .as_ref()
-            .unwrap()
-            .devices()
-            .clone()
-            .unwrap();
+        let rules = device_rules(linux);
         let summary: Vec<_> = rules
             .iter()
             .map(|r| {
@@ -586,16 +592,6 @@ mod tests {
         apply_devices(&mut spec, &devs, DeviceOwnership::Host, true);
         let linux = spec.linux().as_ref().unwrap();
         assert_eq!(linux.devices().as_ref().unwrap().len(), 2);
-        assert_eq!(
-            linux
-                .resources()
-                .as_ref()
-                .unwrap()
-                .devices()
-                .as_ref()
-                .unwrap()
-                .len(),
-            1
-        );
+        assert_eq!(device_rules(linux).len(), 1);
     }
 }

@@ -6,7 +6,6 @@
 //! from disk (the image's /etc/passwd and /etc/group, a Localhost seccomp
 //! profile) and passes it in.
 
-mod capabilities;
 mod cdi;
 pub mod cgroup_v1;
 mod devices;
@@ -31,11 +30,11 @@ use std::path::{Path, PathBuf};
 use k8s_cri::v1::{ContainerConfig, LinuxContainerSecurityContext, PodSandboxConfig};
 use oci_spec::runtime::{Linux, LinuxCapabilities, Process, Root, Spec, User};
 
-pub use capabilities::{
-    capabilities_from_set, default_capabilities, oci_capabilities, oci_capability,
-    requested_capabilities, validate_capability_names,
-};
+use crate::capabilities::oci::{default_capabilities, requested_capabilities};
+
 pub use cdi::{CDI_ANNOTATION_PREFIX, check_cdi_edits, check_cdi_name, requested_cdi_devices};
+#[cfg(test)]
+pub(crate) use devices::device_rules;
 pub use devices::{
     ContainerDevice, DeviceKind, DeviceOwnership, DeviceRequest, HostDevice, apply_devices,
     check_device_container_path, device_access, device_requests, host_devices_for_privileged,
@@ -101,6 +100,14 @@ pub struct ContainerSpecInput<'a> {
     pub localhost_seccomp_profile: Option<&'a str>,
     /// The pod's user namespace (POD mode); None: the host's.
     pub user_namespace: Option<&'a PodUserNamespace>,
+}
+
+/// Rejects capability names the kernel does not know (InvalidArgument):
+/// containerd passes them on and runc then fails with a less helpful message.
+pub fn validate_capability_names(container: &ContainerConfig) -> Result<(), SpecError> {
+    requested_capabilities(container)
+        .map(|_| ())
+        .map_err(|e| SpecError::invalid(e.field, format!("{}; fix the pod spec", e.source)))
 }
 
 pub(crate) fn security_context(

@@ -659,9 +659,11 @@ mod tests {
 
     /// Docker's 14 default capabilities: what most containers hold.
     fn docker_default() -> Vec<Capability> {
-        crate::spec::oci_capabilities(crate::caps::docker_default_capabilities())
-            .into_iter()
-            .collect()
+        crate::capabilities::oci::oci_capabilities(
+            crate::capabilities::kernel::docker_default_capabilities(),
+        )
+        .into_iter()
+        .collect()
     }
 
     #[test]
@@ -716,9 +718,9 @@ mod tests {
 
     #[test]
     fn modify_ldt_is_refused_even_with_every_capability() {
-        let all: Vec<Capability> = crate::caps::all_capabilities()
+        let all: Vec<Capability> = crate::capabilities::kernel::all_capabilities()
             .iter()
-            .filter_map(crate::spec::oci_capability)
+            .filter_map(crate::capabilities::oci::oci_capability)
             .collect();
         for p in [profile(&[]), profile(&docker_default()), profile(&all)] {
             assert_eq!(outcome(&p, "modify_ldt", 0), Some(EPERM));
@@ -745,9 +747,9 @@ mod tests {
             }
         }
         // Never allowed, whatever is held (not in containerd's list).
-        let all: Vec<Capability> = crate::caps::all_capabilities()
+        let all: Vec<Capability> = crate::capabilities::kernel::all_capabilities()
             .iter()
-            .filter_map(crate::spec::oci_capability)
+            .filter_map(crate::capabilities::oci::oci_capability)
             .collect();
         let every = profile(&all);
         for name in [

@@ -13,6 +13,7 @@ use k8s_cri::v1::{
 use oci_spec::runtime::{Capability, LinuxNamespaceType, Spec};
 
 use super::*;
+use crate::capabilities::oci::capabilities_from_set;
 
 const PASSWD: &str = "root:x:0:0::/root:/bin/sh\nnginx:x:101:101::/:/bin/false\n";
 const GROUP: &str = "root:x:0:\nnginx:x:101:\nwww:x:33:nginx\n";
@@ -231,7 +232,7 @@ fn privileged_container() {
     let caps = process(&spec).capabilities().as_ref().unwrap();
     assert_eq!(
         caps.effective().as_ref().unwrap().len(),
-        crate::caps::all_capabilities().len()
+        crate::capabilities::kernel::all_capabilities().len()
     );
     assert!(l.resources().as_ref().unwrap().devices().as_ref().unwrap()[0].allow());
 }

@@ -9,8 +9,10 @@
 //! Layout: `token` (the request cache), `session` (what exec, attach and
 //! port forward do with their streams, transport-free), `spdy` (framing,
 //! header compression, connection), `spdy_transport` and `ws` (how each
-//! transport finds a session's streams), `server` (HTTP routing and upgrade).
+//! transport finds a session's streams), `server` (HTTP routing and upgrade), `http` (the plain answers both
+//! upgrade paths give).
 
+mod http;
 pub mod server;
 pub mod session;
 pub mod spdy;

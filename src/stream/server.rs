@@ -17,6 +17,7 @@ use k8s_cri::v1::{AttachRequest, ExecRequest, PortForwardRequest};
 use tokio::net::TcpListener;
 use tokio::task::AbortHandle;
 
+use super::http::{HttpResponse, header_list, plain};
 use super::session::{CommandKind, CommandProtocol, CommandTarget, negotiate};
 use super::token::TokenCache;
 use super::{Backend, StreamBackend, StreamError, spdy_transport, ws};
@@ -238,18 +239,6 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     }
 }
 
-pub(crate) type HttpResponse = Response<Full<Bytes>>;
-
-pub(crate) fn plain(status: StatusCode, message: impl Into<String>) -> HttpResponse {
-    let mut resp = Response::new(Full::new(Bytes::from(message.into())));
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    resp
-}
-
 async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<HttpResponse, Infallible> {
     Ok(route(shared, req))
 }
@@ -382,18 +371,6 @@ fn port_forward(
         }
     });
     resp
-}
-
-/// Header values of `name`, split on commas, trimmed, non-empty.
-pub(crate) fn header_list(req: &Request<Incoming>, name: &str) -> Vec<String> {
-    req.headers()
-        .get_all(name)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|v| v.trim().to_string())
-        .filter(|v| !v.is_empty())
-        .collect()
 }
 
 /// The checks and answer of `httpstream.Handshake` and the SPDY response

@@ -25,7 +25,7 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
 
 use super::Backend;
-use super::server::{HttpResponse, header_list, plain};
+use super::http::{HttpResponse, header_list, plain};
 use super::session::{self, CommandProtocol, CommandStreams, CommandTarget};
 
 const PIPE: usize = 64 * 1024;

@@ -1,7 +1,7 @@
 //! Where a pod's cgroup and its containers' cgroups are, for both cgroup
 //! drivers, decided once at RunPodSandbox from what kubelet sent
 //! (`PodSandboxConfig.linux.cgroup_parent`) and persisted in the pod record.
-//! Pure: names in, names out; `sandbox::cgroups` does the I/O. A leaf
+//! Pure: names in, names out; `pod::cgroups` does the I/O. A leaf
 //! (config, spec, the monitor and the node all name cgroups).
 //!
 //! - cgroupfs: kubelet sends the pod's cgroup as an absolute path

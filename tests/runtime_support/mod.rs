@@ -2,26 +2,24 @@
 //! image unpacking, hand-written OCI configs, and a cleanup guard.
 #![allow(dead_code)]
 
+#[path = "../support/mod.rs"]
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use capcri::runtime::{ExecSpec, NamespaceKind, pinned_namespace_path, unpin_namespaces};
+use capcri::host::{pinned_namespace_path, unpin_namespaces};
+use capcri::monitor_api::{ExecSpec, NamespaceKind};
 
 /// The OCI layout `tests/images/build.py --out` wrote; hack/test.sh sets it.
 pub fn oci_layout() -> String {
     std::env::var("CAPCRI_TEST_OCI_LAYOUT").unwrap_or_else(|_| "/var/tmp/testimages-oci".into())
 }
 
+/// The one gate (`tests/support`): root and CAPCRI_PRIVILEGED_TESTS.
 pub fn privileged() -> bool {
-    if std::env::var_os("CAPCRI_PRIVILEGED_TESTS").is_none() {
-        eprintln!(
-            "skipping: set CAPCRI_PRIVILEGED_TESTS=1 (needs root, umoci and {})",
-            oci_layout()
-        );
-        return false;
-    }
-    true
+    support::privileged(&format!("umoci and the OCI layout {}", oci_layout()))
 }
 
 /// Undoes everything the test may have left behind, also when it panics.
