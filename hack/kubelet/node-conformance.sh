@@ -117,9 +117,14 @@ fi
 
 # ---- inside the run's own mount and network namespaces ----
 kubelet=${KUBELET:?set by the outer part of this script}
-bindir=$(dirname "$kubelet")
 work=$(mktemp -d /tmp/nc.XXXXXX)
 chmod 755 "$work"
+# The suite writes its kubeconfig, token file and kubelet config into its
+# --k8s-bin-dir: a directory of the run's own, linking to the binaries of
+# the shared cache.
+bindir=$work/bin
+mkdir "$bindir"
+for b in kubelet e2e_node.test ginkgo; do ln -s "$(dirname "$kubelet")/$b" "$bindir/$b"; done
 capcri_pid=
 reg=
 # shellcheck disable=SC2317 # run by the EXIT trap
