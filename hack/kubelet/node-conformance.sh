@@ -137,7 +137,8 @@ cleanup() {
         [ "$p" = $$ ] && continue
         if tr '\0' ' ' 2>/dev/null <"$f" | grep -qF -- "$work/"; then kill -9 "$p" 2>/dev/null || true; fi
     done
-    [ -n "$reg" ] && "$repo/tests/images/registry.sh" stop "$reg" >/dev/null 2>&1
+    # (rm -rf removes the link to the storage, not the storage)
+    [ -n "$reg" ] && "$repo/tests/images/registry.sh" stop "$reg" >/dev/null 2>&1 && rm -rf "$reg"
     cp "$work"/report/*.log "$work"/report/junit.xml "$out/" 2>/dev/null || true
     if [ -z "${NC_KEEP:-}" ]; then
         awk -v w="$work" '$5 ~ "^" w {print $5}' /proc/self/mountinfo | sort -r | while read -r m; do
