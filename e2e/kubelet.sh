@@ -10,7 +10,15 @@
 # volumes, user namespace, then kubelet and capcri restarted under running
 # pods). See e2e/README.md.
 #
-# Usage (root): e2e/kubelet.sh [--only NAME,...]
+# Usage (root): e2e/kubelet.sh [--vm] [--only NAME,...]
+#   --vm  on the cgroup-v2 test node instead (hack/vm/run.sh: Debian's 6.1
+#         kernel under qemu, systemd as PID 1): kubelet and capcri both on the
+#         systemd cgroup driver, which capcri detects there. The binaries are
+#         built here; the node serves the test registry's storage
+#         (CAPCRI_TEST_REGISTRY_DIR, default /var/tmp/capcri-test-registry) on
+#         its own 127.0.0.1:5055. Also: CAPCRI_VM_TIMEOUT (seconds, default
+#         3600), E2E_TIMEOUT defaults to 600 there (TCG is several times
+#         slower).
 # Env: KUBELET (default: hack/kubelet/build.sh builds the pinned release from
 #      the k8s.io/kubernetes Go module, cached under /var/tmp/capcri-kubelet),
 #      CAPCRI (default: cargo build), CAPCRI_TEST_REGISTRY (default
@@ -28,6 +36,35 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 if [ "$(id -u)" != 0 ]; then
     echo "e2e/kubelet.sh: kubelet and capcri need root (sudo $0)" >&2
     exit 2
+fi
+if [ "${1:-}" = --vm ]; then
+    shift
+    regdir=${CAPCRI_TEST_REGISTRY_DIR:-/var/tmp/capcri-test-registry}
+    [ -d "$regdir/storage/docker" ] || {
+        echo "e2e/kubelet.sh: no test registry storage in $regdir: run hack/test.sh (or tests/images/registry.sh and build.py --push) first" >&2
+        exit 2
+    }
+    KUBELET=${KUBELET:-$("$repo/hack/kubelet/build.sh")}
+    if [ -z "${CAPCRI:-}" ]; then
+        (cd "$repo" && cargo build --locked --quiet --bin capcri)
+        CAPCRI=$repo/target/debug/capcri
+    fi
+    export KUBELET CAPCRI E2E_TIMEOUT=${E2E_TIMEOUT:-600}
+    # The node's registry reads the host's storage in place (as
+    # hack/vm/test.sh's does); its own loopback, the port the images'
+    # mirror names.
+    # shellcheck disable=SC2016 # expanded in the node
+    node_script='reg=$(mktemp -d /tmp/registry.XXXXXX) && ln -s "$0/storage" "$reg/storage" &&
+        tests/images/registry.sh start "$reg" 5055 >/dev/null || exit 3
+        echo "node: $(uname -r), $(stat -fc %T /sys/fs/cgroup), PID 1 $(cat /proc/1/comm)"
+        start=$(date +%s)
+        CAPCRI_TEST_REGISTRY=127.0.0.1:5055 e2e/kubelet.sh "$@"; rc=$?
+        echo "e2e/kubelet.sh --vm: the scenarios took $(($(date +%s) - start)) s on the node"
+        tests/images/registry.sh stop "$reg" >/dev/null
+        exit $rc'
+    cd "$repo"
+    exec hack/vm/run.sh --out "${CAPCRI_VM_OUT_DIR:-${CAPCRI_VM_CACHE:-/var/tmp/capcri-vm}/kubelet-out}" --timeout "${CAPCRI_VM_TIMEOUT:-3600}" --env KUBELET --env CAPCRI --env E2E_TIMEOUT \
+        ${E2E_KEEP:+--env E2E_KEEP} -- bash -c "$node_script" "$regdir" "$@"
 fi
 if [ -z "${E2E_IN_NAMESPACE:-}" ]; then
     # A private mount namespace: kubelet's and capcri's mounts vanish with it.
@@ -54,6 +91,12 @@ work=$(mktemp -d /tmp/ck.XXXXXX)
 chmod 755 "$work"
 # shellcheck disable=SC2317 # run by the EXIT trap
 cleanup() {
+    # On the VM node (hack/vm/run.sh) the daemons' logs go back to the host.
+    if [ -n "${CAPCRI_VM_OUT:-}" ]; then
+        for log in "$work"/*/kubelet.log "$work"/*/capcri.log; do
+            [ -f "$log" ] && cp "$log" "$CAPCRI_VM_OUT/$(basename "$(dirname "$log")")-$(basename "$log")"
+        done
+    fi
     if [ -z "${E2E_KEEP:-}" ]; then
         # The pods' monitors mention the work dir; end any left before
         # removing it (the list is taken before the greps run, and names
@@ -62,7 +105,7 @@ cleanup() {
             p=${f#/proc/}
             p=${p%/cmdline}
             [ "$p" = $$ ] && continue
-            if tr '\0' ' ' <"$f" 2>/dev/null | grep -qF -- "$work/"; then
+            if tr '\0' ' ' 2>/dev/null <"$f" | grep -qF -- "$work/"; then
                 kill -9 "$p" 2>/dev/null || true
             fi
         done

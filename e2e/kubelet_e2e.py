@@ -41,6 +41,16 @@ import check  # noqa: E402  (e2e/check.py: the capability scenarios' rules)
 
 NODE = "e2e-node"
 CGROUP_FS = "/sys/fs/cgroup"
+# The unified hierarchy's mount: /sys/fs/cgroup itself on a cgroup-v2 node,
+# /sys/fs/cgroup/unified beside the v1 hierarchies on a hybrid one.
+UNIFIED = os.path.exists(os.path.join(CGROUP_FS, "cgroup.controllers"))
+# The driver capcri picks when it is given none (sandbox/cgroups.rs
+# CgroupSetup::resolve): systemd where systemd is init (sd_booted's test) on
+# cgroup v2, cgroupfs elsewhere. kubelet is configured with the same one.
+DRIVER = "systemd" if UNIFIED and os.path.isdir("/run/systemd/system") else "cgroupfs"
+# capcri's parent of pods kubelet gives none, on the systemd driver: a slice
+# of its own (no '-': that would make it a child of another slice).
+CAPCRI_SLICE = "capcrie2e.slice"
 # The v1 hierarchies kubelet's cgroupfs manager needs a cgroupRoot in
 # (cgroup_manager_linux.go's Exists allowlist; hugetlb only where mounted).
 V1_CONTROLLERS = ["cpu", "cpuacct", "cpuset", "memory", "pids", "systemd", "hugetlb", "freezer", "devices", "blkio"]
@@ -104,9 +114,23 @@ class Node:
         self.work = work
         self.port = free_port()
         self.ro_port = free_port()
-        # kubelet's cgroupRoot: its own subtree, so runs never share cgroups.
-        self.cgroup_root = f"/capcri-kubelet-e2e-{os.getpid()}"
-        self.capcri_parent = f"{self.cgroup_root}/capcri"
+        if DRIVER == "cgroupfs":
+            # kubelet's cgroupRoot: its own subtree, so runs never share cgroups.
+            self.cgroup_root = f"/capcri-kubelet-e2e-{os.getpid()}"
+            self.capcri_parent = f"{self.cgroup_root}/capcri"
+            self.capcri_parent_dir = self.capcri_parent
+            self.kubepods = f"{self.cgroup_root}/kubepods"
+            # The cgroup subtrees the pods' processes live in.
+            self.trees = [self.cgroup_root]
+        else:
+            # systemd: kubelet's kubepods.slice under the root slice (the
+            # node is a throwaway VM: hack/vm/run.sh), capcri's own slice
+            # beside it.
+            self.cgroup_root = "/"
+            self.capcri_parent = CAPCRI_SLICE
+            self.capcri_parent_dir = "/" + CAPCRI_SLICE
+            self.kubepods = "/kubepods.slice"
+            self.trees = [self.kubepods, self.capcri_parent_dir]
         self.capcri = None
         self.kubelet = None
         self.policies = None
@@ -128,6 +152,13 @@ class Node:
         for key, value in KUBELET_SYSCTLS.items():
             with open(os.path.join(self.work, "sysctl-" + key.replace("/", "-")), "w") as f:
                 f.write(value + "\n")
+        if UNIFIED:
+            # v2 with systemd: systemd and kubelet make the slices; v2 with
+            # cgroupfs: kubelet makes its cgroupRoot's kubepods below it and
+            # enables the controllers on the way.
+            if DRIVER == "cgroupfs":
+                os.makedirs(CGROUP_FS + self.cgroup_root, exist_ok=True)
+            return
         for c in V1_CONTROLLERS:
             base = os.path.join(CGROUP_FS, c)
             if not os.path.isdir(base):
@@ -141,13 +172,18 @@ class Node:
                         dst.write(src.read())
 
     def remove_cgroups(self):
-        """Kills what is left in kubelet's and capcri's cgroups under the root
-        (pods kubelet did not stop in time), then removes them, deepest first."""
+        """Kills what is left in kubelet's and capcri's cgroups (pods kubelet
+        did not stop in time), then removes the cgroupfs ones, deepest first
+        (systemd's slices and scopes go with their units)."""
         for _ in range(3):
             pids = set()
-            for c in V1_CONTROLLERS + ["unified"]:
-                if os.path.isdir(os.path.join(CGROUP_FS, c) + self.cgroup_root):
-                    pids.update(procs_under(c, self.cgroup_root))
+            if UNIFIED:
+                for tree in self.trees:
+                    pids.update(procs_under("memory", tree))
+            else:
+                for c in V1_CONTROLLERS + ["unified"]:
+                    if os.path.isdir(os.path.join(CGROUP_FS, c) + self.cgroup_root):
+                        pids.update(procs_under_v1(c, self.cgroup_root))
             if not pids:
                 break
             for pid in pids:
@@ -156,9 +192,12 @@ class Node:
                 except OSError:
                     pass
             time.sleep(0.5)
+        if DRIVER == "systemd":
+            return []
         left = []
-        for c in V1_CONTROLLERS + ["unified"]:
-            top = os.path.join(CGROUP_FS, c) + self.cgroup_root
+        tops = [CGROUP_FS + self.cgroup_root] if UNIFIED else [
+            os.path.join(CGROUP_FS, c) + self.cgroup_root for c in V1_CONTROLLERS + ["unified"]]
+        for top in tops:
             if not os.path.isdir(top):
                 continue
             for dirpath, _, _ in sorted(os.walk(top), key=lambda w: -w[0].count("/")):
@@ -187,7 +226,7 @@ containerRuntimeEndpoint: unix://{w}/capcri.sock
 imageServiceEndpoint: unix://{w}/capcri.sock
 podLogsDir: {w}/pods
 volumePluginDir: {w}/plugins
-cgroupDriver: cgroupfs
+cgroupDriver: {DRIVER}
 cgroupsPerQOS: true
 cgroupRoot: {self.cgroup_root}
 enforceNodeAllocatable: [pods]
@@ -541,17 +580,64 @@ def graceful(node, t):
 
 
 QOS = {
-    # pod name: (qosClass, kubelet's pod cgroup under kubepods, pod-level and container-level limits)
-    "qos-guaranteed": ("Guaranteed", "", {"memory.limit_in_bytes": 64 << 20, "cpu.cfs_quota_us": 10000,
-                                           "cpu.shares": 102}),
-    "qos-burstable": ("Burstable", "burstable/", {"memory.limit_in_bytes": 128 << 20, "cpu.shares": 51}),
-    "qos-besteffort": ("BestEffort", "besteffort/", {"cpu.shares": 2}),
+    # pod name: (qosClass, QoS level under kubepods ("" for Guaranteed), kubelet's pod-level limits per hierarchy)
+    "qos-guaranteed": ("Guaranteed", "", {
+        "v1": {"memory.limit_in_bytes": 64 << 20, "cpu.cfs_quota_us": 10000, "cpu.shares": 102},
+        # kubelet's pod cgroups on v2 (cm/cgroup_manager_linux.go
+        # getCPUWeight): weight = 1 + (shares - 2) * 9999 / 262142.
+        "v2": {"memory.max": 64 << 20, "cpu.max": 10000, "cpu.weight": 4}}),
+    "qos-burstable": ("Burstable", "burstable", {
+        "v1": {"memory.limit_in_bytes": 128 << 20, "cpu.shares": 51},
+        "v2": {"memory.max": 128 << 20, "cpu.weight": 2}}),
+    "qos-besteffort": ("BestEffort", "besteffort", {
+        "v1": {"cpu.shares": 2},
+        "v2": {"cpu.weight": 1}}),
+}
+# The container-level limits capcri applies from kubelet's
+# LinuxContainerResources, read in the container's own cgroup.
+QOS_CONTAINER = {
+    "qos-guaranteed": {"v1": {"memory.limit_in_bytes": 64 << 20, "cpu.cfs_quota_us": 10000},
+                       "v2": {"memory.max": 64 << 20, "cpu.max": 10000}},
+    "qos-burstable": {"v1": {"memory.limit_in_bytes": 128 << 20}, "v2": {"memory.max": 128 << 20}},
+    "qos-besteffort": {"v1": {}, "v2": {}},
 }
 
 
+def cgroup_dir(controller, path):
+    """The directory of cgroup `path` in the hierarchy holding `controller`."""
+    if UNIFIED:
+        return CGROUP_FS + path
+    return os.path.join(CGROUP_FS, controller) + path
+
+
 def cgroup_value(controller, path, key):
-    with open(os.path.join(CGROUP_FS, controller) + path + "/" + key) as f:
-        return int(f.read().split()[0])
+    """A cgroup file's first field as a number (cpu.max's quota; "max" is -1)."""
+    with open(os.path.join(cgroup_dir(controller, path), key)) as f:
+        first = f.read().split()[0]
+    return -1 if first == "max" else int(first)
+
+
+def pod_cgroup(node, qos_level, uid):
+    """kubelet's cgroup of a pod (cm/pod_container_manager_linux.go): under
+    kubepods, in its QoS level's cgroup unless Guaranteed. The systemd driver
+    names each level a slice nested by '-' (`kubepods-burstable-pod<uid>.slice`,
+    dashes of the uid made '_')."""
+    if DRIVER == "cgroupfs":
+        return f"{node.kubepods}/{qos_level + '/' if qos_level else ''}pod{uid}"
+    uid = uid.replace("-", "_")
+    if not qos_level:
+        return f"{node.kubepods}/kubepods-pod{uid}.slice"
+    return f"{node.kubepods}/kubepods-{qos_level}.slice/kubepods-{qos_level}-pod{uid}.slice"
+
+
+def cgroup_of(pid, controller="memory"):
+    """A process's cgroup path in the hierarchy holding `controller`."""
+    with open(f"/proc/{pid}/cgroup") as f:
+        for line in f.read().splitlines():
+            _, controllers, path = line.split(":", 2)
+            if (UNIFIED and controllers == "") or (not UNIFIED and controller in controllers.split(",")):
+                return path
+    raise Failure(f"process {pid} has no {controller} cgroup: {open(f'/proc/{pid}/cgroup').read()!r}")
 
 
 def cmdline(pid):
@@ -563,30 +649,43 @@ def cmdline(pid):
 
 
 def procs_under(controller, path):
-    """PIDs in the cgroup at path and its descendants (v1 hierarchy)."""
+    """PIDs in the cgroup at path and its descendants."""
+    return procs_in_tree(cgroup_dir(controller, path))
+
+
+def procs_under_v1(hierarchy, path):
+    """PIDs under path in one v1 hierarchy (or the hybrid's "unified")."""
+    return procs_in_tree(os.path.join(CGROUP_FS, hierarchy) + path)
+
+
+def procs_in_tree(top):
     pids = []
-    for dirpath, _, files in os.walk(os.path.join(CGROUP_FS, controller) + path):
+    for dirpath, _, files in os.walk(top):
         if "cgroup.procs" in files:
-            with open(os.path.join(dirpath, "cgroup.procs")) as f:
-                pids += [int(p) for p in f.read().split()]
+            try:
+                with open(os.path.join(dirpath, "cgroup.procs")) as f:
+                    pids += [int(p) for p in f.read().split()]
+            except OSError:  # removed meanwhile
+                pass
     return pids
 
 
 @scenario("qos", ["qos-guaranteed.yaml", "qos-burstable.yaml", "qos-besteffort.yaml"])
 def qos(node, t):
     seen, failures = [], []
-    for name, (klass, parent, limits) in QOS.items():
+    hierarchy = "v2" if UNIFIED else "v1"
+    for name, (klass, level, limits) in QOS.items():
         pod = wait(f"{name} running", lambda n=name: running(node, n, ["work"]), t)
         if pod["status"].get("qosClass") != klass:
             failures.append(f"{name}: qosClass {pod['status'].get('qosClass')}, want {klass}")
         # kubelet's own pod cgroup, with the limits kubelet computed.
-        cgroup = f"{node.cgroup_root}/kubepods/{parent}pod{pod['metadata']['uid']}"
-        for key, want in limits.items():
+        cgroup = pod_cgroup(node, level, pod["metadata"]["uid"])
+        for key, want in limits[hierarchy].items():
             controller = key.split(".")[0]
             try:
                 got = cgroup_value(controller, cgroup, key)
             except FileNotFoundError:
-                failures.append(f"{name}: kubelet's pod cgroup {controller}:{cgroup} does not exist")
+                failures.append(f"{name}: kubelet's pod cgroup {controller}:{cgroup} (or its {key}) does not exist")
                 break
             if got != want:
                 failures.append(f"{name}: {controller}:{cgroup}/{key} is {got}, kubelet's limit is {want}")
@@ -618,26 +717,33 @@ def qos(node, t):
         # cgroup_parent of the sandbox config), under kubelet's limits.
         pids = procs_under("memory", cgroup)
         if not pids:
-            elsewhere = procs_under("memory", node.capcri_parent)
+            elsewhere = procs_under("memory", node.capcri_parent_dir)
             failures.append(f"{name}: kubelet's pod cgroup memory:{cgroup} holds no process: the containers run "
                             f"outside it ({len(elsewhere)} processes under capcri's own --cgroup-parent "
                             f"{node.capcri_parent}), not under the cgroup_parent kubelet sent")
-        elif "memory.limit_in_bytes" in limits:
-            # The container's own cgroup (its shell's, not the pod init's):
-            # kubelet's container limit, applied by capcri.
-            shell = [p for p in pids if b"data=$(head" in cmdline(p)]
-            if not shell:
-                failures.append(f"{name}: the container's shell is not in kubelet's pod cgroup memory:{cgroup}")
+            continue
+        # The container's own cgroup (its shell's, not the pod init's):
+        # kubelet's container limits, applied by capcri.
+        shell = [p for p in pids if b"data=$(head" in cmdline(p)]
+        if not shell:
+            failures.append(f"{name}: the container's shell is not in kubelet's pod cgroup memory:{cgroup}")
+            continue
+        mine = cgroup_of(shell[0])
+        if DRIVER == "systemd":
+            # capcri's transient scope for the container, in the pod's slice
+            # (util/cgroup_paths.rs: capcri-<container id>.scope).
+            cid = (container_status(pod, "work").get("containerID") or "").split("://")[-1]
+            if mine != f"{cgroup}/capcri-{cid}.scope":
+                failures.append(f"{name}: the container's cgroup is {mine}, want the scope "
+                                f"{cgroup}/capcri-{cid}.scope in kubelet's pod slice")
                 continue
-            with open(f"/proc/{shell[0]}/cgroup") as f:
-                mem = [line.split(":", 2)[2] for line in f.read().splitlines() if ":memory:" in line][0]
-            got = cgroup_value("memory", mem, "memory.limit_in_bytes")
-            if got != limits["memory.limit_in_bytes"]:
-                failures.append(f"{name}: container cgroup memory:{mem} limit {got}, "
-                                f"want {limits['memory.limit_in_bytes']}")
+        for key, want in QOS_CONTAINER[name][hierarchy].items():
+            got = cgroup_value(key.split(".")[0], mine, key)
+            if got != want:
+                failures.append(f"{name}: container cgroup {mine}/{key} is {got}, want {want}")
     if failures:
         raise Failure("; ".join(failures) + (f" (passed: {'; '.join(seen)})" if seen else ""))
-    return "; ".join(seen)
+    return f"{DRIVER} driver, cgroup {hierarchy}: " + "; ".join(seen)
 
 
 @scenario("share-pid", ["share-pid.yaml"])
@@ -863,9 +969,11 @@ def teardown(node):
         # kubelet drops a static pod from /pods at once and stops it after:
         # wait until no process is left in the cgroup tree.
         deadline = time.time() + 60
-        while procs_under("memory", node.cgroup_root) and time.time() < deadline:
+        def left_running():
+            return [p for tree in node.trees for p in procs_under("memory", tree)]
+        while left_running() and time.time() < deadline:
             time.sleep(1)
-        left = procs_under("memory", node.cgroup_root)
+        left = left_running()
         if left:
             print(f"teardown: {len(left)} processes still run in the pods after 60 s", file=sys.stderr)
     node.stop_kubelet()

@@ -110,6 +110,8 @@ impl KubeletTree {
     fn dir(&self, name: &str) -> String {
         match self.driver {
             Driver::Cgroupfs => name.to_string(),
+            // Already a path (what pod() returns as kubelet sends it).
+            Driver::Systemd if name.starts_with('/') => name.to_string(),
             Driver::Systemd => {
                 let stem = name.strip_suffix(".slice").unwrap();
                 let mut path = String::new();
@@ -139,10 +141,18 @@ impl KubeletTree {
     fn pod(&mut self, qos: Qos, uid: &str, limits: PodLimits) -> String {
         // kubelet's systemd driver escapes '-' in the uid to '_'.
         let pod = format!("pod{}", uid.replace('-', "_"));
-        match qos {
+        let name = match qos {
             Qos::Guaranteed => self.make(&["kubepods", &pod], limits),
             Qos::Burstable => self.make(&["kubepods", "burstable", &pod], limits),
             Qos::BestEffort => self.make(&["kubepods", "besteffort", &pod], limits),
+        };
+        // kubelet's systemd driver sends the slice's expanded cgroup path
+        // (CgroupName.ToSystemd: `/a.slice/a-b.slice/a-b-pod<uid>.slice`);
+        // crictl sends the unit name. BestEffort pods take the unit name,
+        // so both forms go through the CRI.
+        match (self.driver, qos) {
+            (Driver::Systemd, Qos::Guaranteed | Qos::Burstable) => self.dir(&name),
+            _ => name,
         }
     }
 
@@ -821,6 +831,8 @@ async fn hostile_parents(registry: &str, driver: Driver) {
         ],
         Driver::Systemd => vec![
             ("/kubepods/burstable/pod1".into(), "cgroupfs path"),
+            // A pod slice's name under another slice's path.
+            ("/system.slice/kubepods-pod1.slice".into(), "not that path"),
             ("kubepods-burstable-pod1".into(), "does not end in"),
             ("../kubepods.slice".into(), "only letters"),
             ("kube/pods.slice".into(), "only letters"),

@@ -111,7 +111,7 @@ async fn full_lifecycle_through_the_cri_socket() {
     assert_eq!(pod.annotations["note"], "kept exactly");
     assert_eq!(pod.labels["app"], "web");
 
-    let script = "trap 'echo bye; exit 3' TERM; echo hello; echo oops >&2; hostname; \
+    let script = "trap 'echo bye; printf last-words; exit 3' TERM; echo hello; echo oops >&2; hostname; \
                   grep nameserver /etc/resolv.conf; while true; do sleep 0.1; done";
     let ctr_id = rt
         .create_container(cri::CreateContainerRequest {
@@ -243,6 +243,10 @@ async fn full_lifecycle_through_the_cri_socket() {
     assert!(exited.finished_at >= exited.started_at);
     let log = std::fs::read_to_string(&log_file).unwrap();
     assert!(log.contains(" stdout F bye\n"), "{log}");
+    // The last line ends without a newline: a partial record, as
+    // containerd writes it, which kubelet reads back without one (Node
+    // Conformance: termination message FallbackToLogsOnError).
+    assert!(log.ends_with(" stdout P last-words\n"), "{log}");
 
     rt.remove_container(cri::RemoveContainerRequest {
         container_id: ctr_id.clone(),

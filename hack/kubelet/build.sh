@@ -4,6 +4,8 @@
 #
 #   hack/kubelet/build.sh                 build (or reuse) the kubelet; prints its path
 #   hack/kubelet/build.sh --e2e-node      also build test/e2e_node's test binary (Node Conformance)
+#                                         agnhost (test/images/agnhost, its test images' program)
+#                                         and ginkgo (the runner, for parallel processes)
 #   hack/kubelet/build.sh --update v1.N.M rewrite go.mod/go.sum for another release
 #
 # Nothing of Kubernetes is committed: go.mod names k8s.io/kubernetes and
@@ -53,7 +55,10 @@ if [ "${1:-}" = --update ]; then
         echo
         echo "require k8s.io/kubernetes $v"
         echo
-        echo "tool k8s.io/kubernetes/cmd/kubelet"
+        echo "tool ("
+        echo "	github.com/onsi/ginkgo/v2/ginkgo"
+        echo "	k8s.io/kubernetes/cmd/kubelet"
+        echo ")"
         echo
         echo "// k8s.io/kubernetes replaces its staging modules with ./staging/src/...;"
         echo "// outside its repository they are the published modules of the same release."
@@ -66,6 +71,8 @@ if [ "${1:-}" = --update ]; then
     # test/e2e_node's test-only dependencies are not in the tool's graph;
     # `go test -c` of it records them too (e2e_node.go lists the package).
     (cd "$here" && GOFLAGS=-mod=mod go list -test -deps k8s.io/kubernetes/test/e2e_node >/dev/null)
+    # agnhost's (e2e-images.py) too: its SCTP client is nobody else's.
+    (cd "$here" && GOFLAGS=-mod=mod go list -deps k8s.io/kubernetes/test/images/agnhost >/dev/null)
     echo "hack/kubelet: go.mod and go.sum now pin $v; commit both" >&2
     exit 0
 fi
@@ -102,5 +109,12 @@ if [ ! -x "$out/kubelet" ]; then
 fi
 if [ "${1:-}" = --e2e-node ]; then
     [ -x "$out/e2e_node.test" ] || build k8s.io/kubernetes/test/e2e_node "$out/e2e_node.test" test
+    # The e2e tests' do-everything image program (servers, probes, DNS,
+    # netexec, ...), static as upstream builds it; hack/kubelet/e2e-images.py
+    # puts it into the agnhost images.
+    [ -x "$out/agnhost" ] || build k8s.io/kubernetes/test/images/agnhost "$out/agnhost"
+    # ginkgo's CLI runs e2e_node.test in parallel processes (upstream's
+    # node e2e runs 8 on a 2-CPU node); the release k8s.io/kubernetes requires.
+    [ -x "$out/ginkgo" ] || build github.com/onsi/ginkgo/v2/ginkgo "$out/ginkgo"
 fi
 echo "$out/kubelet"

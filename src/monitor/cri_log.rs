@@ -1,8 +1,11 @@
 //! The CRI container log format (kubelet's `pkg/kubelet/kuberuntime/logs`):
 //! `<RFC3339Nano timestamp> <stdout|stderr> <F|P> <content>\n`. A line longer
 //! than [`MAX_LOG_LINE`] is split into `P` (partial) records and ends with an
-//! `F` record, so kubelet can reassemble it; a last line without newline at
-//! EOF is written as `F`, since nothing more will follow.
+//! `F` record, so kubelet can reassemble it. A last line without newline at
+//! EOF is written as `P`, as containerd's logger does: kubelet's reader
+//! strips the record's newline only from `P` records, so `echo -n DONE`
+//! reads back as `DONE` (Node Conformance's FallbackToLogsOnError
+//! termination message test), not `DONE\n`.
 //!
 //! [`parse_cri_log_line`] reads such a record back (for `crictl logs`-style
 //! readers and log reopening). Log files can be edited by anyone with access
@@ -163,12 +166,13 @@ impl LineSplitter {
         out
     }
 
-    /// The stream ended: an unfinished last line is complete now.
+    /// The stream ended: an unfinished last line is written as it is, a
+    /// partial record (no newline follows it; see the module comment).
     pub fn finish(&mut self) -> Option<(bool, Vec<u8>)> {
         if self.pending.is_empty() {
             None
         } else {
-            Some((false, std::mem::take(&mut self.pending)))
+            Some((true, std::mem::take(&mut self.pending)))
         }
     }
 }
@@ -282,7 +286,9 @@ mod tests {
                 (false, b"".to_vec())
             ]
         );
-        assert_eq!(s.finish(), Some((false, b"e".to_vec())));
+        // No newline ever came: a partial record, which kubelet reads
+        // back without one.
+        assert_eq!(s.finish(), Some((true, b"e".to_vec())));
         assert_eq!(s.finish(), None);
     }
 

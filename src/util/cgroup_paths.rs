@@ -83,6 +83,14 @@ pub enum CgroupParentError {
     )]
     PathUnderSystemd(String),
     #[error(
+        "cgroup_parent {value:?} ends in the slice {slice:?}, whose cgroup is {expected:?}, not that path: kubelet's systemd driver sends a slice's own path (or its unit name); any other path would name a cgroup the slice is not"
+    )]
+    SlicePathMismatch {
+        value: String,
+        slice: String,
+        expected: String,
+    },
+    #[error(
         "cgroup_parent {0:?} is a systemd slice but capcri runs the cgroupfs driver: kubelet and capcri must use the same driver; set kubelet's cgroupDriver to cgroupfs or run capcri with cgroup_driver = \"systemd\""
     )]
     SliceUnderCgroupfs(String),
@@ -170,6 +178,37 @@ pub fn validate_slice(value: &str) -> Result<(), CgroupParentError> {
         return bad("a '-' starts, ends or doubles its name: each '-' separates a parent slice");
     }
     Ok(())
+}
+
+/// The slice unit of a `cgroup_parent` sent to the systemd driver. kubelet
+/// sends the slice's cgroup path (`CgroupName.ToSystemd`, which expands the
+/// unit: `/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod<uid>.slice`);
+/// crictl and the CRI's own docs use the unit name. containerd and CRI-O take
+/// the path's last component (Go's `path.Base`); capcri does too, but only
+/// when the path is exactly that slice's expansion, so a path never names a
+/// slice somewhere else than it says.
+pub fn systemd_parent_slice(value: &str) -> Result<String, CgroupParentError> {
+    if value.chars().any(char::is_control) {
+        return Err(CgroupParentError::ControlCharacter(value.to_string()));
+    }
+    let Some(path) = value.strip_prefix('/') else {
+        validate_slice(value)?;
+        return Ok(value.to_string());
+    };
+    let path = path.strip_suffix('/').unwrap_or(path);
+    let last = path.rsplit('/').next().unwrap_or_default();
+    if !last.ends_with(".slice") || validate_slice(last).is_err() {
+        return Err(CgroupParentError::PathUnderSystemd(value.to_string()));
+    }
+    let expected = expand_slice(last);
+    if expected != format!("/{path}") {
+        return Err(CgroupParentError::SlicePathMismatch {
+            value: value.to_string(),
+            slice: last.to_string(),
+            expected,
+        });
+    }
+    Ok(last.to_string())
 }
 
 /// The cgroup directory of a slice, as systemd lays it out:
@@ -284,7 +323,7 @@ impl PodCgroup {
                         .unwrap_or(default_parent);
                     format!("{stem}-pod{pod_id}.slice")
                 } else {
-                    requested.to_string()
+                    systemd_parent_slice(requested)?
                 };
                 validate_slice(&slice)?;
                 Ok(PodCgroup {
@@ -414,6 +453,47 @@ mod tests {
         assert_eq!(guaranteed.dir, "/kubepods.slice/kubepods-pod1.slice");
     }
 
+    /// What kubelet v1.36 sends on the systemd driver (seen on the VM node):
+    /// the slice's expanded path, for every QoS class; the same pod cgroup
+    /// as its unit name gives.
+    #[test]
+    fn systemd_parents_as_kubelets_expanded_paths() {
+        for (sent, slice) in [
+            (
+                "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod12_34.slice",
+                "kubepods-burstable-pod12_34.slice",
+            ),
+            (
+                "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-podab.slice",
+                "kubepods-besteffort-podab.slice",
+            ),
+            ("/kubepods.slice/kubepods-pod1.slice", "kubepods-pod1.slice"),
+            (
+                "/kubepods.slice/kubepods-pod1.slice/",
+                "kubepods-pod1.slice",
+            ),
+            // kubelet's cgroupRoot as a slice: its kubepods nests under it.
+            (
+                "/node.slice/node-kubepods.slice/node-kubepods-pod1.slice",
+                "node-kubepods-pod1.slice",
+            ),
+            ("/kubepods.slice", "kubepods.slice"),
+        ] {
+            let by_path = PodCgroup::resolve(CgroupDriver::Systemd, sent, "capcri.slice", "abc")
+                .unwrap_or_else(|e| panic!("{sent:?}: {e}"));
+            let by_name =
+                PodCgroup::resolve(CgroupDriver::Systemd, slice, "capcri.slice", "abc").unwrap();
+            assert_eq!(by_path, by_name, "{sent:?}");
+            assert_eq!(by_path.slice.as_deref(), Some(slice));
+            assert_eq!(by_path.dir, sent.trim_end_matches('/'));
+            assert_eq!(
+                by_path.container_cgroups_path("c1"),
+                format!("{slice}:capcri:c1")
+            );
+            assert!(!by_path.owned);
+        }
+    }
+
     #[test]
     fn hostile_cgroupfs_parents_are_refused() {
         let long = format!("/{}", "a".repeat(256));
@@ -446,6 +526,27 @@ mod tests {
         let long = format!("{}.slice", "a".repeat(250));
         for (value, want) in [
             ("/kubepods/burstable/pod1", "is a cgroupfs path"),
+            ("/", "is a cgroupfs path"),
+            ("/-.slice", "is a cgroupfs path"),
+            ("/kubepods.slice/../etc.slice", "not that path"),
+            ("/kubepods.slice/kube pods.slice", "is a cgroupfs path"),
+            ("/kubepods.slice/x\npods.slice", "control character"),
+            // A slice's name under another slice's path: it would run
+            // where the path does not say.
+            (
+                "/system.slice/kubepods-pod1.slice",
+                "whose cgroup is \"/kubepods.slice/kubepods-pod1.slice\"",
+            ),
+            ("/etc/kubepods.slice", "not that path"),
+            ("//kubepods.slice", "not that path"),
+            (
+                "/kubepods.slice/kubepods-burstable.slice/../kubepods-burstable-pod1.slice",
+                "not that path",
+            ),
+            (
+                "/kubepods.slice/kubepods-burstable-pod1.slice",
+                "not that path",
+            ),
             ("kubepods", "does not end in"),
             (".slice", "no name"),
             ("-.slice", "root slice"),
