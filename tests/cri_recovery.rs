@@ -11,6 +11,15 @@ use common::{
 use k8s_cri::v1 as cri;
 use std::time::{Duration, Instant};
 
+/// Creates and starts a busybox `sleep 1000` named `name` in `pod`.
+async fn running_sleeper(d: &TestDaemon, pod: &str, name: &str, busybox: &str) -> String {
+    let id = create(d, pod, container_config(name, busybox, &["sleep", "1000"]))
+        .await
+        .expect("create");
+    start(d, &id).await;
+    id
+}
+
 fn pid_of(status: &cri::ContainerStatusResponse) -> i64 {
     let info: serde_json::Value = serde_json::from_str(&status.info["info"]).unwrap();
     info["pid"].as_i64().unwrap_or(0)
@@ -203,22 +212,8 @@ async fn an_exit_from_outside_shows_in_status_and_lists_of_a_cached_container() 
     pull(&d, &busybox).await;
     let mut rt = d.runtime().await;
     let pod = run_pod(&d, "outside-kill").await;
-    let id = create(
-        &d,
-        &pod,
-        container_config("victim", &busybox, &["sleep", "1000"]),
-    )
-    .await
-    .expect("create");
-    start(&d, &id).await;
-    let keeper = create(
-        &d,
-        &pod,
-        container_config("keeper", &busybox, &["sleep", "1000"]),
-    )
-    .await
-    .expect("create");
-    start(&d, &keeper).await;
+    let id = running_sleeper(&d, &pod, "victim", &busybox).await;
+    let keeper = running_sleeper(&d, &pod, "keeper", &busybox).await;
     let status = rt
         .container_status(cri::ContainerStatusRequest {
             container_id: id.clone(),
@@ -408,14 +403,7 @@ async fn a_killed_monitor_template_is_replaced_and_its_monitors_live_on() {
     pull(&d, &busybox).await;
     let daemon = d.pid().unwrap();
     let first = run_pod(&d, "before").await;
-    let id = create(
-        &d,
-        &first,
-        container_config("sleeper", &busybox, &["sleep", "1000"]),
-    )
-    .await
-    .expect("create");
-    start(&d, &id).await;
+    let id = running_sleeper(&d, &first, "sleeper", &busybox).await;
 
     let templates = children_of(daemon, "capcri\0monitor-template\0");
     assert_eq!(templates.len(), 1, "one template per daemon");

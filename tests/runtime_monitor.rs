@@ -250,7 +250,8 @@ async fn monitor_runs_a_pod_end_to_end() {
 
     // Container 4 exits on its own: the exit is on disk without anyone
     // asking (a daemon that is down meanwhile finds it there), and its
-    // unterminated last line is in the log as a full record.
+    // unterminated last line is in the log as a partial (P) record, as
+    // containerd writes it: kubelet joins it with nothing and reads "last".
     let bundle4 = base.join("bundle4");
     unpack("registry.k8s.io/e2e-test-images/busybox:1.29-2", &bundle4);
     write_config(
@@ -285,9 +286,9 @@ async fn monitor_runs_a_pod_end_to_end() {
     assert_eq!(st.status, RuntimeStatus::Exited);
     assert_eq!(st.exit_code, Some(3));
     assert_eq!(st.reason.as_deref(), Some("Error"));
-    let log = wait_for_log(&log4, &[" stdout F first\n", " stdout F last\n"]).await;
+    let log = wait_for_log(&log4, &[" stdout F first\n", " stdout P last\n"]).await;
     assert!(
-        log.contains(" stdout F first\n") && log.contains(" stdout F last\n"),
+        log.contains(" stdout F first\n") && log.contains(" stdout P last\n"),
         "log was {log:?}"
     );
     client.delete("c4").await.expect("delete c4");
