@@ -209,10 +209,13 @@ async fn stats_updates_and_log_reopening() {
     .await;
     let mut rt = d.runtime().await;
 
-    // Stats: CPU, memory, the writable layer with the 200 KiB file.
+    // Stats: CPU, memory, the writable layer with the 200 KiB file. The
+    // layer's usage is a walk kept up to `layer_usage::MAX_AGE` (10 s) and
+    // refreshed in the background: a first walk made before `dd` ran (a
+    // slow node: the VM under TCG) shows the file one refresh later.
     let stats = wait_for(
         "stats with the written file",
-        Duration::from_secs(10),
+        Duration::from_secs(30),
         || {
             let mut rt = rt.clone();
             let id = id.clone();
