@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{TestDaemon, container_config, pod_config, pull};
+use common::{TestDaemon, container_config, pod_config, pull, with_pid_mode};
 use k8s_cri::v1 as cri;
 use std::collections::HashMap;
 use tonic::Code;
@@ -156,17 +156,10 @@ async fn hostile_requests_are_refused_cleanly() {
         assert_eq!(err.code(), Code::InvalidArgument, "{name}: {err}");
     }
     // Conflicting namespace options: TARGET pid without a target.
-    let mut c = container_config("target", &busybox, &["true"]);
-    c.linux = Some(cri::LinuxContainerConfig {
-        security_context: Some(cri::LinuxContainerSecurityContext {
-            namespace_options: Some(cri::NamespaceOption {
-                pid: cri::NamespaceMode::Target as i32,
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    });
+    let c = with_pid_mode(
+        container_config("target", &busybox, &["true"]),
+        cri::NamespaceMode::Target,
+    );
     let err = rt
         .create_container(cri::CreateContainerRequest {
             pod_sandbox_id: pod.clone(),

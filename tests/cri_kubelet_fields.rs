@@ -8,7 +8,8 @@ mod common;
 
 use common::{
     TestDaemon, container_config, create, exec, log_of, pod_config, pull, run_pod,
-    run_pod_with_config, run_privileged_pod, start, stop_and_remove_pod, wait_for,
+    run_pod_with_config, run_privileged_pod, start, stop_and_remove_pod, wait_for, with_pid_mode,
+    with_pod_namespaces,
 };
 use k8s_cri::v1 as cri;
 use std::os::unix::fs::PermissionsExt;
@@ -418,17 +419,13 @@ async fn oom_score_adj_is_honoured_down_to_the_kernel_floor() {
     let image = busybox(&d, &registry).await;
     // A shared-PID pod: pid 1 of its containers is the pod init, one of the
     // pod's own processes.
-    let mut config = pod_config("oom", &d.dir.path().join("logs"));
-    config.linux = Some(cri::LinuxPodSandboxConfig {
-        security_context: Some(cri::LinuxSandboxSecurityContext {
-            namespace_options: Some(cri::NamespaceOption {
-                pid: cri::NamespaceMode::Pod as i32,
-                ..Default::default()
-            }),
+    let config = with_pod_namespaces(
+        pod_config("oom", &d.dir.path().join("logs")),
+        cri::NamespaceOption {
+            pid: cri::NamespaceMode::Pod as i32,
             ..Default::default()
-        }),
-        ..Default::default()
-    });
+        },
+    );
     let pod = run_pod_with_config(&d, config).await;
     for (name, adj, want) in [
         ("guaranteed", Some(-997), (-997).max(floor)),
@@ -442,16 +439,7 @@ async fn oom_score_adj_is_honoured_down_to_the_kernel_floor() {
             &image,
             &["sh", "-c", "cat /proc/self/oom_score_adj; sleep 600"],
         );
-        c.linux = Some(cri::LinuxContainerConfig {
-            security_context: Some(cri::LinuxContainerSecurityContext {
-                namespace_options: Some(cri::NamespaceOption {
-                    pid: cri::NamespaceMode::Pod as i32,
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        });
+        c = with_pid_mode(c, cri::NamespaceMode::Pod);
         if let Some(adj) = adj {
             c = with_oom(c, adj);
         }
@@ -706,17 +694,13 @@ async fn pid_target_joins_the_target_containers_pid_namespace() {
 
     // A target in the host's PID namespace (a hostPID pod): TARGET would
     // hand the debugger the host's processes; refused, pointing to NODE.
-    let mut config = pod_config("hostpid", &d.dir.path().join("logs"));
-    config.linux = Some(cri::LinuxPodSandboxConfig {
-        security_context: Some(cri::LinuxSandboxSecurityContext {
-            namespace_options: Some(cri::NamespaceOption {
-                pid: cri::NamespaceMode::Node as i32,
-                ..Default::default()
-            }),
+    let config = with_pod_namespaces(
+        pod_config("hostpid", &d.dir.path().join("logs")),
+        cri::NamespaceOption {
+            pid: cri::NamespaceMode::Node as i32,
             ..Default::default()
-        }),
-        ..Default::default()
-    });
+        },
+    );
     let host_pod = run_pod_with_config(&d, config).await;
     let host_app = run_started(
         &d,

@@ -8,7 +8,7 @@ mod common;
 
 use common::{
     TestDaemon, container_config, create, exec, log_of, pod_config, pull, run_pod_with_config,
-    start, wait_exited, wait_for,
+    start, wait_exited, wait_for, with_pod_namespaces,
 };
 use k8s_cri::v1 as cri;
 use std::time::Duration;
@@ -176,16 +176,13 @@ async fn recommended_set_lets_a_non_root_container_bind_80_without_the_capabilit
     remove_pod(&d, pod_id).await;
 
     // A host-network pod: skipped with a reason, the node untouched.
-    let mut host = pod(&d, "net-host");
-    host.linux
-        .get_or_insert_with(Default::default)
-        .security_context = Some(cri::LinuxSandboxSecurityContext {
-        namespace_options: Some(cri::NamespaceOption {
+    let host = with_pod_namespaces(
+        pod(&d, "net-host"),
+        cri::NamespaceOption {
             network: cri::NamespaceMode::Node as i32,
             ..Default::default()
-        }),
-        ..Default::default()
-    });
+        },
+    );
     let pod_id = run_pod_with_config(&d, host).await;
     let info = pod_info(&d, &pod_id).await;
     let got = outcomes(&info);

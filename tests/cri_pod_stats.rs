@@ -11,7 +11,7 @@ mod common;
 
 use common::{
     TestDaemon, container_config, create, exec, pod_config, pull, run_pod, run_pod_with_config,
-    start, stop_and_remove_pod,
+    start, stop_and_remove_pod, with_pod_namespaces,
 };
 use k8s_cri::v1 as cri;
 use std::process::Command;
@@ -151,17 +151,13 @@ async fn pod_stats_report_network_and_processes() {
     stop_and_remove_pod(&d, &pod).await;
 
     // A host-network pod's traffic is the node's: no pod network stats.
-    let mut config = pod_config("stats-hostnet", &d.dir.path().join("logs"));
-    config.linux = Some(cri::LinuxPodSandboxConfig {
-        security_context: Some(cri::LinuxSandboxSecurityContext {
-            namespace_options: Some(cri::NamespaceOption {
-                network: cri::NamespaceMode::Node as i32,
-                ..Default::default()
-            }),
+    let config = with_pod_namespaces(
+        pod_config("stats-hostnet", &d.dir.path().join("logs")),
+        cri::NamespaceOption {
+            network: cri::NamespaceMode::Node as i32,
             ..Default::default()
-        }),
-        ..Default::default()
-    });
+        },
+    );
     let hostnet = run_pod_with_config(&d, config).await;
     let s = d
         .runtime()

@@ -554,6 +554,21 @@ pub fn with_pid_mode(
     c
 }
 
+/// `p` with the given namespace options for the pod (the rest of its
+/// sandbox security context left at the defaults).
+pub fn with_pod_namespaces(
+    mut p: cri::PodSandboxConfig,
+    namespaces: cri::NamespaceOption,
+) -> cri::PodSandboxConfig {
+    p.linux
+        .get_or_insert_with(Default::default)
+        .security_context = Some(cri::LinuxSandboxSecurityContext {
+        namespace_options: Some(namespaces),
+        ..Default::default()
+    });
+    p
+}
+
 /// A pod with a privileged sandbox: privileged containers need one.
 pub async fn run_privileged_pod(d: &TestDaemon, name: &str) -> String {
     let mut config = pod_config(name, &d.dir.path().join("logs"));
