@@ -284,31 +284,36 @@ fn map_error(image: &str, registry: &str, what: &str, e: OciDistributionError) -
     }
 }
 
-/// The client manifests are fetched with, one per daemon: building one
-/// loads and parses the system's root certificates (~140 files on Debian),
-/// a few milliseconds a pull when it was built per session. It holds no
-/// credentials (the Authorization header is set per request from the
-/// session's own token) and no cookies, so sharing it shares nothing
-/// between pulls but connections. Same timeouts as the blob client;
-/// reqwest's rustls (enabled through oci-client) and its default roots, as
-/// oci-client's client has. The blob client stays per session: oci-client
-/// caches bearer tokens in it, and one pull's credentials must not serve
-/// another's.
-fn manifest_http() -> reqwest::Client {
-    static HTTP: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
-    HTTP.get_or_init(|| {
-        reqwest::Client::builder()
-            .connect_timeout(std::time::Duration::from_secs(10))
-            .read_timeout(std::time::Duration::from_secs(120))
-            .user_agent(concat!("capcri/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .unwrap_or_default()
-    })
-    .clone()
+/// A client for manifests. The image store builds one and keeps it
+/// (`ImageStore::pull`): building one loads and parses the system's root
+/// certificates (~140 files on Debian), a few milliseconds a pull when each
+/// session built its own. It holds no credentials (the Authorization
+/// header is set per request from the session's own token) and no cookies,
+/// so sharing it shares nothing between pulls but connections. Not a
+/// process-wide static: its pooled connections belong to the tokio runtime
+/// that opened them, and a second runtime (tests run one per test) reusing
+/// one fails with "error sending request". Same timeouts as the blob
+/// client; reqwest's rustls (enabled through oci-client) and its default
+/// roots, as oci-client's client has. The blob client stays per session:
+/// oci-client caches bearer tokens in it, and one pull's credentials must
+/// not serve another's.
+pub fn manifest_http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .connect_timeout(std::time::Duration::from_secs(10))
+        .read_timeout(std::time::Duration::from_secs(120))
+        .user_agent(concat!("capcri/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .unwrap_or_default()
 }
 
 impl Session {
-    fn new(endpoint: Endpoint, parsed: &ParsedReference, auth: ClientAuth, image: &str) -> Session {
+    fn new(
+        endpoint: Endpoint,
+        http: &reqwest::Client,
+        parsed: &ParsedReference,
+        auth: ClientAuth,
+        image: &str,
+    ) -> Session {
         let config = ClientConfig {
             protocol: if endpoint.plain_http {
                 ClientProtocol::Http
@@ -332,7 +337,7 @@ impl Session {
         };
         Session {
             client: Client::new(config),
-            http: manifest_http(),
+            http: http.clone(),
             authorization: tokio::sync::OnceCell::new(),
             reference,
             auth,
@@ -653,6 +658,7 @@ fn image_manifest(
 /// Credentials go to the upstream only: a mirror is another party.
 pub async fn resolve(
     cfg: &RegistriesConfig,
+    http: &reqwest::Client,
     parsed: &ParsedReference,
     auth: Option<&RegistryAuth>,
 ) -> Result<(Session, ResolvedManifest), ImageError> {
@@ -667,7 +673,7 @@ pub async fn resolve(
         } else {
             client_auth.clone()
         };
-        let session = Session::new(endpoint.clone(), parsed, auth, &image);
+        let session = Session::new(endpoint.clone(), http, parsed, auth, &image);
         match session.resolve().await {
             Ok(m) => return Ok((session, m)),
             Err(e) => {

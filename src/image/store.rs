@@ -196,6 +196,9 @@ pub struct ImageStore {
     /// has changed the store since (kubelet asks every 10 s; the walk
     /// reads every inode of every layer).
     usage_cache: Mutex<UsageCache>,
+    /// The manifest client every pull shares, built at the first pull
+    /// (`registry::manifest_http_client`).
+    manifest_http: std::sync::OnceLock<reqwest::Client>,
 }
 
 #[derive(Default)]
@@ -237,6 +240,7 @@ impl ImageStore {
             fetched_bytes: AtomicU64::new(0),
             leases: Mutex::new(BTreeMap::new()),
             usage_cache: Mutex::new(UsageCache::default()),
+            manifest_http: std::sync::OnceLock::new(),
         };
         for d in [
             store.blobs_dir(),
@@ -305,7 +309,11 @@ impl ImageStore {
     ) -> Result<ImageRecord, ImageError> {
         let parsed = parse_reference(reference)?;
         let image = parsed.normalized();
-        let (session, manifest) = registry::resolve(&self.cfg.registries, &parsed, auth).await?;
+        let http = self
+            .manifest_http
+            .get_or_init(registry::manifest_http_client);
+        let (session, manifest) =
+            registry::resolve(&self.cfg.registries, http, &parsed, auth).await?;
         tracing::info!(image = %image, endpoint = %session.endpoint.host, digest = %manifest.top_digest, manifest = %manifest.manifest_digest, "pulling");
         let mut keys = vec![manifest.config.digest.clone()];
         keys.extend(manifest.layers.iter().map(|l| l.digest.clone()));

@@ -224,16 +224,18 @@ impl ParentCache {
         }
     }
 
-    fn holds(&self, rel: &Path) -> bool {
-        self.open.as_ref().is_some_and(|(r, _)| r == rel)
-    }
-
-    fn keep(&mut self, rel: &Path, fd: OwnedFd) {
-        self.open = Some((rel.to_path_buf(), fd));
-    }
-
-    fn fd(&self) -> Option<BorrowedFd<'_>> {
-        self.open.as_ref().map(|(_, fd)| fd.as_fd())
+    /// The directory at `rel`: the one kept open when it is that one,
+    /// otherwise `open`'s, which is kept in its place.
+    fn get_or_open<E>(
+        &mut self,
+        rel: &Path,
+        open: impl FnOnce() -> Result<OwnedFd, E>,
+    ) -> Result<BorrowedFd<'_>, E> {
+        let kept = match self.open.take() {
+            Some((r, fd)) if r == rel => (r, fd),
+            _ => (rel.to_path_buf(), open()?),
+        };
+        Ok(self.open.insert(kept).1.as_fd())
     }
 }
 
@@ -561,13 +563,8 @@ impl LayerUnpacker {
             return Ok(());
         }
         let parent_rel = rel.parent().unwrap_or(Path::new(""));
-        if !parent_cache.holds(parent_rel) {
-            let fd = self.open_parent(raw, root, parent_rel)?;
-            parent_cache.keep(parent_rel, fd);
-        }
-        let Some(pfd) = parent_cache.fd() else {
-            return Err(self.corrupt(format!("entry {raw:?}: its parent was not opened")));
-        };
+        let pfd =
+            parent_cache.get_or_open(parent_rel, || self.open_parent(raw, root, parent_rel))?;
         let target = root.dest.join(&rel);
         let Some(name) = rel.file_name() else {
             return Err(self.hostile(raw, "has no file name"));
