@@ -91,7 +91,11 @@ fuzz_target!(|data: &[u8]| {
     fs::write(&keep, b"canary").expect("harness: write canary");
     fs::create_dir(&sub).expect("harness: create canary/sub");
     fs::create_dir(&outer).expect("harness: create outer dir");
-    for (p, mode, secs) in [(&sub, 0o750, 1000), (&canary, 0o750, 2000), (&keep, 0o640, 3000)] {
+    for (p, mode, secs) in [
+        (&sub, 0o750, 1000),
+        (&canary, 0o750, 2000),
+        (&keep, 0o640, 3000),
+    ] {
         fs::set_permissions(p, fs::Permissions::from_mode(mode)).expect("harness: chmod");
         let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
         fs::File::open(p)
