@@ -148,6 +148,92 @@ async fn pod_stats_report_network_and_processes() {
             .value
             >= 2
     );
+
+    // The same figures as cAdvisor-named metrics (kubelet's
+    // /metrics/cadvisor with PodAndContainerStatsFromCRI): every metric
+    // has a descriptor with as many label keys as it has label values.
+    let mut rt = d.runtime().await;
+    let descriptors: std::collections::HashMap<String, Vec<String>> = rt
+        .list_metric_descriptors(cri::ListMetricDescriptorsRequest {})
+        .await
+        .expect("ListMetricDescriptors")
+        .into_inner()
+        .descriptors
+        .into_iter()
+        .map(|d| (d.name, d.label_keys))
+        .collect();
+    assert!(descriptors.contains_key("container_memory_working_set_bytes"));
+    let metrics = rt
+        .list_pod_sandbox_metrics(cri::ListPodSandboxMetricsRequest {})
+        .await
+        .expect("ListPodSandboxMetrics")
+        .into_inner()
+        .pod_metrics;
+    let ours = metrics
+        .iter()
+        .find(|m| m.pod_sandbox_id == pod)
+        .expect("the running pod's metrics");
+    for m in ours
+        .metrics
+        .iter()
+        .chain(ours.container_metrics.iter().flat_map(|c| &c.metrics))
+    {
+        let keys = descriptors
+            .get(&m.name)
+            .unwrap_or_else(|| panic!("{} has no descriptor", m.name));
+        assert_eq!(keys.len(), m.label_values.len(), "{m:?}");
+        assert!(m.timestamp > 0, "{m:?}");
+    }
+    let find = |metrics: &[cri::Metric], name: &str| -> cri::Metric {
+        metrics
+            .iter()
+            .find(|m| m.name == name)
+            .unwrap_or_else(|| panic!("{name} missing from {metrics:?}"))
+            .clone()
+    };
+    let tx = find(&ours.metrics, "container_network_transmit_bytes_total");
+    assert_eq!(
+        tx.label_values,
+        ["stats-net", "default", "", pod.as_str(), "", "eth0"]
+    );
+    assert!(tx.value.unwrap().value > 0);
+    assert!(
+        find(&ours.metrics, "container_processes")
+            .value
+            .unwrap()
+            .value
+            >= 2
+    );
+    assert_eq!(ours.container_metrics.len(), 1);
+    let cm = &ours.container_metrics[0];
+    assert_eq!(cm.container_id, ctr);
+    let ws = find(&cm.metrics, "container_memory_working_set_bytes");
+    assert_eq!(
+        ws.label_values,
+        ["stats-net", "default", "c", ctr.as_str(), busybox.as_str()]
+    );
+    assert!(ws.value.unwrap().value > 0);
+    find(&cm.metrics, "container_cpu_usage_seconds_total");
+    assert!(
+        find(&cm.metrics, "container_start_time_seconds")
+            .value
+            .unwrap()
+            .value
+            > 0
+    );
+    // A stopped pod is not reported (containerd reports ready pods only).
+    rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
+        pod_sandbox_id: pod.clone(),
+    })
+    .await
+    .expect("StopPodSandbox");
+    let metrics = rt
+        .list_pod_sandbox_metrics(cri::ListPodSandboxMetricsRequest {})
+        .await
+        .expect("ListPodSandboxMetrics")
+        .into_inner()
+        .pod_metrics;
+    assert!(metrics.iter().all(|m| m.pod_sandbox_id != pod));
     stop_and_remove_pod(&d, &pod).await;
 
     // A host-network pod's traffic is the node's: no pod network stats.

@@ -23,8 +23,12 @@ use nix::sched::{CloneFlags, setns};
 pub struct InterfaceUsage {
     pub name: String,
     pub rx_bytes: u64,
+    pub rx_packets: u64,
+    pub rx_dropped: u64,
     pub rx_errors: u64,
     pub tx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_dropped: u64,
     pub tx_errors: u64,
 }
 
@@ -68,15 +72,19 @@ pub fn parse_net_dev(text: &str, timestamp: i64) -> NetworkUsage {
             .split_whitespace()
             .map_while(|f| f.parse().ok())
             .collect();
-        if n.len() < 11 {
+        if n.len() < 12 {
             continue;
         }
         let iface = InterfaceUsage {
             name: name.to_string(),
             rx_bytes: n[0],
+            rx_packets: n[1],
             rx_errors: n[2],
+            rx_dropped: n[3],
             tx_bytes: n[8],
+            tx_packets: n[9],
             tx_errors: n[10],
+            tx_dropped: n[11],
         };
         if name == DEFAULT_INTERFACE {
             usage.default_interface = Some(iface);
@@ -123,7 +131,7 @@ mod tests {
     const SAMPLE: &str = "Inter-|   Receive                                                |  Transmit
  face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed
     lo:    1000      10    0    0    0     0          0         0     1000      10    0    0    0     0       0          0
-  eth0:   52341     412    3    0    0     0          0         0    18234     201    7    0    0     0       0          0
+  eth0:   52341     412    3    4    0     0          0         0    18234     201    7    0    0     0       0          0
  net1: 5 1 0 0 0 0 0 0 6 1 0 0 0 0 0 0
 garbage line without colon
  bad: 1 2 x
@@ -138,9 +146,13 @@ garbage line without colon
             Some(InterfaceUsage {
                 name: "eth0".into(),
                 rx_bytes: 52341,
+                rx_packets: 412,
                 rx_errors: 3,
+                rx_dropped: 4,
                 tx_bytes: 18234,
+                tx_packets: 201,
                 tx_errors: 7,
+                tx_dropped: 0,
             })
         );
         assert_eq!(u.interfaces.len(), 1);

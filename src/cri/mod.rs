@@ -4,6 +4,7 @@
 mod convert;
 mod events;
 mod image_service;
+mod pod_metrics;
 mod runtime_service;
 mod status;
 

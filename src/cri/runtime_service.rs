@@ -553,18 +553,36 @@ impl RuntimeService for CriRuntimeService {
         &self,
         _r: Request<cri::ListMetricDescriptorsRequest>,
     ) -> R<cri::ListMetricDescriptorsResponse> {
-        // kubelet tolerates an empty list: it then reads the CRI stats only.
+        let _span = info_span!("ListMetricDescriptors").entered();
         Ok(Response::new(cri::ListMetricDescriptorsResponse {
-            descriptors: Vec::new(),
+            descriptors: super::pod_metrics::descriptors(),
         }))
     }
 
+    /// The ready pods' figures of ListPodSandboxStats (the same kept
+    /// samples, so a scrape costs what a stats call costs) as cAdvisor
+    /// metrics; containerd also reports ready pods only.
     async fn list_pod_sandbox_metrics(
         &self,
         _r: Request<cri::ListPodSandboxMetricsRequest>,
     ) -> R<cri::ListPodSandboxMetricsResponse> {
+        let usage = self
+            .node
+            .list_pod_sandbox_stats(None)
+            .instrument(info_span!("ListPodSandboxMetrics"))
+            .await;
+        let images = self.node.images();
+        let now = crate::util::time::now_nanos();
+        let mut image_name = |c: &crate::container::ContainerRecord| {
+            images.reported_name(&c.image_id, &c.asked_image())
+        };
+        let pod_metrics = usage
+            .iter()
+            .filter(|p| p.pod.state == crate::pod::PodState::Ready)
+            .map(|p| super::pod_metrics::pod_sandbox_metrics(p, &mut image_name, now))
+            .collect();
         Ok(Response::new(cri::ListPodSandboxMetricsResponse {
-            pod_metrics: Vec::new(),
+            pod_metrics,
         }))
     }
 
