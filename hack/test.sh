@@ -134,13 +134,13 @@ cargo test --locked --bench policy_eval
 # kubelet runs on are not. One boot for every suite; the node is emulated
 # (TCG) and several times slower than here, so CI runs the suites that
 # cover lifecycle, resources and stats, security, user namespaces,
-# networking, devices, the pod init, metrics and kubelet's cgroup tree on
-# both drivers.
+# networking, devices, the pod init, pod stats and the CRI metrics calls,
+# the daemon's metrics and kubelet's cgroup tree on both drivers.
 shellcheck hack/vm/run.sh hack/vm/test.sh
 shellcheck -s sh hack/vm/init
 vm_suites=(
     cri_lifecycle cri_resources cri_security cri_userns cri_network network_bridge network_cni
-    cri_devices cri_pod_init cri_nested metrics
+    cri_devices cri_pod_init cri_nested cri_pod_stats metrics
     # kubelet's cgroup tree on both drivers: the systemd driver runs only
     # here (systemd is PID 1 on the node, not on this host)
     cri_kubelet_cgroups
