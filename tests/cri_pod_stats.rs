@@ -163,12 +163,7 @@ async fn pod_stats_report_network_and_processes() {
         .map(|d| (d.name, d.label_keys))
         .collect();
     assert!(descriptors.contains_key("container_memory_working_set_bytes"));
-    let metrics = rt
-        .list_pod_sandbox_metrics(cri::ListPodSandboxMetricsRequest {})
-        .await
-        .expect("ListPodSandboxMetrics")
-        .into_inner()
-        .pod_metrics;
+    let metrics = pod_metrics(&d).await;
     let ours = metrics
         .iter()
         .find(|m| m.pod_sandbox_id == pod)
@@ -227,12 +222,7 @@ async fn pod_stats_report_network_and_processes() {
     })
     .await
     .expect("StopPodSandbox");
-    let metrics = rt
-        .list_pod_sandbox_metrics(cri::ListPodSandboxMetricsRequest {})
-        .await
-        .expect("ListPodSandboxMetrics")
-        .into_inner()
-        .pod_metrics;
+    let metrics = pod_metrics(&d).await;
     assert!(metrics.iter().all(|m| m.pod_sandbox_id != pod));
     stop_and_remove_pod(&d, &pod).await;
 
@@ -258,6 +248,16 @@ async fn pod_stats_report_network_and_processes() {
         .unwrap();
     assert!(s.linux.unwrap().network.is_none());
     stop_and_remove_pod(&d, &hostnet).await;
+}
+
+async fn pod_metrics(d: &TestDaemon) -> Vec<cri::PodSandboxMetrics> {
+    d.runtime()
+        .await
+        .list_pod_sandbox_metrics(cri::ListPodSandboxMetricsRequest {})
+        .await
+        .expect("ListPodSandboxMetrics")
+        .into_inner()
+        .pod_metrics
 }
 
 /// CPU time (user + system, all threads) the daemon has used: what a call
