@@ -232,12 +232,16 @@ fn main() -> std::process::ExitCode {
         } => explain(container_id, admin_socket, output),
         Command::Monitor { args } => {
             // Single-threaded on purpose: libcontainer must not be called
-            // from a multi-threaded process (see monitor/).
+            // from a multi-threaded process (see monitor/). A monitor exec'd
+            // directly (no template) gives back the loader's table too.
+            capcri::util::loader_pages::release_relocation_tables();
             let code = capcri::monitor::monitor_main(&args);
             std::process::ExitCode::from(code.clamp(0, 255) as u8)
         }
         Command::MonitorTemplate { room: _ } => {
-            // Single-threaded too: it forks the monitors.
+            // Single-threaded too: it forks the monitors, which then
+            // do not map the relocation tables either.
+            capcri::util::loader_pages::release_relocation_tables();
             let code = capcri::monitor::template_main();
             std::process::ExitCode::from(code.clamp(0, 255) as u8)
         }
@@ -251,6 +255,8 @@ fn main() -> std::process::ExitCode {
             };
             capcri::malloc_tuning::tune();
             capcri::server::init_tracing(config.log_format, &config.log_level);
+            let released = capcri::util::loader_pages::release_relocation_tables();
+            tracing::debug!(bytes = released, "relocation tables given back");
             // Blocking-pool threads (file and process work) exit after a
             // second without work, not tokio's 10 s: an idle node should
             // not hold a burst's extra threads and their stacks, and a new

@@ -3,13 +3,12 @@
 use crate::admin::AdminService;
 use crate::admin::proto::admin_server::AdminServer;
 use crate::config::{Config, LogFormat};
-use crate::cri::{CriImageService, CriRuntimeService};
+use crate::cri::{CriImageService, CriRuntimeService, RuntimeRoutes};
 use crate::metrics::{CriMetricsLayer, MetricsServer, NodeCollector, Refresh, SnapshotSource};
 use crate::node::Node;
 use crate::node::exec::NodeStreams;
 use anyhow::{Context, bail};
 use k8s_cri::v1::image_service_server::ImageServiceServer;
-use k8s_cri::v1::runtime_service_server::RuntimeServiceServer;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -211,10 +210,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     )
     .await
     .context("cannot start the streaming server (exec, attach, port-forward)")?;
-    let runtime =
-        RuntimeServiceServer::new(CriRuntimeService::new(node.clone()).with_stream_server(streams))
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let runtime = RuntimeRoutes::new(
+        CriRuntimeService::new(node.clone()).with_stream_server(streams),
+        MAX_MESSAGE_BYTES,
+    );
     let images = ImageServiceServer::new(CriImageService::new(node.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);

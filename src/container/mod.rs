@@ -72,6 +72,12 @@ pub struct ContainerRecord {
     /// (`capcri explain`, ContainerStatus verbose info).
     #[serde(default)]
     pub decision: Option<crate::capabilities::policy::Decision>,
+    /// Its ListContainers entry without the state and the image (which
+    /// follows the image store's tags): the wire encoding of fields that
+    /// never change after CreateContainer, made on the first list
+    /// (`cri::list_wire`).
+    #[serde(skip)]
+    pub list_entry: crate::util::memo::Memo<[u8]>,
 }
 
 impl ContainerRecord {

@@ -5,7 +5,7 @@ use crate::image::ImageRecord;
 use crate::pod::{PodSandbox, PodState};
 use k8s_cri::v1 as cri;
 
-fn pod_state(s: PodState) -> cri::PodSandboxState {
+pub(super) fn pod_state(s: PodState) -> cri::PodSandboxState {
     match s {
         PodState::Ready => cri::PodSandboxState::SandboxReady,
         PodState::NotReady => cri::PodSandboxState::SandboxNotready,
@@ -54,13 +54,13 @@ pub fn pod_sandbox_status(p: &PodSandbox) -> cri::PodSandboxStatus {
     }
 }
 
-fn container_state(s: ContainerState) -> i32 {
+pub(super) fn container_state(s: ContainerState) -> i32 {
     crate::container::cri_state(s) as i32
 }
 
 /// `image_name`: `ImageStore::reported_name` of the container's image,
 /// the tag containerd reports there (never the id kubelet created it with).
-fn image_spec(c: &ContainerRecord, image_name: &str) -> cri::ImageSpec {
+pub(super) fn image_spec(c: &ContainerRecord, image_name: &str) -> cri::ImageSpec {
     let mut spec = c.config.image.clone().unwrap_or_default();
     spec.image = image_name.to_string();
     spec

@@ -4,11 +4,14 @@
 mod convert;
 mod events;
 mod image_service;
+mod list_routes;
+mod list_wire;
 mod pod_metrics;
 mod runtime_service;
 mod status;
 
 pub use image_service::CriImageService;
+pub use list_routes::RuntimeRoutes;
 pub use runtime_service::CriRuntimeService;
 pub use status::to_status;
 

@@ -329,6 +329,7 @@ mod tests {
             ips: Vec::new(),
             network_policy: Default::default(),
             cgroup: None,
+            list_entry: Default::default(),
         };
         let record = crate::container::ContainerRecord {
             id: "c1".into(),
@@ -358,6 +359,7 @@ mod tests {
             gid: 0,
             additional_gids: Vec::new(),
             decision: None,
+            list_entry: Default::default(),
         };
         let eth0 = InterfaceUsage {
             name: "eth0".into(),

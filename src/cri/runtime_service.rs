@@ -1,7 +1,10 @@
 //! runtime.v1 RuntimeService: each handler validates, calls one domain
 //! function and maps the result.
 
-use super::{CRI_API_VERSION, RUNTIME_NAME, convert, to_status};
+use super::{CRI_API_VERSION, RUNTIME_NAME, convert, list_wire, to_status};
+use crate::container::ContainerRecord;
+use crate::error::NodeError;
+use crate::image::ImageStore;
 use crate::node::Node;
 use crate::state::ContainerOp;
 use crate::stream::{StreamError, StreamServer};
@@ -34,6 +37,81 @@ impl CriRuntimeService {
     fn streams(&self, rpc: &str) -> Result<&StreamServer, Status> {
         self.streams.as_ref().ok_or_else(|| unimplemented(rpc))
     }
+
+    /// ListPodSandbox's answer, encoded (`list_wire`), oldest pod first.
+    pub(super) fn list_pod_sandbox_encoded(
+        &self,
+        filter: Option<&cri::PodSandboxFilter>,
+    ) -> Vec<u8> {
+        let _span = info_span!("ListPodSandbox").entered();
+        let mut out = Vec::new();
+        self.node
+            .map_pod_sandboxes(filter, |p| list_wire::put_pod_sandbox(&mut out, p));
+        out
+    }
+
+    /// ListContainers' answer, encoded (`list_wire`), oldest container
+    /// first.
+    pub(super) async fn list_containers_encoded(
+        &self,
+        filter: Option<&cri::ContainerFilter>,
+    ) -> Result<Vec<u8>, NodeError> {
+        let images = self.node.images();
+        // The containers of a node share a few images: the image field
+        // (its reported name worked out with references parsed and the
+        // store locked, then encoded) is made once per distinct image,
+        // found again by comparison, without allocating a key per
+        // container.
+        let mut specs: Vec<ImageField> = Vec::new();
+        let mut items = Vec::new();
+        let order = self
+            .node
+            .map_containers(filter, |c| {
+                let known = specs.iter().position(|s| s.is_for(c));
+                let i = known.unwrap_or_else(|| {
+                    specs.push(ImageField::new(c, images));
+                    specs.len() - 1
+                });
+                let start = items.len();
+                list_wire::put_container(&mut items, c, &specs[i].encoded);
+                start..items.len()
+            })
+            .instrument(info_span!("ListContainers"))
+            .await?;
+        Ok(list_wire::concat_items(&items, order))
+    }
+}
+
+/// The encoded `Container.image` of the containers with the same image
+/// id, asked-for reference and `ImageSpec`.
+struct ImageField {
+    image_id: String,
+    image_ref: String,
+    spec: Option<cri::ImageSpec>,
+    encoded: Vec<u8>,
+}
+
+impl ImageField {
+    fn new(c: &ContainerRecord, images: &ImageStore) -> Self {
+        let name = images.reported_name(&c.image_id, &c.asked_image());
+        ImageField {
+            image_id: c.image_id.clone(),
+            image_ref: c.image_ref.clone(),
+            spec: c.config.image.clone(),
+            encoded: list_wire::image_spec(c, &name),
+        }
+    }
+
+    fn is_for(&self, c: &ContainerRecord) -> bool {
+        self.image_id == c.image_id && self.image_ref == c.image_ref && self.spec == c.config.image
+    }
+}
+
+/// A message of the bytes `list_wire` wrote.
+fn decoded<M: prost::Message + Default>(bytes: &[u8]) -> Result<Response<M>, Status> {
+    M::decode(bytes)
+        .map(Response::new)
+        .map_err(|e| Status::internal(format!("capcri wrote a list it cannot read back: {e}")))
 }
 
 fn stream_status(e: StreamError) -> Status {
@@ -147,16 +225,14 @@ impl RuntimeService for CriRuntimeService {
         }))
     }
 
+    /// Served by `list_routes` from [`Self::list_pod_sandbox_encoded`];
+    /// this decodes the same bytes for a caller of the trait.
     async fn list_pod_sandbox(
         &self,
         r: Request<cri::ListPodSandboxRequest>,
     ) -> R<cri::ListPodSandboxResponse> {
-        let filter = r.into_inner().filter;
-        let _span = info_span!("ListPodSandbox").entered();
-        let items = self
-            .node
-            .map_pod_sandboxes(filter.as_ref(), convert::pod_sandbox);
-        Ok(Response::new(cri::ListPodSandboxResponse { items }))
+        let bytes = self.list_pod_sandbox_encoded(r.into_inner().filter.as_ref());
+        decoded(&bytes)
     }
 
     async fn create_container(
@@ -231,35 +307,18 @@ impl RuntimeService for CriRuntimeService {
         Ok(Response::new(cri::RemoveContainerResponse {}))
     }
 
+    /// Served by `list_routes` from [`Self::list_containers_encoded`];
+    /// this decodes the same bytes for a caller of the trait.
     async fn list_containers(
         &self,
         r: Request<cri::ListContainersRequest>,
     ) -> R<cri::ListContainersResponse> {
         let filter = r.into_inner().filter;
-        let images = self.node.images();
-        // The containers of a node share a few images and asked-for names:
-        // the name is worked out (references parsed, the store locked) once
-        // per distinct (image, asked names) in a call, found again by
-        // comparison, without allocating a key per container.
-        let mut names: Vec<(String, [String; 2], String)> = Vec::new();
-        let containers = self
-            .node
-            .map_containers(filter.as_ref(), |c| {
-                let asked = c.asked_image();
-                let known = names.iter().position(|(id, a, _)| {
-                    *id == c.image_id && a[0] == asked[0] && a[1] == asked[1]
-                });
-                let i = known.unwrap_or_else(|| {
-                    let name = images.reported_name(&c.image_id, &asked);
-                    names.push((c.image_id.clone(), asked.map(str::to_string), name));
-                    names.len() - 1
-                });
-                convert::container(c, &names[i].2)
-            })
-            .instrument(info_span!("ListContainers"))
+        let bytes = self
+            .list_containers_encoded(filter.as_ref())
             .await
             .map_err(to_status)?;
-        Ok(Response::new(cri::ListContainersResponse { containers }))
+        decoded(&bytes)
     }
 
     async fn container_status(

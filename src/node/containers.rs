@@ -96,6 +96,7 @@ impl Node {
             gid: 0,
             additional_gids: Vec::new(),
             decision: None,
+            list_entry: Default::default(),
             config,
         };
         match self.set_up_container(&pod, &image, &mut record).await {
@@ -798,9 +799,10 @@ impl Node {
         let mut stale: Vec<ContainerRecord> = Vec::new();
         {
             let containers = self.containers.lock();
+            let tracking = self.exit_tracking.current();
             let by = filter.map(|f| (&*f.id, &*f.pod_sandbox_id, &f.label_selector));
             for c in containers.values().filter(|c| container_matches(c, by)) {
-                if c.state == ContainerState::Running && self.exit_tracking.is_current(&c.id) {
+                if c.state == ContainerState::Running && tracking.is_current(&c.id) {
                     if state_ok(c) {
                         done.push((c.created_at, f(c)));
                     }

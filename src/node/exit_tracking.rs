@@ -20,7 +20,7 @@
 //! answers ask the monitor again and report the monitor's loss.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 
 use crate::util::sync::lock;
 
@@ -86,8 +86,14 @@ impl ExitTracking {
 
     /// May the cached running record of `container_id` be answered as is?
     pub fn is_current(&self, container_id: &str) -> bool {
-        let i = lock(&self.inner);
-        i.current.contains_key(container_id) && !i.exited.contains(container_id)
+        self.current().is_current(container_id)
+    }
+
+    /// [`Self::is_current`] for many containers under one lock taken
+    /// once: ListContainers asks it of every container (a lock per
+    /// container was 5% of the call's CPU at 250 pods, perf).
+    pub fn current(&self) -> Current<'_> {
+        Current(lock(&self.inner))
     }
 
     /// The container was removed: forget it.
@@ -95,6 +101,15 @@ impl ExitTracking {
         let mut i = lock(&self.inner);
         i.exited.remove(container_id);
         i.current.remove(container_id);
+    }
+}
+
+/// The tracking held still while it is asked about many containers.
+pub struct Current<'a>(MutexGuard<'a, Inner>);
+
+impl Current<'_> {
+    pub fn is_current(&self, container_id: &str) -> bool {
+        self.0.current.contains_key(container_id) && !self.0.exited.contains(container_id)
     }
 }
 

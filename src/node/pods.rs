@@ -77,6 +77,7 @@ impl Node {
             ips: Vec::new(),
             network_policy,
             cgroup: None,
+            list_entry: Default::default(),
         };
         let _guard = self.pod_locks.lock(&id).await;
         let mut pod = pod;

@@ -43,6 +43,11 @@ pub struct PodSandbox {
     /// is capcri's `<parent>/<id>` (see `Node::pod_cgroup`).
     #[serde(default)]
     pub cgroup: Option<crate::util::cgroup_paths::PodCgroup>,
+    /// Its ListPodSandbox entry without the state: the wire encoding of
+    /// fields that never change after RunPodSandbox, made on the first
+    /// list (`cri::list_wire`).
+    #[serde(skip)]
+    pub list_entry: crate::util::memo::Memo<[u8]>,
 }
 
 impl PodSandbox {

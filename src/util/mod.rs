@@ -6,6 +6,8 @@
 pub mod cgroup_paths;
 pub mod cgroupfs;
 pub mod fs;
+pub mod loader_pages;
+pub mod memo;
 pub mod mount;
 pub mod sync;
 pub mod task;

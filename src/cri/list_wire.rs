@@ -1,0 +1,309 @@
+//! ListPodSandbox and ListContainers answers written as protobuf bytes
+//! from the records, without a `cri::` message per item. Pure.
+//!
+//! kubelet relists pods and containers every second. Building each item
+//! (its id, metadata, label and annotation maps cloned out of the record)
+//! and then encoding it, to drop it right after, was where the daemon
+//! spent these calls: at 250 pods, 0.52 ms of CPU per ListContainers and
+//! 0.33 ms per ListPodSandbox, three quarters of it in allocation, clones
+//! and prost's encoding (perf, release build). The fields of an item
+//! that never change after its creation are encoded once, by prost from
+//! `convert`'s message, and kept with the record (its `list_entry`); a
+//! list writes that, then the fields that change. Protobuf allows it: a
+//! message is the concatenation of its fields in any order, a repeated
+//! field the concatenation of its entries.
+//!
+//! Unit tests decode what is written with k8s-cri's messages and compare
+//! it with `convert`'s, so the two ways cannot drift apart.
+
+use super::convert;
+use crate::container::ContainerRecord;
+use crate::pod::PodSandbox;
+use prost::Message;
+use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, int32, key_len};
+use std::ops::Range;
+
+/// Field numbers of CRI v1 (`runtime.v1`, k8s-cri's api.proto).
+/// `ListPodSandboxResponse.items` and `ListContainersResponse.containers`.
+const LIST_ITEMS: u32 = 1;
+/// `PodSandbox.state`.
+const POD_STATE: u32 = 3;
+/// `Container.image`.
+const CONTAINER_IMAGE: u32 = 4;
+/// `Container.state`.
+const CONTAINER_STATE: u32 = 6;
+
+/// What changes of an item: its state, and for a container its image
+/// spec (already encoded).
+struct Changing<'a> {
+    state: (u32, i32),
+    message: Option<(u32, &'a [u8])>,
+}
+
+impl Changing<'_> {
+    fn encoded_len(&self) -> usize {
+        let (tag, state) = self.state;
+        // prost leaves a zero (default) enum out; so does this.
+        let state_len = if state != 0 {
+            int32::encoded_len(tag, &state)
+        } else {
+            0
+        };
+        let message_len = self.message.map_or(0, |(tag, m)| {
+            key_len(tag) + encoded_len_varint(m.len() as u64) + m.len()
+        });
+        state_len + message_len
+    }
+
+    fn encode(&self, out: &mut Vec<u8>) {
+        if let Some((tag, m)) = self.message {
+            encode_key(tag, WireType::LengthDelimited, out);
+            encode_varint(m.len() as u64, out);
+            out.extend_from_slice(m);
+        }
+        let (tag, state) = self.state;
+        if state != 0 {
+            int32::encode(tag, &state, out);
+        }
+    }
+}
+
+/// One entry of a list's repeated field 1: the unchanging fields, then
+/// the changing ones.
+fn put_item(out: &mut Vec<u8>, fixed: &[u8], changing: Changing<'_>) {
+    encode_key(LIST_ITEMS, WireType::LengthDelimited, out);
+    encode_varint((fixed.len() + changing.encoded_len()) as u64, out);
+    out.extend_from_slice(fixed);
+    changing.encode(out);
+}
+
+/// Appends `p` as one item of a `ListPodSandboxResponse`.
+pub fn put_pod_sandbox(out: &mut Vec<u8>, p: &PodSandbox) {
+    let fixed = p.list_entry.get_or_init(|| {
+        let mut m = convert::pod_sandbox(p);
+        m.state = 0;
+        m.encode_to_vec().into()
+    });
+    let state = (POD_STATE, convert::pod_state(p.state) as i32);
+    put_item(
+        out,
+        fixed,
+        Changing {
+            state,
+            message: None,
+        },
+    );
+}
+
+/// `Container.image` of a container: its `ImageSpec` with the name the
+/// image store reports now (`ImageStore::reported_name`), encoded.
+pub fn image_spec(c: &ContainerRecord, image_name: &str) -> Vec<u8> {
+    convert::image_spec(c, image_name).encode_to_vec()
+}
+
+/// Appends `c` as one item of a `ListContainersResponse`; `image` is
+/// [`image_spec`] of it.
+pub fn put_container(out: &mut Vec<u8>, c: &ContainerRecord, image: &[u8]) {
+    let fixed = c.list_entry.get_or_init(|| {
+        let mut m = convert::container(c, "");
+        m.image = None;
+        m.state = 0;
+        m.encode_to_vec().into()
+    });
+    let changing = Changing {
+        state: (CONTAINER_STATE, convert::container_state(c.state)),
+        message: Some((CONTAINER_IMAGE, image)),
+    };
+    put_item(out, fixed, changing);
+}
+
+/// A list answer put together from items written out of order (each a
+/// range of `items`), in the order of `order`.
+pub fn concat_items(items: &[u8], order: impl IntoIterator<Item = Range<usize>>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(items.len());
+    for r in order {
+        out.extend_from_slice(&items[r]);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::container::ContainerState;
+    use crate::pod::PodState;
+    use k8s_cri::v1 as cri;
+    use std::collections::HashMap;
+
+    fn map(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn pod(id: &str, state: PodState, labels: &[(&str, &str)]) -> PodSandbox {
+        PodSandbox {
+            id: id.into(),
+            config: cri::PodSandboxConfig {
+                metadata: Some(cri::PodSandboxMetadata {
+                    name: format!("name-{id}"),
+                    uid: format!("uid-{id}"),
+                    namespace: "ns".into(),
+                    attempt: 3,
+                }),
+                hostname: "h".into(),
+                labels: map(labels),
+                annotations: map(&[("a/b", "c"), ("kubernetes.io/config.seen", "now")]),
+                ..Default::default()
+            },
+            runtime_handler: "runc".into(),
+            created_at: 1_700_000_000_000_000_123,
+            state,
+            pod_dir: "/run/capcri/pods/x".into(),
+            ips: vec!["10.0.0.2".into()],
+            network_policy: Default::default(),
+            cgroup: None,
+            list_entry: Default::default(),
+        }
+    }
+
+    fn container(id: &str, state: ContainerState, image: cri::ImageSpec) -> ContainerRecord {
+        ContainerRecord {
+            id: id.into(),
+            pod_id: format!("pod-{id}"),
+            config: cri::ContainerConfig {
+                metadata: Some(cri::ContainerMetadata {
+                    name: format!("c-{id}"),
+                    attempt: 1,
+                }),
+                image: Some(image),
+                labels: map(&[("io.kubernetes.container.name", "c")]),
+                annotations: map(&[("io.kubernetes.container.hash", "1234"), ("e", "")]),
+                ..Default::default()
+            },
+            image_ref: "busybox:1.29".into(),
+            image_id: "sha256:abc".into(),
+            image_digest_ref: "busybox@sha256:def".into(),
+            created_at: 42,
+            started_at: 43,
+            finished_at: 0,
+            exit_code: 0,
+            state,
+            reason: String::new(),
+            message: String::new(),
+            log_path: "/var/log/pods/x/c.log".into(),
+            bundle: "/b".into(),
+            writable_dir: "/w".into(),
+            pid: 7,
+            uid: 0,
+            gid: 0,
+            additional_gids: Vec::new(),
+            decision: None,
+            list_entry: Default::default(),
+        }
+    }
+
+    #[test]
+    fn pods_decode_as_convert_makes_them_in_every_state() {
+        let pods = [
+            pod("p1", PodState::Ready, &[("app", "web")]),
+            pod("p2", PodState::NotReady, &[]),
+            pod("", PodState::NotReady, &[("", "")]),
+        ];
+        // Twice: the second round writes from the memo made by the first.
+        for _ in 0..2 {
+            let mut out = Vec::new();
+            for p in &pods {
+                put_pod_sandbox(&mut out, p);
+            }
+            let got = cri::ListPodSandboxResponse::decode(&out[..]).expect("decodes");
+            let want = cri::ListPodSandboxResponse {
+                items: pods.iter().map(convert::pod_sandbox).collect(),
+            };
+            assert_eq!(got, want);
+        }
+        assert!(pods.iter().all(|p| p.list_entry.is_set()));
+    }
+
+    #[test]
+    fn a_state_change_after_the_memo_shows() {
+        let mut p = pod("p1", PodState::Ready, &[]);
+        put_pod_sandbox(&mut Vec::new(), &p);
+        p.state = PodState::NotReady;
+        let mut out = Vec::new();
+        put_pod_sandbox(&mut out, &p);
+        let got = cri::ListPodSandboxResponse::decode(&out[..]).expect("decodes");
+        assert_eq!(
+            got.items[0].state,
+            cri::PodSandboxState::SandboxNotready as i32
+        );
+
+        let mut c = container("c1", ContainerState::Created, Default::default());
+        let image = image_spec(&c, "busybox:1.29");
+        put_container(&mut Vec::new(), &c, &image);
+        for state in [
+            ContainerState::Running,
+            ContainerState::Exited,
+            ContainerState::Unknown,
+            ContainerState::Created,
+        ] {
+            c.state = state;
+            let mut out = Vec::new();
+            put_container(&mut out, &c, &image);
+            let got = cri::ListContainersResponse::decode(&out[..]).expect("decodes");
+            assert_eq!(got.containers, vec![convert::container(&c, "busybox:1.29")]);
+        }
+    }
+
+    #[test]
+    fn containers_decode_as_convert_makes_them_with_the_reported_image() {
+        let spec = cri::ImageSpec {
+            image: "sha256:abc".into(),
+            annotations: map(&[("k", "v")]),
+            user_specified_image: "busybox:1.29".into(),
+            runtime_handler: "runc".into(),
+        };
+        let cs = [
+            container("c1", ContainerState::Running, spec.clone()),
+            container("c2", ContainerState::Exited, Default::default()),
+            container("c3", ContainerState::Created, spec),
+        ];
+        for name in ["busybox:1.29", "", "registry.example/busybox@sha256:def"] {
+            let mut out = Vec::new();
+            for c in &cs {
+                put_container(&mut out, c, &image_spec(c, name));
+            }
+            let got = cri::ListContainersResponse::decode(&out[..]).expect("decodes");
+            let want = cri::ListContainersResponse {
+                containers: cs.iter().map(|c| convert::container(c, name)).collect(),
+            };
+            assert_eq!(got, want, "image name {name:?}");
+        }
+    }
+
+    #[test]
+    fn items_are_put_together_in_the_order_asked() {
+        let pods = [
+            pod("p1", PodState::Ready, &[]),
+            pod("p2", PodState::NotReady, &[("x", "y")]),
+        ];
+        let mut items = Vec::new();
+        let mut ranges = Vec::new();
+        for p in &pods {
+            let start = items.len();
+            put_pod_sandbox(&mut items, p);
+            ranges.push(start..items.len());
+        }
+        ranges.reverse();
+        let out = concat_items(&items, ranges);
+        let got = cri::ListPodSandboxResponse::decode(&out[..]).expect("decodes");
+        let ids: Vec<&str> = got.items.iter().map(|p| p.id.as_str()).collect();
+        assert_eq!(ids, ["p2", "p1"]);
+        assert!(concat_items(&items, []).is_empty());
+        assert_eq!(
+            cri::ListContainersResponse::decode(&[][..]).expect("empty"),
+            Default::default()
+        );
+    }
+}

@@ -1,0 +1,242 @@
+//! The executable's relocation tables, given back once the process has
+//! started.
+//!
+//! capcri is a PIE linked without packed relative relocations (build.rs:
+//! it must start on glibc 2.34), so at every exec the dynamic loader reads
+//! a RELA table of some 73 000 entries, 1.7 MB of the file, and never
+//! again: symbols are bound at start (BIND_NOW) and capcri loads no
+//! library later. Those read-only file pages stayed mapped, 1.7 MiB of the
+//! idle daemon's 16.3 MiB RSS (capcri-bench --scale, issue 18).
+//! `MADV_DONTNEED` unmaps them; a read of them would fault them in again
+//! from the file, so nothing can break, and the page cache keeps or drops
+//! them like any other clean page.
+
+use std::ffi::{c_int, c_void};
+use std::ops::Range;
+
+// ELF dynamic section tags (elf.h); the libc crate does not have them.
+const DT_NULL: i64 = 0;
+const DT_PLTRELSZ: i64 = 2;
+const DT_RELA: i64 = 7;
+const DT_RELASZ: i64 = 8;
+const DT_JMPREL: i64 = 23;
+
+/// A program header, as much of it as the spans need.
+#[derive(Debug, Clone, Copy)]
+pub struct Segment {
+    pub kind: u32,
+    pub flags: u32,
+    pub vaddr: usize,
+    pub filesz: usize,
+}
+
+/// Unmaps the whole pages of the executable's RELA tables (`.rela.dyn`,
+/// `.rela.plt`); returns the bytes given back. Call once the process has
+/// started (the loader is done with them before `main`).
+pub fn release_relocation_tables() -> usize {
+    let mut spans: Vec<Range<usize>> = Vec::new();
+    // SAFETY: the callback only reads the loader's program headers and
+    // the executable's mapped dynamic section, within their stated sizes,
+    // and writes to `spans`, which outlives the call.
+    unsafe {
+        libc::dl_iterate_phdr(Some(executable_spans), (&raw mut spans).cast::<c_void>());
+    }
+    // SAFETY: sysconf has no failure mode for _SC_PAGESIZE on Linux.
+    let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+    let mut released = 0;
+    for span in spans {
+        let Some(pages) = whole_pages(&span, page) else {
+            continue;
+        };
+        // SAFETY: `pages` lies inside a read-only, file-backed PT_LOAD
+        // segment of the executable (checked in `table_spans`): dropping
+        // its pages loses nothing, a later access reads the file again.
+        let rc =
+            unsafe { libc::madvise(pages.start as *mut c_void, pages.len(), libc::MADV_DONTNEED) };
+        if rc == 0 {
+            released += pages.len();
+        }
+    }
+    released
+}
+
+/// `dl_iterate_phdr` callback: the spans of the first object, the
+/// executable; stops there.
+unsafe extern "C" fn executable_spans(
+    info: *mut libc::dl_phdr_info,
+    _size: usize,
+    data: *mut c_void,
+) -> c_int {
+    // SAFETY: `data` is the Vec passed by `release_relocation_tables`;
+    // `info` and its program headers are valid for this call (glibc).
+    let (spans, info) = unsafe { (&mut *data.cast::<Vec<Range<usize>>>(), &*info) };
+    if info.dlpi_phdr.is_null() {
+        return 1;
+    }
+    // SAFETY: glibc hands out `dlpi_phnum` headers at `dlpi_phdr`.
+    let phdrs = unsafe { std::slice::from_raw_parts(info.dlpi_phdr, usize::from(info.dlpi_phnum)) };
+    let segments: Vec<Segment> = phdrs
+        .iter()
+        .map(|p| Segment {
+            kind: p.p_type,
+            flags: p.p_flags,
+            vaddr: p.p_vaddr as usize,
+            filesz: p.p_filesz as usize,
+        })
+        .collect();
+    let base = info.dlpi_addr as usize;
+    let Some(dynamic) = phdrs.iter().find(|p| p.p_type == libc::PT_DYNAMIC) else {
+        return 1;
+    };
+    let entries = dynamic.p_memsz as usize / 16;
+    let start = base.wrapping_add(dynamic.p_vaddr as usize) as *const [i64; 2];
+    let mut tags = Vec::new();
+    for i in 0..entries {
+        // SAFETY: PT_DYNAMIC is mapped, `entries` pairs of 8-byte words.
+        let [tag, value] = unsafe { start.add(i).read_unaligned() };
+        if tag == DT_NULL {
+            break;
+        }
+        tags.push((tag, value as u64));
+    }
+    *spans = table_spans(base, &segments, &tags);
+    1
+}
+
+/// The RELA tables the dynamic section names, as address ranges, each
+/// kept only when it lies inside a read-only PT_LOAD segment's file
+/// bytes. glibc makes the dynamic section's addresses absolute when it
+/// can write it (x86_64, arm64) and leaves them relative to `base`
+/// otherwise: an address below `base` is taken as relative.
+pub fn table_spans(base: usize, segments: &[Segment], dynamic: &[(i64, u64)]) -> Vec<Range<usize>> {
+    let value = |tag: i64| {
+        dynamic
+            .iter()
+            .find(|(t, _)| *t == tag)
+            .map(|(_, v)| *v as usize)
+    };
+    let absolute = |addr: usize| {
+        if addr < base {
+            base.wrapping_add(addr)
+        } else {
+            addr
+        }
+    };
+    let read_only = |span: &Range<usize>| {
+        segments.iter().any(|s| {
+            let start = base.wrapping_add(s.vaddr);
+            s.kind == libc::PT_LOAD
+                && s.flags & libc::PF_W == 0
+                && span.start >= start
+                && span.end <= start.saturating_add(s.filesz)
+        })
+    };
+    [(DT_RELA, DT_RELASZ), (DT_JMPREL, DT_PLTRELSZ)]
+        .into_iter()
+        .filter_map(|(at, size)| {
+            let start = absolute(value(at)?);
+            let len = value(size)?;
+            Some(start..start.checked_add(len)?)
+        })
+        .filter(|span| !span.is_empty() && read_only(span))
+        .collect()
+}
+
+/// The whole pages inside `span`: the pages it shares with other
+/// sections at either end are kept.
+fn whole_pages(span: &Range<usize>, page: usize) -> Option<Range<usize>> {
+    let start = span.start.checked_next_multiple_of(page)?;
+    let end = span.end / page * page;
+    (end > start).then_some(start..end)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: usize = 0x5555_0000_0000;
+
+    fn segments() -> Vec<Segment> {
+        vec![
+            // The first, read-only segment: headers, .dynsym, .rela.*, .rodata.
+            Segment {
+                kind: libc::PT_LOAD,
+                flags: libc::PF_R,
+                vaddr: 0,
+                filesz: 0x60_0000,
+            },
+            Segment {
+                kind: libc::PT_LOAD,
+                flags: libc::PF_R | libc::PF_X,
+                vaddr: 0x61_0000,
+                filesz: 0xb0_0000,
+            },
+            Segment {
+                kind: libc::PT_LOAD,
+                flags: libc::PF_R | libc::PF_W,
+                vaddr: 0x115_0000,
+                filesz: 0x1a_0000,
+            },
+        ]
+    }
+
+    #[test]
+    fn both_tables_relative_or_absolute() {
+        let relative = [
+            (DT_RELA, 0x35f0),
+            (DT_RELASZ, 0x1a_e2f0),
+            (DT_JMPREL, 0x1b_18e0),
+            (DT_PLTRELSZ, 0x720),
+        ];
+        let want = vec![
+            BASE + 0x35f0..BASE + 0x1b_18e0,
+            BASE + 0x1b_18e0..BASE + 0x1b_2000,
+        ];
+        assert_eq!(table_spans(BASE, &segments(), &relative), want);
+        let absolute = relative.map(|(t, v)| match t {
+            DT_RELA | DT_JMPREL => (t, v + BASE as u64),
+            _ => (t, v),
+        });
+        assert_eq!(table_spans(BASE, &segments(), &absolute), want);
+    }
+
+    #[test]
+    fn tables_outside_a_read_only_segment_are_left_alone() {
+        // In the writable segment, past the file bytes, missing a size.
+        for dynamic in [
+            vec![(DT_RELA, 0x115_1000), (DT_RELASZ, 0x1000)],
+            vec![(DT_RELA, 0x5f_f000), (DT_RELASZ, 0x2000)],
+            vec![(DT_RELA, 0x1000)],
+            vec![(DT_RELA, 0x1000), (DT_RELASZ, 0)],
+            vec![(DT_RELA, u64::MAX - 8), (DT_RELASZ, 0x100)],
+        ] {
+            assert!(
+                table_spans(BASE, &segments(), &dynamic).is_empty(),
+                "{dynamic:x?}"
+            );
+        }
+    }
+
+    #[test]
+    fn only_whole_pages_are_given_back() {
+        assert_eq!(
+            whole_pages(&(0x35f0..0x1b_18e0), 0x1000),
+            Some(0x4000..0x1b_1000)
+        );
+        assert_eq!(whole_pages(&(0x1000..0x3000), 0x1000), Some(0x1000..0x3000));
+        assert_eq!(whole_pages(&(0x1100..0x1f00), 0x1000), None);
+        assert_eq!(whole_pages(&(0x1100..0x2f00), 0x1000), None);
+    }
+
+    #[test]
+    fn this_test_binary_gives_its_tables_back_and_runs_on() {
+        // The test binary is a PIE too; its tables are read-only pages
+        // the loader is done with.
+        let released = release_relocation_tables();
+        assert!(released > 0, "a PIE has a RELA table of whole pages");
+        assert_eq!(released % 4096, 0);
+        // Its code and data still work, and a second call is harmless.
+        assert_eq!(format!("{}", 6 * 7), "42");
+        release_relocation_tables();
+    }
+}
