@@ -9,6 +9,8 @@ mod list_wire;
 mod pod_metrics;
 mod runtime_service;
 mod status;
+#[cfg(test)]
+mod test_records;
 
 pub use image_service::CriImageService;
 pub use list_routes::RuntimeRoutes;

@@ -307,60 +307,29 @@ fn seconds(unix_nanos: i64) -> u64 {
 mod tests {
     use super::*;
     use crate::container::pod_network::NetworkUsage;
+    use crate::cri::test_records;
     use crate::host::MemoryUsage;
     use crate::node::stats::CgroupUsage;
     use std::collections::HashMap;
 
     fn pod_usage() -> PodUsage {
-        let pod = crate::pod::PodSandbox {
-            id: "p1".into(),
-            config: cri::PodSandboxConfig {
-                metadata: Some(cri::PodSandboxMetadata {
-                    name: "web".into(),
-                    namespace: "shop".into(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            },
-            runtime_handler: String::new(),
-            created_at: 1,
-            state: crate::pod::PodState::Ready,
-            pod_dir: "/run/x".into(),
-            ips: Vec::new(),
-            network_policy: Default::default(),
-            cgroup: None,
-            list_entry: Default::default(),
-        };
-        let record = crate::container::ContainerRecord {
-            id: "c1".into(),
-            pod_id: "p1".into(),
-            config: cri::ContainerConfig {
-                metadata: Some(cri::ContainerMetadata {
-                    name: "app".into(),
-                    attempt: 0,
-                }),
-                ..Default::default()
-            },
-            image_ref: "sha256:abc".into(),
-            image_id: "sha256:abc".into(),
-            image_digest_ref: "sha256:abc".into(),
-            created_at: 1,
-            started_at: 5_000_000_000,
-            finished_at: 0,
-            exit_code: 0,
-            state: crate::container::ContainerState::Running,
-            reason: String::new(),
-            message: String::new(),
-            log_path: Default::default(),
-            bundle: "/b".into(),
-            writable_dir: "/w".into(),
-            pid: 0,
-            uid: 0,
-            gid: 0,
-            additional_gids: Vec::new(),
-            decision: None,
-            list_entry: Default::default(),
-        };
+        let mut pod = test_records::pod("p1", crate::pod::PodState::Ready, &[]);
+        pod.config.metadata = Some(cri::PodSandboxMetadata {
+            name: "web".into(),
+            namespace: "shop".into(),
+            ..Default::default()
+        });
+        let mut record = test_records::container(
+            "c1",
+            crate::container::ContainerState::Running,
+            cri::ImageSpec::default(),
+        );
+        record.pod_id = "p1".into();
+        record.config.metadata = Some(cri::ContainerMetadata {
+            name: "app".into(),
+            attempt: 0,
+        });
+        record.started_at = 5_000_000_000;
         let eth0 = InterfaceUsage {
             name: "eth0".into(),
             rx_bytes: 10,
