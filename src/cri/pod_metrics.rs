@@ -191,11 +191,7 @@ fn container_metrics(
     use cri::MetricType::{Counter, Gauge};
     let r = &c.record;
     let labels = [pod_labels[0], pod_labels[1], r.name(), &r.id, image].map(str::to_string);
-    let timestamp = if c.usage.timestamp > 0 {
-        c.usage.timestamp
-    } else {
-        now
-    };
+    let timestamp = sampled_at(&c.usage, now);
     let mut sink = Sink {
         labels: &labels,
         timestamp,
@@ -275,11 +271,7 @@ pub fn pod_sandbox_metrics(
         }
     }
     if let Some(count) = p.process_count {
-        let timestamp = if p.usage.timestamp > 0 {
-            p.usage.timestamp
-        } else {
-            now
-        };
+        let timestamp = sampled_at(&p.usage, now);
         metrics.push(metric(
             &PROCESSES,
             cri::MetricType::Gauge,
@@ -296,6 +288,15 @@ pub fn pod_sandbox_metrics(
             .iter()
             .map(|c| container_metrics(c, pod_labels, &image_name(&c.record), now))
             .collect(),
+    }
+}
+
+/// When `usage` was read; `now` for a sample that carries no time.
+fn sampled_at(usage: &crate::node::stats::CgroupUsage, now: i64) -> i64 {
+    if usage.timestamp > 0 {
+        usage.timestamp
+    } else {
+        now
     }
 }
 
