@@ -114,13 +114,7 @@ fn quick_bench_against_capcri_reports_every_operation() {
     assert_eq!(steps[2]["helpers"]["processes"], 1);
 
     // The bench's own workspace is gone: no /tmp/cb-* of this run mounted.
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let left: Vec<&str> = mounts
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .filter(|m| m.starts_with("/tmp/cb-"))
-        .collect();
-    assert!(left.is_empty(), "mounts left behind: {left:?}");
+    no_bench_mounts_left();
 }
 
 /// Runs capcri-bench with `args` against capcri alone; returns its table
