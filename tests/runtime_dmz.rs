@@ -208,6 +208,28 @@ fn trampoline_fd(monitor_pid: i32) -> Option<PathBuf> {
         })
 }
 
+/// Waits (up to 10 s) until `pid` is blocked in nanosleep or
+/// clock_nanosleep, i.e. `sleep` has started and its loader is done.
+fn wait_until_sleeping(pid: u32) {
+    #[cfg(target_arch = "x86_64")]
+    const SLEEPS: [&str; 2] = ["35", "230"];
+    #[cfg(target_arch = "aarch64")]
+    const SLEEPS: [&str; 2] = ["101", "115"];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let syscall = std::fs::read_to_string(format!("/proc/{pid}/syscall")).unwrap_or_default();
+        let nr = syscall.split_whitespace().next().unwrap_or("");
+        if SLEEPS.contains(&nr) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "container {pid} never reached its sleep: /proc/{pid}/syscall = {syscall:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 #[tokio::test]
 async fn dmz_runs_the_users_program_through_a_sealed_trampoline() {
     if !privileged() {
@@ -237,13 +259,23 @@ async fn dmz_runs_the_users_program_through_a_sealed_trampoline() {
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
     assert_eq!(cmdline, b"sleep\x001000\x00");
     // Neither the memfd nor the status pipe leaked into the container.
-    let fds: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+    // Checked once the process sleeps: the image's busybox is dynamically
+    // linked, and right after the execve its loader briefly holds
+    // ld.so.cache or libc.so.6 open as fd 3 (a CI run once caught it there).
+    wait_until_sleeping(pid);
+    let fds: Vec<(String, String)> = std::fs::read_dir(format!("/proc/{pid}/fd"))
         .unwrap()
         .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .map(|e| {
+            let target = std::fs::read_link(e.path())
+                .map(|l| l.display().to_string())
+                .unwrap_or_default();
+            (e.file_name().to_string_lossy().into_owned(), target)
+        })
         .collect();
     assert!(
-        fds.iter().all(|f| ["0", "1", "2"].contains(&f.as_str())),
+        fds.iter()
+            .all(|(f, _)| ["0", "1", "2"].contains(&f.as_str())),
         "{fds:?}"
     );
 
