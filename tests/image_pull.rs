@@ -212,10 +212,17 @@ async fn whiteouts_through_overlay_and_gc() {
     rootfs::unmount(&target).unwrap();
     drop(guard);
 
-    let blobs: Vec<_> = fs::read_dir(root.path().join("blobs/sha256"))
+    // Only the config is stored as a blob: layers stream into the unpacker.
+    let blobs: Vec<String> = fs::read_dir(root.path().join("blobs/sha256"))
         .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
-    assert!(!blobs.is_empty());
+    assert_eq!(
+        blobs,
+        vec![rec.id.trim_start_matches("sha256:").to_string()],
+        "blobs stored"
+    );
     assert!(store.remove(&format!("{reg}/cri-lab/whiteout")).unwrap());
     assert!(!store.remove(&rec.id).unwrap());
     assert_eq!(
@@ -259,7 +266,7 @@ async fn missing_image_is_not_found() {
 
 /// A one-image registry on a loopback port that serves a layer whose bytes
 /// do not match the digest in the manifest.
-async fn tampering_registry() -> (String, tokio::task::JoinHandle<()>) {
+async fn tampering_registry(layer_media_type: &str) -> (String, tokio::task::JoinHandle<()>) {
     use sha2::{Digest, Sha256};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let digest = |b: &[u8]| format!("sha256:{}", hex::encode(Sha256::digest(b)));
@@ -267,7 +274,7 @@ async fn tampering_registry() -> (String, tokio::task::JoinHandle<()>) {
     let tampered = b"evil layer bytes".to_vec();
     let config = br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":["sha256:0000000000000000000000000000000000000000000000000000000000000000"]}}"#.to_vec();
     let manifest = format!(
-        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{}","size":{}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{}","size":{}}}]}}"#,
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{}","size":{}}},"layers":[{{"mediaType":"{layer_media_type}","digest":"{}","size":{}}}]}}"#,
         digest(&config),
         config.len(),
         digest(&layer),
@@ -320,8 +327,19 @@ async fn tampering_registry() -> (String, tokio::task::JoinHandle<()>) {
 
 #[tokio::test]
 async fn tampered_blob_is_refused() {
+    tampered_layer_is_a_digest_mismatch("application/vnd.oci.image.layer.v1.tar").await;
+}
+
+/// The unpacker sees the wrong bytes first (they are not even gzip), but
+/// the error is the blob's digest, checked at the end of the body.
+#[tokio::test]
+async fn tampered_gzip_layer_is_a_digest_mismatch_not_a_gzip_error() {
+    tampered_layer_is_a_digest_mismatch("application/vnd.oci.image.layer.v1.tar+gzip").await;
+}
+
+async fn tampered_layer_is_a_digest_mismatch(layer_media_type: &str) {
     // Needs no root and no test registry: the registry is in-process.
-    let (addr, server) = tampering_registry().await;
+    let (addr, server) = tampering_registry(layer_media_type).await;
     let root = tempfile::tempdir().unwrap();
     let store = ImageStore::open(ImageStoreConfig {
         root: root.path().to_path_buf(),
@@ -349,6 +367,23 @@ async fn tampered_blob_is_refused() {
         0,
         "no partial blob left"
     );
+    // Layers stream into the unpacker: no layer blob is ever stored, only
+    // the (verified) config.
+    let stored: Vec<String> = fs::read_dir(root.path().join("blobs/sha256"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        stored.iter().all(|b| b != &tampered_layer_hex()),
+        "{stored:?}"
+    );
+}
+
+/// The hex digest the tampering registry's manifest gives its layer.
+fn tampered_layer_hex() -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(b"real layer bytes"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

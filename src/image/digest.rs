@@ -81,12 +81,12 @@ impl BlobVerifier {
     }
 
     /// Checks size and digest.
-    pub fn finish(self) -> Result<(), ImageError> {
+    pub fn finish(&self) -> Result<(), ImageError> {
         let actual = self.actual();
         if actual != self.expected {
             return Err(ImageError::DigestMismatch {
-                object: self.object,
-                expected: self.expected,
+                object: self.object.clone(),
+                expected: self.expected.clone(),
                 actual,
             });
         }
@@ -95,7 +95,7 @@ impl BlobVerifier {
         {
             return Err(ImageError::DigestMismatch {
                 object: format!("{} (size {} instead of {size})", self.object, self.received),
-                expected: self.expected,
+                expected: self.expected.clone(),
                 actual,
             });
         }

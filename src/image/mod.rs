@@ -2,11 +2,13 @@
 //! image config and the overlay rootfs of a container.
 //!
 //! Layout under the image root (see `store.rs`):
-//! `blobs/sha256/<hex>` verified blobs, `layers/<diff-id hex>/` one unpacked
+//! `blobs/sha256/<hex>` verified config blobs (layer bodies stream into the
+//! unpacker and are not kept), `layers/<diff-id hex>/` one unpacked
 //! layer shared by every image, `layermeta/<diff-id hex>.json` what the layer
 //! changes (for the file-capability index), `images/<id hex>.json` records,
 //! `leases/<container id>.json` the layers a live container is mounted on.
 
+mod chunk_reader;
 mod digest;
 mod error;
 mod fsutil;

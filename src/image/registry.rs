@@ -541,27 +541,34 @@ impl Session {
         image_manifest(&self.image, raw, top_digest, digest)
     }
 
-    /// Streams a blob into `dest`, verifying size and sha256 on the way.
-    pub async fn fetch_blob(
+    /// Opens a blob's body: its bytes as they arrive, each checked against
+    /// the descriptor (see [`BlobBody::next_chunk`]).
+    ///
+    /// The GET asks for `bytes=0-`: a registry that serves ranges answers
+    /// 206, which oci-client passes through unverified, so the body is
+    /// hashed once, by capcri's own check (which also enforces the size as
+    /// it streams). One that ignores the range answers 200 and oci-client
+    /// hashes it a second time: the same bytes, checked twice. A 206 that
+    /// does not start at byte 0 fails the digest like any other wrong body.
+    pub async fn blob_body(
         &self,
         desc: &RawDescriptor,
         object: &str,
-        dest: &Path,
-    ) -> Result<(), ImageError> {
+    ) -> Result<BlobBody, ImageError> {
         let size = u64::try_from(desc.size).map_err(|_| ImageError::Corrupt {
-            path: dest.to_path_buf(),
+            path: object.into(),
             reason: format!("{object}: negative size in descriptor"),
         })?;
-        let mut verifier = BlobVerifier::new(object, &desc.digest, Some(size))?;
+        let verifier = BlobVerifier::new(object, &desc.digest, Some(size))?;
         let descriptor = OciDescriptor {
             media_type: desc.media_type.clone(),
             digest: desc.digest.clone(),
             size: desc.size,
             ..Default::default()
         };
-        let mut stream = self
+        let response = self
             .client
-            .pull_blob_stream(&self.reference, &descriptor)
+            .pull_blob_stream_partial(&self.reference, &descriptor, 0, None)
             .await
             .map_err(|e| {
                 map_error(
@@ -571,41 +578,97 @@ impl Session {
                     e,
                 )
             })?;
+        let stream = match response {
+            oci_client::client::BlobResponse::Full(s)
+            | oci_client::client::BlobResponse::Partial(s) => s.stream,
+        };
+        Ok(BlobBody {
+            stream,
+            verifier,
+            size,
+            object: object.to_string(),
+            image: self.image.clone(),
+            registry: self.endpoint.host.clone(),
+            done: false,
+        })
+    }
+
+    /// Streams a blob into `dest` (fsynced), verifying size and sha256 on
+    /// the way.
+    pub async fn fetch_blob(
+        &self,
+        desc: &RawDescriptor,
+        object: &str,
+        dest: &Path,
+    ) -> Result<(), ImageError> {
+        let mut body = self.blob_body(desc, object).await?;
         let mut file = tokio::fs::File::create(dest)
             .await
             .map_err(|e| ImageError::io("create", dest, e))?;
-        while let Some(chunk) = stream.next().await {
-            match chunk {
-                Ok(bytes) => {
-                    verifier.update(&bytes)?;
-                    file.write_all(&bytes)
-                        .await
-                        .map_err(|e| ImageError::io("write", dest, e))?;
-                }
-                Err(e) => {
-                    // oci-client's own check fails at the end of a tampered
-                    // blob: report it with capcri's expected/actual digests.
-                    let received = verifier.received();
-                    if received == size {
-                        verifier.finish()?;
-                    }
-                    return Err(ImageError::Registry {
-                        image: self.image.clone(),
-                        registry: self.endpoint.host.clone(),
-                        reason: format!(
-                            "download of {object} broke after {received} of {size} bytes: {e}"
-                        ),
-                    });
-                }
-            }
+        while let Some(bytes) = body.next_chunk().await? {
+            file.write_all(&bytes)
+                .await
+                .map_err(|e| ImageError::io("write", dest, e))?;
         }
         file.flush()
             .await
             .map_err(|e| ImageError::io("write", dest, e))?;
         file.sync_all()
             .await
-            .map_err(|e| ImageError::io("fsync", dest, e))?;
-        verifier.finish()
+            .map_err(|e| ImageError::io("fsync", dest, e))
+    }
+}
+
+/// A blob's body from a registry, checked as it streams: no chunk is handed
+/// out past the descriptor's size, and the end of the body is reported only
+/// once its sha256 matched.
+pub struct BlobBody {
+    stream: futures_util::stream::BoxStream<'static, Result<bytes::Bytes, std::io::Error>>,
+    verifier: BlobVerifier,
+    size: u64,
+    object: String,
+    image: String,
+    registry: String,
+    done: bool,
+}
+
+impl BlobBody {
+    /// The next chunk; `Ok(None)` at the end of a body whose size and digest
+    /// matched the descriptor. A body longer than declared, a wrong digest
+    /// or a broken download is an error (and so is any call after one).
+    pub async fn next_chunk(&mut self) -> Result<Option<bytes::Bytes>, ImageError> {
+        if self.done {
+            return Ok(None);
+        }
+        match self.stream.next().await {
+            Some(Ok(bytes)) => {
+                self.verifier.update(&bytes)?;
+                Ok(Some(bytes))
+            }
+            None => {
+                self.done = true;
+                self.verifier.finish().map(|()| None)
+            }
+            Some(Err(e)) => {
+                self.done = true;
+                // oci-client's own check (a 200 answer) fails at the end of
+                // a tampered blob: report it with capcri's expected/actual
+                // digests.
+                if self.verifier.received() == self.size {
+                    self.verifier.finish()?;
+                }
+                Err(ImageError::Registry {
+                    image: self.image.clone(),
+                    registry: self.registry.clone(),
+                    reason: format!(
+                        "download of {} broke after {} of {} bytes: {e}",
+                        self.object,
+                        self.verifier.received(),
+                        self.size
+                    ),
+                })
+            }
+        }
     }
 }
 

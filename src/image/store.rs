@@ -1,10 +1,12 @@
 //! The content store and image records.
 //!
-//! Crash safety: blobs are written to `blobs/tmp/` and renamed into
-//! `blobs/sha256/<hex>` after their digest is checked; a layer is unpacked
-//! into `layers/tmp-*` and renamed to `layers/<diff-id hex>` after its diff_id
-//! is checked; the record is written last (atomically). So an interrupted
-//! pull leaves no visible image, and `open` removes its leftovers.
+//! Crash safety: config blobs are written to `blobs/tmp/` and renamed into
+//! `blobs/sha256/<hex>` after their digest is checked; a layer's body
+//! streams from the registry into the unpacker, which fills `layers/tmp-*`,
+//! renamed to `layers/<diff-id hex>` after both the body's digest and the
+//! diff_id are checked; the record is written last (atomically). So an
+//! interrupted pull leaves no visible image, and `open` removes its
+//! leftovers.
 
 use crate::util::sync::lock;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -19,9 +21,14 @@ use oci_spec::image::ImageConfiguration;
 use serde::{Deserialize, Serialize};
 
 use super::ImageError;
+use super::chunk_reader::ChunkReader;
 
 /// Layers of one pull fetched and unpacked at once (see `ImageStore::pull`).
 const PARALLEL_LAYERS: usize = 3;
+/// Chunks of a layer's body queued between the download and the unpacker
+/// (hyper hands out chunks of up to about 400 KiB): enough to keep both
+/// busy, small enough that three layers in flight stay a few MiB.
+const CHUNKS_IN_FLIGHT: usize = 8;
 use super::digest::digest_hex;
 use super::fsutil::{create_dir_all, list_dir, remove_any, sync_dir, temp_name, write_atomic};
 use super::reference::{ParsedReference, parse_reference};
@@ -44,6 +51,24 @@ pub const DEFAULT_MAX_COMPRESSED_LAYER_BYTES: u64 = 8 << 30;
 struct BlobLimit {
     bytes: u64,
     setting: &'static str,
+}
+
+impl BlobLimit {
+    /// Refuses a descriptor that declares more than the cap, before any
+    /// byte is requested.
+    fn check(&self, desc: &RawDescriptor, object: &str) -> Result<(), ImageError> {
+        if u64::try_from(desc.size).is_ok_and(|size| size > self.bytes) {
+            return Err(ImageError::BlobTooLarge {
+                object: object.to_string(),
+                digest: desc.digest.clone(),
+                media_type: desc.media_type.clone(),
+                size: desc.size,
+                limit: self.bytes,
+                setting: self.setting,
+            });
+        }
+        Ok(())
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -437,16 +462,7 @@ impl ImageStore {
         limit: BlobLimit,
     ) -> Result<PathBuf, ImageError> {
         let hex = digest_hex(object, &desc.digest)?;
-        if u64::try_from(desc.size).is_ok_and(|size| size > limit.bytes) {
-            return Err(ImageError::BlobTooLarge {
-                object: object.to_string(),
-                digest: desc.digest.clone(),
-                media_type: desc.media_type.clone(),
-                size: desc.size,
-                limit: limit.bytes,
-                setting: limit.setting,
-            });
-        }
+        limit.check(desc, object)?;
         let path = self.blobs_dir().join(hex);
         let lock = self.digest_lock(&desc.digest);
         let _held = lock.lock().await;
@@ -498,17 +514,11 @@ impl ImageStore {
                 ),
             }
         })?;
-        let blob = self
-            .ensure_blob(
-                session,
-                desc,
-                &object,
-                BlobLimit {
-                    bytes: self.cfg.max_compressed_layer_bytes,
-                    setting: "max_compressed_layer_bytes",
-                },
-            )
-            .await?;
+        BlobLimit {
+            bytes: self.cfg.max_compressed_layer_bytes,
+            setting: "max_compressed_layer_bytes",
+        }
+        .check(desc, &object)?;
         remove_any(&dir)?;
         let tmp = self.layers_dir().join(temp_name());
         let unpacker = LayerUnpacker {
@@ -518,20 +528,51 @@ impl ImageStore {
             max_entry_xattr_bytes: self.cfg.max_entry_xattr_bytes,
         };
         let expected = diff_id.to_string();
+        // The body streams from the registry into the unpacker, never to a
+        // blob file: no 2 x the layer's compressed size of writes, fsync
+        // and read-back, and the download overlaps the decompression (as
+        // CRI-O's storage does). The unpacked tree stays in a temporary
+        // directory until both the blob's digest (checked here, at the end
+        // of the body) and the diff_id (checked by the unpacker) match.
+        let mut body = session.blob_body(desc, &object).await?;
+        let (tx, rx) = tokio::sync::mpsc::channel(CHUNKS_IN_FLIGHT);
         let tmp2 = tmp.clone();
-        let unpacked = tokio::task::spawn_blocking(move || {
-            let file = fs::File::open(&blob).map_err(|e| ImageError::io("open blob", &blob, e))?;
-            unpacker.unpack(
-                std::io::BufReader::new(file),
-                compression,
-                &tmp2,
-                Some(&expected),
-            )
-        })
-        .await
-        .map_err(|e| {
+        let unpack = tokio::task::spawn_blocking(move || {
+            unpacker.unpack(ChunkReader::new(rx), compression, &tmp2, Some(&expected))
+        });
+        let downloaded = async {
+            let mut tx = Some(tx);
+            let mut bytes = 0u64;
+            while let Some(chunk) = body.next_chunk().await? {
+                bytes += chunk.len() as u64;
+                // An unpacker that stopped (a bad or oversized layer) takes
+                // no more; the rest is still read, within the declared
+                // size, so a wrong body is reported as the digest mismatch
+                // it is rather than as whatever the unpacker tripped on.
+                if let Some(sender) = &tx
+                    && sender.send(chunk).await.is_err()
+                {
+                    tx = None;
+                }
+            }
+            Ok::<u64, ImageError>(bytes)
+        }
+        .await;
+        // Every exit waits for the unpacker: its directory is removed only
+        // once nothing writes into it any more.
+        let unpacked = unpack.await.map_err(|e| {
             ImageError::io("unpack layer", &tmp, std::io::Error::other(e.to_string()))
-        })??;
+        });
+        let unpacked = match (downloaded, unpacked) {
+            (Ok(bytes), Ok(Ok(unpacked))) => {
+                self.fetched_bytes.fetch_add(bytes, Ordering::Relaxed);
+                unpacked
+            }
+            (Err(e), _) | (Ok(_), Err(e)) | (Ok(_), Ok(Err(e))) => {
+                let _ = remove_any(&tmp);
+                return Err(e);
+            }
+        };
         let data = serde_json::to_vec(&unpacked).map_err(|e| ImageError::Corrupt {
             path: meta.clone(),
             reason: e.to_string(),
