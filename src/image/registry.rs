@@ -633,6 +633,11 @@ pub struct BlobBody {
 }
 
 impl BlobBody {
+    /// Bytes received so far.
+    pub fn received(&self) -> u64 {
+        self.verifier.received()
+    }
+
     /// The next chunk; `Ok(None)` at the end of a body whose size and digest
     /// matched the descriptor. A body longer than declared, a wrong digest
     /// or a broken download is an error (and so is any call after one).

@@ -22,6 +22,11 @@ use serde::{Deserialize, Serialize};
 
 use super::ImageError;
 use super::chunk_reader::ChunkReader;
+use super::digest::digest_hex;
+use super::fsutil::{create_dir_all, list_dir, remove_any, sync_dir, temp_name, write_atomic};
+use super::reference::{ParsedReference, parse_reference};
+use super::registry::{self, RawDescriptor, RegistriesConfig, RegistryAuth};
+use super::unpack::{Compression, LayerChange, LayerUnpacker, UnpackedLayer, merge_file_caps};
 
 /// Layers of one pull fetched and unpacked at once (see `ImageStore::pull`).
 const PARALLEL_LAYERS: usize = 3;
@@ -29,11 +34,6 @@ const PARALLEL_LAYERS: usize = 3;
 /// (hyper hands out chunks of up to about 400 KiB): enough to keep both
 /// busy, small enough that three layers in flight stay a few MiB.
 const CHUNKS_IN_FLIGHT: usize = 8;
-use super::digest::digest_hex;
-use super::fsutil::{create_dir_all, list_dir, remove_any, sync_dir, temp_name, write_atomic};
-use super::reference::{ParsedReference, parse_reference};
-use super::registry::{self, RawDescriptor, RegistriesConfig, RegistryAuth};
-use super::unpack::{Compression, LayerChange, LayerUnpacker, UnpackedLayer, merge_file_caps};
 
 /// Cap on an image config blob. The config is parsed whole in memory
 /// (serde_json holds several times its size); real configs are a few KiB,
@@ -542,9 +542,7 @@ impl ImageStore {
         });
         let downloaded = async {
             let mut tx = Some(tx);
-            let mut bytes = 0u64;
             while let Some(chunk) = body.next_chunk().await? {
-                bytes += chunk.len() as u64;
                 // An unpacker that stopped (a bad or oversized layer) takes
                 // no more; the rest is still read, within the declared
                 // size, so a wrong body is reported as the digest mismatch
@@ -555,20 +553,22 @@ impl ImageStore {
                     tx = None;
                 }
             }
-            Ok::<u64, ImageError>(bytes)
+            Ok::<(), ImageError>(())
         }
         .await;
         // Every exit waits for the unpacker: its directory is removed only
         // once nothing writes into it any more.
-        let unpacked = unpack.await.map_err(|e| {
-            ImageError::io("unpack layer", &tmp, std::io::Error::other(e.to_string()))
-        });
+        let unpacked = unpack
+            .await
+            .map_err(|e| ImageError::io("unpack layer", &tmp, std::io::Error::other(e.to_string())))
+            .and_then(|r| r);
         let unpacked = match (downloaded, unpacked) {
-            (Ok(bytes), Ok(Ok(unpacked))) => {
-                self.fetched_bytes.fetch_add(bytes, Ordering::Relaxed);
+            (Ok(()), Ok(unpacked)) => {
+                self.fetched_bytes
+                    .fetch_add(body.received(), Ordering::Relaxed);
                 unpacked
             }
-            (Err(e), _) | (Ok(_), Err(e)) | (Ok(_), Ok(Err(e))) => {
+            (Err(e), _) | (Ok(()), Err(e)) => {
                 let _ = remove_any(&tmp);
                 return Err(e);
             }
