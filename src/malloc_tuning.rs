@@ -22,7 +22,10 @@
 //! 128 KiB, alternated runs).
 //! `malloc_trim` after a burst of work returns what the arenas still hold:
 //! right after a pull, and once the node has been quiet for a second after
-//! pod and container creation or removal ([`trim_when_idle`]).
+//! pod and container creation or removal ([`trim_when_idle`]). The quiet
+//! node also unmaps the executable's code pages that burst faulted in
+//! (`util::loader_pages::release_read_only_segments`): after the
+//! pod-cycle bench they were 2.5 MiB of its RSS.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -55,7 +58,8 @@ const QUIET: Duration = Duration::from_secs(1);
 static LAST_WORK: Mutex<Option<Instant>> = Mutex::new(None);
 static SCHEDULED: AtomicBool = AtomicBool::new(false);
 
-/// Trims the heap once no more work has been reported for [`QUIET`]; call
+/// Trims the heap and unmaps the code pages once no more work has been
+/// reported for [`QUIET`]; call
 /// at the end of a CRI call that allocated and freed a lot (pod and
 /// container creation and removal). Needs a tokio runtime; never blocks.
 pub fn trim_when_idle() {
@@ -81,6 +85,11 @@ pub fn trim_when_idle() {
         }
         // Work reported from here on schedules its own trim.
         SCHEDULED.store(false, Ordering::Release);
-        let _ = tokio::task::spawn_blocking(trim).await;
+        let _ = tokio::task::spawn_blocking(|| {
+            trim();
+            let bytes = crate::util::loader_pages::release_read_only_segments();
+            tracing::trace!(bytes, "code pages unmapped while idle");
+        })
+        .await;
     });
 }

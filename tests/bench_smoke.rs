@@ -105,6 +105,9 @@ fn quick_bench_against_capcri_reports_every_operation() {
             .iter()
             .all(|s| s["daemon"]["rss_kib"].as_u64() > Some(0))
     );
+    // And once more with no pods, after kubelet's periodic calls.
+    assert!(memory["daemon_relisting"]["rss_kib"].as_u64() > Some(0));
+    assert!(stdout.contains("relist"), "no relist row:\n{stdout}");
     // Per running pod: its monitor only, since the bench's pods ask for a
     // PID namespace per container as kubelet does (a shared-PID pod would
     // add the pod init, `--share-pid`); none when idle.

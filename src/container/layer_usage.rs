@@ -77,19 +77,13 @@ fn usage_with(
                         },
                     );
                 };
-                // The runtime's blocking pool when there is one (threads
-                // reused); a thread of its own otherwise.
-                match tokio::runtime::Handle::try_current() {
-                    Ok(h) => drop(h.spawn_blocking(refresh)),
-                    Err(_) => {
-                        if std::thread::Builder::new()
-                            .name("capcri-layer-du".into())
-                            .spawn(refresh)
-                            .is_err()
-                        {
-                            e.walking = false;
-                        }
-                    }
+                // One low-priority thread walks the stale layers one after
+                // the other (not a pool thread per layer: 250 at once at
+                // 250 pods, against kubelet's next calls).
+                // No thread to be had: the job takes this lock, so it is
+                // dropped and the next call tries again.
+                if crate::util::background::submit(refresh).is_err() {
+                    e.walking = false;
                 }
             }
             return e.usage;

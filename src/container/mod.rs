@@ -78,6 +78,10 @@ pub struct ContainerRecord {
     /// (`cri::list_wire`).
     #[serde(skip)]
     pub list_entry: crate::util::memo::Memo<[u8]>,
+    /// A keyed hash of what its ListContainers image field is made from
+    /// (`cri::list_wire::image_key`), made on the first list.
+    #[serde(skip)]
+    pub image_key: crate::util::memo::Memo<u64>,
 }
 
 impl ContainerRecord {

@@ -101,6 +101,33 @@ pub fn image_spec(c: &ContainerRecord, image_name: &str) -> Vec<u8> {
     convert::image_spec(c, image_name).encode_to_vec()
 }
 
+/// A keyed hash of what `Container.image` is made from: the image id, the
+/// reference the container was created with and its `ImageSpec`. Equal
+/// keys mean equal inputs (a collision needs two images on the node whose
+/// 64-bit SipHashes agree under a key drawn at random when the daemon
+/// starts, which no name can be chosen to do); equal inputs may get
+/// different keys (an `ImageSpec`'s annotations are encoded in their
+/// map's order), which only makes the field twice. ListContainers makes
+/// the field once per key instead of comparing these strings for every
+/// container: those compares, a cache miss each, were a fifth of the
+/// call's CPU at 250 pods (perf).
+pub fn image_key(c: &ContainerRecord) -> u64 {
+    use std::hash::{BuildHasher, Hash, Hasher};
+    static KEY: std::sync::OnceLock<std::collections::hash_map::RandomState> =
+        std::sync::OnceLock::new();
+    *c.image_key.get_or_init(|| {
+        let mut h = KEY.get_or_init(Default::default).build_hasher();
+        c.image_id.hash(&mut h);
+        c.image_ref.hash(&mut h);
+        c.config
+            .image
+            .as_ref()
+            .map(Message::encode_to_vec)
+            .hash(&mut h);
+        std::sync::Arc::new(h.finish())
+    })
+}
+
 /// Appends `c` as one item of a `ListContainersResponse`; `image` is
 /// [`image_spec`] of it.
 pub fn put_container(out: &mut Vec<u8>, c: &ContainerRecord, image: &[u8]) {
@@ -211,6 +238,41 @@ mod tests {
             };
             assert_eq!(got, want, "image name {name:?}");
         }
+    }
+
+    /// Containers whose image field inputs are the same share a key, kept
+    /// with each record; any input that differs gives another key.
+    #[test]
+    fn image_keys_follow_the_image_field_inputs() {
+        let spec = cri::ImageSpec {
+            image: "sha256:abc".into(),
+            user_specified_image: "busybox:1.29".into(),
+            ..Default::default()
+        };
+        let a = container("a", ContainerState::Running, spec.clone());
+        let b = container("b", ContainerState::Exited, spec.clone());
+        assert_eq!(image_key(&a), image_key(&b));
+        assert_eq!(image_key(&a), image_key(&a.clone()), "kept with clones");
+        let mut other_id = container("c", ContainerState::Running, spec.clone());
+        other_id.image_id = "sha256:abd".into();
+        let mut other_ref = container("d", ContainerState::Running, spec.clone());
+        other_ref.image_ref = "busybox:1.30".into();
+        let other_spec = container(
+            "e",
+            ContainerState::Running,
+            cri::ImageSpec {
+                runtime_handler: "runc".into(),
+                ..spec
+            },
+        );
+        let none = container("f", ContainerState::Running, Default::default());
+        let mut keys: Vec<u64> = [&a, &other_id, &other_ref, &other_spec, &none]
+            .iter()
+            .map(|c| image_key(c))
+            .collect();
+        keys.sort_unstable();
+        keys.dedup();
+        assert_eq!(keys.len(), 5, "each input its own key");
     }
 
     #[test]

@@ -60,14 +60,15 @@ impl CriRuntimeService {
         // The containers of a node share a few images: the image field
         // (its reported name worked out with references parsed and the
         // store locked, then encoded) is made once per distinct image,
-        // found again by comparison, without allocating a key per
-        // container.
+        // found again by its key (`list_wire::image_key`, kept with the
+        // record).
         let mut specs: Vec<ImageField> = Vec::new();
         let mut items = Vec::new();
         let order = self
             .node
             .map_containers(filter, |c| {
-                let known = specs.iter().position(|s| s.is_for(c));
+                let key = list_wire::image_key(c);
+                let known = specs.iter().position(|s| s.key == key);
                 let i = known.unwrap_or_else(|| {
                     specs.push(ImageField::new(c, images));
                     specs.len() - 1
@@ -82,12 +83,10 @@ impl CriRuntimeService {
     }
 }
 
-/// The encoded `Container.image` of the containers with the same image
-/// id, asked-for reference and `ImageSpec`.
+/// The encoded `Container.image` of the containers with the same
+/// `list_wire::image_key`.
 struct ImageField {
-    image_id: String,
-    image_ref: String,
-    spec: Option<cri::ImageSpec>,
+    key: u64,
     encoded: Vec<u8>,
 }
 
@@ -95,15 +94,9 @@ impl ImageField {
     fn new(c: &ContainerRecord, images: &ImageStore) -> Self {
         let name = images.reported_name(&c.image_id, &c.asked_image());
         ImageField {
-            image_id: c.image_id.clone(),
-            image_ref: c.image_ref.clone(),
-            spec: c.config.image.clone(),
+            key: list_wire::image_key(c),
             encoded: list_wire::image_spec(c, &name),
         }
-    }
-
-    fn is_for(&self, c: &ContainerRecord) -> bool {
-        self.image_id == c.image_id && self.image_ref == c.image_ref && self.spec == c.config.image
     }
 }
 

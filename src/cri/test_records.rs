@@ -72,5 +72,6 @@ pub(super) fn container(id: &str, state: ContainerState, image: cri::ImageSpec) 
         additional_gids: Vec::new(),
         decision: None,
         list_entry: Default::default(),
+        image_key: Default::default(),
     }
 }

@@ -97,6 +97,7 @@ impl Node {
             additional_gids: Vec::new(),
             decision: None,
             list_entry: Default::default(),
+            image_key: Default::default(),
             config,
         };
         match self.set_up_container(&pod, &image, &mut record).await {

@@ -154,8 +154,8 @@ fn sample_with(cgroup: &Path, freshness: Freshness, seen: &mut Vec<PathBuf>) -> 
     u
 }
 
-/// Reads `cgroups` again off the call, for the next list call; one such
-/// read at a time.
+/// Reads `cgroups` again off the call, for the next list call, on the
+/// low-priority background thread; one such read at a time.
 fn refresh_kept(cgroups: Vec<PathBuf>) {
     use std::sync::atomic::Ordering;
     if cgroups.is_empty() || REFRESHING.swap(true, Ordering::AcqRel) {
@@ -168,9 +168,9 @@ fn refresh_kept(cgroups: Vec<PathBuf>) {
         }
         REFRESHING.store(false, Ordering::Release);
     };
-    match tokio::runtime::Handle::try_current() {
-        Ok(h) => drop(h.spawn_blocking(refresh)),
-        Err(_) => refresh(),
+    // No thread to be had: read them here (no lock is held).
+    if let Err(refresh) = crate::util::background::submit(refresh) {
+        refresh();
     }
 }
 

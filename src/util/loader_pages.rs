@@ -1,5 +1,6 @@
-//! The executable's relocation tables, given back once the process has
-//! started.
+//! The executable's read-only pages, given back when the process no
+//! longer needs them mapped: the relocation tables once it has started,
+//! and the code and constants a burst of work faulted in once it is idle.
 //!
 //! capcri is a PIE linked without packed relative relocations (build.rs:
 //! it must start on glibc 2.34), so at every exec the dynamic loader reads
@@ -10,6 +11,15 @@
 //! `MADV_DONTNEED` unmaps them; a read of them would fault them in again
 //! from the file, so nothing can break, and the page cache keeps or drops
 //! them like any other clean page.
+//!
+//! The same holds for the whole of the executable's read-only segments
+//! (`.text`, `.rodata`, `.eh_frame`; never the writable one, whose
+//! relocated pages are the process's own). A pull or a round of pod
+//! creations faults in code the idle daemon never runs again: `.text`
+//! resident went from 6.2 MiB after start to 8.7 MiB after the pod-cycle
+//! bench. [`release_read_only_segments`] unmaps them once the node is
+//! quiet; the next call maps what it runs again from the page cache
+//! (minor faults, no read from disk while the pages stay cached).
 
 use std::ffi::{c_int, c_void};
 use std::ops::Range;
@@ -41,6 +51,25 @@ pub fn release_relocation_tables() -> usize {
     unsafe {
         libc::dl_iterate_phdr(Some(executable_spans), (&raw mut spans).cast::<c_void>());
     }
+    release(spans)
+}
+
+/// Unmaps the whole pages of every read-only PT_LOAD segment of the
+/// executable (its code and constants); returns the bytes given back.
+/// Pages the process runs or reads again are mapped again on access.
+pub fn release_read_only_segments() -> usize {
+    let mut spans: Vec<Range<usize>> = Vec::new();
+    // SAFETY: the callback only reads the loader's program headers and
+    // writes to `spans`, which outlives the call.
+    unsafe {
+        libc::dl_iterate_phdr(Some(read_only_spans), (&raw mut spans).cast::<c_void>());
+    }
+    release(spans)
+}
+
+/// Unmaps the whole pages of each span; each lies in a read-only,
+/// file-backed PT_LOAD segment of the executable.
+fn release(spans: Vec<Range<usize>>) -> usize {
     // SAFETY: sysconf has no failure mode for _SC_PAGESIZE on Linux.
     let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
     let mut released = 0;
@@ -49,8 +78,9 @@ pub fn release_relocation_tables() -> usize {
             continue;
         };
         // SAFETY: `pages` lies inside a read-only, file-backed PT_LOAD
-        // segment of the executable (checked in `table_spans`): dropping
-        // its pages loses nothing, a later access reads the file again.
+        // segment of the executable (checked by the span's maker):
+        // dropping its pages loses nothing, a later access reads the file
+        // (or the page cache) again.
         let rc =
             unsafe { libc::madvise(pages.start as *mut c_void, pages.len(), libc::MADV_DONTNEED) };
         if rc == 0 {
@@ -58,6 +88,61 @@ pub fn release_relocation_tables() -> usize {
         }
     }
     released
+}
+
+/// `dl_iterate_phdr` callback: the read-only segments of the first
+/// object, the executable; stops there.
+unsafe extern "C" fn read_only_spans(
+    info: *mut libc::dl_phdr_info,
+    _size: usize,
+    data: *mut c_void,
+) -> c_int {
+    // SAFETY: `data` is the Vec passed by `release_read_only_segments`;
+    // `info` is valid for this call (glibc).
+    let (spans, info) = unsafe { (&mut *data.cast::<Vec<Range<usize>>>(), &*info) };
+    // SAFETY: as above.
+    if let Some((_, segments)) = unsafe { program_headers(info) } {
+        *spans = segment_spans(info.dlpi_addr as usize, &segments);
+    }
+    1
+}
+
+/// The object's program headers, as they are and as [`Segment`]s.
+///
+/// # Safety
+/// `info` must come from `dl_iterate_phdr`, within its callback.
+unsafe fn program_headers(
+    info: &libc::dl_phdr_info,
+) -> Option<(&[libc::Elf64_Phdr], Vec<Segment>)> {
+    if info.dlpi_phdr.is_null() {
+        return None;
+    }
+    // SAFETY: glibc hands out `dlpi_phnum` headers at `dlpi_phdr`.
+    let phdrs = unsafe { std::slice::from_raw_parts(info.dlpi_phdr, usize::from(info.dlpi_phnum)) };
+    let segments = phdrs
+        .iter()
+        .map(|p| Segment {
+            kind: p.p_type,
+            flags: p.p_flags,
+            vaddr: p.p_vaddr as usize,
+            filesz: p.p_filesz as usize,
+        })
+        .collect();
+    Some((phdrs, segments))
+}
+
+/// The file-backed bytes of each read-only PT_LOAD segment, as address
+/// ranges. A writable segment is never among them: its relocated pages
+/// (and `.data`, `.bss`) exist only in this process.
+pub fn segment_spans(base: usize, segments: &[Segment]) -> Vec<Range<usize>> {
+    segments
+        .iter()
+        .filter(|s| s.kind == libc::PT_LOAD && s.flags & libc::PF_W == 0 && s.filesz > 0)
+        .filter_map(|s| {
+            let start = base.checked_add(s.vaddr)?;
+            Some(start..start.checked_add(s.filesz)?)
+        })
+        .collect()
 }
 
 /// `dl_iterate_phdr` callback: the spans of the first object, the
@@ -70,20 +155,10 @@ unsafe extern "C" fn executable_spans(
     // SAFETY: `data` is the Vec passed by `release_relocation_tables`;
     // `info` and its program headers are valid for this call (glibc).
     let (spans, info) = unsafe { (&mut *data.cast::<Vec<Range<usize>>>(), &*info) };
-    if info.dlpi_phdr.is_null() {
+    // SAFETY: as above.
+    let Some((phdrs, segments)) = (unsafe { program_headers(info) }) else {
         return 1;
-    }
-    // SAFETY: glibc hands out `dlpi_phnum` headers at `dlpi_phdr`.
-    let phdrs = unsafe { std::slice::from_raw_parts(info.dlpi_phdr, usize::from(info.dlpi_phnum)) };
-    let segments: Vec<Segment> = phdrs
-        .iter()
-        .map(|p| Segment {
-            kind: p.p_type,
-            flags: p.p_flags,
-            vaddr: p.p_vaddr as usize,
-            filesz: p.p_filesz as usize,
-        })
-        .collect();
+    };
     let base = info.dlpi_addr as usize;
     let Some(dynamic) = phdrs.iter().find(|p| p.p_type == libc::PT_DYNAMIC) else {
         return 1;
@@ -226,6 +301,47 @@ mod tests {
         assert_eq!(whole_pages(&(0x1000..0x3000), 0x1000), Some(0x1000..0x3000));
         assert_eq!(whole_pages(&(0x1100..0x1f00), 0x1000), None);
         assert_eq!(whole_pages(&(0x1100..0x2f00), 0x1000), None);
+    }
+
+    #[test]
+    fn only_read_only_loaded_segments_are_spans() {
+        let mut segs = segments();
+        segs.push(Segment {
+            kind: libc::PT_GNU_RELRO,
+            flags: libc::PF_R,
+            vaddr: 0x115_0000,
+            filesz: 0x8000,
+        });
+        segs.push(Segment {
+            kind: libc::PT_LOAD,
+            flags: libc::PF_R,
+            vaddr: 0x200_0000,
+            filesz: 0,
+        });
+        assert_eq!(
+            segment_spans(BASE, &segs),
+            vec![BASE..BASE + 0x60_0000, BASE + 0x61_0000..BASE + 0x111_0000]
+        );
+        let overflowing = [Segment {
+            kind: libc::PT_LOAD,
+            flags: libc::PF_R,
+            vaddr: usize::MAX - 0x1000,
+            filesz: 0x2000,
+        }];
+        assert!(segment_spans(BASE, &overflowing).is_empty());
+    }
+
+    #[test]
+    fn this_test_binary_gives_its_code_back_and_runs_on() {
+        // Its code, constants and tables are read-only file pages.
+        let released = release_read_only_segments();
+        assert!(released > 0, "the code segment is many pages");
+        assert_eq!(released % 4096, 0);
+        // The code it runs and the constants it reads come back.
+        let words: Vec<String> = ["forty", "two"].iter().map(|w| w.to_uppercase()).collect();
+        assert_eq!(words.join(" "), "FORTY TWO");
+        assert_eq!(format!("{}", 6 * 7), "42");
+        assert!(release_read_only_segments() > 0);
     }
 
     #[test]

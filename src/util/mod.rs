@@ -3,6 +3,7 @@
 //! (`cargo test --test layering` checks it with the rest of the graph), so
 //! any module, in the daemon or in a pod monitor, may use it.
 
+pub mod background;
 pub mod cgroup_paths;
 pub mod cgroupfs;
 pub mod fs;

@@ -717,6 +717,32 @@ async fn run_exec_paths(
 
 /// Daemon and per-pod memory at 0 pods and at each of `s.pods_for_rss`
 /// running pods (one running container each); the pods are removed after.
+/// Rounds of kubelet's periodic calls before the daemon's memory is read
+/// again (the "relist" row).
+const RELIST_ROUNDS: u32 = 5;
+
+/// What kubelet sends an idle node, once a second for `rounds` seconds:
+/// its relist (pods, containers) and its stats calls (every 10 s in
+/// kubelet; here every round).
+async fn relist_for(t: &Target, rounds: u32) -> Result<(), tonic::Status> {
+    use k8s_cri::v1 as cri;
+    let mut rt = t.runtime();
+    let mut images = t.images();
+    for _ in 0..rounds {
+        rt.list_pod_sandbox(cri::ListPodSandboxRequest { filter: None })
+            .await?;
+        rt.list_containers(cri::ListContainersRequest { filter: None })
+            .await?;
+        rt.list_pod_sandbox_stats(cri::ListPodSandboxStatsRequest { filter: None })
+            .await?;
+        rt.list_container_stats(cri::ListContainerStatsRequest { filter: None })
+            .await?;
+        images.image_fs_info(cri::ImageFsInfoRequest {}).await?;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    Ok(())
+}
+
 async fn measure_memory(
     r: &mut Runner,
     daemon_pid: i32,
@@ -727,6 +753,7 @@ async fn measure_memory(
     let mut running: Vec<String> = Vec::new();
     let mut steps = Vec::new();
     let mut result = Ok(());
+    let mut relisting = procfs::Memory::default();
     for &target_pods in std::iter::once(&0).chain(&s.pods_for_rss) {
         while running.len() < target_pods {
             let n = conc.min(target_pods - running.len());
@@ -763,6 +790,20 @@ async fn measure_memory(
             helpers: procfs::children_memory(daemon_pid, procfs::is_monitor_template),
             per_pod: procfs::per_pod_memory(&r.per_pod),
         });
+        if target_pods == 0 {
+            match relist_for(&r.target, RELIST_ROUNDS).await {
+                Ok(()) => relisting = procfs::process_memory(daemon_pid).unwrap_or_default(),
+                Err(status) => {
+                    result = Err(BenchError::Rpc {
+                        runtime: r.target.name,
+                        op: "relist",
+                        object: "runtime".into(),
+                        status,
+                    });
+                    break;
+                }
+            }
+        }
     }
     let target = Arc::new(r.target.clone());
     for chunk in running.chunks(conc) {
@@ -784,6 +825,7 @@ async fn measure_memory(
             RuntimeKind::Containerd => "containerd-shim-runc-v2 (one per pod)".into(),
         },
         daemon_at_start: r.memory_at_start,
+        daemon_relisting: relisting,
         per_extra_pod_rss_kib: report::per_extra_pod(&steps, false),
         per_extra_pod_pss_kib: report::per_extra_pod(&steps, true),
         steps,

@@ -55,6 +55,10 @@ pub struct MemoryReport {
     /// What the per-pod processes are for this runtime.
     pub per_pod_processes: String,
     pub daemon_at_start: Memory,
+    /// The daemon with no pods after the rounds, once it has answered
+    /// kubelet's periodic calls for a few seconds (the code those calls
+    /// run is mapped again after an idle daemon unmapped it).
+    pub daemon_relisting: Memory,
     pub steps: Vec<MemoryStep>,
     /// (daemon + helpers + per-pod processes) growth per pod between the
     /// first and the last step with pods, by RSS and by PSS. The helpers
@@ -207,7 +211,21 @@ pub fn render(r: &Report) -> String {
             "-",
             "-"
         );
-        for s in &m.steps {
+        for (k, s) in m.steps.iter().enumerate() {
+            if k == 1 {
+                let _ = writeln!(
+                    o,
+                    "{:<11} {:>5} {:>11} {:>11} {:>15} {:>6} {:>11} {:>11}",
+                    rt.name,
+                    "relist",
+                    mib(m.daemon_relisting.rss_kib),
+                    mib(m.daemon_relisting.pss_kib),
+                    "-",
+                    "-",
+                    "-",
+                    "-"
+                );
+            }
             let _ = writeln!(
                 o,
                 "{:<11} {:>5} {:>11} {:>11} {:>15} {:>6} {:>11} {:>11}",

@@ -255,8 +255,10 @@ pub fn render(r: &ScaleReport) -> String {
     let _ = writeln!(o, "command: {}", r.command.join(" "));
     let _ = writeln!(
         o,
-        "{} samples per call and size, runtimes interleaved per sample; container image {}",
-        r.samples, r.container_image
+        "{} samples per call and size, in a run per call and runtime (runtimes in turn, after a {} ms pause); container image {}",
+        r.samples,
+        SETTLE.as_millis(),
+        r.container_image
     );
     for rt in &r.runtimes {
         let _ = writeln!(o, "{}: {}", rt.name, rt.version);
@@ -419,10 +421,33 @@ pub struct ScaleSettings {
     pub concurrency: usize,
 }
 
+/// The pause before each run of samples.
+const SETTLE: Duration = Duration::from_millis(500);
+
+/// The order the runtimes take for the `n`-th call: alternating, so
+/// neither always goes first.
+fn turns(runtimes: usize, n: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..runtimes).collect();
+    if n % 2 == 1 {
+        order.reverse();
+    }
+    order
+}
+
 /// Holds each size of pods running on every runtime in turn, samples the
-/// steady calls (runtimes interleaved per sample, so drift of the shared
-/// machine hits both), records memory, and removes every pod at the end;
-/// the caller's cleanup removes them after an error.
+/// steady calls, records memory, and removes every pod at the end; the
+/// caller's cleanup removes them after an error.
+///
+/// Each call is sampled in a run of its own per runtime, the runtimes in
+/// turn (the first one alternating from call to call), after a pause.
+/// Samples interleaved per runtime made one runtime's calls follow the
+/// other's: capcri's relists came right after containerd's stats calls
+/// (0.3-0.6 s of its CPU each at 250 pods, and its garbage collector
+/// after them), and a tenth of them waited 2-12 ms for a core on the 2-core
+/// machine; a node has one runtime. A run of one call also keeps each
+/// call's own aftermath (the stats calls' background refresh) out of the
+/// other calls' figures, as kubelet's periods do (relists every second,
+/// stats every ten).
 pub async fn run(
     ws: &mut Workspace,
     s: &Settings,
@@ -453,10 +478,15 @@ pub async fn run(
         // and containerd's stats collector (1 s period) see every pod.
         tokio::time::sleep(Duration::from_secs(3)).await;
         eprintln!("capcri-bench: sampling at {pods} pods");
-        for k in 0..sc.samples {
-            for (i, r) in runners.iter().enumerate() {
-                let (pod, ctr) = &running[i][k % running[i].len()];
-                for op in ScaleOp::ALL {
+        for (n, op) in ScaleOp::ALL.into_iter().enumerate() {
+            for i in turns(runners.len(), n) {
+                let r = &runners[i];
+                // The other runtime's last calls (containerd's stats calls
+                // take half a second of its CPU, and its garbage collector
+                // runs after them) are over before this run starts.
+                tokio::time::sleep(SETTLE).await;
+                for k in 0..sc.samples {
+                    let (pod, ctr) = &running[i][k % running[i].len()];
                     let d = time_call(&r.target, op, pod, ctr).await?;
                     samples[i].add(op, d);
                 }
@@ -516,7 +546,7 @@ pub async fn run(
         ratios,
         notes: vec![
             "percentiles by nearest rank".into(),
-            "each sample sends the six calls in the table's order, unfiltered lists, status of the pods and containers in turn, verbose false".into(),
+            "the calls in the table's order, unfiltered lists, status of the pods and containers in turn, verbose false".into(),
             "pods: one container each (sh waiting on sleep), a PID namespace per container as kubelet asks by default, the runtime's own CNI bridge".into(),
             "per-pod processes: capcri's monitors, containerd's shims; containerd's pause processes and the containers themselves are not counted".into(),
         ],
@@ -639,6 +669,14 @@ async fn time_call(t: &Target, op: ScaleOp, pod: &str, ctr: &str) -> Result<Dura
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn runtimes_take_turns_going_first() {
+        assert_eq!(turns(2, 0), vec![0, 1]);
+        assert_eq!(turns(2, 1), vec![1, 0]);
+        assert_eq!(turns(2, 2), vec![0, 1]);
+        assert_eq!(turns(1, 1), vec![0]);
+    }
 
     fn step(pods: usize, ms: f64, pss: u64) -> ScaleStep {
         let s = Summary {
