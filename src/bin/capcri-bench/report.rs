@@ -199,32 +199,25 @@ pub fn render(r: &Report) -> String {
     );
     for rt in &r.runtimes {
         let Some(m) = &rt.memory else { continue };
-        let _ = writeln!(
-            o,
-            "{:<11} {:>5} {:>11} {:>11} {:>15} {:>6} {:>11} {:>11}",
-            rt.name,
-            "start",
-            mib(m.daemon_at_start.rss_kib),
-            mib(m.daemon_at_start.pss_kib),
-            "-",
-            "-",
-            "-",
-            "-"
-        );
+        // A row of the daemon alone: no helpers, no pods.
+        let daemon_row = |o: &mut String, label: &str, d: &Memory| {
+            let _ = writeln!(
+                o,
+                "{:<11} {:>5} {:>11} {:>11} {:>15} {:>6} {:>11} {:>11}",
+                rt.name,
+                label,
+                mib(d.rss_kib),
+                mib(d.pss_kib),
+                "-",
+                "-",
+                "-",
+                "-"
+            );
+        };
+        daemon_row(&mut o, "start", &m.daemon_at_start);
         for (k, s) in m.steps.iter().enumerate() {
             if k == 1 {
-                let _ = writeln!(
-                    o,
-                    "{:<11} {:>5} {:>11} {:>11} {:>15} {:>6} {:>11} {:>11}",
-                    rt.name,
-                    "relist",
-                    mib(m.daemon_relisting.rss_kib),
-                    mib(m.daemon_relisting.pss_kib),
-                    "-",
-                    "-",
-                    "-",
-                    "-"
-                );
+                daemon_row(&mut o, "relist", &m.daemon_relisting);
             }
             let _ = writeln!(
                 o,
