@@ -44,27 +44,14 @@ pub struct Segment {
 /// `.rela.plt`); returns the bytes given back. Call once the process has
 /// started (the loader is done with them before `main`).
 pub fn release_relocation_tables() -> usize {
-    let mut spans: Vec<Range<usize>> = Vec::new();
-    // SAFETY: the callback only reads the loader's program headers and
-    // the executable's mapped dynamic section, within their stated sizes,
-    // and writes to `spans`, which outlives the call.
-    unsafe {
-        libc::dl_iterate_phdr(Some(executable_spans), (&raw mut spans).cast::<c_void>());
-    }
-    release(spans)
+    executable().map_or(0, |x| release(table_spans(x.base, &x.segments, &x.dynamic)))
 }
 
 /// Unmaps the whole pages of every read-only PT_LOAD segment of the
 /// executable (its code and constants); returns the bytes given back.
 /// Pages the process runs or reads again are mapped again on access.
 pub fn release_read_only_segments() -> usize {
-    let mut spans: Vec<Range<usize>> = Vec::new();
-    // SAFETY: the callback only reads the loader's program headers and
-    // writes to `spans`, which outlives the call.
-    unsafe {
-        libc::dl_iterate_phdr(Some(read_only_spans), (&raw mut spans).cast::<c_void>());
-    }
-    release(spans)
+    executable().map_or(0, |x| release(segment_spans(x.base, &x.segments)))
 }
 
 /// Unmaps the whole pages of each span; each lies in a read-only,
@@ -90,45 +77,69 @@ fn release(spans: Vec<Range<usize>>) -> usize {
     released
 }
 
-/// `dl_iterate_phdr` callback: the read-only segments of the first
-/// object, the executable; stops there.
-unsafe extern "C" fn read_only_spans(
+/// Where the loader put the executable: its load address, its program
+/// headers and its dynamic section's entries (up to `DT_NULL`).
+struct Executable {
+    base: usize,
+    segments: Vec<Segment>,
+    dynamic: Vec<(i64, u64)>,
+}
+
+/// The executable as the loader reports it; `None` if it does not.
+fn executable() -> Option<Executable> {
+    let mut found: Option<Executable> = None;
+    // SAFETY: the callback only reads the loader's program headers and
+    // the executable's mapped dynamic section, within their stated sizes,
+    // and writes to `found`, which outlives the call.
+    unsafe {
+        libc::dl_iterate_phdr(Some(first_object), (&raw mut found).cast::<c_void>());
+    }
+    found
+}
+
+/// `dl_iterate_phdr` callback: reads the first object, the executable,
+/// into the `Option<Executable>` at `data`; stops there.
+unsafe extern "C" fn first_object(
     info: *mut libc::dl_phdr_info,
     _size: usize,
     data: *mut c_void,
 ) -> c_int {
-    // SAFETY: `data` is the Vec passed by `release_read_only_segments`;
-    // `info` is valid for this call (glibc).
-    let (spans, info) = unsafe { (&mut *data.cast::<Vec<Range<usize>>>(), &*info) };
-    // SAFETY: as above.
-    if let Some((_, segments)) = unsafe { program_headers(info) } {
-        *spans = segment_spans(info.dlpi_addr as usize, &segments);
-    }
-    1
-}
-
-/// The object's program headers, as they are and as [`Segment`]s.
-///
-/// # Safety
-/// `info` must come from `dl_iterate_phdr`, within its callback.
-unsafe fn program_headers(
-    info: &libc::dl_phdr_info,
-) -> Option<(&[libc::Elf64_Phdr], Vec<Segment>)> {
+    // SAFETY: `data` is the Option passed by `executable`; `info` and its
+    // program headers are valid for this call (glibc).
+    let (found, info) = unsafe { (&mut *data.cast::<Option<Executable>>(), &*info) };
     if info.dlpi_phdr.is_null() {
-        return None;
+        return 1;
     }
     // SAFETY: glibc hands out `dlpi_phnum` headers at `dlpi_phdr`.
     let phdrs = unsafe { std::slice::from_raw_parts(info.dlpi_phdr, usize::from(info.dlpi_phnum)) };
-    let segments = phdrs
-        .iter()
-        .map(|p| Segment {
-            kind: p.p_type,
-            flags: p.p_flags,
-            vaddr: p.p_vaddr as usize,
-            filesz: p.p_filesz as usize,
-        })
-        .collect();
-    Some((phdrs, segments))
+    let base = info.dlpi_addr as usize;
+    let mut dynamic = Vec::new();
+    if let Some(d) = phdrs.iter().find(|p| p.p_type == libc::PT_DYNAMIC) {
+        let start = base.wrapping_add(d.p_vaddr as usize) as *const [i64; 2];
+        for i in 0..d.p_memsz as usize / 16 {
+            // SAFETY: PT_DYNAMIC is mapped, `p_memsz / 16` pairs of 8-byte
+            // words.
+            let [tag, value] = unsafe { start.add(i).read_unaligned() };
+            if tag == DT_NULL {
+                break;
+            }
+            dynamic.push((tag, value as u64));
+        }
+    }
+    *found = Some(Executable {
+        base,
+        segments: phdrs
+            .iter()
+            .map(|p| Segment {
+                kind: p.p_type,
+                flags: p.p_flags,
+                vaddr: p.p_vaddr as usize,
+                filesz: p.p_filesz as usize,
+            })
+            .collect(),
+        dynamic,
+    });
+    1
 }
 
 /// The file-backed bytes of each read-only PT_LOAD segment, as address
@@ -143,39 +154,6 @@ pub fn segment_spans(base: usize, segments: &[Segment]) -> Vec<Range<usize>> {
             Some(start..start.checked_add(s.filesz)?)
         })
         .collect()
-}
-
-/// `dl_iterate_phdr` callback: the spans of the first object, the
-/// executable; stops there.
-unsafe extern "C" fn executable_spans(
-    info: *mut libc::dl_phdr_info,
-    _size: usize,
-    data: *mut c_void,
-) -> c_int {
-    // SAFETY: `data` is the Vec passed by `release_relocation_tables`;
-    // `info` and its program headers are valid for this call (glibc).
-    let (spans, info) = unsafe { (&mut *data.cast::<Vec<Range<usize>>>(), &*info) };
-    // SAFETY: as above.
-    let Some((phdrs, segments)) = (unsafe { program_headers(info) }) else {
-        return 1;
-    };
-    let base = info.dlpi_addr as usize;
-    let Some(dynamic) = phdrs.iter().find(|p| p.p_type == libc::PT_DYNAMIC) else {
-        return 1;
-    };
-    let entries = dynamic.p_memsz as usize / 16;
-    let start = base.wrapping_add(dynamic.p_vaddr as usize) as *const [i64; 2];
-    let mut tags = Vec::new();
-    for i in 0..entries {
-        // SAFETY: PT_DYNAMIC is mapped, `entries` pairs of 8-byte words.
-        let [tag, value] = unsafe { start.add(i).read_unaligned() };
-        if tag == DT_NULL {
-            break;
-        }
-        tags.push((tag, value as u64));
-    }
-    *spans = table_spans(base, &segments, &tags);
-    1
 }
 
 /// The RELA tables the dynamic section names, as address ranges, each
