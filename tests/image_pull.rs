@@ -213,13 +213,8 @@ async fn whiteouts_through_overlay_and_gc() {
     drop(guard);
 
     // Only the config is stored as a blob: layers stream into the unpacker.
-    let blobs: Vec<String> = fs::read_dir(root.path().join("blobs/sha256"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
     assert_eq!(
-        blobs,
+        names(&root.path().join("blobs/sha256")),
         vec![rec.id.trim_start_matches("sha256:").to_string()],
         "blobs stored"
     );
@@ -369,11 +364,7 @@ async fn tampered_layer_is_a_digest_mismatch(layer_media_type: &str) {
     );
     // Layers stream into the unpacker: no layer blob is ever stored, only
     // the (verified) config.
-    let stored: Vec<String> = fs::read_dir(root.path().join("blobs/sha256"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
+    let stored = names(&root.path().join("blobs/sha256"));
     assert!(
         stored.iter().all(|b| b != &tampered_layer_hex()),
         "{stored:?}"

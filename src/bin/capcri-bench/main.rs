@@ -715,8 +715,6 @@ async fn run_exec_paths(
     Ok(kept)
 }
 
-/// Daemon and per-pod memory at 0 pods and at each of `s.pods_for_rss`
-/// running pods (one running container each); the pods are removed after.
 /// Rounds of kubelet's periodic calls before the daemon's memory is read
 /// again (the "relist" row).
 const RELIST_ROUNDS: u32 = 5;
@@ -743,6 +741,9 @@ async fn relist_for(t: &Target, rounds: u32) -> Result<(), tonic::Status> {
     Ok(())
 }
 
+/// Daemon and per-pod memory at 0 pods (and again after [`relist_for`])
+/// and at each of `s.pods_for_rss` running pods (one running container
+/// each); the pods are removed after.
 async fn measure_memory(
     r: &mut Runner,
     daemon_pid: i32,
