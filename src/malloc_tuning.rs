@@ -59,9 +59,9 @@ static LAST_WORK: Mutex<Option<Instant>> = Mutex::new(None);
 static SCHEDULED: AtomicBool = AtomicBool::new(false);
 
 /// Trims the heap and unmaps the code pages once no more work has been
-/// reported for [`QUIET`]; call
-/// at the end of a CRI call that allocated and freed a lot (pod and
-/// container creation and removal). Needs a tokio runtime; never blocks.
+/// reported for [`QUIET`]; call at the end of a CRI call that allocated
+/// and freed a lot (pod and container creation and removal). Needs a
+/// tokio runtime; never blocks.
 pub fn trim_when_idle() {
     *LAST_WORK.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
     if SCHEDULED.swap(true, Ordering::AcqRel) {

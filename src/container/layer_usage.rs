@@ -79,9 +79,9 @@ fn usage_with(
                 };
                 // One low-priority thread walks the stale layers one after
                 // the other (not a pool thread per layer: 250 at once at
-                // 250 pods, against kubelet's next calls).
-                // No thread to be had: the job takes this lock, so it is
-                // dropped and the next call tries again.
+                // 250 pods, against kubelet's next calls). With no thread
+                // to be had the job is dropped, not run here (it takes
+                // this lock), and the next call tries again.
                 if crate::util::background::submit(refresh).is_err() {
                     e.walking = false;
                 }

@@ -75,6 +75,16 @@ impl BlobVerifier {
         self.received
     }
 
+    /// What is being checked, as errors name it.
+    pub fn object(&self) -> &str {
+        &self.object
+    }
+
+    /// The size the descriptor declared, if it declared one.
+    pub fn expected_size(&self) -> Option<u64> {
+        self.expected_size
+    }
+
     /// The digest of what was received.
     pub fn actual(&self) -> String {
         format!("sha256:{}", hex::encode(self.hasher.clone().finalize()))

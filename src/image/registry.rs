@@ -585,8 +585,6 @@ impl Session {
         Ok(BlobBody {
             stream,
             verifier,
-            size,
-            object: object.to_string(),
             image: self.image.clone(),
             registry: self.endpoint.host.clone(),
             done: false,
@@ -625,8 +623,6 @@ impl Session {
 pub struct BlobBody {
     stream: futures_util::stream::BoxStream<'static, Result<bytes::Bytes, std::io::Error>>,
     verifier: BlobVerifier,
-    size: u64,
-    object: String,
     image: String,
     registry: String,
     done: bool,
@@ -659,17 +655,17 @@ impl BlobBody {
                 // oci-client's own check (a 200 answer) fails at the end of
                 // a tampered blob: report it with capcri's expected/actual
                 // digests.
-                if self.verifier.received() == self.size {
+                let (received, size) = (self.verifier.received(), self.verifier.expected_size());
+                if Some(received) == size {
                     self.verifier.finish()?;
                 }
                 Err(ImageError::Registry {
                     image: self.image.clone(),
                     registry: self.registry.clone(),
                     reason: format!(
-                        "download of {} broke after {} of {} bytes: {e}",
-                        self.object,
-                        self.verifier.received(),
-                        self.size
+                        "download of {} broke after {received} of {} bytes: {e}",
+                        self.verifier.object(),
+                        size.unwrap_or_default()
                     ),
                 })
             }
