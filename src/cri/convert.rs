@@ -161,13 +161,13 @@ fn memory_usage(u: &crate::node::stats::CgroupUsage) -> Option<cri::MemoryUsage>
 }
 
 pub fn container_stats(c: &crate::node::stats::ContainerUsage) -> cri::ContainerStats {
-    let r = &c.record;
+    let r = &c.container;
     cri::ContainerStats {
         attributes: Some(cri::ContainerAttributes {
             id: r.id.clone(),
-            metadata: r.config.metadata.clone(),
-            labels: r.config.labels.clone(),
-            annotations: r.config.annotations.clone(),
+            metadata: r.metadata.clone(),
+            labels: r.labels.clone(),
+            annotations: r.annotations.clone(),
         }),
         cpu: cpu_usage(&c.usage),
         memory: memory_usage(&c.usage),

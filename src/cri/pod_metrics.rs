@@ -189,7 +189,7 @@ fn container_metrics(
     now: i64,
 ) -> cri::ContainerMetrics {
     use cri::MetricType::{Counter, Gauge};
-    let r = &c.record;
+    let r = &c.container;
     let labels = [pod_labels[0], pod_labels[1], r.name(), &r.id, image].map(str::to_string);
     let timestamp = sampled_at(&c.usage, now);
     let mut sink = Sink {
@@ -258,7 +258,7 @@ fn interface_metrics(
 /// `now` is unix nanoseconds.
 pub fn pod_sandbox_metrics(
     p: &PodUsage,
-    image_name: &mut dyn FnMut(&crate::container::ContainerRecord) -> String,
+    image_name: &mut dyn FnMut(&crate::node::stats::StatsSubject) -> String,
     now: i64,
 ) -> cri::PodSandboxMetrics {
     let meta = p.pod.config.metadata.clone().unwrap_or_default();
@@ -286,7 +286,7 @@ pub fn pod_sandbox_metrics(
         container_metrics: p
             .containers
             .iter()
-            .map(|c| container_metrics(c, pod_labels, &image_name(&c.record), now))
+            .map(|c| container_metrics(c, pod_labels, &image_name(&c.container), now))
             .collect(),
     }
 }
@@ -346,7 +346,7 @@ mod tests {
             pod,
             usage: CgroupUsage::default(),
             containers: vec![ContainerUsage {
-                record,
+                container: crate::node::stats::StatsSubject::of(&record),
                 usage: CgroupUsage {
                     timestamp: 7,
                     cpu_ns: Some(3_500_000_000),
@@ -370,6 +370,51 @@ mod tests {
             }),
             process_count: Some(2),
         }
+    }
+
+    /// The stats calls copy a `StatsSubject` instead of the record: it
+    /// must carry every field they report, as the record has it.
+    #[test]
+    fn the_stats_subject_reports_what_the_record_says() {
+        let mut record = test_records::container(
+            "c9",
+            crate::container::ContainerState::Running,
+            cri::ImageSpec {
+                image: "sha256:abc".into(),
+                user_specified_image: "busybox:1".into(),
+                ..Default::default()
+            },
+        );
+        record.pod_id = "p9".into();
+        record.created_at = 11;
+        record.started_at = 12;
+        let subject = crate::node::stats::StatsSubject::of(&record);
+        assert_eq!(subject.asked_image(), record.asked_image());
+        assert_eq!(subject.name(), record.name());
+        assert_eq!(
+            (&subject.pod_id, subject.created_at, subject.started_at),
+            (&record.pod_id, 11, 12)
+        );
+        assert_eq!(subject.image_id, record.image_id);
+        assert_eq!(subject.writable_dir, record.writable_dir);
+        let stats = crate::cri::convert::container_stats(&ContainerUsage {
+            container: subject,
+            usage: CgroupUsage::default(),
+            writable_layer: None,
+            layer_mountpoint: "/var/lib".into(),
+        });
+        assert_eq!(
+            stats.attributes,
+            Some(cri::ContainerAttributes {
+                id: record.id.clone(),
+                metadata: record.config.metadata.clone(),
+                labels: record.config.labels.clone(),
+                annotations: record.config.annotations.clone(),
+            })
+        );
+        let attributes = stats.attributes.unwrap();
+        assert!(!attributes.labels.is_empty() && !attributes.annotations.is_empty());
+        assert!(attributes.metadata.is_some());
     }
 
     #[test]

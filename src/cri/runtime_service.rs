@@ -625,7 +625,7 @@ impl RuntimeService for CriRuntimeService {
             .await;
         let images = self.node.images();
         let now = crate::util::time::now_nanos();
-        let mut image_name = |c: &crate::container::ContainerRecord| {
+        let mut image_name = |c: &crate::node::stats::StatsSubject| {
             images.reported_name(&c.image_id, &c.asked_image())
         };
         let pod_metrics = usage

@@ -763,15 +763,18 @@ impl Node {
     /// The containers whose id and pod id start with the filter's (empty
     /// matches all) and whose labels hold its selector; `None`: all. The
     /// filter of ListContainers and ListContainerStats.
-    pub(crate) fn containers_matching(
+    /// `f` of every container the filter matches, under the table's lock
+    /// (so `f` copies only what its caller needs).
+    pub(crate) fn containers_matching<T>(
         &self,
         filter: Option<(&str, &str, &std::collections::HashMap<String, String>)>,
-    ) -> Vec<ContainerRecord> {
+        f: impl Fn(&ContainerRecord) -> T,
+    ) -> Vec<T> {
         self.containers
             .lock()
             .values()
             .filter(|c| container_matches(c, filter))
-            .cloned()
+            .map(f)
             .collect()
     }
 

@@ -45,9 +45,59 @@ pub struct CgroupUsage {
     pub memory: Option<MemoryUsage>,
 }
 
+/// What the stats calls report of a container besides its figures: its
+/// CRI attributes, its image, and what the figures are found by. Copied
+/// under the table's lock in place of the whole record (command,
+/// environment, mounts, capability decision): at 250 pods those copies
+/// were a sixth of the daemon's CPU in the list stats calls (`perf record
+/// --call-graph dwarf -p <daemon>`, `ContainerRecord::clone`).
+#[derive(Debug, Clone, Default)]
+pub struct StatsSubject {
+    pub id: String,
+    pub pod_id: String,
+    pub created_at: i64,
+    pub started_at: i64,
+    pub metadata: Option<k8s_cri::v1::ContainerMetadata>,
+    pub labels: HashMap<String, String>,
+    pub annotations: HashMap<String, String>,
+    pub image_id: String,
+    /// `ContainerRecord::asked_image`: the image as the user gave it, then
+    /// the reference CreateContainer resolved.
+    pub asked_image: [String; 2],
+    pub writable_dir: PathBuf,
+}
+
+impl StatsSubject {
+    pub fn of(r: &ContainerRecord) -> StatsSubject {
+        StatsSubject {
+            id: r.id.clone(),
+            pod_id: r.pod_id.clone(),
+            created_at: r.created_at,
+            started_at: r.started_at,
+            metadata: r.config.metadata.clone(),
+            labels: r.config.labels.clone(),
+            annotations: r.config.annotations.clone(),
+            image_id: r.image_id.clone(),
+            asked_image: r.asked_image().map(str::to_string),
+            writable_dir: r.writable_dir.clone(),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        self.metadata
+            .as_ref()
+            .map(|m| m.name.as_str())
+            .unwrap_or("")
+    }
+
+    pub fn asked_image(&self) -> [&str; 2] {
+        [&self.asked_image[0], &self.asked_image[1]]
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct ContainerUsage {
-    pub record: ContainerRecord,
+    pub container: StatsSubject,
     pub usage: CgroupUsage,
     pub writable_layer: Option<LayerUsage>,
     /// The filesystem holding the writable layers (CRI `fs_id.mountpoint`).
@@ -154,10 +204,42 @@ fn sample_with(cgroup: &Path, freshness: Freshness, seen: &mut Vec<PathBuf>) -> 
     u
 }
 
+/// Whether a kept sample is worth reading again at `now`: it is older than
+/// `MIN_RATE_WINDOW_NS` (or from the future: the clock was set back), or it
+/// is a group's first sample, which has a CPU counter but no rate yet (read
+/// again at once, so that the next list call has one).
+fn needs_refresh(kept: Option<&CgroupUsage>, now: i64) -> bool {
+    match kept {
+        None => true,
+        Some(u) if u.cpu_ns.is_some() && u.nano_cores.is_none() => true,
+        // A wall clock set back makes the age negative: read again rather
+        // than keep the figures until the clock catches up.
+        Some(u) => {
+            let age = now.saturating_sub(u.timestamp);
+            !(0..MIN_RATE_WINDOW_NS).contains(&age)
+        }
+    }
+}
+
 /// Reads `cgroups` again off the call, for the next list call, on the
-/// low-priority background thread; one such read at a time.
+/// low-priority background thread; one such read at a time, and only of
+/// the groups whose kept sample is stale (`needs_refresh`). Before, every
+/// list stats call started a read of every group: a client asking in a
+/// tight loop (`capcri-bench --scale 250`, 100 calls in a row) kept the
+/// background thread reading 500 cgroups' `memory.stat` without pause,
+/// half of the daemon's CPU, and its allocations contended with the
+/// calls' for the one malloc arena (`perf record -p`: 15% of the daemon's
+/// samples in glibc's arena lock). kubelet, every 10 s, sees no change.
 fn refresh_kept(cgroups: Vec<PathBuf>) {
     use std::sync::atomic::Ordering;
+    let now = now_nanos();
+    let cgroups: Vec<PathBuf> = {
+        let kept = lock(kept_samples());
+        cgroups
+            .into_iter()
+            .filter(|c| needs_refresh(kept.get(c), now))
+            .collect()
+    };
     if cgroups.is_empty() || REFRESHING.swap(true, Ordering::AcqRel) {
         return;
     }
@@ -177,11 +259,14 @@ fn refresh_kept(cgroups: Vec<PathBuf>) {
 /// The containers a pod's stats include: created or running, oldest first.
 fn live_by_pod(
     containers: &HashMap<String, ContainerRecord>,
-) -> HashMap<String, Vec<ContainerRecord>> {
-    let mut by_pod: HashMap<String, Vec<ContainerRecord>> = HashMap::new();
+) -> HashMap<String, Vec<StatsSubject>> {
+    let mut by_pod: HashMap<String, Vec<StatsSubject>> = HashMap::new();
     for c in containers.values() {
         if matches!(c.state, ContainerState::Created | ContainerState::Running) {
-            by_pod.entry(c.pod_id.clone()).or_default().push(c.clone());
+            by_pod
+                .entry(c.pod_id.clone())
+                .or_default()
+                .push(StatsSubject::of(c));
         }
     }
     for list in by_pod.values_mut() {
@@ -194,22 +279,28 @@ impl Node {
     /// The container's cgroup, under its pod's (wherever kubelet or capcri
     /// put it); a container whose pod record is gone is looked for where
     /// capcri's own parent would have put it.
-    fn container_cgroup(&self, record: &ContainerRecord) -> PathBuf {
-        match self.find_pod(&record.pod_id) {
-            Some(pod) => self.container_cgroup_in(&pod, record),
-            None => PathBuf::from(format!(
-                "{}/{}/{}",
-                self.cgroups.default_parent.trim_end_matches('/'),
-                record.pod_id,
-                record.id
-            )),
+    fn container_cgroup(&self, pod_id: &str, id: &str) -> PathBuf {
+        match self.find_pod(pod_id) {
+            Some(pod) => self.container_cgroup_in(&pod, id),
+            None => self.orphan_container_cgroup(pod_id, id),
         }
+    }
+
+    /// Where capcri's own parent would have put a container whose pod
+    /// record is gone.
+    fn orphan_container_cgroup(&self, pod_id: &str, id: &str) -> PathBuf {
+        PathBuf::from(format!(
+            "{}/{}/{}",
+            self.cgroups.default_parent.trim_end_matches('/'),
+            pod_id,
+            id
+        ))
     }
 
     /// `container_cgroup` with the pod at hand: no lookup, so callers that
     /// hold the pod table's lock can use it.
-    fn container_cgroup_in(&self, pod: &PodSandbox, record: &ContainerRecord) -> PathBuf {
-        PathBuf::from(self.pod_cgroup(pod).container_dir(&record.id))
+    fn container_cgroup_in(&self, pod: &PodSandbox, id: &str) -> PathBuf {
+        PathBuf::from(self.pod_cgroup(pod).container_dir(id))
     }
 
     fn pod_cgroup_dir(&self, pod: &PodSandbox) -> PathBuf {
@@ -219,14 +310,15 @@ impl Node {
     /// One container's figures. Blocking (a few cgroup file reads).
     fn container_usage(
         &self,
-        record: ContainerRecord,
+        container: StatsSubject,
+        cgroup: &Path,
         freshness: Freshness,
         seen: &mut Vec<PathBuf>,
     ) -> ContainerUsage {
-        let usage = sample_with(&self.container_cgroup(&record), freshness, seen);
-        let writable_layer = layer_usage::usage(&record.writable_dir.join("upper"));
+        let usage = sample_with(cgroup, freshness, seen);
+        let writable_layer = layer_usage::usage(&container.writable_dir.join("upper"));
         ContainerUsage {
-            record,
+            container,
             usage,
             writable_layer,
             layer_mountpoint: self.config.writable_layers_dir(),
@@ -237,7 +329,7 @@ impl Node {
     fn pod_usages(
         &self,
         pods: Vec<PodSandbox>,
-        mut by_pod: HashMap<String, Vec<ContainerRecord>>,
+        mut by_pod: HashMap<String, Vec<StatsSubject>>,
         freshness: Freshness,
         seen: &mut Vec<PathBuf>,
     ) -> Vec<PodUsage> {
@@ -261,7 +353,10 @@ impl Node {
                     .remove(&pod.id)
                     .unwrap_or_default()
                     .into_iter()
-                    .map(|r| self.container_usage(r, freshness, seen))
+                    .map(|c| {
+                        let cgroup = self.container_cgroup_in(&pod, &c.id);
+                        self.container_usage(c, &cgroup, freshness, seen)
+                    })
                     .collect();
                 PodUsage {
                     pod,
@@ -275,18 +370,33 @@ impl Node {
     }
 
     /// Drops the kept CPU samples and layer figures of pods and containers
-    /// that are gone, so the maps stay the size of the node.
+    /// that are gone, so the maps stay the size of the node. At most once
+    /// per `MIN_RATE_WINDOW_NS`: it rebuilds every live group's path (a
+    /// tenth of the daemon's CPU in back-to-back list stats calls at 250
+    /// pods), and what it drops is a few entries a second at most.
     fn forget_removed(&self) {
+        use std::sync::atomic::{AtomicI64, Ordering};
+        static LAST: AtomicI64 = AtomicI64::new(i64::MIN);
+        let now = now_nanos();
+        let last = LAST.load(Ordering::Acquire);
+        if (0..MIN_RATE_WINDOW_NS).contains(&now.saturating_sub(last))
+            || LAST
+                .compare_exchange(last, now, Ordering::AcqRel, Ordering::Acquire)
+                .is_err()
+        {
+            return;
+        }
         let (cgroups, uppers): (HashSet<PathBuf>, HashSet<PathBuf>) = {
             let containers = self.containers.lock();
             let pods = self.pods.lock();
-            let cgroups =
-                pods.values()
-                    .map(|p| self.pod_cgroup_dir(p))
-                    .chain(containers.values().filter_map(|c| {
-                        pods.get(&c.pod_id).map(|p| self.container_cgroup_in(p, c))
-                    }))
-                    .collect();
+            let cgroups = pods
+                .values()
+                .map(|p| self.pod_cgroup_dir(p))
+                .chain(containers.values().filter_map(|c| {
+                    pods.get(&c.pod_id)
+                        .map(|p| self.container_cgroup_in(p, &c.id))
+                }))
+                .collect();
             let uppers = containers
                 .values()
                 .map(|c| c.writable_dir.join("upper"))
@@ -299,9 +409,10 @@ impl Node {
     }
 
     pub async fn container_stats(&self, id: &str) -> Result<ContainerUsage, NodeError> {
-        let record = self.container(id)?;
+        let record = StatsSubject::of(&self.container(id)?);
+        let cgroup = self.container_cgroup(&record.pod_id, &record.id);
         Ok(crate::util::task::blocking(|| {
-            self.container_usage(record, Freshness::Now, &mut Vec::new())
+            self.container_usage(record, &cgroup, Freshness::Now, &mut Vec::new())
         }))
     }
 
@@ -311,14 +422,29 @@ impl Node {
         &self,
         filter: Option<&ContainerStatsFilter>,
     ) -> Vec<ContainerUsage> {
-        let mut records = self
-            .containers_matching(filter.map(|f| (&*f.id, &*f.pod_sandbox_id, &f.label_selector)));
+        let mut records = self.containers_matching(
+            filter.map(|f| (&*f.id, &*f.pod_sandbox_id, &f.label_selector)),
+            StatsSubject::of,
+        );
         records.sort_by_key(|c| c.created_at);
+        // Each container's cgroup under one hold of the pod table, rather
+        // than a copy of its pod per container (`container_cgroup`).
+        let cgroups: Vec<PathBuf> = {
+            let pods = self.pods.lock();
+            records
+                .iter()
+                .map(|c| match pods.get(&c.pod_id) {
+                    Some(pod) => self.container_cgroup_in(pod, &c.id),
+                    None => self.orphan_container_cgroup(&c.pod_id, &c.id),
+                })
+                .collect()
+        };
         crate::util::task::blocking(|| {
             let mut seen = Vec::new();
             let out = records
                 .into_iter()
-                .map(|r| self.container_usage(r, Freshness::Kept, &mut seen))
+                .zip(&cgroups)
+                .map(|(c, cgroup)| self.container_usage(c, cgroup, Freshness::Kept, &mut seen))
                 .collect();
             if filter.is_none() {
                 self.forget_removed();
@@ -370,6 +496,35 @@ impl Node {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_stale_or_rateless_samples_are_read_again() {
+        let now = 10 * MIN_RATE_WINDOW_NS;
+        let kept = |age: i64, cpu: Option<u64>, rate: Option<u64>| CgroupUsage {
+            timestamp: now - age,
+            cpu_ns: cpu,
+            nano_cores: rate,
+            memory: None,
+        };
+        // Never read, or read a window ago or more: read again.
+        assert!(needs_refresh(None, now));
+        assert!(needs_refresh(
+            Some(&kept(MIN_RATE_WINDOW_NS, Some(5), Some(1))),
+            now
+        ));
+        // Read moments ago with a rate: kept as it is.
+        assert!(!needs_refresh(Some(&kept(1_000, Some(5), Some(1))), now));
+        assert!(!needs_refresh(
+            Some(&kept(MIN_RATE_WINDOW_NS - 1, Some(5), Some(0))),
+            now
+        ));
+        // A first sample has a counter but no rate: read again at once.
+        assert!(needs_refresh(Some(&kept(1_000, Some(5), None)), now));
+        // A group with no counter (gone, unreadable) waits like any other.
+        assert!(!needs_refresh(Some(&kept(1_000, None, None)), now));
+        // A clock set back: read again, not kept until it catches up.
+        assert!(needs_refresh(Some(&kept(-1_000, Some(5), Some(1))), now));
+    }
 
     #[test]
     fn nano_cores_from_two_samples() {
