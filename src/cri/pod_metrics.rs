@@ -359,6 +359,7 @@ mod tests {
                         major_page_faults: 0,
                         available_bytes: None,
                     }),
+                    processes: Some(1),
                 },
                 writable_layer: None,
                 layer_mountpoint: "/var/lib".into(),

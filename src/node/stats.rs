@@ -43,6 +43,10 @@ pub struct CgroupUsage {
     /// of a core; `None` on the first sample (kubelet tolerates that).
     pub nano_cores: Option<u64>,
     pub memory: Option<MemoryUsage>,
+    /// Tasks in the group and below (`pids.current`), read with the rest:
+    /// ListPodSandboxStats reports it per pod, and reading it inside the
+    /// call was a file read per pod per call.
+    pub processes: Option<u64>,
 }
 
 /// What the stats calls report of a container besides its figures: its
@@ -164,6 +168,7 @@ fn sample(cgroups_path: &Path) -> CgroupUsage {
         cpu_ns,
         nano_cores: nano,
         memory: group.memory(),
+        processes: group.pids_current(),
     }
 }
 
@@ -343,7 +348,7 @@ impl Node {
             .map(|pod| {
                 let cgroup = self.pod_cgroup_dir(&pod);
                 let usage = sample_with(&cgroup, freshness, seen);
-                let process_count = CgroupPath::new(&cgroup).pids_current();
+                let process_count = usage.processes;
                 let network = if pod.host_network() {
                     None
                 } else {
@@ -505,6 +510,7 @@ mod tests {
             cpu_ns: cpu,
             nano_cores: rate,
             memory: None,
+            processes: None,
         };
         // Never read, or read a window ago or more: read again.
         assert!(needs_refresh(None, now));
