@@ -760,11 +760,10 @@ impl Node {
             .collect()
     }
 
-    /// The containers whose id and pod id start with the filter's (empty
-    /// matches all) and whose labels hold its selector; `None`: all. The
-    /// filter of ListContainers and ListContainerStats.
-    /// `f` of every container the filter matches, under the table's lock
-    /// (so `f` copies only what its caller needs).
+    /// `f` of each container whose id and pod id start with the filter's
+    /// (empty matches all) and whose labels hold its selector (`None`:
+    /// all), ListContainerStats's filter. `f` runs under the table's lock,
+    /// so it copies only what its caller needs.
     pub(crate) fn containers_matching<T>(
         &self,
         filter: Option<(&str, &str, &std::collections::HashMap<String, String>)>,
