@@ -378,7 +378,8 @@ impl Node {
     /// that are gone, so the maps stay the size of the node. At most once
     /// per `MIN_RATE_WINDOW_NS`: it rebuilds every live group's path (a
     /// tenth of the daemon's CPU in back-to-back list stats calls at 250
-    /// pods), and what it drops is a few entries a second at most.
+    /// pods), and in between the maps only keep the groups removed in the
+    /// last second.
     fn forget_removed(&self) {
         use std::sync::atomic::{AtomicI64, Ordering};
         static LAST: AtomicI64 = AtomicI64::new(i64::MIN);
