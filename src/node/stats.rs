@@ -209,6 +209,13 @@ fn sample_with(cgroup: &Path, freshness: Freshness, seen: &mut Vec<PathBuf>) -> 
     u
 }
 
+/// Whether something done at `at` is less than `MIN_RATE_WINDOW_NS` before
+/// `now`. A wall clock set back makes the age negative: that counts as
+/// not recent, so nothing waits for the clock to catch up.
+fn within_window(at: i64, now: i64) -> bool {
+    (0..MIN_RATE_WINDOW_NS).contains(&now.saturating_sub(at))
+}
+
 /// Whether a kept sample is worth reading again at `now`: it is older than
 /// `MIN_RATE_WINDOW_NS` (or from the future: the clock was set back), or it
 /// is a group's first sample, which has a CPU counter but no rate yet (read
@@ -217,12 +224,7 @@ fn needs_refresh(kept: Option<&CgroupUsage>, now: i64) -> bool {
     match kept {
         None => true,
         Some(u) if u.cpu_ns.is_some() && u.nano_cores.is_none() => true,
-        // A wall clock set back makes the age negative: read again rather
-        // than keep the figures until the clock catches up.
-        Some(u) => {
-            let age = now.saturating_sub(u.timestamp);
-            !(0..MIN_RATE_WINDOW_NS).contains(&age)
-        }
+        Some(u) => !within_window(u.timestamp, now),
     }
 }
 
@@ -285,21 +287,22 @@ impl Node {
     /// put it); a container whose pod record is gone is looked for where
     /// capcri's own parent would have put it.
     fn container_cgroup(&self, pod_id: &str, id: &str) -> PathBuf {
-        match self.find_pod(pod_id) {
-            Some(pod) => self.container_cgroup_in(&pod, id),
-            None => self.orphan_container_cgroup(pod_id, id),
-        }
+        self.container_cgroup_of(self.find_pod(pod_id).as_ref(), pod_id, id)
     }
 
-    /// Where capcri's own parent would have put a container whose pod
-    /// record is gone.
-    fn orphan_container_cgroup(&self, pod_id: &str, id: &str) -> PathBuf {
-        PathBuf::from(format!(
-            "{}/{}/{}",
-            self.cgroups.default_parent.trim_end_matches('/'),
-            pod_id,
-            id
-        ))
+    /// `container_cgroup` with the pod already looked up (`None`: its
+    /// record is gone), for callers that look many up under one hold of
+    /// the pod table.
+    fn container_cgroup_of(&self, pod: Option<&PodSandbox>, pod_id: &str, id: &str) -> PathBuf {
+        match pod {
+            Some(pod) => self.container_cgroup_in(pod, id),
+            None => PathBuf::from(format!(
+                "{}/{}/{}",
+                self.cgroups.default_parent.trim_end_matches('/'),
+                pod_id,
+                id
+            )),
+        }
     }
 
     /// `container_cgroup` with the pod at hand: no lookup, so callers that
@@ -385,7 +388,7 @@ impl Node {
         static LAST: AtomicI64 = AtomicI64::new(i64::MIN);
         let now = now_nanos();
         let last = LAST.load(Ordering::Acquire);
-        if (0..MIN_RATE_WINDOW_NS).contains(&now.saturating_sub(last))
+        if within_window(last, now)
             || LAST
                 .compare_exchange(last, now, Ordering::AcqRel, Ordering::Acquire)
                 .is_err()
@@ -439,10 +442,7 @@ impl Node {
             let pods = self.pods.lock();
             records
                 .iter()
-                .map(|c| match pods.get(&c.pod_id) {
-                    Some(pod) => self.container_cgroup_in(pod, &c.id),
-                    None => self.orphan_container_cgroup(&c.pod_id, &c.id),
-                })
+                .map(|c| self.container_cgroup_of(pods.get(&c.pod_id), &c.pod_id, &c.id))
                 .collect()
         };
         crate::util::task::blocking(|| {
