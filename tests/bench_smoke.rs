@@ -167,6 +167,8 @@ fn scale_bench_times_every_steady_call_at_each_size() {
             "3",
             "--scale-concurrency",
             "2",
+            "--scale-cycles",
+            "2",
         ],
     );
     assert_eq!(report["sizes"], serde_json::json!([1, 2]));
@@ -189,7 +191,26 @@ fn scale_bench_times_every_steady_call_at_each_size() {
                 "{call} at {pods}"
             );
         }
-        // One monitor per running pod, and the daemon measured.
+        // One more pod's life at this size, every call of it timed.
+        assert!(
+            table.contains(&format!("one more pod at {pods} pods")),
+            "{table}"
+        );
+        for call in [
+            "RunPodSandbox",
+            "CreateContainer",
+            "StartContainer",
+            "RemoveContainer",
+            "RemovePodSandbox",
+        ] {
+            assert_eq!(
+                step["cycle"][call]["count"].as_u64(),
+                Some(2),
+                "{call} cycles at {pods}"
+            );
+        }
+        // One monitor per running pod (measured before the cycles), and the
+        // daemon measured.
         assert_eq!(step["per_pod"]["processes"].as_u64(), Some(pods));
         assert!(step["daemon"]["rss_kib"].as_u64() > Some(0));
     }

@@ -103,6 +103,10 @@ pub struct BenchArgs {
     /// Pods started at once while growing to a --scale size
     #[arg(long, default_value_t = 4)]
     pub scale_concurrency: usize,
+    /// Whole pod cycles timed one at a time at each --scale size, with the
+    /// size's pods running (0: none)
+    #[arg(long, default_value_t = 10)]
+    pub scale_cycles: usize,
     /// Pull mode instead of pod cycles: generate a large image (5 layers,
     /// incompressible and compressible data, gzip and zstd), push it to
     /// --registry and time cold pulls with the daemon's peak RSS
@@ -287,6 +291,7 @@ impl Settings {
                 sizes,
                 samples: a.scale_samples,
                 concurrency: a.scale_concurrency,
+                cycles: a.scale_cycles,
             })
         } else if a.pull {
             if a.pull_mib < 5 || a.pull_iterations == 0 {

@@ -66,6 +66,10 @@ pub struct ScaleStep {
     /// Pod to running (RunPodSandbox sent until ContainerStatus says
     /// RUNNING) of the pods started to reach this size.
     pub pod_to_running: Option<Summary>,
+    /// Each call of a whole pod's life ([`CYCLE_OPS`]), pods started one
+    /// at a time with this size's pods running: what a node at this size
+    /// pays to start and remove one more pod.
+    pub cycle: BTreeMap<&'static str, Option<Summary>>,
     pub daemon: Memory,
     /// Per-daemon helpers (capcri's monitor template).
     pub helpers: Memory,
@@ -104,12 +108,42 @@ pub struct Growth {
     pub exponent: BTreeMap<&'static str, Option<f64>>,
 }
 
+/// The calls of one pod's life timed by `--scale-cycles`, in order.
+pub const CYCLE_OPS: [Op; 9] = [
+    Op::RunPodSandbox,
+    Op::CreateContainer,
+    Op::StartContainer,
+    Op::PodToRunning,
+    Op::ExecSync,
+    Op::StopContainer,
+    Op::RemoveContainer,
+    Op::StopPodSandbox,
+    Op::RemovePodSandbox,
+];
+
+/// Summaries of [`CYCLE_OPS`] from a pod cycle's timings.
+pub fn cycle_summaries(timed: &[(Op, Duration)]) -> BTreeMap<&'static str, Option<Summary>> {
+    CYCLE_OPS
+        .iter()
+        .map(|&op| {
+            let v: Vec<Duration> = timed
+                .iter()
+                .filter(|(o, _)| *o == op)
+                .map(|&(_, d)| d)
+                .collect();
+            (op.name(), summarize(&v))
+        })
+        .collect()
+}
+
 /// containerd over capcri at one size (above 1: capcri is faster).
 #[derive(Debug, Clone, Serialize)]
 pub struct ScaleRatio {
     pub pods: usize,
     pub median: BTreeMap<&'static str, Option<f64>>,
     pub p99: BTreeMap<&'static str, Option<f64>>,
+    /// Medians of the pod-cycle calls ([`CYCLE_OPS`]).
+    pub cycle_median: BTreeMap<&'static str, Option<f64>>,
     /// PSS of all runtime processes, containerd over capcri.
     pub total_pss: Option<f64>,
 }
@@ -225,10 +259,23 @@ pub fn ratios(capcri: &ScaleRuntime, containerd: &ScaleRuntime) -> Vec<ScaleRati
                     })
                     .collect()
             };
+            let cycle_median = CYCLE_OPS
+                .iter()
+                .map(|op| {
+                    let r = match (a.cycle.get(op.name()), b.cycle.get(op.name())) {
+                        (Some(Some(x)), Some(Some(y))) if x.median_ms > 0.0 => {
+                            Some(y.median_ms / x.median_ms)
+                        }
+                        _ => None,
+                    };
+                    (op.name(), r)
+                })
+                .collect();
             Some(ScaleRatio {
                 pods: a.pods,
                 median: of(|s| s.median_ms),
                 p99: of(|s| s.p99_ms),
+                cycle_median,
                 total_pss: (a.total_pss_kib() > 0)
                     .then(|| b.total_pss_kib() as f64 / a.total_pss_kib() as f64),
             })
@@ -317,6 +364,7 @@ pub fn render(r: &ScaleReport) -> String {
             }
         }
         let _ = writeln!(o, "{line}");
+        render_cycle(&mut o, r, pods, ratio);
     }
     let _ = writeln!(
         o,
@@ -402,6 +450,50 @@ pub fn render(r: &ScaleReport) -> String {
     o
 }
 
+/// One pod's life at one size: each call's median and p99 per runtime,
+/// and containerd over capcri of the medians; nothing when no cycle ran.
+fn render_cycle(o: &mut String, r: &ScaleReport, pods: usize, ratio: Option<&ScaleRatio>) {
+    fn at(rt: &ScaleRuntime, pods: usize) -> Option<&ScaleStep> {
+        rt.steps.iter().find(|s| s.pods == pods)
+    }
+    let ran = r
+        .runtimes
+        .iter()
+        .filter_map(|rt| at(rt, pods))
+        .any(|s| s.cycle.values().any(Option::is_some));
+    if !ran {
+        return;
+    }
+    let _ = writeln!(
+        o,
+        "one more pod at {pods} pods, one at a time (median p99{})",
+        if ratio.is_some() {
+            ", containerd/capcri of the medians"
+        } else {
+            ""
+        }
+    );
+    for op in CYCLE_OPS {
+        let mut line = format!("{:<20}", op.name());
+        for rt in &r.runtimes {
+            match at(rt, pods).and_then(|s| s.cycle.get(op.name()).copied().flatten()) {
+                Some(s) => {
+                    let _ = write!(line, " | {:>8.2} {:>8.2}", s.median_ms, s.p99_ms);
+                }
+                None => line.push_str(" |        -        -"),
+            }
+        }
+        if let Some(x) = ratio {
+            let _ = write!(
+                line,
+                " | {:>8}x",
+                opt(x.cycle_median.get(op.name()).copied().flatten(), 2)
+            );
+        }
+        let _ = writeln!(o, "{line}");
+    }
+}
+
 /// Memory of the runtime now: daemon, helpers, per-pod processes.
 pub fn memory_now(daemon_pid: i32, per_pod: &procfs::PerPodProcess) -> (Memory, Memory, Memory) {
     (
@@ -419,6 +511,8 @@ pub struct ScaleSettings {
     pub samples: usize,
     /// Pods started at once while growing to a size.
     pub concurrency: usize,
+    /// Whole pod cycles timed one at a time at each size.
+    pub cycles: usize,
 }
 
 /// The other runtimes' daemons, stopped (`SIGSTOP`) while one runtime's
@@ -529,13 +623,32 @@ pub async fn run(
                 }
             }
         }
-        for (i, r) in runners.iter_mut().enumerate() {
-            let (daemon, helpers, per_pod) =
-                memory_now(ws.daemons[r.daemon_index].pid(), &r.per_pod);
+        let memory: Vec<_> = runners
+            .iter()
+            .map(|r| memory_now(ws.daemons[r.daemon_index].pid(), &r.per_pod))
+            .collect();
+        // One more pod's life, after the memory: its processes come and go.
+        let mut cycles = vec![Vec::new(); runners.len()];
+        if sc.cycles > 0 {
+            eprintln!("capcri-bench: pod cycles at {pods} pods");
+        }
+        for k in 0..sc.cycles {
+            for i in turns(runners.len(), k) {
+                let _others =
+                    Paused::all_but(runners.iter().map(|o| ws.daemons[o.daemon_index].pid()), i);
+                let name = runners[i].next_name("cycle");
+                runners[i]
+                    .target
+                    .pod_cycle(&name, &image, &mut cycles[i], None)
+                    .await?;
+            }
+        }
+        for (i, (daemon, helpers, per_pod)) in memory.into_iter().enumerate() {
             steps[i].push(ScaleStep {
                 pods,
                 ops: samples[i].summaries(),
                 pod_to_running: summarize(&samples[i].pod_to_running),
+                cycle: cycle_summaries(&cycles[i]),
                 daemon,
                 helpers,
                 per_pod,
@@ -727,6 +840,7 @@ mod tests {
             pods,
             ops: ScaleOp::ALL.iter().map(|o| (o.name(), Some(s))).collect(),
             pod_to_running: Some(s),
+            cycle: CYCLE_OPS.iter().map(|o| (o.name(), Some(s))).collect(),
             daemon: Memory {
                 processes: 1,
                 rss_kib: 10_000,
@@ -777,6 +891,24 @@ mod tests {
     }
 
     #[test]
+    fn cycle_summaries_per_call() {
+        let ms = Duration::from_millis;
+        let timed = [
+            (Op::CreateContainer, ms(4)),
+            (Op::RunPodSandbox, ms(10)),
+            (Op::CreateContainer, ms(2)),
+            (Op::PullImage, ms(99)),
+        ];
+        let s = cycle_summaries(&timed);
+        assert_eq!(s.len(), CYCLE_OPS.len());
+        let create = s["CreateContainer"].expect("create timed");
+        assert_eq!(create.count, 2);
+        assert_eq!(s["RunPodSandbox"].expect("run").count, 1);
+        assert_eq!(s["StartContainer"], None);
+        assert!(!s.contains_key("PullImage"));
+    }
+
+    #[test]
     fn memory_per_extra_pod() {
         let v = pss_per_extra_pod(&[step(10, 1.0, 5_000), step(100, 1.0, 50_000)]);
         assert_eq!(v, vec![(10, 100, 500.0)]);
@@ -815,6 +947,14 @@ mod tests {
         }
         assert!(t.contains("10.0x"), "{t}");
         assert!(t.contains("10 -> 100 pods"), "{t}");
+        // One more pod's life at each size, with its ratio (20 / 2 ms).
+        assert!(t.contains("one more pod at 100 pods"), "{t}");
+        assert_eq!(report.ratios[1].cycle_median["CreateContainer"], Some(10.0));
+        assert!(
+            t.lines()
+                .any(|l| l.starts_with("CreateContainer") && l.contains("10.00x")),
+            "{t}"
+        );
         let json = serde_json::to_value(&report).expect("JSON");
         assert_eq!(json["runtimes"][0]["steps"][1]["pods"], 100);
         assert_eq!(
