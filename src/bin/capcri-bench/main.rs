@@ -410,6 +410,9 @@ pub fn host() -> Host {
             .unwrap_or_default()
             .trim()
             .to_string(),
+        cgroup_v1_unmounted: report::unmounted_v1_controllers(
+            &std::fs::read_to_string("/proc/cgroups").unwrap_or_default(),
+        ),
     }
 }
 

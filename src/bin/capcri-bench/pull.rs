@@ -589,6 +589,9 @@ pub fn render(r: &PullReport) -> String {
         "capcri bench --pull, {} on {} CPUs, Linux {}",
         r.date, r.host.cpus, r.host.kernel
     );
+    if let Some(n) = r.host.note() {
+        let _ = writeln!(o, "{n}");
+    }
     let _ = writeln!(o, "command: {}", r.command.join(" "));
     let _ = writeln!(
         o,

@@ -27,6 +27,55 @@ pub struct Report {
 pub struct Host {
     pub cpus: usize,
     pub kernel: String,
+    /// cgroup v1 controllers the kernel has enabled but no hierarchy
+    /// mounts, on a node that uses v1 ([`unmounted_v1_controllers`]).
+    pub cgroup_v1_unmounted: Vec<String>,
+}
+
+impl Host {
+    /// The host facts that change the figures, one line, or nothing.
+    ///
+    /// libcontainer's cgroup library (libcgroups 0.7, v1) looks each of
+    /// its 12 controllers up in /proc/self/mountinfo and stops at the
+    /// first cgroup mount that matches: for a controller no hierarchy
+    /// mounts, it reads the whole file, once per container create (in
+    /// libcontainer's intermediate process) and once per remove. Those
+    /// calls then grow with the node's mounts (about five per pod), which
+    /// a node whose init mounts every controller (systemd does) does not
+    /// see.
+    pub fn note(&self) -> Option<String> {
+        (!self.cgroup_v1_unmounted.is_empty()).then(|| {
+            format!(
+                "host: cgroup v1 controllers enabled but not mounted: {} (libcontainer's cgroup library reads all of /proc/self/mountinfo for each, in every container create and remove)",
+                self.cgroup_v1_unmounted.join(", ")
+            )
+        })
+    }
+}
+
+/// The controllers of `/proc/cgroups` (`subsys_name hierarchy num_cgroups
+/// enabled`) that are enabled but in no hierarchy, when some other one is
+/// in a v1 hierarchy (hierarchy id above 0). On a cgroup-v2-only node
+/// every controller shows hierarchy 0: none is listed.
+pub fn unmounted_v1_controllers(proc_cgroups: &str) -> Vec<String> {
+    let rows: Vec<(&str, u32, bool)> = proc_cgroups
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let name = f.next()?;
+            let hierarchy = f.next()?.parse().ok()?;
+            let enabled = f.nth(1)? == "1";
+            Some((name, hierarchy, enabled))
+        })
+        .collect();
+    if !rows.iter().any(|&(_, h, _)| h > 0) {
+        return Vec::new();
+    }
+    rows.into_iter()
+        .filter(|&(_, h, enabled)| h == 0 && enabled)
+        .map(|(name, _, _)| name.to_string())
+        .collect()
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -138,6 +187,9 @@ pub fn render(r: &Report) -> String {
         "capcri bench, {} on {} CPUs, Linux {}",
         r.date, r.host.cpus, r.host.kernel
     );
+    if let Some(n) = r.host.note() {
+        let _ = writeln!(o, "{n}");
+    }
     let _ = writeln!(o, "command: {}", r.command.join(" "));
     let _ = writeln!(
         o,
@@ -254,6 +306,40 @@ mod tests {
     use crate::stats::Samples;
     use std::time::Duration;
 
+    #[test]
+    fn unmounted_v1_controllers_of_proc_cgroups() {
+        // This lab machine: a hybrid layout without four hierarchies.
+        let hybrid = "#subsys_name\thierarchy\tnum_cgroups\tenabled
+cpuset\t3\t1\t1
+cpu\t1\t1\t1
+memory\t4\t2312\t1
+net_cls\t0\t1\t1
+perf_event\t0\t1\t1
+rdma\t0\t1\t0
+hugetlb\t0\t1\t1
+pids\t8\t1\t1
+";
+        assert_eq!(
+            unmounted_v1_controllers(hybrid),
+            vec!["net_cls", "perf_event", "hugetlb"]
+        );
+        // cgroup v2 only: every controller in hierarchy 0, none listed.
+        let unified = "#subsys_name hierarchy num_cgroups enabled
+cpu 0 80 1
+memory 0 80 1
+";
+        assert!(unmounted_v1_controllers(unified).is_empty());
+        // Unreadable or malformed: nothing claimed.
+        assert!(unmounted_v1_controllers("").is_empty());
+        assert!(unmounted_v1_controllers("cpu x 1 1\nmemory 2").is_empty());
+        let quiet = Host {
+            cpus: 2,
+            kernel: "6.1".into(),
+            cgroup_v1_unmounted: Vec::new(),
+        };
+        assert_eq!(quiet.note(), None);
+    }
+
     fn phase(c: usize, ms: u64) -> Phase {
         let mut s = Samples::default();
         for op in Op::ALL {
@@ -324,6 +410,7 @@ mod tests {
             host: Host {
                 cpus: 2,
                 kernel: "6.1".into(),
+                cgroup_v1_unmounted: vec!["hugetlb".into()],
             },
             command: vec!["capcri".into(), "bench".into()],
             registry: "127.0.0.1:5000".into(),
@@ -353,6 +440,10 @@ mod tests {
             assert!(t.contains(op.name()), "{op:?} missing in\n{t}");
         }
         assert!(t.contains("4.00x"), "{t}");
+        assert!(
+            t.contains("controllers enabled but not mounted: hugetlb ("),
+            "{t}"
+        );
         let json = serde_json::to_value(&report).expect("serializable");
         assert_eq!(
             json["runtimes"][0]["phases"][0]["ops"]["ExecSync"]["count"],

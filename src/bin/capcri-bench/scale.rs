@@ -299,6 +299,9 @@ pub fn render(r: &ScaleReport) -> String {
         "capcri bench --scale, {} on {} CPUs, Linux {}",
         r.date, r.host.cpus, r.host.kernel
     );
+    if let Some(n) = r.host.note() {
+        let _ = writeln!(o, "{n}");
+    }
     let _ = writeln!(o, "command: {}", r.command.join(" "));
     let _ = writeln!(
         o,
@@ -931,6 +934,7 @@ mod tests {
             host: super::super::report::Host {
                 cpus: 2,
                 kernel: "6.1".into(),
+                cgroup_v1_unmounted: Vec::new(),
             },
             command: vec!["capcri-bench".into(), "--scale".into(), "10,100".into()],
             registry: "r:1".into(),
