@@ -7,7 +7,8 @@
 #
 # Modes besides the pod cycles (see capcri-bench --help):
 #   --scale 10,100,250   kubelet's steady calls (lists, stats, status) and
-#                        memory with that many pods held running
+#                        memory with that many pods held running, and one
+#                        more pod's whole life at each size (--scale-cycles)
 #   --pull               a generated 1 GiB image (--pull-mib) pulled cold
 # --containerd-bin PATH takes a containerd 2.x built from its tag (with
 # containerd-shim-runc-v2 and runc beside it; the bench writes containerd 2's
