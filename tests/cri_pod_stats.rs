@@ -149,6 +149,38 @@ async fn pod_stats_report_network_and_processes() {
             >= 2
     );
 
+    // Later calls read the namespace through the view the first one kept:
+    // traffic sent since shows.
+    let before = eth0.tx_bytes.as_ref().unwrap().value;
+    exec(
+        &d,
+        &ctr,
+        &["ping", "-c", "1", "-W", "1", &format!("10.243.{n}.1")],
+    )
+    .await;
+    common::wait_for(
+        "eth0's transmitted bytes to grow",
+        Duration::from_secs(10),
+        || {
+            let d = &d;
+            let pod = pod.clone();
+            async move {
+                let s = d
+                    .runtime()
+                    .await
+                    .pod_sandbox_stats(cri::PodSandboxStatsRequest {
+                        pod_sandbox_id: pod,
+                    })
+                    .await
+                    .ok()?
+                    .into_inner();
+                let tx = s.stats?.linux?.network?.default_interface?.tx_bytes?.value;
+                (tx > before).then_some(())
+            }
+        },
+    )
+    .await;
+
     // The same figures as cAdvisor-named metrics (kubelet's
     // /metrics/cadvisor with PodAndContainerStatsFromCRI): every metric
     // has a descriptor with as many label keys as it has label values.
@@ -225,6 +257,17 @@ async fn pod_stats_report_network_and_processes() {
     let metrics = pod_metrics(&d).await;
     assert!(metrics.iter().all(|m| m.pod_sandbox_id != pod));
     stop_and_remove_pod(&d, &pod).await;
+    // The removed pod's namespace is not held open by the daemon's kept
+    // view of it (an open `net/dev` keeps its namespace alive).
+    let daemon = d.pid().expect("daemon pid");
+    let views: Vec<String> = std::fs::read_dir(format!("/proc/{daemon}/fd"))
+        .expect("daemon fds")
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .map(|l| l.display().to_string())
+        .filter(|l| l.ends_with("/net/dev"))
+        .collect();
+    assert!(views.is_empty(), "net/dev views left open: {views:?}");
 
     // A host-network pod's traffic is the node's: no pod network stats.
     let config = with_pod_namespaces(

@@ -329,6 +329,8 @@ impl Node {
         if let Err(e) = crate::host::unpin_namespaces(pod_dir) {
             warn!(pod.id = %pod_id, error = %e, "unpinning namespaces failed");
         }
+        // The stats calls' open view of the namespace holds it too.
+        crate::container::pod_network::forget(&pinned_namespace_path(pod_dir, NamespaceKind::Net));
         unmount_if_mounted(&pod_dir.join("shm"));
         let own = crate::util::cgroup_paths::PodCgroup::resolve(
             self.cgroups.driver,

@@ -24,7 +24,7 @@ use k8s_cri::v1::{ContainerStatsFilter, PodSandboxStatsFilter};
 
 use crate::container::layer_usage;
 pub use crate::container::layer_usage::LayerUsage;
-use crate::container::pod_network::{NetworkUsage, read_namespaces};
+use crate::container::pod_network::{self, NetworkUsage, read_namespaces};
 use crate::container::{ContainerRecord, ContainerState};
 use crate::host::{CgroupPath, MemoryUsage, pinned_namespace_path};
 use crate::monitor_api::NamespaceKind;
@@ -377,8 +377,9 @@ impl Node {
             .collect()
     }
 
-    /// Drops the kept CPU samples and layer figures of pods and containers
-    /// that are gone, so the maps stay the size of the node. At most once
+    /// Drops the kept CPU samples, layer figures and open network views of
+    /// pods and containers that are gone, so the maps stay the size of the
+    /// node. At most once
     /// per `MIN_RATE_WINDOW_NS`: it rebuilds every live group's path (a
     /// tenth of the daemon's CPU in back-to-back list stats calls at 250
     /// pods), and in between the maps only keep the groups removed in the
@@ -395,9 +396,14 @@ impl Node {
         {
             return;
         }
-        let (cgroups, uppers): (HashSet<PathBuf>, HashSet<PathBuf>) = {
+        let (cgroups, uppers, pins): (HashSet<PathBuf>, HashSet<PathBuf>, HashSet<PathBuf>) = {
             let containers = self.containers.lock();
             let pods = self.pods.lock();
+            let pins = pods
+                .values()
+                .filter(|p| !p.host_network())
+                .map(|p| pinned_namespace_path(&p.pod_dir, NamespaceKind::Net))
+                .collect();
             let cgroups = pods
                 .values()
                 .map(|p| self.pod_cgroup_dir(p))
@@ -410,11 +416,12 @@ impl Node {
                 .values()
                 .map(|c| c.writable_dir.join("upper"))
                 .collect();
-            (cgroups, uppers)
+            (cgroups, uppers, pins)
         };
         lock(cpu_samples()).retain(|k, _| cgroups.contains(k));
         lock(kept_samples()).retain(|k, _| cgroups.contains(k));
         layer_usage::retain(&uppers);
+        pod_network::retain(&pins);
     }
 
     pub async fn container_stats(&self, id: &str) -> Result<ContainerUsage, NodeError> {
