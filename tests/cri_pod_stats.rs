@@ -17,6 +17,20 @@ use k8s_cri::v1 as cri;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+/// PodSandboxStats of `pod`, its Linux part (None when absent).
+async fn linux_pod_stats(d: &TestDaemon, pod: &str) -> Option<cri::LinuxPodSandboxStats> {
+    d.runtime()
+        .await
+        .pod_sandbox_stats(cri::PodSandboxStatsRequest {
+            pod_sandbox_id: pod.to_string(),
+        })
+        .await
+        .expect("PodSandboxStats")
+        .into_inner()
+        .stats?
+        .linux
+}
+
 /// Removes the test's bridge even when the test fails.
 struct Bridge(String);
 impl Drop for Bridge {
@@ -70,26 +84,10 @@ async fn pod_stats_report_network_and_processes() {
     let stats = common::wait_for(
         "pod stats with two processes",
         Duration::from_secs(10),
-        || {
-            let d = &d;
-            let pod = pod.clone();
-            async move {
-                let s = d
-                    .runtime()
-                    .await
-                    .pod_sandbox_stats(cri::PodSandboxStatsRequest {
-                        pod_sandbox_id: pod,
-                    })
-                    .await
-                    .expect("PodSandboxStats")
-                    .into_inner()
-                    .stats
-                    .expect("stats")
-                    .linux
-                    .expect("linux stats");
-                let procs = s.process.as_ref()?.process_count.as_ref()?.value;
-                (procs >= 2).then_some(s)
-            }
+        || async {
+            let s = linux_pod_stats(&d, &pod).await.expect("linux stats");
+            let procs = s.process.as_ref()?.process_count.as_ref()?.value;
+            (procs >= 2).then_some(s)
         },
     )
     .await;
@@ -161,22 +159,10 @@ async fn pod_stats_report_network_and_processes() {
     common::wait_for(
         "eth0's transmitted bytes to grow",
         Duration::from_secs(10),
-        || {
-            let d = &d;
-            let pod = pod.clone();
-            async move {
-                let s = d
-                    .runtime()
-                    .await
-                    .pod_sandbox_stats(cri::PodSandboxStatsRequest {
-                        pod_sandbox_id: pod,
-                    })
-                    .await
-                    .ok()?
-                    .into_inner();
-                let tx = s.stats?.linux?.network?.default_interface?.tx_bytes?.value;
-                (tx > before).then_some(())
-            }
+        || async {
+            let s = linux_pod_stats(&d, &pod).await?;
+            let tx = s.network?.default_interface?.tx_bytes?.value;
+            (tx > before).then_some(())
         },
     )
     .await;

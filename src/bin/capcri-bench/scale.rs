@@ -330,17 +330,8 @@ pub fn render(r: &ScaleReport) -> String {
         for op in ScaleOp::ALL {
             let mut line = format!("{:<20}", op.name());
             for rt in &r.runtimes {
-                let s = rt
-                    .steps
-                    .iter()
-                    .find(|s| s.pods == pods)
-                    .and_then(|s| s.ops.get(op.name()).copied().flatten());
-                match s {
-                    Some(s) => {
-                        let _ = write!(line, " | {:>8.2} {:>8.2}", s.median_ms, s.p99_ms);
-                    }
-                    None => line.push_str(" |        -        -"),
-                }
+                let s = step_at(rt, pods).and_then(|s| s.ops.get(op.name()).copied().flatten());
+                summary_cells(&mut line, s);
             }
             if let Some(x) = ratio {
                 let _ = write!(
@@ -354,17 +345,7 @@ pub fn render(r: &ScaleReport) -> String {
         }
         let mut line = format!("{:<20}", "pod-to-running");
         for rt in &r.runtimes {
-            let s = rt
-                .steps
-                .iter()
-                .find(|s| s.pods == pods)
-                .and_then(|s| s.pod_to_running);
-            match s {
-                Some(s) => {
-                    let _ = write!(line, " | {:>8.2} {:>8.2}", s.median_ms, s.p99_ms);
-                }
-                None => line.push_str(" |        -        -"),
-            }
+            summary_cells(&mut line, step_at(rt, pods).and_then(|s| s.pod_to_running));
         }
         let _ = writeln!(o, "{line}");
         render_cycle(&mut o, r, pods, ratio);
@@ -453,16 +434,28 @@ pub fn render(r: &ScaleReport) -> String {
     o
 }
 
+/// The runtime's figures at one size.
+fn step_at(rt: &ScaleRuntime, pods: usize) -> Option<&ScaleStep> {
+    rt.steps.iter().find(|s| s.pods == pods)
+}
+
+/// One runtime's cells of a table row: median and p99, or dashes.
+fn summary_cells(line: &mut String, s: Option<Summary>) {
+    match s {
+        Some(s) => {
+            let _ = write!(line, " | {:>8.2} {:>8.2}", s.median_ms, s.p99_ms);
+        }
+        None => line.push_str(" |        -        -"),
+    }
+}
+
 /// One pod's life at one size: each call's median and p99 per runtime,
 /// and containerd over capcri of the medians; nothing when no cycle ran.
 fn render_cycle(o: &mut String, r: &ScaleReport, pods: usize, ratio: Option<&ScaleRatio>) {
-    fn at(rt: &ScaleRuntime, pods: usize) -> Option<&ScaleStep> {
-        rt.steps.iter().find(|s| s.pods == pods)
-    }
     let ran = r
         .runtimes
         .iter()
-        .filter_map(|rt| at(rt, pods))
+        .filter_map(|rt| step_at(rt, pods))
         .any(|s| s.cycle.values().any(Option::is_some));
     if !ran {
         return;
@@ -479,12 +472,8 @@ fn render_cycle(o: &mut String, r: &ScaleReport, pods: usize, ratio: Option<&Sca
     for op in CYCLE_OPS {
         let mut line = format!("{:<20}", op.name());
         for rt in &r.runtimes {
-            match at(rt, pods).and_then(|s| s.cycle.get(op.name()).copied().flatten()) {
-                Some(s) => {
-                    let _ = write!(line, " | {:>8.2} {:>8.2}", s.median_ms, s.p99_ms);
-                }
-                None => line.push_str(" |        -        -"),
-            }
+            let s = step_at(rt, pods).and_then(|s| s.cycle.get(op.name()).copied().flatten());
+            summary_cells(&mut line, s);
         }
         if let Some(x) = ratio {
             let _ = write!(
