@@ -10,8 +10,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::pipe;
 
-use crate::host::pinned_namespace_path;
-use crate::monitor_api::{ExecStdio, NamespaceKind};
+use crate::monitor_api::ExecStdio;
 use crate::node::{Node, NodeError};
 use crate::stream::{StreamBackend, StreamIo, TerminalSize};
 
@@ -237,8 +236,7 @@ impl StreamBackend for NodeStreams {
         mut stream: tokio::io::DuplexStream,
     ) -> Result<(), String> {
         let pod = self.node.ready_pod(pod_id).map_err(|e| e.to_string())?;
-        let netns =
-            (!pod.host_network()).then(|| pinned_namespace_path(&pod.pod_dir, NamespaceKind::Net));
+        let netns = pod.network_pin();
         let (tx, rx) = tokio::sync::oneshot::channel();
         // setns changes the calling thread only, and a socket stays in the
         // namespace it was created in: a thread of its own makes the

@@ -26,8 +26,7 @@ use crate::container::layer_usage;
 pub use crate::container::layer_usage::LayerUsage;
 use crate::container::pod_network::{self, NetworkUsage, read_namespaces};
 use crate::container::{ContainerRecord, ContainerState};
-use crate::host::{CgroupPath, MemoryUsage, pinned_namespace_path};
-use crate::monitor_api::NamespaceKind;
+use crate::host::{CgroupPath, MemoryUsage};
 use crate::node::{Node, NodeError, labels_match};
 use crate::pod::PodSandbox;
 use crate::util::sync::lock;
@@ -341,11 +340,7 @@ impl Node {
         freshness: Freshness,
         seen: &mut Vec<PathBuf>,
     ) -> Vec<PodUsage> {
-        let pins: Vec<PathBuf> = pods
-            .iter()
-            .filter(|p| !p.host_network())
-            .map(|p| pinned_namespace_path(&p.pod_dir, NamespaceKind::Net))
-            .collect();
+        let pins: Vec<PathBuf> = pods.iter().filter_map(PodSandbox::network_pin).collect();
         let mut networks = read_namespaces(pins).into_iter();
         pods.into_iter()
             .map(|pod| {
@@ -399,11 +394,7 @@ impl Node {
         let (cgroups, uppers, pins): (HashSet<PathBuf>, HashSet<PathBuf>, HashSet<PathBuf>) = {
             let containers = self.containers.lock();
             let pods = self.pods.lock();
-            let pins = pods
-                .values()
-                .filter(|p| !p.host_network())
-                .map(|p| pinned_namespace_path(&p.pod_dir, NamespaceKind::Net))
-                .collect();
+            let pins = pods.values().filter_map(PodSandbox::network_pin).collect();
             let cgroups = pods
                 .values()
                 .map(|p| self.pod_cgroup_dir(p))

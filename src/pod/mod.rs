@@ -74,6 +74,16 @@ impl PodSandbox {
     pub fn host_network(&self) -> bool {
         self.namespace_mode(|o| o.network) == NamespaceMode::Node
     }
+    /// Where the pod's own network namespace is pinned; None for a
+    /// host-network pod, which has none.
+    pub fn network_pin(&self) -> Option<PathBuf> {
+        (!self.host_network()).then(|| {
+            crate::host::pinned_namespace_path(
+                &self.pod_dir,
+                crate::monitor_api::NamespaceKind::Net,
+            )
+        })
+    }
     pub fn host_ipc(&self) -> bool {
         self.namespace_mode(|o| o.ipc) == NamespaceMode::Node
     }
