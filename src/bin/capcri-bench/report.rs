@@ -2,7 +2,7 @@
 //! from the same data without I/O.
 
 use super::procfs::Memory;
-use super::stats::{Op, Summary};
+use super::stats::{Op, Summary, ratios_by_call};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -146,19 +146,12 @@ pub fn per_extra_pod(steps: &[MemoryStep], pss: bool) -> Option<f64> {
 
 /// containerd/capcri ratios of medians for one concurrency.
 pub fn ratios(capcri: &Phase, containerd: &Phase) -> RatioPhase {
-    let containerd_over_capcri = Op::ALL
-        .iter()
-        .map(|op| {
-            let name = op.name();
-            let r = match (capcri.ops.get(name), containerd.ops.get(name)) {
-                (Some(Some(a)), Some(Some(b))) if a.median_ms > 0.0 => {
-                    Some(b.median_ms / a.median_ms)
-                }
-                _ => None,
-            };
-            (name, r)
-        })
-        .collect();
+    let containerd_over_capcri = ratios_by_call(
+        Op::ALL.iter().map(|op| op.name()),
+        &capcri.ops,
+        &containerd.ops,
+        |s| s.median_ms,
+    );
     RatioPhase {
         concurrency: capcri.concurrency,
         containerd_over_capcri,

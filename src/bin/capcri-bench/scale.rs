@@ -15,7 +15,7 @@
 
 use super::daemons::Workspace;
 use super::procfs::{self, Memory};
-use super::stats::{Op, Summary, summarize};
+use super::stats::{Op, Summary, ratios_by_call, summarize};
 use super::workload::Target;
 use super::{BenchError, Runner, RuntimeKind, Settings, start_runtime};
 use k8s_cri::v1 as cri;
@@ -245,37 +245,24 @@ pub fn ratios(capcri: &ScaleRuntime, containerd: &ScaleRuntime) -> Vec<ScaleRati
         .iter()
         .filter_map(|a| {
             let b = containerd.steps.iter().find(|b| b.pods == a.pods)?;
-            let of = |pick: fn(&Summary) -> f64| {
-                ScaleOp::ALL
-                    .iter()
-                    .map(|op| {
-                        let r = match (a.ops.get(op.name()), b.ops.get(op.name())) {
-                            (Some(Some(x)), Some(Some(y))) if pick(x) > 0.0 => {
-                                Some(pick(y) / pick(x))
-                            }
-                            _ => None,
-                        };
-                        (op.name(), r)
-                    })
-                    .collect()
+            let steady = |pick: fn(&Summary) -> f64| {
+                ratios_by_call(
+                    ScaleOp::ALL.iter().map(|op| op.name()),
+                    &a.ops,
+                    &b.ops,
+                    pick,
+                )
             };
-            let cycle_median = CYCLE_OPS
-                .iter()
-                .map(|op| {
-                    let r = match (a.cycle.get(op.name()), b.cycle.get(op.name())) {
-                        (Some(Some(x)), Some(Some(y))) if x.median_ms > 0.0 => {
-                            Some(y.median_ms / x.median_ms)
-                        }
-                        _ => None,
-                    };
-                    (op.name(), r)
-                })
-                .collect();
             Some(ScaleRatio {
                 pods: a.pods,
-                median: of(|s| s.median_ms),
-                p99: of(|s| s.p99_ms),
-                cycle_median,
+                median: steady(|s| s.median_ms),
+                p99: steady(|s| s.p99_ms),
+                cycle_median: ratios_by_call(
+                    CYCLE_OPS.iter().map(|op| op.name()),
+                    &a.cycle,
+                    &b.cycle,
+                    |s| s.median_ms,
+                ),
                 total_pss: (a.total_pss_kib() > 0)
                     .then(|| b.total_pss_kib() as f64 / a.total_pss_kib() as f64),
             })

@@ -81,6 +81,27 @@ pub struct Summary {
     pub max_ms: f64,
 }
 
+/// Per call named in `names`: containerd's figure over capcri's (`pick`
+/// says which: median, p99), above 1 when capcri is faster; None where
+/// either runtime has no figure or capcri's is zero.
+pub fn ratios_by_call(
+    names: impl IntoIterator<Item = &'static str>,
+    capcri: &BTreeMap<&'static str, Option<Summary>>,
+    containerd: &BTreeMap<&'static str, Option<Summary>>,
+    pick: fn(&Summary) -> f64,
+) -> BTreeMap<&'static str, Option<f64>> {
+    names
+        .into_iter()
+        .map(|name| {
+            let r = match (capcri.get(name), containerd.get(name)) {
+                (Some(Some(a)), Some(Some(b))) if pick(a) > 0.0 => Some(pick(b) / pick(a)),
+                _ => None,
+            };
+            (name, r)
+        })
+        .collect()
+}
+
 /// Nearest-rank percentile of sorted samples; `p` in (0, 100].
 fn nearest_rank(sorted: &[f64], p: f64) -> f64 {
     let n = sorted.len();
@@ -142,6 +163,28 @@ impl Samples {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ratios_need_both_figures_and_a_nonzero_capcri_one() {
+        let s = |median_ms: f64| Summary {
+            count: 1,
+            median_ms,
+            p90_ms: median_ms,
+            p99_ms: median_ms * 3.0,
+            max_ms: median_ms * 3.0,
+        };
+        let capcri = BTreeMap::from([("a", Some(s(2.0))), ("b", Some(s(0.0))), ("c", None)]);
+        let containerd = BTreeMap::from([
+            ("a", Some(s(8.0))),
+            ("b", Some(s(1.0))),
+            ("c", Some(s(1.0))),
+        ]);
+        let r = ratios_by_call(["a", "b", "c", "d"], &capcri, &containerd, |s| s.median_ms);
+        assert_eq!(r["a"], Some(4.0));
+        assert_eq!((r["b"], r["c"], r["d"]), (None, None, None));
+        let p99 = ratios_by_call(["a"], &capcri, &containerd, |s| s.p99_ms);
+        assert_eq!(p99["a"], Some(4.0));
+    }
 
     fn ms(v: &[u64]) -> Vec<Duration> {
         v.iter().map(|&m| Duration::from_millis(m)).collect()
