@@ -80,11 +80,16 @@ pub fn parse_net_dev(text: &str, timestamp: i64) -> NetworkUsage {
         if name.is_empty() || name == "lo" {
             continue;
         }
-        let n: Vec<u64> = counters
-            .split_whitespace()
-            .map_while(|f| f.parse().ok())
-            .collect();
-        if n.len() < 12 {
+        // The first 12 counters, in place: ListPodSandboxStats parses
+        // every pod's lines on every call.
+        let mut n = [0u64; 12];
+        let mut fields = 0;
+        for f in counters.split_ascii_whitespace().take(n.len()) {
+            let Ok(v) = f.parse() else { break };
+            n[fields] = v;
+            fields += 1;
+        }
+        if fields < n.len() {
             continue;
         }
         let iface = InterfaceUsage {

@@ -261,7 +261,7 @@ pub fn pod_sandbox_metrics(
     image_name: &mut dyn FnMut(&crate::node::stats::StatsSubject) -> String,
     now: i64,
 ) -> cri::PodSandboxMetrics {
-    let meta = p.pod.config.metadata.clone().unwrap_or_default();
+    let meta = p.pod.metadata.clone().unwrap_or_default();
     let pod_labels = [meta.name.as_str(), meta.namespace.as_str()];
     let labels = [pod_labels[0], pod_labels[1], "", &p.pod.id, ""].map(str::to_string);
     let mut metrics = Vec::new();
@@ -343,7 +343,7 @@ mod tests {
             tx_errors: 0,
         };
         PodUsage {
-            pod,
+            pod: crate::node::stats::PodStatsSubject::of(&pod, test_records::pod_cgroup(&pod)),
             usage: CgroupUsage::default(),
             containers: vec![ContainerUsage {
                 container: crate::node::stats::StatsSubject::of(&record),
@@ -373,6 +373,39 @@ mod tests {
         }
     }
 
+    /// ListPodSandboxStats copies a `PodStatsSubject` instead of the pod:
+    /// the answer's attributes must be the pod's, and the figures are
+    /// looked for where the pod's cgroup and network namespace are.
+    #[test]
+    fn the_pod_stats_subject_reports_what_the_pod_says() {
+        let pod = test_records::pod("p7", crate::pod::PodState::Ready, &[("app", "web")]);
+        let subject = crate::node::stats::PodStatsSubject::of(&pod, test_records::pod_cgroup(&pod));
+        assert_eq!(
+            (subject.created_at, subject.state, &subject.network_pin),
+            (pod.created_at, pod.state, &pod.network_pin())
+        );
+        assert!(subject.network_pin.is_some(), "a pod network of its own");
+        assert_eq!(subject.cgroup.dir, "/capcri/p7");
+        let stats = crate::cri::convert::pod_sandbox_stats(PodUsage {
+            pod: subject,
+            usage: CgroupUsage::default(),
+            containers: Vec::new(),
+            network: None,
+            process_count: None,
+        });
+        assert_eq!(
+            stats.attributes,
+            Some(cri::PodSandboxAttributes {
+                id: pod.id.clone(),
+                metadata: pod.config.metadata.clone(),
+                labels: pod.config.labels.clone(),
+                annotations: pod.config.annotations.clone(),
+            })
+        );
+        let attributes = stats.attributes.unwrap();
+        assert!(!attributes.labels.is_empty() && !attributes.annotations.is_empty());
+    }
+
     /// The stats calls copy a `StatsSubject` instead of the record: it
     /// must carry every field they report, as the record has it.
     #[test]
@@ -398,7 +431,7 @@ mod tests {
         );
         assert_eq!(subject.image_id, record.image_id);
         assert_eq!(subject.writable_dir, record.writable_dir);
-        let stats = crate::cri::convert::container_stats(&ContainerUsage {
+        let stats = crate::cri::convert::container_stats(ContainerUsage {
             container: subject,
             usage: CgroupUsage::default(),
             writable_layer: None,

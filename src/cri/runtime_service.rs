@@ -460,7 +460,7 @@ impl RuntimeService for CriRuntimeService {
             .await
             .map_err(to_status)?;
         Ok(Response::new(cri::ContainerStatsResponse {
-            stats: Some(convert::container_stats(&usage)),
+            stats: Some(convert::container_stats(usage)),
         }))
     }
 
@@ -475,7 +475,7 @@ impl RuntimeService for CriRuntimeService {
             .instrument(info_span!("ListContainerStats"))
             .await;
         Ok(Response::new(cri::ListContainerStatsResponse {
-            stats: usage.iter().map(convert::container_stats).collect(),
+            stats: usage.into_iter().map(convert::container_stats).collect(),
         }))
     }
 
@@ -492,7 +492,7 @@ impl RuntimeService for CriRuntimeService {
             .await
             .map_err(to_status)?;
         Ok(Response::new(cri::PodSandboxStatsResponse {
-            stats: Some(convert::pod_sandbox_stats(&usage)),
+            stats: Some(convert::pod_sandbox_stats(usage)),
         }))
     }
 
@@ -507,7 +507,7 @@ impl RuntimeService for CriRuntimeService {
             .instrument(info_span!("ListPodSandboxStats"))
             .await;
         Ok(Response::new(cri::ListPodSandboxStatsResponse {
-            stats: usage.iter().map(convert::pod_sandbox_stats).collect(),
+            stats: usage.into_iter().map(convert::pod_sandbox_stats).collect(),
         }))
     }
 

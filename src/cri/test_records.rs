@@ -39,6 +39,17 @@ pub(super) fn pod(id: &str, state: PodState, labels: &[(&str, &str)]) -> PodSand
     }
 }
 
+/// The cgroup a pod without a kubelet parent gets (`Node::pod_cgroup`).
+pub(super) fn pod_cgroup(pod: &PodSandbox) -> crate::util::cgroup_paths::PodCgroup {
+    crate::util::cgroup_paths::PodCgroup {
+        driver: crate::util::cgroup_paths::CgroupDriver::Cgroupfs,
+        dir: format!("/capcri/{}", pod.id),
+        slice: None,
+        owned: true,
+        pod_id: pod.id.clone(),
+    }
+}
+
 pub(super) fn container(id: &str, state: ContainerState, image: cri::ImageSpec) -> ContainerRecord {
     ContainerRecord {
         id: id.into(),

@@ -28,7 +28,8 @@ use crate::container::pod_network::{self, NetworkUsage, read_namespaces};
 use crate::container::{ContainerRecord, ContainerState};
 use crate::host::{CgroupPath, MemoryUsage};
 use crate::node::{Node, NodeError, labels_match};
-use crate::pod::PodSandbox;
+use crate::pod::{PodSandbox, PodState};
+use crate::util::cgroup_paths::PodCgroup;
 use crate::util::sync::lock;
 use crate::util::time::now_nanos;
 
@@ -98,6 +99,43 @@ impl StatsSubject {
     }
 }
 
+/// What the stats calls report of a pod besides its figures, and where
+/// its figures are found. Copied under the pod table's lock in place of
+/// the whole pod (its full config, DNS, port mappings, policy decision):
+/// at 250 pods, cloning and then sorting whole `PodSandbox` values, and
+/// cloning their attributes once more for the answer, were a quarter of
+/// the daemon's CPU in back-to-back ListPodSandboxStats calls (`perf
+/// record -g -p <daemon>`: `PodSandbox::clone`, malloc and free, memmove
+/// in the sort).
+#[derive(Debug, Clone)]
+pub struct PodStatsSubject {
+    pub id: String,
+    pub created_at: i64,
+    pub state: PodState,
+    pub metadata: Option<k8s_cri::v1::PodSandboxMetadata>,
+    pub labels: HashMap<String, String>,
+    pub annotations: HashMap<String, String>,
+    /// Its cgroup (`Node::pod_cgroup`); its containers' are under it.
+    pub cgroup: PodCgroup,
+    /// `PodSandbox::network_pin`: none for a host-network pod.
+    pub network_pin: Option<PathBuf>,
+}
+
+impl PodStatsSubject {
+    pub fn of(pod: &PodSandbox, cgroup: PodCgroup) -> PodStatsSubject {
+        PodStatsSubject {
+            id: pod.id.clone(),
+            created_at: pod.created_at,
+            state: pod.state,
+            metadata: pod.config.metadata.clone(),
+            labels: pod.config.labels.clone(),
+            annotations: pod.config.annotations.clone(),
+            cgroup,
+            network_pin: pod.network_pin(),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct ContainerUsage {
     pub container: StatsSubject,
@@ -109,7 +147,7 @@ pub struct ContainerUsage {
 
 #[derive(Debug, Clone)]
 pub struct PodUsage {
-    pub pod: PodSandbox,
+    pub pod: PodStatsSubject,
     pub usage: CgroupUsage,
     pub containers: Vec<ContainerUsage>,
     /// The pod network namespace's interfaces; None for a host-network pod
@@ -119,9 +157,11 @@ pub struct PodUsage {
     pub process_count: Option<u64>,
 }
 
-/// The previous (timestamp, cpu_ns) per cgroup, for `nano_cores`.
-fn cpu_samples() -> &'static Mutex<HashMap<PathBuf, (i64, u64)>> {
-    static SAMPLES: OnceLock<Mutex<HashMap<PathBuf, (i64, u64)>>> = OnceLock::new();
+/// The previous (timestamp, cpu_ns) per cgroup, for `nano_cores`. Keyed,
+/// like `kept_samples`, by the cgroup's path as a string: a `Path` hashes
+/// component by component, which was 2% of the list stats calls' CPU.
+fn cpu_samples() -> &'static Mutex<HashMap<String, (i64, u64)>> {
+    static SAMPLES: OnceLock<Mutex<HashMap<String, (i64, u64)>>> = OnceLock::new();
     SAMPLES.get_or_init(Default::default)
 }
 
@@ -135,8 +175,8 @@ pub fn nano_cores(prev: (i64, u64), now: (i64, u64)) -> Option<u64> {
     Some(((used as u128) * 1_000_000_000 / dt as u128) as u64)
 }
 
-fn sample(cgroups_path: &Path) -> CgroupUsage {
-    let group = CgroupPath::new(cgroups_path);
+fn sample(cgroups_path: &str) -> CgroupUsage {
+    let group = CgroupPath::new(Path::new(cgroups_path));
     let timestamp = now_nanos();
     if !group.exists() {
         return CgroupUsage {
@@ -157,7 +197,7 @@ fn sample(cgroups_path: &Path) -> CgroupUsage {
                 nano_cores(prev, now)
             }
             prev => {
-                samples.insert(cgroups_path.to_path_buf(), now);
+                samples.insert(cgroups_path.to_string(), now);
                 prev.and_then(|p| nano_cores(p, now))
             }
         }
@@ -187,24 +227,32 @@ enum Freshness {
 }
 
 /// What the list calls answer from (`Freshness::Kept`), per cgroup.
-fn kept_samples() -> &'static Mutex<HashMap<PathBuf, CgroupUsage>> {
-    static KEPT: OnceLock<Mutex<HashMap<PathBuf, CgroupUsage>>> = OnceLock::new();
+fn kept_samples() -> &'static Mutex<HashMap<String, CgroupUsage>> {
+    static KEPT: OnceLock<Mutex<HashMap<String, CgroupUsage>>> = OnceLock::new();
     KEPT.get_or_init(Default::default)
 }
 
 /// Whether a background read of the kept samples is under way.
 static REFRESHING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
-fn sample_with(cgroup: &Path, freshness: Freshness, seen: &mut Vec<PathBuf>) -> CgroupUsage {
+/// `cgroup`'s figures as `freshness` asks. With `Kept`, a group whose
+/// kept sample is stale (`needs_refresh`) is added to `stale`, for
+/// `refresh_kept` after the call.
+fn sample_with(cgroup: &str, freshness: Freshness, stale: &mut Vec<String>) -> CgroupUsage {
     if freshness == Freshness::Now {
         return sample(cgroup);
     }
-    seen.push(cgroup.to_path_buf());
     if let Some(u) = lock(kept_samples()).get(cgroup) {
+        if needs_refresh(Some(u), now_nanos()) {
+            stale.push(cgroup.to_string());
+        }
         return u.clone();
     }
     let u = sample(cgroup);
-    lock(kept_samples()).insert(cgroup.to_path_buf(), u.clone());
+    if needs_refresh(Some(&u), now_nanos()) {
+        stale.push(cgroup.to_string());
+    }
+    lock(kept_samples()).insert(cgroup.to_string(), u.clone());
     u
 }
 
@@ -229,23 +277,16 @@ fn needs_refresh(kept: Option<&CgroupUsage>, now: i64) -> bool {
 
 /// Reads `cgroups` again off the call, for the next list call, on the
 /// low-priority background thread; one such read at a time, and only of
-/// the groups whose kept sample is stale (`needs_refresh`). Before, every
+/// the groups whose kept sample is stale (`needs_refresh`, which
+/// `sample_with` asks as it answers from the sample). Before, every
 /// list stats call started a read of every group: a client asking in a
 /// tight loop (`capcri-bench --scale 250`, 100 calls in a row) kept the
 /// background thread reading 500 cgroups' `memory.stat` without pause,
 /// half of the daemon's CPU, and its allocations contended with the
 /// calls' for the one malloc arena (`perf record -p`: 15% of the daemon's
 /// samples in glibc's arena lock). kubelet, every 10 s, sees no change.
-fn refresh_kept(cgroups: Vec<PathBuf>) {
+fn refresh_kept(cgroups: Vec<String>) {
     use std::sync::atomic::Ordering;
-    let now = now_nanos();
-    let cgroups: Vec<PathBuf> = {
-        let kept = lock(kept_samples());
-        cgroups
-            .into_iter()
-            .filter(|c| needs_refresh(kept.get(c), now))
-            .collect()
-    };
     if cgroups.is_empty() || REFRESHING.swap(true, Ordering::AcqRel) {
         return;
     }
@@ -285,44 +326,34 @@ impl Node {
     /// The container's cgroup, under its pod's (wherever kubelet or capcri
     /// put it); a container whose pod record is gone is looked for where
     /// capcri's own parent would have put it.
-    fn container_cgroup(&self, pod_id: &str, id: &str) -> PathBuf {
+    fn container_cgroup(&self, pod_id: &str, id: &str) -> String {
         self.container_cgroup_of(self.find_pod(pod_id).as_ref(), pod_id, id)
     }
 
     /// `container_cgroup` with the pod already looked up (`None`: its
     /// record is gone), for callers that look many up under one hold of
     /// the pod table.
-    fn container_cgroup_of(&self, pod: Option<&PodSandbox>, pod_id: &str, id: &str) -> PathBuf {
+    fn container_cgroup_of(&self, pod: Option<&PodSandbox>, pod_id: &str, id: &str) -> String {
         match pod {
-            Some(pod) => self.container_cgroup_in(pod, id),
-            None => PathBuf::from(format!(
+            Some(pod) => self.pod_cgroup(pod).container_dir(id),
+            None => format!(
                 "{}/{}/{}",
                 self.cgroups.default_parent.trim_end_matches('/'),
                 pod_id,
                 id
-            )),
+            ),
         }
-    }
-
-    /// `container_cgroup` with the pod at hand: no lookup, so callers that
-    /// hold the pod table's lock can use it.
-    fn container_cgroup_in(&self, pod: &PodSandbox, id: &str) -> PathBuf {
-        PathBuf::from(self.pod_cgroup(pod).container_dir(id))
-    }
-
-    fn pod_cgroup_dir(&self, pod: &PodSandbox) -> PathBuf {
-        PathBuf::from(self.pod_cgroup(pod).dir)
     }
 
     /// One container's figures. Blocking (a few cgroup file reads).
     fn container_usage(
         &self,
         container: StatsSubject,
-        cgroup: &Path,
+        cgroup: &str,
         freshness: Freshness,
-        seen: &mut Vec<PathBuf>,
+        stale: &mut Vec<String>,
     ) -> ContainerUsage {
-        let usage = sample_with(cgroup, freshness, seen);
+        let usage = sample_with(cgroup, freshness, stale);
         let writable_layer = layer_usage::usage(&container.writable_dir.join("upper"));
         ContainerUsage {
             container,
@@ -335,30 +366,28 @@ impl Node {
     /// The pods' figures, `network` in the same order. Blocking.
     fn pod_usages(
         &self,
-        pods: Vec<PodSandbox>,
+        pods: Vec<PodStatsSubject>,
         mut by_pod: HashMap<String, Vec<StatsSubject>>,
         freshness: Freshness,
-        seen: &mut Vec<PathBuf>,
+        stale: &mut Vec<String>,
     ) -> Vec<PodUsage> {
-        let pins: Vec<PathBuf> = pods.iter().filter_map(PodSandbox::network_pin).collect();
+        let pins: Vec<PathBuf> = pods.iter().filter_map(|p| p.network_pin.clone()).collect();
         let mut networks = read_namespaces(pins).into_iter();
         pods.into_iter()
             .map(|pod| {
-                let cgroup = self.pod_cgroup_dir(&pod);
-                let usage = sample_with(&cgroup, freshness, seen);
+                let usage = sample_with(&pod.cgroup.dir, freshness, stale);
                 let process_count = usage.processes;
-                let network = if pod.host_network() {
-                    None
-                } else {
-                    networks.next().flatten()
+                let network = match pod.network_pin {
+                    None => None,
+                    Some(_) => networks.next().flatten(),
                 };
                 let containers = by_pod
                     .remove(&pod.id)
                     .unwrap_or_default()
                     .into_iter()
                     .map(|c| {
-                        let cgroup = self.container_cgroup_in(&pod, &c.id);
-                        self.container_usage(c, &cgroup, freshness, seen)
+                        let cgroup = pod.cgroup.container_dir(&c.id);
+                        self.container_usage(c, &cgroup, freshness, stale)
                     })
                     .collect();
                 PodUsage {
@@ -391,16 +420,16 @@ impl Node {
         {
             return;
         }
-        let (cgroups, uppers, pins): (HashSet<PathBuf>, HashSet<PathBuf>, HashSet<PathBuf>) = {
+        let (cgroups, uppers, pins): (HashSet<String>, HashSet<PathBuf>, HashSet<PathBuf>) = {
             let containers = self.containers.lock();
             let pods = self.pods.lock();
             let pins = pods.values().filter_map(PodSandbox::network_pin).collect();
             let cgroups = pods
                 .values()
-                .map(|p| self.pod_cgroup_dir(p))
+                .map(|p| self.pod_cgroup(p).dir)
                 .chain(containers.values().filter_map(|c| {
                     pods.get(&c.pod_id)
-                        .map(|p| self.container_cgroup_in(p, &c.id))
+                        .map(|p| self.pod_cgroup(p).container_dir(&c.id))
                 }))
                 .collect();
             let uppers = containers
@@ -436,7 +465,7 @@ impl Node {
         records.sort_by_key(|c| c.created_at);
         // Each container's cgroup under one hold of the pod table, rather
         // than a copy of its pod per container (`container_cgroup`).
-        let cgroups: Vec<PathBuf> = {
+        let cgroups: Vec<String> = {
             let pods = self.pods.lock();
             records
                 .iter()
@@ -444,22 +473,23 @@ impl Node {
                 .collect()
         };
         crate::util::task::blocking(|| {
-            let mut seen = Vec::new();
+            let mut stale = Vec::new();
             let out = records
                 .into_iter()
                 .zip(&cgroups)
-                .map(|(c, cgroup)| self.container_usage(c, cgroup, Freshness::Kept, &mut seen))
+                .map(|(c, cgroup)| self.container_usage(c, cgroup, Freshness::Kept, &mut stale))
                 .collect();
             if filter.is_none() {
                 self.forget_removed();
             }
-            refresh_kept(seen);
+            refresh_kept(stale);
             out
         })
     }
 
     pub async fn pod_sandbox_stats(&self, id: &str) -> Result<PodUsage, NodeError> {
         let pod = self.pod(id)?;
+        let pod = PodStatsSubject::of(&pod, self.pod_cgroup(&pod));
         let by_pod = live_by_pod(&self.containers.lock());
         crate::util::task::blocking(|| {
             self.pod_usages(vec![pod], by_pod, Freshness::Now, &mut Vec::new())
@@ -472,26 +502,32 @@ impl Node {
         &self,
         filter: Option<&PodSandboxStatsFilter>,
     ) -> Vec<PodUsage> {
-        let mut pods: Vec<PodSandbox> = self
-            .pods
-            .lock()
-            .values()
-            .filter(|p| {
-                let Some(f) = filter else { return true };
-                (f.id.is_empty() || p.id.starts_with(&f.id))
-                    && labels_match(&p.config.labels, &f.label_selector)
-            })
-            .cloned()
-            .collect();
-        pods.sort_by_key(|p| p.created_at);
+        // Sorted as references, then copied: sorting the copies moved
+        // whole records about.
+        let pods: Vec<PodStatsSubject> = {
+            let table = self.pods.lock();
+            let mut matching: Vec<&PodSandbox> = table
+                .values()
+                .filter(|p| {
+                    let Some(f) = filter else { return true };
+                    (f.id.is_empty() || p.id.starts_with(&f.id))
+                        && labels_match(&p.config.labels, &f.label_selector)
+                })
+                .collect();
+            matching.sort_by_key(|p| p.created_at);
+            matching
+                .into_iter()
+                .map(|p| PodStatsSubject::of(p, self.pod_cgroup(p)))
+                .collect()
+        };
         let by_pod = live_by_pod(&self.containers.lock());
         crate::util::task::blocking(|| {
-            let mut seen = Vec::new();
-            let out = self.pod_usages(pods, by_pod, Freshness::Kept, &mut seen);
+            let mut stale = Vec::new();
+            let out = self.pod_usages(pods, by_pod, Freshness::Kept, &mut stale);
             if filter.is_none() {
                 self.forget_removed();
             }
-            refresh_kept(seen);
+            refresh_kept(stale);
             out
         })
     }

@@ -93,6 +93,8 @@ pub struct ScaleRuntime {
     pub steps: Vec<ScaleStep>,
     /// Growth between consecutive sizes, per call.
     pub growth: Vec<Growth>,
+    /// Growth exponent over all sizes, per call (`fitted_exponents`).
+    pub fitted_exponent: BTreeMap<&'static str, Option<f64>>,
     /// Total PSS growth per extra pod between consecutive sizes, KiB.
     pub pss_per_extra_pod_kib: Vec<(usize, usize, f64)>,
 }
@@ -226,6 +228,42 @@ pub fn growth(steps: &[ScaleStep]) -> Vec<Growth> {
         .collect()
 }
 
+/// Per call, the slope of a least-squares line through (ln pods, ln
+/// median) over every size with a figure: the growth exponent of the
+/// whole run (1 linear, 2 quadratic). Between two consecutive sizes a
+/// sub-millisecond median moves with the machine's noise, and one noisy
+/// size swings that pair's exponent by tenths; the fit weighs every size.
+/// None with fewer than three sizes.
+pub fn fitted_exponents(steps: &[ScaleStep]) -> BTreeMap<&'static str, Option<f64>> {
+    ScaleOp::ALL
+        .into_iter()
+        .map(|op| {
+            let points: Vec<(f64, f64)> = steps
+                .iter()
+                .filter(|s| s.pods > 0)
+                .filter_map(|s| {
+                    median(s, op)
+                        .filter(|m| *m > 0.0)
+                        .map(|m| ((s.pods as f64).ln(), m.ln()))
+                })
+                .collect();
+            (op.name(), least_squares_slope(&points))
+        })
+        .collect()
+}
+
+fn least_squares_slope(points: &[(f64, f64)]) -> Option<f64> {
+    if points.len() < 3 {
+        return None;
+    }
+    let n = points.len() as f64;
+    let mx = points.iter().map(|p| p.0).sum::<f64>() / n;
+    let my = points.iter().map(|p| p.1).sum::<f64>() / n;
+    let sxx: f64 = points.iter().map(|p| (p.0 - mx).powi(2)).sum();
+    let sxy: f64 = points.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum();
+    (sxx > 0.0).then(|| sxy / sxx)
+}
+
 /// Total PSS growth per pod between consecutive steps (KiB).
 pub fn pss_per_extra_pod(steps: &[ScaleStep]) -> Vec<(usize, usize, f64)> {
     steps
@@ -351,6 +389,22 @@ pub fn render(r: &ScaleReport) -> String {
                     op.name(),
                     opt(g.exponent.get(op.name()).copied().flatten(), 2),
                     opt(g.ms_per_100_pods.get(op.name()).copied().flatten(), 2)
+                );
+            }
+        }
+        if rt.fitted_exponent.values().any(Option::is_some) {
+            let _ = writeln!(
+                o,
+                "{} over all {} sizes (least-squares fit of ln median on ln pods):",
+                rt.name,
+                rt.steps.iter().filter(|s| s.pods > 0).count()
+            );
+            for op in ScaleOp::ALL {
+                let _ = writeln!(
+                    o,
+                    "  {:<20} exponent {:>6}",
+                    op.name(),
+                    opt(rt.fitted_exponent.get(op.name()).copied().flatten(), 2)
                 );
             }
         }
@@ -654,6 +708,7 @@ pub async fn run(
             },
             daemon_at_start: r.memory_at_start,
             growth: growth(&steps),
+            fitted_exponent: fitted_exponents(&steps),
             pss_per_extra_pod_kib: pss_per_extra_pod(&steps),
             steps,
         })
@@ -841,6 +896,7 @@ mod tests {
             per_pod_processes: "p".into(),
             daemon_at_start: Memory::default(),
             growth: growth(&steps),
+            fitted_exponent: fitted_exponents(&steps),
             pss_per_extra_pod_kib: pss_per_extra_pod(&steps),
             steps,
         }
@@ -867,6 +923,46 @@ mod tests {
         empty.ops.insert("ListContainers", None);
         let g = growth(&[step(10, 1.0, 0), empty]);
         assert_eq!(g[0].exponent["ListContainers"], None);
+    }
+
+    #[test]
+    fn fitted_exponent_over_all_sizes() {
+        // Linear at every size: exponent 1.
+        let f = fitted_exponents(&[step(10, 1.0, 0), step(100, 10.0, 0), step(250, 25.0, 0)]);
+        let e = f["ListPodSandboxStats"].expect("exponent");
+        assert!((e - 1.0).abs() < 1e-9, "{e}");
+        // Quadratic.
+        let f = fitted_exponents(&[step(10, 1.0, 0), step(20, 4.0, 0), step(40, 16.0, 0)]);
+        assert!((f["ListContainers"].expect("e") - 2.0).abs() < 1e-9);
+        // One noisy size moves the fit less than it moves its pair: the
+        // 100 -> 250 pair alone says 1.44 here, the fit over four sizes
+        // 1.11.
+        let steps = [
+            step(10, 1.0, 0),
+            step(50, 5.0, 0),
+            step(100, 10.0, 0),
+            step(250, 37.5, 0),
+        ];
+        let pair = growth(&steps)[2].exponent["ListPodSandbox"].expect("pair");
+        let fit = fitted_exponents(&steps)["ListPodSandbox"].expect("fit");
+        assert!(
+            pair > 1.4 && fit < 1.2 && fit > 1.0,
+            "pair {pair}, fit {fit}"
+        );
+        // Too few sizes, zero-pod steps and missing figures give none.
+        assert_eq!(
+            fitted_exponents(&[step(10, 1.0, 0), step(100, 10.0, 0)])["ListContainers"],
+            None
+        );
+        assert_eq!(
+            fitted_exponents(&[step(0, 1.0, 0), step(10, 1.0, 0), step(100, 10.0, 0)])["ListContainers"],
+            None
+        );
+        let mut empty = step(100, 1.0, 0);
+        empty.ops.insert("ListContainers", None);
+        let f = fitted_exponents(&[step(10, 1.0, 0), empty, step(250, 25.0, 0)]);
+        assert_eq!(f["ListContainers"], None);
+        assert!(f["ListPodSandbox"].is_some());
     }
 
     #[test]
@@ -941,5 +1037,26 @@ mod tests {
             json["runtimes"][1]["steps"][0]["ops"]["ListPodSandbox"]["median_ms"],
             4.0
         );
+        // From three sizes on, the exponent fitted over all of them.
+        let mut report = report;
+        report.sizes = vec![10, 100, 250];
+        report.runtimes = vec![runtime(
+            "capcri",
+            vec![step(10, 1.0, 0), step(100, 10.0, 0), step(250, 25.0, 0)],
+        )];
+        report.ratios = Vec::new();
+        let t = render(&report);
+        assert!(t.contains("capcri over all 3 sizes"), "{t}");
+        assert!(
+            t.lines()
+                .any(|l| l.trim_start().starts_with("ListPodSandboxStats")
+                    && l.trim_end().ends_with("exponent   1.00")),
+            "{t}"
+        );
+        let json = serde_json::to_value(&report).expect("JSON");
+        let e = json["runtimes"][0]["fitted_exponent"]["ListContainers"]
+            .as_f64()
+            .expect("fitted exponent in the JSON");
+        assert!((e - 1.0).abs() < 1e-9, "{e}");
     }
 }
