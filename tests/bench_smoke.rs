@@ -116,6 +116,16 @@ fn quick_bench_against_capcri_reports_every_operation() {
     // The monitors' template, one per daemon, is reported apart.
     assert_eq!(steps[2]["helpers"]["processes"], 1);
 
+    // The state directory was a tmpfs, as /run is on a node (the mount
+    // failing fails the run), and the report says so.
+    assert!(
+        report["notes"].as_array().expect("notes").iter().any(|n| n
+            .as_str()
+            .is_some_and(|n| n.starts_with("state:") && n.contains("tmpfs"))),
+        "{}",
+        report["notes"]
+    );
+
     // The bench's own workspace is gone: no /tmp/cb-* of this run mounted.
     no_bench_mounts_left();
 }

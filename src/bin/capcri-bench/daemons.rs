@@ -3,6 +3,8 @@
 //!
 //! Everything lives under `/tmp/cb-XXXXXX`: a unix socket path must fit
 //! `sun_path` (108 bytes with its NUL), so the directory names are short.
+//! Each runtime's state directory there is a tmpfs, as /run is on a node
+//! (`mount_volatile`); their data directories stay on the disk.
 
 use super::BenchError;
 use super::procfs;
@@ -250,6 +252,32 @@ fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> BenchError 
     move |source| BenchError::Io { what, source }
 }
 
+/// The report note saying where the runtimes' files are.
+pub const STATE_NOTE: &str = "state: each runtime's state directory (capcri's state_dir, containerd's state and runc's root) is a tmpfs, as /run is on a node; their data directories are on the disk";
+
+/// Mounts a tmpfs at `dir`. A node keeps each runtime's state directory
+/// (capcri's `state_dir` /run/capcri, containerd's /run/containerd and
+/// runc's root under it) in /run, a tmpfs; the bench's workspace is in
+/// /tmp on the disk, where every fsync of a state file (a bundle's
+/// config.json, a container's state) waits for the disk as it never does
+/// on a node. Unmounted by [`Workspace`]'s drop with every other mount
+/// under the workspace.
+fn mount_volatile(dir: &Path) -> Result<(), BenchError> {
+    use nix::mount::{MsFlags, mount};
+    fs::create_dir_all(dir).map_err(io_err(format!("create {}", dir.display())))?;
+    mount(
+        Some("tmpfs"),
+        dir,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("mode=0755"),
+    )
+    .map_err(|e| BenchError::Io {
+        what: format!("mount a tmpfs at {} (as /run is on a node)", dir.display()),
+        source: e.into(),
+    })
+}
+
 fn write(path: &Path, text: &str) -> Result<(), BenchError> {
     if let Some(parent) = path.parent() {
         fs::create_dir_all(parent).map_err(io_err(format!("create {}", parent.display())))?;
@@ -407,6 +435,7 @@ impl Workspace {
             base: self.path.join("c"),
         };
         fs::create_dir_all(&p.base).map_err(io_err(format!("create {}", p.base.display())))?;
+        mount_volatile(&p.state_dir())?;
         write(&p.policy_dir().join("90-bench-dmz.yaml"), DMZ_POLICY)?;
         let bridge = self.bridge_name("c");
         write(
@@ -491,6 +520,10 @@ impl Workspace {
             }
         };
         write(&p.config(), &config)?;
+        // `state` and runc's `Root`, /run/containerd and /run/containerd/runc
+        // on a node (see `mount_volatile`).
+        mount_volatile(&p.base.join("state"))?;
+        mount_volatile(&p.base.join("runc"))?;
         let bridge = self.bridge_name("k");
         write(
             &p.cni_conf_dir().join("10-bench.conflist"),

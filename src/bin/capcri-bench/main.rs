@@ -565,6 +565,7 @@ async fn bench_in(
         runtimes,
         ratios,
         notes: vec![
+            daemons::STATE_NOTE.into(),
             "percentiles by nearest rank".into(),
             "PullImage is cold: RemoveImage (untimed) first; at concurrency N worker k pulls the k-th image (at most 5 workers pull)".into(),
             "pod-to-running: RunPodSandbox sent until the first ContainerStatus saying RUNNING".into(),

@@ -818,6 +818,7 @@ pub async fn run(
         runtimes,
         containerd_over_capcri,
         notes: vec![
+            super::daemons::STATE_NOTE.into(),
             "cold pull: RemoveImage (untimed) and 2 s before each; the registry's files are in the page cache after the first pull".into(),
             "time: PullImage sent until it returned and ImageStatus found the image".into(),
             "peak RSS: VmRSS sampled every 10 ms; tree = the daemon and its descendants".into(),

@@ -729,6 +729,7 @@ pub async fn run(
         runtimes,
         ratios,
         notes: vec![
+            super::daemons::STATE_NOTE.into(),
             "percentiles by nearest rank".into(),
             "the calls in the table's order, unfiltered lists, status of the pods and containers in turn, verbose false".into(),
             "pods: one container each (sh waiting on sleep), a PID namespace per container as kubelet asks by default, the runtime's own CNI bridge".into(),
