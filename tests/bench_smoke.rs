@@ -200,7 +200,17 @@ fn scale_bench_times_every_steady_call_at_each_size() {
                 Some(3),
                 "{call} at {pods}"
             );
+            // The same samples until the answer was in, before decoding:
+            // never later than decoded.
+            let answered = &step["answered"][call];
+            assert_eq!(answered["count"].as_u64(), Some(3), "{call} at {pods}");
+            assert!(
+                answered["median_ms"].as_f64() <= step["ops"][call]["median_ms"].as_f64(),
+                "{call} at {pods}: {answered} after {}",
+                step["ops"][call]
+            );
         }
+        assert!(table.contains("until the answer was in"), "{table}");
         // One more pod's life at this size, every call of it timed.
         assert!(
             table.contains(&format!("one more pod at {pods} pods")),
