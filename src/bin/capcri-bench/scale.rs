@@ -380,22 +380,13 @@ pub fn render(r: &ScaleReport) -> String {
             header.push_str(" | ratio med  p99");
         }
         let _ = writeln!(o, "{header}");
-        for op in ScaleOp::ALL {
-            let mut line = format!("{:<20}", op.name());
-            for rt in &r.runtimes {
-                let s = step_at(rt, pods).and_then(|s| s.ops.get(op.name()).copied().flatten());
-                summary_cells(&mut line, s);
-            }
-            if let Some(x) = ratio {
-                let _ = write!(
-                    line,
-                    " | {:>8}x {:>5}x",
-                    opt(x.median.get(op.name()).copied().flatten(), 1),
-                    opt(x.p99.get(op.name()).copied().flatten(), 1)
-                );
-            }
-            let _ = writeln!(o, "{line}");
-        }
+        steady_rows(
+            &mut o,
+            r,
+            pods,
+            |s| &s.ops,
+            ratio.map(|x| (&x.median, &x.p99)),
+        );
         let mut line = format!("{:<20}", "pod-to-running");
         for rt in &r.runtimes {
             summary_cells(&mut line, step_at(rt, pods).and_then(|s| s.pod_to_running));
@@ -522,30 +513,53 @@ fn summary_cells(line: &mut String, s: Option<Summary>) {
 /// The steady calls at one size until their answer was in, before the
 /// client decoded it; nothing when no such samples were kept.
 fn render_answered(o: &mut String, r: &ScaleReport, pods: usize, ratio: Option<&ScaleRatio>) {
-    let kept = r
-        .runtimes
-        .iter()
-        .filter_map(|rt| step_at(rt, pods))
-        .any(|s| s.answered.values().any(Option::is_some));
-    if !kept {
+    if !measured_at(r, pods, |s| &s.answered) {
         return;
     }
     let _ = writeln!(
         o,
         "the same calls until the answer was in, before the client decoded it (median p99)"
     );
+    steady_rows(
+        o,
+        r,
+        pods,
+        |s| &s.answered,
+        ratio.map(|x| (&x.answered_median, &x.answered_p99)),
+    );
+}
+
+type ByCall<T> = BTreeMap<&'static str, Option<T>>;
+
+/// Whether any runtime has a figure of `of` at `pods`.
+fn measured_at(r: &ScaleReport, pods: usize, of: fn(&ScaleStep) -> &ByCall<Summary>) -> bool {
+    r.runtimes
+        .iter()
+        .filter_map(|rt| step_at(rt, pods))
+        .any(|s| of(s).values().any(Option::is_some))
+}
+
+/// A row per steady call at one size: each runtime's median and p99 of
+/// the figures `of` picks, then the median and p99 ratios when given.
+fn steady_rows(
+    o: &mut String,
+    r: &ScaleReport,
+    pods: usize,
+    of: fn(&ScaleStep) -> &ByCall<Summary>,
+    ratios: Option<(&ByCall<f64>, &ByCall<f64>)>,
+) {
     for op in ScaleOp::ALL {
         let mut line = format!("{:<20}", op.name());
         for rt in &r.runtimes {
-            let s = step_at(rt, pods).and_then(|s| s.answered.get(op.name()).copied().flatten());
+            let s = step_at(rt, pods).and_then(|s| of(s).get(op.name()).copied().flatten());
             summary_cells(&mut line, s);
         }
-        if let Some(x) = ratio {
+        if let Some((median, p99)) = ratios {
             let _ = write!(
                 line,
                 " | {:>8}x {:>5}x",
-                opt(x.answered_median.get(op.name()).copied().flatten(), 1),
-                opt(x.answered_p99.get(op.name()).copied().flatten(), 1)
+                opt(median.get(op.name()).copied().flatten(), 1),
+                opt(p99.get(op.name()).copied().flatten(), 1)
             );
         }
         let _ = writeln!(o, "{line}");
@@ -555,12 +569,7 @@ fn render_answered(o: &mut String, r: &ScaleReport, pods: usize, ratio: Option<&
 /// One pod's life at one size: each call's median and p99 per runtime,
 /// and containerd over capcri of the medians; nothing when no cycle ran.
 fn render_cycle(o: &mut String, r: &ScaleReport, pods: usize, ratio: Option<&ScaleRatio>) {
-    let ran = r
-        .runtimes
-        .iter()
-        .filter_map(|rt| step_at(rt, pods))
-        .any(|s| s.cycle.values().any(Option::is_some));
-    if !ran {
+    if !measured_at(r, pods, |s| &s.cycle) {
         return;
     }
     let _ = writeln!(
