@@ -381,8 +381,8 @@ mod tests {
         let pod = test_records::pod("p7", crate::pod::PodState::Ready, &[("app", "web")]);
         let subject = crate::node::stats::PodStatsSubject::of(&pod, test_records::pod_cgroup(&pod));
         assert_eq!(
-            (subject.created_at, subject.state, &subject.network_pin),
-            (pod.created_at, pod.state, &pod.network_pin())
+            (subject.state, &subject.network_pin),
+            (pod.state, &pod.network_pin())
         );
         assert!(subject.network_pin.is_some(), "a pod network of its own");
         assert_eq!(subject.cgroup.dir, "/capcri/p7");

@@ -39,15 +39,16 @@ pub(super) fn pod(id: &str, state: PodState, labels: &[(&str, &str)]) -> PodSand
     }
 }
 
-/// The cgroup a pod without a kubelet parent gets (`Node::pod_cgroup`).
+/// The cgroup a pod without a kubelet parent gets (`Node::pod_cgroup`),
+/// under the parent `/capcri`.
 pub(super) fn pod_cgroup(pod: &PodSandbox) -> crate::util::cgroup_paths::PodCgroup {
-    crate::util::cgroup_paths::PodCgroup {
-        driver: crate::util::cgroup_paths::CgroupDriver::Cgroupfs,
-        dir: format!("/capcri/{}", pod.id),
-        slice: None,
-        owned: true,
-        pod_id: pod.id.clone(),
-    }
+    crate::util::cgroup_paths::PodCgroup::resolve(
+        crate::util::cgroup_paths::CgroupDriver::Cgroupfs,
+        "",
+        "/capcri",
+        &pod.id,
+    )
+    .expect("capcri's own cgroup for a test pod")
 }
 
 pub(super) fn container(id: &str, state: ContainerState, image: cri::ImageSpec) -> ContainerRecord {

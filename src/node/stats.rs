@@ -110,7 +110,6 @@ impl StatsSubject {
 #[derive(Debug, Clone)]
 pub struct PodStatsSubject {
     pub id: String,
-    pub created_at: i64,
     pub state: PodState,
     pub metadata: Option<k8s_cri::v1::PodSandboxMetadata>,
     pub labels: HashMap<String, String>,
@@ -125,7 +124,6 @@ impl PodStatsSubject {
     pub fn of(pod: &PodSandbox, cgroup: PodCgroup) -> PodStatsSubject {
         PodStatsSubject {
             id: pod.id.clone(),
-            created_at: pod.created_at,
             state: pod.state,
             metadata: pod.config.metadata.clone(),
             labels: pod.config.labels.clone(),
