@@ -3,8 +3,8 @@
 //! A daemon started with `CAPCRI_CRASH_AT=<name>` SIGKILLs itself the first
 //! time any task reaches the point of that name, so a test can stop the
 //! daemon deterministically between two steps of RunPodSandbox,
-//! CreateContainer, RemoveContainer or RemovePodSandbox (timing jitter would
-//! hit the interesting windows only by chance). Compiled in debug builds
+//! CreateContainer, StartContainer, RemoveContainer or RemovePodSandbox
+//! (timing jitter would hit the interesting windows only by chance). Compiled in debug builds
 //! only (what `cargo test` builds): a release daemon ignores the variable.
 
 /// The environment variable that names the crash point.
@@ -20,6 +20,7 @@ pub const CRASH_POINTS: &[&str] = &[
     "container.create.after-bundle",
     "container.create.after-monitor",
     "container.create.after-record",
+    "container.start.after-monitor",
     "container.remove.after-monitor",
     "container.remove.after-teardown",
     "pod.remove.after-containers",

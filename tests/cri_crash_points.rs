@@ -341,3 +341,58 @@ async fn kill9_from_outside_at_varied_moments() {
         delays_ms.len()
     );
 }
+
+/// kill -9 after the monitor started a container and before the daemon
+/// wrote it down: the record still says created, the monitor knows it
+/// runs. After the restart the container is listed running, and the start
+/// kubelet retries is refused as for any running container
+/// (FailedPrecondition) instead of starting it a second time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_retried_after_a_crash_past_the_monitor_is_refused_as_running() {
+    let point = "container.start.after-monitor";
+    let registry = require_privileged!();
+    let mut d = TestDaemon::start(&[]);
+    let busybox = format!("{registry}/cri-lab/busybox:latest");
+    pull(&d, &busybox).await;
+    d.kill9();
+    d.spawn_env(&[], &[(CRASH_AT_ENV, point)]);
+    let pod = common::run_pod(&d, "retried").await;
+    let id = common::create(
+        &d,
+        &pod,
+        container_config("c", &busybox, &["sleep", "1000"]),
+    )
+    .await
+    .expect("create");
+    let req = || cri::StartContainerRequest {
+        container_id: id.clone(),
+    };
+    let lost = d.runtime().await.start_container(req()).await;
+    assert!(lost.is_err(), "{point}: the daemon answered: {lost:?}");
+    assert!(
+        d.wait_for_exit(Duration::from_secs(30)),
+        "{point}: not reached"
+    );
+
+    d.spawn(&[]);
+    let status = common::container_state(&d, &id).await;
+    assert_eq!(
+        status.state,
+        cri::ContainerState::ContainerRunning as i32,
+        "{point}: {status:?}"
+    );
+    let err = d
+        .runtime()
+        .await
+        .start_container(req())
+        .await
+        .expect_err("the retried start");
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err}");
+    assert!(err.message().contains("running"), "{err}");
+    let after = common::container_state(&d, &id).await;
+    assert_eq!(after.state, cri::ContainerState::ContainerRunning as i32);
+    assert_eq!(after.started_at, status.started_at, "not started twice");
+
+    common::stop_and_remove_pod(&d, &pod).await;
+    assert_zero_leftovers(&d, point);
+}

@@ -540,3 +540,84 @@ async fn a_second_daemon_on_the_same_socket_refuses() {
         .await
         .expect("first daemon still serves");
 }
+
+/// StartContainer on a container that is not in the created state changes
+/// nothing and says why (FailedPrecondition, naming the state): once
+/// running, once exited, and concurrently with another start of the same
+/// container, where exactly one start wins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_starts_once_and_later_starts_say_why_not() {
+    let registry = require_privileged!();
+    let d = TestDaemon::start(&[]);
+    let busybox = format!("{registry}/cri-lab/busybox:latest");
+    pull(&d, &busybox).await;
+    let pod = common::run_pod(&d, "once").await;
+    let start = |id: String| {
+        let d = &d;
+        async move {
+            d.runtime()
+                .await
+                .start_container(cri::StartContainerRequest { container_id: id })
+                .await
+        }
+    };
+
+    // Two starts at once: one runs it, the other is refused.
+    let long = common::create(
+        &d,
+        &pod,
+        container_config("long", &busybox, &["sleep", "1000"]),
+    )
+    .await
+    .expect("create long");
+    let (a, b) = tokio::join!(start(long.clone()), start(long.clone()));
+    let refused: Vec<tonic::Status> = [a, b].into_iter().filter_map(Result::err).collect();
+    assert_eq!(
+        refused.len(),
+        1,
+        "exactly one start is refused: {refused:?}"
+    );
+    assert_eq!(
+        refused[0].code(),
+        tonic::Code::FailedPrecondition,
+        "{}",
+        refused[0]
+    );
+    let running = container_state(&d, &long).await;
+    assert_eq!(running.state, cri::ContainerState::ContainerRunning as i32);
+
+    // Running: refused, and the running container is untouched.
+    let err = start(long.clone())
+        .await
+        .expect_err("start of a running container");
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err}");
+    assert!(err.message().contains("running"), "{err}");
+    assert!(
+        err.message().contains("created"),
+        "says what start needs: {err}"
+    );
+    let again = container_state(&d, &long).await;
+    assert_eq!(again.state, cri::ContainerState::ContainerRunning as i32);
+    assert_eq!(again.started_at, running.started_at, "not started twice");
+
+    // Exited: refused; the exit stays as it was.
+    let short = common::create(&d, &pod, container_config("short", &busybox, &["true"]))
+        .await
+        .expect("create short");
+    start(short.clone()).await.expect("start short");
+    let exited = common::wait_exited(&d, &short).await;
+    let err = start(short.clone())
+        .await
+        .expect_err("start of an exited container");
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err}");
+    assert!(err.message().contains("exited"), "{err}");
+    let after = container_state(&d, &short).await;
+    assert_eq!(after.state, cri::ContainerState::ContainerExited as i32);
+    assert_eq!(
+        (after.started_at, after.finished_at, after.exit_code),
+        (exited.started_at, exited.finished_at, exited.exit_code)
+    );
+
+    common::stop_and_remove_pod(&d, &pod).await;
+    assert_eq!(mounts_under(d.dir.path()), Vec::<String>::new());
+}

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use capcri::host::pinned_namespace_path;
 use capcri::monitor_api::{
     CreateContainer, ExecPath, MonitorClient, MonitorSpawn, NamespaceKind, PodNamespaceSet,
-    RuntimeError, RuntimeStatus, spawn_monitor,
+    RuntimeError, RuntimeStatus, StartOutcome, spawn_monitor,
 };
 
 const HOSTNAME: &str = "capcri-test-pod";
@@ -148,10 +148,26 @@ async fn monitor_runs_a_pod_end_to_end() {
         client.state("c1").await.unwrap().status,
         RuntimeStatus::Created
     );
-    client.start("c1").await.expect("start c1");
+    // The answer carries the state after the start: StartContainer needs
+    // no State round trip before or after.
+    let started = match client.start("c1").await.expect("start c1") {
+        StartOutcome::Started(st) => st,
+        other => panic!("start of a created container answered {other:?}"),
+    };
     let st = client.state("c1").await.unwrap();
     assert_eq!(st.status, RuntimeStatus::Running);
     assert!(st.started_at.is_some());
+    assert_eq!(started.status, RuntimeStatus::Running);
+    assert_eq!(started.started_at, st.started_at);
+    assert_eq!(started.pid, st.pid);
+    // A second start does nothing and says what the container is.
+    match client.start("c1").await.expect("second start of c1") {
+        StartOutcome::NotCreated(again) => {
+            assert_eq!(again.status, RuntimeStatus::Running);
+            assert_eq!(again.started_at, st.started_at, "not started twice");
+        }
+        other => panic!("second start answered {other:?}"),
+    }
 
     let log = wait_for_log(&log1, &[" stdout F out\n", " stderr F err\n"]).await;
     assert!(

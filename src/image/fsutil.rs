@@ -34,6 +34,21 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), ImageError> {
         .map_err(|e| ImageError::io(e.op, &e.path, e.source))
 }
 
+/// Like [`write_atomic`] without its two fsyncs: a crash of capcri leaves
+/// the old or the new content, a crash of the machine may leave an empty
+/// or cut file. Only for files the daemon can rebuild from records that
+/// are written durably (see `ImageStore::persist_lease`).
+pub fn write_replace(path: &Path, data: &[u8]) -> Result<(), ImageError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    replace_file(
+        &dir.join(temp_name()),
+        path,
+        data,
+        Durability::CrashOfProcess,
+    )
+    .map_err(|e| ImageError::io(e.op, &e.path, e.source))
+}
+
 pub fn sync_dir(dir: &Path) -> Result<(), ImageError> {
     crate::util::fs::sync_dir(dir).map_err(|e| ImageError::io("fsync directory", dir, e))
 }

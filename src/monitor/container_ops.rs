@@ -587,6 +587,26 @@ impl Monitor {
             })
     }
 
+    /// Start, answered as the request asks (see `Request::Start`): with
+    /// `reply_state`, the state after the start, or the state the
+    /// container is in when it cannot be started, so the daemon needs no
+    /// `State` round trip before or after.
+    pub(super) fn start_answering(
+        &mut self,
+        id: &str,
+        reply_state: bool,
+    ) -> Result<Response, RuntimeError> {
+        if !reply_state {
+            return self.start_container(id).map(|()| Response::Ok);
+        }
+        let state = self.state(id)?;
+        if state.status != RuntimeStatus::Created {
+            return Ok(Response::State(state));
+        }
+        self.start_container(id)?;
+        self.state(id).map(Response::Started)
+    }
+
     pub(super) fn start_container(&mut self, id: &str) -> Result<(), RuntimeError> {
         let root = self.args.runtime_root.join(id);
         let pod_dir = self.args.pod_dir.clone();

@@ -694,7 +694,9 @@ impl Monitor {
             Request::Create(c) => self
                 .create(c)
                 .map(|pid| Reply::Now(Response::Created { pid })),
-            Request::Start { id } => self.start_container(&id).map(|_| Reply::Now(Response::Ok)),
+            Request::Start { id, reply_state } => {
+                self.start_answering(&id, reply_state).map(Reply::Now)
+            }
             Request::Stop {
                 id,
                 timeout,

@@ -240,8 +240,24 @@ impl MonitorClient {
 
     /// Start; fails (and the state says `StartError`) if the container's
     /// command cannot be executed.
-    pub async fn start(&self, id: &str) -> Result<(), RuntimeError> {
-        self.call_ok(&Request::Start { id: id.into() }).await
+    ///
+    /// The answer: `Started` with the state right after the start; `NotCreated`
+    /// with the state the container is in when it was not in the created
+    /// state (nothing done); `Unknown` from a monitor older than the
+    /// state-carrying answer, which started it and said only `Ok`.
+    pub async fn start(&self, id: &str) -> Result<StartOutcome, RuntimeError> {
+        match self
+            .call(&Request::Start {
+                id: id.into(),
+                reply_state: true,
+            })
+            .await?
+        {
+            Response::Started(s) => Ok(StartOutcome::Started(s)),
+            Response::State(s) => Ok(StartOutcome::NotCreated(s)),
+            Response::Ok => Ok(StartOutcome::Unknown),
+            other => Err(unexpected(other)),
+        }
     }
 
     /// `signal` (SIGTERM when 0), then SIGKILL after `timeout`; returns once
@@ -357,6 +373,14 @@ impl MonitorClient {
         }
         Ok(())
     }
+}
+
+/// What a monitor answered to a start (see [`MonitorClient::start`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StartOutcome {
+    Started(ContainerRuntimeState),
+    NotCreated(ContainerRuntimeState),
+    Unknown,
 }
 
 /// The descriptors of an interactive exec: the terminal's master side

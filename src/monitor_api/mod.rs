@@ -13,7 +13,7 @@ pub(crate) mod protocol;
 pub(crate) mod template_client;
 mod types;
 
-pub use client::{ExecExit, ExecStdio, ExitWatch, MonitorClient, spawn_monitor};
+pub use client::{ExecExit, ExecStdio, ExitWatch, MonitorClient, StartOutcome, spawn_monitor};
 pub use error::RuntimeError;
 pub use persist::read_persisted_state;
 pub(crate) use protocol::SOCKET_NAME as MONITOR_SOCKET;

@@ -22,6 +22,15 @@ pub enum Request {
     Create(CreateContainer),
     Start {
         id: String,
+        /// Answer with the container's state after the start
+        /// ([`Response::Started`], or [`Response::State`] when it was not
+        /// in the created state and nothing was done) instead of `Ok`: one
+        /// round trip for StartContainer instead of three. Absent in the
+        /// requests of a daemon from before it, so such a daemon still gets
+        /// `Ok`; a monitor from before it ignores the field and answers
+        /// `Ok`, and the daemon then asks for the state itself.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        reply_state: bool,
     },
     Stop {
         id: String,
@@ -97,6 +106,10 @@ pub enum Response {
         pid: u32,
     },
     State(ContainerRuntimeState),
+    /// The answer to a `Start` with `reply_state`: the container was
+    /// started, and this is its state right after (running, or exited if
+    /// its command failed at once).
+    Started(ContainerRuntimeState),
     Exec(ExecOutput),
     /// Descriptors travel with this frame, in the order of `MonitorClient::exec_stream`:
     /// with `tty` the terminal's master side, then (attach only) the read
@@ -234,6 +247,44 @@ mod tests {
         assert!(
             matches!(req, Request::Create(c) if c.exec_path == crate::monitor_api::ExecPath::Dmz)
         );
+    }
+
+    #[test]
+    fn a_start_asks_for_its_state_without_breaking_either_side_of_an_upgrade() {
+        roundtrip(Request::Start {
+            id: "c1".into(),
+            reply_state: true,
+        });
+        // A daemon from before the field: the monitor answers Ok as then.
+        let old: Request = serde_json::from_str(r#"{"op":"start","id":"c1"}"#).unwrap();
+        assert_eq!(
+            old,
+            Request::Start {
+                id: "c1".into(),
+                reply_state: false
+            }
+        );
+        // ... and a request without it is written as before.
+        let body = serde_json::to_string(&Request::Start {
+            id: "c1".into(),
+            reply_state: false,
+        })
+        .unwrap();
+        assert_eq!(body, r#"{"op":"start","id":"c1"}"#);
+        let started = Response::Started(ContainerRuntimeState {
+            status: RuntimeStatus::Running,
+            pid: Some(7),
+            exit_code: None,
+            started_at: Some(3),
+            finished_at: None,
+            reason: None,
+            message: None,
+        });
+        let frame = encode_frame(&started).unwrap();
+        assert!(matches!(
+            decode_frame::<Response>(&frame),
+            Decoded::Frame { message: Ok(r), .. } if r == started
+        ));
     }
 
     #[test]

@@ -14,6 +14,7 @@ use crate::crash_point::crash_point;
 use crate::events::EventKind;
 use crate::host::pinned_namespace_path;
 use crate::image::rootfs::{mount_overlay, unmount};
+use crate::monitor_api::StartOutcome;
 use crate::monitor_api::{
     ContainerRuntimeState, CreateContainer, ExecOutput, ExecSpec, NamespaceKind, RuntimeError,
     RuntimeStatus,
@@ -420,15 +421,33 @@ impl Node {
     }
 
     pub async fn start_container(&self, id: &str) -> Result<(), NodeError> {
-        let record = self.container(id)?;
-        let _guard = self.container_locks.lock(&record.id).await;
+        let found = self.container(id)?;
+        let step = crate::util::time::StepTimer::new("start_container", &found.id);
+        let _guard = self.container_locks.lock(&found.id).await;
+        // Read again under the lock: a start that held it has changed it.
+        let record = self.container(&found.id)?;
+        // The record's state, not a round trip to the monitor: it is
+        // created until a start succeeds, and an exit it has not heard of
+        // yet is caught by the monitor's own check below.
+        record.state.check(ContainerOp::Start, &record.id)?;
         let pod = self.pod(&record.pod_id)?;
         let monitor = self.monitor(&pod).await?;
-        let state = monitor.state(&record.id).await?;
-        ContainerState::from(state.status).check(ContainerOp::Start, &record.id)?;
-        monitor.start(&record.id).await?;
-        let state = monitor.state(&record.id).await?;
+        let state = match monitor.start(&record.id).await? {
+            StartOutcome::Started(state) => state,
+            StartOutcome::NotCreated(state) => {
+                ContainerState::from(state.status).check(ContainerOp::Start, &record.id)?;
+                return Err(NodeError::Internal(format!(
+                    "the monitor of container {:?} refused to start it in the {:?} state",
+                    record.id, state.status
+                )));
+            }
+            // A monitor started before this daemon's version: it said only Ok.
+            StartOutcome::Unknown => monitor.state(&record.id).await?,
+        };
+        crash_point("container.start.after-monitor");
+        step.done("monitor_start");
         let record = self.apply_runtime_state(record, &state)?;
+        step.done("record");
         if record.state == ContainerState::Exited
             && !record.message.is_empty()
             && record.started_at == 0
