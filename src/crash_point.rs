@@ -4,8 +4,9 @@
 //! time any task reaches the point of that name, so a test can stop the
 //! daemon deterministically between two steps of RunPodSandbox,
 //! CreateContainer, StartContainer, RemoveContainer or RemovePodSandbox
-//! (timing jitter would hit the interesting windows only by chance). Compiled in debug builds
-//! only (what `cargo test` builds): a release daemon ignores the variable.
+//! (timing jitter would hit the interesting windows only by chance).
+//! Compiled in debug builds only (what `cargo test` builds): a release
+//! daemon ignores the variable.
 
 /// The environment variable that names the crash point.
 pub const CRASH_AT_ENV: &str = "CAPCRI_CRASH_AT";

@@ -303,6 +303,10 @@ async fn a_killed_monitor_leaves_containers_unknown_and_remove_cleans_up() {
     let sleeper = container_config("sleeper", &busybox, &["sleep", "1000"]);
     let id = create(&d, &pod, sleeper).await.expect("create");
     start(&d, &id).await;
+    // Created, never started: its init waits in the monitor's pod.
+    let waiting = create(&d, &pod, container_config("waiting", &busybox, &["true"]))
+        .await
+        .expect("create waiting");
     let status = rt
         .container_status(cri::ContainerStatusRequest {
             container_id: id.clone(),
@@ -312,14 +316,15 @@ async fn a_killed_monitor_leaves_containers_unknown_and_remove_cleans_up() {
         .unwrap()
         .into_inner();
     let pid = pid_of(&status);
-    // The monitor, not the pod init it forked (same command line, comm "pod-init").
+    // The monitor, not the pod init it forked nor the created container's
+    // init waiting for its start (same command line; comm "pod-init" and
+    // libcontainer's "youki:[2:INIT]").
     let monitors: Vec<i32> = common::processes_mentioning(&d.state_dir().join("pods"))
         .into_iter()
         .filter(|p| {
-            std::fs::read_to_string(format!("/proc/{p}/comm"))
-                .unwrap_or_default()
-                .trim()
-                != "pod-init"
+            let comm = std::fs::read_to_string(format!("/proc/{p}/comm")).unwrap_or_default();
+            let comm = comm.trim();
+            comm != "pod-init" && !comm.starts_with("youki:")
         })
         .collect();
     assert_eq!(monitors.len(), 1, "one monitor per pod");
@@ -338,6 +343,27 @@ async fn a_killed_monitor_leaves_containers_unknown_and_remove_cleans_up() {
         std::path::Path::new(&format!("/proc/{pid}")).exists(),
         "the container itself outlived its monitor"
     );
+    // Neither can be started without its monitor: an error, never a
+    // container run unsupervised, and both stay unknown.
+    for c in [&waiting, &id] {
+        assert_eq!(
+            container_state(&d, c).await.state,
+            cri::ContainerState::ContainerUnknown as i32
+        );
+        let err = rt
+            .start_container(cri::StartContainerRequest {
+                container_id: c.to_string(),
+            })
+            .await
+            .expect_err("start without a monitor");
+        eprintln!("start of an unknown container: {err}");
+        assert_ne!(err.code(), tonic::Code::Ok);
+        assert_eq!(
+            container_state(&d, c).await.state,
+            cri::ContainerState::ContainerUnknown as i32,
+            "{err}"
+        );
+    }
 
     rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
         pod_sandbox_id: pod.clone(),

@@ -427,6 +427,141 @@ async fn monitor_runs_a_pod_end_to_end() {
     assert!(!runtime_root.join("c3").exists());
 }
 
+/// A monitor killed while one of its containers is created but not
+/// started: that container's init (a clone of the monitor, waiting for its
+/// start) keeps the monitor's sockets open, so nothing ends by EOF. Every
+/// wait on the monitor must still end: a call, the exit watch, and an
+/// interactive exec's wait for its exit code.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_monitor_ends_every_wait_on_it() {
+    if !privileged() {
+        return;
+    }
+    let uniq = format!("capcri-test-kill-{}", std::process::id());
+    let base = std::env::temp_dir().join(&uniq);
+    std::fs::create_dir_all(&base).unwrap();
+    let mut cleanup = Cleanup {
+        base: base.clone(),
+        cgroup_name: uniq.clone(),
+        monitor_pid: None,
+    };
+    let pod_dir = base.join("pod");
+    let client = spawn_monitor(MonitorSpawn {
+        pod_id: "pod-kill".into(),
+        pod_dir: pod_dir.clone(),
+        runtime_root: base.join("runtime"),
+        new_namespaces: PodNamespaceSet {
+            net: true,
+            ipc: true,
+            uts: true,
+            pid: false,
+        },
+        hostname: Some(HOSTNAME.into()),
+        user_namespace: None,
+        init_cgroup: None,
+        program: Some(PathBuf::from(env!("CARGO_BIN_EXE_capcri"))),
+    })
+    .await
+    .expect("monitor starts");
+    let monitor_pid = client.pid().expect("monitor reports its pid") as i32;
+    cleanup.monitor_pid = Some(monitor_pid);
+    // Before the containers, as the daemon does when it first meets the
+    // pod: the created container's init then holds this connection too.
+    let mut watch = client.watch_exits().await.expect("watch exits");
+    for (id, start) in [("running", true), ("created", false)] {
+        let bundle = base.join(id);
+        unpack("registry.k8s.io/e2e-test-images/busybox:1.29-2", &bundle);
+        write_config(
+            &bundle,
+            &pod_dir,
+            &format!("/{uniq}/{id}"),
+            &["sleep", "1000"],
+            0,
+        );
+        client
+            .create(CreateContainer {
+                id: id.into(),
+                bundle,
+                log_path: None,
+                stdin: false,
+                stdin_once: false,
+                tty: false,
+                exec_path: ExecPath::Direct,
+            })
+            .await
+            .expect("create");
+        if start {
+            client.start(id).await.expect("start");
+        }
+    }
+    let (_stdio, exec_exit) = client
+        .exec_stream(
+            "running",
+            exec_spec(&["sleep", "1000"], 0, None),
+            false,
+            false,
+        )
+        .await
+        .expect("interactive exec");
+
+    // SAFETY: kill(2) of the monitor this test spawned.
+    unsafe { libc::kill(monitor_pid, libc::SIGKILL) };
+    let patience = Duration::from_secs(10);
+    let exit = tokio::time::timeout(patience, exec_exit.wait())
+        .await
+        .expect("the exec's wait ends");
+    // EOF or the monitor's exit, whichever the kernel shows first: a
+    // connection made after the created container's init was cloned is
+    // the monitor's alone.
+    let err = exit.expect_err("no exit code from a dead monitor");
+    eprintln!("exec wait after the monitor's death: {err}");
+    let ended = tokio::time::timeout(patience, watch.next())
+        .await
+        .expect("the exit watch ends");
+    assert_eq!(ended, None);
+    for id in ["running", "created"] {
+        let err = tokio::time::timeout(patience, client.state(id))
+            .await
+            .expect("a call to the dead monitor ends")
+            .expect_err("no state from a dead monitor");
+        assert!(
+            matches!(err, RuntimeError::MonitorUnreachable { .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains(&monitor_pid.to_string()), "{err}");
+    }
+    let err = tokio::time::timeout(patience, client.start("created"))
+        .await
+        .expect("a start on the dead monitor ends")
+        .expect_err("no start without a monitor");
+    assert!(
+        matches!(err, RuntimeError::MonitorUnreachable { .. }),
+        "{err}"
+    );
+    let err = tokio::time::timeout(
+        patience,
+        client.exec_stream("running", exec_spec(&["true"], 0, None), false, false),
+    )
+    .await
+    .expect("an exec on the dead monitor ends")
+    .expect_err("no exec without a monitor");
+    assert!(
+        matches!(err, RuntimeError::MonitorUnreachable { .. }),
+        "{err}"
+    );
+    // Reconnecting after a daemon restart fails too, at once.
+    let err = tokio::time::timeout(patience, MonitorClient::connect(&pod_dir))
+        .await
+        .expect("a reconnect ends")
+        .expect_err("no reconnect to a dead monitor");
+    assert!(
+        matches!(err, RuntimeError::MonitorUnreachable { .. }),
+        "{err}"
+    );
+    drop(cleanup);
+    assert!(cgroup_dirs(&uniq).is_empty(), "{:?}", cgroup_dirs(&uniq));
+}
+
 /// Needs no privileges: the monitor refuses a bad hostname before it
 /// creates anything, and spawn_monitor returns its startup error text.
 #[tokio::test]

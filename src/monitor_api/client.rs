@@ -195,6 +195,21 @@ impl MonitorClient {
     /// Sends `req` on a new connection and reads the first response; the
     /// connection is returned for requests answered more than once.
     async fn request(&self, req: &Request) -> Result<(Response, UnixStream), RuntimeError> {
+        self.request_watched(req)
+            .await
+            .map(|(resp, stream, _)| (resp, stream))
+    }
+
+    /// [`Self::request`], with the monitor's liveness for the connection's
+    /// later answers. The answer is awaited against the monitor's exit: a
+    /// created container's init (a clone of the monitor, waiting for its
+    /// start) holds copies of the monitor's sockets, so a killed monitor's
+    /// socket still accepts and never answers, and its connections never
+    /// end.
+    async fn request_watched(
+        &self,
+        req: &Request,
+    ) -> Result<(Response, UnixStream, Option<MonitorLife>), RuntimeError> {
         let unreachable = |source| RuntimeError::MonitorUnreachable {
             socket: self.socket.clone(),
             source,
@@ -202,10 +217,24 @@ impl MonitorClient {
         let mut stream = UnixStream::connect(&self.socket)
             .await
             .map_err(unreachable)?;
+        let life = MonitorLife::of(&stream, &self.socket).map_err(unreachable)?;
         let frame = encode_frame(req).map_err(RuntimeError::Protocol)?;
-        stream.write_all(&frame).await.map_err(unreachable)?;
-        match read_response(&mut stream).await {
-            Ok(resp) => Ok((resp, stream)),
+        let exchange = async {
+            stream.write_all(&frame).await.map_err(FrameError::Io)?;
+            read_response(&mut stream).await
+        };
+        let answer = match &life {
+            // An answer already in wins over an exit right after it (the
+            // monitor exits once it has answered Shutdown).
+            Some(life) => tokio::select! {
+                biased;
+                answer = exchange => answer,
+                () = life.exited() => Err(FrameError::Io(life.exit_error())),
+            },
+            None => exchange.await,
+        };
+        match answer {
+            Ok(resp) => Ok((resp, stream, life)),
             Err(FrameError::Io(source)) => Err(unreachable(source)),
             Err(FrameError::Runtime(e)) => Err(e),
         }
@@ -217,9 +246,9 @@ impl MonitorClient {
 
     /// Subscribes to the pod's container exits on a connection of its own.
     pub async fn watch_exits(&self) -> Result<ExitWatch, RuntimeError> {
-        match self.request(&Request::WatchExits).await? {
-            (Response::Watching, stream) => Ok(ExitWatch { stream }),
-            (other, _) => Err(unexpected(other)),
+        match self.request_watched(&Request::WatchExits).await? {
+            (Response::Watching, stream, life) => Ok(ExitWatch { stream, life }),
+            (other, _, _) => Err(unexpected(other)),
         }
     }
 
@@ -320,10 +349,14 @@ impl MonitorClient {
             stdin,
         };
         let socket = self.socket.clone();
-        let (resp, fds, _stream) =
-            tokio::task::spawn_blocking(move || call_receiving_fds(&socket, &req))
-                .await
-                .map_err(|e| RuntimeError::Protocol(format!("attach task failed: {e}")))??;
+        let FdAnswer {
+            response: resp,
+            fds,
+            stream: _stream,
+            ..
+        } = tokio::task::spawn_blocking(move || call_receiving_fds(&socket, &req))
+            .await
+            .map_err(|e| RuntimeError::Protocol(format!("attach task failed: {e}")))??;
         let (tty, with_stdin) = match resp {
             Response::Streams { tty, stdin, .. } => (tty, stdin),
             Response::Error(e) => return Err(RuntimeError::from_wire(e)),
@@ -346,10 +379,14 @@ impl MonitorClient {
             tty,
         };
         let socket = self.socket.clone();
-        let (resp, fds, stream) =
-            tokio::task::spawn_blocking(move || call_receiving_fds(&socket, &req))
-                .await
-                .map_err(|e| RuntimeError::Protocol(format!("exec task failed: {e}")))??;
+        let FdAnswer {
+            response: resp,
+            fds,
+            stream,
+            life,
+        } = tokio::task::spawn_blocking(move || call_receiving_fds(&socket, &req))
+            .await
+            .map_err(|e| RuntimeError::Protocol(format!("exec task failed: {e}")))??;
         let (tty, want_stdin) = match resp {
             Response::Streams { tty, stdin, .. } => (tty, stdin),
             Response::Error(e) => return Err(RuntimeError::from_wire(e)),
@@ -361,7 +398,11 @@ impl MonitorClient {
             .map_err(|e| RuntimeError::io("setting the exec connection non-blocking", e))?;
         let stream = UnixStream::from_std(stream)
             .map_err(|e| RuntimeError::io("registering the exec connection", e))?;
-        Ok((stdio, ExecExit { stream }))
+        let life = life
+            .map(|(fd, pid)| MonitorLife::register(fd, pid))
+            .transpose()
+            .map_err(|e| RuntimeError::io("watching the monitor during the exec", e))?;
+        Ok((stdio, ExecExit { stream, life }))
     }
 
     /// Pod removal: the monitor deletes what is left, unpins the pod's
@@ -397,15 +438,24 @@ pub struct ExecStdio {
 #[derive(Debug)]
 pub struct ExecExit {
     stream: UnixStream,
+    life: Option<MonitorLife>,
 }
 
 impl ExecExit {
     /// Waits for the process to end; returns its exit code (128 + signal
-    /// when killed).
+    /// when killed), or an error once the monitor has exited.
     pub async fn wait(mut self) -> Result<i32, RuntimeError> {
         let mut len = [0u8; 4];
         let lost = |e| RuntimeError::io("waiting for the exec to end", e);
-        self.stream.read_exact(&mut len).await.map_err(lost)?;
+        match &self.life {
+            Some(life) => tokio::select! {
+                biased;
+                read = self.stream.read_exact(&mut len) => read.map(|_| ()),
+                () = life.exited() => Err(life.exit_error()),
+            },
+            None => self.stream.read_exact(&mut len).await.map(|_| ()),
+        }
+        .map_err(lost)?;
         let len = u32::from_be_bytes(len) as usize;
         if len > MAX_FRAME_LEN {
             return Err(RuntimeError::Protocol(format!(
@@ -425,19 +475,19 @@ impl ExecExit {
     }
 }
 
+/// The answer of [`call_receiving_fds`]: the response, the descriptors it
+/// carried, the connection (for answers still to come) and the monitor's
+/// pidfd and pid when the kernel gives them.
+struct FdAnswer {
+    response: Response,
+    fds: Vec<OwnedFd>,
+    stream: std::os::unix::net::UnixStream,
+    life: Option<(OwnedFd, i32)>,
+}
+
 /// Blocking request whose response frame may carry descriptors
 /// (SCM_RIGHTS arrive with the frame's first bytes).
-fn call_receiving_fds(
-    socket: &Path,
-    req: &Request,
-) -> Result<
-    (
-        Response,
-        Vec<std::os::fd::OwnedFd>,
-        std::os::unix::net::UnixStream,
-    ),
-    RuntimeError,
-> {
+fn call_receiving_fds(socket: &Path, req: &Request) -> Result<FdAnswer, RuntimeError> {
     use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
     use std::io::{Read, Write};
     use std::os::fd::FromRawFd;
@@ -446,8 +496,20 @@ fn call_receiving_fds(
         source,
     };
     let mut stream = std::os::unix::net::UnixStream::connect(socket).map_err(unreachable)?;
+    let peer = nix::sys::socket::getsockopt(&stream, nix::sys::socket::sockopt::PeerCredentials)
+        .ok()
+        .map(|c| c.pid());
+    let life = match peer {
+        Some(pid) => monitor_pidfd(pid, socket)
+            .map_err(unreachable)?
+            .map(|fd| (fd, pid)),
+        None => None,
+    };
     let frame = encode_frame(req).map_err(RuntimeError::Protocol)?;
     stream.write_all(&frame).map_err(unreachable)?;
+    if let Some((pidfd, pid)) = &life {
+        wait_answer_or_exit(&stream, pidfd, *pid).map_err(unreachable)?;
+    }
     let mut buf = vec![0u8; 4096];
     let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 4]);
     let mut fds = Vec::new();
@@ -494,7 +556,42 @@ fn call_receiving_fds(
     }
     let resp: Response = serde_json::from_slice(&got[4..4 + len])
         .map_err(|e| RuntimeError::Protocol(format!("malformed response from the monitor: {e}")))?;
-    Ok((resp, fds, stream))
+    Ok(FdAnswer {
+        response: resp,
+        fds,
+        stream,
+        life,
+    })
+}
+
+/// Blocks until the answer can be read from `stream` or the monitor
+/// behind `pidfd` has exited (then an error naming it): a dead monitor's
+/// socket may be held open by a created container's init and never answer.
+fn wait_answer_or_exit(
+    stream: &std::os::unix::net::UnixStream,
+    pidfd: &OwnedFd,
+    pid: i32,
+) -> std::io::Result<()> {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use std::os::fd::AsFd;
+    loop {
+        let mut fds = [
+            PollFd::new(stream.as_fd(), PollFlags::POLLIN),
+            PollFd::new(pidfd.as_fd(), PollFlags::POLLIN),
+        ];
+        match poll(&mut fds, PollTimeout::NONE) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+            Ok(_) => {}
+        }
+        // The answer first: a monitor may answer and exit right after.
+        if fds[0].any().unwrap_or(false) {
+            return Ok(());
+        }
+        if fds[1].any().unwrap_or(false) {
+            return Err(monitor_exited(pid));
+        }
+    }
 }
 
 /// A subscription to one monitor's container exits (see
@@ -502,20 +599,105 @@ fn call_receiving_fds(
 #[derive(Debug)]
 pub struct ExitWatch {
     stream: UnixStream,
+    life: Option<MonitorLife>,
 }
 
 impl ExitWatch {
     /// The next exit as (container id, exit code); `None` once the monitor
-    /// is gone (pod stopped, or the monitor was killed).
+    /// is gone (pod stopped, or the monitor was killed: its exit ends the
+    /// watch even while a created container's init keeps the connection
+    /// open).
     pub async fn next(&mut self) -> Option<(String, i32)> {
         loop {
-            match read_response(&mut self.stream).await {
+            let frame = match &self.life {
+                Some(life) => tokio::select! {
+                    biased;
+                    frame = read_response(&mut self.stream) => frame,
+                    () = life.exited() => return None,
+                },
+                None => read_response(&mut self.stream).await,
+            };
+            match frame {
                 Ok(Response::Exited { id, exit_code }) => return Some((id, exit_code)),
                 Ok(_) => continue,
                 Err(_) => return None,
             }
         }
     }
+}
+
+/// The monitor behind one connection, as a pidfd that polls readable once
+/// it has exited. Its pid is the socket's peer (the process that listens:
+/// the monitor itself), checked against the monitor's command line, which
+/// names its pod directory, so a reused pid is not taken for it.
+#[derive(Debug)]
+struct MonitorLife {
+    pidfd: tokio::io::unix::AsyncFd<OwnedFd>,
+    pid: i32,
+}
+
+impl MonitorLife {
+    /// `Ok(None)` when the kernel cannot say (no peer pid, no pidfds):
+    /// calls then wait as they did before pidfds.
+    fn of(stream: &UnixStream, socket: &Path) -> std::io::Result<Option<MonitorLife>> {
+        let Some(pid) = stream.peer_cred().ok().and_then(|c| c.pid()) else {
+            return Ok(None);
+        };
+        monitor_pidfd(pid, socket)?
+            .map(|fd| MonitorLife::register(fd, pid))
+            .transpose()
+    }
+
+    fn register(pidfd: OwnedFd, pid: i32) -> std::io::Result<MonitorLife> {
+        // SAFETY: the AsyncFd owns the pidfd for as long as it is
+        // registered; nothing else can close or replace the descriptor.
+        let pidfd = unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE)
+        }?;
+        Ok(MonitorLife { pidfd, pid })
+    }
+
+    /// Returns once the monitor has exited.
+    async fn exited(&self) {
+        let _ = self.pidfd.readable().await;
+    }
+
+    fn exit_error(&self) -> std::io::Error {
+        monitor_exited(self.pid)
+    }
+}
+
+fn monitor_exited(pid: i32) -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::BrokenPipe,
+        format!("the pod's monitor (pid {pid}) has exited"),
+    )
+}
+
+/// A pidfd of `pid`, the peer of a connection to the monitor socket
+/// `socket`, once its command line shows it is that pod's monitor (a
+/// reused pid is taken for an exited monitor). `Ok(None)` without pidfds.
+fn monitor_pidfd(pid: i32, socket: &Path) -> std::io::Result<Option<OwnedFd>> {
+    // SAFETY: pidfd_open with a pid and no flags; the result is checked.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        let e = std::io::Error::last_os_error();
+        return match e.raw_os_error() {
+            Some(libc::ESRCH) => Err(monitor_exited(pid)),
+            _ => Ok(None),
+        };
+    }
+    // SAFETY: pidfd_open returned a new descriptor that nothing else owns.
+    let pidfd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) };
+    let pod_dir = socket.parent().unwrap_or(socket);
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let names_pod = cmdline
+        .split(|b| *b == 0)
+        .any(|arg| arg == pod_dir.as_os_str().as_encoded_bytes());
+    if !names_pod {
+        return Err(monitor_exited(pid));
+    }
+    Ok(Some(pidfd))
 }
 
 enum FrameError {

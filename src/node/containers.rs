@@ -14,10 +14,9 @@ use crate::crash_point::crash_point;
 use crate::events::EventKind;
 use crate::host::pinned_namespace_path;
 use crate::image::rootfs::{mount_overlay, unmount};
-use crate::monitor_api::StartOutcome;
 use crate::monitor_api::{
     ContainerRuntimeState, CreateContainer, ExecOutput, ExecSpec, NamespaceKind, RuntimeError,
-    RuntimeStatus,
+    RuntimeStatus, StartOutcome,
 };
 use crate::node::{Node, NodeError, find_by_id_or_prefix, labels_match};
 use crate::pod::PodSandbox;
@@ -428,8 +427,11 @@ impl Node {
         let record = self.container(&found.id)?;
         // The record's state, not a round trip to the monitor: it is
         // created until a start succeeds, and an exit it has not heard of
-        // yet is caught by the monitor's own check below.
-        record.state.check(ContainerOp::Start, &record.id)?;
+        // yet is caught by the monitor's own check below. Unknown (its
+        // monitor did not answer once) is left to the monitor to settle.
+        if record.state != ContainerState::Unknown {
+            record.state.check(ContainerOp::Start, &record.id)?;
+        }
         let pod = self.pod(&record.pod_id)?;
         let monitor = self.monitor(&pod).await?;
         let state = match monitor.start(&record.id).await? {
