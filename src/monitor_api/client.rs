@@ -683,7 +683,10 @@ fn monitor_pidfd(pid: i32, socket: &Path) -> std::io::Result<Option<OwnedFd>> {
     if fd < 0 {
         let e = std::io::Error::last_os_error();
         return match e.raw_os_error() {
-            Some(libc::ESRCH) => Err(monitor_exited(pid)),
+            // Gone: ESRCH, or EINVAL (Linux 6.1) for a pid whose process
+            // was reaped while the socket still refers to it; the peer is
+            // always a thread-group leader and the flags are none.
+            Some(libc::ESRCH) | Some(libc::EINVAL) => Err(monitor_exited(pid)),
             _ => Ok(None),
         };
     }
