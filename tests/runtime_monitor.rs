@@ -16,13 +16,13 @@ const HOSTNAME: &str = "capcri-test-pod";
 mod runtime_support;
 use runtime_support::*;
 
-#[tokio::test]
-async fn monitor_runs_a_pod_end_to_end() {
-    if !privileged() {
-        return;
-    }
+/// A pod monitor for one test (its own network, IPC and UTS namespaces, the
+/// capcri binary of this build), under a fresh directory whose name is also
+/// the test's cgroup name. The cleanup kills the monitor and whatever is in
+/// those cgroups, unmounts and removes the directory.
+async fn test_monitor(tag: &str, pod_id: &str) -> (MonitorClient, Cleanup, String) {
     let uniq = format!(
-        "capcri-test-{}-{}",
+        "capcri-test-{tag}-{}-{}",
         std::process::id(),
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -36,13 +36,10 @@ async fn monitor_runs_a_pod_end_to_end() {
         cgroup_name: uniq.clone(),
         monitor_pid: None,
     };
-    let pod_dir = base.join("pod");
-    let runtime_root = base.join("runtime");
-
     let client = spawn_monitor(MonitorSpawn {
-        pod_id: "pod-1".into(),
-        pod_dir: pod_dir.clone(),
-        runtime_root: runtime_root.clone(),
+        pod_id: pod_id.into(),
+        pod_dir: base.join("pod"),
+        runtime_root: base.join("runtime"),
         new_namespaces: PodNamespaceSet {
             net: true,
             ipc: true,
@@ -56,8 +53,20 @@ async fn monitor_runs_a_pod_end_to_end() {
     })
     .await
     .expect("monitor starts");
+    cleanup.monitor_pid = Some(client.pid().expect("monitor reports its pid") as i32);
+    (client, cleanup, uniq)
+}
+
+#[tokio::test]
+async fn monitor_runs_a_pod_end_to_end() {
+    if !privileged() {
+        return;
+    }
+    let (client, cleanup, uniq) = test_monitor("e2e", "pod-1").await;
+    let base = cleanup.base.clone();
+    let pod_dir = base.join("pod");
+    let runtime_root = base.join("runtime");
     let monitor_pid = client.pid().expect("monitor reports its pid") as i32;
-    cleanup.monitor_pid = Some(monitor_pid);
 
     // Own session: the daemon's process group and session end do not reach it.
     // SAFETY: getsid/getpgid of a pid have no memory effects.
@@ -437,34 +446,10 @@ async fn a_killed_monitor_ends_every_wait_on_it() {
     if !privileged() {
         return;
     }
-    let uniq = format!("capcri-test-kill-{}", std::process::id());
-    let base = std::env::temp_dir().join(&uniq);
-    std::fs::create_dir_all(&base).unwrap();
-    let mut cleanup = Cleanup {
-        base: base.clone(),
-        cgroup_name: uniq.clone(),
-        monitor_pid: None,
-    };
+    let (client, cleanup, uniq) = test_monitor("kill", "pod-kill").await;
+    let base = cleanup.base.clone();
     let pod_dir = base.join("pod");
-    let client = spawn_monitor(MonitorSpawn {
-        pod_id: "pod-kill".into(),
-        pod_dir: pod_dir.clone(),
-        runtime_root: base.join("runtime"),
-        new_namespaces: PodNamespaceSet {
-            net: true,
-            ipc: true,
-            uts: true,
-            pid: false,
-        },
-        hostname: Some(HOSTNAME.into()),
-        user_namespace: None,
-        init_cgroup: None,
-        program: Some(PathBuf::from(env!("CARGO_BIN_EXE_capcri"))),
-    })
-    .await
-    .expect("monitor starts");
     let monitor_pid = client.pid().expect("monitor reports its pid") as i32;
-    cleanup.monitor_pid = Some(monitor_pid);
     // Before the containers, as the daemon does when it first meets the
     // pod: the created container's init then holds this connection too.
     let mut watch = client.watch_exits().await.expect("watch exits");
