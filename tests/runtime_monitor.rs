@@ -16,6 +16,19 @@ const HOSTNAME: &str = "capcri-test-pod";
 mod runtime_support;
 use runtime_support::*;
 
+/// A create request with no stdin and no terminal, on the direct exec path.
+fn direct_create(id: &str, bundle: PathBuf, log_path: Option<PathBuf>) -> CreateContainer {
+    CreateContainer {
+        id: id.into(),
+        bundle,
+        log_path,
+        stdin: false,
+        stdin_once: false,
+        tty: false,
+        exec_path: ExecPath::Direct,
+    }
+}
+
 /// A pod monitor for one test (its own network, IPC and UTS namespaces, the
 /// capcri binary of this build), under a fresh directory whose name is also
 /// the test's cgroup name. The cleanup kills the monitor and whatever is in
@@ -141,15 +154,7 @@ async fn monitor_runs_a_pod_end_to_end() {
     );
     let log1 = base.join("logs/c1.log");
     let pid = client
-        .create(CreateContainer {
-            id: "c1".into(),
-            bundle: bundle1.clone(),
-            log_path: Some(log1.clone()),
-            stdin: false,
-            stdin_once: false,
-            tty: false,
-            exec_path: ExecPath::Direct,
-        })
+        .create(direct_create("c1", bundle1.clone(), Some(log1.clone())))
         .await
         .expect("create c1");
     assert!(pid > 1);
@@ -288,15 +293,7 @@ async fn monitor_runs_a_pod_end_to_end() {
     );
     let log4 = base.join("logs/c4.log");
     client
-        .create(CreateContainer {
-            id: "c4".into(),
-            bundle: bundle4.clone(),
-            log_path: Some(log4.clone()),
-            stdin: false,
-            stdin_once: false,
-            tty: false,
-            exec_path: ExecPath::Direct,
-        })
+        .create(direct_create("c4", bundle4.clone(), Some(log4.clone())))
         .await
         .expect("create c4");
     client.start("c4").await.expect("start c4");
@@ -329,15 +326,7 @@ async fn monitor_runs_a_pod_end_to_end() {
         0,
     );
     let err = client
-        .create(CreateContainer {
-            id: "c2".into(),
-            bundle: bundle2.clone(),
-            log_path: None,
-            stdin: false,
-            stdin_once: false,
-            tty: false,
-            exec_path: ExecPath::Direct,
-        })
+        .create(direct_create("c2", bundle2.clone(), None))
         .await
         .expect_err("create of a missing command fails");
     eprintln!("create of a missing command: {err}");
@@ -358,15 +347,7 @@ async fn monitor_runs_a_pod_end_to_end() {
         1000,
     );
     client
-        .create(CreateContainer {
-            id: "c3".into(),
-            bundle: bundle3.clone(),
-            log_path: None,
-            stdin: false,
-            stdin_once: false,
-            tty: false,
-            exec_path: ExecPath::Direct,
-        })
+        .create(direct_create("c3", bundle3.clone(), None))
         .await
         .expect("create c3 (execve happens at start)");
     let err = client
@@ -464,15 +445,7 @@ async fn a_killed_monitor_ends_every_wait_on_it() {
             0,
         );
         client
-            .create(CreateContainer {
-                id: id.into(),
-                bundle,
-                log_path: None,
-                stdin: false,
-                stdin_once: false,
-                tty: false,
-                exec_path: ExecPath::Direct,
-            })
+            .create(direct_create(id, bundle, None))
             .await
             .expect("create");
         if start {

@@ -29,9 +29,7 @@ pub fn temp_name() -> String {
 /// new content: temp file, fsync, rename, fsync of the directory. Image
 /// records and layer metadata are root only, whatever the umask.
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), ImageError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    replace_file(&dir.join(temp_name()), path, data, Durability::Durable)
-        .map_err(|e| ImageError::io(e.op, &e.path, e.source))
+    replace_with(path, data, Durability::Durable)
 }
 
 /// Like [`write_atomic`] without its two fsyncs: a crash of capcri leaves
@@ -39,14 +37,14 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), ImageError> {
 /// or cut file. Only for files the daemon can rebuild from records that
 /// are written durably (see `ImageStore::persist_lease`).
 pub fn write_replace(path: &Path, data: &[u8]) -> Result<(), ImageError> {
+    replace_with(path, data, Durability::CrashOfProcess)
+}
+
+/// A temp file beside `path`, renamed over it, synced as `durability` asks.
+fn replace_with(path: &Path, data: &[u8], durability: Durability) -> Result<(), ImageError> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    replace_file(
-        &dir.join(temp_name()),
-        path,
-        data,
-        Durability::CrashOfProcess,
-    )
-    .map_err(|e| ImageError::io(e.op, &e.path, e.source))
+    replace_file(&dir.join(temp_name()), path, data, durability)
+        .map_err(|e| ImageError::io(e.op, &e.path, e.source))
 }
 
 pub fn sync_dir(dir: &Path) -> Result<(), ImageError> {

@@ -155,15 +155,21 @@ fn signal_pidfd(pidfd: &OwnedFd, signal: libc::c_int) {
 /// Wait until the process behind `pidfd` has exited (the pidfd polls
 /// readable), at most `timeout`.
 async fn wait_pidfd(pidfd: OwnedFd, timeout: Duration) {
-    // SAFETY: the AsyncFd owns the pidfd for as long as it is registered;
-    // nothing else can close or replace the descriptor.
-    let registered = unsafe {
-        tokio::io::unix::AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE)
-    };
-    let Ok(fd) = registered else {
+    let Ok(fd) = watch_pidfd(pidfd) else {
         return;
     };
     let _ = tokio::time::timeout(timeout, fd.readable()).await;
+}
+
+/// `pidfd` registered with the runtime: it polls readable once its
+/// process has exited.
+fn watch_pidfd(pidfd: OwnedFd) -> std::io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
+    // SAFETY: the AsyncFd owns the pidfd for as long as it is registered;
+    // nothing else can close or replace the descriptor.
+    unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE)
+    }
+    .map_err(std::io::Error::from)
 }
 
 impl MonitorClient {
@@ -649,12 +655,10 @@ impl MonitorLife {
     }
 
     fn register(pidfd: OwnedFd, pid: i32) -> std::io::Result<MonitorLife> {
-        // SAFETY: the AsyncFd owns the pidfd for as long as it is
-        // registered; nothing else can close or replace the descriptor.
-        let pidfd = unsafe {
-            tokio::io::unix::AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE)
-        }?;
-        Ok(MonitorLife { pidfd, pid })
+        Ok(MonitorLife {
+            pidfd: watch_pidfd(pidfd)?,
+            pid,
+        })
     }
 
     /// Returns once the monitor has exited.
