@@ -19,6 +19,7 @@ pub const CRASH_POINTS: &[&str] = &[
     "pod.run.after-record",
     "container.create.after-rootfs",
     "container.create.after-bundle",
+    "container.create.record-written",
     "container.create.after-monitor",
     "container.create.after-record",
     "container.start.after-monitor",

@@ -211,5 +211,30 @@ async fn a_libcontainer_failure_names_the_step_the_path_and_the_errno() {
         log.contains("failed to prepare rootfs"),
         "monitor log: {log}"
     );
+    // The record, written while the monitor tried, is gone with the rest:
+    // nothing listed, nothing on disk for a restart to load, and the name
+    // is free for kubelet's next try.
+    let listed = d
+        .runtime()
+        .await
+        .list_containers(cri::ListContainersRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .containers;
+    assert!(listed.is_empty(), "{listed:?}");
+    let records: Vec<_> = std::fs::read_dir(d.data_dir().join("meta").join("containers"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(records.is_empty(), "container records left: {records:?}");
+    let id = create(
+        &d,
+        &pod,
+        container_config("bad", &busybox, &["sleep", "100"]),
+    )
+    .await
+    .expect("the same name, with a good config");
+    assert!(!id.is_empty());
     common::stop_and_remove_pod(&d, &pod).await;
 }

@@ -312,6 +312,17 @@ impl Monitor {
             libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
         }
         libcontainer_log::install();
+        // libpathrs (in libcontainer and libcgroups) mounts a private procfs
+        // instance (fsopen, fsmount and a dozen checks) the first time a
+        // process asks for one and keeps it for the process's life. Made
+        // here, once per pod, every container's libcontainer intermediate
+        // and init processes inherit it instead of each mounting their own
+        // (and unmounting it at the container's execve). It is a
+        // `subset=pid`, close-on-exec descriptor: nothing a container runs
+        // gets it. On failure libcontainer makes its own, as before.
+        if let Err(e) = pathrs::procfs::ProcfsHandle::new() {
+            tracing::debug!(error = %e, "no cached procfs handle for libcontainer");
+        }
         // SAFETY: prctl with integer arguments.
         if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
             return Err(RuntimeError::io(

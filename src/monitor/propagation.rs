@@ -55,37 +55,39 @@ pub fn propagation_changes(spec: &Spec) -> Vec<PropagationChange> {
         .collect()
 }
 
-/// Applies `changes` in the mount namespace of `pid`, from a short-lived
-/// thread of the monitor: the thread leaves the monitor's filesystem
-/// context (`unshare(CLONE_FS)`, without which the kernel refuses a mount
-/// namespace `setns` to a thread sharing it), enters the container's, and
-/// ends; the monitor's own namespace, root and cwd are never touched.
-/// Container paths resolve against the container's root, which `setns`
-/// makes the thread's root. A thread, not a fork of the monitor: no copy
-/// and tear-down of the monitor's address space and one process fewer per
-/// container (on a VM whose idle vCPUs are slow to wake, the wake-up costs
-/// as much as either: 0.43 ms against the fork's 0.45, see the README's
-/// Performance section). The thread is joined before this returns, so the
-/// monitor is single-threaded again for libcontainer's next clone.
+/// Applies `changes` in the mount namespace of `pid` from the monitor's
+/// own thread: it enters the container's namespace, whose root `setns`
+/// makes its root (so container paths, symlinks of the image included,
+/// resolve inside the container), makes the changes and returns to its
+/// own namespace, root and working directory before anything else runs.
+/// Not a thread or a fork: on a VM whose idle vCPUs are slow to wake,
+/// handing the work to another task cost 0.43-0.45 ms a create, the
+/// wake-up, where the work itself is a few system calls (see the README's
+/// Performance section). The monitor is single-threaded, so nothing else
+/// sees the detour; `unshare(CLONE_FS)` first keeps it so if it ever is
+/// not (the kernel refuses a mount namespace `setns` to a thread that
+/// shares its filesystem context).
 pub fn apply_in_container(pid: i32, changes: &[PropagationChange]) -> Result<(), RuntimeError> {
     if changes.is_empty() {
         return Ok(());
     }
     let ns_path = format!("/proc/{pid}/ns/mnt");
-    let ns = std::fs::File::open(&ns_path)
+    let target = std::fs::File::open(&ns_path)
         .map_err(|e| RuntimeError::io(format!("opening {ns_path}"), e))?;
-    let changes = changes.to_vec();
-    let worker = std::thread::Builder::new()
-        .name("propagation".into())
-        .stack_size(PROPAGATION_STACK)
-        .spawn(move || apply_here(&ns, &changes))
-        .map_err(|e| RuntimeError::io("starting the mount propagation thread", e))?;
-    let result = worker.join().map_err(|_| {
-        RuntimeError::io(
-            "setting mount propagation in the container",
-            std::io::Error::other("the propagation thread panicked"),
-        )
-    })?;
+    let home =
+        Home::save().map_err(|e| RuntimeError::io("saving the monitor's mount namespace", e))?;
+    let failed = |what: &str, e: nix::Error| RuntimeError::io(what, std::io::Error::from(e));
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_FS)
+        .map_err(|e| failed("leaving a shared filesystem context", e))?;
+    nix::sched::setns(&target, nix::sched::CloneFlags::CLONE_NEWNS)
+        .map_err(|e| failed("entering the container's mount namespace", e))?;
+    let result = apply_here(changes);
+    if let Err(e) = home.restore() {
+        // Every path the monitor opens from here on would resolve in the
+        // container: it must not serve another request.
+        tracing::error!(error = %e, "the monitor cannot return to its own mount namespace; exiting");
+        std::process::exit(70);
+    }
     result.map_err(|msg| {
         RuntimeError::io(
             "setting mount propagation in the container",
@@ -94,16 +96,50 @@ pub fn apply_in_container(pid: i32, changes: &[PropagationChange]) -> Result<(),
     })
 }
 
-/// The thread's stack: it only makes a few system calls.
-const PROPAGATION_STACK: usize = 64 << 10;
+/// Where the monitor's thread stands in the file system: its mount
+/// namespace, root and working directory.
+struct Home {
+    ns: std::fs::File,
+    root: std::fs::File,
+    cwd: std::fs::File,
+}
 
-/// In the calling thread: its own filesystem context, the mount namespace
-/// of `ns`, then the changes. Only for a thread that ends right after.
-fn apply_here(ns: &std::fs::File, changes: &[PropagationChange]) -> Result<(), String> {
-    nix::sched::unshare(nix::sched::CloneFlags::CLONE_FS)
-        .map_err(|e| format!("leaving the monitor's filesystem context: {e}"))?;
-    nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNS)
-        .map_err(|e| format!("entering the container's mount namespace: {e}"))?;
+impl Home {
+    fn save() -> std::io::Result<Home> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let dir = |p: &str| {
+            std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
+                .open(p)
+        };
+        Ok(Home {
+            ns: std::fs::File::open("/proc/thread-self/ns/mnt")?,
+            root: dir("/")?,
+            cwd: dir(".")?,
+        })
+    }
+
+    /// `setns` back sets root and working directory to the namespace's
+    /// root; a root elsewhere (a chroot) and the working directory are put
+    /// back from their descriptors.
+    fn restore(&self) -> std::io::Result<()> {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::fs::MetadataExt;
+        nix::sched::setns(&self.ns, nix::sched::CloneFlags::CLONE_NEWNS)?;
+        let now = std::fs::metadata("/")?;
+        let saved = self.root.metadata()?;
+        if (now.dev(), now.ino()) != (saved.dev(), saved.ino()) {
+            nix::unistd::fchdir(self.root.as_raw_fd())?;
+            nix::unistd::chroot(".")?;
+        }
+        nix::unistd::fchdir(self.cwd.as_raw_fd())?;
+        Ok(())
+    }
+}
+
+/// The changes, in the mount namespace the thread is in.
+fn apply_here(changes: &[PropagationChange]) -> Result<(), String> {
     changes.iter().try_for_each(|c| {
         nix::mount::mount(
             None::<&str>,

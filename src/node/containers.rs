@@ -133,7 +133,17 @@ impl Node {
         crate::util::task::blocking(|| self.prepare_bundle(pod, image, record))?;
         let monitor = self.monitor(pod).await?;
         let step = crate::util::time::StepTimer::new("create_container", &record.id);
-        monitor
+        // The record is written while the monitor builds the container
+        // (libcontainer's two processes, most of the call): its fsyncs
+        // cost nothing then. A crash in between leaves a record whose
+        // monitor may not have the container; such a record reads Unknown
+        // (as one whose monitor died does) and RemoveContainer clears it,
+        // or a container without a record, which the daemon's start-up
+        // reconciliation deletes: listed or nothing, either way.
+        let writing = self.containers.write_alongside(record.clone(), || {
+            crash_point("container.create.record-written")
+        });
+        let created = monitor
             .create(CreateContainer {
                 id: record.id.clone(),
                 bundle: record.bundle.clone(),
@@ -148,13 +158,36 @@ impl Node {
                     .map(|d| d.exec_path)
                     .unwrap_or(crate::monitor_api::ExecPath::Direct),
             })
-            .await?;
-        crash_point("container.create.after-monitor");
+            .await;
+        if created.is_ok() {
+            crash_point("container.create.after-monitor");
+        }
         step.done("monitor_create");
-        self.containers.write(record)?;
-        crash_point("container.create.after-record");
+        let written = writing.await.map_err(|e| {
+            NodeError::Internal(format!(
+                "writing the record of container {:?} failed: {e}",
+                record.id
+            ))
+        });
         step.done("record");
-        Ok(())
+        match (created, written) {
+            (Ok(_), Ok(Ok(()))) => {
+                crash_point("container.create.after-record");
+                Ok(())
+            }
+            (Err(e), written) => {
+                // The caller's clean-up undoes the rest; the record, on disk
+                // for a container that never was, goes first.
+                if matches!(written, Ok(Ok(())))
+                    && let Err(d) = self.containers.delete(&record.id)
+                {
+                    warn!(container.id = %record.id, error = %d, "removing the record of a container the monitor could not create");
+                }
+                Err(e.into())
+            }
+            (Ok(_), Ok(Err(e))) => Err(e.into()),
+            (Ok(_), Err(e)) => Err(e),
+        }
     }
 
     /// Everything CreateContainer does before the monitor: the writable
@@ -448,7 +481,12 @@ impl Node {
         };
         crash_point("container.start.after-monitor");
         step.done("monitor_start");
-        let record = self.apply_runtime_state(record, &state)?;
+        // Whole, not durable: after a machine crash the record reads
+        // Unknown (its monitor is gone) whether this write or the created
+        // one before it survived, so the directory's fsync would protect
+        // nothing; the content's fsync keeps the file whole on any
+        // filesystem.
+        let record = self.fold_runtime_state(record, &state, RecordWrite::Whole)?;
         step.done("record");
         if record.state == ContainerState::Exited
             && !record.message.is_empty()
@@ -720,8 +758,17 @@ impl Node {
     /// Folds the monitor's facts into the record and persists changes.
     fn apply_runtime_state(
         &self,
+        record: ContainerRecord,
+        state: &ContainerRuntimeState,
+    ) -> Result<ContainerRecord, NodeError> {
+        self.fold_runtime_state(record, state, RecordWrite::Durable)
+    }
+
+    fn fold_runtime_state(
+        &self,
         mut record: ContainerRecord,
         state: &ContainerRuntimeState,
+        write: RecordWrite,
     ) -> Result<ContainerRecord, NodeError> {
         let before = (
             record.state,
@@ -757,7 +804,10 @@ impl Node {
                 record.exit_code,
             )
         {
-            self.containers.put(record.clone())?;
+            match write {
+                RecordWrite::Durable => self.containers.put(record.clone())?,
+                RecordWrite::Whole => self.containers.replace(record.clone())?,
+            }
         }
         Ok(record)
     }
@@ -892,7 +942,15 @@ impl Node {
     }
 }
 
-/// "SIGQUIT", "QUIT" or "3" to a signal number.
+/// How a changed container record is written.
+#[derive(Debug, Clone, Copy)]
+enum RecordWrite {
+    /// `Table::put`: survives a power loss.
+    Durable,
+    /// `Table::replace`: whole after a power loss, perhaps the old one.
+    Whole,
+}
+
 /// How long a step of StopContainer may take (past the stop timeout, for
 /// the wait on the exit) before the daemon logs that it is still waiting.
 const STOP_STEP_PATIENCE: Duration = Duration::from_secs(5);
@@ -921,6 +979,7 @@ async fn watch_stop_step<T>(
     v
 }
 
+/// "SIGQUIT", "QUIT" or "3" to a signal number.
 pub(crate) fn parse_signal(s: &str) -> Option<i32> {
     if let Ok(n) = s.parse::<i32>() {
         return Some(n);

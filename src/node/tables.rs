@@ -9,7 +9,7 @@
 //! the async worker it is called on.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -42,7 +42,8 @@ impl Keyed for ContainerRecord {
 /// The map of one kind of record and its directory on disk.
 pub(crate) struct Table<R> {
     map: Mutex<HashMap<String, R>>,
-    records: RecordDir<R>,
+    /// Shared with the blocking threads of [`Table::write_alongside`].
+    records: Arc<RecordDir<R>>,
 }
 
 impl<R: Keyed> Table<R> {
@@ -55,7 +56,7 @@ impl<R: Keyed> Table<R> {
             .collect();
         Ok(Table {
             map: Mutex::new(map),
-            records,
+            records: Arc::new(records),
         })
     }
 
@@ -72,11 +73,40 @@ impl<R: Keyed> Table<R> {
         Ok(())
     }
 
+    /// Like [`Table::put`], with [`RecordDir::replace`]'s one fsync: for
+    /// changes of a known record that a machine crash makes moot.
+    pub(crate) fn replace(&self, record: R) -> Result<(), StoreError> {
+        blocking(|| self.records.replace(record.key(), &record))?;
+        self.publish(record);
+        Ok(())
+    }
+
     /// Writes `record` without showing it yet: a new pod or container is
     /// written at the end of its set-up ([`Table::publish`] follows when
     /// the whole call has succeeded).
     pub(crate) fn write(&self, record: &R) -> Result<(), StoreError> {
         blocking(|| self.records.put(record.key(), record))
+    }
+
+    /// [`Table::write`] on a blocking thread of its own, so the caller can
+    /// go on meanwhile: CreateContainer writes a new container's record
+    /// while the pod monitor builds the container. `then` runs on that
+    /// thread once the record is on disk (a crash point). The handle's
+    /// panic is the caller's to report.
+    pub(crate) fn write_alongside(
+        &self,
+        record: R,
+        then: impl FnOnce() + Send + 'static,
+    ) -> tokio::task::JoinHandle<Result<(), StoreError>>
+    where
+        R: Send + 'static,
+    {
+        let records = Arc::clone(&self.records);
+        tokio::task::spawn_blocking(move || {
+            records.put(record.key(), &record)?;
+            then();
+            Ok(())
+        })
     }
 
     /// Shows a record already written.

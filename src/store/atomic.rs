@@ -12,7 +12,13 @@ pub(super) const TMP_PREFIX: &str = ".tmp-";
 /// Writes `bytes` to `path` so that a crash leaves either the old or the new
 /// content: temp file in the same directory, fsync, rename, fsync directory.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-    replace(path, bytes, true)
+    replace(path, bytes, Durability::Durable)
+}
+
+/// Like [`write_atomic`] without the directory's fsync: a power loss
+/// leaves the old or the new content, each whole, but may lose the new.
+pub fn write_whole(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    replace(path, bytes, Durability::Whole)
 }
 
 /// Like [`write_atomic`] without the two fsyncs: a crash of capcri leaves
@@ -22,10 +28,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
 /// as a bundle's config.json: its fsyncs cost CreateContainer several ms
 /// on a busy disk and protected nothing.
 pub fn write_replace(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-    replace(path, bytes, false)
+    replace(path, bytes, Durability::CrashOfProcess)
 }
 
-fn replace(path: &Path, bytes: &[u8], durable: bool) -> Result<(), StoreError> {
+fn replace(path: &Path, bytes: &[u8], durability: Durability) -> Result<(), StoreError> {
     let dir = path.parent().unwrap_or_else(|| Path::new("."));
     let name = path
         .file_name()
@@ -33,11 +39,6 @@ fn replace(path: &Path, bytes: &[u8], durable: bool) -> Result<(), StoreError> {
         .unwrap_or_default();
     let seq = NEXT_TMP.fetch_add(1, Ordering::Relaxed);
     let tmp = dir.join(format!("{TMP_PREFIX}{name}.{}.{seq}", std::process::id()));
-    let durability = if durable {
-        Durability::Durable
-    } else {
-        Durability::CrashOfProcess
-    };
     replace_file(&tmp, path, bytes, durability).map_err(|e| StoreError::io(path, e.source))
 }
 

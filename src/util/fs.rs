@@ -34,6 +34,12 @@ pub enum Durability {
     /// fsync of the file before the rename and of the directory after it:
     /// a power loss leaves the old or the new content.
     Durable,
+    /// fsync of the file before the rename, not of the directory after it:
+    /// a power loss leaves the old or the new content, each whole (never
+    /// the empty or cut file an unsynced rename can leave on XFS), but may
+    /// lose the newest. For a replacement whose loss a machine crash makes
+    /// moot (see `Node::start_container`).
+    Whole,
     /// No fsync: a crash of capcri leaves the old or the new content, a
     /// crash of the machine may leave neither (for files on tmpfs, or
     /// rewritten from a durable record anyway).
@@ -50,7 +56,8 @@ pub fn replace_file(
     bytes: &[u8],
     durability: Durability,
 ) -> Result<(), FsError> {
-    let durable = durability == Durability::Durable;
+    let sync_file = durability != Durability::CrashOfProcess;
+    let sync_dir_after = durability == Durability::Durable;
     let result = (|| {
         let mut f = std::fs::OpenOptions::new()
             .write(true)
@@ -63,7 +70,7 @@ pub fn replace_file(
             .map_err(|e| FsError::new("chmod", tmp, e))?;
         f.write_all(bytes)
             .map_err(|e| FsError::new("write", tmp, e))?;
-        if durable {
+        if sync_file {
             f.sync_all().map_err(|e| FsError::new("fsync", tmp, e))?;
         }
         std::fs::rename(tmp, path).map_err(|e| FsError::new("rename into place", path, e))
@@ -72,7 +79,7 @@ pub fn replace_file(
         let _ = std::fs::remove_file(tmp);
     }
     result?;
-    if durable {
+    if sync_dir_after {
         let dir = path.parent().unwrap_or(Path::new("."));
         sync_dir(dir).map_err(|e| FsError::new("fsync directory", dir, e))?;
     }
