@@ -203,14 +203,8 @@ async fn preflight_refuses_file_caps_outside_the_bounding_set() {
     assert_eq!(err.code(), tonic::Code::FailedPrecondition);
     assert!(err.message().contains("CAP_NET_RAW"), "{err}");
 
-    let listed = d
-        .runtime()
-        .await
-        .list_containers(cri::ListContainersRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(listed.containers.len(), 2, "refused creates leave nothing");
+    let listed = common::list_containers(&d).await;
+    assert_eq!(listed.len(), 2, "refused creates leave nothing");
     d.runtime()
         .await
         .remove_pod_sandbox(cri::RemovePodSandboxRequest {

@@ -152,14 +152,7 @@ async fn image_volumes_are_read_only_and_keep_their_layers() {
     let out = exec(&d, &ctr, &["ls", "/vol/test-image-1", "/bin/sh"]).await;
     assert_eq!(out.exit_code, 0, "{}", String::from_utf8_lossy(&out.stderr));
     // ListContainers still names the image id kubelet matches its GC on.
-    let listed = d
-        .runtime()
-        .await
-        .list_containers(cri::ListContainersRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .containers;
+    let listed = common::list_containers(&d).await;
     assert_eq!(listed[0].image_ref, busybox_id);
     assert_eq!(listed[0].image_id, busybox_id);
 
@@ -283,14 +276,7 @@ spec:
         "{}",
         status.image_ref
     );
-    let listed = d
-        .runtime()
-        .await
-        .list_containers(cri::ListContainersRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .containers;
+    let listed = common::list_containers(&d).await;
     assert_eq!(listed[0].image.as_ref().unwrap().image, tag2);
     assert_eq!(listed[0].image_ref, id);
     // Tag 2 removed from the image (RemoveImage by tag removes the whole

@@ -35,14 +35,7 @@ async fn busybox(d: &TestDaemon, registry: &str) -> String {
 }
 
 async fn container_count(d: &TestDaemon) -> usize {
-    d.runtime()
-        .await
-        .list_containers(cri::ListContainersRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .containers
-        .len()
+    common::list_containers(d).await.len()
 }
 
 async fn run_started(d: &TestDaemon, pod: &str, c: cri::ContainerConfig) -> String {

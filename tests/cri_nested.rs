@@ -214,14 +214,7 @@ async fn a_libcontainer_failure_names_the_step_the_path_and_the_errno() {
     // The record, written while the monitor tried, is gone with the rest:
     // nothing listed, nothing on disk for a restart to load, and the name
     // is free for kubelet's next try.
-    let listed = d
-        .runtime()
-        .await
-        .list_containers(cri::ListContainersRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .containers;
+    let listed = common::list_containers(&d).await;
     assert!(listed.is_empty(), "{listed:?}");
     let records: Vec<_> = std::fs::read_dir(d.data_dir().join("meta").join("containers"))
         .unwrap()

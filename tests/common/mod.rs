@@ -503,6 +503,17 @@ pub async fn container_state(d: &TestDaemon, id: &str) -> cri::ContainerStatus {
 
 /// The verbose ContainerStatus's `info["info"]`, parsed: the pid, the
 /// capability decision and the rest of what `crictl inspect` shows.
+/// Every container the daemon lists (no filter).
+pub async fn list_containers(d: &TestDaemon) -> Vec<cri::Container> {
+    d.runtime()
+        .await
+        .list_containers(cri::ListContainersRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .containers
+}
+
 pub async fn verbose_info(d: &TestDaemon, id: &str) -> serde_json::Value {
     let status = d
         .runtime()
