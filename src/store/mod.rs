@@ -4,7 +4,9 @@
 //! Every object is one JSON file named by its id. A write goes to a temporary
 //! file in the same directory, is fsynced, renamed over the old name and the
 //! directory is fsynced: after a crash either the old or the new version is
-//! there, never a torn one. On start a file that does not parse is an error
+//! there, never a torn one. (`RecordDir::replace`, for changes a machine
+//! crash makes moot, skips the directory's fsync: after a power loss the
+//! old version may be the one there, still whole.) On start a file that does not parse is an error
 //! that names it, so a pod is never silently dropped.
 
 mod atomic;
