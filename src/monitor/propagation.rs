@@ -173,6 +173,85 @@ mod tests {
             .unwrap()
     }
 
+    /// Root and `CAPCRI_PRIVILEGED_TESTS`: mounts in a mount namespace
+    /// of its own.
+    fn privileged() -> bool {
+        std::env::var_os("CAPCRI_PRIVILEGED_TESTS").is_some() && nix::unistd::geteuid().is_root()
+    }
+
+    #[test]
+    fn the_change_lands_in_the_other_namespace_and_the_caller_comes_home() {
+        use std::io::BufRead;
+        use std::os::unix::fs::MetadataExt;
+        if !privileged() {
+            eprintln!("skipped: needs root and CAPCRI_PRIVILEGED_TESTS");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let point = dir.path().join("m");
+        std::fs::create_dir(&point).unwrap();
+        // A process in a mount namespace of its own, with a shared tmpfs
+        // at `point` that only it sees.
+        let mut holder = std::process::Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "--", "sh", "-c"])
+            .arg(format!(
+                "mount -t tmpfs t {p} && mount --make-shared {p} && echo ready && exec sleep 60",
+                p = point.display()
+            ))
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(holder.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "ready");
+        let pid = holder.id() as i32;
+        let mount_of = |pid: i32| {
+            std::fs::read_to_string(format!("/proc/{pid}/mountinfo"))
+                .unwrap()
+                .lines()
+                .find(|l| l.split(' ').nth(4) == Some(point.to_str().unwrap()))
+                .map(str::to_owned)
+        };
+        assert!(mount_of(pid).unwrap().contains("shared:"));
+        let ns_before = std::fs::metadata("/proc/thread-self/ns/mnt").unwrap().ino();
+        let cwd_before = std::env::current_dir().unwrap();
+
+        let changes = [PropagationChange {
+            destination: point.clone(),
+            flags: MsFlags::MS_PRIVATE,
+        }];
+        let result = apply_in_container(pid, &changes);
+        let in_holder = mount_of(pid);
+        let _ = holder.kill();
+        let _ = holder.wait();
+        result.unwrap();
+
+        let in_holder = in_holder.unwrap();
+        assert!(!in_holder.contains("shared:"), "{in_holder}");
+        assert_eq!(
+            std::fs::metadata("/proc/thread-self/ns/mnt").unwrap().ino(),
+            ns_before,
+            "back in its own mount namespace"
+        );
+        assert_eq!(std::env::current_dir().unwrap(), cwd_before);
+        assert!(mount_of(std::process::id() as i32).is_none());
+        // A change that cannot be made names its path, and the caller is
+        // home all the same.
+        let missing = [PropagationChange {
+            destination: dir.path().join("absent"),
+            flags: MsFlags::MS_PRIVATE,
+        }];
+        let err = apply_in_container(std::process::id() as i32, &missing).unwrap_err();
+        assert!(err.to_string().contains("absent"), "{err}");
+        assert_eq!(
+            std::fs::metadata("/proc/thread-self/ns/mnt").unwrap().ino(),
+            ns_before
+        );
+        assert_eq!(std::env::current_dir().unwrap(), cwd_before);
+    }
+
     #[test]
     fn each_mode_maps_to_its_recursive_flag_and_plain_mounts_are_left() {
         let spec = SpecBuilder::default()
