@@ -502,15 +502,7 @@ fn call_receiving_fds(socket: &Path, req: &Request) -> Result<FdAnswer, RuntimeE
         source,
     };
     let mut stream = std::os::unix::net::UnixStream::connect(socket).map_err(unreachable)?;
-    let peer = nix::sys::socket::getsockopt(&stream, nix::sys::socket::sockopt::PeerCredentials)
-        .ok()
-        .map(|c| c.pid());
-    let life = match peer {
-        Some(pid) => monitor_pidfd(pid, socket)
-            .map_err(unreachable)?
-            .map(|fd| (fd, pid)),
-        None => None,
-    };
+    let life = peer_monitor(&stream, socket).map_err(unreachable)?;
     let frame = encode_frame(req).map_err(RuntimeError::Protocol)?;
     stream.write_all(&frame).map_err(unreachable)?;
     if let Some((pidfd, pid)) = &life {
@@ -646,11 +638,8 @@ impl MonitorLife {
     /// `Ok(None)` when the kernel cannot say (no peer pid, no pidfds):
     /// calls then wait as they did before pidfds.
     fn of(stream: &UnixStream, socket: &Path) -> std::io::Result<Option<MonitorLife>> {
-        let Some(pid) = stream.peer_cred().ok().and_then(|c| c.pid()) else {
-            return Ok(None);
-        };
-        monitor_pidfd(pid, socket)?
-            .map(|fd| MonitorLife::register(fd, pid))
+        peer_monitor(stream, socket)?
+            .map(|(fd, pid)| MonitorLife::register(fd, pid))
             .transpose()
     }
 
@@ -676,6 +665,21 @@ fn monitor_exited(pid: i32) -> std::io::Error {
         std::io::ErrorKind::BrokenPipe,
         format!("the pod's monitor (pid {pid}) has exited"),
     )
+}
+
+/// The monitor at the other end of `stream`, a connection to the monitor
+/// socket `socket`: its pidfd and pid (see [`monitor_pidfd`]). `Ok(None)`
+/// when the kernel cannot say (no peer credentials, no pidfds).
+fn peer_monitor(
+    stream: &impl std::os::fd::AsFd,
+    socket: &Path,
+) -> std::io::Result<Option<(OwnedFd, i32)>> {
+    let Ok(cred) = nix::sys::socket::getsockopt(stream, nix::sys::socket::sockopt::PeerCredentials)
+    else {
+        return Ok(None);
+    };
+    let pid = cred.pid();
+    Ok(monitor_pidfd(pid, socket)?.map(|fd| (fd, pid)))
 }
 
 /// A pidfd of `pid`, the peer of a connection to the monitor socket
