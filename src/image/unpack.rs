@@ -1083,10 +1083,8 @@ mod tests {
         }
     }
 
-    /// Ownership, device nodes, whiteouts and trusted.*/security.* xattrs need root.
-    fn privileged() -> bool {
-        std::env::var_os("CAPCRI_PRIVILEGED_TESTS").is_some() && nix::unistd::geteuid().is_root()
-    }
+    // Ownership, device nodes, whiteouts and trusted.*/security.* xattrs need root.
+    use crate::util::test_env::privileged;
 
     fn unpack(
         tar: &[u8],

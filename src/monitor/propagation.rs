@@ -173,11 +173,8 @@ mod tests {
             .unwrap()
     }
 
-    /// Root and `CAPCRI_PRIVILEGED_TESTS`: mounts in a mount namespace
-    /// of its own.
-    fn privileged() -> bool {
-        std::env::var_os("CAPCRI_PRIVILEGED_TESTS").is_some() && nix::unistd::geteuid().is_root()
-    }
+    // Mounts in a mount namespace of its own: root only.
+    use crate::util::test_env::privileged;
 
     #[test]
     fn the_change_lands_in_the_other_namespace_and_the_caller_comes_home() {

@@ -12,4 +12,6 @@ pub mod memo;
 pub mod mount;
 pub mod sync;
 pub mod task;
+#[cfg(test)]
+pub mod test_env;
 pub mod time;
