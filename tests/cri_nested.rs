@@ -176,9 +176,12 @@ async fn nested_daemon_runs_a_user_namespace_pod() {
 
 /// A libcontainer failure says which step failed, on which path, with which
 /// errno (libcontainer's own error text is only the step): a directory
-/// bind-mounted onto a file of the image cannot be mounted, and the CRI
-/// error carries libcontainer's report of the mount, its destination and
-/// ENOTDIR.
+/// bind-mounted onto a file of the image cannot be mounted. capcri answers
+/// CreateContainer before libcontainer's build, as containerd leaves runc's
+/// create to StartContainer, so StartContainer carries libcontainer's report
+/// of the mount, its destination and ENOTDIR, and the container reads as
+/// containerd's whose task could not be created: exited, 128, StartError,
+/// the same report as its message. RemoveContainer frees it like any other.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_libcontainer_failure_names_the_step_the_path_and_the_errno() {
     let registry = require_privileged!();
@@ -194,26 +197,78 @@ async fn a_libcontainer_failure_names_the_step_the_path_and_the_errno() {
         host_path: dir.display().to_string(),
         ..Default::default()
     }];
-    let err = create(&d, &pod, c)
+    let id = create(&d, &pod, c)
+        .await
+        .expect("create answers before the build");
+    let err = d
+        .runtime()
+        .await
+        .start_container(cri::StartContainerRequest {
+            container_id: id.clone(),
+        })
         .await
         .expect_err("a directory onto /bin/sh");
     let msg = err.message();
     assert_eq!(err.code(), tonic::Code::Internal, "{msg}");
-    assert!(msg.contains("failed to prepare rootfs"), "no step: {msg}");
-    assert!(msg.contains("/bin/sh"), "no path: {msg}");
-    assert!(
-        msg.contains("ENOTDIR") || msg.contains("Not a directory"),
-        "no errno: {msg}"
-    );
+    let names_everything = |msg: &str| {
+        assert!(msg.contains("failed to prepare rootfs"), "no step: {msg}");
+        assert!(msg.contains("/bin/sh"), "no path: {msg}");
+        assert!(
+            msg.contains("ENOTDIR") || msg.contains("Not a directory"),
+            "no errno: {msg}"
+        );
+    };
+    names_everything(msg);
     // The monitor log has the same report.
     let log = monitor_log(&d, &pod);
     assert!(
         log.contains("failed to prepare rootfs"),
         "monitor log: {log}"
     );
-    // The record, written while the monitor tried, is gone with the rest:
-    // nothing listed, nothing on disk for a restart to load, and the name
-    // is free for kubelet's next try.
+    // Listed as exited, at once (the failed start wrote it), with the
+    // report; starting it again is refused as for any exited container,
+    // not a new attempt.
+    let listed = common::list_containers(&d).await;
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0].state(), cri::ContainerState::ContainerExited);
+    let status = common::container_state(&d, &id).await;
+    assert_eq!(status.state(), cri::ContainerState::ContainerExited);
+    assert_eq!(status.reason, "StartError", "{status:?}");
+    assert_eq!(status.exit_code, 128, "{status:?}");
+    assert_eq!(status.started_at, 0, "{status:?}");
+    names_everything(&status.message);
+    let again = d
+        .runtime()
+        .await
+        .start_container(cri::StartContainerRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .expect_err("a failed build is not retried");
+    assert_eq!(
+        again.code(),
+        tonic::Code::FailedPrecondition,
+        "{}",
+        again.message()
+    );
+    // Stop is a no-op on it; remove takes everything: nothing listed,
+    // nothing on disk for a restart to load, and the name is free for
+    // kubelet's next try.
+    d.runtime()
+        .await
+        .stop_container(cri::StopContainerRequest {
+            container_id: id.clone(),
+            timeout: 1,
+        })
+        .await
+        .expect("stop of a container that never ran");
+    d.runtime()
+        .await
+        .remove_container(cri::RemoveContainerRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .expect("remove");
     let listed = common::list_containers(&d).await;
     assert!(listed.is_empty(), "{listed:?}");
     let records: Vec<_> = std::fs::read_dir(d.data_dir().join("meta").join("containers"))
@@ -221,13 +276,15 @@ async fn a_libcontainer_failure_names_the_step_the_path_and_the_errno() {
         .map(|e| e.unwrap().file_name())
         .collect();
     assert!(records.is_empty(), "container records left: {records:?}");
-    let id = create(
+    let id = run_container(
         &d,
         &pod,
         container_config("bad", &busybox, &["sleep", "100"]),
     )
-    .await
-    .expect("the same name, with a good config");
-    assert!(!id.is_empty());
+    .await;
+    assert_eq!(
+        common::container_state(&d, &id).await.state(),
+        cri::ContainerState::ContainerRunning
+    );
     common::stop_and_remove_pod(&d, &pod).await;
 }

@@ -127,6 +127,7 @@ impl TestPod {
                 stdin_once: false,
                 tty: false,
                 exec_path,
+                build_after_answer: false,
             })
             .await
     }

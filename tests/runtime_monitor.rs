@@ -26,6 +26,7 @@ fn direct_create(id: &str, bundle: PathBuf, log_path: Option<PathBuf>) -> Create
         stdin_once: false,
         tty: false,
         exec_path: ExecPath::Direct,
+        build_after_answer: false,
     }
 }
 
@@ -415,6 +416,122 @@ async fn monitor_runs_a_pod_end_to_end() {
         cgroup_dirs(&uniq)
     );
     assert!(!runtime_root.join("c3").exists());
+}
+
+/// A create asking for the answer before the build (as CreateContainer
+/// does): answered at once, and no later request sees the container half
+/// made: the state right after is created, with the init's pid. A build
+/// that fails after the answer leaves the container exited (`StartError`,
+/// 128, never started) with libcontainer's report, which is also the
+/// answer to its Start; delete removes it like any other.
+#[tokio::test]
+async fn a_create_answered_before_its_build() {
+    if !privileged() {
+        return;
+    }
+    let (client, cleanup, uniq) = test_monitor("early", "pod-early").await;
+    let base = cleanup.base.clone();
+    let pod_dir = base.join("pod");
+    let runtime_root = base.join("runtime");
+    let early = |id: &str, bundle: PathBuf| CreateContainer {
+        build_after_answer: true,
+        ..direct_create(id, bundle, None)
+    };
+
+    let good = base.join("good");
+    unpack("registry.k8s.io/e2e-test-images/busybox:1.29-2", &good);
+    write_config(
+        &good,
+        &pod_dir,
+        &format!("/{uniq}/good"),
+        &["sleep", "1000"],
+        0,
+    );
+    let answered = client
+        .create(early("good", good.clone()))
+        .await
+        .expect("create answered");
+    assert_eq!(answered, 0, "no pid before the build");
+    let st = client.state("good").await.expect("state after the answer");
+    assert_eq!(st.status, RuntimeStatus::Created, "{st:?}");
+    assert!(st.pid.is_some_and(|p| p > 1), "{st:?}");
+    match client.start("good").await.expect("start") {
+        StartOutcome::Started(st) => assert_eq!(st.status, RuntimeStatus::Running),
+        other => panic!("start answered {other:?}"),
+    }
+
+    // The same name again is refused before any answer, as before.
+    let err = client
+        .create(early("good", good.clone()))
+        .await
+        .expect_err("a second create of the same id");
+    assert!(matches!(err, RuntimeError::AlreadyExists { .. }), "{err}");
+
+    let bad = base.join("bad");
+    unpack("registry.k8s.io/e2e-test-images/busybox:1.29-2", &bad);
+    write_config(
+        &bad,
+        &pod_dir,
+        &format!("/{uniq}/bad"),
+        &["/no/such/command"],
+        0,
+    );
+    assert_eq!(
+        client
+            .create(early("bad", bad.clone()))
+            .await
+            .expect("a missing command is the build's to find"),
+        0
+    );
+    let st = client
+        .state("bad")
+        .await
+        .expect("state of the failed build");
+    assert_eq!(st.status, RuntimeStatus::Exited, "{st:?}");
+    assert_eq!(st.reason.as_deref(), Some("StartError"), "{st:?}");
+    assert_eq!(st.exit_code, Some(128), "{st:?}");
+    assert_eq!(st.started_at, None, "{st:?}");
+    assert!(st.finished_at.is_some(), "{st:?}");
+    let message = st.message.clone().unwrap_or_default();
+    assert!(message.contains("/no/such/command"), "{st:?}");
+    let err = client
+        .start("bad")
+        .await
+        .expect_err("start of a failed build");
+    assert!(
+        matches!(&err, RuntimeError::Libcontainer { message: m, .. } if *m == message),
+        "{err}"
+    );
+    // Signals are no-ops on a container that never had a process.
+    client.kill("bad", libc::SIGKILL).await.expect("kill");
+    client
+        .stop("bad", Duration::from_secs(1), 0)
+        .await
+        .expect("stop");
+    assert!(!runtime_root.join("bad").exists());
+    client.delete("bad").await.expect("delete the failed build");
+    assert!(matches!(
+        client.state("bad").await,
+        Err(RuntimeError::NotFound { .. })
+    ));
+    // The name is free again.
+    write_config(&bad, &pod_dir, &format!("/{uniq}/bad"), &["true"], 0);
+    client
+        .create(early("bad", bad.clone()))
+        .await
+        .expect("the same id after the delete");
+    assert_eq!(
+        client.state("bad").await.unwrap().status,
+        RuntimeStatus::Created
+    );
+
+    // The good one is still running through all this.
+    assert_eq!(
+        client.state("good").await.unwrap().status,
+        RuntimeStatus::Running
+    );
+    client.shutdown().await.expect("shutdown");
+    drop(cleanup);
 }
 
 /// A monitor killed while one of its containers is created but not

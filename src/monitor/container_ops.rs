@@ -6,6 +6,11 @@ use super::libcontainer_log::{Capture, error_chain, failure_message};
 use super::*;
 use crate::host::CgroupPath;
 
+/// The exit code of a container whose build failed: containerd's for a
+/// container whose task could not be created (kubelet shows it as the
+/// last state's exit code).
+const FAILED_BUILD_EXIT_CODE: i32 = 128;
+
 /// `linux.cgroupsPath` of the container's spec.
 fn cgroups_path(spec: &Spec) -> Option<PathBuf> {
     spec.linux().as_ref()?.cgroups_path().clone()
@@ -68,6 +73,18 @@ pub(super) struct ContainerRecord {
     pub(super) oom_score_adj: Option<i32>,
     /// Its exec path: execs of a `dmz` container go through the trampoline.
     pub(super) exec_path: ExecPath,
+    /// Why a build that ran after its create was answered failed
+    /// (`build_after_answer`): the answer to the container's Start.
+    pub(super) build_error: Option<String>,
+}
+
+/// A create request checked and answered, not yet built (see
+/// [`Monitor::accept_create`]).
+pub(super) struct AcceptedCreate {
+    req: CreateContainer,
+    /// The bundle's spec, read once for every step of the build.
+    spec: Spec,
+    log: Option<File>,
 }
 
 pub(super) struct Attacher {
@@ -76,6 +93,46 @@ pub(super) struct Attacher {
 }
 
 impl ContainerRecord {
+    /// A container whose build failed after its create was answered: it
+    /// never had a process (pid 0, and every signal path checks `exited`
+    /// first), and reads as containerd's container whose task could not
+    /// be created at StartContainer: exited, 128, `StartError`.
+    fn failed_build(
+        bundle: PathBuf,
+        log_path: Option<PathBuf>,
+        exec_path: ExecPath,
+        message: String,
+    ) -> Self {
+        ContainerRecord {
+            pid: 0,
+            state: ContainerRuntimeState {
+                status: RuntimeStatus::Exited,
+                pid: None,
+                exit_code: Some(FAILED_BUILD_EXIT_CODE),
+                started_at: None,
+                finished_at: Some(now_nanos()),
+                reason: Some("StartError".into()),
+                message: Some(message.clone()),
+            },
+            bundle,
+            log: None,
+            pipes: Vec::new(),
+            exec_status: None,
+            exec_error: Vec::new(),
+            _stdin_writer: None,
+            log_path,
+            cgroup: None,
+            pod_oom: None,
+            attachers: Vec::new(),
+            stdin_once: false,
+            terminal: None,
+            namespaces: None,
+            oom_score_adj: None,
+            exec_path,
+            build_error: Some(message),
+        }
+    }
+
     pub(super) fn exited(&self) -> bool {
         self.state.status == RuntimeStatus::Exited
     }
@@ -236,7 +293,13 @@ impl Monitor {
         }
     }
 
-    pub(super) fn create(&mut self, req: CreateContainer) -> Result<u32, RuntimeError> {
+    /// What a create request itself can get wrong, checked before it is
+    /// answered: the id, the log file, the bundle's spec. The build follows
+    /// ([`Self::build`]), after the answer with `build_after_answer`.
+    pub(super) fn accept_create(
+        &mut self,
+        req: CreateContainer,
+    ) -> Result<AcceptedCreate, RuntimeError> {
         let id = req.id.clone();
         if id.is_empty() || id.contains('/') || id.starts_with('.') {
             return Err(RuntimeError::InvalidRequest(format!(
@@ -282,6 +345,54 @@ impl Monitor {
                 std::io::Error::other(e.to_string()),
             )
         })?;
+        Ok(AcceptedCreate { req, spec, log })
+    }
+
+    /// Builds an accepted create whose answer was already sent: a failure
+    /// cannot be answered any more, so it is kept as the container's state
+    /// (exited, `StartError`, the build's report as the message) and is the
+    /// answer to its Start. The container stays listed until it is deleted,
+    /// as one whose command failed.
+    pub(super) fn build_answered(&mut self, accepted: AcceptedCreate) {
+        let id = accepted.req.id.clone();
+        let bundle = accepted.req.bundle.clone();
+        let log_path = accepted.req.log_path.clone();
+        let exec_path = accepted.req.exec_path;
+        let Err(e) = self.build(accepted) else {
+            return;
+        };
+        let message = match &e {
+            RuntimeError::Libcontainer { message, .. } => message.clone(),
+            other => other.to_string(),
+        };
+        eprintln!("capcri monitor: building container {id:?} failed: {message}");
+        // libcontainer removes what it made when its own steps fail, and the
+        // steps after it delete the container; a failure before libcontainer
+        // made its state leaves a directory no Container::load can read.
+        // Either way nothing of it may be left for the delete to trip on.
+        let root = self.args.runtime_root.join(&id);
+        if root.exists() {
+            match Container::load(root.clone()) {
+                Ok(mut c) => {
+                    let _ = c.delete(true);
+                }
+                Err(_) => {
+                    let _ = fs::remove_dir_all(&root);
+                }
+            }
+        }
+        let record = ContainerRecord::failed_build(bundle, log_path, exec_path, message);
+        if let Err(e) = write_state(&self.args.pod_dir, &id, &record.state) {
+            eprintln!("capcri monitor: recording the failed build of container {id:?}: {e}");
+        }
+        self.containers.insert(id, record);
+    }
+
+    /// libcontainer's create of an accepted request, and what the monitor
+    /// keeps of the container; the init's pid.
+    pub(super) fn build(&mut self, accepted: AcceptedCreate) -> Result<u32, RuntimeError> {
+        let AcceptedCreate { req, spec, log } = accepted;
+        let id = req.id.clone();
         let (out_r, out_w) = cloexec_pipe()?;
         let (err_r, err_w) = cloexec_pipe()?;
         let (status_r, status_w) = cloexec_pipe()?;
@@ -470,6 +581,7 @@ impl Monitor {
             namespaces: Some(namespaces),
             oom_score_adj,
             exec_path: req.exec_path,
+            build_error: None,
         };
         write_state(&self.args.pod_dir, &id, &record.state)?;
         self.containers.insert(id.clone(), record);
@@ -599,6 +711,12 @@ impl Monitor {
         if !reply_state {
             return self.start_container(id).map(|()| Response::Ok);
         }
+        if let Some(message) = &self.record(id)?.build_error {
+            return Err(RuntimeError::Libcontainer {
+                container: id.to_string(),
+                message: message.clone(),
+            });
+        }
         let state = self.state(id)?;
         if state.status != RuntimeStatus::Created {
             return Ok(Response::State(state));
@@ -611,6 +729,12 @@ impl Monitor {
         let root = self.args.runtime_root.join(id);
         let pod_dir = self.args.pod_dir.clone();
         let rec = self.record(id)?;
+        if let Some(message) = &rec.build_error {
+            return Err(RuntimeError::Libcontainer {
+                container: id.to_string(),
+                message: message.clone(),
+            });
+        }
         if rec.state.status != RuntimeStatus::Created {
             return Err(RuntimeError::InvalidRequest(format!(
                 "container {id:?} is {:?}, only a created container can be started",

@@ -300,6 +300,9 @@ struct Monitor {
     /// Pid 1 of the pod's PID namespace (see `start_pod_init`), killed at
     /// pod shutdown.
     pod_init: Option<i32>,
+    /// A create answered before its build (`build_after_answer`), built as
+    /// soon as the answer is sent.
+    build_next: Option<container_ops::AcceptedCreate>,
     shutdown: bool,
 }
 
@@ -428,6 +431,7 @@ impl Monitor {
             watchers: Vec::new(),
             dmz_memfd: None,
             pod_init,
+            build_next: None,
             shutdown: false,
         })
     }
@@ -621,6 +625,11 @@ impl Monitor {
                             }
                         }
                     }
+                    // A create answered before its build: built now, before
+                    // any other request is read, so none sees it half made.
+                    if let Some(accepted) = self.build_next.take() {
+                        self.build_answered(accepted);
+                    }
                     if self.shutdown {
                         return;
                     }
@@ -702,8 +711,13 @@ impl Monitor {
             Request::Ping => Ok(Reply::Now(Response::Pong {
                 pid: std::process::id(),
             })),
+            Request::Create(c) if c.build_after_answer => self.accept_create(c).map(|accepted| {
+                self.build_next = Some(accepted);
+                Reply::Now(Response::Accepted)
+            }),
             Request::Create(c) => self
-                .create(c)
+                .accept_create(c)
+                .and_then(|accepted| self.build(accepted))
                 .map(|pid| Reply::Now(Response::Created { pid })),
             Request::Start { id, reply_state } => {
                 self.start_answering(&id, reply_state).map(Reply::Now)

@@ -105,6 +105,9 @@ pub enum Response {
     Created {
         pid: u32,
     },
+    /// The answer to a `Create` with `build_after_answer`: the request is
+    /// checked and the build runs next (see [`CreateContainer`]).
+    Accepted,
     State(ContainerRuntimeState),
     /// The answer to a `Start` with `reply_state`: the container was
     /// started, and this is its state right after (running, or exited if
@@ -228,6 +231,7 @@ mod tests {
             stdin_once: false,
             tty: false,
             exec_path: crate::monitor_api::ExecPath::Dmz,
+            build_after_answer: true,
         }));
     }
 
@@ -239,7 +243,11 @@ mod tests {
             r#"{"op":"create","id":"c","bundle":"/b","log_path":null,"stdin":false,"tty":false}"#;
         let req: Request = serde_json::from_str(json).unwrap();
         match req {
-            Request::Create(c) => assert_eq!(c.exec_path, crate::monitor_api::ExecPath::Direct),
+            Request::Create(c) => {
+                assert_eq!(c.exec_path, crate::monitor_api::ExecPath::Direct);
+                // Nor `build_after_answer`: answered after the build.
+                assert!(!c.build_after_answer);
+            }
             other => panic!("unexpected {other:?}"),
         }
         let json = r#"{"op":"create","id":"c","bundle":"/b","log_path":null,"stdin":false,"tty":false,"exec_path":"dmz"}"#;
@@ -289,7 +297,7 @@ mod tests {
 
     #[test]
     fn response_roundtrip() {
-        let resp = Response::State(ContainerRuntimeState {
+        let state = Response::State(ContainerRuntimeState {
             status: RuntimeStatus::Exited,
             pid: Some(4),
             exit_code: Some(143),
@@ -298,14 +306,16 @@ mod tests {
             reason: Some("Error".into()),
             message: None,
         });
-        let frame = encode_frame(&resp).unwrap();
-        assert_eq!(
-            decode_frame::<Response>(&frame),
-            Decoded::Frame {
-                consumed: frame.len(),
-                message: Ok(resp)
-            }
-        );
+        for resp in [state, Response::Accepted, Response::Created { pid: 7 }] {
+            let frame = encode_frame(&resp).unwrap();
+            assert_eq!(
+                decode_frame::<Response>(&frame),
+                Decoded::Frame {
+                    consumed: frame.len(),
+                    message: Ok(resp)
+                }
+            );
+        }
     }
 
     #[test]

@@ -70,6 +70,18 @@ pub struct CreateContainer {
     /// `direct`, the behaviour before the field existed.
     #[serde(default = "direct_exec_path")]
     pub exec_path: ExecPath,
+    /// Answer [`Response::Accepted`](super::protocol::Response::Accepted)
+    /// once the request itself is checked (the id, the log file, the
+    /// bundle's spec), and build the container (libcontainer's two
+    /// processes, most of a create) right after the answer is sent, as
+    /// containerd leaves runc's create to StartContainer: CreateContainer
+    /// does not wait for it, and a build that fails leaves the container
+    /// exited with reason `StartError`, its Start answered with the build's
+    /// error. The monitor handles one request at a time, so every later
+    /// request on the container sees the build finished. Absent (false) in
+    /// older requests: the answer, `Created`, then comes after the build.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub build_after_answer: bool,
 }
 
 fn direct_exec_path() -> ExecPath {

@@ -133,13 +133,22 @@ impl Node {
         crate::util::task::blocking(|| self.prepare_bundle(pod, image, record))?;
         let monitor = self.monitor(pod).await?;
         let step = crate::util::time::StepTimer::new("create_container", &record.id);
-        // The record is written while the monitor builds the container
-        // (libcontainer's two processes, most of the call): its fsyncs
-        // cost nothing then. A crash in between leaves a record whose
-        // monitor may not have the container; such a record reads Unknown
-        // (as one whose monitor died does) and RemoveContainer clears it,
-        // or a container without a record, which the daemon's start-up
-        // reconciliation deletes: listed or nothing, either way.
+        // The record is written while the monitor checks the request. A
+        // crash in between leaves a record whose monitor may not have the
+        // container; such a record reads Unknown (as one whose monitor died
+        // does) and RemoveContainer clears it, or a container without a
+        // record, which the daemon's start-up reconciliation deletes:
+        // listed or nothing, either way.
+        //
+        // The monitor answers before libcontainer's build (its two
+        // processes, most of a create), which then runs while this call
+        // returns and kubelet gets to StartContainer: containerd leaves
+        // runc's create to StartContainer altogether. What capcri itself
+        // refuses (policy, image files, spec, mounts, devices) was refused
+        // above; what only the kernel refuses during the build (a mount
+        // onto a file of the image, say) fails StartContainer with the
+        // build's report and leaves the container exited (`StartError`,
+        // 128), as containerd reports a task that could not be created.
         let writing = self.containers.write_alongside(record.clone(), || {
             crash_point("container.create.record-written")
         });
@@ -157,6 +166,7 @@ impl Node {
                     .as_ref()
                     .map(|d| d.exec_path)
                     .unwrap_or(crate::monitor_api::ExecPath::Direct),
+                build_after_answer: true,
             })
             .await;
         if created.is_ok() {
@@ -467,7 +477,22 @@ impl Node {
         }
         let pod = self.pod(&record.pod_id)?;
         let monitor = self.monitor(&pod).await?;
-        let state = match monitor.start(&record.id).await? {
+        let outcome = match monitor.start(&record.id).await {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                // A build or an execve that failed left the container
+                // exited (`StartError`): the record says so now, not at the
+                // next status call, so the next list shows it.
+                if let Ok(state) = monitor.state(&record.id).await
+                    && state.status == RuntimeStatus::Exited
+                    && let Err(w) = self.fold_runtime_state(record, &state, RecordWrite::Whole)
+                {
+                    warn!(container.id = %found.id, error = %w, "recording a failed start");
+                }
+                return Err(e.into());
+            }
+        };
+        let state = match outcome {
             StartOutcome::Started(state) => state,
             StartOutcome::NotCreated(state) => {
                 ContainerState::from(state.status).check(ContainerOp::Start, &record.id)?;
