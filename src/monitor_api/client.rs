@@ -265,9 +265,9 @@ impl MonitorClient {
         }
     }
 
-    /// Create the container (libcontainer build); returns the init's pid.
-    /// The init's pid once built; 0 when the request asked for the answer
-    /// before the build (`build_after_answer`) and got it.
+    /// Create the container (libcontainer build); returns the init's pid
+    /// once built, or 0 when the request asked for the answer before the
+    /// build (`build_after_answer`) and got it.
     pub async fn create(&self, req: CreateContainer) -> Result<u32, RuntimeError> {
         let early = req.build_after_answer;
         match self.call(&Request::Create(req)).await? {
