@@ -5,10 +5,10 @@
 # kubelet's side (its read-only /pods and /stats/summary endpoints, the pod
 # logs it keeps, its own log, the cgroup tree it builds). The scenarios: the
 # capability ones of e2e/scenarios/ (rules of NAME.expect.yaml, check.py) and
-# those of e2e/kubelet-scenarios/ (probes, crash back-off, OnFailure, graceful
-# termination, QoS cgroups and stats, shared PID namespace, host network,
-# volumes, user namespace, then kubelet and capcri restarted under running
-# pods). See e2e/README.md.
+# those of e2e/kubelet-scenarios/ (probes, crash back-off, a failed start,
+# OnFailure, graceful termination, QoS cgroups and stats, shared PID
+# namespace, host network, volumes, user namespace, then kubelet and capcri
+# restarted under running pods). See e2e/README.md.
 #
 # Usage (root): e2e/kubelet.sh [--vm] [--only NAME,...]
 #   --vm  on the cgroup-v2 test node instead (hack/vm/run.sh: Debian's 6.1

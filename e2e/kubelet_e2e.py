@@ -510,6 +510,41 @@ def crash_backoff(node, t):
             f"back-off {sorted(set(backoffs))} s")
 
 
+@scenario("start-error", ["start-error.yaml"])
+def start_error(node, t):
+    """A command the image lacks: CreateContainer succeeds, StartContainer
+    fails with libcontainer's report, and kubelet sees what it sees from
+    containerd: RunContainerError, then the attempt exited with StartError
+    and 128, restarted with a back-off."""
+    waiting = {}
+
+    def settled():
+        pod = node.pod("start-error")
+        cs = container_status(pod, "missing")
+        if not cs:
+            raise Pending("no status")
+        w = (cs.get("state") or {}).get("waiting")
+        if w:
+            waiting.setdefault(w.get("reason"), w.get("message") or "")
+        term = (cs.get("lastState") or {}).get("terminated")
+        if cs["restartCount"] < 1 or not term or "RunContainerError" not in waiting:
+            raise Pending(f"restartCount {cs['restartCount']}, waiting {sorted(waiting)}, "
+                          f"lastState {cs.get('lastState')}")
+        return cs
+    cs = wait("a failed start, seen by kubelet, and a restart", settled, t)
+    term = cs["lastState"]["terminated"]
+    if term.get("reason") != "StartError" or term.get("exitCode") != 128:
+        raise Failure(f"lastState should be StartError with exit code 128: {term}")
+    if "/no/such/binary" not in (term.get("message") or ""):
+        raise Failure(f"lastState's message should name the missing command: {term}")
+    if "/no/such/binary" not in waiting["RunContainerError"]:
+        raise Failure(f"RunContainerError should name the missing command: {waiting}")
+    if cs.get("started"):
+        raise Failure(f"a container that never ran is reported started: {cs}")
+    return (f"RunContainerError naming the command, lastState StartError 128, "
+            f"restartCount {cs['restartCount']}, waiting reasons {sorted(waiting)}")
+
+
 @scenario("on-failure", ["on-failure.yaml"])
 def on_failure(node, t):
     def settled():

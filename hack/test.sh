@@ -156,7 +156,7 @@ KUBELET=$(./hack/kubelet/build.sh) ./e2e/kubelet.sh
 echo "hack/test.sh: kubelet e2e (build included) took $((SECONDS - e2e_start)) s"
 # The same scenarios on the cgroup-v2 VM node, kubelet and capcri on the
 # systemd driver (pods in kubelet's kubepods-*.slice, containers in capcri's
-# scopes): all 18, about 9 minutes under TCG, boot included.
+# scopes): all 19, about 9 minutes under TCG, boot included.
 e2e_start=$SECONDS
 KUBELET=$(./hack/kubelet/build.sh) ./e2e/kubelet.sh --vm
 echo "hack/test.sh: kubelet e2e on the VM node took $((SECONDS - e2e_start)) s"
