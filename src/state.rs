@@ -52,6 +52,13 @@ pub enum PodOp {
 }
 
 impl ContainerState {
+    /// Created or running: a state only the daemon's own StartContainer,
+    /// or an exit its pod's monitor reports, moves it from (what the exit
+    /// tracking relies on to answer from the cache).
+    pub fn is_live(self) -> bool {
+        matches!(self, ContainerState::Created | ContainerState::Running)
+    }
+
     /// The name the CRI uses (CONTAINER_CREATED... lower-cased).
     pub fn name(self) -> &'static str {
         match self {
@@ -243,6 +250,14 @@ mod tests {
                 assert_eq!(s.check(op, "c1").is_ok(), allowed.contains(&s));
             }
         }
+    }
+
+    /// Exited and Unknown are never answered from the exit tracking's
+    /// cache: an exited record is final, an unknown one asks its monitor.
+    #[test]
+    fn only_created_and_running_are_live() {
+        let live: Vec<_> = ALL.into_iter().filter(|s| s.is_live()).collect();
+        assert_eq!(live, [ContainerState::Created, ContainerState::Running]);
     }
 
     #[test]

@@ -7,6 +7,7 @@
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
 
 use common::{TestDaemon, container_config, create, exec, pod_config, pull, start, with_pid_mode};
 use k8s_cri::v1 as cri;
@@ -178,10 +179,13 @@ async fn nested_daemon_runs_a_user_namespace_pod() {
 /// errno (libcontainer's own error text is only the step): a directory
 /// bind-mounted onto a file of the image cannot be mounted. capcri answers
 /// CreateContainer before libcontainer's build, as containerd leaves runc's
-/// create to StartContainer, so StartContainer carries libcontainer's report
-/// of the mount, its destination and ENOTDIR, and the container reads as
-/// containerd's whose task could not be created: exited, 128, StartError,
-/// the same report as its message. RemoveContainer frees it like any other.
+/// create to StartContainer. The monitor reports the failed build as an
+/// exit, so the list shows the container exited without anyone asking
+/// (kubelet's relist does not wait on builds: created containers are
+/// answered from the cache), and it reads as containerd's whose task could
+/// not be created: exited, 128, StartError, libcontainer's report of the
+/// mount, its destination and ENOTDIR as its message. Every StartContainer
+/// of it fails with that report. RemoveContainer frees it like any other.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_libcontainer_failure_names_the_step_the_path_and_the_errno() {
     let registry = require_privileged!();
@@ -200,16 +204,6 @@ async fn a_libcontainer_failure_names_the_step_the_path_and_the_errno() {
     let id = create(&d, &pod, c)
         .await
         .expect("create answers before the build");
-    let err = d
-        .runtime()
-        .await
-        .start_container(cri::StartContainerRequest {
-            container_id: id.clone(),
-        })
-        .await
-        .expect_err("a directory onto /bin/sh");
-    let msg = err.message();
-    assert_eq!(err.code(), tonic::Code::Internal, "{msg}");
     let names_everything = |msg: &str| {
         assert!(msg.contains("failed to prepare rootfs"), "no step: {msg}");
         assert!(msg.contains("/bin/sh"), "no path: {msg}");
@@ -218,39 +212,47 @@ async fn a_libcontainer_failure_names_the_step_the_path_and_the_errno() {
             "no errno: {msg}"
         );
     };
-    names_everything(msg);
-    // The monitor log has the same report.
-    let log = monitor_log(&d, &pod);
-    assert!(
-        log.contains("failed to prepare rootfs"),
-        "monitor log: {log}"
-    );
-    // Listed as exited, at once (the failed start wrote it), with the
-    // report; starting it again is refused as for any exited container,
-    // not a new attempt.
-    let listed = common::list_containers(&d).await;
-    assert_eq!(listed.len(), 1, "{listed:?}");
-    assert_eq!(listed[0].state(), cri::ContainerState::ContainerExited);
+    // Listed as exited once the build has failed, before any start.
+    common::wait_for(
+        "the failed build listed as exited",
+        Duration::from_secs(20),
+        || async {
+            let listed = common::list_containers(&d).await;
+            (listed.len() == 1 && listed[0].state() == cri::ContainerState::ContainerExited)
+                .then_some(())
+        },
+    )
+    .await;
     let status = common::container_state(&d, &id).await;
     assert_eq!(status.state(), cri::ContainerState::ContainerExited);
     assert_eq!(status.reason, "StartError", "{status:?}");
     assert_eq!(status.exit_code, 128, "{status:?}");
     assert_eq!(status.started_at, 0, "{status:?}");
     names_everything(&status.message);
-    let again = d
-        .runtime()
-        .await
-        .start_container(cri::StartContainerRequest {
-            container_id: id.clone(),
-        })
-        .await
-        .expect_err("a failed build is not retried");
-    assert_eq!(
-        again.code(),
-        tonic::Code::FailedPrecondition,
-        "{}",
-        again.message()
+    // The monitor log has the same report.
+    let log = monitor_log(&d, &pod);
+    assert!(
+        log.contains("failed to prepare rootfs"),
+        "monitor log: {log}"
     );
+    // Every start of it gives the report, not a new attempt.
+    for attempt in ["first", "second"] {
+        let err = d
+            .runtime()
+            .await
+            .start_container(cri::StartContainerRequest {
+                container_id: id.clone(),
+            })
+            .await
+            .expect_err("a directory onto /bin/sh");
+        assert_eq!(
+            err.code(),
+            tonic::Code::FailedPrecondition,
+            "{attempt}: {}",
+            err.message()
+        );
+        names_everything(err.message());
+    }
     // Stop is a no-op on it; remove takes everything: nothing listed,
     // nothing on disk for a restart to load, and the name is free for
     // kubelet's next try.

@@ -467,6 +467,9 @@ async fn a_create_answered_before_its_build() {
         .expect_err("a second create of the same id");
     assert!(matches!(err, RuntimeError::AlreadyExists { .. }), "{err}");
 
+    // The daemon follows exits on a watch of its own; a failed build is
+    // told there too, as the exit of a container that never ran.
+    let mut exits = client.watch_exits().await.expect("watch exits");
     let bad = base.join("bad");
     unpack("registry.k8s.io/e2e-test-images/busybox:1.29-2", &bad);
     write_config(
@@ -483,6 +486,10 @@ async fn a_create_answered_before_its_build() {
             .expect("a missing command is the build's to find"),
         0
     );
+    let told = tokio::time::timeout(Duration::from_secs(30), exits.next())
+        .await
+        .expect("the failed build is told within 30 s");
+    assert_eq!(told, Some(("bad".to_string(), 128)));
     let st = client
         .state("bad")
         .await

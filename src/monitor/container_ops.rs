@@ -385,7 +385,12 @@ impl Monitor {
         if let Err(e) = write_state(&self.args.pod_dir, &id, &record.state) {
             eprintln!("capcri monitor: recording the failed build of container {id:?}: {e}");
         }
-        self.containers.insert(id, record);
+        self.containers.insert(id.clone(), record);
+        // Told as an exit: the daemon serves a created container's record
+        // from its cache while the pod's exit watch is live (it does not
+        // wait on this build to answer ListContainers), and this is the
+        // one change of a created container it would not otherwise hear of.
+        self.notify_exit(&id, FAILED_BUILD_EXIT_CODE);
     }
 
     /// libcontainer's create of an accepted request, and what the monitor
@@ -767,6 +772,7 @@ impl Monitor {
             rec.drain_exec_status();
         }
         let failed = !rec.exec_error.is_empty();
+        let mut exit = None;
         if failed {
             // The init is about to exit; wait for it so the state is final.
             let pid = Pid::from_raw(rec.pid);
@@ -775,11 +781,17 @@ impl Monitor {
             {
                 rec.drain(false);
                 rec.record_exit(code);
+                exit = Some(code);
             }
         }
         write_state(&pod_dir, id, &rec.state)?;
         if failed {
             let msg = rec.state.message.clone().unwrap_or_default();
+            // Reaped here, not by `reap`: the watchers (the daemon's exit
+            // tracking and event stream) hear of it all the same.
+            if let Some(code) = exit {
+                self.notify_exit(id, code);
+            }
             return Err(RuntimeError::Libcontainer {
                 container: id.to_string(),
                 message: format!("the container's process could not be executed: {msg}"),

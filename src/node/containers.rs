@@ -152,6 +152,9 @@ impl Node {
         let writing = self.containers.write_alongside(record.clone(), || {
             crash_point("container.create.record-written")
         });
+        // Before the question (see `ExitTracking::watch_of`): a failed
+        // build is told as an exit on this watch.
+        let watch = self.exit_tracking.watch_of(&pod.id);
         let created = monitor
             .create(CreateContainer {
                 id: record.id.clone(),
@@ -183,6 +186,10 @@ impl Node {
         match (created, written) {
             (Ok(_), Ok(Ok(()))) => {
                 crash_point("container.create.after-record");
+                // Answered from the cache from now on: a list must not wait
+                // for the build the monitor runs after its answer.
+                self.exit_tracking
+                    .refreshed_live(&record.id, &pod.id, watch);
                 Ok(())
             }
             (Err(e), written) => {
@@ -468,6 +475,9 @@ impl Node {
         let _guard = self.container_locks.lock(&found.id).await;
         // Read again under the lock: a start that held it has changed it.
         let record = self.container(&found.id)?;
+        if let Some(report) = failed_build(&record) {
+            return Err(report);
+        }
         // The record's state, not a round trip to the monitor: it is
         // created until a start succeeds, and an exit it has not heard of
         // yet is caught by the monitor's own check below. Unknown (its
@@ -482,12 +492,22 @@ impl Node {
             Err(e) => {
                 // A build or an execve that failed left the container
                 // exited (`StartError`): the record says so now, not at the
-                // next status call, so the next list shows it.
+                // next status call, so the next list shows it. Whatever the
+                // error, the cached record is not trusted any more.
+                self.exit_tracking.exited(&record.id);
                 if let Ok(state) = monitor.state(&record.id).await
                     && state.status == RuntimeStatus::Exited
-                    && let Err(w) = self.fold_runtime_state(record, &state, RecordWrite::Whole)
                 {
-                    warn!(container.id = %found.id, error = %w, "recording a failed start");
+                    match self.fold_runtime_state(record, &state, RecordWrite::Whole) {
+                        Ok(folded) => {
+                            if let Some(report) = failed_build(&folded) {
+                                return Err(report);
+                            }
+                        }
+                        Err(w) => {
+                            warn!(container.id = %found.id, error = %w, "recording a failed start")
+                        }
+                    }
                 }
                 return Err(e.into());
             }
@@ -613,7 +633,8 @@ impl Node {
     /// A container whose monitor died (SIGKILL, OOM) still runs, reparented
     /// to init. Kill it by the pid the monitor persisted, after checking the
     /// pid still belongs to the container's cgroup (pids are reused), then
-    /// remove its cgroups and libcontainer state.
+    /// whatever else is in its cgroup, then remove its cgroups and
+    /// libcontainer state.
     pub(crate) async fn kill_orphan(&self, pod: &PodSandbox, id: &str) {
         let cgroup = self.pod_cgroup(pod).container_dir(id);
         if let Ok(state) = crate::monitor_api::read_persisted_state(&pod.pod_dir, id)
@@ -633,6 +654,15 @@ impl Node {
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
             }
+        }
+        // A monitor that died while it built the container (CreateContainer
+        // had answered) persisted no pid, and libcontainer's intermediate
+        // or init process may still be in the container's own cgroup (the
+        // init waits for a start that cannot come): everything there is the
+        // container's.
+        let group = crate::host::CgroupPath::new(std::path::Path::new(&cgroup));
+        if !crate::util::task::blocking(|| group.kill_all(Duration::from_secs(2))) {
+            warn!(container.id = %id, cgroup = %cgroup, "processes left in the orphaned container's cgroup");
         }
         for h in crate::util::cgroupfs::hierarchies() {
             let dir = h.join(cgroup.trim_start_matches('/'));
@@ -744,7 +774,7 @@ impl Node {
         if matches!(record.state, ContainerState::Exited) {
             return Ok(record);
         }
-        if record.state == ContainerState::Running && self.exit_tracking.is_current(&record.id) {
+        if record.state.is_live() && self.exit_tracking.is_current(&record.id) {
             return Ok(record);
         }
         let Some(pod) = self.find_pod(&record.pod_id) else {
@@ -759,9 +789,9 @@ impl Node {
         match state {
             Ok(s) => {
                 let record = self.apply_runtime_state(record, &s)?;
-                if record.state == ContainerState::Running {
+                if record.state.is_live() {
                     self.exit_tracking
-                        .refreshed_running(&record.id, &record.pod_id, watch);
+                        .refreshed_live(&record.id, &record.pod_id, watch);
                 }
                 Ok(record)
             }
@@ -901,7 +931,7 @@ impl Node {
             let tracking = self.exit_tracking.current();
             let by = filter.map(|f| (&*f.id, &*f.pod_sandbox_id, &f.label_selector));
             for c in containers.values().filter(|c| container_matches(c, by)) {
-                if c.state == ContainerState::Running && tracking.is_current(&c.id) {
+                if c.state.is_live() && tracking.is_current(&c.id) {
                     if state_ok(c) {
                         done.push((c.created_at, f(c)));
                     }
@@ -1060,6 +1090,22 @@ fn container_matches(
         return true;
     };
     c.id.starts_with(id) && c.pod_id.starts_with(pod_id) && labels_match(&c.config.labels, selector)
+}
+
+/// The error of every StartContainer of a container whose build failed
+/// after CreateContainer answered (see `set_up_container`): exited with
+/// `StartError` without ever starting, libcontainer's report as its
+/// message. The same answer whether the record learnt of the failure from
+/// this start, an earlier one, or the exit the monitor reported before it.
+fn failed_build(record: &ContainerRecord) -> Option<NodeError> {
+    (record.state == ContainerState::Exited
+        && record.started_at == 0
+        && record.reason == "StartError"
+        && !record.message.is_empty())
+    .then(|| NodeError::StartFailed {
+        container: record.id.clone(),
+        message: record.message.clone(),
+    })
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
-//! When a running container's cached record can be answered without asking
-//! its pod's monitor.
+//! When a created or running container's cached record can be answered
+//! without asking its pod's monitor.
 //!
 //! kubelet's PLEG sends ListContainers every second and its status manager
 //! ContainerStatus per container; asking every monitor each time made
@@ -12,6 +12,13 @@
 //! - the record was refreshed from the monitor while that watch was live
 //!   (an exit before the watch began was seen by that refresh), and
 //! - no exit of it has arrived since.
+//!
+//! A created container is tracked the same way, from the moment its
+//! monitor accepted the create: the monitor builds it after answering, and
+//! a ListContainers that asked the monitor about it would wait for that
+//! build. Only the daemon's own StartContainer moves it to running; the
+//! monitor reports an init that died before its start, and a build that
+//! failed, as exits.
 //!
 //! An exit mark is never cleared: a container does not run again after it
 //! exited (a restart is a new container), and the refresh that follows
@@ -41,7 +48,8 @@ struct Inner {
     /// watch lost and made again during a question is not the same watch.
     watched: HashMap<String, u64>,
     next_watch: u64,
-    /// Container id -> pod id: refreshed as running while the pod was watched.
+    /// Container id -> pod id: refreshed as created or running while the pod
+    /// was watched.
     current: HashMap<String, String, FastState>,
     /// Containers an exit arrived for.
     exited: HashSet<String, FastState>,
@@ -71,15 +79,16 @@ impl ExitTracking {
     }
 
     /// The pod's live watch, if any. Taken before asking its monitor, so an
-    /// exit between the answer and [`Self::refreshed_running`] is known to
+    /// exit between the answer and [`Self::refreshed_live`] is known to
     /// arrive.
     pub fn watch_of(&self, pod_id: &str) -> Option<u64> {
         lock(&self.inner).watched.get(pod_id).copied()
     }
 
-    /// The monitor said `container_id` runs; `watch_before` is
-    /// [`Self::watch_of`] from before the question.
-    pub fn refreshed_running(&self, container_id: &str, pod_id: &str, watch_before: Option<u64>) {
+    /// The monitor said `container_id` is created or runs (or accepted
+    /// its create); `watch_before` is [`Self::watch_of`] from before the
+    /// question.
+    pub fn refreshed_live(&self, container_id: &str, pod_id: &str, watch_before: Option<u64>) {
         let mut i = lock(&self.inner);
         if watch_before.is_some()
             && i.watched.get(pod_id).copied() == watch_before
@@ -90,7 +99,8 @@ impl ExitTracking {
         }
     }
 
-    /// May the cached running record of `container_id` be answered as is?
+    /// May the cached created or running record of `container_id` be
+    /// answered as is?
     pub fn is_current(&self, container_id: &str) -> bool {
         self.current().is_current(container_id)
     }
@@ -127,14 +137,14 @@ mod tests {
     fn current_only_after_a_refresh_under_a_live_watch() {
         let t = ExitTracking::default();
         // Refreshed before any watch: the monitor must be asked again.
-        t.refreshed_running("c1", "p", None);
+        t.refreshed_live("c1", "p", None);
         assert!(!t.is_current("c1"));
         t.watch_started("p");
         // The question began before the watch: an exit in between might
         // not arrive.
-        t.refreshed_running("c1", "p", None);
+        t.refreshed_live("c1", "p", None);
         assert!(!t.is_current("c1"));
-        t.refreshed_running("c1", "p", t.watch_of("p"));
+        t.refreshed_live("c1", "p", t.watch_of("p"));
         assert!(t.is_current("c1"));
     }
 
@@ -142,15 +152,15 @@ mod tests {
     fn an_exit_makes_the_record_stale_for_good() {
         let t = ExitTracking::default();
         t.watch_started("p");
-        t.refreshed_running("c1", "p", t.watch_of("p"));
+        t.refreshed_live("c1", "p", t.watch_of("p"));
         t.exited("c1");
         assert!(!t.is_current("c1"));
         // A refresh that raced with the exit (answered running) does not
         // make it current again.
-        t.refreshed_running("c1", "p", t.watch_of("p"));
+        t.refreshed_live("c1", "p", t.watch_of("p"));
         assert!(!t.is_current("c1"));
         t.forget("c1");
-        t.refreshed_running("c1", "p", t.watch_of("p"));
+        t.refreshed_live("c1", "p", t.watch_of("p"));
         assert!(t.is_current("c1"), "a removed id starts afresh");
     }
 
@@ -159,17 +169,17 @@ mod tests {
         let t = ExitTracking::default();
         t.watch_started("p");
         t.watch_started("q");
-        t.refreshed_running("c1", "p", t.watch_of("p"));
-        t.refreshed_running("c2", "q", t.watch_of("q"));
+        t.refreshed_live("c1", "p", t.watch_of("p"));
+        t.refreshed_live("c2", "q", t.watch_of("q"));
         t.watch_ended("p");
         assert!(!t.is_current("c1"));
         assert!(t.is_current("c2"));
         // Refreshed while the watch was down: still not current.
-        t.refreshed_running("c1", "p", t.watch_of("p"));
+        t.refreshed_live("c1", "p", t.watch_of("p"));
         assert!(!t.is_current("c1"));
         // A new watch, then a refresh under it: current again.
         t.watch_started("p");
-        t.refreshed_running("c1", "p", t.watch_of("p"));
+        t.refreshed_live("c1", "p", t.watch_of("p"));
         assert!(t.is_current("c1"));
     }
 
@@ -179,13 +189,13 @@ mod tests {
         t.watch_started("p");
         let before = t.watch_of("p");
         t.watch_ended("p");
-        t.refreshed_running("c1", "p", before);
+        t.refreshed_live("c1", "p", before);
         assert!(!t.is_current("c1"));
         // Lost and made again while the monitor answered: not the same watch.
         let before = t.watch_of("p");
         t.watch_ended("p");
         t.watch_started("p");
-        t.refreshed_running("c1", "p", before);
+        t.refreshed_live("c1", "p", before);
         assert!(!t.is_current("c1"));
     }
 }
