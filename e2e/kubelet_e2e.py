@@ -22,6 +22,7 @@ import argparse
 import io
 import json
 import os
+import random
 import re
 import shutil
 import signal
@@ -75,10 +76,29 @@ class Failure(Exception):
     """A scenario's assertion failed; the message is the cause."""
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def free_port(taken=()):
+    """A loopback port nothing listens on, below the kernel's ephemeral
+    range: a port bind(0) hands out is ephemeral, and an outgoing
+    connection (capcri to the registry, kubelet to capcri) may take it as
+    its source port before kubelet listens on it ("address already in
+    use", seen once in a run of the second node)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    candidates = list(range(10000, max(10001, low)))
+    random.shuffle(candidates)
+    for port in candidates:
+        if port in taken:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise Failure(f"no free loopback port between 10000 and {low}")
 
 
 def go_duration(text):
@@ -113,7 +133,7 @@ class Node:
         self.args = args
         self.work = work
         self.port = free_port()
-        self.ro_port = free_port()
+        self.ro_port = free_port(taken=(self.port,))
         if DRIVER == "cgroupfs":
             # kubelet's cgroupRoot: its own subtree, so runs never share cgroups.
             self.cgroup_root = f"/capcri-kubelet-e2e-{os.getpid()}"
