@@ -713,14 +713,16 @@ impl Monitor {
         id: &str,
         reply_state: bool,
     ) -> Result<Response, RuntimeError> {
-        if !reply_state {
-            return self.start_container(id).map(|()| Response::Ok);
-        }
+        // A build that failed after its answer: the answer to every Start,
+        // whichever form it asks for.
         if let Some(message) = &self.record(id)?.build_error {
             return Err(RuntimeError::Libcontainer {
                 container: id.to_string(),
                 message: message.clone(),
             });
+        }
+        if !reply_state {
+            return self.start_container(id).map(|()| Response::Ok);
         }
         let state = self.state(id)?;
         if state.status != RuntimeStatus::Created {
@@ -734,12 +736,6 @@ impl Monitor {
         let root = self.args.runtime_root.join(id);
         let pod_dir = self.args.pod_dir.clone();
         let rec = self.record(id)?;
-        if let Some(message) = &rec.build_error {
-            return Err(RuntimeError::Libcontainer {
-                container: id.to_string(),
-                message: message.clone(),
-            });
-        }
         if rec.state.status != RuntimeStatus::Created {
             return Err(RuntimeError::InvalidRequest(format!(
                 "container {id:?} is {:?}, only a created container can be started",
