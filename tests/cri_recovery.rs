@@ -318,13 +318,20 @@ async fn a_killed_monitor_leaves_containers_unknown_and_remove_cleans_up() {
     let pid = pid_of(&status);
     // The monitor, not the pod init it forked nor the created container's
     // init waiting for its start (same command line; comm "pod-init" and
-    // libcontainer's "youki:[2:INIT]").
-    let monitors: Vec<i32> = common::processes_mentioning(&d.state_dir().join("pods"))
-        .into_iter()
+    // libcontainer's "youki:[2:INIT]"). CreateContainer answers before the
+    // build, so the monitor may still be building `waiting`: a process it
+    // has just forked may not have renamed itself yet, and is told apart
+    // by its parent, the monitor.
+    let same_cmdline = common::processes_mentioning(&d.state_dir().join("pods"));
+    let monitors: Vec<i32> = same_cmdline
+        .iter()
+        .copied()
         .filter(|p| {
             let comm = std::fs::read_to_string(format!("/proc/{p}/comm")).unwrap_or_default();
             let comm = comm.trim();
-            comm != "pod-init" && !comm.starts_with("youki:")
+            comm != "pod-init"
+                && !comm.starts_with("youki:")
+                && !parent_of(*p as u32).is_some_and(|pp| same_cmdline.contains(&(pp as i32)))
         })
         .collect();
     assert_eq!(monitors.len(), 1, "one monitor per pod");
@@ -398,15 +405,19 @@ fn children_of(parent: u32, prefix: &str) -> Vec<u32> {
         .flatten()
         .filter_map(|e| e.file_name().to_string_lossy().parse::<u32>().ok())
         .filter(|pid| {
-            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-            let ppid = status
-                .lines()
-                .find_map(|l| l.strip_prefix("PPid:"))
-                .and_then(|v| v.trim().parse::<u32>().ok());
             let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            ppid == Some(parent) && cmd.starts_with(prefix.as_bytes())
+            parent_of(*pid) == Some(parent) && cmd.starts_with(prefix.as_bytes())
         })
         .collect()
+}
+
+/// The parent pid of `pid`, from /proc (None once it is gone).
+fn parent_of(pid: u32) -> Option<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("PPid:"))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 fn alive(pid: u32) -> bool {

@@ -501,8 +501,6 @@ pub async fn container_state(d: &TestDaemon, id: &str) -> cri::ContainerStatus {
         .expect("status present")
 }
 
-/// The verbose ContainerStatus's `info["info"]`, parsed: the pid, the
-/// capability decision and the rest of what `crictl inspect` shows.
 /// Every container the daemon lists (no filter).
 pub async fn list_containers(d: &TestDaemon) -> Vec<cri::Container> {
     d.runtime()
@@ -514,6 +512,8 @@ pub async fn list_containers(d: &TestDaemon) -> Vec<cri::Container> {
         .containers
 }
 
+/// The verbose ContainerStatus's `info["info"]`, parsed: the pid, the
+/// capability decision and the rest of what `crictl inspect` shows.
 pub async fn verbose_info(d: &TestDaemon, id: &str) -> serde_json::Value {
     let status = d
         .runtime()
