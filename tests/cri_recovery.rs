@@ -99,6 +99,21 @@ async fn containers_survive_a_daemon_crash() {
         .items;
     assert_eq!(pods.len(), 1);
     assert_eq!(pods[0].state, cri::PodSandboxState::SandboxReady as i32);
+    // The first call after the restart is kubelet's relist: the running
+    // container is listed running although its start was never written
+    // to disk (its monitor answers for it).
+    let listed = rt
+        .list_containers(cri::ListContainersRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .containers;
+    let ticker_listed = listed.iter().find(|c| c.id == ids[0]).expect("listed");
+    assert_eq!(
+        ticker_listed.state,
+        cri::ContainerState::ContainerRunning as i32,
+        "{listed:?}"
+    );
     let after = rt
         .container_status(cri::ContainerStatusRequest {
             container_id: ids[0].clone(),
@@ -112,6 +127,11 @@ async fn containers_survive_a_daemon_crash() {
         cri::ContainerState::ContainerRunning as i32
     );
     assert_eq!(pid_of(&after), pid_before, "same process after the restart");
+    assert_eq!(
+        after.status.as_ref().unwrap().started_at,
+        before.status.as_ref().unwrap().started_at,
+        "the start time is the monitor's, kept across the restart"
+    );
     let short = container_state(&d, &ids[1]).await;
     assert_eq!(short.state, cri::ContainerState::ContainerExited as i32);
     assert_eq!(short.exit_code, 7);
@@ -462,6 +482,16 @@ async fn a_killed_monitor_template_is_replaced_and_its_monitors_live_on() {
         String::from_utf8_lossy(&cmdline).contains(&first),
         "the monitor's command line names its pod"
     );
+    // Named for ps, top and pgrep, not for the memfd's descriptor number
+    // the kernel takes from the exec'd /proc/self/fd/N.
+    let comm = |pid: u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    assert_eq!(comm(template), "capcri-template");
+    assert_eq!(comm(monitor), "capcri-monitor");
 
     // SAFETY: kill(2) of the test daemon's own helper process.
     unsafe { libc::kill(template as i32, libc::SIGKILL) };

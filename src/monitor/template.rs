@@ -78,6 +78,21 @@ fn set_cmdline(argv: &[String]) {
     unsafe { std::ptr::copy_nonoverlapping(image.as_ptr(), start as *mut u8, image.len()) };
 }
 
+/// Names this process (its `comm`: `ps`, `top`, `pgrep`). The template is
+/// exec'd from a memfd through `/proc/self/fd/N`, so the kernel names it
+/// (and every monitor it forks) "N", a number that tells an operator
+/// nothing and that `pgrep capcri` does not find.
+fn set_comm(name: &std::ffi::CStr) {
+    // SAFETY: PR_SET_NAME copies at most 16 bytes of a NUL-terminated
+    // string; `name` is one.
+    unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr(), 0, 0, 0) };
+}
+
+/// The `comm` of the monitor template (15 bytes, the kernel's limit).
+pub const TEMPLATE_COMM: &std::ffi::CStr = c"capcri-template";
+/// The `comm` of a pod monitor.
+pub const MONITOR_COMM: &std::ffi::CStr = c"capcri-monitor";
+
 // ---------------------------------------------------------------------------
 // The template process.
 // ---------------------------------------------------------------------------
@@ -91,6 +106,7 @@ pub fn template_main() -> i32 {
     unsafe {
         libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
     }
+    set_comm(TEMPLATE_COMM);
     // Exited monitors are reaped here, when a signalfd says so, not by
     // ignoring SIGCHLD: a child that cannot be reaped behind our back keeps
     // its pid until we have its pidfd, so the pidfd is always of our child.
@@ -233,6 +249,7 @@ fn become_monitor(argv: &[String], stdout: OwnedFd, stderr: OwnedFd) -> i32 {
         libc::setsid();
     }
     set_cmdline(argv);
+    set_comm(MONITOR_COMM);
     super::monitor_main(argv)
 }
 

@@ -526,12 +526,17 @@ impl Node {
         };
         crash_point("container.start.after-monitor");
         step.done("monitor_start");
-        // Whole, not durable: after a machine crash the record reads
-        // Unknown (its monitor is gone) whether this write or the created
-        // one before it survived, so the directory's fsync would protect
-        // nothing; the content's fsync keeps the file whole on any
-        // filesystem.
-        let record = self.fold_runtime_state(record, &state, RecordWrite::Whole)?;
+        // Shown, not written: the monitor holds the start (its container's
+        // state, pid and start time) and answers for it after a crash of
+        // this daemon, exactly as when the crash point above fires (the
+        // record on disk still says created; the first list or status
+        // after the restart asks the monitor and folds its answer). After
+        // a machine crash the record reads Unknown (its monitor is gone)
+        // whether it said created or running. So the start's fsync (about
+        // a millisecond on a disk, a quarter of StartContainer once the
+        // container is built) protected nothing; the next write of the
+        // record (its exit, a stop, an update) carries the start with it.
+        let record = self.fold_runtime_state(record, &state, RecordWrite::Memory)?;
         step.done("record");
         if record.state == ContainerState::Exited
             && !record.message.is_empty()
@@ -862,6 +867,7 @@ impl Node {
             match write {
                 RecordWrite::Durable => self.containers.put(record.clone())?,
                 RecordWrite::Whole => self.containers.replace(record.clone())?,
+                RecordWrite::Memory => self.containers.publish(record.clone()),
             }
         }
         Ok(record)
@@ -1004,6 +1010,10 @@ enum RecordWrite {
     Durable,
     /// `Table::replace`: whole after a power loss, perhaps the old one.
     Whole,
+    /// `Table::publish` only: for what the pod monitor itself answers for
+    /// after a crash of the daemon (a start), the record on disk keeping
+    /// its previous, still valid, version until the next write.
+    Memory,
 }
 
 /// How long a step of StopContainer may take (past the stop timeout, for

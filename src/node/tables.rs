@@ -6,7 +6,9 @@
 //! answered is lost by a crash, and `recovery` tears down whatever a crash
 //! left without a record. That order is written once, here ([`Table::put`]);
 //! the writes run through `util::task::blocking` so an fsync never stalls
-//! the async worker it is called on.
+//! the async worker it is called on. One change is only shown
+//! ([`Table::publish`]): a container's start, which its pod monitor answers
+//! for after a crash of the daemon (see `Node::start_container`).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
