@@ -621,3 +621,116 @@ async fn a_container_starts_once_and_later_starts_say_why_not() {
     common::stop_and_remove_pod(&d, &pod).await;
     assert_eq!(mounts_under(d.dir.path()), Vec::<String>::new());
 }
+
+/// kubelet's relist (ListContainers with an empty filter, every second)
+/// is answered from a kept answer while nothing changed: every change
+/// shows in the next relist, whichever way the list is asked for (no
+/// filter, an empty one, a state filter), and a relist with nothing
+/// changed answers the same bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_change_shows_in_the_next_relist() {
+    let registry = require_privileged!();
+    let d = TestDaemon::start(&[]);
+    let busybox = format!("{registry}/cri-lab/busybox:latest");
+    pull(&d, &busybox).await;
+    let pod = common::run_pod(&d, "relist").await;
+    let relist = |filter: Option<cri::ContainerFilter>| {
+        let d = &d;
+        async move {
+            let mut items: Vec<(String, i32)> = d
+                .runtime()
+                .await
+                .list_containers(cri::ListContainersRequest { filter })
+                .await
+                .unwrap()
+                .into_inner()
+                .containers
+                .into_iter()
+                .map(|c| (c.metadata.unwrap().name, c.state))
+                .collect();
+            items.sort();
+            items
+        }
+    };
+    let all = || Some(cri::ContainerFilter::default());
+    let running = || {
+        Some(cri::ContainerFilter {
+            state: Some(cri::ContainerStateValue {
+                state: cri::ContainerState::ContainerRunning as i32,
+            }),
+            ..Default::default()
+        })
+    };
+    let (created, run, exited) = (
+        cri::ContainerState::ContainerCreated as i32,
+        cri::ContainerState::ContainerRunning as i32,
+        cri::ContainerState::ContainerExited as i32,
+    );
+    assert_eq!(relist(all()).await, vec![]);
+
+    let a = common::create(
+        &d,
+        &pod,
+        container_config("a", &busybox, &["sleep", "3600"]),
+    )
+    .await
+    .expect("create a");
+    assert_eq!(relist(all()).await, vec![("a".into(), created)]);
+    common::start(&d, &a).await;
+    // Twice with nothing in between: the second is the kept answer.
+    for _ in 0..2 {
+        assert_eq!(relist(all()).await, vec![("a".into(), run)]);
+        assert_eq!(relist(None).await, vec![("a".into(), run)]);
+    }
+    let b = common::create(
+        &d,
+        &pod,
+        container_config("b", &busybox, &["sh", "-c", "sleep 1; exit 3"]),
+    )
+    .await
+    .expect("create b");
+    assert_eq!(
+        relist(all()).await,
+        vec![("a".into(), run), ("b".into(), created)]
+    );
+    assert_eq!(relist(running()).await, vec![("a".into(), run)]);
+    common::start(&d, &b).await;
+    assert_eq!(
+        relist(all()).await,
+        vec![("a".into(), run), ("b".into(), run)]
+    );
+    // b exits by itself: its pod monitor pushes the exit, and the next
+    // relist after it shows it, with no status call in between.
+    wait_for(
+        "b's exit in the relist",
+        Duration::from_secs(10),
+        || async {
+            (relist(all()).await == vec![("a".into(), run), ("b".into(), exited)]).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(relist(running()).await, vec![("a".into(), run)]);
+    d.runtime()
+        .await
+        .stop_container(cri::StopContainerRequest {
+            container_id: a.clone(),
+            timeout: 1,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        relist(all()).await,
+        vec![("a".into(), exited), ("b".into(), exited)]
+    );
+    d.runtime()
+        .await
+        .remove_container(cri::RemoveContainerRequest {
+            container_id: b.clone(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(relist(all()).await, vec![("a".into(), exited)]);
+    assert_eq!(relist(None).await, vec![("a".into(), exited)]);
+    common::stop_and_remove_pod(&d, &pod).await;
+    assert_eq!(relist(all()).await, vec![]);
+}

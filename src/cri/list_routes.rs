@@ -82,7 +82,7 @@ where
                     async move {
                         let filter = r.into_inner().filter;
                         let bytes = service.list_pod_sandbox_encoded(filter.as_ref());
-                        Ok::<_, Status>(Response::new(Encoded(bytes)))
+                        Ok::<_, Status>(Response::new(Encoded(bytes.into())))
                     }
                 });
                 Box::pin(async move { Ok(grpc.unary(method, req).await) })
@@ -107,8 +107,9 @@ where
     }
 }
 
-/// An answer already encoded as a protobuf message.
-pub struct Encoded(Vec<u8>);
+/// An answer already encoded as a protobuf message (shared: a kept
+/// ListContainers answer is not copied to be sent again).
+pub struct Encoded(bytes::Bytes);
 
 /// Requests decoded by prost like the generated server's; answers sent as
 /// the [`Encoded`] bytes they are.

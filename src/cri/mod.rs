@@ -4,6 +4,7 @@
 mod convert;
 mod events;
 mod image_service;
+mod list_cache;
 mod list_routes;
 mod list_wire;
 mod pod_metrics;

@@ -18,6 +18,7 @@ use tracing::{Instrument, info_span};
 pub struct CriRuntimeService {
     node: Arc<Node>,
     streams: Option<StreamServer>,
+    container_list: super::list_cache::ContainerListCache,
 }
 
 impl CriRuntimeService {
@@ -25,6 +26,7 @@ impl CriRuntimeService {
         CriRuntimeService {
             node,
             streams: None,
+            container_list: Default::default(),
         }
     }
 
@@ -55,7 +57,12 @@ impl CriRuntimeService {
     pub(super) async fn list_containers_encoded(
         &self,
         filter: Option<&cri::ContainerFilter>,
-    ) -> Result<Vec<u8>, NodeError> {
+    ) -> Result<bytes::Bytes, NodeError> {
+        let all = super::list_cache::lets_all_through(filter);
+        let before = self.node.container_list_version();
+        if all && let Some(kept) = self.container_list.get(before) {
+            return Ok(kept);
+        }
         let images = self.node.images();
         // The containers of a node share a few images: the image field
         // (its reported name worked out with references parsed and the
@@ -64,9 +71,9 @@ impl CriRuntimeService {
         // record).
         let mut specs: Vec<ImageField> = Vec::new();
         let mut items = Vec::new();
-        let order = self
+        let (order, settled) = self
             .node
-            .map_containers(filter, |c| {
+            .map_containers_settled(filter, |c| {
                 let key = list_wire::image_key(c);
                 let known = specs.iter().position(|s| s.key == key);
                 let i = known.unwrap_or_else(|| {
@@ -79,7 +86,11 @@ impl CriRuntimeService {
             })
             .instrument(info_span!("ListContainers"))
             .await?;
-        Ok(list_wire::concat_items(&items, order))
+        let answer = bytes::Bytes::from(list_wire::concat_items(&items, order));
+        if all && settled && self.node.container_list_version() == before {
+            self.container_list.put(before, answer.clone());
+        }
+        Ok(answer)
     }
 }
 

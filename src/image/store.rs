@@ -226,6 +226,10 @@ pub struct ImageStore {
     /// The manifest client every pull shares, built at the first pull
     /// (`registry::manifest_http_client`).
     manifest_http: std::sync::OnceLock<reqwest::Client>,
+    /// Bumped after every change of `images` (a pull's commit, a
+    /// removal), while its lock is held: names reported from the records
+    /// ([`ImageStore::reported_name`]) are the same while it is.
+    records_version: AtomicU64,
 }
 
 #[derive(Default)]
@@ -268,6 +272,7 @@ impl ImageStore {
             leases: Mutex::new(BTreeMap::new()),
             usage_cache: Mutex::new(UsageCache::default()),
             manifest_http: std::sync::OnceLock::new(),
+            records_version: AtomicU64::new(0),
         };
         for d in [
             store.blobs_dir(),
@@ -423,6 +428,7 @@ impl ImageStore {
         let mut images = lock(&self.images);
         self.invalidate_usage();
         let changed = apply_pull(&mut images, stored.clone(), parsed, top_digest);
+        self.records_version.fetch_add(1, Ordering::SeqCst);
         for id in changed {
             if let Some(s) = images.get(&id) {
                 self.persist(s)?;
@@ -622,9 +628,15 @@ impl ImageStore {
             }
             sync_dir(&self.images_dir())?;
             images.remove(&id);
+            self.records_version.fetch_add(1, Ordering::SeqCst);
         }
         self.collect_garbage()?;
         Ok(true)
+    }
+
+    /// Changes of the image records so far (a pull, a removal).
+    pub fn records_version(&self) -> u64 {
+        self.records_version.load(Ordering::SeqCst)
     }
 
     /// The name to report for image `image_id` given what the caller asked

@@ -925,8 +925,34 @@ impl Node {
     pub async fn map_containers<T>(
         &self,
         filter: Option<&ContainerFilter>,
-        mut f: impl FnMut(&ContainerRecord) -> T,
+        f: impl FnMut(&ContainerRecord) -> T,
     ) -> Result<Vec<T>, NodeError> {
+        Ok(self.map_containers_settled(filter, f).await?.0)
+    }
+
+    /// What ListContainers' answer is made from, as numbers that change
+    /// with it: the container records, the exit tracking that says which
+    /// of them are answered as they are, and the image records their
+    /// image names come from. Equal snapshots taken before and after
+    /// [`Self::map_containers_settled`] (settled) mean its answer holds
+    /// until the snapshot changes.
+    pub fn container_list_version(&self) -> ContainerListVersion {
+        ContainerListVersion {
+            records: self.containers.version(),
+            tracking: self.exit_tracking.version(),
+            images: self.images.records_version(),
+        }
+    }
+
+    /// [`Self::map_containers`], and whether every record was answered
+    /// from the table alone (current, or exited): `false` when a monitor
+    /// was asked about one, whose answer may change with no change of
+    /// the table (a monitor that cannot be reached now may be later).
+    pub async fn map_containers_settled<T>(
+        &self,
+        filter: Option<&ContainerFilter>,
+        mut f: impl FnMut(&ContainerRecord) -> T,
+    ) -> Result<(Vec<T>, bool), NodeError> {
         let wanted_state = filter.and_then(|f| f.state.as_ref()).map(|s| s.state);
         let state_ok =
             |c: &ContainerRecord| wanted_state.is_none_or(|s| cri_state(c.state) as i32 == s);
@@ -946,6 +972,7 @@ impl Node {
                 }
             }
         }
+        let settled = stale.iter().all(|c| c.state == ContainerState::Exited);
         for c in stale {
             let c = self.refresh(c).await?;
             if state_ok(&c) {
@@ -953,7 +980,7 @@ impl Node {
             }
         }
         done.sort_by_key(|(t, _)| *t);
-        Ok(done.into_iter().map(|(_, v)| v).collect())
+        Ok((done.into_iter().map(|(_, v)| v).collect(), settled))
     }
 
     pub async fn exec_sync(
@@ -1001,6 +1028,14 @@ impl Node {
         };
         Ok((monitor, record.id, exec))
     }
+}
+
+/// See [`Node::container_list_version`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ContainerListVersion {
+    records: u64,
+    tracking: u64,
+    images: u64,
 }
 
 /// How a changed container record is written.

@@ -53,6 +53,10 @@ struct Inner {
     current: HashMap<String, String, FastState>,
     /// Containers an exit arrived for.
     exited: HashSet<String, FastState>,
+    /// Bumped by every change of the above, so an answer made from them
+    /// (a whole ListContainers, `cri::list_cache`) knows when to be made
+    /// again.
+    version: u64,
 }
 
 impl ExitTracking {
@@ -62,6 +66,7 @@ impl ExitTracking {
         i.next_watch += 1;
         let n = i.next_watch;
         i.watched.insert(pod_id.to_string(), n);
+        i.version += 1;
     }
 
     /// The pod's exit watch ended: its exits no longer arrive.
@@ -69,6 +74,7 @@ impl ExitTracking {
         let mut i = lock(&self.inner);
         i.watched.remove(pod_id);
         i.current.retain(|_, p| p != pod_id);
+        i.version += 1;
     }
 
     /// An exit of `container_id` arrived.
@@ -76,6 +82,7 @@ impl ExitTracking {
         let mut i = lock(&self.inner);
         i.exited.insert(container_id.to_string());
         i.current.remove(container_id);
+        i.version += 1;
     }
 
     /// The pod's live watch, if any. Taken before asking its monitor, so an
@@ -96,6 +103,7 @@ impl ExitTracking {
         {
             i.current
                 .insert(container_id.to_string(), pod_id.to_string());
+            i.version += 1;
         }
     }
 
@@ -117,6 +125,13 @@ impl ExitTracking {
         let mut i = lock(&self.inner);
         i.exited.remove(container_id);
         i.current.remove(container_id);
+        i.version += 1;
+    }
+
+    /// Changes so far: equal numbers, the same answers from
+    /// [`Self::is_current`] for every container.
+    pub fn version(&self) -> u64 {
+        lock(&self.inner).version
     }
 }
 

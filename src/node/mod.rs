@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use tables::{Names, Table};
 
 mod containers;
+pub use containers::ContainerListVersion;
 mod devices;
 pub mod exec;
 mod exit_tracking;

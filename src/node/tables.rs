@@ -11,6 +11,7 @@
 //! for after a crash of the daemon (see `Node::start_container`).
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde::Serialize;
@@ -46,6 +47,10 @@ pub(crate) struct Table<R> {
     map: Mutex<HashMap<String, R>>,
     /// Shared with the blocking threads of [`Table::write_alongside`].
     records: Arc<RecordDir<R>>,
+    /// Bumped after every change of the map is made ([`Table::publish`],
+    /// [`Table::forget`]): an answer made from the map while the number
+    /// stayed the same saw no change (`cri::list_cache`).
+    version: AtomicU64,
 }
 
 impl<R: Keyed> Table<R> {
@@ -59,12 +64,19 @@ impl<R: Keyed> Table<R> {
         Ok(Table {
             map: Mutex::new(map),
             records: Arc::new(records),
+            version: AtomicU64::new(0),
         })
     }
 
-    /// The map, for reading (and for the rare in-memory-only change).
+    /// The map, for reading; every change goes through
+    /// [`Table::publish`] or [`Table::forget`], which count it.
     pub(crate) fn lock(&self) -> MutexGuard<'_, HashMap<String, R>> {
         lock(&self.map)
+    }
+
+    /// Changes of the map so far (see the field).
+    pub(crate) fn version(&self) -> u64 {
+        self.version.load(Ordering::SeqCst)
     }
 
     /// Writes `record`, then puts it in the map: the one way a known
@@ -114,6 +126,9 @@ impl<R: Keyed> Table<R> {
     /// Shows a record already written.
     pub(crate) fn publish(&self, record: R) {
         self.lock().insert(record.key().to_string(), record);
+        // After the change is in: a reader that saw the old number and
+        // then the new map also sees a new number when it checks again.
+        self.version.fetch_add(1, Ordering::SeqCst);
     }
 
     /// Deletes the record from disk (idempotent); the map keeps it until
@@ -125,6 +140,7 @@ impl<R: Keyed> Table<R> {
     /// Drops the record from the map (after [`Table::delete`]).
     pub(crate) fn forget(&self, id: &str) {
         self.lock().remove(id);
+        self.version.fetch_add(1, Ordering::SeqCst);
     }
 }
 
