@@ -102,12 +102,7 @@ async fn containers_survive_a_daemon_crash() {
     // The first call after the restart is kubelet's relist: the running
     // container is listed running although its start was never written
     // to disk (its monitor answers for it).
-    let listed = rt
-        .list_containers(cri::ListContainersRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .containers;
+    let listed = common::list_containers(&d).await;
     let ticker_listed = listed.iter().find(|c| c.id == ids[0]).expect("listed");
     assert_eq!(
         ticker_listed.state,
