@@ -526,9 +526,9 @@ impl Node {
         };
         crash_point("container.start.after-monitor");
         step.done("monitor_start");
-        // Shown, not written: the monitor holds the start (its container's
-        // state, pid and start time) and answers for it after a crash of
-        // this daemon, exactly as when the crash point above fires (the
+        // Shown, not written: the monitor wrote the start (its container's
+        // state, pid and start time) to its own state file before it
+        // answered, and answers for it after a crash of this daemon, exactly as when the crash point above fires (the
         // record on disk still says created; the first list or status
         // after the restart asks the monitor and folds its answer). After
         // a machine crash the record reads Unknown (its monitor is gone)
