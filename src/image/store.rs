@@ -226,10 +226,6 @@ pub struct ImageStore {
     /// The manifest client every pull shares, built at the first pull
     /// (`registry::manifest_http_client`).
     manifest_http: std::sync::OnceLock<reqwest::Client>,
-    /// Bumped after every change of `images` (a pull's commit, a
-    /// removal), while its lock is held: names reported from the records
-    /// ([`ImageStore::reported_name`]) are the same while it is.
-    records_version: AtomicU64,
 }
 
 #[derive(Default)]
@@ -272,7 +268,6 @@ impl ImageStore {
             leases: Mutex::new(BTreeMap::new()),
             usage_cache: Mutex::new(UsageCache::default()),
             manifest_http: std::sync::OnceLock::new(),
-            records_version: AtomicU64::new(0),
         };
         for d in [
             store.blobs_dir(),
@@ -428,7 +423,6 @@ impl ImageStore {
         let mut images = lock(&self.images);
         self.invalidate_usage();
         let changed = apply_pull(&mut images, stored.clone(), parsed, top_digest);
-        self.records_version.fetch_add(1, Ordering::SeqCst);
         for id in changed {
             if let Some(s) = images.get(&id) {
                 self.persist(s)?;
@@ -628,15 +622,18 @@ impl ImageStore {
             }
             sync_dir(&self.images_dir())?;
             images.remove(&id);
-            self.records_version.fetch_add(1, Ordering::SeqCst);
         }
         self.collect_garbage()?;
         Ok(true)
     }
 
-    /// Changes of the image records so far (a pull, a removal).
-    pub fn records_version(&self) -> u64 {
-        self.records_version.load(Ordering::SeqCst)
+    /// Changes of the store's content so far (pulls, removals,
+    /// collections): the records, and so the names
+    /// [`ImageStore::reported_name`] gives, are the same while it is. A
+    /// pull's commit counts it under the records' lock, a removal in the
+    /// collection that follows it.
+    pub fn generation(&self) -> u64 {
+        lock(&self.usage_cache).generation
     }
 
     /// The name to report for image `image_id` given what the caller asked

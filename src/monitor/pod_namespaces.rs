@@ -276,8 +276,7 @@ fn join_as_root(userns: &fs::File) -> Result<(), String> {
 /// `pod_init`); if it cannot, it says why on `status` and exits, and the
 /// monitor's start fails.
 fn pod_init(plan: &PodInitPlan, mut status: fs::File) -> ! {
-    // SAFETY: prctl with a static name.
-    unsafe { libc::prctl(libc::PR_SET_NAME, c"pod-init".as_ptr(), 0, 0, 0) };
+    super::template::set_comm(c"pod-init");
     if let Err(e) = plan.drop_privileges() {
         let _ = status.write_all(format!("error: {e}").as_bytes());
         // SAFETY: exit without running the monitor's destructors.

@@ -81,17 +81,18 @@ fn set_cmdline(argv: &[String]) {
 /// Names this process (its `comm`: `ps`, `top`, `pgrep`). The template is
 /// exec'd from a memfd through `/proc/self/fd/N`, so the kernel names it
 /// (and every monitor it forks) "N", a number that tells an operator
-/// nothing and that `pgrep capcri` does not find.
-fn set_comm(name: &std::ffi::CStr) {
+/// nothing and that `pgrep capcri` does not find; a pod's init, forked
+/// from its monitor, names itself too.
+pub(super) fn set_comm(name: &std::ffi::CStr) {
     // SAFETY: PR_SET_NAME copies at most 16 bytes of a NUL-terminated
     // string; `name` is one.
     unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr(), 0, 0, 0) };
 }
 
 /// The `comm` of the monitor template (15 bytes, the kernel's limit).
-pub const TEMPLATE_COMM: &std::ffi::CStr = c"capcri-template";
+const TEMPLATE_COMM: &std::ffi::CStr = c"capcri-template";
 /// The `comm` of a pod monitor.
-pub const MONITOR_COMM: &std::ffi::CStr = c"capcri-monitor";
+const MONITOR_COMM: &std::ffi::CStr = c"capcri-monitor";
 
 // ---------------------------------------------------------------------------
 // The template process.

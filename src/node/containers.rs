@@ -528,14 +528,15 @@ impl Node {
         step.done("monitor_start");
         // Shown, not written: the monitor wrote the start (its container's
         // state, pid and start time) to its own state file before it
-        // answered, and answers for it after a crash of this daemon, exactly as when the crash point above fires (the
-        // record on disk still says created; the first list or status
-        // after the restart asks the monitor and folds its answer). After
-        // a machine crash the record reads Unknown (its monitor is gone)
-        // whether it said created or running. So the start's fsync (about
-        // a millisecond on a disk, a quarter of StartContainer once the
-        // container is built) protected nothing; the next write of the
-        // record (its exit, a stop, an update) carries the start with it.
+        // answered, and answers for it after a crash of this daemon,
+        // exactly as when the crash point above fires (the record on disk
+        // still says created; the first list or status after the restart
+        // asks the monitor and folds its answer). After a machine crash
+        // the record reads Unknown (its monitor is gone) whether it said
+        // created or running. So the start's fsync (about a millisecond on
+        // a disk, a quarter of StartContainer once the container is built)
+        // protected nothing; the next write of the record (its exit, a
+        // stop, an update) carries the start with it.
         let record = self.fold_runtime_state(record, &state, RecordWrite::Memory)?;
         step.done("record");
         if record.state == ContainerState::Exited
@@ -940,7 +941,7 @@ impl Node {
         ContainerListVersion {
             records: self.containers.version(),
             tracking: self.exit_tracking.version(),
-            images: self.images.records_version(),
+            images: self.images.generation(),
         }
     }
 
