@@ -444,6 +444,45 @@ fn alive(pid: u32) -> bool {
         .unwrap_or(false)
 }
 
+/// The context switches `pid` made by waiting (`voluntary_ctxt_switches`):
+/// each is a sleep it was woken from.
+fn voluntary_switches(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap()
+}
+
+/// A monitor with nothing to do sleeps until something happens: no turn
+/// on a clock (it used to go round once a second, a wakeup per pod per
+/// second on an idle node). Its container, the daemon's exit watch and
+/// the pod init are all there, idle, while it is watched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_monitor_is_never_woken() {
+    let registry = require_privileged!();
+    let d = TestDaemon::start(&[]);
+    let busybox = format!("{registry}/cri-lab/busybox:latest");
+    pull(&d, &busybox).await;
+    let pod = run_pod(&d, "idle").await;
+    running_sleeper(&d, &pod, "sleeper", &busybox).await;
+    let template = children_of(d.pid().unwrap(), "capcri\0monitor-template\0")[0];
+    let monitor = children_of(template, "capcri\0monitor\0--pod-id\0")[0];
+    // The start's own traffic (its answer, the first status) settles.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = voluntary_switches(monitor);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let after = voluntary_switches(monitor);
+    assert_eq!(
+        after - before,
+        0,
+        "an idle monitor was woken {} times in 2.5 s",
+        after - before
+    );
+    stop_and_remove_pod(&d, &pod).await;
+}
+
 /// Monitors are forks of one monitor template per daemon (exec'd from the
 /// sealed memfd). Killing it costs nothing running: its monitors live on,
 /// and the next RunPodSandbox starts a new one. It exits with its daemon.
