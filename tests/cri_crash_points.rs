@@ -10,9 +10,11 @@ mod common;
 use capcri::crash_point::{CRASH_AT_ENV, CRASH_POINTS};
 use common::{TestDaemon, container_config, pod_config, pull};
 use k8s_cri::v1 as cri;
+use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Duration;
+use tonic::transport::Channel;
 
 /// What the CRI acknowledged to one client before the daemon died.
 #[derive(Debug, Default)]
@@ -26,12 +28,20 @@ struct Acked {
     pod_removed: bool,
 }
 
-/// One client's lifecycle: a pod, a running container, a second container
-/// created and removed, and (for `remove_pod`) the pod removed. Stops at
-/// the first error: the daemon is gone.
-async fn lifecycle(d: &TestDaemon, name: String, image: String, remove_pod: bool) -> Acked {
+/// One client's lifecycle on its own connection `rt`: a pod, a running
+/// container, a second container created and removed, and (for
+/// `remove_pod`) the pod removed. Stops at the first error: the daemon is
+/// gone. Every call goes over `rt`, made before any client began: a
+/// connection opened after another client's call crashed the daemon would
+/// be refused.
+async fn lifecycle(
+    d: &TestDaemon,
+    mut rt: RuntimeServiceClient<Channel>,
+    name: String,
+    image: String,
+    remove_pod: bool,
+) -> Acked {
     let mut acked = Acked::default();
-    let mut rt = d.runtime().await;
     let Ok(pod) = rt
         .run_pod_sandbox(cri::RunPodSandboxRequest {
             config: Some(pod_config(&name, &d.dir.path().join("logs"))),
@@ -45,7 +55,15 @@ async fn lifecycle(d: &TestDaemon, name: String, image: String, remove_pod: bool
     acked.pod = Some(pod.clone());
     for (i, cname) in ["keep", "gone"].into_iter().enumerate() {
         let config = container_config(cname, &image, &["sleep", "1000"]);
-        let Ok(id) = common::create(d, &pod, config).await else {
+        let Ok(id) = rt
+            .create_container(cri::CreateContainerRequest {
+                pod_sandbox_id: pod.clone(),
+                config: Some(config),
+                sandbox_config: None,
+            })
+            .await
+            .map(|r| r.into_inner().container_id)
+        else {
             return acked;
         };
         acked.containers.push((id.clone(), false));
@@ -217,8 +235,14 @@ async fn kill9_at_every_crash_point_leaves_listed_objects_or_nothing() {
     for (round, point) in CRASH_POINTS.iter().enumerate() {
         d.spawn_env(&[], &[(CRASH_AT_ENV, point)]);
         // Three clients at once: one removes its pod, two keep theirs.
-        let clients =
-            (0..3).map(|i| lifecycle(&d, format!("r{round}-p{i}"), busybox.clone(), i == 0));
+        let mut connections = Vec::new();
+        for _ in 0..3 {
+            connections.push(d.runtime().await);
+        }
+        let clients = connections
+            .into_iter()
+            .enumerate()
+            .map(|(i, rt)| lifecycle(&d, rt, format!("r{round}-p{i}"), busybox.clone(), i == 0));
         let acked = futures_util::future::join_all(clients).await;
         let crashed = d.wait_for_exit(Duration::from_secs(30));
         assert!(
@@ -325,8 +349,14 @@ async fn kill9_from_outside_at_varied_moments() {
     for (round, delay) in delays_ms.iter().enumerate() {
         let point = format!("external kill after {delay} ms");
         let pid = d.pid().expect("daemon running") as i32;
-        let clients =
-            (0..3).map(|i| lifecycle(&d, format!("j{round}-p{i}"), busybox.clone(), i == 0));
+        let mut connections = Vec::new();
+        for _ in 0..3 {
+            connections.push(d.runtime().await);
+        }
+        let clients = connections
+            .into_iter()
+            .enumerate()
+            .map(|(i, rt)| lifecycle(&d, rt, format!("j{round}-p{i}"), busybox.clone(), i == 0));
         let killer = async move {
             tokio::time::sleep(Duration::from_millis(*delay)).await;
             // SAFETY: kill(2) of the test's own daemon child.
