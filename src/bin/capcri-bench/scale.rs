@@ -118,10 +118,11 @@ pub struct Growth {
 }
 
 /// The calls of one pod's life timed by `--scale-cycles`, in order.
-pub const CYCLE_OPS: [Op; 9] = [
+pub const CYCLE_OPS: [Op; 10] = [
     Op::RunPodSandbox,
     Op::CreateContainer,
     Op::StartContainer,
+    Op::CreateAndStart,
     Op::PodToRunning,
     Op::ExecSync,
     Op::StopContainer,

@@ -15,6 +15,10 @@ pub enum Op {
     RunPodSandbox,
     CreateContainer,
     StartContainer,
+    /// CreateContainer and StartContainer of one container, their two
+    /// times added: what the "create+start together" compares
+    /// (the median of the sums, not the sum of the medians).
+    CreateAndStart,
     /// RunPodSandbox sent until ContainerStatus reports the container running.
     PodToRunning,
     ExecSync,
@@ -34,11 +38,12 @@ pub enum Op {
 }
 
 impl Op {
-    pub const ALL: [Op; 14] = [
+    pub const ALL: [Op; 15] = [
         Op::PullImage,
         Op::RunPodSandbox,
         Op::CreateContainer,
         Op::StartContainer,
+        Op::CreateAndStart,
         Op::PodToRunning,
         Op::ExecSync,
         Op::StopContainer,
@@ -57,6 +62,7 @@ impl Op {
             Op::RunPodSandbox => "RunPodSandbox",
             Op::CreateContainer => "CreateContainer",
             Op::StartContainer => "StartContainer",
+            Op::CreateAndStart => "create+start",
             Op::PodToRunning => "pod-to-running",
             Op::ExecSync => "ExecSync",
             Op::StopContainer => "StopContainer",

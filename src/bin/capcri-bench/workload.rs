@@ -244,7 +244,8 @@ impl Target {
             .map_err(self.rpc_err("CreateContainer", name))?
             .into_inner()
             .container_id;
-        out.push((Op::CreateContainer, t.elapsed()));
+        let created = t.elapsed();
+        out.push((Op::CreateContainer, created));
 
         let t = Instant::now();
         rt.start_container(cri::StartContainerRequest {
@@ -252,7 +253,9 @@ impl Target {
         })
         .await
         .map_err(self.rpc_err("StartContainer", &ctr_id))?;
-        out.push((Op::StartContainer, t.elapsed()));
+        let started = t.elapsed();
+        out.push((Op::StartContainer, started));
+        out.push((Op::CreateAndStart, created + started));
 
         // What kubelet's PLEG would see: the first status saying running.
         let deadline = Instant::now() + Duration::from_secs(30);
