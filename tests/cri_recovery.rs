@@ -474,13 +474,14 @@ async fn an_idle_monitor_is_never_woken() {
     let before = voluntary_switches(monitor);
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let after = voluntary_switches(monitor);
+    // Removed before the verdict: a failed assertion leaves nothing behind.
+    stop_and_remove_pod(&d, &pod).await;
     assert_eq!(
         after - before,
         0,
         "an idle monitor was woken {} times in 2.5 s",
         after - before
     );
-    stop_and_remove_pod(&d, &pod).await;
 }
 
 /// Monitors are forks of one monitor template per daemon (exec'd from the
