@@ -118,6 +118,28 @@ async fn lifecycle(
     acked
 }
 
+/// Three clients' lifecycles at once, named `{prefix}-p0` to `-p2`: the
+/// first removes its pod, the other two keep theirs. Their connections are
+/// made here, before any of them starts (see `lifecycle`).
+async fn three_clients<'a>(
+    d: &'a TestDaemon,
+    prefix: &str,
+    image: &str,
+) -> impl std::future::Future<Output = Vec<Acked>> + 'a {
+    let mut clients = Vec::new();
+    for i in 0..3 {
+        let rt = d.runtime().await;
+        clients.push(lifecycle(
+            d,
+            rt,
+            format!("{prefix}-p{i}"),
+            image.to_string(),
+            i == 0,
+        ));
+    }
+    futures_util::future::join_all(clients)
+}
+
 fn names_in(dir: &Path) -> BTreeSet<String> {
     std::fs::read_dir(dir)
         .into_iter()
@@ -234,16 +256,9 @@ async fn kill9_at_every_crash_point_leaves_listed_objects_or_nothing() {
     let mut reached = 0;
     for (round, point) in CRASH_POINTS.iter().enumerate() {
         d.spawn_env(&[], &[(CRASH_AT_ENV, point)]);
-        // Three clients at once: one removes its pod, two keep theirs.
-        let mut connections = Vec::new();
-        for _ in 0..3 {
-            connections.push(d.runtime().await);
-        }
-        let clients = connections
-            .into_iter()
-            .enumerate()
-            .map(|(i, rt)| lifecycle(&d, rt, format!("r{round}-p{i}"), busybox.clone(), i == 0));
-        let acked = futures_util::future::join_all(clients).await;
+        let acked = three_clients(&d, &format!("r{round}"), &busybox)
+            .await
+            .await;
         let crashed = d.wait_for_exit(Duration::from_secs(30));
         assert!(
             crashed,
@@ -349,20 +364,13 @@ async fn kill9_from_outside_at_varied_moments() {
     for (round, delay) in delays_ms.iter().enumerate() {
         let point = format!("external kill after {delay} ms");
         let pid = d.pid().expect("daemon running") as i32;
-        let mut connections = Vec::new();
-        for _ in 0..3 {
-            connections.push(d.runtime().await);
-        }
-        let clients = connections
-            .into_iter()
-            .enumerate()
-            .map(|(i, rt)| lifecycle(&d, rt, format!("j{round}-p{i}"), busybox.clone(), i == 0));
+        let clients = three_clients(&d, &format!("j{round}"), &busybox).await;
         let killer = async move {
             tokio::time::sleep(Duration::from_millis(*delay)).await;
             // SAFETY: kill(2) of the test's own daemon child.
             unsafe { libc::kill(pid, libc::SIGKILL) };
         };
-        let (acked, ()) = tokio::join!(futures_util::future::join_all(clients), killer);
+        let (acked, ()) = tokio::join!(clients, killer);
         d.wait_for_exit(Duration::from_secs(30));
         restart_verify_and_clean(&mut d, &point, &acked).await;
     }
