@@ -457,8 +457,8 @@ fn voluntary_switches(pid: u32) -> u64 {
 
 /// A monitor with nothing to do sleeps until something happens: no turn
 /// on a clock (it used to go round once a second, a wakeup per pod per
-/// second on an idle node). Its container, the daemon's exit watch and
-/// the pod init are all there, idle, while it is watched.
+/// second on an idle node). Its container and the daemon's exit watch
+/// are there, idle, while it is watched.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_monitor_is_never_woken() {
     let registry = require_privileged!();
