@@ -55,15 +55,7 @@ async fn lifecycle(
     acked.pod = Some(pod.clone());
     for (i, cname) in ["keep", "gone"].into_iter().enumerate() {
         let config = container_config(cname, &image, &["sleep", "1000"]);
-        let Ok(id) = rt
-            .create_container(cri::CreateContainerRequest {
-                pod_sandbox_id: pod.clone(),
-                config: Some(config),
-                sandbox_config: None,
-            })
-            .await
-            .map(|r| r.into_inner().container_id)
-        else {
+        let Ok(id) = common::create_on(&mut rt, &pod, config).await else {
             return acked;
         };
         acked.containers.push((id.clone(), false));

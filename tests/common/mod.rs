@@ -613,15 +613,23 @@ pub async fn create(
     pod: &str,
     config: cri::ContainerConfig,
 ) -> Result<String, tonic::Status> {
-    d.runtime()
-        .await
-        .create_container(cri::CreateContainerRequest {
-            pod_sandbox_id: pod.into(),
-            config: Some(config),
-            sandbox_config: None,
-        })
-        .await
-        .map(|r| r.into_inner().container_id)
+    create_on(&mut d.runtime().await, pod, config).await
+}
+
+/// [`create`] over a connection the caller already has (a test that must
+/// not connect again, e.g. after its daemon may have crashed).
+pub async fn create_on(
+    rt: &mut RuntimeServiceClient<Channel>,
+    pod: &str,
+    config: cri::ContainerConfig,
+) -> Result<String, tonic::Status> {
+    rt.create_container(cri::CreateContainerRequest {
+        pod_sandbox_id: pod.into(),
+        config: Some(config),
+        sandbox_config: None,
+    })
+    .await
+    .map(|r| r.into_inner().container_id)
 }
 
 pub async fn start(d: &TestDaemon, id: &str) {
