@@ -1177,3 +1177,130 @@ async fn systemd_scopes_keep_device_rules_oom_reports_and_unified_updates() {
     drop(d);
     drop(tree);
 }
+
+/// The cgroup2 mount: the whole of /sys/fs/cgroup on a unified host,
+/// `unified` below it on a hybrid one.
+fn cgroup2_mount() -> Option<PathBuf> {
+    if unified() {
+        return Some(PathBuf::from(CGROUP_ROOT));
+    }
+    let hybrid = Path::new(CGROUP_ROOT).join("unified");
+    hybrid.join("cgroup.procs").exists().then_some(hybrid)
+}
+
+/// The daemon's cgroup2 line of `/proc/<pid>/cgroup`.
+fn cgroup2_of(pid: u32) -> String {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .unwrap_or_else(|| panic!("no cgroup2 line in {text}"))
+        .to_string()
+}
+
+/// The daemon's warm-up thread (`host::cgroup_lock`) and its count of
+/// write system calls: one `cgroup.procs` write per warm-up (its reads of
+/// /proc/self/cgroup count as reads).
+fn warm_up_writes(pid: u32) -> Option<u64> {
+    for t in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .flatten()
+    {
+        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        if comm.trim() == "cgroup-warm" {
+            let io = std::fs::read_to_string(t.path().join("io")).ok()?;
+            return io
+                .lines()
+                .find_map(|l| l.strip_prefix("syscw: "))
+                .and_then(|v| v.trim().parse().ok());
+        }
+    }
+    None
+}
+
+/// Puts the daemon back into its first cgroup and removes the test's one,
+/// however the test ends.
+struct MovedDaemon {
+    pid: u32,
+    home: PathBuf,
+    moved_to: PathBuf,
+}
+
+impl Drop for MovedDaemon {
+    fn drop(&mut self) {
+        let _ = std::fs::write(self.home.join("cgroup.procs"), self.pid.to_string());
+        remove_dir_patiently(&self.moved_to);
+    }
+}
+
+/// Removes an empty cgroup directory, retrying while the kernel still
+/// counts a process that has just left it.
+fn remove_dir_patiently(dir: &Path) {
+    for _ in 0..100 {
+        match std::fs::remove_dir(dir) {
+            Ok(()) => return,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}
+
+/// CreateContainer and exec start the kernel's wait for its cgroup
+/// migration lock early, by moving the daemon into the cgroup it is in
+/// (`host::cgroup_lock`). That move must change nothing: the daemon stays
+/// where it is, and where it is is read at each move, so a daemon moved
+/// by its service manager is not moved back. The warm-up thread made its
+/// writes and is alive (a failure ends it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cgroup_lock_warm_up_moves_the_daemon_nowhere() {
+    let registry = require_privileged!();
+    let Some(mount) = cgroup2_mount() else {
+        eprintln!("skipped: no cgroup2 mount on this host");
+        return;
+    };
+    let (d, _) = daemon(&registry, Driver::Cgroupfs, None);
+    let pid = d.pid().unwrap();
+    let first = cgroup2_of(pid);
+    pull(&d, BUSYBOX).await;
+    let pod = run_pod(&d, "warm").await;
+    let id = create(
+        &d,
+        &pod,
+        container_config("c1", BUSYBOX, &["sleep", "3600"]),
+    )
+    .await
+    .unwrap();
+    start(&d, &id).await;
+    let after_create = warm_up_writes(pid).expect("the warm-up thread runs");
+    assert!(after_create >= 1, "no warm-up write after a create");
+    assert_eq!(cgroup2_of(pid), first, "a warm-up moved the daemon");
+
+    // Moved by someone else: the next warm-ups follow it there.
+    let home = mount.join(first.trim_start_matches('/'));
+    let moved_to = mount.join(format!("capcri-test-warm-{}", std::process::id()));
+    std::fs::create_dir_all(&moved_to).unwrap();
+    let _guard = MovedDaemon {
+        pid,
+        home,
+        moved_to: moved_to.clone(),
+    };
+    std::fs::write(moved_to.join("cgroup.procs"), pid.to_string()).unwrap();
+    let there = cgroup2_of(pid);
+    assert!(there.ends_with(&format!("capcri-test-warm-{}", std::process::id())));
+    let out = exec(&d, &id, &["true"]).await;
+    assert_eq!(out.exit_code, 0);
+    let id2 = create(
+        &d,
+        &pod,
+        container_config("c2", BUSYBOX, &["sleep", "3600"]),
+    )
+    .await
+    .unwrap();
+    start(&d, &id2).await;
+    let after_more = warm_up_writes(pid).expect("the warm-up thread still runs");
+    assert!(
+        after_more > after_create,
+        "no warm-up write after an exec and a create ({after_create} -> {after_more})"
+    );
+    assert_eq!(cgroup2_of(pid), there, "a warm-up moved the daemon back");
+    stop_and_remove_pod(&d, &pod).await;
+}

@@ -7,6 +7,7 @@
 
 mod cgroup_files;
 mod cgroup_io;
+pub mod cgroup_lock;
 mod error;
 pub(crate) mod idmap;
 pub(crate) mod namespaces;

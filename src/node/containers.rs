@@ -67,6 +67,10 @@ impl Node {
             })?;
         let log_path = log_file_path(&pod.config.log_directory, &config.log_path)
             .map_err(NodeError::InvalidArgument)?;
+        // The build's intermediate process will join the container's
+        // cgroups in a few ms: the kernel's wait for that lock starts now,
+        // alongside the rootfs, policy and bundle (`host::cgroup_lock`).
+        crate::host::cgroup_lock::warm();
 
         let key = container_name_key(&pod.id, &config);
         let id = self.names.reserve_new(key.clone())?;
@@ -1010,6 +1014,9 @@ impl Node {
         }
         let record = self.container_status(id).await?;
         record.check(ContainerOp::Exec)?;
+        // The exec's process joins the container's cgroups once forked: the
+        // kernel's wait for that lock starts now (`host::cgroup_lock`).
+        crate::host::cgroup_lock::warm();
         let spec_path = record.bundle.join("config.json");
         let spec = oci_spec::runtime::Spec::load(&spec_path).map_err(|e| {
             NodeError::Internal(format!("cannot read {}: {e}", spec_path.display()))

@@ -1,0 +1,218 @@
+//! Starting the kernel's wait for its cgroup migration lock before a
+//! container's process needs the lock.
+//!
+//! Why: every move of a process by a `cgroup.procs` write takes the
+//! kernel's global `cgroup_threadgroup_rwsem` for writing. libcontainer's
+//! intermediate process does it when it joins the container's cgroups
+//! (inside CreateContainer's build, so StartContainer waits for it), and so
+//! does every exec's process. Unless a cgroup2 mount has `favordynmods`
+//! (off by default, and on 6.x kernels it cannot be turned off again
+//! without a reboot), the first writer after a quiet spell waits for an RCU
+//! grace period before it gets the lock: 6-8 ms on this 2-vCPU host, most of
+//! a create + start. For about one more grace period after that writer
+//! leaves, the lock stays in writer mode and the next writer does not wait
+//! again (measured: a second move 2-10 ms after the first takes 0.2 ms, one
+//! 20 ms after takes 7.8 ms again).
+//!
+//! So the daemon starts that wait the moment a call arrives that will move
+//! a process: a move of its own process into the cgroup it is already in,
+//! which changes nothing but takes the lock. The grace period then runs
+//! while the daemon mounts the rootfs, decides the capabilities and writes
+//! the bundle and the monitor forks, instead of after them. One thread does
+//! the moves; a call that arrives while one is under way joins it.
+//!
+//! The cgroup is read from `/proc/self/cgroup` right before each write, so
+//! a daemon moved by its service manager is moved to where it now is, not
+//! back. Any failure (a read-only cgroupfs in a container, a kernel that
+//! refuses) turns the warm-up off for the daemon's life: it is an
+//! optimisation, never a reason for a call to fail.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::Thread;
+
+use crate::util::cgroupfs::CGROUP_ROOT;
+
+/// The `cgroup.procs` that holds this process, from the text of
+/// `/proc/self/cgroup`: in the cgroup2 tree when one is mounted (the whole
+/// of /sys/fs/cgroup on a unified host, `unified` below it on a hybrid
+/// one), else in the first v1 hierarchy with controllers whose directory
+/// exists under /sys/fs/cgroup (systemd's layout: named after the
+/// controllers, comma-joined). `None` when nothing fits.
+pub fn own_procs_file(
+    proc_self_cgroup: &str,
+    unified_host: bool,
+    exists: impl Fn(&Path) -> bool,
+) -> Option<PathBuf> {
+    let root = Path::new(CGROUP_ROOT);
+    let under = |mount: PathBuf, rel: &str| {
+        let dir = mount.join(rel.trim_start_matches('/'));
+        let procs = dir.join("cgroup.procs");
+        exists(&procs).then_some(procs)
+    };
+    let mut v1 = None;
+    for line in proc_self_cgroup.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (Some(_), Some(controllers), Some(rel)) = (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        if controllers.is_empty() {
+            let mount = if unified_host {
+                root.to_path_buf()
+            } else {
+                root.join("unified")
+            };
+            if let Some(p) = under(mount, rel) {
+                return Some(p);
+            }
+        } else if v1.is_none() && !unified_host && !controllers.starts_with("name=") {
+            v1 = under(root.join(controllers), rel);
+        }
+    }
+    v1
+}
+
+struct Warmer {
+    /// Set by a caller, cleared by the thread once its move is done: a
+    /// caller that finds it set joins the move under way.
+    busy: AtomicBool,
+    /// Cleared for good after the first failure.
+    enabled: AtomicBool,
+    thread: Thread,
+}
+
+static WARMER: OnceLock<Option<Warmer>> = OnceLock::new();
+
+/// Starts a no-op move of the daemon into its own cgroup on the warm-up
+/// thread and returns at once. Call it when a request arrives that will
+/// move a process by `cgroup.procs` within the next few milliseconds.
+pub fn warm() {
+    let Some(w) = WARMER.get_or_init(spawn_warmer) else {
+        return;
+    };
+    if w.enabled.load(Ordering::Relaxed) && !w.busy.swap(true, Ordering::AcqRel) {
+        w.thread.unpark();
+    }
+}
+
+fn spawn_warmer() -> Option<Warmer> {
+    let spawned = std::thread::Builder::new()
+        .name("cgroup-warm".into())
+        .stack_size(64 * 1024)
+        .spawn(run_warmer);
+    match spawned {
+        Ok(handle) => Some(Warmer {
+            busy: AtomicBool::new(false),
+            enabled: AtomicBool::new(true),
+            thread: handle.thread().clone(),
+        }),
+        Err(e) => {
+            tracing::debug!(error = %e, "no cgroup lock warm-up thread");
+            None
+        }
+    }
+}
+
+fn run_warmer() {
+    // `WARMER` is set once `spawn_warmer` has returned; the first `warm`
+    // unparks this thread after that.
+    let w = loop {
+        if let Some(Some(w)) = WARMER.get() {
+            break w;
+        }
+        std::thread::park();
+    };
+    loop {
+        while !w.busy.load(Ordering::Acquire) {
+            std::thread::park();
+        }
+        if let Err(e) = move_into_own_cgroup() {
+            w.enabled.store(false, Ordering::Relaxed);
+            tracing::info!(error = %e, "cgroup lock warm-up off for this daemon");
+            return;
+        }
+        w.busy.store(false, Ordering::Release);
+    }
+}
+
+fn move_into_own_cgroup() -> std::io::Result<()> {
+    let text = std::fs::read_to_string("/proc/self/cgroup")?;
+    let procs = own_procs_file(&text, crate::util::cgroupfs::is_unified(), Path::exists)
+        .ok_or_else(|| std::io::Error::other("no cgroup.procs of this process found"))?;
+    let mut f = std::fs::OpenOptions::new().write(true).open(&procs)?;
+    f.write_all(std::process::id().to_string().as_bytes())
+        .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", procs.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HYBRID: &str = "12:pids:/system.slice/capcri.service\n\
+        11:cpu,cpuacct:/system.slice/capcri.service\n\
+        1:name=systemd:/system.slice/capcri.service\n\
+        0::/system.slice/capcri.service\n";
+
+    fn all(_: &Path) -> bool {
+        true
+    }
+
+    #[test]
+    fn a_unified_host_uses_the_cgroup2_line_at_the_root() {
+        let p = own_procs_file("0::/system.slice/capcri.service\n", true, all);
+        assert_eq!(
+            p.as_deref(),
+            Some(Path::new(
+                "/sys/fs/cgroup/system.slice/capcri.service/cgroup.procs"
+            ))
+        );
+        // The root cgroup itself (a daemon in a cgroup namespace sees "/").
+        let p = own_procs_file("0::/\n", true, all);
+        assert_eq!(p.as_deref(), Some(Path::new("/sys/fs/cgroup/cgroup.procs")));
+    }
+
+    #[test]
+    fn a_hybrid_host_prefers_its_unified_mount() {
+        let p = own_procs_file(HYBRID, false, all);
+        assert_eq!(
+            p.as_deref(),
+            Some(Path::new(
+                "/sys/fs/cgroup/unified/system.slice/capcri.service/cgroup.procs"
+            ))
+        );
+    }
+
+    #[test]
+    fn a_v1_host_without_cgroup2_uses_a_controller_hierarchy() {
+        let no_unified = |p: &Path| !p.starts_with("/sys/fs/cgroup/unified");
+        let p = own_procs_file(HYBRID, false, no_unified);
+        assert_eq!(
+            p.as_deref(),
+            Some(Path::new(
+                "/sys/fs/cgroup/pids/system.slice/capcri.service/cgroup.procs"
+            ))
+        );
+        // Co-mounted controllers live under their joined name; the named
+        // systemd hierarchy holds no controller and is never used.
+        let only_cpu = |p: &Path| p.starts_with("/sys/fs/cgroup/cpu,cpuacct");
+        let p = own_procs_file(HYBRID, false, only_cpu);
+        assert_eq!(
+            p.as_deref(),
+            Some(Path::new(
+                "/sys/fs/cgroup/cpu,cpuacct/system.slice/capcri.service/cgroup.procs"
+            ))
+        );
+        let only_named = |p: &Path| p.starts_with("/sys/fs/cgroup/name=systemd");
+        assert_eq!(own_procs_file(HYBRID, false, only_named), None);
+    }
+
+    #[test]
+    fn nothing_usable_is_none() {
+        assert_eq!(own_procs_file("", true, all), None);
+        assert_eq!(own_procs_file("garbage\n", false, all), None);
+        assert_eq!(own_procs_file(HYBRID, false, |_| false), None);
+    }
+}
