@@ -23,7 +23,8 @@
 //!
 //! The cgroup is read from `/proc/self/cgroup` right before each write, so
 //! a daemon moved by its service manager is moved to where it now is, not
-//! back. Any failure (a read-only cgroupfs in a container, a kernel that
+//! back, and the write goes only to a `cgroup.procs` that already lists the
+//! daemon. Any failure (a read-only cgroupfs in a container, a kernel that
 //! refuses) turns the warm-up off for the daemon's life: it is an
 //! optimisation, never a reason for a call to fail.
 
@@ -138,12 +139,29 @@ fn run_warmer() {
     }
 }
 
+/// Whether a `cgroup.procs` text lists `pid`.
+pub fn lists_pid(procs: &str, pid: u32) -> bool {
+    procs.lines().any(|l| l.trim().parse::<u32>() == Ok(pid))
+}
+
 fn move_into_own_cgroup() -> std::io::Result<()> {
     let text = std::fs::read_to_string("/proc/self/cgroup")?;
     let procs = own_procs_file(&text, crate::util::cgroupfs::is_unified(), Path::exists)
         .ok_or_else(|| std::io::Error::other("no cgroup.procs of this process found"))?;
+    // The path from /proc/self/cgroup is only right when the mount shows
+    // the hierarchy from its root; a cgroupfs mounted from a subtree (a
+    // node agent in a container without a cgroup namespace) may hold an
+    // unrelated group of the same name. Only a group that lists this
+    // process already is written to, so the write can never move it.
+    let me = std::process::id();
+    if !lists_pid(&std::fs::read_to_string(&procs)?, me) {
+        return Err(std::io::Error::other(format!(
+            "{} does not list this process",
+            procs.display()
+        )));
+    }
     let mut f = std::fs::OpenOptions::new().write(true).open(&procs)?;
-    f.write_all(std::process::id().to_string().as_bytes())
+    f.write_all(me.to_string().as_bytes())
         .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", procs.display())))
 }
 
@@ -207,6 +225,14 @@ mod tests {
         );
         let only_named = |p: &Path| p.starts_with("/sys/fs/cgroup/name=systemd");
         assert_eq!(own_procs_file(HYBRID, false, only_named), None);
+    }
+
+    #[test]
+    fn only_a_listed_pid_is_found() {
+        assert!(lists_pid("1\n42\n4200\n", 42));
+        assert!(lists_pid("42", 42));
+        assert!(!lists_pid("1\n420\n4\n", 42));
+        assert!(!lists_pid("", 42));
     }
 
     #[test]
