@@ -1244,6 +1244,15 @@ fn remove_dir_patiently(dir: &Path) {
     }
 }
 
+/// A started container that sleeps, named `name`, in `pod`.
+async fn start_sleeper(d: &TestDaemon, pod: &str, name: &str) -> String {
+    let id = create(d, pod, container_config(name, BUSYBOX, &["sleep", "3600"]))
+        .await
+        .unwrap();
+    start(d, &id).await;
+    id
+}
+
 /// CreateContainer and exec start the kernel's wait for its cgroup
 /// migration lock early, by moving the daemon into the cgroup it is in
 /// (`host::cgroup_lock`). That move must change nothing: the daemon stays
@@ -1262,14 +1271,7 @@ async fn the_cgroup_lock_warm_up_moves_the_daemon_nowhere() {
     let first = cgroup2_of(pid);
     pull(&d, BUSYBOX).await;
     let pod = run_pod(&d, "warm").await;
-    let id = create(
-        &d,
-        &pod,
-        container_config("c1", BUSYBOX, &["sleep", "3600"]),
-    )
-    .await
-    .unwrap();
-    start(&d, &id).await;
+    let id = start_sleeper(&d, &pod, "c1").await;
     let after_create = warm_up_writes(pid).expect("the warm-up thread runs");
     assert!(after_create >= 1, "no warm-up write after a create");
     assert_eq!(cgroup2_of(pid), first, "a warm-up moved the daemon");
@@ -1288,14 +1290,7 @@ async fn the_cgroup_lock_warm_up_moves_the_daemon_nowhere() {
     assert!(there.ends_with(&format!("capcri-test-warm-{}", std::process::id())));
     let out = exec(&d, &id, &["true"]).await;
     assert_eq!(out.exit_code, 0);
-    let id2 = create(
-        &d,
-        &pod,
-        container_config("c2", BUSYBOX, &["sleep", "3600"]),
-    )
-    .await
-    .unwrap();
-    start(&d, &id2).await;
+    start_sleeper(&d, &pod, "c2").await;
     let after_more = warm_up_writes(pid).expect("the warm-up thread still runs");
     assert!(
         after_more > after_create,

@@ -178,50 +178,44 @@ mod tests {
         true
     }
 
+    /// `own_procs_file` as text ("" for none), for short assertions.
+    fn found(text: &str, unified: bool, exists: impl Fn(&Path) -> bool) -> String {
+        own_procs_file(text, unified, exists)
+            .map(|p| p.display().to_string())
+            .unwrap_or_default()
+    }
+
     #[test]
     fn a_unified_host_uses_the_cgroup2_line_at_the_root() {
-        let p = own_procs_file("0::/system.slice/capcri.service\n", true, all);
         assert_eq!(
-            p.as_deref(),
-            Some(Path::new(
-                "/sys/fs/cgroup/system.slice/capcri.service/cgroup.procs"
-            ))
+            found("0::/system.slice/capcri.service\n", true, all),
+            "/sys/fs/cgroup/system.slice/capcri.service/cgroup.procs"
         );
         // The root cgroup itself (a daemon in a cgroup namespace sees "/").
-        let p = own_procs_file("0::/\n", true, all);
-        assert_eq!(p.as_deref(), Some(Path::new("/sys/fs/cgroup/cgroup.procs")));
+        assert_eq!(found("0::/\n", true, all), "/sys/fs/cgroup/cgroup.procs");
     }
 
     #[test]
     fn a_hybrid_host_prefers_its_unified_mount() {
-        let p = own_procs_file(HYBRID, false, all);
         assert_eq!(
-            p.as_deref(),
-            Some(Path::new(
-                "/sys/fs/cgroup/unified/system.slice/capcri.service/cgroup.procs"
-            ))
+            found(HYBRID, false, all),
+            "/sys/fs/cgroup/unified/system.slice/capcri.service/cgroup.procs"
         );
     }
 
     #[test]
     fn a_v1_host_without_cgroup2_uses_a_controller_hierarchy() {
         let no_unified = |p: &Path| !p.starts_with("/sys/fs/cgroup/unified");
-        let p = own_procs_file(HYBRID, false, no_unified);
         assert_eq!(
-            p.as_deref(),
-            Some(Path::new(
-                "/sys/fs/cgroup/pids/system.slice/capcri.service/cgroup.procs"
-            ))
+            found(HYBRID, false, no_unified),
+            "/sys/fs/cgroup/pids/system.slice/capcri.service/cgroup.procs"
         );
         // Co-mounted controllers live under their joined name; the named
         // systemd hierarchy holds no controller and is never used.
         let only_cpu = |p: &Path| p.starts_with("/sys/fs/cgroup/cpu,cpuacct");
-        let p = own_procs_file(HYBRID, false, only_cpu);
         assert_eq!(
-            p.as_deref(),
-            Some(Path::new(
-                "/sys/fs/cgroup/cpu,cpuacct/system.slice/capcri.service/cgroup.procs"
-            ))
+            found(HYBRID, false, only_cpu),
+            "/sys/fs/cgroup/cpu,cpuacct/system.slice/capcri.service/cgroup.procs"
         );
         let only_named = |p: &Path| p.starts_with("/sys/fs/cgroup/name=systemd");
         assert_eq!(own_procs_file(HYBRID, false, only_named), None);
