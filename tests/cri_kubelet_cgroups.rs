@@ -1290,11 +1290,16 @@ async fn the_cgroup_lock_warm_up_moves_the_daemon_nowhere() {
     assert!(there.ends_with(&format!("capcri-test-warm-{}", std::process::id())));
     let out = exec(&d, &id, &["true"]).await;
     assert_eq!(out.exit_code, 0);
+    let after_exec = warm_up_writes(pid).expect("the warm-up thread still runs");
+    assert!(
+        after_exec > after_create,
+        "no warm-up write after an exec ({after_create} -> {after_exec})"
+    );
     start_sleeper(&d, &pod, "c2").await;
     let after_more = warm_up_writes(pid).expect("the warm-up thread still runs");
     assert!(
-        after_more > after_create,
-        "no warm-up write after an exec and a create ({after_create} -> {after_more})"
+        after_more > after_exec,
+        "no warm-up write after a second create ({after_exec} -> {after_more})"
     );
     assert_eq!(cgroup2_of(pid), there, "a warm-up moved the daemon back");
     stop_and_remove_pod(&d, &pod).await;
