@@ -1217,40 +1217,19 @@ fn warm_up_writes(pid: u32) -> Option<u64> {
     None
 }
 
-/// Puts the daemon back into its first cgroup and removes the test's one,
-/// however the test ends.
+/// Puts the daemon back into its first cgroup and removes the test's one
+/// (`rel`, under the hierarchy root), however the test ends.
 struct MovedDaemon {
     pid: u32,
     home: PathBuf,
-    moved_to: PathBuf,
+    rel: String,
 }
 
 impl Drop for MovedDaemon {
     fn drop(&mut self) {
         let _ = std::fs::write(self.home.join("cgroup.procs"), self.pid.to_string());
-        remove_dir_patiently(&self.moved_to);
+        kill_and_rmdir_tree(&self.rel);
     }
-}
-
-/// Removes an empty cgroup directory, retrying while the kernel still
-/// counts a process that has just left it.
-fn remove_dir_patiently(dir: &Path) {
-    for _ in 0..100 {
-        match std::fs::remove_dir(dir) {
-            Ok(()) => return,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
-            Err(_) => std::thread::sleep(Duration::from_millis(20)),
-        }
-    }
-}
-
-/// A started container that sleeps, named `name`, in `pod`.
-async fn start_sleeper(d: &TestDaemon, pod: &str, name: &str) -> String {
-    let id = create(d, pod, container_config(name, BUSYBOX, &["sleep", "3600"]))
-        .await
-        .unwrap();
-    start(d, &id).await;
-    id
 }
 
 /// CreateContainer and exec start the kernel's wait for its cgroup
@@ -1271,23 +1250,24 @@ async fn the_cgroup_lock_warm_up_moves_the_daemon_nowhere() {
     let first = cgroup2_of(pid);
     pull(&d, BUSYBOX).await;
     let pod = run_pod(&d, "warm").await;
-    let id = start_sleeper(&d, &pod, "c1").await;
+    let id = running_sleeper(&d, &pod, "c1", BUSYBOX).await;
     let after_create = warm_up_writes(pid).expect("the warm-up thread runs");
     assert!(after_create >= 1, "no warm-up write after a create");
     assert_eq!(cgroup2_of(pid), first, "a warm-up moved the daemon");
 
     // Moved by someone else: the next warm-ups follow it there.
     let home = mount.join(first.trim_start_matches('/'));
-    let moved_to = mount.join(format!("capcri-test-warm-{}", std::process::id()));
+    let rel = format!("capcri-test-warm-{}", std::process::id());
+    let moved_to = mount.join(&rel);
     std::fs::create_dir_all(&moved_to).unwrap();
     let _guard = MovedDaemon {
         pid,
         home,
-        moved_to: moved_to.clone(),
+        rel: rel.clone(),
     };
     std::fs::write(moved_to.join("cgroup.procs"), pid.to_string()).unwrap();
     let there = cgroup2_of(pid);
-    assert!(there.ends_with(&format!("capcri-test-warm-{}", std::process::id())));
+    assert!(there.ends_with(&rel));
     let out = exec(&d, &id, &["true"]).await;
     assert_eq!(out.exit_code, 0);
     let after_exec = warm_up_writes(pid).expect("the warm-up thread still runs");
@@ -1295,7 +1275,7 @@ async fn the_cgroup_lock_warm_up_moves_the_daemon_nowhere() {
         after_exec > after_create,
         "no warm-up write after an exec ({after_create} -> {after_exec})"
     );
-    start_sleeper(&d, &pod, "c2").await;
+    running_sleeper(&d, &pod, "c2", BUSYBOX).await;
     let after_more = warm_up_writes(pid).expect("the warm-up thread still runs");
     assert!(
         after_more > after_exec,

@@ -5,20 +5,11 @@
 mod common;
 
 use common::{
-    TestDaemon, container_config, container_state, create, pod_config, pull, run_pod, start,
-    stop_and_remove_pod, wait_for,
+    TestDaemon, container_config, container_state, create, pod_config, pull, run_pod,
+    running_sleeper, start, stop_and_remove_pod, wait_for,
 };
 use k8s_cri::v1 as cri;
 use std::time::{Duration, Instant};
-
-/// Creates and starts a busybox `sleep 1000` named `name` in `pod`.
-async fn running_sleeper(d: &TestDaemon, pod: &str, name: &str, busybox: &str) -> String {
-    let id = create(d, pod, container_config(name, busybox, &["sleep", "1000"]))
-        .await
-        .expect("create");
-    start(d, &id).await;
-    id
-}
 
 fn pid_of(status: &cri::ContainerStatusResponse) -> i64 {
     let info: serde_json::Value = serde_json::from_str(&status.info["info"]).unwrap();

@@ -642,6 +642,16 @@ pub async fn start(d: &TestDaemon, id: &str) {
         .expect("start");
 }
 
+/// Creates and starts a container named `name` in `pod` that sleeps for
+/// 1000 s (long past any test), from `image`.
+pub async fn running_sleeper(d: &TestDaemon, pod: &str, name: &str, image: &str) -> String {
+    let id = create(d, pod, container_config(name, image, &["sleep", "1000"]))
+        .await
+        .expect("create");
+    start(d, &id).await;
+    id
+}
+
 pub async fn exec(d: &TestDaemon, id: &str, cmd: &[&str]) -> cri::ExecSyncResponse {
     d.runtime()
         .await
