@@ -474,6 +474,9 @@ impl Runner {
     }
 }
 
+/// The pause between one runtime's round and the other's.
+const TURN_SETTLE: Duration = Duration::from_millis(50);
+
 async fn bench_in(
     ws: &mut Workspace,
     s: &Settings,
@@ -499,7 +502,16 @@ async fn bench_in(
     for &c in &s.concurrency {
         eprintln!("capcri-bench: concurrency {c}, {} iterations", s.iterations);
         for i in 0..s.iterations {
-            for r in &mut runners {
+            let pids: Vec<i32> = runners
+                .iter()
+                .map(|o| ws.daemons[o.daemon_index].pid())
+                .collect();
+            for (k, r) in runners.iter_mut().enumerate() {
+                // A node runs one runtime: the other one stopped, and the
+                // kernel's cgroup lock back in reader mode (one grace
+                // period, 6-15 ms here) after what it did last.
+                let _others = daemons::Paused::all_but(pids.iter().copied(), k);
+                tokio::time::sleep(TURN_SETTLE).await;
                 let round = run_round(r, c, i, &container_image, &pulls).await?;
                 r.samples.entry(c).or_default().extend(round);
                 ws.daemons[r.daemon_index].check_alive()?;
@@ -605,6 +617,7 @@ async fn start_runtime(
     let target = Target {
         name: kind.name(),
         channel,
+        socket: socket.clone(),
         pod_cgroup_parent,
         log_root: ws.path().join(format!("logs-{}", kind.name())),
         share_pid: s.share_pid,

@@ -42,6 +42,9 @@ pub async fn connect(socket: &Path) -> Result<Channel, BenchError> {
 pub struct Target {
     pub name: &'static str,
     pub channel: Channel,
+    /// The CRI socket `channel` is connected to: `--scale` samples through
+    /// a connection of its own (`scale::sample`).
+    pub socket: PathBuf,
     /// `linux.cgroup_parent` of the pods: containerd puts them there (and the
     /// bench removes it); capcri uses its own `--cgroup-parent`.
     pub pod_cgroup_parent: String,
