@@ -1217,6 +1217,22 @@ fn warm_up_writes(pid: u32) -> Option<u64> {
     None
 }
 
+/// Waits until the warm-up thread has made no write for 300 ms (its
+/// keep-alive after a call is over) and returns its write count then; the
+/// lock is kept warm for at most a second after the last pod or call.
+fn wait_for_warm_up_quiet(pid: u32) -> Option<u64> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut last = warm_up_writes(pid)?;
+    loop {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let now = warm_up_writes(pid)?;
+        if now == last || std::time::Instant::now() > deadline {
+            return Some(now);
+        }
+        last = now;
+    }
+}
+
 /// Puts the daemon back into its first cgroup and removes the test's one
 /// (`rel`, under the hierarchy root), however the test ends.
 struct MovedDaemon {
@@ -1227,6 +1243,8 @@ struct MovedDaemon {
 
 impl Drop for MovedDaemon {
     fn drop(&mut self) {
+        // A warm-up write racing this move could put the daemon back.
+        wait_for_warm_up_quiet(self.pid);
         let _ = std::fs::write(self.home.join("cgroup.procs"), self.pid.to_string());
         kill_and_rmdir_tree(&self.rel);
     }
@@ -1253,6 +1271,22 @@ async fn the_cgroup_lock_warm_up_moves_the_daemon_nowhere() {
     let id = running_sleeper(&d, &pod, "c1", BUSYBOX).await;
     let after_create = warm_up_writes(pid).expect("the warm-up thread runs");
     assert!(after_create >= 1, "no warm-up write after a create");
+    assert_eq!(cgroup2_of(pid), first, "a warm-up moved the daemon");
+    // Kept warm for a while after the pod and the create, without calls,
+    // and then quiet: the keep-alive ends.
+    std::thread::sleep(std::time::Duration::from_millis(40));
+    let kept = warm_up_writes(pid).expect("the warm-up thread runs");
+    assert!(
+        kept > after_create,
+        "no keep-alive write after the create ({after_create} -> {kept})"
+    );
+    let quiet = wait_for_warm_up_quiet(pid).expect("the warm-up thread runs");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(
+        warm_up_writes(pid),
+        Some(quiet),
+        "warm-up writes without a call long after the last one"
+    );
     assert_eq!(cgroup2_of(pid), first, "a warm-up moved the daemon");
 
     // Moved by someone else: the next warm-ups follow it there.
@@ -1281,6 +1315,8 @@ async fn the_cgroup_lock_warm_up_moves_the_daemon_nowhere() {
         after_more > after_exec,
         "no warm-up write after a second create ({after_exec} -> {after_more})"
     );
+    assert_eq!(cgroup2_of(pid), there, "a warm-up moved the daemon back");
+    wait_for_warm_up_quiet(pid);
     assert_eq!(cgroup2_of(pid), there, "a warm-up moved the daemon back");
     stop_and_remove_pod(&d, &pod).await;
 }

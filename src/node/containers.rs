@@ -475,6 +475,10 @@ impl Node {
 
     pub async fn start_container(&self, id: &str) -> Result<(), NodeError> {
         let found = self.container(id)?;
+        // CreateContainer's warm-up may be over by now (kubelet's start
+        // follows its create at once, but a client may wait): the build's
+        // move into the container's cgroups comes next.
+        crate::host::cgroup_lock::warm();
         let step = crate::util::time::StepTimer::new("start_container", &found.id);
         let _guard = self.container_locks.lock(&found.id).await;
         // Read again under the lock: a start that held it has changed it.

@@ -60,6 +60,10 @@ impl Node {
                 meta.name
             )));
         }
+        // The pod's init joins its cgroups in a few ms, and its containers'
+        // builds follow: the kernel's lock wait starts now and the lock is
+        // kept warm until they are likely in (`host::cgroup_lock`).
+        crate::host::cgroup_lock::warm_for(crate::host::cgroup_lock::AFTER_POD);
         let key = pod_name_key(&config);
         let id = self.names.reserve_new(key.clone())?;
         // The policies' network sysctls, decided before anything is made.
