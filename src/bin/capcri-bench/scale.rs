@@ -771,6 +771,7 @@ pub async fn run(
         notes: vec![
             super::daemons::STATE_NOTE.into(),
             "percentiles by nearest rank".into(),
+            "the calls are sent from a client of their own: one thread, a single-threaded tokio runtime, its own connection, three unanswered Version calls first; Version is the floor, no work in either daemon".into(),
             "the calls in the table's order, unfiltered lists, status of the pods and containers in turn, verbose false".into(),
             "pods: one container each (sh waiting on sleep), a PID namespace per container as kubelet asks by default, the runtime's own CNI bridge".into(),
             "per-pod processes: capcri's monitors, containerd's shims; containerd's pause processes and the containers themselves are not counted".into(),
