@@ -1267,19 +1267,25 @@ async fn the_cgroup_lock_warm_up_moves_the_daemon_nowhere() {
     let pid = d.pid().unwrap();
     let first = cgroup2_of(pid);
     pull(&d, BUSYBOX).await;
+    // The thread starts with the first call that warms; a pull does not.
+    let before = warm_up_writes(pid).unwrap_or(0);
+    // A RunPodSandbox keeps the lock warm for a second from its arrival
+    // (a write every 4 ms): in its first 300 ms, however long the call
+    // itself takes (under the VM's emulation, most of it), the thread has
+    // written again and again, not once.
+    let sent = std::time::Instant::now();
     let pod = run_pod(&d, "warm").await;
-    let id = running_sleeper(&d, &pod, "c1", BUSYBOX).await;
-    let after_create = warm_up_writes(pid).expect("the warm-up thread runs");
-    assert!(after_create >= 1, "no warm-up write after a create");
-    assert_eq!(cgroup2_of(pid), first, "a warm-up moved the daemon");
-    // Kept warm for a while after the pod and the create, without calls,
-    // and then quiet: the keep-alive ends.
-    std::thread::sleep(std::time::Duration::from_millis(40));
+    std::thread::sleep(std::time::Duration::from_millis(300).saturating_sub(sent.elapsed()));
     let kept = warm_up_writes(pid).expect("the warm-up thread runs");
     assert!(
-        kept > after_create,
-        "no keep-alive write after the create ({after_create} -> {kept})"
+        kept >= before + 5,
+        "the lock was not kept warm after RunPodSandbox ({before} -> {kept} writes)"
     );
+    let id = running_sleeper(&d, &pod, "c1", BUSYBOX).await;
+    let after_create = warm_up_writes(pid).expect("the warm-up thread runs");
+    assert!(after_create > kept, "no warm-up write after a create");
+    assert_eq!(cgroup2_of(pid), first, "a warm-up moved the daemon");
+    // And then quiet: the keep-alive ends without another call.
     let quiet = wait_for_warm_up_quiet(pid).expect("the warm-up thread runs");
     std::thread::sleep(std::time::Duration::from_millis(500));
     assert_eq!(
