@@ -866,7 +866,7 @@ async fn sample(
     objects: &[(String, String)],
     samples: usize,
 ) -> Result<Vec<CallTimes>, BenchError> {
-    let (socket, name) = (target.socket.clone(), target.name);
+    let name = target.name;
     if objects.is_empty() {
         return Err(BenchError::Usage(format!(
             "{name}: no running pod to sample {}",
@@ -889,7 +889,7 @@ async fn sample(
                 .and_then(|rt| {
                     rt.block_on(async move {
                         let t = Target {
-                            channel: super::workload::connect(&socket).await?,
+                            channel: super::workload::connect(&base.socket).await?,
                             ..base
                         };
                         for _ in 0..WARM_UP_CALLS {
