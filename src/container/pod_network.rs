@@ -8,9 +8,13 @@
 //! allowed on one thread of a multi-threaded process, unlike a mount or
 //! user namespace change) and opens `/proc/thread-self/net/dev`; the thread
 //! ends with that, so no runtime thread is ever left in a pod's namespace.
-//! The file is kept, and every later stats call rewinds and reads it.
-//! Entering each namespace on every call (an open, a setns and a second
-//! open per pod) was most of ListPodSandboxStats at 250 pods: 12 ms.
+//! The file is kept, and every later read rewinds and reads it. Entering
+//! each namespace on every call (an open, a setns and a second open per
+//! pod) was most of ListPodSandboxStats at 250 pods: 12 ms.
+//!
+//! The figures of each read are kept too ([`kept`]): ListPodSandboxStats
+//! answers from them and has them read again after the call, off it, as
+//! it does the cgroup figures (`node::stats`); PodSandboxStats reads now.
 //!
 //! An open file holds its namespace: [`forget`] drops a pod's when its
 //! namespaces are unpinned, and [`retain`] what is no longer a pod's.
@@ -117,9 +121,18 @@ fn kept_files() -> &'static Mutex<HashMap<PathBuf, File>> {
     KEPT.get_or_init(Default::default)
 }
 
+/// The figures of each namespace's latest read, for [`kept`]. Apart from
+/// the files, so a call copying figures never waits behind a batch of
+/// reads holding `kept_files`.
+fn kept_figures() -> &'static Mutex<HashMap<PathBuf, NetworkUsage>> {
+    static KEPT: OnceLock<Mutex<HashMap<PathBuf, NetworkUsage>>> = OnceLock::new();
+    KEPT.get_or_init(Default::default)
+}
+
 /// Reads the counters of each network namespace pinned at `pins` (None
-/// where one cannot be entered or read: a pod being torn down). Blocking;
-/// at most one thread, for the namespaces not read before.
+/// where one cannot be entered or read: a pod being torn down), and keeps
+/// them for [`kept`]. Blocking; at most one thread, for the namespaces not
+/// read before.
 ///
 /// A kept file is read without looking at its pin again: a pod's pin
 /// names one namespace for the pod's whole life (its path holds the pod's
@@ -134,20 +147,45 @@ pub fn read_namespaces(pins: Vec<PathBuf>) -> Vec<Option<NetworkUsage>> {
             .collect()
     };
     let opened = open_in_namespaces(missing);
-    let mut kept = lock(kept_files());
-    kept.extend(opened);
-    let mut buf = Vec::new();
-    pins.iter()
-        .map(|pin| {
-            let file = kept.get_mut(pin)?;
-            let usage = read_kept(file, &mut buf)
-                .map(|text| parse_net_dev(text, crate::util::time::now_nanos()));
-            if usage.is_none() {
-                kept.remove(pin);
+    let read: Vec<Option<NetworkUsage>> = {
+        let mut kept = lock(kept_files());
+        kept.extend(opened);
+        let mut buf = Vec::new();
+        pins.iter()
+            .map(|pin| {
+                let file = kept.get_mut(pin)?;
+                let usage = read_kept(file, &mut buf)
+                    .map(|text| parse_net_dev(text, crate::util::time::now_nanos()));
+                if usage.is_none() {
+                    kept.remove(pin);
+                }
+                usage
+            })
+            .collect()
+    };
+    let mut figures = lock(kept_figures());
+    for (pin, usage) in pins.into_iter().zip(&read) {
+        match usage {
+            Some(u) => {
+                figures.insert(pin, u.clone());
             }
-            usage
-        })
-        .collect()
+            None => {
+                figures.remove(&pin);
+            }
+        }
+    }
+    read
+}
+
+/// The figures the latest [`read_namespaces`] of each of `pins` found
+/// (None for a namespace not read yet, or not readable then). No file is
+/// read: ListPodSandboxStats answers from these, and regenerating every
+/// pod's `net/dev` inside the call was half of it at 250 pods, and what
+/// made it grow faster than the pod count (`perf record -p <daemon>`:
+/// `dev_seq_printf_stats`, `vsnprintf`).
+pub fn kept(pins: &[PathBuf]) -> Vec<Option<NetworkUsage>> {
+    let figures = lock(kept_figures());
+    pins.iter().map(|pin| figures.get(pin).cloned()).collect()
 }
 
 /// Opens `net/dev` inside each pinned namespace, on one thread that ends
@@ -191,11 +229,13 @@ fn read_kept<'a>(file: &mut File, buf: &'a mut Vec<u8>) -> Option<&'a str> {
 /// namespace can go with its pod.
 pub fn forget(pin: &Path) {
     lock(kept_files()).remove(pin);
+    lock(kept_figures()).remove(pin);
 }
 
 /// Closes every kept `net/dev` but those of `pins` (the pods there are).
 pub fn retain(pins: &HashSet<PathBuf>) {
     lock(kept_files()).retain(|pin, _| pins.contains(pin));
+    lock(kept_figures()).retain(|pin, _| pins.contains(pin));
 }
 
 #[cfg(test)]
@@ -267,6 +307,7 @@ garbage line without colon
             PathBuf::from("/nonexistent/ns/net"),
         ]);
         assert_eq!(got.len(), 2);
+        assert_eq!(kept(&[PathBuf::from("/nonexistent/ns/net")]), [None]);
         // Entering a namespace needs CAP_SYS_ADMIN: None when not root.
         assert!(
             got[0]
@@ -301,14 +342,19 @@ garbage line without colon
             })
         };
         assert_eq!(names(&second[0]), names(&first[0]));
+        // The figures of the latest read are kept, and copied without a read.
+        assert_eq!(kept(std::slice::from_ref(&pin)), second);
         retain(&HashSet::from([pin.clone()]));
         assert_eq!(kept_fd(&pin), Some(fd));
+        assert!(kept(std::slice::from_ref(&pin))[0].is_some());
         forget(&pin);
         assert_eq!(kept_fd(&pin), None);
+        assert_eq!(kept(std::slice::from_ref(&pin)), [None]);
         read_namespaces(vec![pin.clone()]);
         assert!(kept_fd(&pin).is_some());
         retain(&HashSet::new());
         assert_eq!(kept_fd(&pin), None);
+        assert_eq!(kept(std::slice::from_ref(&pin)), [None]);
     }
 
     #[test]

@@ -10,8 +10,8 @@
 //! ms at 100 pods). So a call never waits on a sampling interval (CPU
 //! rates come from the previous call's sample, kept here), never walks a
 //! writable layer (kept figures, refreshed in the background), answers the
-//! list forms from cgroup figures read after the previous list call
-//! (`Freshness::Kept`), groups containers by pod in one pass (not a scan
+//! list forms from cgroup and network figures read after the previous list
+//! call (`Freshness::Kept`), groups containers by pod in one pass (not a scan
 //! of every container per pod), and does its file reads in one blocking
 //! section rather than one blocking-pool round trip per pod and container,
 //! each of which waits for a thread on a loaded 2-core node.
@@ -216,8 +216,8 @@ enum Freshness {
     /// file reads).
     Now,
     /// The figures the previous list call had read again in the background
-    /// (their timestamps say when); read now only for a group seen for the
-    /// first time. kubelet's list calls, every 10 s for every pod, then
+    /// (their timestamps say when); read now only for a group or network
+    /// namespace seen for the first time. kubelet's list calls, every 10 s for every pod, then
     /// cost a copy instead of a `memory.stat` read per cgroup (~170 µs
     /// each on this host's 6.18 kernel, two per pod): the figures are one
     /// kubelet period old, as cadvisor's (10 s housekeeping) are.
@@ -230,25 +230,34 @@ fn kept_samples() -> &'static Mutex<HashMap<String, CgroupUsage>> {
     KEPT.get_or_init(Default::default)
 }
 
+/// What a list call found stale among the figures it answered from, to
+/// read again after it (`refresh_kept`).
+#[derive(Default)]
+struct Stale {
+    cgroups: Vec<String>,
+    /// Pods' pinned network namespaces.
+    pins: Vec<PathBuf>,
+}
+
 /// Whether a background read of the kept samples is under way.
 static REFRESHING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// `cgroup`'s figures as `freshness` asks. With `Kept`, a group whose
 /// kept sample is stale (`needs_refresh`) is added to `stale`, for
 /// `refresh_kept` after the call.
-fn sample_with(cgroup: &str, freshness: Freshness, stale: &mut Vec<String>) -> CgroupUsage {
+fn sample_with(cgroup: &str, freshness: Freshness, stale: &mut Stale) -> CgroupUsage {
     if freshness == Freshness::Now {
         return sample(cgroup);
     }
     if let Some(u) = lock(kept_samples()).get(cgroup) {
         if needs_refresh(Some(u), now_nanos()) {
-            stale.push(cgroup.to_string());
+            stale.cgroups.push(cgroup.to_string());
         }
         return u.clone();
     }
     let u = sample(cgroup);
     if needs_refresh(Some(&u), now_nanos()) {
-        stale.push(cgroup.to_string());
+        stale.cgroups.push(cgroup.to_string());
     }
     lock(kept_samples()).insert(cgroup.to_string(), u.clone());
     u
@@ -283,9 +292,10 @@ fn needs_refresh(kept: Option<&CgroupUsage>, now: i64) -> bool {
 /// half of the daemon's CPU, and its allocations contended with the
 /// calls' for the one malloc arena (`perf record -p`: 15% of the daemon's
 /// samples in glibc's arena lock). kubelet, every 10 s, sees no change.
-fn refresh_kept(cgroups: Vec<String>) {
+fn refresh_kept(stale: Stale) {
     use std::sync::atomic::Ordering;
-    if cgroups.is_empty() || REFRESHING.swap(true, Ordering::AcqRel) {
+    let Stale { cgroups, pins } = stale;
+    if (cgroups.is_empty() && pins.is_empty()) || REFRESHING.swap(true, Ordering::AcqRel) {
         return;
     }
     let refresh = move || {
@@ -293,12 +303,58 @@ fn refresh_kept(cgroups: Vec<String>) {
             let u = sample(&c);
             lock(kept_samples()).insert(c, u);
         }
+        if !pins.is_empty() {
+            read_namespaces(pins);
+        }
         REFRESHING.store(false, Ordering::Release);
     };
     // No thread to be had: read them here (no lock is held).
     if let Err(refresh) = crate::util::background::submit(refresh) {
         refresh();
     }
+}
+
+/// The network figures of the namespaces pinned at `pins` as `freshness`
+/// asks. With `Kept`: those the latest read found (`pod_network::kept`),
+/// read now only for a namespace never read, and a namespace whose figures
+/// are older than `MIN_RATE_WINDOW_NS` is added to `stale`, for
+/// `refresh_kept` after the call, as the cgroup figures are.
+fn networks(
+    pins: Vec<PathBuf>,
+    freshness: Freshness,
+    stale: &mut Stale,
+) -> Vec<Option<NetworkUsage>> {
+    if freshness == Freshness::Now {
+        return read_namespaces(pins);
+    }
+    let mut kept = pod_network::kept(&pins);
+    let unread: Vec<usize> = (0..kept.len()).filter(|&i| kept[i].is_none()).collect();
+    if !unread.is_empty() {
+        let read = read_namespaces(unread.iter().map(|&i| pins[i].clone()).collect());
+        for (i, usage) in unread.into_iter().zip(read) {
+            kept[i] = usage;
+        }
+    }
+    stale.pins.extend(stale_networks(pins, &kept, now_nanos()));
+    kept
+}
+
+/// The pins of `kept` figures read `MIN_RATE_WINDOW_NS` or more before
+/// `now` (or after it: the clock was set back). A namespace that could not
+/// be read has no figures and was just tried again: not stale.
+fn stale_networks(
+    pins: Vec<PathBuf>,
+    kept: &[Option<NetworkUsage>],
+    now: i64,
+) -> impl Iterator<Item = PathBuf> {
+    pins.into_iter()
+        .zip(kept)
+        .filter(move |(_, usage)| {
+            usage
+                .as_ref()
+                .is_some_and(|u| !within_window(u.timestamp, now))
+        })
+        .map(|(pin, _)| pin)
 }
 
 /// The containers a pod's stats include: created or running, oldest first.
@@ -349,7 +405,7 @@ impl Node {
         container: StatsSubject,
         cgroup: &str,
         freshness: Freshness,
-        stale: &mut Vec<String>,
+        stale: &mut Stale,
     ) -> ContainerUsage {
         let usage = sample_with(cgroup, freshness, stale);
         let writable_layer = layer_usage::usage(&container.writable_dir.join("upper"));
@@ -367,10 +423,10 @@ impl Node {
         pods: Vec<PodStatsSubject>,
         mut by_pod: HashMap<String, Vec<StatsSubject>>,
         freshness: Freshness,
-        stale: &mut Vec<String>,
+        stale: &mut Stale,
     ) -> Vec<PodUsage> {
         let pins: Vec<PathBuf> = pods.iter().filter_map(|p| p.network_pin.clone()).collect();
-        let mut networks = read_namespaces(pins).into_iter();
+        let mut networks = networks(pins, freshness, stale).into_iter();
         pods.into_iter()
             .map(|pod| {
                 let usage = sample_with(&pod.cgroup.dir, freshness, stale);
@@ -446,7 +502,7 @@ impl Node {
         let record = StatsSubject::of(&self.container(id)?);
         let cgroup = self.container_cgroup(&record.pod_id, &record.id);
         Ok(crate::util::task::blocking(|| {
-            self.container_usage(record, &cgroup, Freshness::Now, &mut Vec::new())
+            self.container_usage(record, &cgroup, Freshness::Now, &mut Stale::default())
         }))
     }
 
@@ -471,7 +527,7 @@ impl Node {
                 .collect()
         };
         crate::util::task::blocking(|| {
-            let mut stale = Vec::new();
+            let mut stale = Stale::default();
             let out = records
                 .into_iter()
                 .zip(&cgroups)
@@ -490,7 +546,7 @@ impl Node {
         let pod = PodStatsSubject::of(&pod, self.pod_cgroup(&pod));
         let by_pod = live_by_pod(&self.containers.lock());
         crate::util::task::blocking(|| {
-            self.pod_usages(vec![pod], by_pod, Freshness::Now, &mut Vec::new())
+            self.pod_usages(vec![pod], by_pod, Freshness::Now, &mut Stale::default())
                 .pop()
         })
         .ok_or_else(|| NodeError::Internal(format!("no stats for pod {id}")))
@@ -520,7 +576,7 @@ impl Node {
         };
         let by_pod = live_by_pod(&self.containers.lock());
         crate::util::task::blocking(|| {
-            let mut stale = Vec::new();
+            let mut stale = Stale::default();
             let out = self.pod_usages(pods, by_pod, Freshness::Kept, &mut stale);
             if filter.is_none() {
                 self.forget_removed();
@@ -563,6 +619,29 @@ mod tests {
         assert!(!needs_refresh(Some(&kept(1_000, None, None)), now));
         // A clock set back: read again, not kept until it catches up.
         assert!(needs_refresh(Some(&kept(-1_000, Some(5), Some(1))), now));
+    }
+
+    #[test]
+    fn network_figures_a_second_old_are_read_again() {
+        let now = 50 * MIN_RATE_WINDOW_NS;
+        let read_at = |timestamp| {
+            Some(NetworkUsage {
+                timestamp,
+                ..Default::default()
+            })
+        };
+        let pins: Vec<PathBuf> = ["fresh", "old", "unreadable", "future"]
+            .into_iter()
+            .map(PathBuf::from)
+            .collect();
+        let kept = [
+            read_at(now - MIN_RATE_WINDOW_NS + 1),
+            read_at(now - MIN_RATE_WINDOW_NS),
+            None,
+            read_at(now + 1),
+        ];
+        let stale: Vec<PathBuf> = stale_networks(pins, &kept, now).collect();
+        assert_eq!(stale, [PathBuf::from("old"), PathBuf::from("future")]);
     }
 
     #[test]
