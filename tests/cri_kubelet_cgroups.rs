@@ -1326,3 +1326,60 @@ async fn the_cgroup_lock_warm_up_moves_the_daemon_nowhere() {
     assert_eq!(cgroup2_of(pid), there, "a warm-up moved the daemon back");
     stop_and_remove_pod(&d, &pod).await;
 }
+
+/// RemoveContainer takes the container's cgroup out of every hierarchy,
+/// groups made under it included (a container with a writable cgroupfs
+/// may make them), and leaves its pod's. capcri removes the groups itself
+/// on the cgroupfs driver rather than through libcontainer's cgroup
+/// manager, which parsed the node's whole mount table once per v1
+/// controller (`monitor::container_ops::delete_directly`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remove_container_takes_its_cgroup_from_every_hierarchy() {
+    let registry = require_privileged!();
+    let n = std::process::id();
+    let parent = format!("/capcritest-rm-{n}");
+    let (d, _) = daemon(&registry, Driver::Cgroupfs, Some(&parent));
+    pull(&d, BUSYBOX).await;
+    let pod = run_pod_with_config(&d, kubelet_pod_config(&d, "rm", "uid-rm", "", false)).await;
+    let pod_dir = format!("{parent}/{pod}");
+    let id = create(&d, &pod, kubelet_container("app", 64 << 20, false))
+        .await
+        .unwrap();
+    start(&d, &id).await;
+    let ctr_dir = container_dir(Driver::Cgroupfs, &pod_dir, &id);
+    let dirs: Vec<PathBuf> = hierarchies()
+        .into_iter()
+        .map(|h| h.join(ctr_dir.trim_start_matches('/')))
+        .filter(|d| d.is_dir())
+        .collect();
+    assert!(!dirs.is_empty(), "no hierarchy holds {ctr_dir}");
+    for dir in &dirs {
+        std::fs::create_dir_all(dir.join("nested/deeper")).expect("a group under the container's");
+    }
+    let mut rt = d.runtime().await;
+    rt.stop_container(cri::StopContainerRequest {
+        container_id: id.clone(),
+        timeout: 0,
+    })
+    .await
+    .expect("StopContainer");
+    rt.remove_container(cri::RemoveContainerRequest {
+        container_id: id.clone(),
+    })
+    .await
+    .expect("RemoveContainer");
+    for dir in &dirs {
+        assert!(!dir.exists(), "{} is left after RemoveContainer", dir.display());
+        let pod_group = dir.parent().expect("the pod's group");
+        assert!(pod_group.is_dir(), "{} went with its container", pod_group.display());
+    }
+    // Removing it again is no error and changes nothing.
+    rt.remove_container(cri::RemoveContainerRequest {
+        container_id: id.clone(),
+    })
+    .await
+    .expect("a second RemoveContainer");
+    stop_and_remove_pod(&d, &pod).await;
+    drop(d);
+    kill_and_rmdir_tree(&parent);
+}

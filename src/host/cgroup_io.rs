@@ -86,6 +86,30 @@ impl CgroupPath {
         }
     }
 
+    /// Removes the group from every hierarchy, with any groups under it,
+    /// deepest first; a directory still busy (its killed processes are
+    /// exiting) is tried again every 10 ms until `timeout`. The caller has
+    /// killed the group's processes (`kill_all`). Error: the first
+    /// directory that would not go, and why.
+    pub fn remove(&self, timeout: std::time::Duration) -> Result<(), String> {
+        let deadline = std::time::Instant::now() + timeout;
+        for dir in crate::util::cgroupfs::dirs_of(&self.rel) {
+            for d in crate::util::cgroupfs::subtree(&dir).iter().rev() {
+                loop {
+                    match std::fs::remove_dir(d) {
+                        Ok(()) => break,
+                        Err(e) if e.kind() == ErrorKind::NotFound => break,
+                        Err(e) if std::time::Instant::now() >= deadline => {
+                            return Err(format!("removing cgroup {}: {e}", d.display()));
+                        }
+                        Err(_) => std::thread::sleep(std::time::Duration::from_millis(10)),
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Whether the group exists (in the memory hierarchy on v1).
     pub fn exists(&self) -> bool {
         self.file("memory", "").is_dir()

@@ -14,7 +14,7 @@
 use crate::node::{Node, NodeError};
 use crate::pod::PodState;
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use tracing::{info, warn};
 
 /// What the sweep removed, for the startup log and the tests.
@@ -225,8 +225,7 @@ fn remove_unknown_container_cgroups(pod_dir: &str, containers: &HashSet<String>)
 /// Kills every process of a cgroup subtree and removes its directories,
 /// deepest first; returns how many directories went.
 fn remove_cgroup_tree(dir: &Path) -> usize {
-    let mut dirs: Vec<PathBuf> = Vec::new();
-    collect_dirs(dir, &mut dirs);
+    let dirs = crate::util::cgroupfs::subtree(dir);
     let mut removed = 0;
     for d in dirs.iter().rev() {
         kill_cgroup_procs(d);
@@ -246,16 +245,6 @@ fn remove_cgroup_tree(dir: &Path) -> usize {
         }
     }
     removed
-}
-
-/// `dir` first, then its subdirectories, parents before children.
-fn collect_dirs(dir: &Path, out: &mut Vec<PathBuf>) {
-    out.push(dir.to_path_buf());
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-            collect_dirs(&e.path(), out);
-        }
-    }
 }
 
 fn kill_cgroup_procs(dir: &Path) {

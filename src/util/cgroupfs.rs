@@ -42,9 +42,44 @@ pub fn dirs_of(rel: &Path) -> Vec<PathBuf> {
     hierarchies().into_iter().map(|h| h.join(rel)).collect()
 }
 
+/// `dir` and every directory under it, parents before children (a
+/// cgroup's children are directories; it can only go after them).
+pub fn subtree(dir: &Path) -> Vec<PathBuf> {
+    let mut out = vec![dir.to_path_buf()];
+    let mut i = 0;
+    while i < out.len() {
+        let children: Vec<PathBuf> = std::fs::read_dir(&out[i])
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .map(|e| e.path())
+            .collect();
+        out.extend(children);
+        i += 1;
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_subtree_lists_parents_before_children() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("a/b/c")).expect("mkdir");
+        std::fs::create_dir_all(root.join("d")).expect("mkdir");
+        std::fs::write(root.join("a/cgroup.procs"), "").expect("write");
+        let got = subtree(root);
+        assert_eq!(got.len(), 5, "{got:?}");
+        assert_eq!(got[0], root);
+        let at = |p: &str| got.iter().position(|g| g == &root.join(p)).expect(p);
+        assert!(at("a") < at("a/b") && at("a/b") < at("a/b/c"));
+        assert!(got.iter().all(|g| g.is_dir()));
+        assert_eq!(subtree(&root.join("missing")), [root.join("missing")]);
+    }
 
     #[test]
     fn every_group_dir_is_under_a_hierarchy() {
