@@ -35,8 +35,8 @@
 //!
 //! The cgroup is read from `/proc/self/cgroup` right before each write, so
 //! a daemon moved by its service manager is moved to where it now is, not
-//! back, and the write goes only to a `cgroup.procs` that already lists the
-//! daemon. Any failure (a read-only cgroupfs in a container, a kernel that
+//! back, and the write goes only to a `cgroup.procs` that was seen to list
+//! the daemon (looked at again whenever the group changes). Any failure (a read-only cgroupfs in a container, a kernel that
 //! refuses) turns the warm-up off for the daemon's life: it is an
 //! optimisation, never a reason for a call to fail.
 
@@ -184,6 +184,7 @@ fn run_warmer() {
         }
         std::thread::park();
     };
+    let mut verified = None;
     loop {
         if !w.busy.load(Ordering::Acquire) {
             let left = kept_for(
@@ -200,7 +201,7 @@ fn run_warmer() {
                 Some(left) => std::thread::park_timeout(left.min(REFRESH)),
             }
         }
-        if let Err(e) = move_into_own_cgroup() {
+        if let Err(e) = move_into_own_cgroup(&mut verified) {
             w.enabled.store(false, Ordering::Relaxed);
             tracing::info!(error = %e, "cgroup lock warm-up off for this daemon");
             return;
@@ -214,25 +215,49 @@ pub fn lists_pid(procs: &str, pid: u32) -> bool {
     procs.lines().any(|l| l.trim().parse::<u32>() == Ok(pid))
 }
 
-fn move_into_own_cgroup() -> std::io::Result<()> {
+/// The `cgroup.procs` the warm-up thread writes to, open, once it was
+/// found to list the daemon.
+struct OwnGroup {
+    procs: PathBuf,
+    file: std::fs::File,
+}
+
+/// Moves the daemon into the cgroup `/proc/self/cgroup` names now.
+/// `verified` is the group of the previous move: written to again without
+/// a second look while the daemon is still there, since listing a group's
+/// `cgroup.procs` walks every task in it, and a daemon's service cgroup
+/// holds its pods' monitors: at 250 pods, reading it every [`REFRESH`]
+/// was most of the warm-up thread's time (`perf record -a`,
+/// `css_task_iter_next` under `cgroup_procs_next`).
+fn move_into_own_cgroup(verified: &mut Option<OwnGroup>) -> std::io::Result<()> {
     let text = std::fs::read_to_string("/proc/self/cgroup")?;
     let procs = own_procs_file(&text, crate::util::cgroupfs::is_unified(), Path::exists)
         .ok_or_else(|| std::io::Error::other("no cgroup.procs of this process found"))?;
-    // The path from /proc/self/cgroup is only right when the mount shows
-    // the hierarchy from its root; a cgroupfs mounted from a subtree (a
-    // node agent in a container without a cgroup namespace) may hold an
-    // unrelated group of the same name. Only a group that lists this
-    // process already is written to, so the write can never move it.
     let me = std::process::id();
-    if !lists_pid(&std::fs::read_to_string(&procs)?, me) {
-        return Err(std::io::Error::other(format!(
-            "{} does not list this process",
-            procs.display()
-        )));
+    if verified.as_ref().is_none_or(|g| g.procs != procs) {
+        *verified = None;
+        // The path from /proc/self/cgroup is only right when the mount
+        // shows the hierarchy from its root; a cgroupfs mounted from a
+        // subtree (a node agent in a container without a cgroup namespace)
+        // may hold an unrelated group of the same name. Only a group that
+        // lists this process already is written to, so the write can never
+        // move it.
+        if !lists_pid(&std::fs::read_to_string(&procs)?, me) {
+            return Err(std::io::Error::other(format!(
+                "{} does not list this process",
+                procs.display()
+            )));
+        }
+        let file = std::fs::OpenOptions::new().write(true).open(&procs)?;
+        *verified = Some(OwnGroup { procs, file });
     }
-    let mut f = std::fs::OpenOptions::new().write(true).open(&procs)?;
-    f.write_all(me.to_string().as_bytes())
-        .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", procs.display())))
+    let Some(group) = verified else {
+        return Ok(());
+    };
+    group
+        .file
+        .write_all(me.to_string().as_bytes())
+        .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", group.procs.display())))
 }
 
 #[cfg(test)]
