@@ -1356,29 +1356,28 @@ async fn remove_container_takes_its_cgroup_from_every_hierarchy() {
     for dir in &dirs {
         std::fs::create_dir_all(dir.join("nested/deeper")).expect("a group under the container's");
     }
-    let mut rt = d.runtime().await;
-    rt.stop_container(cri::StopContainerRequest {
-        container_id: id.clone(),
-        timeout: 0,
-    })
-    .await
-    .expect("StopContainer");
-    rt.remove_container(cri::RemoveContainerRequest {
-        container_id: id.clone(),
-    })
-    .await
-    .expect("RemoveContainer");
+    stop_and_remove_container(&d, &id).await;
     for dir in &dirs {
-        assert!(!dir.exists(), "{} is left after RemoveContainer", dir.display());
+        assert!(
+            !dir.exists(),
+            "{} is left after RemoveContainer",
+            dir.display()
+        );
         let pod_group = dir.parent().expect("the pod's group");
-        assert!(pod_group.is_dir(), "{} went with its container", pod_group.display());
+        assert!(
+            pod_group.is_dir(),
+            "{} went with its container",
+            pod_group.display()
+        );
     }
     // Removing it again is no error and changes nothing.
-    rt.remove_container(cri::RemoveContainerRequest {
-        container_id: id.clone(),
-    })
-    .await
-    .expect("a second RemoveContainer");
+    d.runtime()
+        .await
+        .remove_container(cri::RemoveContainerRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .expect("a second RemoveContainer");
     stop_and_remove_pod(&d, &pod).await;
     drop(d);
     kill_and_rmdir_tree(&parent);

@@ -608,6 +608,22 @@ pub async fn stop_and_remove_pod(d: &TestDaemon, pod: &str) {
     .expect("remove pod");
 }
 
+/// StopContainer (no grace period), then RemoveContainer.
+pub async fn stop_and_remove_container(d: &TestDaemon, id: &str) {
+    let mut rt = d.runtime().await;
+    rt.stop_container(cri::StopContainerRequest {
+        container_id: id.into(),
+        timeout: 0,
+    })
+    .await
+    .expect("stop container");
+    rt.remove_container(cri::RemoveContainerRequest {
+        container_id: id.into(),
+    })
+    .await
+    .expect("remove container");
+}
+
 pub async fn create(
     d: &TestDaemon,
     pod: &str,
