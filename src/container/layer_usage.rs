@@ -8,10 +8,12 @@
 //! will see. Only a layer never measured is walked on the call (a new
 //! container's layer is nearly empty).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
+
+use crate::util::fast_map::FastMap;
 
 /// How stale a figure may be before a new walk starts: kubelet's stats
 /// period.
@@ -32,14 +34,14 @@ struct Entry {
     walking: bool,
 }
 
-type Cache = Arc<Mutex<HashMap<PathBuf, Entry>>>;
+type Cache = Arc<Mutex<FastMap<PathBuf, Entry>>>;
 
 fn cache() -> &'static Cache {
     static CACHE: OnceLock<Cache> = OnceLock::new();
     CACHE.get_or_init(Default::default)
 }
 
-fn lock(c: &Cache) -> std::sync::MutexGuard<'_, HashMap<PathBuf, Entry>> {
+fn lock(c: &Cache) -> std::sync::MutexGuard<'_, FastMap<PathBuf, Entry>> {
     c.lock().unwrap_or_else(|p| p.into_inner())
 }
 

@@ -24,7 +24,7 @@
 //! at most `MAX_INTERFACES` lines and skips malformed ones, and a read
 //! stops at `MAX_BYTES`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -32,6 +32,7 @@ use std::sync::{Mutex, OnceLock};
 
 use nix::sched::{CloneFlags, setns};
 
+use crate::util::fast_map::FastMap;
 use crate::util::sync::lock;
 
 /// The counters kubelet reads of one interface.
@@ -116,16 +117,16 @@ pub fn parse_net_dev(text: &str, timestamp: i64) -> NetworkUsage {
     usage
 }
 
-fn kept_files() -> &'static Mutex<HashMap<PathBuf, File>> {
-    static KEPT: OnceLock<Mutex<HashMap<PathBuf, File>>> = OnceLock::new();
+fn kept_files() -> &'static Mutex<FastMap<PathBuf, File>> {
+    static KEPT: OnceLock<Mutex<FastMap<PathBuf, File>>> = OnceLock::new();
     KEPT.get_or_init(Default::default)
 }
 
 /// The figures of each namespace's latest read, for [`kept`]. Apart from
 /// the files, so a call copying figures never waits behind a batch of
 /// reads holding `kept_files`.
-fn kept_figures() -> &'static Mutex<HashMap<PathBuf, NetworkUsage>> {
-    static KEPT: OnceLock<Mutex<HashMap<PathBuf, NetworkUsage>>> = OnceLock::new();
+fn kept_figures() -> &'static Mutex<FastMap<PathBuf, NetworkUsage>> {
+    static KEPT: OnceLock<Mutex<FastMap<PathBuf, NetworkUsage>>> = OnceLock::new();
     KEPT.get_or_init(Default::default)
 }
 

@@ -26,21 +26,16 @@
 //! pod stopped) forgets its pod's refreshed containers, so the next
 //! answers ask the monitor again and report the monitor's loss.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 
+use crate::util::fast_map::{FastMap, FastSet};
 use crate::util::sync::lock;
 
 #[derive(Debug, Default)]
 pub struct ExitTracking {
     inner: Mutex<Inner>,
 }
-
-/// The hasher of the per-container sets: ListContainers looks every
-/// container up in both (SipHash and its string compares were a tenth of
-/// the call's CPU at 250 pods, perf). The keys are container ids capcri
-/// made, not input an attacker picks, so a fast seeded hash will do.
-type FastState = foldhash::fast::RandomState;
 
 #[derive(Debug, Default)]
 struct Inner {
@@ -50,9 +45,9 @@ struct Inner {
     next_watch: u64,
     /// Container id -> pod id: refreshed as created or running while the pod
     /// was watched.
-    current: HashMap<String, String, FastState>,
+    current: FastMap<String, String>,
     /// Containers an exit arrived for.
-    exited: HashSet<String, FastState>,
+    exited: FastSet<String>,
     /// Bumped by every change of the above, so an answer made from them
     /// (a whole ListContainers, `cri::list_cache`) knows when to be made
     /// again.

@@ -30,6 +30,7 @@ use crate::host::{CgroupPath, MemoryUsage};
 use crate::node::{Node, NodeError, labels_match};
 use crate::pod::{PodSandbox, PodState};
 use crate::util::cgroup_paths::PodCgroup;
+use crate::util::fast_map::FastMap;
 use crate::util::sync::lock;
 use crate::util::time::now_nanos;
 
@@ -158,8 +159,8 @@ pub struct PodUsage {
 /// The previous (timestamp, cpu_ns) per cgroup, for `nano_cores`. Keyed,
 /// like `kept_samples`, by the cgroup's path as a string: a `Path` hashes
 /// component by component, which was 2% of the list stats calls' CPU.
-fn cpu_samples() -> &'static Mutex<HashMap<String, (i64, u64)>> {
-    static SAMPLES: OnceLock<Mutex<HashMap<String, (i64, u64)>>> = OnceLock::new();
+fn cpu_samples() -> &'static Mutex<FastMap<String, (i64, u64)>> {
+    static SAMPLES: OnceLock<Mutex<FastMap<String, (i64, u64)>>> = OnceLock::new();
     SAMPLES.get_or_init(Default::default)
 }
 
@@ -225,8 +226,8 @@ enum Freshness {
 }
 
 /// What the list calls answer from (`Freshness::Kept`), per cgroup.
-fn kept_samples() -> &'static Mutex<HashMap<String, CgroupUsage>> {
-    static KEPT: OnceLock<Mutex<HashMap<String, CgroupUsage>>> = OnceLock::new();
+fn kept_samples() -> &'static Mutex<FastMap<String, CgroupUsage>> {
+    static KEPT: OnceLock<Mutex<FastMap<String, CgroupUsage>>> = OnceLock::new();
     KEPT.get_or_init(Default::default)
 }
 

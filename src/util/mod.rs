@@ -6,6 +6,7 @@
 pub mod background;
 pub mod cgroup_paths;
 pub mod cgroupfs;
+pub mod fast_map;
 pub mod fs;
 pub mod loader_pages;
 pub mod memo;
