@@ -223,18 +223,7 @@ async fn check_removal_ends_a_containers_orphans(
         seen(&sh(d, witness, "ps -o pid,args").await.1).then_some(())
     })
     .await;
-    let mut rt = d.runtime().await;
-    rt.stop_container(cri::StopContainerRequest {
-        container_id: id.clone(),
-        timeout: 0,
-    })
-    .await
-    .expect("stop parent");
-    rt.remove_container(cri::RemoveContainerRequest {
-        container_id: id.clone(),
-    })
-    .await
-    .expect("remove parent");
+    common::stop_and_remove_container(d, &id).await;
     let (_, ps, _) = sh(d, witness, "ps -o pid,stat,args").await;
     assert!(!seen(&ps), "the removed container's child lives on: {ps}");
 }

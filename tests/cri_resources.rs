@@ -137,18 +137,7 @@ async fn pod_pid_namespace_is_shared_and_logs_outlive_removal() {
             .filter(|s| s.contains("from-a"))
     })
     .await;
-    let mut rt = d.runtime().await;
-    rt.stop_container(cri::StopContainerRequest {
-        container_id: a.clone(),
-        timeout: 0,
-    })
-    .await
-    .expect("stop a");
-    rt.remove_container(cri::RemoveContainerRequest {
-        container_id: a.clone(),
-    })
-    .await
-    .expect("remove a");
+    stop_and_remove_container(&d, &a).await;
     assert!(log.exists(), "RemoveContainer deleted {}", log.display());
 
     common::stop_and_remove_pod(&d, &pod).await;
