@@ -681,6 +681,11 @@ impl Drop for Workspace {
 pub struct Paused(Vec<i32>);
 
 impl Paused {
+    /// Stops `pids` (processes the bench started, or their runtimes did).
+    pub fn these(pids: impl IntoIterator<Item = i32>) -> Paused {
+        Paused::all_but(pids.into_iter(), usize::MAX)
+    }
+
     pub fn all_but(pids: impl Iterator<Item = i32>, keep: usize) -> Paused {
         let stopped = pids
             .enumerate()
