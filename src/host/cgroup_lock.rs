@@ -201,7 +201,14 @@ fn run_warmer() {
                 Some(left) => std::thread::park_timeout(left.min(REFRESH)),
             }
         }
-        if let Err(e) = move_into_own_cgroup(&mut verified) {
+        let mut moved = move_into_own_cgroup(&mut verified);
+        if moved.is_err() && verified.is_some() {
+            // The kept file may name a group removed and made again under
+            // the same path: look at the daemon's group again, once.
+            verified = None;
+            moved = move_into_own_cgroup(&mut verified);
+        }
+        if let Err(e) = moved {
             w.enabled.store(false, Ordering::Relaxed);
             tracing::info!(error = %e, "cgroup lock warm-up off for this daemon");
             return;
