@@ -400,13 +400,19 @@ fn walk_dirs(d: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// Removes `parent`'s tree from every hierarchy, deepest first. A group
+/// whose processes were just killed stays busy until they have exited:
+/// each directory is tried again for a while (a single try left a
+/// shared-PID pod's group behind about once per full run).
 fn remove_cgroup_tree(parent: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
     for h in capcri::util::cgroupfs::hierarchies() {
         let d = h.join(parent.trim_start_matches('/'));
-        for sub in walk_dirs(&d) {
-            let _ = std::fs::remove_dir(sub);
+        for dir in capcri::util::cgroupfs::subtree(&d).iter().rev() {
+            while dir.exists() && std::fs::remove_dir(dir).is_err() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
         }
-        let _ = std::fs::remove_dir(&d);
     }
 }
 
