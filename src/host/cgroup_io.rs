@@ -94,18 +94,8 @@ impl CgroupPath {
     pub fn remove(&self, timeout: std::time::Duration) -> Result<(), String> {
         let deadline = std::time::Instant::now() + timeout;
         for dir in crate::util::cgroupfs::dirs_of(&self.rel) {
-            for d in crate::util::cgroupfs::subtree(&dir).iter().rev() {
-                loop {
-                    match std::fs::remove_dir(d) {
-                        Ok(()) => break,
-                        Err(e) if e.kind() == ErrorKind::NotFound => break,
-                        Err(e) if std::time::Instant::now() >= deadline => {
-                            return Err(format!("removing cgroup {}: {e}", d.display()));
-                        }
-                        Err(_) => std::thread::sleep(std::time::Duration::from_millis(10)),
-                    }
-                }
-            }
+            crate::util::cgroupfs::remove_tree(&dir, deadline)
+                .map_err(|(d, e)| format!("removing cgroup {}: {e}", d.display()))?;
         }
         Ok(())
     }

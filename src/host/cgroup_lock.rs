@@ -36,9 +36,10 @@
 //! The cgroup is read from `/proc/self/cgroup` right before each write, so
 //! a daemon moved by its service manager is moved to where it now is, not
 //! back, and the write goes only to a `cgroup.procs` that was seen to list
-//! the daemon (looked at again whenever the group changes). Any failure (a read-only cgroupfs in a container, a kernel that
-//! refuses) turns the warm-up off for the daemon's life: it is an
-//! optimisation, never a reason for a call to fail.
+//! the daemon (looked at again whenever the group changes). Any failure
+//! (a read-only cgroupfs in a container, a kernel that refuses) turns the
+//! warm-up off for the daemon's life: it is an optimisation, never a
+//! reason for a call to fail.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -3,6 +3,7 @@
 //! the `unified` cgroup2 mount of a hybrid host) under /sys/fs/cgroup.
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 
@@ -61,6 +62,28 @@ pub fn subtree(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// Removes `dir` and every group under it, deepest first. A directory
+/// still busy (its killed processes are exiting) is tried again every
+/// 10 ms until `deadline`; a missing one is gone already. Error: the first
+/// directory that would not go, and why; the others are still tried.
+pub fn remove_tree(dir: &Path, deadline: Instant) -> Result<(), (PathBuf, std::io::Error)> {
+    let mut first = None;
+    for d in subtree(dir).iter().rev() {
+        loop {
+            match std::fs::remove_dir(d) {
+                Ok(()) => break,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+                Err(e) if Instant::now() >= deadline => {
+                    first.get_or_insert((d.clone(), e));
+                    break;
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(10)),
+            }
+        }
+    }
+    first.map_or(Ok(()), Err)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -79,6 +102,26 @@ mod tests {
         assert!(at("a") < at("a/b") && at("a/b") < at("a/b/c"));
         assert!(got.iter().all(|g| g.is_dir()));
         assert_eq!(subtree(&root.join("missing")), [root.join("missing")]);
+    }
+
+    #[test]
+    fn a_tree_goes_deepest_first_and_a_missing_one_is_gone() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join("group");
+        std::fs::create_dir_all(root.join("a/b")).expect("mkdir");
+        std::fs::create_dir_all(root.join("c")).expect("mkdir");
+        let soon = Instant::now() + Duration::from_millis(50);
+        assert!(remove_tree(&root, soon).is_ok());
+        assert!(!root.exists());
+        assert!(remove_tree(&root, soon).is_ok(), "already gone");
+        // A directory that cannot go (a file in it, as a busy cgroup) is
+        // named once the deadline has passed; its sibling still goes.
+        std::fs::create_dir_all(root.join("full")).expect("mkdir");
+        std::fs::create_dir_all(root.join("empty")).expect("mkdir");
+        std::fs::write(root.join("full/file"), "").expect("write");
+        let (left, _) = remove_tree(&root, Instant::now()).expect_err("a directory stays");
+        assert_eq!(left, root.join("full"));
+        assert!(!root.join("empty").exists());
     }
 
     #[test]

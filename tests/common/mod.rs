@@ -358,7 +358,7 @@ pub fn processes_mentioning(dir: &Path) -> Vec<i32> {
 fn kill_processes_in_cgroups(parent: &str) {
     for h in capcri::util::cgroupfs::hierarchies() {
         let d = h.join(parent.trim_start_matches('/'));
-        for dir in walk_dirs(&d).into_iter().chain([d.clone()]) {
+        for dir in capcri::util::cgroupfs::subtree(&d) {
             let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
             for pid in procs.lines().filter_map(|p| p.parse::<i32>().ok()) {
                 // SAFETY: kill(2) of a test leftover.
@@ -381,20 +381,8 @@ pub fn cgroups_left(parent: &str) -> Vec<PathBuf> {
     for h in capcri::util::cgroupfs::hierarchies() {
         let d = h.join(parent.trim_start_matches('/'));
         if d.exists() {
-            for e in walk_dirs(&d) {
-                out.push(e);
-            }
-        }
-    }
-    out
-}
-
-fn walk_dirs(d: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(d).into_iter().flatten().flatten() {
-        if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-            out.extend(walk_dirs(&e.path()));
-            out.push(e.path());
+            // Its groups, not the parent itself.
+            out.extend(capcri::util::cgroupfs::subtree(&d).into_iter().skip(1));
         }
     }
     out
@@ -408,11 +396,7 @@ fn remove_cgroup_tree(parent: &str) {
     let deadline = Instant::now() + Duration::from_secs(5);
     for h in capcri::util::cgroupfs::hierarchies() {
         let d = h.join(parent.trim_start_matches('/'));
-        for dir in capcri::util::cgroupfs::subtree(&d).iter().rev() {
-            while dir.exists() && std::fs::remove_dir(dir).is_err() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
+        let _ = capcri::util::cgroupfs::remove_tree(&d, deadline);
     }
 }
 

@@ -668,7 +668,7 @@ impl Drop for Workspace {
     }
 }
 
-/// The other runtimes' daemons, stopped (`SIGSTOP`) while one runtime's
+/// The other runtimes' processes, stopped (`SIGSTOP`) while one runtime's
 /// calls are timed and continued (`SIGCONT`) when this is dropped. A node
 /// runs one runtime; on the bench's machine the other one's background
 /// work (containerd's garbage collector after its half-second stats
@@ -676,35 +676,40 @@ impl Drop for Workspace {
 /// set the p99 of calls whose median is a tenth of it, and capcri's
 /// cgroup lock warm-up (`host::cgroup_lock`, node-wide) spared
 /// containerd's `runc create` its grace-period wait in the pod cycles
-/// that followed capcri's. Their pods' processes (shims, monitors,
-/// containers) run on.
+/// that followed capcri's. The pod cycles stop the other daemon
+/// ([`Paused::all_but`]); `--scale`'s sampling stops its per-pod processes
+/// too (`scale::others_of`). The containers run on.
 pub struct Paused(Vec<i32>);
 
 impl Paused {
-    /// Stops `pids` (processes the bench started, or their runtimes did).
+    /// Stops `pids`: processes the bench started, or their runtimes did.
     pub fn these(pids: impl IntoIterator<Item = i32>) -> Paused {
-        Paused::all_but(pids.into_iter(), usize::MAX)
-    }
-
-    pub fn all_but(pids: impl Iterator<Item = i32>, keep: usize) -> Paused {
         let stopped = pids
-            .enumerate()
-            .filter(|&(j, pid)| j != keep && pid > 0)
-            .map(|(_, pid)| pid)
+            .into_iter()
+            .filter(|&pid| pid > 0)
             .filter(|&pid| {
-                // SAFETY: kill only sends a signal to the daemon the bench
-                // started.
+                // SAFETY: kill only sends a signal to a process of a
+                // runtime the bench started.
                 unsafe { libc::kill(pid, libc::SIGSTOP) == 0 }
             })
             .collect();
         Paused(stopped)
+    }
+
+    /// Stops the daemons `pids` but the `keep`th.
+    pub fn all_but(pids: impl Iterator<Item = i32>, keep: usize) -> Paused {
+        Paused::these(
+            pids.enumerate()
+                .filter(|&(j, _)| j != keep)
+                .map(|(_, pid)| pid),
+        )
     }
 }
 
 impl Drop for Paused {
     fn drop(&mut self) {
         for &pid in &self.0 {
-            // SAFETY: as in `all_but`.
+            // SAFETY: as in `these`.
             unsafe {
                 libc::kill(pid, libc::SIGCONT);
             }

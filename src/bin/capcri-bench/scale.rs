@@ -604,7 +604,6 @@ fn render_cycle(o: &mut String, r: &ScaleReport, pods: usize, ratio: Option<&Sca
     }
 }
 
-/// Memory of the runtime now: daemon, helpers, per-pod processes.
 /// The processes of every runtime but `keep`'s: its daemon and its
 /// per-pod processes (containerd's shims, capcri's pod monitors), stopped
 /// while `keep`'s calls are sampled. A node runs one runtime, and 250
@@ -625,6 +624,7 @@ fn others_of(ws: &Workspace, runners: &[Runner], keep: usize) -> Vec<i32> {
         .collect()
 }
 
+/// Memory of the runtime now: daemon, helpers, per-pod processes.
 pub fn memory_now(daemon_pid: i32, per_pod: &procfs::PerPodProcess) -> (Memory, Memory, Memory) {
     (
         procfs::process_memory(daemon_pid).unwrap_or_default(),
