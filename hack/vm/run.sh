@@ -13,8 +13,9 @@
 #
 # The command runs in the current directory with the CAPCRI_* variables of
 # this environment (and any --env NAME). Its output is printed as it runs;
-# the exit code is the command's, 124 on timeout, 125 when the node failed
-# to boot (then the console log is printed). Whatever the command writes to
+# the exit code is the command's (124 when the node's own timeout ended it),
+# 125 when no exit code came back: the node hung, crashed or failed to boot
+# (then the node's watchdog report or the console log is printed). Whatever the command writes to
 # $CAPCRI_VM_OUT (a directory in the node) is copied to --out DIR, the
 # node's kernel log included, also after a timeout. Nothing is left running
 # or mounted afterwards.
@@ -143,8 +144,15 @@ truncate -s "$disk" "$scratch"
 mkfs.ext4 -q -F -L capcri-scratch -E lazy_itable_init=1,lazy_journal_init=1 "$scratch"
 
 # The node's own timeout ends the command early enough to copy its logs
-# back and power off cleanly; the host's (below) is the backstop.
-guest_timeout=$((timeout_s > 210 ? timeout_s - 90 : timeout_s * 2 / 3))
+# back and power off cleanly. Should the node hang instead (its 9p root or
+# exchange directory not answering), its watchdog (init) prints what every
+# thread waits on to the console and powers it off. The host's timeout
+# (below) is the backstop: it prints what qemu's own threads wait on.
+if [ "$timeout_s" -gt 300 ]; then
+    guest_timeout=$((timeout_s - 150)) watchdog_s=$((timeout_s - 120))
+else
+    guest_timeout=$((timeout_s / 2)) watchdog_s=$((timeout_s * 6 / 10))
+fi
 # shellcheck disable=SC2016  # the $rc lines expand in the node
 {
     echo '#!/bin/bash'
@@ -174,11 +182,11 @@ guest_timeout=$((timeout_s > 210 ? timeout_s - 90 : timeout_s * 2 / 3))
 share() { echo "-virtfs local,path=$1,mount_tag=$2,security_model=passthrough,multidevs=remap$3"; }
 : > "$io/output.log"
 # shellcheck disable=SC2046
-timeout --kill-after=10 "$timeout_s" qemu-system-x86_64 \
+qemu-system-x86_64 \
     -accel tcg -cpu max -smp "$cpus" -m "$mem" \
     -nographic -no-reboot -nic none \
     -kernel "$kdir/root/boot/vmlinuz-$kver" -initrd "$initrd" \
-    -append "console=ttyS0 panic=-1 quiet loglevel=4 systemd.unit=capcri-vm.target systemd.unified_cgroup_hierarchy=1 systemd.show_status=0" \
+    -append "console=ttyS0 panic=-1 quiet loglevel=4 systemd.unit=capcri-vm.target systemd.unified_cgroup_hierarchy=1 systemd.show_status=0 capcri_vm.watchdog=$watchdog_s" \
     $(share / hostroot ",readonly=on") \
     $(share "$moddir" modules ",readonly=on") \
     $(share "$io" io "") \
@@ -189,11 +197,32 @@ qpid=$!
 # cached in the node), so a long run shows progress.
 tail -n +1 -F "$io/output.log" 2>/dev/null &
 tailpid=$!
+# What each of qemu's threads waits on in this machine's kernel: a node
+# that stopped answering may be an emulator stuck in a host call.
+qemu_threads() {
+    local t
+    for t in /proc/"$1"/task/[0-9]*; do
+        printf '  %s %s %s wchan=%s syscall=%s\n' "${t##*/}" "$(cat "$t/comm" 2>/dev/null)" \
+            "$(sed 's/.*) //' "$t/stat" 2>/dev/null | cut -d' ' -f1)" "$(cat "$t/wchan" 2>/dev/null)" \
+            "$(cut -d' ' -f1 "$t/syscall" 2>/dev/null)"
+    done
+}
 # Once the command's exit code is back, the node has 60 s to power off.
+timed_out=
+start=$SECONDS
 while kill -0 "$qpid" 2>/dev/null; do
     if [ -f "$io/rc" ]; then
         for _ in $(seq 60); do kill -0 "$qpid" 2>/dev/null || break; sleep 1; done
         kill "$qpid" 2>/dev/null || true
+        break
+    fi
+    if [ $((SECONDS - start)) -ge "$timeout_s" ]; then
+        timed_out=1
+        echo "hack/vm/run.sh: the node did not end within ${timeout_s}s; qemu's threads (tid, name, state, wait channel, system call):" >&2
+        qemu_threads "$qpid" >&2
+        kill "$qpid" 2>/dev/null
+        for _ in $(seq 10); do kill -0 "$qpid" 2>/dev/null || break; sleep 1; done
+        kill -9 "$qpid" 2>/dev/null || true
         break
     fi
     sleep 1
@@ -211,13 +240,17 @@ cp "$io/console.log" "$cache/last-console.log"
 rm -rf "$out" && mkdir -p "$(dirname "$out")" && cp -a "$io/out" "$out"
 
 if [ ! -f "$io/rc" ]; then
-    if [ "$qemu_rc" = 124 ]; then
+    # No exit code came back: the node hung, crashed or did not boot.
+    if grep -q '^capcri-vm watchdog:' "$cache/last-console.log"; then
+        echo "hack/vm/run.sh: the node hung: its watchdog's report (whole console in $cache/last-console.log):" >&2
+        sed -n '/^capcri-vm watchdog:/,$p' "$cache/last-console.log" | tr -d '\r' >&2
+    elif [ -n "$timed_out" ]; then
         echo "hack/vm/run.sh: timed out after ${timeout_s}s; the console's last lines:" >&2
-        tail -n 40 "$io/console.log" >&2
-        exit 124
+        tail -n 40 "$cache/last-console.log" >&2
+    else
+        echo "hack/vm/run.sh: the node did not run the command (qemu exit $qemu_rc); console:" >&2
+        tail -n 80 "$cache/last-console.log" >&2
     fi
-    echo "hack/vm/run.sh: the node did not run the command (qemu exit $qemu_rc); console:" >&2
-    tail -n 80 "$io/console.log" >&2
     exit 125
 fi
 exit "$(cat "$io/rc")"

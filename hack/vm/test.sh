@@ -26,7 +26,7 @@
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/../.." && pwd)
-timeout_s=2400
+timeout_s=1500
 out=
 while [ $# -gt 0 ]; do
     case "$1" in
