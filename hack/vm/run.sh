@@ -15,10 +15,10 @@
 # this environment (and any --env NAME). Its output is printed as it runs;
 # the exit code is the command's (124 when the node's own timeout ended it),
 # 125 when no exit code came back: the node hung, crashed or failed to boot
-# (then the node's watchdog report or the console log is printed). Whatever the command writes to
-# $CAPCRI_VM_OUT (a directory in the node) is copied to --out DIR, the
-# node's kernel log included, also after a timeout. Nothing is left running
-# or mounted afterwards.
+# (then the node's watchdog report or the console log is printed).
+# Whatever the command writes to $CAPCRI_VM_OUT (a directory in the node) is
+# copied to --out DIR, the node's kernel log included, also after a timeout.
+# Nothing is left running or mounted afterwards.
 #
 # Cache (kernel, initramfs): $CAPCRI_VM_CACHE, default /var/tmp/capcri-vm;
 # the scratch disk (sparse, --disk SIZE, default 32G) lives there for the
