@@ -53,6 +53,18 @@ async fn hostile_requests_are_refused_cleanly() {
                 .await
                 .unwrap_err(),
         ),
+        (
+            "container stats empty",
+            rt.container_stats(cri::ContainerStatsRequest::default())
+                .await
+                .unwrap_err(),
+        ),
+        (
+            "pod stats empty",
+            rt.pod_sandbox_stats(cri::PodSandboxStatsRequest::default())
+                .await
+                .unwrap_err(),
+        ),
     ] {
         assert_eq!(err.code(), Code::InvalidArgument, "{what}: {err}");
     }
@@ -70,6 +82,20 @@ async fn hostile_requests_are_refused_cleanly() {
         .container_status(cri::ContainerStatusRequest {
             container_id: pod.clone(),
             verbose: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err}");
+    let err = rt
+        .container_stats(cri::ContainerStatsRequest {
+            container_id: pod.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err}");
+    let err = rt
+        .pod_sandbox_stats(cri::PodSandboxStatsRequest {
+            pod_sandbox_id: "0123456789abcdef".into(),
         })
         .await
         .unwrap_err();
@@ -108,6 +134,34 @@ async fn hostile_requests_are_refused_cleanly() {
             .unwrap()
             .into_inner();
         assert_eq!(s.status.unwrap().annotations["huge"].len(), 1 << 20);
+        // The stats answers carry its attributes whole too, alone and in
+        // the list (written from the bytes kept with the record).
+        let alone = rt
+            .pod_sandbox_stats(cri::PodSandboxStatsRequest {
+                pod_sandbox_id: id.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .stats
+            .and_then(|s| s.attributes)
+            .expect("attributes");
+        assert_eq!(alone.id, id);
+        assert_eq!(alone.labels.len(), 10_000);
+        assert_eq!(alone.annotations["huge"].len(), 1 << 20);
+        let listed = rt
+            .list_pod_sandbox_stats(cri::ListPodSandboxStatsRequest {
+                filter: Some(cri::PodSandboxStatsFilter {
+                    id: id.clone(),
+                    label_selector: HashMap::from([("k9999".into(), "v".repeat(100))]),
+                }),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .stats;
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].attributes.as_ref(), Some(&alone));
         rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: id })
             .await
             .unwrap();

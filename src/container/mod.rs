@@ -82,6 +82,11 @@ pub struct ContainerRecord {
     /// (`cri::list_wire::image_key`), made on the first list.
     #[serde(skip)]
     pub image_key: crate::util::memo::Memo<u64>,
+    /// Its `ContainerAttributes` (id, metadata, labels, annotations) as
+    /// the stats answers carry them, encoded on the first stats call
+    /// (`node::stats::StatsSubject::of`).
+    #[serde(skip)]
+    pub stats_attributes: crate::util::memo::Memo<[u8]>,
 }
 
 impl ContainerRecord {

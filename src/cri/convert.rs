@@ -160,18 +160,11 @@ fn memory_usage(u: &crate::node::stats::CgroupUsage) -> Option<cri::MemoryUsage>
     })
 }
 
-/// Takes the figures by value: the attributes move into the answer
-/// rather than being copied once more (at 250 pods the list stats calls
-/// copied every pod's and container's labels and annotations twice).
-pub fn container_stats(c: crate::node::stats::ContainerUsage) -> cri::ContainerStats {
-    let r = c.container;
+/// A container's figures as a `ContainerStats` without its attributes,
+/// which `stats_wire` writes from the bytes kept with the record.
+pub fn container_stats_figures(c: &crate::node::stats::ContainerUsage) -> cri::ContainerStats {
     cri::ContainerStats {
-        attributes: Some(cri::ContainerAttributes {
-            id: r.id,
-            metadata: r.metadata,
-            labels: r.labels,
-            annotations: r.annotations,
-        }),
+        attributes: None,
         cpu: cpu_usage(&c.usage),
         memory: memory_usage(&c.usage),
         writable_layer: c.writable_layer.map(|l| cri::FilesystemUsage {
@@ -206,25 +199,17 @@ fn network_usage(n: &crate::container::pod_network::NetworkUsage) -> cri::Networ
     }
 }
 
-/// By value, as `container_stats`.
-pub fn pod_sandbox_stats(p: crate::node::stats::PodUsage) -> cri::PodSandboxStats {
-    cri::PodSandboxStats {
-        attributes: Some(cri::PodSandboxAttributes {
-            id: p.pod.id,
-            metadata: p.pod.metadata,
-            labels: p.pod.labels,
-            annotations: p.pod.annotations,
+/// A pod's own figures as its `LinuxPodSandboxStats`, without its
+/// containers' (`stats_wire` writes those after it).
+pub fn pod_linux_figures(p: &crate::node::stats::PodUsage) -> cri::LinuxPodSandboxStats {
+    cri::LinuxPodSandboxStats {
+        cpu: cpu_usage(&p.usage),
+        memory: memory_usage(&p.usage),
+        network: p.network.as_ref().map(network_usage),
+        process: p.process_count.map(|n| cri::ProcessUsage {
+            timestamp: p.usage.timestamp,
+            process_count: uint(n),
         }),
-        linux: Some(cri::LinuxPodSandboxStats {
-            cpu: cpu_usage(&p.usage),
-            memory: memory_usage(&p.usage),
-            network: p.network.as_ref().map(network_usage),
-            process: p.process_count.map(|n| cri::ProcessUsage {
-                timestamp: p.usage.timestamp,
-                process_count: uint(n),
-            }),
-            containers: p.containers.into_iter().map(container_stats).collect(),
-        }),
-        windows: None,
+        containers: Vec::new(),
     }
 }

@@ -1,9 +1,10 @@
 //! The RuntimeService as served: k8s-cri's generated server, except for
-//! ListPodSandbox and ListContainers, whose answers `list_wire` writes as
-//! protobuf bytes. The generated server only sends prost messages, so
-//! these two paths are routed here first, through the same tonic unary
-//! machinery (framing, max message sizes, status codes) with a codec that
-//! sends the bytes as they are.
+//! the calls kubelet makes all the time, whose answers are written as
+//! protobuf bytes: ListPodSandbox and ListContainers (`list_wire`), and
+//! the four stats calls (`stats_wire`). The generated server only sends
+//! prost messages, so these paths are routed here first, through the same
+//! tonic unary machinery (framing, max message sizes, status codes) with a
+//! codec that sends the bytes as they are.
 
 use super::runtime_service::CriRuntimeService;
 use super::to_status;
@@ -21,8 +22,13 @@ use tonic_prost::ProstDecoder;
 
 const LIST_POD_SANDBOX: &str = "/runtime.v1.RuntimeService/ListPodSandbox";
 const LIST_CONTAINERS: &str = "/runtime.v1.RuntimeService/ListContainers";
+const CONTAINER_STATS: &str = "/runtime.v1.RuntimeService/ContainerStats";
+const LIST_CONTAINER_STATS: &str = "/runtime.v1.RuntimeService/ListContainerStats";
+const POD_SANDBOX_STATS: &str = "/runtime.v1.RuntimeService/PodSandboxStats";
+const LIST_POD_SANDBOX_STATS: &str = "/runtime.v1.RuntimeService/ListPodSandboxStats";
 
-/// The runtime service with its two list calls answered from `list_wire`.
+/// The runtime service with its list and stats calls answered from
+/// `list_wire` and `stats_wire`.
 #[derive(Clone)]
 pub struct RuntimeRoutes {
     generated: RuntimeServiceServer<CriRuntimeService>,
@@ -44,16 +50,31 @@ impl RuntimeRoutes {
         }
     }
 
-    fn grpc<Req>(&self) -> Grpc<EncodedCodec<Req>>
+    /// Serves `req` as a unary call of request type `Req` whose answer
+    /// `answer` writes as bytes.
+    fn encoded<B, Req, F, Fut>(&self, req: http::Request<B>, answer: F) -> RouteFuture
     where
+        B: Body + Send + 'static,
+        B::Error: Into<StdError> + Send + 'static,
         Req: prost::Message + Default + Send + 'static,
+        F: Fn(Arc<CriRuntimeService>, Req) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<bytes::Bytes, Status>> + Send + 'static,
     {
-        Grpc::new(EncodedCodec(PhantomData)).apply_max_message_size_config(
+        let mut grpc = Grpc::new(EncodedCodec::<Req>(PhantomData)).apply_max_message_size_config(
             Some(self.max_message_bytes),
             Some(self.max_message_bytes),
-        )
+        );
+        let service = self.service.clone();
+        let answer = Arc::new(answer);
+        let method = tower::service_fn(move |r: Request<Req>| {
+            let answered = answer(service.clone(), r.into_inner());
+            async move { answered.await.map(|bytes| Response::new(Encoded(bytes))) }
+        });
+        Box::pin(async move { Ok(grpc.unary(method, req).await) })
     }
 }
+
+type RouteFuture = BoxFuture<http::Response<tonic::body::Body>, Infallible>;
 
 impl NamedService for RuntimeRoutes {
     const NAME: &'static str = <RuntimeServiceServer<CriRuntimeService> as NamedService>::NAME;
@@ -73,34 +94,36 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let service = self.service.clone();
         match req.uri().path() {
-            LIST_POD_SANDBOX => {
-                let mut grpc = self.grpc::<cri::ListPodSandboxRequest>();
-                let method = tower::service_fn(move |r: Request<cri::ListPodSandboxRequest>| {
-                    let service = service.clone();
-                    async move {
-                        let filter = r.into_inner().filter;
-                        let bytes = service.list_pod_sandbox_encoded(filter.as_ref());
-                        Ok::<_, Status>(Response::new(Encoded(bytes.into())))
-                    }
-                });
-                Box::pin(async move { Ok(grpc.unary(method, req).await) })
+            LIST_POD_SANDBOX => self.encoded(req, |s, r: cri::ListPodSandboxRequest| async move {
+                Ok(s.list_pod_sandbox_encoded(r.filter.as_ref()).into())
+            }),
+            LIST_CONTAINERS => self.encoded(req, |s, r: cri::ListContainersRequest| async move {
+                s.list_containers_encoded(r.filter.as_ref())
+                    .await
+                    .map_err(to_status)
+            }),
+            CONTAINER_STATS => self.encoded(req, |s, r: cri::ContainerStatsRequest| async move {
+                Ok(s.container_stats_encoded(&r.container_id).await?.into())
+            }),
+            LIST_CONTAINER_STATS => {
+                self.encoded(req, |s, r: cri::ListContainerStatsRequest| async move {
+                    Ok(s.list_container_stats_encoded(r.filter.as_ref())
+                        .await
+                        .into())
+                })
             }
-            LIST_CONTAINERS => {
-                let mut grpc = self.grpc::<cri::ListContainersRequest>();
-                let method = tower::service_fn(move |r: Request<cri::ListContainersRequest>| {
-                    let service = service.clone();
-                    async move {
-                        let filter = r.into_inner().filter;
-                        let bytes = service
-                            .list_containers_encoded(filter.as_ref())
-                            .await
-                            .map_err(to_status)?;
-                        Ok::<_, Status>(Response::new(Encoded(bytes)))
-                    }
-                });
-                Box::pin(async move { Ok(grpc.unary(method, req).await) })
+            POD_SANDBOX_STATS => {
+                self.encoded(req, |s, r: cri::PodSandboxStatsRequest| async move {
+                    Ok(s.pod_sandbox_stats_encoded(&r.pod_sandbox_id).await?.into())
+                })
+            }
+            LIST_POD_SANDBOX_STATS => {
+                self.encoded(req, |s, r: cri::ListPodSandboxStatsRequest| async move {
+                    Ok(s.list_pod_sandbox_stats_encoded(r.filter.as_ref())
+                        .await
+                        .into())
+                })
             }
             _ => self.generated.call(req),
         }

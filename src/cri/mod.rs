@@ -9,6 +9,7 @@ mod list_routes;
 mod list_wire;
 mod pod_metrics;
 mod runtime_service;
+mod stats_wire;
 mod status;
 #[cfg(test)]
 mod test_records;

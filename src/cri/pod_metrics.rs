@@ -386,13 +386,17 @@ mod tests {
         );
         assert!(subject.network_pin.is_some(), "a pod network of its own");
         assert_eq!(subject.cgroup.dir, "/capcri/p7");
-        let stats = crate::cri::convert::pod_sandbox_stats(PodUsage {
+        let bytes = crate::cri::stats_wire::pod_sandbox_stats(&PodUsage {
             pod: subject,
             usage: CgroupUsage::default(),
             containers: Vec::new(),
             network: None,
             process_count: None,
         });
+        let stats = <cri::PodSandboxStatsResponse as prost::Message>::decode(&bytes[..])
+            .expect("decodes")
+            .stats
+            .expect("its stats");
         assert_eq!(
             stats.attributes,
             Some(cri::PodSandboxAttributes {
@@ -431,12 +435,16 @@ mod tests {
         );
         assert_eq!(subject.image_id, record.image_id);
         assert_eq!(subject.writable_dir, record.writable_dir);
-        let stats = crate::cri::convert::container_stats(ContainerUsage {
+        let bytes = crate::cri::stats_wire::container_stats(&ContainerUsage {
             container: subject,
             usage: CgroupUsage::default(),
             writable_layer: None,
             layer_mountpoint: "/var/lib".into(),
         });
+        let stats = <cri::ContainerStatsResponse as prost::Message>::decode(&bytes[..])
+            .expect("decodes")
+            .stats
+            .expect("its stats");
         assert_eq!(
             stats.attributes,
             Some(cri::ContainerAttributes {

@@ -1,7 +1,7 @@
 //! runtime.v1 RuntimeService: each handler validates, calls one domain
 //! function and maps the result.
 
-use super::{CRI_API_VERSION, RUNTIME_NAME, convert, list_wire, to_status};
+use super::{CRI_API_VERSION, RUNTIME_NAME, convert, list_wire, stats_wire, to_status};
 use crate::container::ContainerRecord;
 use crate::error::NodeError;
 use crate::image::ImageStore;
@@ -93,6 +93,60 @@ impl CriRuntimeService {
         }
         Ok(answer)
     }
+
+    /// ContainerStats' answer, encoded (`stats_wire`).
+    pub(super) async fn container_stats_encoded(&self, id: &str) -> Result<Vec<u8>, Status> {
+        require_id(id, "container")?;
+        let usage = self
+            .node
+            .container_stats(id)
+            .instrument(info_span!("ContainerStats", container.id = %id))
+            .await
+            .map_err(to_status)?;
+        Ok(stats_wire::container_stats(&usage))
+    }
+
+    /// ListContainerStats' answer, encoded (`stats_wire`).
+    pub(super) async fn list_container_stats_encoded(
+        &self,
+        filter: Option<&cri::ContainerStatsFilter>,
+    ) -> Vec<u8> {
+        let span = info_span!("ListContainerStats");
+        let usage = self
+            .node
+            .list_container_stats(filter)
+            .instrument(span.clone())
+            .await;
+        let _span = span.entered();
+        stats_wire::list_container_stats(&usage)
+    }
+
+    /// PodSandboxStats' answer, encoded (`stats_wire`).
+    pub(super) async fn pod_sandbox_stats_encoded(&self, id: &str) -> Result<Vec<u8>, Status> {
+        require_id(id, "pod sandbox")?;
+        let usage = self
+            .node
+            .pod_sandbox_stats(id)
+            .instrument(info_span!("PodSandboxStats", pod.id = %id))
+            .await
+            .map_err(to_status)?;
+        Ok(stats_wire::pod_sandbox_stats(&usage))
+    }
+
+    /// ListPodSandboxStats' answer, encoded (`stats_wire`).
+    pub(super) async fn list_pod_sandbox_stats_encoded(
+        &self,
+        filter: Option<&cri::PodSandboxStatsFilter>,
+    ) -> Vec<u8> {
+        let span = info_span!("ListPodSandboxStats");
+        let usage = self
+            .node
+            .list_pod_sandbox_stats(filter)
+            .instrument(span.clone())
+            .await;
+        let _span = span.entered();
+        stats_wire::list_pod_sandbox_stats(&usage)
+    }
 }
 
 /// The encoded `Container.image` of the containers with the same
@@ -112,11 +166,11 @@ impl ImageField {
     }
 }
 
-/// A message of the bytes `list_wire` wrote.
+/// A message of the bytes `list_wire` or `stats_wire` wrote.
 fn decoded<M: prost::Message + Default>(bytes: &[u8]) -> Result<Response<M>, Status> {
     M::decode(bytes)
         .map(Response::new)
-        .map_err(|e| Status::internal(format!("capcri wrote a list it cannot read back: {e}")))
+        .map_err(|e| Status::internal(format!("capcri wrote an answer it cannot read back: {e}")))
 }
 
 fn stream_status(e: StreamError) -> Status {
@@ -459,21 +513,16 @@ impl RuntimeService for CriRuntimeService {
         Ok(Response::new(cri::PortForwardResponse { url }))
     }
 
+    // The four stats calls are served by `list_routes` from the encoded
+    // answers; these decode the same bytes, for callers of the trait.
     async fn container_stats(
         &self,
         r: Request<cri::ContainerStatsRequest>,
     ) -> R<cri::ContainerStatsResponse> {
-        let id = r.into_inner().container_id;
-        require_id(&id, "container")?;
-        let usage = self
-            .node
-            .container_stats(&id)
-            .instrument(info_span!("ContainerStats", container.id = %id))
-            .await
-            .map_err(to_status)?;
-        Ok(Response::new(cri::ContainerStatsResponse {
-            stats: Some(convert::container_stats(usage)),
-        }))
+        let bytes = self
+            .container_stats_encoded(&r.into_inner().container_id)
+            .await?;
+        decoded(&bytes)
     }
 
     async fn list_container_stats(
@@ -481,31 +530,18 @@ impl RuntimeService for CriRuntimeService {
         r: Request<cri::ListContainerStatsRequest>,
     ) -> R<cri::ListContainerStatsResponse> {
         let filter = r.into_inner().filter;
-        let usage = self
-            .node
-            .list_container_stats(filter.as_ref())
-            .instrument(info_span!("ListContainerStats"))
-            .await;
-        Ok(Response::new(cri::ListContainerStatsResponse {
-            stats: usage.into_iter().map(convert::container_stats).collect(),
-        }))
+        let bytes = self.list_container_stats_encoded(filter.as_ref()).await;
+        decoded(&bytes)
     }
 
     async fn pod_sandbox_stats(
         &self,
         r: Request<cri::PodSandboxStatsRequest>,
     ) -> R<cri::PodSandboxStatsResponse> {
-        let id = r.into_inner().pod_sandbox_id;
-        require_id(&id, "pod sandbox")?;
-        let usage = self
-            .node
-            .pod_sandbox_stats(&id)
-            .instrument(info_span!("PodSandboxStats", pod.id = %id))
-            .await
-            .map_err(to_status)?;
-        Ok(Response::new(cri::PodSandboxStatsResponse {
-            stats: Some(convert::pod_sandbox_stats(usage)),
-        }))
+        let bytes = self
+            .pod_sandbox_stats_encoded(&r.into_inner().pod_sandbox_id)
+            .await?;
+        decoded(&bytes)
     }
 
     async fn list_pod_sandbox_stats(
@@ -513,14 +549,8 @@ impl RuntimeService for CriRuntimeService {
         r: Request<cri::ListPodSandboxStatsRequest>,
     ) -> R<cri::ListPodSandboxStatsResponse> {
         let filter = r.into_inner().filter;
-        let usage = self
-            .node
-            .list_pod_sandbox_stats(filter.as_ref())
-            .instrument(info_span!("ListPodSandboxStats"))
-            .await;
-        Ok(Response::new(cri::ListPodSandboxStatsResponse {
-            stats: usage.into_iter().map(convert::pod_sandbox_stats).collect(),
-        }))
+        let bytes = self.list_pod_sandbox_stats_encoded(filter.as_ref()).await;
+        decoded(&bytes)
     }
 
     async fn update_runtime_config(

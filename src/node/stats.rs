@@ -18,9 +18,10 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use k8s_cri::v1::{ContainerStatsFilter, PodSandboxStatsFilter};
+use prost::Message;
 
 use crate::container::layer_usage;
 pub use crate::container::layer_usage::LayerUsage;
@@ -63,8 +64,9 @@ pub struct StatsSubject {
     pub created_at: i64,
     pub started_at: i64,
     pub metadata: Option<k8s_cri::v1::ContainerMetadata>,
-    pub labels: HashMap<String, String>,
-    pub annotations: HashMap<String, String>,
+    /// Its `ContainerAttributes`, encoded once per record and shared
+    /// (`container_attributes`).
+    pub attributes: Arc<[u8]>,
     pub image_id: String,
     /// `ContainerRecord::asked_image`: the image as the user gave it, then
     /// the reference CreateContainer resolved.
@@ -80,8 +82,7 @@ impl StatsSubject {
             created_at: r.created_at,
             started_at: r.started_at,
             metadata: r.config.metadata.clone(),
-            labels: r.config.labels.clone(),
-            annotations: r.config.annotations.clone(),
+            attributes: container_attributes(r),
             image_id: r.image_id.clone(),
             asked_image: r.asked_image().map(str::to_string),
             writable_dir: r.writable_dir.clone(),
@@ -113,8 +114,9 @@ pub struct PodStatsSubject {
     pub id: String,
     pub state: PodState,
     pub metadata: Option<k8s_cri::v1::PodSandboxMetadata>,
-    pub labels: HashMap<String, String>,
-    pub annotations: HashMap<String, String>,
+    /// Its `PodSandboxAttributes`, encoded once per pod and shared
+    /// (`pod_attributes`).
+    pub attributes: Arc<[u8]>,
     /// Its cgroup (`Node::pod_cgroup`); its containers' are under it.
     pub cgroup: PodCgroup,
     /// `PodSandbox::network_pin`: none for a host-network pod.
@@ -127,12 +129,47 @@ impl PodStatsSubject {
             id: pod.id.clone(),
             state: pod.state,
             metadata: pod.config.metadata.clone(),
-            labels: pod.config.labels.clone(),
-            annotations: pod.config.annotations.clone(),
+            attributes: pod_attributes(pod),
             cgroup,
             network_pin: pod.network_pin(),
         }
     }
+}
+
+/// The wire encoding of a container's `ContainerAttributes`, which every
+/// stats answer about it carries (`cri::stats_wire`). Its id, metadata,
+/// labels and annotations never change after CreateContainer, so it is
+/// made on the first stats call and kept with the record, instead of the
+/// label and annotation maps being copied out of every record on every
+/// call to build and encode the same message again (at 250 pods that
+/// took ListPodSandboxStats from 1.35 to 1.15 ms, ListContainerStats from
+/// 0.66 to 0.55 ms; allocation and freeing led its profile).
+pub fn container_attributes(r: &ContainerRecord) -> Arc<[u8]> {
+    r.stats_attributes.get_or_init_shared(|| {
+        k8s_cri::v1::ContainerAttributes {
+            id: r.id.clone(),
+            metadata: r.config.metadata.clone(),
+            labels: r.config.labels.clone(),
+            annotations: r.config.annotations.clone(),
+        }
+        .encode_to_vec()
+        .into()
+    })
+}
+
+/// `container_attributes` of a pod: its `PodSandboxAttributes`, fixed at
+/// RunPodSandbox.
+pub fn pod_attributes(p: &PodSandbox) -> Arc<[u8]> {
+    p.stats_attributes.get_or_init_shared(|| {
+        k8s_cri::v1::PodSandboxAttributes {
+            id: p.id.clone(),
+            metadata: p.config.metadata.clone(),
+            labels: p.config.labels.clone(),
+            annotations: p.config.annotations.clone(),
+        }
+        .encode_to_vec()
+        .into()
+    })
 }
 
 #[derive(Debug, Clone)]

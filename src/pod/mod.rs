@@ -48,6 +48,11 @@ pub struct PodSandbox {
     /// list (`cri::list_wire`).
     #[serde(skip)]
     pub list_entry: crate::util::memo::Memo<[u8]>,
+    /// Its `PodSandboxAttributes` (id, metadata, labels, annotations) as
+    /// the stats answers carry them, encoded on the first stats call
+    /// (`node::stats::PodStatsSubject::of`).
+    #[serde(skip)]
+    pub stats_attributes: crate::util::memo::Memo<[u8]>,
 }
 
 impl PodSandbox {

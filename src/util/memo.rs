@@ -16,6 +16,12 @@ impl<T: ?Sized> Memo<T> {
         self.0.get_or_init(f)
     }
 
+    /// `get_or_init`, as a share of the value that outlives the record's
+    /// borrow (it is copied out under the table's lock).
+    pub fn get_or_init_shared(&self, f: impl FnOnce() -> Arc<T>) -> Arc<T> {
+        self.0.get_or_init(f).clone()
+    }
+
     pub fn is_set(&self) -> bool {
         self.0.get().is_some()
     }
