@@ -343,7 +343,7 @@ mod tests {
             tx_errors: 0,
         };
         PodUsage {
-            pod: crate::node::stats::PodStatsSubject::of(&pod, test_records::pod_cgroup(&pod)),
+            pod: crate::node::stats::PodStatsSubject::of(&pod, || test_records::pod_cgroup(&pod)),
             usage: CgroupUsage::default(),
             containers: vec![ContainerUsage {
                 container: crate::node::stats::StatsSubject::of(&record),
@@ -379,7 +379,8 @@ mod tests {
     #[test]
     fn the_pod_stats_subject_reports_what_the_pod_says() {
         let pod = test_records::pod("p7", crate::pod::PodState::Ready, &[("app", "web")]);
-        let subject = crate::node::stats::PodStatsSubject::of(&pod, test_records::pod_cgroup(&pod));
+        let subject =
+            crate::node::stats::PodStatsSubject::of(&pod, || test_records::pod_cgroup(&pod));
         assert_eq!(
             (subject.state, &subject.network_pin),
             (pod.state, &pod.network_pin())
@@ -434,7 +435,14 @@ mod tests {
             (&record.pod_id, 11, 12)
         );
         assert_eq!(subject.image_id, record.image_id);
-        assert_eq!(subject.writable_dir, record.writable_dir);
+        assert_eq!(subject.upper, record.writable_dir.join("upper"));
+        // The start time is the record's at each call; the rest is kept
+        // with the record, and a clone of it made later shares it.
+        let mut started = record.clone();
+        started.started_at = 42;
+        let again = crate::node::stats::StatsSubject::of(&started);
+        assert_eq!(again.started_at, 42);
+        assert!(std::ptr::eq(&*again as *const _, &*subject as *const _));
         let bytes = crate::cri::stats_wire::container_stats(&ContainerUsage {
             container: subject,
             usage: CgroupUsage::default(),

@@ -253,7 +253,7 @@ mod tests {
         bare.config.metadata = None;
         let pods = [
             PodUsage {
-                pod: PodStatsSubject::of(&ready, pod_cgroup(&ready)),
+                pod: PodStatsSubject::of(&ready, || pod_cgroup(&ready)),
                 usage: usage(9),
                 containers: containers(&records),
                 network: Some(NetworkUsage {
@@ -264,7 +264,7 @@ mod tests {
                 process_count: Some(2),
             },
             PodUsage {
-                pod: PodStatsSubject::of(&bare, pod_cgroup(&bare)),
+                pod: PodStatsSubject::of(&bare, || pod_cgroup(&bare)),
                 usage: CgroupUsage::default(),
                 containers: Vec::new(),
                 network: None,
@@ -311,7 +311,7 @@ mod tests {
                 assert_eq!(got.stats, Some(expected(p)));
             }
         }
-        assert!(ready.stats_attributes.is_set() && bare.stats_attributes.is_set());
+        assert!(ready.stats_facts.is_set() && bare.stats_facts.is_set());
     }
 
     /// The kept attributes are the record's own: a label map of many
@@ -328,6 +328,6 @@ mod tests {
         assert_eq!(got.labels, r.config.labels);
         assert_eq!(got.annotations, r.config.annotations);
         assert_eq!(got.id, "c1");
-        assert!(r.stats_attributes.is_set(), "kept with the record");
+        assert!(r.stats_facts.is_set(), "kept with the record");
     }
 }

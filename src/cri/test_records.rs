@@ -36,7 +36,7 @@ pub(super) fn pod(id: &str, state: PodState, labels: &[(&str, &str)]) -> PodSand
         network_policy: Default::default(),
         cgroup: None,
         list_entry: Default::default(),
-        stats_attributes: Default::default(),
+        stats_facts: Default::default(),
     }
 }
 
@@ -85,7 +85,7 @@ pub(super) fn container(id: &str, state: ContainerState, image: cri::ImageSpec) 
         additional_gids: Vec::new(),
         decision: None,
         list_entry: Default::default(),
-        stats_attributes: Default::default(),
+        stats_facts: Default::default(),
         image_key: Default::default(),
     }
 }

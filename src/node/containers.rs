@@ -101,7 +101,7 @@ impl Node {
             additional_gids: Vec::new(),
             decision: None,
             list_entry: Default::default(),
-            stats_attributes: Default::default(),
+            stats_facts: Default::default(),
             image_key: Default::default(),
             config,
         };

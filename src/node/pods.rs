@@ -82,7 +82,7 @@ impl Node {
             network_policy,
             cgroup: None,
             list_entry: Default::default(),
-            stats_attributes: Default::default(),
+            stats_facts: Default::default(),
         };
         let _guard = self.pod_locks.lock(&id).await;
         let mut pod = pod;

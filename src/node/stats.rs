@@ -21,15 +21,14 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use k8s_cri::v1::{ContainerStatsFilter, PodSandboxStatsFilter};
-use prost::Message;
 
 use crate::container::layer_usage;
 pub use crate::container::layer_usage::LayerUsage;
 use crate::container::pod_network::{self, NetworkUsage, read_namespaces};
-use crate::container::{ContainerRecord, ContainerState};
+use crate::container::{ContainerRecord, ContainerState, StatsFacts};
 use crate::host::{CgroupPath, MemoryUsage};
 use crate::node::{Node, NodeError, labels_match};
-use crate::pod::{PodSandbox, PodState};
+use crate::pod::{PodSandbox, PodState, PodStatsFacts};
 use crate::util::cgroup_paths::PodCgroup;
 use crate::util::fast_map::FastMap;
 use crate::util::sync::lock;
@@ -57,35 +56,18 @@ pub struct CgroupUsage {
 /// environment, mounts, capability decision): at 250 pods those copies
 /// were a sixth of the daemon's CPU in the list stats calls (`perf record
 /// --call-graph dwarf -p <daemon>`, `ContainerRecord::clone`).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct StatsSubject {
-    pub id: String,
-    pub pod_id: String,
-    pub created_at: i64,
+    /// Everything but the start time, shared with the record.
+    facts: Arc<StatsFacts>,
     pub started_at: i64,
-    pub metadata: Option<k8s_cri::v1::ContainerMetadata>,
-    /// Its `ContainerAttributes`, encoded once per record and shared
-    /// (`container_attributes`).
-    pub attributes: Arc<[u8]>,
-    pub image_id: String,
-    /// `ContainerRecord::asked_image`: the image as the user gave it, then
-    /// the reference CreateContainer resolved.
-    pub asked_image: [String; 2],
-    pub writable_dir: PathBuf,
 }
 
 impl StatsSubject {
     pub fn of(r: &ContainerRecord) -> StatsSubject {
         StatsSubject {
-            id: r.id.clone(),
-            pod_id: r.pod_id.clone(),
-            created_at: r.created_at,
+            facts: r.stats_facts(),
             started_at: r.started_at,
-            metadata: r.config.metadata.clone(),
-            attributes: container_attributes(r),
-            image_id: r.image_id.clone(),
-            asked_image: r.asked_image().map(str::to_string),
-            writable_dir: r.writable_dir.clone(),
         }
     }
 
@@ -101,6 +83,14 @@ impl StatsSubject {
     }
 }
 
+/// The subject's facts read as its own fields.
+impl std::ops::Deref for StatsSubject {
+    type Target = StatsFacts;
+    fn deref(&self) -> &StatsFacts {
+        &self.facts
+    }
+}
+
 /// What the stats calls report of a pod besides its figures, and where
 /// its figures are found. Copied under the pod table's lock in place of
 /// the whole pod (its full config, DNS, port mappings, policy decision):
@@ -108,68 +98,28 @@ impl StatsSubject {
 /// cloning their attributes once more for the answer, were a quarter of
 /// the daemon's CPU in back-to-back ListPodSandboxStats calls (`perf
 /// record -g -p <daemon>`: `PodSandbox::clone`, malloc and free, memmove
-/// in the sort).
+/// in the sort). All but its state is now shared with the pod.
 #[derive(Debug, Clone)]
 pub struct PodStatsSubject {
-    pub id: String,
+    facts: Arc<PodStatsFacts>,
     pub state: PodState,
-    pub metadata: Option<k8s_cri::v1::PodSandboxMetadata>,
-    /// Its `PodSandboxAttributes`, encoded once per pod and shared
-    /// (`pod_attributes`).
-    pub attributes: Arc<[u8]>,
-    /// Its cgroup (`Node::pod_cgroup`); its containers' are under it.
-    pub cgroup: PodCgroup,
-    /// `PodSandbox::network_pin`: none for a host-network pod.
-    pub network_pin: Option<PathBuf>,
 }
 
 impl PodStatsSubject {
-    pub fn of(pod: &PodSandbox, cgroup: PodCgroup) -> PodStatsSubject {
+    /// `cgroup` gives the pod's cgroup (`Node::pod_cgroup`) the first time.
+    pub fn of(pod: &PodSandbox, cgroup: impl FnOnce() -> PodCgroup) -> PodStatsSubject {
         PodStatsSubject {
-            id: pod.id.clone(),
+            facts: pod.stats_facts(cgroup),
             state: pod.state,
-            metadata: pod.config.metadata.clone(),
-            attributes: pod_attributes(pod),
-            cgroup,
-            network_pin: pod.network_pin(),
         }
     }
 }
 
-/// The wire encoding of a container's `ContainerAttributes`, which every
-/// stats answer about it carries (`cri::stats_wire`). Its id, metadata,
-/// labels and annotations never change after CreateContainer, so it is
-/// made on the first stats call and kept with the record, instead of the
-/// label and annotation maps being copied out of every record on every
-/// call to build and encode the same message again (at 250 pods that
-/// took ListPodSandboxStats from 1.35 to 1.15 ms, ListContainerStats from
-/// 0.66 to 0.55 ms; allocation and freeing led its profile).
-pub fn container_attributes(r: &ContainerRecord) -> Arc<[u8]> {
-    r.stats_attributes.get_or_init_shared(|| {
-        k8s_cri::v1::ContainerAttributes {
-            id: r.id.clone(),
-            metadata: r.config.metadata.clone(),
-            labels: r.config.labels.clone(),
-            annotations: r.config.annotations.clone(),
-        }
-        .encode_to_vec()
-        .into()
-    })
-}
-
-/// `container_attributes` of a pod: its `PodSandboxAttributes`, fixed at
-/// RunPodSandbox.
-pub fn pod_attributes(p: &PodSandbox) -> Arc<[u8]> {
-    p.stats_attributes.get_or_init_shared(|| {
-        k8s_cri::v1::PodSandboxAttributes {
-            id: p.id.clone(),
-            metadata: p.config.metadata.clone(),
-            labels: p.config.labels.clone(),
-            annotations: p.config.annotations.clone(),
-        }
-        .encode_to_vec()
-        .into()
-    })
+impl std::ops::Deref for PodStatsSubject {
+    type Target = PodStatsFacts;
+    fn deref(&self) -> &PodStatsFacts {
+        &self.facts
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -398,8 +348,8 @@ fn stale_networks(
 /// The containers a pod's stats include: created or running, oldest first.
 fn live_by_pod(
     containers: &HashMap<String, ContainerRecord>,
-) -> HashMap<String, Vec<StatsSubject>> {
-    let mut by_pod: HashMap<String, Vec<StatsSubject>> = HashMap::new();
+) -> FastMap<String, Vec<StatsSubject>> {
+    let mut by_pod: FastMap<String, Vec<StatsSubject>> = FastMap::default();
     for c in containers.values() {
         if matches!(c.state, ContainerState::Created | ContainerState::Running) {
             by_pod
@@ -446,7 +396,7 @@ impl Node {
         stale: &mut Stale,
     ) -> ContainerUsage {
         let usage = sample_with(cgroup, freshness, stale);
-        let writable_layer = layer_usage::usage(&container.writable_dir.join("upper"));
+        let writable_layer = layer_usage::usage(&container.upper);
         ContainerUsage {
             container,
             usage,
@@ -459,7 +409,7 @@ impl Node {
     fn pod_usages(
         &self,
         pods: Vec<PodStatsSubject>,
-        mut by_pod: HashMap<String, Vec<StatsSubject>>,
+        mut by_pod: FastMap<String, Vec<StatsSubject>>,
         freshness: Freshness,
         stale: &mut Stale,
     ) -> Vec<PodUsage> {
@@ -469,7 +419,7 @@ impl Node {
             .map(|pod| {
                 let usage = sample_with(&pod.cgroup.dir, freshness, stale);
                 let process_count = usage.processes;
-                let network = match pod.network_pin {
+                let network = match &pod.network_pin {
                     None => None,
                     Some(_) => networks.next().flatten(),
                 };
@@ -581,7 +531,7 @@ impl Node {
 
     pub async fn pod_sandbox_stats(&self, id: &str) -> Result<PodUsage, NodeError> {
         let pod = self.pod(id)?;
-        let pod = PodStatsSubject::of(&pod, self.pod_cgroup(&pod));
+        let pod = PodStatsSubject::of(&pod, || self.pod_cgroup(&pod));
         let by_pod = live_by_pod(&self.containers.lock());
         crate::util::task::blocking(|| {
             self.pod_usages(vec![pod], by_pod, Freshness::Now, &mut Stale::default())
@@ -609,7 +559,7 @@ impl Node {
             matching.sort_by_key(|p| p.created_at);
             matching
                 .into_iter()
-                .map(|p| PodStatsSubject::of(p, self.pod_cgroup(p)))
+                .map(|p| PodStatsSubject::of(p, || self.pod_cgroup(p)))
                 .collect()
         };
         let by_pod = live_by_pod(&self.containers.lock());

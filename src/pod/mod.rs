@@ -48,11 +48,27 @@ pub struct PodSandbox {
     /// list (`cri::list_wire`).
     #[serde(skip)]
     pub list_entry: crate::util::memo::Memo<[u8]>,
-    /// Its `PodSandboxAttributes` (id, metadata, labels, annotations) as
-    /// the stats answers carry them, encoded on the first stats call
-    /// (`node::stats::PodStatsSubject::of`).
+    /// What the stats calls report of it besides its figures, made on the
+    /// first stats call (`stats_facts`).
     #[serde(skip)]
-    pub stats_attributes: crate::util::memo::Memo<[u8]>,
+    pub stats_facts: crate::util::memo::Memo<PodStatsFacts>,
+}
+
+/// What the stats calls report of a pod besides its figures and state,
+/// and where its figures are found (`node::stats::PodStatsSubject`):
+/// fixed at RunPodSandbox, so made once per pod and shared, as a
+/// container's `StatsFacts`.
+#[derive(Debug)]
+pub struct PodStatsFacts {
+    pub id: String,
+    pub metadata: Option<k8s_cri::v1::PodSandboxMetadata>,
+    /// Its `PodSandboxAttributes` (id, metadata, labels, annotations), as
+    /// every stats answer about it carries them (`cri::stats_wire`).
+    pub attributes: Vec<u8>,
+    /// Its cgroup; its containers' are under it.
+    pub cgroup: crate::util::cgroup_paths::PodCgroup,
+    /// `PodSandbox::network_pin`: none for a host-network pod.
+    pub network_pin: Option<PathBuf>,
 }
 
 impl PodSandbox {
@@ -64,6 +80,30 @@ impl PodSandbox {
     /// The reservation key of its metadata, unique per node (containerd's rule).
     pub fn name_key(&self) -> String {
         pod_name_key(&self.config)
+    }
+
+    /// Its `PodStatsFacts`, made on the first call and kept; `cgroup`
+    /// gives its cgroup (`Node::pod_cgroup`, fixed for the pod's life).
+    pub fn stats_facts(
+        &self,
+        cgroup: impl FnOnce() -> crate::util::cgroup_paths::PodCgroup,
+    ) -> std::sync::Arc<PodStatsFacts> {
+        use prost::Message;
+        self.stats_facts.get_or_init_shared(|| {
+            std::sync::Arc::new(PodStatsFacts {
+                id: self.id.clone(),
+                metadata: self.config.metadata.clone(),
+                attributes: k8s_cri::v1::PodSandboxAttributes {
+                    id: self.id.clone(),
+                    metadata: self.config.metadata.clone(),
+                    labels: self.config.labels.clone(),
+                    annotations: self.config.annotations.clone(),
+                }
+                .encode_to_vec(),
+                cgroup: cgroup(),
+                network_pin: self.network_pin(),
+            })
+        })
     }
 
     fn namespace_mode(&self, pick: impl Fn(&k8s_cri::v1::NamespaceOption) -> i32) -> NamespaceMode {
