@@ -2,7 +2,7 @@
 //! ListPodSandboxStats answers written as protobuf bytes. Pure.
 //!
 //! Each item is its attributes, encoded once per record and kept with it
-//! (`node::stats::container_attributes`, `pod_attributes`), then its
+//! (`ContainerRecord::stats_facts`, `PodSandbox::stats_facts`), then its
 //! figures, encoded by prost from `convert`'s message without attributes.
 //! kubelet asks for every pod's and container's stats every 10 s; at 250
 //! pods, copying each record's label and annotation maps into a message
