@@ -1,7 +1,7 @@
 //! glibc malloc settings for a long-running daemon on a small node.
 //!
 //! Two glibc defaults made capcri's idle RSS grow after the first pulls
-//! (README, Performance): every thread that allocates gets its own arena
+//! (docs/PERFORMANCE.md): every thread that allocates gets its own arena
 //! (up to 8 per core), and each arena keeps what was freed in it; and the
 //! mmap threshold adapts upwards after large blocks are freed (up to 32
 //! MiB), so the next layer-sized buffers (decompression, digests, JSON of

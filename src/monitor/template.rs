@@ -5,7 +5,7 @@
 //! exec, the dynamic loader's ~90 000 relative relocations of a PIE binary
 //! (about 2 MiB of `.data.rel.ro` made private to each process) and Rust's
 //! start-up, before it pinned the pod's namespaces: most of a pod's memory
-//! and a third of RunPodSandbox (README, Performance). The template is
+//! and a third of RunPodSandbox (docs/PERFORMANCE.md). The template is
 //! exec'd once from the same sealed memfd (so every monitor's
 //! `/proc/<pid>/exe` still is the sealed copy, never the host binary:
 //! CVE-2019-5736), relocates once, and then forks: the children share the
