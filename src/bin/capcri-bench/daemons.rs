@@ -905,6 +905,9 @@ mod tests {
             eprintln!("skipped: needs CAPCRI_PRIVILEGED_TESTS=1 and root");
             return;
         }
+        let _alone = crate::CHILD_PROCESSES
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let dir = tempfile::tempdir().expect("tempdir");
         let target = dir.path().join("mnt");
         let log = dir.path().join("log");

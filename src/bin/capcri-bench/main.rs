@@ -29,6 +29,12 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use workload::Target;
 
+/// Held by the tests that start a child of the test process and by the
+/// one that counts its children: the test harness runs them in parallel
+/// threads of one process.
+#[cfg(test)]
+static CHILD_PROCESSES: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// `capcri-bench`'s command line: the flags of [`BenchArgs`].
 #[derive(clap::Parser)]
 #[command(

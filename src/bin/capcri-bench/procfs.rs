@@ -175,6 +175,9 @@ mod tests {
 
     #[test]
     fn the_template_is_told_from_the_monitors() {
+        let _alone = crate::CHILD_PROCESSES
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         assert!(is_monitor_template("capcri monitor-template       "));
         assert!(!is_monitor_template("capcri monitor --pod-id p"));
         let me = std::process::id() as i32;
