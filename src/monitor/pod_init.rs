@@ -25,9 +25,10 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
-use nix::sched::{CloneFlags, setns, unshare};
+use nix::sched::{CloneFlags, setns};
 
 use crate::host::create_cgroup;
+use crate::util::mount::PrivateMountsError;
 
 /// The pause image's uid and gid.
 pub(crate) const POD_INIT_ID: u32 = 65535;
@@ -102,17 +103,15 @@ impl PodInitPlan {
     /// mount namespace of its own, owned by the host's user namespace so
     /// the init can never change it, with an empty read-only root.
     pub(crate) fn enter_empty_root(&self) -> Result<(), String> {
-        unshare(CloneFlags::CLONE_NEWNS)
-            .map_err(|e| format!("unshare(CLONE_NEWNS) for the pod init: {e}"))?;
         // Nothing done here may propagate back to the host's mounts.
-        mount(
-            None::<&str>,
-            "/",
-            None::<&str>,
-            MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-            None::<&str>,
-        )
-        .map_err(|e| format!("making the pod init's mounts private: {e}"))?;
+        crate::util::mount::unshare_private_mounts().map_err(|e| match e {
+            PrivateMountsError::Unshare(e) => {
+                format!("unshare(CLONE_NEWNS) for the pod init: {e}")
+            }
+            PrivateMountsError::MakePrivate(e) => {
+                format!("making the pod init's mounts private: {e}")
+            }
+        })?;
         let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
         mount(
             Some("tmpfs"),

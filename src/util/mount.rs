@@ -1,7 +1,9 @@
-//! Unmounting where "not mounted" is success.
+//! Unmounting where "not mounted" is success, and a private mount
+//! namespace of one's own.
 
 use nix::errno::Errno;
-use nix::mount::{MntFlags, umount2};
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use nix::sched::{CloneFlags, unshare};
 use std::path::Path;
 
 /// umount2(2) that treats a target that is not a mount point (EINVAL) or
@@ -13,6 +15,32 @@ pub fn unmount_if_mounted(target: &Path, flags: MntFlags) -> Result<(), Errno> {
         Ok(()) | Err(Errno::EINVAL) | Err(Errno::ENOENT) => Ok(()),
         Err(e) => Err(e),
     }
+}
+
+/// Which step of [`unshare_private_mounts`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PrivateMountsError {
+    #[error("unshare(CLONE_NEWNS): {0}")]
+    Unshare(Errno),
+    #[error("making every mount private: {0}")]
+    MakePrivate(Errno),
+}
+
+/// Puts the calling process (single-threaded: a pod init's parent, or a
+/// child between fork and exec) in a mount namespace of its own, a copy
+/// of the one it was in with every mount made private, so nothing
+/// mounted in it propagates back. Allocates nothing (nix passes "/" from
+/// a stack buffer): safe between fork and exec.
+pub fn unshare_private_mounts() -> Result<(), PrivateMountsError> {
+    unshare(CloneFlags::CLONE_NEWNS).map_err(PrivateMountsError::Unshare)?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(PrivateMountsError::MakePrivate)
 }
 
 #[cfg(test)]

@@ -367,7 +367,7 @@ fn spawn(
     use std::os::unix::process::CommandExt;
     let program = cmd.get_program().to_string_lossy().into_owned();
     // SAFETY: between fork and exec the closure makes two system calls
-    // (nix passes "/" from a stack buffer) and allocates nothing:
+    // and allocates nothing (`unshare_private_mounts`, errors as errnos):
     // async-signal-safe.
     unsafe {
         cmd.pre_exec(own_mount_namespace);
@@ -407,16 +407,12 @@ fn spawn(
 /// `unshare --propagation private`. The namespace goes with the last of
 /// the runtime's processes, and its mounts with it.
 fn own_mount_namespace() -> std::io::Result<()> {
-    use nix::mount::{MsFlags, mount};
-    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)?;
-    mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-        None::<&str>,
-    )?;
-    Ok(())
+    use capcri::util::mount::{PrivateMountsError, unshare_private_mounts};
+    // The errno alone: std reports it to the parent, and an error that
+    // carried text would allocate in the child.
+    unshare_private_mounts().map_err(|e| match e {
+        PrivateMountsError::Unshare(e) | PrivateMountsError::MakePrivate(e) => e.into(),
+    })
 }
 
 /// The bench's temporary directory and everything started in it. Dropping
