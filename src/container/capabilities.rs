@@ -2,7 +2,7 @@
 //! request, the image and the node, evaluated by the policies in force,
 //! and turned into the OCI capability sets.
 
-use super::rootfs_read::{open_in_root, read_link_in_root};
+use super::rootfs_read::{RootDir, read_link_of};
 use crate::capabilities::kernel::{CapSet, Capability, FileCaps, parse_file_caps};
 use crate::capabilities::policy::{
     Decision, Facts, ImageFacts, NodeFacts, PolicySet, ResolvedIdentity, RootfsView, SetIdBits,
@@ -11,26 +11,82 @@ use crate::image::ImageRecord;
 use crate::pod::PodSandbox;
 use k8s_cri::v1::ContainerConfig;
 use oci_spec::runtime::{Capability as OciCapability, LinuxCapabilities};
-use std::collections::{BTreeMap, HashSet};
-use std::path::PathBuf;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use tracing::warn;
 
 /// The image's file-capability index (from the layer headers, indexed at
 /// pull) over the container's mounted rootfs (for symlinks and file types).
 /// The rootfs is hostile: every lookup resolves inside it.
+///
+/// Each path is looked at once: resolving an entrypoint tries every PATH
+/// directory, checks each component of each for a symlink and opens the
+/// candidate several times, and the mount-destination check walks the
+/// same directories again. Nothing changes the rootfs meanwhile: it was
+/// mounted by this CreateContainer, no process runs in it yet, and its
+/// lower layers are read-only.
 pub struct MountedRootfs {
-    pub root: PathBuf,
-    pub file_caps: BTreeMap<String, FileCaps>,
+    root: RootDir,
+    file_caps: BTreeMap<String, FileCaps>,
+    seen: RefCell<HashMap<String, Option<Entry>>>,
+}
+
+/// What a path of the rootfs is, symlinks not followed.
+#[derive(Debug, Clone)]
+enum Entry {
+    File(SetIdBits),
+    Symlink(String),
+    Other,
+}
+
+impl MountedRootfs {
+    pub fn new(root: RootDir, file_caps: BTreeMap<String, FileCaps>) -> MountedRootfs {
+        MountedRootfs {
+            root,
+            file_caps,
+            seen: RefCell::default(),
+        }
+    }
+
+    /// fstat of an O_PATH handle opened inside the rootfs without following
+    /// the last component (the image cannot point it at a host file), and
+    /// the link's target when it is one; None when nothing is there.
+    fn entry(&self, path: &str) -> Option<Entry> {
+        if let Some(e) = self.seen.borrow().get(path) {
+            return e.clone();
+        }
+        let entry = self.root.open_handle(path, false).and_then(|h| {
+            use std::os::unix::fs::MetadataExt;
+            let m = h.metadata().ok()?;
+            Some(if m.file_type().is_symlink() {
+                // A link that cannot be read is treated as no link, as
+                // before: the caller then finds no file at its path.
+                match read_link_of(&h) {
+                    Some(target) => Entry::Symlink(target),
+                    None => Entry::Other,
+                }
+            } else if m.is_file() {
+                Entry::File(SetIdBits::from_mode(m.mode(), m.uid(), m.gid()))
+            } else {
+                Entry::Other
+            })
+        });
+        self.seen
+            .borrow_mut()
+            .insert(path.to_string(), entry.clone());
+        entry
+    }
 }
 
 impl RootfsView for MountedRootfs {
     fn read_link(&self, path: &str) -> Option<String> {
-        read_link_in_root(&self.root, path)
+        match self.entry(path)? {
+            Entry::Symlink(target) => Some(target),
+            _ => None,
+        }
     }
     fn is_file(&self, path: &str) -> bool {
-        open_in_root(&self.root, path, false)
-            .and_then(|f| f.metadata().ok())
-            .is_some_and(|m| m.is_file())
+        matches!(self.entry(path), Some(Entry::File(_)))
     }
     fn file_caps(&self, path: &str) -> Option<FileCaps> {
         self.file_caps.get(path).copied()
@@ -41,15 +97,11 @@ impl RootfsView for MountedRootfs {
             .map(|(p, c)| (p.clone(), *c))
             .collect()
     }
-    /// fstat of an O_PATH handle opened inside the rootfs without following
-    /// the last component: the image cannot point it at a host file.
     fn set_id(&self, path: &str) -> SetIdBits {
-        use std::os::unix::fs::MetadataExt;
-        open_in_root(&self.root, path, false)
-            .and_then(|f| f.metadata().ok())
-            .filter(|m| m.is_file())
-            .map(|m| SetIdBits::from_mode(m.mode(), m.uid(), m.gid()))
-            .unwrap_or_default()
+        match self.entry(path) {
+            Some(Entry::File(bits)) => bits,
+            _ => SetIdBits::default(),
+        }
     }
 }
 
@@ -181,9 +233,16 @@ fn oci_set(set: CapSet) -> HashSet<OciCapability> {
 /// capabilities, e.g. CAP_SYS_RESOURCE here; asking the kernel for them
 /// fails container creation with an opaque error, so capcri clamps first,
 /// as containerd does for privileged containers.
+///
+/// Read once: a process's bounding set only ever shrinks, and only by its
+/// own `PR_CAPBSET_DROP`, which the daemon never makes (the pod init
+/// drops from its own, in its own process).
 pub fn host_bounding_set() -> CapSet {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    parse_cap_bnd(&status).unwrap_or_else(|| Capability::ALL.iter().copied().collect())
+    static BOUNDING: std::sync::OnceLock<CapSet> = std::sync::OnceLock::new();
+    *BOUNDING.get_or_init(|| {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        parse_cap_bnd(&status).unwrap_or_else(|| Capability::ALL.iter().copied().collect())
+    })
 }
 
 fn parse_cap_bnd(status: &str) -> Option<CapSet> {
@@ -241,6 +300,51 @@ pub fn oci_capabilities(decision: &Decision) -> LinuxCapabilities {
 
 #[cfg(test)]
 mod tests {
+
+    /// The mounted rootfs resolves an entrypoint inside the root (PATH,
+    /// symlinks, a link up and out stays in), reads set-id bits without
+    /// following the last link, and looks at each path once per create.
+    #[test]
+    fn the_mounted_rootfs_resolves_inside_it_once_per_path() {
+        use super::{MountedRootfs, RootDir};
+        use crate::capabilities::policy::{RootfsView, resolve_entrypoint, resolve_symlinks};
+        use std::os::unix::fs::{PermissionsExt, symlink};
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        std::fs::create_dir_all(r.join("bin")).unwrap();
+        std::fs::create_dir_all(r.join("usr")).unwrap();
+        std::fs::write(r.join("bin/busybox"), b"x").unwrap();
+        std::fs::set_permissions(
+            r.join("bin/busybox"),
+            std::fs::Permissions::from_mode(0o4755),
+        )
+        .unwrap();
+        symlink("busybox", r.join("bin/sh")).unwrap();
+        symlink("/bin", r.join("usr/bin")).unwrap();
+        symlink("../../../../../../bin/busybox", r.join("up")).unwrap();
+        let view = MountedRootfs::new(RootDir::open(r).unwrap(), Default::default());
+
+        let found = resolve_entrypoint(&view, "sh", "/usr/local/bin:/usr/bin:/bin", "/").unwrap();
+        assert_eq!(found.path, "/usr/bin/sh");
+        assert_eq!(found.target, "/bin/busybox");
+        assert_eq!(found.set_id.setuid, Some(nix::unistd::getuid().as_raw()));
+        assert_eq!(
+            resolve_symlinks(&view, "/up").as_deref(),
+            Some("/bin/busybox")
+        );
+        assert_eq!(view.read_link("/bin/sh").as_deref(), Some("busybox"));
+        assert!(!view.is_file("/bin/sh"), "the link itself is not a file");
+        assert!(!view.is_file("/usr") && !view.is_file("/missing"));
+        assert_eq!(view.set_id("/bin/sh"), Default::default());
+
+        // Seen once: what the first lookups found is the answer for the
+        // rest of this create, as the rootfs does not change during it.
+        std::fs::remove_file(r.join("bin/busybox")).unwrap();
+        assert!(view.is_file("/bin/busybox"));
+        let fresh = MountedRootfs::new(RootDir::open(r).unwrap(), Default::default());
+        assert!(!fresh.is_file("/bin/busybox"));
+        assert!(resolve_entrypoint(&fresh, "sh", "/bin", "/").is_none());
+    }
 
     /// `capcri policy eval --image` finds an image the way the store wrote
     /// it, under every name, and names it as CreateContainer's facts do.

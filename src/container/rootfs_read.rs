@@ -7,7 +7,7 @@
 
 use std::ffi::CString;
 use std::io::Read;
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
@@ -24,34 +24,55 @@ struct OpenHow {
 const RESOLVE_IN_ROOT: u64 = 0x10;
 const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
 
-/// openat2(2) of `path` with every component, symlinks included,
-/// resolved inside `root`.
-fn openat2_in_root(root: &Path, path: &str, flags: i32) -> std::io::Result<std::fs::File> {
-    let root_fd = std::fs::File::open(root)?;
-    let rel = CString::new(path.trim_start_matches('/'))
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "NUL in path"))?;
-    let how = OpenHow {
-        flags: (flags | libc::O_CLOEXEC) as u64,
-        mode: 0,
-        resolve: RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS,
-    };
-    // SAFETY: valid fd, NUL-terminated path, properly sized open_how.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            std::os::fd::AsRawFd::as_raw_fd(&root_fd),
-            rel.as_ptr(),
-            &how as *const OpenHow,
-            std::mem::size_of::<OpenHow>(),
-        )
-    };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
+/// A container's mounted rootfs, opened once (an `O_PATH` directory fd):
+/// every lookup below resolves from this fd, inside it. CreateContainer
+/// makes a few dozen of them (the user databases, each PATH directory and
+/// candidate of the entrypoint, each mount destination), and opening the
+/// rootfs by its path for each one was half of their system calls.
+#[derive(Debug)]
+pub struct RootDir {
+    fd: OwnedFd,
+}
+
+impl RootDir {
+    /// Opens the rootfs at `root` (capcri's own mount point, not image
+    /// content: a path of the runtime's state directory).
+    pub fn open(root: &Path) -> std::io::Result<RootDir> {
+        let dir = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
+            .open(root)?;
+        Ok(RootDir { fd: dir.into() })
     }
-    // SAFETY: the kernel just returned this fd to us.
-    Ok(std::fs::File::from(unsafe {
-        OwnedFd::from_raw_fd(fd as i32)
-    }))
+
+    /// openat2(2) of `path` with every component, symlinks included,
+    /// resolved inside the root.
+    fn openat2(&self, path: &str, flags: i32) -> std::io::Result<std::fs::File> {
+        let rel = CString::new(path.trim_start_matches('/'))
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "NUL in path"))?;
+        let how = OpenHow {
+            flags: (flags | libc::O_CLOEXEC) as u64,
+            mode: 0,
+            resolve: RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS,
+        };
+        // SAFETY: valid fd, NUL-terminated path, properly sized open_how.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_openat2,
+                self.fd.as_raw_fd(),
+                rel.as_ptr(),
+                &how as *const OpenHow,
+                std::mem::size_of::<OpenHow>(),
+            )
+        };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: the kernel just returned this fd to us.
+        Ok(std::fs::File::from(unsafe {
+            OwnedFd::from_raw_fd(fd as i32)
+        }))
+    }
 }
 
 /// Why a file of the image could not be read.
@@ -85,61 +106,64 @@ fn kind_of(mode: u32) -> &'static str {
     }
 }
 
-/// The content of `path` inside `root` (symlinks resolved inside the root,
-/// as the container would see them), or None if it does not exist.
-///
-/// The file is first opened as an O_PATH handle, which never runs a driver's
-/// open or waits for a FIFO writer; only a regular file of at most
-/// [`MAX_BYTES`] is then reopened for reading (through the handle's
-/// /proc/self/fd link, O_NONBLOCK|O_NOCTTY) and checked to be the same inode.
-pub fn read_in_root(root: &Path, path: &str) -> Result<Option<String>, RootfsReadError> {
-    let io_err = |source| RootfsReadError::Io {
-        path: path.to_string(),
-        source,
-    };
-    let handle = match openat2_in_root(root, path, libc::O_PATH) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(io_err(e)),
-    };
-    let meta = handle.metadata().map_err(io_err)?;
-    if !meta.is_file() {
-        return Err(RootfsReadError::NotRegular {
+impl RootDir {
+    /// The content of `path` inside the root (symlinks resolved inside it,
+    /// as the container would see them), or None if it does not exist.
+    ///
+    /// The file is first opened as an O_PATH handle, which never runs a
+    /// driver's open or waits for a FIFO writer; only a regular file of at
+    /// most [`MAX_BYTES`] is then reopened for reading (through the
+    /// handle's /proc/self/fd link, O_NONBLOCK|O_NOCTTY) and checked to be
+    /// the same inode.
+    pub fn read(&self, path: &str) -> Result<Option<String>, RootfsReadError> {
+        let io_err = |source| RootfsReadError::Io {
             path: path.to_string(),
-            kind: kind_of(std::os::unix::fs::MetadataExt::mode(&meta)),
-        });
-    }
-    let too_large = |size| RootfsReadError::TooLarge {
-        path: path.to_string(),
-        size,
-        limit: MAX_BYTES,
-    };
-    if meta.len() > MAX_BYTES {
-        return Err(too_large(meta.len()));
-    }
-    let reopen = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&handle));
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
-        .open(&reopen)
-        .map_err(io_err)?;
-    let reopened = file.metadata().map_err(io_err)?;
-    {
-        use std::os::unix::fs::MetadataExt;
-        if (reopened.dev(), reopened.ino()) != (meta.dev(), meta.ino()) || !reopened.is_file() {
-            return Err(io_err(std::io::Error::other(
-                "the file changed while it was being opened",
-            )));
+            source,
+        };
+        let handle = match self.openat2(path, libc::O_PATH) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_err(e)),
+        };
+        let meta = handle.metadata().map_err(io_err)?;
+        if !meta.is_file() {
+            return Err(RootfsReadError::NotRegular {
+                path: path.to_string(),
+                kind: kind_of(std::os::unix::fs::MetadataExt::mode(&meta)),
+            });
         }
+        let too_large = |size| RootfsReadError::TooLarge {
+            path: path.to_string(),
+            size,
+            limit: MAX_BYTES,
+        };
+        if meta.len() > MAX_BYTES {
+            return Err(too_large(meta.len()));
+        }
+        let reopen = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&handle));
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+            .open(&reopen)
+            .map_err(io_err)?;
+        let reopened = file.metadata().map_err(io_err)?;
+        {
+            use std::os::unix::fs::MetadataExt;
+            if (reopened.dev(), reopened.ino()) != (meta.dev(), meta.ino()) || !reopened.is_file() {
+                return Err(io_err(std::io::Error::other(
+                    "the file changed while it was being opened",
+                )));
+            }
+        }
+        let mut buf = Vec::new();
+        file.take(MAX_BYTES + 1)
+            .read_to_end(&mut buf)
+            .map_err(io_err)?;
+        if buf.len() as u64 > MAX_BYTES {
+            return Err(too_large(buf.len() as u64));
+        }
+        Ok(Some(String::from_utf8_lossy(&buf).into_owned()))
     }
-    let mut buf = Vec::new();
-    file.take(MAX_BYTES + 1)
-        .read_to_end(&mut buf)
-        .map_err(io_err)?;
-    if buf.len() as u64 > MAX_BYTES {
-        return Err(too_large(buf.len() as u64));
-    }
-    Ok(Some(String::from_utf8_lossy(&buf).into_owned()))
 }
 
 #[cfg(test)]
@@ -160,15 +184,16 @@ mod tests {
         )
         .unwrap();
         std::os::unix::fs::symlink("../../../../../../..", root.path().join("etc/up")).unwrap();
+        let dir = RootDir::open(root.path()).unwrap();
         assert_eq!(
-            read_in_root(root.path(), "/etc/group").unwrap().as_deref(),
+            dir.read("/etc/group").unwrap().as_deref(),
             Some("root:x:0:\n")
         );
-        assert_eq!(read_in_root(root.path(), "/etc/passwd").unwrap(), None);
-        let escaped = read_in_root(
-            root.path(),
-            &format!("/etc/up{}", outside.path().join("secret").display()),
-        );
+        assert_eq!(dir.read("/etc/passwd").unwrap(), None);
+        let escaped = dir.read(&format!(
+            "/etc/up{}",
+            outside.path().join("secret").display()
+        ));
         assert!(matches!(escaped, Ok(None)), "{escaped:?}");
         // Not regular: refused without opening (a FIFO open would block).
         nix::unistd::mkfifo(
@@ -184,7 +209,7 @@ mod tests {
             ("/etc/dir", "directory"),
         ] {
             let t = std::time::Instant::now();
-            let err = read_in_root(root.path(), p).unwrap_err().to_string();
+            let err = dir.read(p).unwrap_err().to_string();
             assert!(t.elapsed() < std::time::Duration::from_secs(1));
             assert!(
                 err.contains(p) && err.contains(kind) && err.contains("not a regular file"),
@@ -197,46 +222,39 @@ mod tests {
             vec![b'x'; MAX_BYTES as usize + 1],
         )
         .unwrap();
-        let err = read_in_root(root.path(), "/etc/big")
-            .unwrap_err()
-            .to_string();
+        let err = dir.read("/etc/big").unwrap_err().to_string();
         assert!(err.contains("larger than 1048576 bytes"), "{err}");
         std::fs::write(root.path().join("etc/max"), vec![b'x'; MAX_BYTES as usize]).unwrap();
         assert_eq!(
-            read_in_root(root.path(), "/etc/max")
-                .unwrap()
-                .unwrap()
-                .len(),
+            dir.read("/etc/max").unwrap().unwrap().len(),
             MAX_BYTES as usize
         );
-        assert_eq!(read_in_root(root.path(), "/etc/missing").unwrap(), None);
+        assert_eq!(dir.read("/etc/missing").unwrap(), None);
     }
 }
 
-/// Opens `path` inside `root` (every component resolved in the root) as an
-/// O_PATH handle; `follow_last` decides whether a final symlink is followed.
-pub fn open_in_root(root: &Path, path: &str, follow_last: bool) -> Option<std::fs::File> {
-    let mut flags = libc::O_PATH;
-    if !follow_last {
-        flags |= libc::O_NOFOLLOW;
+impl RootDir {
+    /// Opens `path` inside the root (every component resolved in it) as an
+    /// O_PATH handle; `follow_last` decides whether a final symlink is
+    /// followed.
+    pub fn open_handle(&self, path: &str, follow_last: bool) -> Option<std::fs::File> {
+        let mut flags = libc::O_PATH;
+        if !follow_last {
+            flags |= libc::O_NOFOLLOW;
+        }
+        self.openat2(path, flags).ok()
     }
-    openat2_in_root(root, path, flags).ok()
 }
 
-/// The target of the symlink at `path` inside `root`, None if it is not one.
-pub fn read_link_in_root(root: &Path, path: &str) -> Option<String> {
-    let handle = open_in_root(root, path, false)?;
-    if !handle.metadata().ok()?.file_type().is_symlink() {
-        return None;
-    }
-    // An O_PATH|O_NOFOLLOW fd of a symlink: readlinkat with an empty path
-    // reads the link itself.
+/// The target of the symlink behind `handle` (an O_PATH|O_NOFOLLOW handle
+/// of it): readlinkat with an empty path reads the link itself.
+pub fn read_link_of(handle: &std::fs::File) -> Option<String> {
     let mut buf = vec![0u8; 4096];
     let empty = CString::default();
     // SAFETY: valid fd and buffer of the given length.
     let n = unsafe {
         libc::readlinkat(
-            std::os::fd::AsRawFd::as_raw_fd(&handle),
+            handle.as_raw_fd(),
             empty.as_ptr(),
             buf.as_mut_ptr() as *mut libc::c_char,
             buf.len(),
@@ -260,12 +278,16 @@ mod view_tests {
         std::fs::write(root.path().join("bin/busybox"), b"x").unwrap();
         std::os::unix::fs::symlink("/bin/busybox", root.path().join("bin/sh")).unwrap();
         std::os::unix::fs::symlink("/", root.path().join("up")).unwrap();
-        assert_eq!(
-            read_link_in_root(root.path(), "/bin/sh").as_deref(),
-            Some("/bin/busybox")
-        );
-        assert_eq!(read_link_in_root(root.path(), "/bin/busybox"), None);
-        assert!(open_in_root(root.path(), "/up/bin/busybox", false).is_some());
-        assert!(open_in_root(root.path(), "/up/../../etc/hostname", false).is_none());
+        let dir = RootDir::open(root.path()).unwrap();
+        let link = |p| dir.open_handle(p, false).and_then(|h| read_link_of(&h));
+        assert_eq!(link("/bin/sh").as_deref(), Some("/bin/busybox"));
+        assert_eq!(link("/bin/busybox"), None);
+        assert!(dir.open_handle("/up/bin/busybox", false).is_some());
+        assert!(dir.open_handle("/up/../../etc/hostname", false).is_none());
+        // The last component is not followed unless asked: the link itself.
+        let sh = dir.open_handle("/bin/sh", false).unwrap();
+        assert!(sh.metadata().unwrap().file_type().is_symlink());
+        let followed = dir.open_handle("/bin/sh", true).unwrap();
+        assert!(followed.metadata().unwrap().is_file());
     }
 }

@@ -339,12 +339,8 @@ impl Monitor {
         // propagation below all come from it (parsing it was a measurable
         // share of CreateContainer when each asked for its own copy).
         let spec_path = req.bundle.join("config.json");
-        let spec = Spec::load(&spec_path).map_err(|e| {
-            RuntimeError::io(
-                format!("reading {}", spec_path.display()),
-                std::io::Error::other(e.to_string()),
-            )
-        })?;
+        let spec: Spec = crate::util::json_file::read(&spec_path)
+            .map_err(|e| RuntimeError::io(format!("reading {}", spec_path.display()), e))?;
         Ok(AcceptedCreate { req, spec, log })
     }
 

@@ -272,10 +272,10 @@ fn cstring(what: &str, s: &[u8]) -> Result<CString, RuntimeError> {
 fn prepare<'a>(target: &TenantTarget<'a>, spec: &ExecSpec) -> Result<Prepared<'a>, RuntimeError> {
     let id = target.id;
     let config = target.bundle.join("config.json");
-    let oci = Spec::load(&config).map_err(|e| {
+    let oci: Spec = crate::util::json_file::read(&config).map_err(|e| {
         RuntimeError::io(
             format!("reading {} of container {id:?}", config.display()),
-            std::io::Error::other(e.to_string()),
+            e,
         )
     })?;
     let base = oci.process().clone().unwrap_or_default();

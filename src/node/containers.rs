@@ -8,7 +8,7 @@ use crate::container::capabilities::{
 };
 use crate::container::idmapped::{mount_idmapped_overlay, stage_idmapped_volumes, unstage};
 use crate::container::paths::log_file_path;
-use crate::container::rootfs_read::read_in_root;
+use crate::container::rootfs_read::RootDir;
 use crate::container::{ContainerRecord, ContainerState, container_name_key, cri_state};
 use crate::crash_point::crash_point;
 use crate::events::EventKind;
@@ -265,8 +265,9 @@ impl Node {
                 image: record.image_ref.clone(),
                 reason: e.to_string(),
             };
-        let passwd = read_in_root(&rootfs, "/etc/passwd").map_err(image_file)?;
-        let group = read_in_root(&rootfs, "/etc/group").map_err(image_file)?;
+        let root_dir = RootDir::open(&rootfs).map_err(|e| NodeError::io(&rootfs, e))?;
+        let passwd = root_dir.read("/etc/passwd").map_err(image_file)?;
+        let group = root_dir.read("/etc/group").map_err(image_file)?;
         let users = ImageUserDb {
             passwd: passwd.as_deref(),
             group: group.as_deref(),
@@ -283,10 +284,7 @@ impl Node {
         // deny: the same check and wording as the spec builder's.
         crate::spec::validate_capability_names(&record.config)?;
         let file_caps = image_file_caps(image);
-        let view = MountedRootfs {
-            root: rootfs.clone(),
-            file_caps: file_caps.clone(),
-        };
+        let view = MountedRootfs::new(root_dir, file_caps.clone());
         let mut decision = decide(
             &self.policies.current(),
             pod,
@@ -1023,9 +1021,10 @@ impl Node {
         // kernel's wait for that lock starts now (`host::cgroup_lock`).
         crate::host::cgroup_lock::warm();
         let spec_path = record.bundle.join("config.json");
-        let spec = oci_spec::runtime::Spec::load(&spec_path).map_err(|e| {
-            NodeError::Internal(format!("cannot read {}: {e}", spec_path.display()))
-        })?;
+        let spec: oci_spec::runtime::Spec =
+            crate::util::json_file::read(&spec_path).map_err(|e| {
+                NodeError::Internal(format!("cannot read {}: {e}", spec_path.display()))
+            })?;
         let process = crate::spec::exec_process(&spec, cmd.clone())?;
         let user = process.user();
         let pod = self.pod(&record.pod_id)?;

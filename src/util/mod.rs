@@ -8,6 +8,7 @@ pub mod cgroup_paths;
 pub mod cgroupfs;
 pub mod fast_map;
 pub mod fs;
+pub mod json_file;
 pub mod loader_pages;
 pub mod memo;
 pub mod mount;
