@@ -403,7 +403,9 @@ impl Node {
         crate::spec::check_mount_destinations(&record.config, |p| {
             crate::capabilities::policy::resolve_symlinks(&view, p)
         })?;
-        let spec_json = serde_json::to_vec_pretty(&spec)
+        // Compact, as containerd writes it: the monitor's check and
+        // libcontainer's build each parse it again.
+        let spec_json = serde_json::to_vec(&spec)
             .map_err(|e| NodeError::Internal(format!("cannot encode OCI spec: {e}")))?;
         crate::store::write_replace(&record.bundle.join("config.json"), &spec_json)?;
         crash_point("container.create.after-bundle");
