@@ -54,7 +54,8 @@ pub(crate) const IMMUTABLE_SEALS: libc::c_int =
 /// sealed with [`IMMUTABLE_SEALS`]. `what` names the content in errors.
 ///
 /// F_SEAL_WRITE is refused while a writable mapping exists; the content is
-/// written with write(2) only, so sealing cannot fail for that reason.
+/// written with write(2) only, so no mapping of ours is in the way, and a
+/// short hold of a page by the kernel is waited out ([`seal_immutable`]).
 pub(crate) fn sealed_memfd(
     name: &str,
     src: &mut impl std::io::Read,
@@ -80,12 +81,111 @@ pub(crate) fn sealed_memfd(
     std::io::copy(src, &mut dst)
         .map_err(|e| HostError::io(format!("copying {what} into the sealed memfd"), e))?;
     drop(dst);
-    // SAFETY: fcntl on an fd we own.
-    if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, IMMUTABLE_SEALS) } < 0 {
-        return Err(HostError::io(
-            format!("sealing the memfd of {what}"),
-            std::io::Error::last_os_error(),
-        ));
-    }
+    seal_immutable(&fd).map_err(|e| {
+        HostError::io(
+            format!(
+                "sealing the memfd of {what} ({SEAL_ATTEMPTS} attempts, {} ms apart)",
+                SEAL_RETRY_PAUSE.as_millis()
+            ),
+            e,
+        )
+    })?;
     Ok(fd)
+}
+
+/// How many times [`seal_immutable`] asks, and the pause between asks.
+const SEAL_ATTEMPTS: u32 = 4;
+const SEAL_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Adds [`IMMUTABLE_SEALS`] to `fd`, asking again when the kernel answers
+/// EBUSY. It refuses F_SEAL_WRITE with EBUSY while a page of the file is
+/// referenced from outside its page cache (a writable mapping, or a short
+/// hold by the kernel itself: reclaim, migration, compaction) and waits
+/// only about 150 ms for such holds to end. CI met it once (2026-12-07,
+/// a 93 MB debug binary just copied, on a loaded 2-core machine: the
+/// test's RunPodSandbox failed with "Device or resource busy"); the same
+/// test passed in every other run. Any other error is returned at once.
+fn seal_immutable(fd: &OwnedFd) -> std::io::Result<()> {
+    let mut attempt = 1;
+    loop {
+        // SAFETY: fcntl on an fd we own.
+        if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, IMMUTABLE_SEALS) } == 0 {
+            return Ok(());
+        }
+        let err = std::io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::EBUSY) || attempt == SEAL_ATTEMPTS {
+            return Err(err);
+        }
+        attempt += 1;
+        std::thread::sleep(SEAL_RETRY_PAUSE);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn memfd_with(bytes: &[u8]) -> OwnedFd {
+        let name = CString::new("seal-test").unwrap();
+        // SAFETY: memfd_create with a valid C string; the fd is owned below.
+        let raw = unsafe {
+            libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING)
+        };
+        assert!(raw >= 0, "{}", std::io::Error::last_os_error());
+        // SAFETY: a fresh descriptor nobody else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        std::io::Write::write_all(&mut File::from(fd.try_clone().unwrap()), bytes).unwrap();
+        fd
+    }
+
+    /// A writable shared mapping of 4 KiB of `fd`, as a raw address.
+    fn map_writable(fd: &OwnedFd) -> usize {
+        // SAFETY: a new shared mapping of a file we own; unmapped by the caller.
+        let addr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                4096,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        assert_ne!(addr, libc::MAP_FAILED);
+        addr as usize
+    }
+
+    fn seals(fd: &OwnedFd) -> libc::c_int {
+        // SAFETY: fcntl on an fd we own.
+        unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GET_SEALS) }
+    }
+
+    /// A hold that ends while the seal is being asked for: sealed on a
+    /// later attempt, every seal in place.
+    #[test]
+    fn a_seal_refused_while_busy_is_asked_again() {
+        let fd = memfd_with(&[7u8; 4096]);
+        let addr = map_writable(&fd);
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(SEAL_RETRY_PAUSE / 2);
+            // SAFETY: the mapping made above, unmapped once.
+            unsafe { libc::munmap(addr as *mut libc::c_void, 4096) };
+        });
+        seal_immutable(&fd).unwrap();
+        release.join().unwrap();
+        assert_eq!(seals(&fd) & IMMUTABLE_SEALS, IMMUTABLE_SEALS);
+    }
+
+    /// A hold that outlasts every attempt: EBUSY, the file unsealed.
+    #[test]
+    fn a_seal_refused_at_every_attempt_fails_with_ebusy() {
+        let fd = memfd_with(&[7u8; 4096]);
+        let addr = map_writable(&fd);
+        let err = seal_immutable(&fd).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EBUSY));
+        assert_eq!(seals(&fd) & libc::F_SEAL_WRITE, 0);
+        // SAFETY: the mapping made above, unmapped once.
+        unsafe { libc::munmap(addr as *mut libc::c_void, 4096) };
+        seal_immutable(&fd).unwrap();
+    }
 }
