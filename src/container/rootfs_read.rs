@@ -73,40 +73,7 @@ impl RootDir {
             OwnedFd::from_raw_fd(fd as i32)
         }))
     }
-}
 
-/// Why a file of the image could not be read.
-#[derive(Debug, thiserror::Error)]
-pub enum RootfsReadError {
-    #[error(
-        "{path} in the image is a {kind}, not a regular file; capcri reads it only as a regular file (a FIFO would block CreateContainer, a device would be opened by host root): fix the image"
-    )]
-    NotRegular { path: String, kind: &'static str },
-    #[error(
-        "{path} in the image is larger than {limit} bytes ({size}); a user database is a few KiB: fix the image"
-    )]
-    TooLarge { path: String, size: u64, limit: u64 },
-    #[error("cannot read {path} in the image: {source}")]
-    Io {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
-}
-
-fn kind_of(mode: u32) -> &'static str {
-    match mode & libc::S_IFMT {
-        libc::S_IFIFO => "FIFO",
-        libc::S_IFCHR => "character device",
-        libc::S_IFBLK => "block device",
-        libc::S_IFSOCK => "socket",
-        libc::S_IFDIR => "directory",
-        libc::S_IFLNK => "symlink",
-        _ => "special file",
-    }
-}
-
-impl RootDir {
     /// The content of `path` inside the root (symlinks resolved inside it,
     /// as the container would see them), or None if it does not exist.
     ///
@@ -140,7 +107,7 @@ impl RootDir {
         if meta.len() > MAX_BYTES {
             return Err(too_large(meta.len()));
         }
-        let reopen = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&handle));
+        let reopen = format!("/proc/self/fd/{}", handle.as_raw_fd());
         let file = std::fs::OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
@@ -163,6 +130,69 @@ impl RootDir {
             return Err(too_large(buf.len() as u64));
         }
         Ok(Some(String::from_utf8_lossy(&buf).into_owned()))
+    }
+
+    /// Opens `path` inside the root (every component resolved in it) as an
+    /// O_PATH handle; `follow_last` decides whether a final symlink is
+    /// followed.
+    pub fn open_handle(&self, path: &str, follow_last: bool) -> Option<std::fs::File> {
+        let mut flags = libc::O_PATH;
+        if !follow_last {
+            flags |= libc::O_NOFOLLOW;
+        }
+        self.openat2(path, flags).ok()
+    }
+}
+
+/// The target of the symlink behind `handle` (an O_PATH|O_NOFOLLOW handle
+/// of it): readlinkat with an empty path reads the link itself.
+pub fn read_link_of(handle: &std::fs::File) -> Option<String> {
+    let mut buf = vec![0u8; 4096];
+    let empty = CString::default();
+    // SAFETY: valid fd and buffer of the given length.
+    let n = unsafe {
+        libc::readlinkat(
+            handle.as_raw_fd(),
+            empty.as_ptr(),
+            buf.as_mut_ptr() as *mut libc::c_char,
+            buf.len(),
+        )
+    };
+    if n < 0 {
+        return None;
+    }
+    buf.truncate(n as usize);
+    Some(String::from_utf8_lossy(&buf).into_owned())
+}
+
+/// Why a file of the image could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum RootfsReadError {
+    #[error(
+        "{path} in the image is a {kind}, not a regular file; capcri reads it only as a regular file (a FIFO would block CreateContainer, a device would be opened by host root): fix the image"
+    )]
+    NotRegular { path: String, kind: &'static str },
+    #[error(
+        "{path} in the image is larger than {limit} bytes ({size}); a user database is a few KiB: fix the image"
+    )]
+    TooLarge { path: String, size: u64, limit: u64 },
+    #[error("cannot read {path} in the image: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn kind_of(mode: u32) -> &'static str {
+    match mode & libc::S_IFMT {
+        libc::S_IFIFO => "FIFO",
+        libc::S_IFCHR => "character device",
+        libc::S_IFBLK => "block device",
+        libc::S_IFSOCK => "socket",
+        libc::S_IFDIR => "directory",
+        libc::S_IFLNK => "symlink",
+        _ => "special file",
     }
 }
 
@@ -231,40 +261,6 @@ mod tests {
         );
         assert_eq!(dir.read("/etc/missing").unwrap(), None);
     }
-}
-
-impl RootDir {
-    /// Opens `path` inside the root (every component resolved in it) as an
-    /// O_PATH handle; `follow_last` decides whether a final symlink is
-    /// followed.
-    pub fn open_handle(&self, path: &str, follow_last: bool) -> Option<std::fs::File> {
-        let mut flags = libc::O_PATH;
-        if !follow_last {
-            flags |= libc::O_NOFOLLOW;
-        }
-        self.openat2(path, flags).ok()
-    }
-}
-
-/// The target of the symlink behind `handle` (an O_PATH|O_NOFOLLOW handle
-/// of it): readlinkat with an empty path reads the link itself.
-pub fn read_link_of(handle: &std::fs::File) -> Option<String> {
-    let mut buf = vec![0u8; 4096];
-    let empty = CString::default();
-    // SAFETY: valid fd and buffer of the given length.
-    let n = unsafe {
-        libc::readlinkat(
-            handle.as_raw_fd(),
-            empty.as_ptr(),
-            buf.as_mut_ptr() as *mut libc::c_char,
-            buf.len(),
-        )
-    };
-    if n < 0 {
-        return None;
-    }
-    buf.truncate(n as usize);
-    Some(String::from_utf8_lossy(&buf).into_owned())
 }
 
 #[cfg(test)]
