@@ -63,17 +63,8 @@ pub(crate) fn sealed_memfd(
 ) -> Result<OwnedFd, HostError> {
     let cname =
         CString::new(name).map_err(|e| HostError::io("memfd name", std::io::Error::other(e)))?;
-    // SAFETY: memfd_create with a valid C string; the fd is owned below.
-    let raw =
-        unsafe { libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
-    if raw < 0 {
-        return Err(HostError::io(
-            format!("memfd_create for the sealed copy of {what}"),
-            std::io::Error::last_os_error(),
-        ));
-    }
-    // SAFETY: raw is a fresh descriptor nobody else owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let fd = sealable_memfd(&cname)
+        .map_err(|e| HostError::io(format!("memfd_create for the sealed copy of {what}"), e))?;
     let mut dst = File::from(
         fd.try_clone()
             .map_err(|e| HostError::io("dup of memfd", e))?,
@@ -91,6 +82,18 @@ pub(crate) fn sealed_memfd(
         )
     })?;
     Ok(fd)
+}
+
+/// A new, empty close-on-exec memfd that allows seals.
+fn sealable_memfd(name: &std::ffi::CStr) -> std::io::Result<OwnedFd> {
+    // SAFETY: memfd_create with a valid C string; the fd is owned below.
+    let raw =
+        unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
+    if raw < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: raw is a fresh descriptor nobody else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
 }
 
 /// How many times [`seal_immutable`] asks, and the pause between asks.
@@ -126,14 +129,7 @@ mod tests {
     use super::*;
 
     fn memfd_with(bytes: &[u8]) -> OwnedFd {
-        let name = CString::new("seal-test").unwrap();
-        // SAFETY: memfd_create with a valid C string; the fd is owned below.
-        let raw = unsafe {
-            libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING)
-        };
-        assert!(raw >= 0, "{}", std::io::Error::last_os_error());
-        // SAFETY: a fresh descriptor nobody else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let fd = sealable_memfd(c"seal-test").unwrap();
         std::io::Write::write_all(&mut File::from(fd.try_clone().unwrap()), bytes).unwrap();
         fd
     }

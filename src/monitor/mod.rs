@@ -882,13 +882,14 @@ impl Monitor {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     /// The warm-up parses for real: a sample that failed to parse would
     /// stop at its first field and warm nothing.
     #[test]
     fn the_warm_up_parses_a_whole_spec() {
-        assert!(super::warm_up());
+        assert!(warm_up());
     }
-    use super::*;
 
     #[test]
     fn argv_roundtrips_through_the_parser() {
