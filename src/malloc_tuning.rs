@@ -25,7 +25,8 @@
 //! pod and container creation or removal ([`trim_when_idle`]). The quiet
 //! node also unmaps the executable's code pages that burst faulted in
 //! (`util::loader_pages::release_read_only_segments`): after the
-//! pod-cycle bench they were 2.5 MiB of its RSS.
+//! pod-cycle bench they were 2.5 MiB of its RSS. Start-up is such a burst
+//! too ([`release_after_start`]).
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -49,6 +50,23 @@ pub fn trim() {
     unsafe {
         libc::malloc_trim(0);
     }
+}
+
+/// Trims the heap and unmaps the executable's code pages now: call once,
+/// when start-up is over and before the first CRI call is served.
+///
+/// Start-up runs code the serving daemon never runs again (the
+/// configuration, recovery, the policies' compilation, the monitor
+/// template's spawn), and the kernel maps the neighbours of each page it
+/// faults in when they are cached (fault-around, 64 KiB), so how much of
+/// the 12 MiB of code stayed mapped depended on what the page cache held:
+/// the idle daemon's RSS right after it said ready was 13.8 to 15.0 MiB
+/// in the runs of one afternoon on one machine (`capcri-bench`, issue
+/// 18). The first calls map again what they run.
+pub fn release_after_start() {
+    trim();
+    let bytes = crate::util::loader_pages::release_read_only_segments();
+    tracing::debug!(bytes, "start-up's code pages unmapped");
 }
 
 /// How long the node must go without a [`trim_when_idle`] call before the

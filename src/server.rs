@@ -235,6 +235,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         Some(addr) => Some(metrics_server(&node, addr).await?),
         None => None,
     };
+    crate::malloc_tuning::release_after_start();
     let cri = tonic::transport::Server::builder()
         .layer(CriMetricsLayer::new(node.metrics().clone()))
         .add_service(runtime)
