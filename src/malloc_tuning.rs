@@ -64,9 +64,16 @@ pub fn trim() {
 /// in the runs of one afternoon on one machine (`capcri-bench`, issue
 /// 18). The first calls map again what they run.
 pub fn release_after_start() {
-    trim();
-    let bytes = crate::util::loader_pages::release_read_only_segments();
+    let bytes = give_back();
     tracing::debug!(bytes, "start-up's code pages unmapped");
+}
+
+/// Trims the heap and unmaps the executable's read-only segments; returns
+/// the bytes of code and constants unmapped. What both the end of
+/// start-up and a quiet node do.
+fn give_back() -> usize {
+    trim();
+    crate::util::loader_pages::release_read_only_segments()
 }
 
 /// How long the node must go without a [`trim_when_idle`] call before the
@@ -104,8 +111,7 @@ pub fn trim_when_idle() {
         // Work reported from here on schedules its own trim.
         SCHEDULED.store(false, Ordering::Release);
         let _ = tokio::task::spawn_blocking(|| {
-            trim();
-            let bytes = crate::util::loader_pages::release_read_only_segments();
+            let bytes = give_back();
             tracing::trace!(bytes, "code pages unmapped while idle");
         })
         .await;
