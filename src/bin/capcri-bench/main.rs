@@ -48,7 +48,33 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
+    keep_freed_heap();
     run(<Cli as clap::Parser>::parse().args)
+}
+
+/// The bench keeps what its allocator frees instead of giving it back to
+/// the kernel after each call.
+///
+/// With glibc's defaults (trim above 128 KiB of free top, adaptive mmap
+/// threshold), the sampling client's arena gave back the ~150 KiB it had
+/// just used to decode each large answer (`strace`: one
+/// `madvise(MADV_DONTNEED)` per ListContainers, ListContainerStats or
+/// ListPodSandboxStats call at 250 pods), and the next decode faulted the
+/// same pages in again. That cost grows with the answer, not with the
+/// runtime's work: at 250 pods it was half of ListPodSandboxStats' decode
+/// (0.5 of 1.0-1.1 ms, alternated runs) and made its growth from 100 to
+/// 250 pods look faster than linear, for both runtimes alike. kubelet, a
+/// Go client, keeps its heap between collections; so does the bench now.
+fn keep_freed_heap() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only sets allocator parameters; called before any
+    // thread starts.
+    unsafe {
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 64 * 1024 * 1024);
+        // The largest threshold glibc takes on 64-bit; a fixed one also
+        // turns its adaptation off.
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 * 1024 * 1024);
+    }
 }
 
 /// The runtimes the bench knows how to start.
