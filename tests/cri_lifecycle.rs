@@ -8,6 +8,7 @@ use common::{
     processes_mentioning, pull, wait_for,
 };
 use k8s_cri::v1 as cri;
+use std::collections::HashMap;
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -733,4 +734,117 @@ async fn every_change_shows_in_the_next_relist() {
     assert_eq!(relist(None).await, vec![("a".into(), exited)]);
     common::stop_and_remove_pod(&d, &pod).await;
     assert_eq!(relist(all()).await, vec![]);
+}
+
+/// kubelet's pod relist (ListPodSandbox, every second) is answered from a
+/// kept answer while the pod table is unchanged: every pod change shows
+/// in the next list, asked with no filter or an empty one, and the
+/// filtered lists (state, id, labels), which are never kept, agree.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_pod_change_shows_in_the_next_pod_list() {
+    let _registry = require_privileged!();
+    let d = TestDaemon::start(&[]);
+    let list = |filter: Option<cri::PodSandboxFilter>| {
+        let d = &d;
+        async move {
+            let mut items: Vec<(String, i32)> = d
+                .runtime()
+                .await
+                .list_pod_sandbox(cri::ListPodSandboxRequest { filter })
+                .await
+                .unwrap()
+                .into_inner()
+                .items
+                .into_iter()
+                .map(|p| (p.metadata.unwrap().name, p.state))
+                .collect();
+            items.sort();
+            items
+        }
+    };
+    let all = || Some(cri::PodSandboxFilter::default());
+    let in_state = |state: cri::PodSandboxState| {
+        Some(cri::PodSandboxFilter {
+            state: Some(cri::PodSandboxStateValue {
+                state: state as i32,
+            }),
+            ..Default::default()
+        })
+    };
+    let labelled = |app: &str| {
+        Some(cri::PodSandboxFilter {
+            label_selector: HashMap::from([("app".into(), app.into())]),
+            ..Default::default()
+        })
+    };
+    let (ready, not_ready) = (
+        cri::PodSandboxState::SandboxReady as i32,
+        cri::PodSandboxState::SandboxNotready as i32,
+    );
+    assert_eq!(list(all()).await, vec![]);
+    assert_eq!(list(None).await, vec![]);
+
+    let a = common::run_pod(&d, "pod-a").await;
+    // Twice with nothing in between: the second is the kept answer.
+    for _ in 0..2 {
+        assert_eq!(list(all()).await, vec![("pod-a".into(), ready)]);
+        assert_eq!(list(None).await, vec![("pod-a".into(), ready)]);
+    }
+    let b = common::run_pod(&d, "pod-b").await;
+    assert_eq!(
+        list(all()).await,
+        vec![("pod-a".into(), ready), ("pod-b".into(), ready)]
+    );
+    assert_eq!(list(labelled("pod-b")).await, vec![("pod-b".into(), ready)]);
+    let by_id = Some(cri::PodSandboxFilter {
+        id: a.clone(),
+        ..Default::default()
+    });
+    assert_eq!(list(by_id).await, vec![("pod-a".into(), ready)]);
+
+    d.runtime()
+        .await
+        .stop_pod_sandbox(cri::StopPodSandboxRequest {
+            pod_sandbox_id: a.clone(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        list(all()).await,
+        vec![("pod-a".into(), not_ready), ("pod-b".into(), ready)]
+    );
+    assert_eq!(
+        list(in_state(cri::PodSandboxState::SandboxReady)).await,
+        vec![("pod-b".into(), ready)]
+    );
+    assert_eq!(
+        list(in_state(cri::PodSandboxState::SandboxNotready)).await,
+        vec![("pod-a".into(), not_ready)]
+    );
+    assert_eq!(
+        list(None).await,
+        vec![("pod-a".into(), not_ready), ("pod-b".into(), ready)]
+    );
+    d.runtime()
+        .await
+        .remove_pod_sandbox(cri::RemovePodSandboxRequest {
+            pod_sandbox_id: a.clone(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(list(all()).await, vec![("pod-b".into(), ready)]);
+    // A refused RunPodSandbox (a name taken) changes nothing in the list.
+    let refused = d
+        .runtime()
+        .await
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(common::pod_config("pod-b", &d.dir.path().join("logs"))),
+            runtime_handler: String::new(),
+        })
+        .await;
+    assert!(refused.is_err(), "a second pod-b was accepted");
+    assert_eq!(list(all()).await, vec![("pod-b".into(), ready)]);
+    common::stop_and_remove_pod(&d, &b).await;
+    assert_eq!(list(all()).await, vec![]);
+    assert_eq!(list(None).await, vec![]);
 }

@@ -96,7 +96,7 @@ where
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
         match req.uri().path() {
             LIST_POD_SANDBOX => self.encoded(req, |s, r: cri::ListPodSandboxRequest| async move {
-                Ok(s.list_pod_sandbox_encoded(r.filter.as_ref()).into())
+                Ok(s.list_pod_sandbox_encoded(r.filter.as_ref()))
             }),
             LIST_CONTAINERS => self.encoded(req, |s, r: cri::ListContainersRequest| async move {
                 s.list_containers_encoded(r.filter.as_ref())

@@ -19,6 +19,7 @@ pub struct CriRuntimeService {
     node: Arc<Node>,
     streams: Option<StreamServer>,
     container_list: super::list_cache::ContainerListCache,
+    pod_list: super::list_cache::PodListCache,
 }
 
 impl CriRuntimeService {
@@ -27,6 +28,7 @@ impl CriRuntimeService {
             node,
             streams: None,
             container_list: Default::default(),
+            pod_list: Default::default(),
         }
     }
 
@@ -44,12 +46,22 @@ impl CriRuntimeService {
     pub(super) fn list_pod_sandbox_encoded(
         &self,
         filter: Option<&cri::PodSandboxFilter>,
-    ) -> Vec<u8> {
+    ) -> bytes::Bytes {
+        let all = super::list_cache::lets_every_pod_through(filter);
+        let before = self.node.pod_list_version();
+        if all && let Some(kept) = self.pod_list.get(before) {
+            let _span = info_span!("ListPodSandbox", kept = true).entered();
+            return kept;
+        }
         let _span = info_span!("ListPodSandbox").entered();
         let mut out = Vec::new();
         self.node
             .map_pod_sandboxes(filter, |p| list_wire::put_pod_sandbox(&mut out, p));
-        out
+        let answer = bytes::Bytes::from(out);
+        if all && self.node.pod_list_version() == before {
+            self.pod_list.put(before, answer.clone());
+        }
+        answer
     }
 
     /// ListContainers' answer, encoded (`list_wire`), oldest container

@@ -18,6 +18,7 @@ use tables::{Names, Table};
 
 mod containers;
 pub use containers::ContainerListVersion;
+pub use pods::PodListVersion;
 mod devices;
 pub mod exec;
 mod exit_tracking;

@@ -413,6 +413,15 @@ impl Node {
         self.map_pod_sandboxes(filter, PodSandbox::clone)
     }
 
+    /// What ListPodSandbox's answer is made from, as a number that
+    /// changes with it: the pod records (each answered from its record
+    /// alone). Equal versions before and after
+    /// [`Self::map_pod_sandboxes`] mean its answer holds until the
+    /// version changes (`cri::list_cache`).
+    pub fn pod_list_version(&self) -> PodListVersion {
+        PodListVersion(self.pods.version())
+    }
+
     /// `f` of every pod the filter matches, oldest first, under the pod
     /// table's lock: ListPodSandbox (every second from kubelet) converts
     /// each record to its CRI form directly instead of deep-copying the
@@ -476,3 +485,7 @@ fn kill_pid_namespace(pod_dir: &Path) {
         }
     }
 }
+
+/// See [`Node::pod_list_version`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PodListVersion(u64);
