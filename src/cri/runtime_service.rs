@@ -282,14 +282,19 @@ impl RuntimeService for CriRuntimeService {
         let req = r.into_inner();
         let _span = info_span!("PodSandboxStatus", pod.id = %req.pod_sandbox_id).entered();
         require_id(&req.pod_sandbox_id, "pod sandbox")?;
-        let pod = self.node.pod(&req.pod_sandbox_id).map_err(to_status)?;
-        let mut info = std::collections::HashMap::new();
-        if req.verbose {
-            let value = serde_json::json!({ "pid": 0, "config": pod.config, "podDir": pod.pod_dir, "runtimeHandler": pod.runtime_handler, "networkPolicy": pod.network_policy });
-            info.insert("info".to_string(), value.to_string());
-        }
+        let (status, info) = self
+            .node
+            .map_pod(&req.pod_sandbox_id, |pod| {
+                let mut info = std::collections::HashMap::new();
+                if req.verbose {
+                    let value = serde_json::json!({ "pid": 0, "config": pod.config, "podDir": pod.pod_dir, "runtimeHandler": pod.runtime_handler, "networkPolicy": pod.network_policy });
+                    info.insert("info".to_string(), value.to_string());
+                }
+                (convert::pod_sandbox_status(pod), info)
+            })
+            .map_err(to_status)?;
         Ok(Response::new(cri::PodSandboxStatusResponse {
-            status: Some(convert::pod_sandbox_status(&pod)),
+            status: Some(status),
             info,
             containers_statuses: Vec::new(),
             timestamp: 0,
@@ -398,31 +403,29 @@ impl RuntimeService for CriRuntimeService {
     ) -> R<cri::ContainerStatusResponse> {
         let req = r.into_inner();
         require_id(&req.container_id, "container")?;
-        let record = self
+        let images = self.node.images();
+        let (status, info) = self
             .node
-            .container_status(&req.container_id)
+            .map_container_status(&req.container_id, |record| {
+                let mut info = std::collections::HashMap::new();
+                if req.verbose {
+                    let value = serde_json::json!({
+                        "pid": record.pid,
+                        "sandboxID": record.pod_id,
+                        "bundle": record.bundle,
+                        "config": record.config,
+                        "capabilityDecision": record.decision,
+                    });
+                    info.insert("info".to_string(), value.to_string());
+                }
+                let image = images.reported_name(&record.image_id, &record.asked_image());
+                (convert::container_status(record, &image), info)
+            })
             .instrument(info_span!("ContainerStatus", container.id = %req.container_id))
             .await
             .map_err(to_status)?;
-        let mut info = std::collections::HashMap::new();
-        if req.verbose {
-            let value = serde_json::json!({
-                "pid": record.pid,
-                "sandboxID": record.pod_id,
-                "bundle": record.bundle,
-                "config": record.config,
-                "capabilityDecision": record.decision,
-            });
-            info.insert("info".to_string(), value.to_string());
-        }
         Ok(Response::new(cri::ContainerStatusResponse {
-            status: Some(convert::container_status(
-                &record,
-                &self
-                    .node
-                    .images()
-                    .reported_name(&record.image_id, &record.asked_image()),
-            )),
+            status: Some(status),
             info,
         }))
     }

@@ -785,11 +785,36 @@ impl Node {
         self.refresh(record).await
     }
 
+    /// `f` of the container's record as [`Self::container_status`] has
+    /// it. A record that needs no monitor's word (exited, or running and
+    /// current: `refresh` would give it back as it is) is mapped under
+    /// the table's lock, without a deep copy (config, capability
+    /// decision); only the others are copied out and refreshed.
+    pub async fn map_container_status<T>(
+        &self,
+        id: &str,
+        f: impl FnOnce(&ContainerRecord) -> T,
+    ) -> Result<T, NodeError> {
+        let stale = {
+            let containers = self.containers.lock();
+            let record = super::find_ref_by_id_or_prefix(&containers, id)
+                .ok_or_else(|| NodeError::not_found("container", id))?;
+            if self.is_settled(record) {
+                return Ok(f(record));
+            }
+            record.clone()
+        };
+        Ok(f(&self.refresh(stale).await?))
+    }
+
+    /// Whether `refresh` gives `record` back as it is.
+    fn is_settled(&self, record: &ContainerRecord) -> bool {
+        record.state == ContainerState::Exited
+            || (record.state.is_live() && self.exit_tracking.is_current(&record.id))
+    }
+
     async fn refresh(&self, record: ContainerRecord) -> Result<ContainerRecord, NodeError> {
-        if matches!(record.state, ContainerState::Exited) {
-            return Ok(record);
-        }
-        if record.state.is_live() && self.exit_tracking.is_current(&record.id) {
+        if self.is_settled(&record) {
             return Ok(record);
         }
         let Some(pod) = self.find_pod(&record.pod_id) else {

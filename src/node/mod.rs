@@ -269,15 +269,23 @@ impl Node {
 /// passes unique prefixes, like containerd's truncindex); None when empty,
 /// absent or ambiguous.
 pub(crate) fn find_by_id_or_prefix<T: Clone>(map: &HashMap<String, T>, id: &str) -> Option<T> {
+    find_ref_by_id_or_prefix(map, id).cloned()
+}
+
+/// The record of full id `id`, or of the one id `id` is a prefix of.
+pub(crate) fn find_ref_by_id_or_prefix<'a, T>(
+    map: &'a HashMap<String, T>,
+    id: &str,
+) -> Option<&'a T> {
     if id.is_empty() {
         return None;
     }
     if let Some(v) = map.get(id) {
-        return Some(v.clone());
+        return Some(v);
     }
     let mut matches = map.iter().filter(|(k, _)| k.starts_with(id));
     match (matches.next(), matches.next()) {
-        (Some((_, v)), None) => Some(v.clone()),
+        (Some((_, v)), None) => Some(v),
         _ => None,
     }
 }

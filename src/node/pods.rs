@@ -409,6 +409,16 @@ impl Node {
             .ok_or_else(|| NodeError::not_found("pod sandbox", id))
     }
 
+    /// `f` of the pod with this id or unique prefix, under the pod
+    /// table's lock: PodSandboxStatus (kubelet asks it of every pod as it
+    /// syncs them) converts the record to its CRI form directly, without
+    /// a deep copy of it (pod config, policy decision) first.
+    pub fn map_pod<T>(&self, id: &str, f: impl FnOnce(&PodSandbox) -> T) -> Result<T, NodeError> {
+        super::find_ref_by_id_or_prefix(&self.pods.lock(), id)
+            .map(f)
+            .ok_or_else(|| NodeError::not_found("pod sandbox", id))
+    }
+
     pub fn list_pod_sandboxes(&self, filter: Option<&PodSandboxFilter>) -> Vec<PodSandbox> {
         self.map_pod_sandboxes(filter, PodSandbox::clone)
     }
