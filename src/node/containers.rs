@@ -781,8 +781,7 @@ impl Node {
 
     /// Status with fresh runtime facts from the monitor.
     pub async fn container_status(&self, id: &str) -> Result<ContainerRecord, NodeError> {
-        let record = self.container(id)?;
-        self.refresh(record).await
+        self.map_container_status(id, ContainerRecord::clone).await
     }
 
     /// `f` of the container's record as [`Self::container_status`] has

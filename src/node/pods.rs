@@ -405,8 +405,7 @@ impl Node {
     }
 
     pub fn pod(&self, id: &str) -> Result<PodSandbox, NodeError> {
-        self.find_pod(id)
-            .ok_or_else(|| NodeError::not_found("pod sandbox", id))
+        self.map_pod(id, PodSandbox::clone)
     }
 
     /// `f` of the pod with this id or unique prefix, under the pod
